@@ -1,0 +1,30 @@
+"""Sami: a GitHub-driven deployment bot."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from bot.config import Settings, load_settings, settings_from_mapping
+
+__version__ = "0.1.0"
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the web application from ``SAMI_*`` variables, or from ``test_config`` in tests."""
+    settings: Settings = load_settings() if test_config is None else settings_from_mapping(test_config)
+    app = Flask(__name__, instance_path=settings.instance_dir, instance_relative_config=False)
+    app.config.update(
+        SAMI=settings,
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        TESTING=settings.mode == "test",
+        JSON_SORT_KEYS=False,
+    )
+
+    from bot import db, errors, health, queue
+
+    db.init_app(app)
+    queue.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(health.bp)
+    return app

@@ -1,0 +1,197 @@
+"""Sami's settings: read from ``SAMI_*`` environment variables, or a dict in tests."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MODES = ("development", "production", "test")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+    def __init__(self, variable: str, problem: str):
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+def _default_instance() -> str:
+    return str(PROJECT_ROOT / "instance")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of a Sami process; ``load_settings`` builds one from the environment."""
+
+    mode: str = "development"
+    instance_dir: str = field(default_factory=_default_instance)
+    database_url: str = ""
+    redis_url: str = ""
+    secret_key: str = ""
+    webhook_secret: str = ""
+    project_name: str = "sami"
+    base_domain: str = "127.0.0.1:8000"
+    namespace: str = "sami"
+    public_url: str = "http://127.0.0.1:8000"
+    deployments_repo: str = str(PROJECT_ROOT / "examples" / "deployments")
+    deployments_ref: str = ""
+    static_root: str = ""
+    script_timeout: int = 1800
+    status_timeout: int = 600
+    check_interval: int = 60
+    retention_days: int = 14
+    max_request_bytes: int = 1024 * 1024
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Redis is configured: queue, worker and scheduler run in-process."""
+        return not self.redis_url
+
+
+# variable name, Settings field, parser; parsers raise ValueError with a readable problem
+def _int(lo: int, hi: int):
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _choice(*choices: str):
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _database_url(raw: str) -> str:
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ValueError("not a database URL (example: postgresql://user@host/sami)") from None
+    if url.get_backend_name() not in ("postgresql", "sqlite"):
+        raise ValueError(f"unsupported database {url.get_backend_name()!r}: use postgresql or sqlite")
+    return raw
+
+
+def _redis_url(raw: str) -> str:
+    if raw and not re.match(r"^(redis|rediss|unix)://", raw):
+        raise ValueError("not a Redis URL (example: redis://localhost:6379/0)")
+    return raw
+
+
+def _name(raw: str) -> str:
+    if not _NAME_RE.match(raw):
+        raise ValueError("must be lowercase letters, digits and dashes, starting with a letter")
+    return raw
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+_VARIABLES: dict[str, tuple[str, object]] = {
+    "SAMI_MODE": ("mode", _choice(*MODES)),
+    "SAMI_INSTANCE_DIR": ("instance_dir", _text),
+    "SAMI_DATABASE_URL": ("database_url", _database_url),
+    "SAMI_REDIS_URL": ("redis_url", _redis_url),
+    "SAMI_SECRET_KEY": ("secret_key", _text),
+    "SAMI_WEBHOOK_SECRET": ("webhook_secret", _text),
+    "SAMI_PROJECT_NAME": ("project_name", _name),
+    "SAMI_BASE_DOMAIN": ("base_domain", _text),
+    "SAMI_NAMESPACE": ("namespace", _name),
+    "SAMI_PUBLIC_URL": ("public_url", _text),
+    "SAMI_DEPLOYMENTS_REPO": ("deployments_repo", _text),
+    "SAMI_DEPLOYMENTS_REF": ("deployments_ref", _text),
+    "SAMI_STATIC_ROOT": ("static_root", _text),
+    "SAMI_SCRIPT_TIMEOUT": ("script_timeout", _int(1, 24 * 3600)),
+    "SAMI_STATUS_TIMEOUT": ("status_timeout", _int(1, 24 * 3600)),
+    "SAMI_CHECK_INTERVAL": ("check_interval", _int(5, 24 * 3600)),
+    "SAMI_RETENTION_DAYS": ("retention_days", _int(0, 3650)),
+    "SAMI_MAX_REQUEST_BYTES": ("max_request_bytes", _int(1024, 64 * 1024 * 1024)),
+    "SAMI_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error")),
+    "SAMI_LOG_FORMAT": ("log_format", _choice("text", "json")),
+}
+
+# Settings that must be set (non-empty) in production mode.
+_REQUIRED_IN_PRODUCTION = ("SAMI_DATABASE_URL", "SAMI_SECRET_KEY", "SAMI_WEBHOOK_SECRET")
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides) -> Settings:
+    """Build Settings from ``SAMI_*`` variables; raise ConfigError naming the first bad one."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for variable, (name, parse) in _VARIABLES.items():
+        raw = environ.get(variable)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[name] = parse(raw)
+        except ValueError as exc:
+            raise ConfigError(variable, str(exc)) from None
+    known = {f.name for f in fields(Settings)}
+    for name, value in overrides.items():
+        if name not in known:
+            raise ConfigError(name, "unknown setting")
+        values[name] = value
+    settings = Settings(**values)
+    if settings.mode == "production":
+        for variable in _REQUIRED_IN_PRODUCTION:
+            name = _VARIABLES[variable][0]
+            if not getattr(settings, name):
+                raise ConfigError(variable, "required in production mode (SAMI_MODE=production)")
+    return _fill_defaults(settings)
+
+
+def _fill_defaults(settings: Settings) -> Settings:
+    instance = Path(settings.instance_dir)
+    changes: dict[str, object] = {}
+    if not settings.database_url:
+        changes["database_url"] = f"sqlite:///{instance / 'sami.sqlite3'}"
+    if not settings.static_root:
+        changes["static_root"] = str(instance / "sites")
+    if not settings.secret_key:
+        # Development only (production requires it): sessions do not survive a restart.
+        changes["secret_key"] = os.urandom(32).hex()
+    if not changes:
+        return settings
+    return Settings(**{**settings.__dict__, **changes})
+
+
+def settings_from_mapping(config: Mapping[str, object]) -> Settings:
+    """Build Settings from a dict of field names (tests), applying the same checks and defaults."""
+    environ = {}
+    direct = {}
+    by_field = {name: variable for variable, (name, _) in _VARIABLES.items()}
+    for key, value in config.items():
+        if key in by_field and isinstance(value, str):
+            environ[by_field[key]] = value
+        else:
+            direct[key] = value
+    return load_settings(environ, **direct)
+
+
+def variables_table() -> list[tuple[str, str, object]]:
+    """(variable, field, default) rows for the documentation."""
+    defaults = Settings()
+    return [(variable, name, getattr(defaults, name)) for variable, (name, _) in _VARIABLES.items()]

@@ -1,0 +1,98 @@
+"""Database engine, sessions and migrations; ``init_app`` wires them into the Flask app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from flask import Flask, current_app, g
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def make_engine(url: str, **kwargs) -> Engine:
+    """An engine for ``url``; SQLite gets foreign keys, WAL and a busy timeout."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+def alembic_config(url: str) -> AlembicConfig:
+    """An Alembic configuration for Sami's migrations against ``url``."""
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # Alembic's config is an ini file: a literal % must be doubled.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str, revision: str = "head", connection=None) -> None:
+    """Apply migrations up to ``revision``."""
+    config = alembic_config(url)
+    if connection is not None:
+        config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+def downgrade(url: str, revision: str, connection=None) -> None:
+    """Revert migrations down to ``revision`` (``base`` removes every table)."""
+    config = alembic_config(url)
+    if connection is not None:
+        config.attributes["connection"] = connection
+    command.downgrade(config, revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The migration the database is at, or None if it has none."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def init_app(app: Flask, engine: Engine | None = None, session_factory=None) -> None:
+    """Give the app an engine and a per-request session, closed when the request ends."""
+    settings = app.config["SAMI"]
+    if session_factory is None:
+        engine = engine or make_engine(settings.database_url)
+        session_factory = sessionmaker(bind=engine, expire_on_commit=False)
+    app.extensions["sami.db"] = session_factory
+    app.teardown_appcontext(_close_session)
+
+
+def get_session() -> Session:
+    """The session of the current request (or app context)."""
+    if "db_session" not in g:
+        g.db_session = current_app.extensions["sami.db"]()
+    return g.db_session
+
+
+def _close_session(_exc=None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()
+
+
+def ping(session: Session) -> None:
+    """Raise if the database does not answer."""
+    session.execute(text("SELECT 1"))

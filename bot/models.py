@@ -1,0 +1,195 @@
+"""The records Sami keeps in its database: deployments, actions, deliveries, API tokens."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from bot.states import ActionState, DeploymentState, FailureReason
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC timestamp on every database (SQLite returns naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given; use datetime.now(UTC)")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def _enum(cls):
+    # Stored as the values ("Running", "queued"), checked by a constraint where the database can.
+    return Enum(
+        cls,
+        name=cls.__name__.lower(),
+        values_callable=lambda e: [m.value for m in e],
+        native_enum=False,
+        create_constraint=True,
+        length=32,
+        validate_strings=True,
+    )
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Deployment(Base):
+    """One instance of a service in an environment, e.g. ``web-stage`` or ``web-pr-42``."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    service: Mapped[str] = mapped_column(String(63))
+    environment: Mapped[str] = mapped_column(String(63))
+    type: Mapped[str] = mapped_column(String(32))
+    state: Mapped[DeploymentState] = mapped_column(_enum(DeploymentState))
+    failure_reason: Mapped[FailureReason | None] = mapped_column(_enum(FailureReason))
+    status_message: Mapped[str | None] = mapped_column(Text)
+    tag: Mapped[str | None] = mapped_column(String(255))
+    image: Mapped[str | None] = mapped_column(String(512))
+    # Override values as given; values of keys named as secrets are never stored here.
+    app_overrides: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    deployment_overrides: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    links: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    source_repo: Mapped[str | None] = mapped_column(String(255))
+    pull_request: Mapped[int | None] = mapped_column(Integer)
+    ref: Mapped[str | None] = mapped_column(String(255))
+    sha: Mapped[str | None] = mapped_column(String(64))
+    manifest_sha: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    checked_at: Mapped[datetime | None]
+    archived_at: Mapped[datetime | None]
+    # Optimistic lock: a concurrent writer of the same row fails instead of overwriting.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    actions: Mapped[list[Action]] = relationship(
+        back_populates="deployment", order_by="Action.id", cascade="all, delete-orphan"
+    )
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        Index(None, "state"),
+        Index(None, "service", "environment"),
+        Index(None, "source_repo", "pull_request"),
+        Index(None, "checked_at"),
+    )
+
+    def __repr__(self) -> str:
+        return f"<Deployment {self.name} {self.state}>"
+
+
+class Action(Base):
+    """One requested operation on a deployment, with its log; its id is the RQ job id."""
+
+    __tablename__ = "actions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    state: Mapped[ActionState] = mapped_column(_enum(ActionState), default=ActionState.QUEUED)
+    requested_by: Mapped[str] = mapped_column(String(255))
+    origin: Mapped[str] = mapped_column(String(32))
+    delivery_id: Mapped[str | None] = mapped_column(String(64))
+    # What the script ran with: tag, image, overrides (secret values masked), manifest sha.
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    log: Mapped[str] = mapped_column(Text, default="")
+    log_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    enqueued_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    script_started_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+
+    deployment: Mapped[Deployment] = relationship(back_populates="actions")
+
+    __table_args__ = (
+        Index(None, "deployment_id", "created_at"),
+        Index(None, "state", "enqueued_at"),
+        Index(None, "state", "heartbeat_at"),
+        Index(None, "delivery_id"),
+    )
+
+    def __repr__(self) -> str:
+        return f"<Action {self.id} {self.kind} {self.state}>"
+
+
+class Delivery(Base):
+    """A GitHub webhook delivery as received; the delivery id makes redeliveries harmless."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(String(64), unique=True)
+    event: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str | None] = mapped_column(String(64))
+    repository: Mapped[str | None] = mapped_column(String(255))
+    outcome: Mapped[str] = mapped_column(String(255), default="received")
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index(None, "received_at"),)
+
+
+class ApiToken(Base):
+    """An API credential: the secret is stored as a SHA-256 hash, looked up by its public id."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_id: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    # {"services": [...] | ["*"], "environments": [...], "actions": [...], "admin": bool}
+    scopes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]

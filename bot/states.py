@@ -1,0 +1,181 @@
+"""The deployment and action state machines: the only place that writes a state."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+
+class DeploymentState(enum.StrEnum):
+    """Where a deployment is in its life; Octopod's states plus CleanupPending and Removed."""
+
+    CREATE_PENDING = "CreatePending"
+    UPDATE_PENDING = "UpdatePending"
+    ARCHIVE_PENDING = "ArchivePending"
+    CLEANUP_PENDING = "CleanupPending"
+    RUNNING = "Running"
+    FAILURE = "Failure"
+    ARCHIVED = "Archived"
+    CLEANUP_FAILED = "CleanupFailed"
+    # A cleaned-up (or deleted) deployment: its row and history stay, its name can be reused.
+    REMOVED = "Removed"
+
+
+class FailureReason(enum.StrEnum):
+    """Why a deployment is in Failure; ``check`` exit codes 2 and 3 map to the first two."""
+
+    PARTIAL_AVAILABILITY = "partial_availability"
+    TAG_MISMATCH = "tag_mismatch"
+    TIMED_OUT = "timed_out"
+    GENERIC = "generic"
+
+
+S = DeploymentState
+
+PENDING_STATES = frozenset({S.CREATE_PENDING, S.UPDATE_PENDING, S.ARCHIVE_PENDING, S.CLEANUP_PENDING})
+LIVE_STATES = frozenset({S.RUNNING, S.FAILURE})
+
+# (from, to) pairs that are allowed; everything else is refused with IllegalTransition.
+TRANSITIONS: frozenset[tuple[DeploymentState, DeploymentState]] = frozenset(
+    {
+        # a new deployment, or a removed one whose name is used again
+        (S.REMOVED, S.CREATE_PENDING),
+        # create/update settle when `check` passes or the script/status timeout fails them
+        (S.CREATE_PENDING, S.RUNNING),
+        (S.CREATE_PENDING, S.FAILURE),
+        (S.UPDATE_PENDING, S.RUNNING),
+        (S.UPDATE_PENDING, S.FAILURE),
+        # a newer request while one is pending replaces it (the older action is superseded)
+        (S.CREATE_PENDING, S.UPDATE_PENDING),
+        (S.UPDATE_PENDING, S.UPDATE_PENDING),
+        # live deployments: periodic checks move them between Running and Failure
+        (S.RUNNING, S.FAILURE),
+        (S.FAILURE, S.RUNNING),
+        (S.FAILURE, S.FAILURE),
+        (S.RUNNING, S.UPDATE_PENDING),
+        (S.FAILURE, S.UPDATE_PENDING),
+        (S.RUNNING, S.ARCHIVE_PENDING),
+        (S.FAILURE, S.ARCHIVE_PENDING),
+        # archive settles when `archive_check` passes; a failed archive leaves a Failure to retry
+        (S.ARCHIVE_PENDING, S.ARCHIVED),
+        (S.ARCHIVE_PENDING, S.FAILURE),
+        # archived: restore, or clean up
+        (S.ARCHIVED, S.CREATE_PENDING),
+        (S.ARCHIVED, S.CLEANUP_PENDING),
+        (S.CLEANUP_PENDING, S.REMOVED),
+        (S.CLEANUP_PENDING, S.CLEANUP_FAILED),
+        # a failed cleanup can be retried, or the record deleted by an admin
+        (S.CLEANUP_FAILED, S.CLEANUP_PENDING),
+        (S.CLEANUP_FAILED, S.REMOVED),
+    }
+)
+
+
+class IllegalTransition(Exception):
+    """A state change the state machine does not allow; the web layer answers 409."""
+
+    def __init__(self, name: str, current: DeploymentState, wanted: DeploymentState):
+        allowed = sorted(str(to) for frm, to in TRANSITIONS if frm is current)
+        super().__init__(
+            f"deployment {name!r} is {current} and cannot become {wanted}"
+            f" (from {current} it can become: {', '.join(allowed) or 'nothing'})"
+        )
+        self.name = name
+        self.current = current
+        self.wanted = wanted
+
+
+def can_transition(current: DeploymentState, wanted: DeploymentState) -> bool:
+    """Whether the state machine allows ``current`` -> ``wanted``."""
+    return (DeploymentState(current), DeploymentState(wanted)) in TRANSITIONS
+
+
+def transition(deployment, wanted: DeploymentState, *, reason: FailureReason | None = None,
+               message: str | None = None, now: datetime | None = None) -> DeploymentState:
+    """Move ``deployment`` to ``wanted`` or raise IllegalTransition; return the previous state."""
+    current = DeploymentState(deployment.state)
+    wanted = DeploymentState(wanted)
+    if (current, wanted) not in TRANSITIONS:
+        raise IllegalTransition(deployment.name, current, wanted)
+    now = now or datetime.now(UTC)
+    deployment.state = wanted
+    if wanted is S.FAILURE:
+        deployment.failure_reason = FailureReason(reason or FailureReason.GENERIC)
+        deployment.status_message = message
+    else:
+        deployment.failure_reason = None
+        deployment.status_message = message
+    if current is not wanted:
+        deployment.status_changed_at = now
+    if wanted is S.ARCHIVED:
+        deployment.archived_at = now
+    elif wanted in (S.CREATE_PENDING, S.REMOVED) and current is not S.CLEANUP_FAILED:
+        deployment.archived_at = None
+    return current
+
+
+class ActionState(enum.StrEnum):
+    """Where one requested operation is: queued, running, or one of its ends."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    SUPERSEDED = "superseded"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (ActionState.QUEUED, ActionState.RUNNING)
+
+
+A = ActionState
+ACTION_TRANSITIONS: frozenset[tuple[ActionState, ActionState]] = frozenset(
+    {
+        (A.QUEUED, A.RUNNING),
+        (A.QUEUED, A.SUPERSEDED),
+        (A.QUEUED, A.CANCELLED),
+        (A.RUNNING, A.SUCCEEDED),
+        (A.RUNNING, A.FAILED),
+        (A.RUNNING, A.TIMED_OUT),
+        (A.RUNNING, A.CANCELLED),
+        # the reaper puts back an action whose worker died before it started the script
+        (A.RUNNING, A.QUEUED),
+    }
+)
+
+
+class IllegalActionTransition(Exception):
+    """An action state change that is not allowed (a bug or a race lost to another worker)."""
+
+    def __init__(self, action_id: int, current: ActionState, wanted: ActionState):
+        super().__init__(f"action {action_id} is {current} and cannot become {wanted}")
+        self.action_id = action_id
+        self.current = current
+        self.wanted = wanted
+
+
+def transition_action(action, wanted: ActionState, *, now: datetime | None = None) -> ActionState:
+    """Move ``action`` to ``wanted`` or raise IllegalActionTransition; return the previous state."""
+    current = ActionState(action.state)
+    wanted = ActionState(wanted)
+    if (current, wanted) not in ACTION_TRANSITIONS:
+        raise IllegalActionTransition(action.id, current, wanted)
+    now = now or datetime.now(UTC)
+    action.state = wanted
+    if wanted is A.RUNNING:
+        action.started_at = now
+        action.heartbeat_at = now
+    elif wanted is A.QUEUED:
+        action.started_at = None
+        action.heartbeat_at = None
+        action.worker = None
+    elif wanted.finished:
+        action.finished_at = now
+        if action.started_at is not None:
+            started = action.started_at
+            if started.tzinfo is None:
+                started = started.replace(tzinfo=UTC)
+            action.duration_ms = int((now - started).total_seconds() * 1000)
+    return current

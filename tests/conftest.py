@@ -1,0 +1,127 @@
+"""Shared fixtures: a private PostgreSQL (migrated once, each test rolled back to a savepoint),
+a private Redis (one database index, flushed per test) and the Flask app built on them."""
+
+from __future__ import annotations
+
+import pytest
+import redis as redis_lib
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import sessionmaker
+
+from bot import create_app, db
+from tests.support.servers import PostgresServer, RedisServer, running
+
+TEST_DATABASE = "sami_test"
+TEST_REDIS_DB = 1
+WEBHOOK_SECRET = "test-webhook-secret"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of the test run's own."""
+    with running(PostgresServer()) as server:
+        yield server
+
+
+def create_database(postgres: PostgresServer, name: str, template: str | None = None) -> str:
+    """Create database ``name`` (optionally copied from ``template``) and return its URL."""
+    admin = create_engine(postgres.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        suffix = f' TEMPLATE "{template}"' if template else ""
+        connection.execute(text(f'CREATE DATABASE "{name}"{suffix}'))
+    admin.dispose()
+    return postgres.url(name)
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres):
+    """The test database, created and migrated once for the whole run."""
+    url = create_database(postgres, TEST_DATABASE)
+    db.upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def engine(database_url):
+    engine = db.make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db_connection(engine):
+    """A connection inside a transaction that is rolled back when the test ends."""
+    connection = engine.connect()
+    transaction = connection.begin()
+    yield connection
+    transaction.rollback()
+    connection.close()
+
+
+@pytest.fixture
+def session_factory(db_connection):
+    """Sessions on the test's connection: their commits are savepoints inside its transaction."""
+    return sessionmaker(
+        bind=db_connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+
+
+@pytest.fixture
+def db_session(session_factory):
+    session = session_factory()
+    yield session
+    session.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A Redis server of the test run's own."""
+    with running(RedisServer()) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """The test's Redis database index, empty at the start and flushed at the end."""
+    client = redis_lib.Redis.from_url(redis_server.url(TEST_REDIS_DB))
+    client.flushdb()
+    yield redis_server.url(TEST_REDIS_DB)
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    client = redis_lib.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def test_config(database_url, redis_url, tmp_path):
+    return {
+        "mode": "test",
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "instance_dir": str(tmp_path / "instance"),
+        "webhook_secret": WEBHOOK_SECRET,
+        "secret_key": "test-secret-key",
+    }
+
+
+@pytest.fixture
+def app(test_config, session_factory):
+    app = create_app(test_config)
+    app.extensions["sami.db"] = session_factory
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()

@@ -1,0 +1,86 @@
+"""Settings from SAMI_* variables, and bad configuration stopping the process with one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+
+
+def test_defaults_are_the_embedded_default(tmp_path):
+    settings = load_settings({"SAMI_INSTANCE_DIR": str(tmp_path)})
+    assert settings.embedded
+    assert settings.database_url == f"sqlite:///{tmp_path / 'sami.sqlite3'}"
+    assert settings.static_root == str(tmp_path / "sites")
+    assert settings.mode == "development"
+
+
+def test_variables_are_parsed():
+    settings = load_settings({
+        "SAMI_DATABASE_URL": "postgresql://sami@db/sami",
+        "SAMI_REDIS_URL": "redis://redis:6379/2",
+        "SAMI_SCRIPT_TIMEOUT": "120",
+        "SAMI_LOG_FORMAT": "JSON",
+        "SAMI_NAMESPACE": "staging",
+    })
+    assert settings.database_url == "postgresql://sami@db/sami"
+    assert not settings.embedded
+    assert settings.script_timeout == 120
+    assert settings.log_format == "json"
+    assert settings.namespace == "staging"
+
+
+@pytest.mark.parametrize(("variable", "value", "problem"), [
+    ("SAMI_DATABASE_URL", "::not a url::", "not a database URL"),
+    ("SAMI_DATABASE_URL", "mysql://x/y", "unsupported database 'mysql'"),
+    ("SAMI_REDIS_URL", "localhost:6379", "not a Redis URL"),
+    ("SAMI_SCRIPT_TIMEOUT", "soon", "expected a whole number"),
+    ("SAMI_SCRIPT_TIMEOUT", "0", "must be between 1 and 86400"),
+    ("SAMI_MODE", "staging", "must be one of development, production, test"),
+    ("SAMI_NAMESPACE", "Bad_Name", "lowercase letters"),
+])
+def test_bad_values_name_the_variable(variable, value, problem):
+    with pytest.raises(ConfigError) as info:
+        load_settings({variable: value})
+    assert info.value.variable == variable
+    assert problem in str(info.value)
+    assert str(info.value).startswith(f"{variable}: ")
+
+
+@pytest.mark.parametrize("missing", ["SAMI_DATABASE_URL", "SAMI_SECRET_KEY", "SAMI_WEBHOOK_SECRET"])
+def test_production_requires_its_secrets(missing):
+    environ = {
+        "SAMI_MODE": "production",
+        "SAMI_DATABASE_URL": "postgresql://sami@db/sami",
+        "SAMI_SECRET_KEY": "k",
+        "SAMI_WEBHOOK_SECRET": "w",
+    }
+    del environ[missing]
+    with pytest.raises(ConfigError, match=f"^{missing}: required in production mode"):
+        load_settings(environ)
+
+
+def _run_sami(args, env_overrides):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
+    env.update(env_overrides)
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.mark.parametrize(("env", "variable"), [
+    ({"SAMI_DATABASE_URL": "::nonsense::"}, "SAMI_DATABASE_URL"),
+    ({"SAMI_MODE": "production", "SAMI_DATABASE_URL": "postgresql://x@y/z",
+      "SAMI_SECRET_KEY": "k"}, "SAMI_WEBHOOK_SECRET"),
+])
+@pytest.mark.parametrize("command", [["serve"], ["db", "upgrade"]])
+def test_bad_configuration_stops_the_process_with_one_line(env, variable, command):
+    result = _run_sami(command, env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"sami: configuration error: {variable}: ")
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,55 @@
+"""/healthz and /readyz against the real database and Redis."""
+
+from __future__ import annotations
+
+from bot import create_app
+from tests.support.servers import free_port
+
+
+def test_healthz(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok"}
+
+
+def test_readyz_when_everything_answers(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json["checks"] == {"database": "ok", "redis": "ok"}
+
+
+def test_readyz_names_redis_when_it_is_down(test_config, session_factory):
+    app = create_app({**test_config, "redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    app.extensions["sami.db"] = session_factory
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["down"] == ["redis"]
+    assert response.json["checks"]["database"] == "ok"
+
+
+def test_readyz_names_the_database_when_it_is_down(test_config):
+    url = f"postgresql+psycopg2://nobody@127.0.0.1:{free_port()}/sami"
+    app = create_app({**test_config, "database_url": url})
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["down"] == ["database"]
+
+
+def test_embedded_default_is_ready_without_services(tmp_path):
+    from bot import db
+
+    config = {"mode": "test", "instance_dir": str(tmp_path), "redis_url": ""}
+    app = create_app(config)
+    db.upgrade(app.config["SAMI"].database_url)
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 200
+    assert response.json["checks"] == {"database": "ok", "redis": "ok (embedded)"}
+
+
+def test_errors_are_json(client):
+    response = client.get("/no/such/page")
+    assert response.status_code == 404
+    assert response.json["error"] == "no such page or API endpoint"
+    response = client.post("/healthz")
+    assert response.status_code == 405
+    assert "use GET" in response.json["error"]

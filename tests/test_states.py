@@ -1,0 +1,131 @@
+"""Every pair of deployment states, allowed and refused, against an independent table."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from bot.states import (
+    ACTION_TRANSITIONS,
+    TRANSITIONS,
+    ActionState,
+    DeploymentState,
+    FailureReason,
+    IllegalActionTransition,
+    IllegalTransition,
+    transition,
+    transition_action,
+)
+
+# The graph as the README documents it, written out here so the module is checked against it.
+EXPECTED = {
+    "CreatePending": {"Running", "Failure", "UpdatePending"},
+    "UpdatePending": {"Running", "Failure", "UpdatePending"},
+    "ArchivePending": {"Archived", "Failure"},
+    "CleanupPending": {"Removed", "CleanupFailed"},
+    "Running": {"Failure", "UpdatePending", "ArchivePending"},
+    "Failure": {"Running", "Failure", "UpdatePending", "ArchivePending"},
+    "Archived": {"CreatePending", "CleanupPending"},
+    "CleanupFailed": {"CleanupPending", "Removed"},
+    "Removed": {"CreatePending"},
+}
+
+ALL_PAIRS = list(itertools.product(DeploymentState, DeploymentState))
+
+
+def _deployment(state):
+    return SimpleNamespace(name="web-stage", state=state, failure_reason=None, status_message=None,
+                           status_changed_at=None, archived_at=None)
+
+
+def test_expected_table_names_every_state():
+    assert set(EXPECTED) == {s.value for s in DeploymentState}
+
+
+@pytest.mark.parametrize(("current", "wanted"), ALL_PAIRS, ids=[f"{a}->{b}" for a, b in ALL_PAIRS])
+def test_every_pair(current, wanted):
+    deployment = _deployment(current)
+    if wanted.value in EXPECTED[current.value]:
+        previous = transition(deployment, wanted)
+        assert previous is current
+        assert deployment.state is wanted
+    else:
+        with pytest.raises(IllegalTransition) as info:
+            transition(deployment, wanted)
+        assert deployment.state is current, "a refused transition must not change the state"
+        assert info.value.current is current and info.value.wanted is wanted
+        assert f"is {current} and cannot become {wanted}" in str(info.value)
+
+
+def test_failure_records_reason_and_leaving_failure_clears_it():
+    deployment = _deployment(DeploymentState.RUNNING)
+    transition(deployment, DeploymentState.FAILURE, reason=FailureReason.TAG_MISMATCH,
+               message="web runs tag a, expected b")
+    assert deployment.failure_reason is FailureReason.TAG_MISMATCH
+    assert deployment.status_message == "web runs tag a, expected b"
+    assert deployment.status_changed_at is not None
+    transition(deployment, DeploymentState.RUNNING)
+    assert deployment.failure_reason is None
+
+
+def test_failure_without_reason_is_generic():
+    deployment = _deployment(DeploymentState.CREATE_PENDING)
+    transition(deployment, DeploymentState.FAILURE)
+    assert deployment.failure_reason is FailureReason.GENERIC
+
+
+def test_archived_sets_archived_at_and_restore_clears_it():
+    deployment = _deployment(DeploymentState.ARCHIVE_PENDING)
+    transition(deployment, DeploymentState.ARCHIVED)
+    assert deployment.archived_at is not None
+    transition(deployment, DeploymentState.CREATE_PENDING)
+    assert deployment.archived_at is None
+
+
+def test_refusal_lists_what_is_possible():
+    with pytest.raises(IllegalTransition, match=r"it can become: CleanupPending, CreatePending"):
+        transition(_deployment(DeploymentState.ARCHIVED), DeploymentState.RUNNING)
+
+
+EXPECTED_ACTIONS = {
+    "queued": {"running", "superseded", "cancelled"},
+    "running": {"succeeded", "failed", "timed_out", "cancelled", "queued"},
+    "succeeded": set(),
+    "failed": set(),
+    "timed_out": set(),
+    "cancelled": set(),
+    "superseded": set(),
+}
+ACTION_PAIRS = list(itertools.product(ActionState, ActionState))
+
+
+@pytest.mark.parametrize(("current", "wanted"), ACTION_PAIRS,
+                         ids=[f"{a}->{b}" for a, b in ACTION_PAIRS])
+def test_every_action_pair(current, wanted):
+    action = SimpleNamespace(id=7, state=current, started_at=None, heartbeat_at=None,
+                             finished_at=None, duration_ms=None, worker="w1")
+    if wanted.value in EXPECTED_ACTIONS[current.value]:
+        transition_action(action, wanted)
+        assert action.state is wanted
+        assert (action.finished_at is not None) == wanted.finished
+    else:
+        with pytest.raises(IllegalActionTransition):
+            transition_action(action, wanted)
+        assert action.state is current
+    assert len(ACTION_TRANSITIONS) == sum(len(v) for v in EXPECTED_ACTIONS.values())
+
+
+def test_readme_diagram_matches_the_state_machine():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"```mermaid\nstateDiagram-v2\n(.*?)```", readme, re.S)
+    assert block, "README.md has no stateDiagram-v2 block"
+    edges = set()
+    for line in block.group(1).splitlines():
+        match = re.match(r"\s*(\[\*\]|\w+)\s*-->\s*(\[\*\]|\w+)", line)
+        if match and "[*]" not in match.groups():
+            edges.add((match.group(1), match.group(2)))
+    assert edges == {(a.value, b.value) for a, b in TRANSITIONS}
