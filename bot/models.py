@@ -103,6 +103,9 @@ class Deployment(Base):
     status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
     checked_at: Mapped[datetime | None]
     archived_at: Mapped[datetime | None]
+    # Who may run scripts on this deployment now (one worker at a time), until when.
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None]
     # Optimistic lock: a concurrent writer of the same row fails instead of overwriting.
     version: Mapped[int] = mapped_column(Integer, default=1)
 
@@ -116,6 +119,7 @@ class Deployment(Base):
         Index(None, "service", "environment"),
         Index(None, "source_repo", "pull_request"),
         Index(None, "checked_at"),
+        Index(None, "lease_expires_at"),
     )
 
     def __repr__(self) -> str:

@@ -1,0 +1,123 @@
+"""The control-script runner against real processes."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+
+import pytest
+
+from workers.runner import MASK, Masker, ScriptNotFound, run_control_script
+
+ENV = {"PATH": "/usr/bin:/bin"}
+
+
+def script(tmp_path, body: str, name: str = "op"):
+    path = tmp_path / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie has exited already.
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"
+
+
+def test_exit_code_and_streams(tmp_path):
+    result = run_control_script([script(tmp_path, 'echo out; echo err >&2; exit 3\n')], env=ENV, timeout=10)
+    assert result.exit_code == 3
+    assert not result.ok and not result.timed_out
+    assert result.stdout == "out\n"
+    assert result.stderr == "err\n"
+
+
+def test_arguments_are_not_interpreted_by_a_shell(tmp_path):
+    marker = tmp_path / "pwned"
+    argv = [script(tmp_path, 'printf "%s\\n" "$@"\n'), "--name", f"$(touch {marker})", "a b;c"]
+    result = run_control_script(argv, env=ENV, timeout=10)
+    assert result.stdout.splitlines() == ["--name", f"$(touch {marker})", "a b;c"]
+    assert not marker.exists()
+
+
+def test_secrets_are_masked_in_output_and_callbacks(tmp_path):
+    seen = []
+    result = run_control_script(
+        [script(tmp_path, 'echo "token=$SAMI_SECRET_API"; echo "$SAMI_SECRET_API" >&2\n')],
+        env={**ENV, "SAMI_SECRET_API": "canary-5ecret-value"}, timeout=10,
+        secrets=["canary-5ecret-value"], on_output=seen.append)
+    assert "canary-5ecret-value" not in result.stdout + result.stderr + "".join(seen)
+    assert result.stdout == f"token={MASK}\n"
+    assert f"! {MASK}\n" in seen
+
+
+def test_masker_masks_longest_first_and_ignores_tiny_values():
+    mask = Masker(["abcd", "abcdefgh", "x"])
+    assert mask("abcdefgh abcd x") == f"{MASK} {MASK} x"
+
+
+def test_output_arrives_while_the_script_runs(tmp_path):
+    seen = []
+    got_first = threading.Event()
+
+    def on_output(line):
+        seen.append((line, time.monotonic()))
+        got_first.set()
+
+    release = tmp_path / "release"
+    argv = [script(tmp_path, f'echo started; while [ ! -e {release} ]; do sleep 0.05; done; echo done\n')]
+    thread = threading.Thread(target=lambda: run_control_script(argv, env=ENV, timeout=20, on_output=on_output))
+    thread.start()
+    assert got_first.wait(10), "the first line did not arrive before the script ended"
+    assert [line for line, _ in seen] == ["started\n"]
+    release.touch()
+    thread.join(10)
+    assert [line for line, _ in seen] == ["started\n", "done\n"]
+
+
+def test_timeout_stops_the_whole_process_group(tmp_path):
+    pids = tmp_path / "pids"
+    body = f'sleep 300 & echo $! > {pids}; echo $$ >> {pids}; trap "" TERM; wait\n'
+    started = time.monotonic()
+    result = run_control_script([script(tmp_path, body)], env=ENV, timeout=1, kill_grace=1)
+    assert result.timed_out
+    assert result.exit_code is None
+    assert time.monotonic() - started < 15
+    for pid in map(int, pids.read_text().split()):
+        assert not alive(pid), f"process {pid} of the script survived the timeout"
+
+
+def test_output_is_capped(tmp_path):
+    result = run_control_script([script(tmp_path, 'i=0; while [ $i -lt 2000 ]; do echo 0123456789; i=$((i+1)); done\n')],
+                                env=ENV, timeout=20, max_output=1000)
+    assert result.exit_code == 0
+    assert 1000 <= len(result.stdout) < 1100
+
+
+def test_ticks_while_running(tmp_path):
+    ticks = []
+    run_control_script([script(tmp_path, "sleep 1\n")], env=ENV, timeout=10, on_tick=lambda: ticks.append(1),
+                       tick_seconds=0.2)
+    assert len(ticks) >= 2
+
+
+def test_only_the_given_environment_reaches_the_script(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMI_DATABASE_URL", "postgresql://user:password@db/sami")
+    result = run_control_script([script(tmp_path, "env\n")], env=ENV, timeout=10)
+    assert "SAMI_DATABASE_URL" not in result.stdout
+
+
+def test_missing_or_non_executable_script(tmp_path):
+    with pytest.raises(ScriptNotFound):
+        run_control_script([str(tmp_path / "nope")], env=ENV, timeout=5)
+    plain = tmp_path / "plain"
+    plain.write_text("#!/bin/sh\n")
+    with pytest.raises(ScriptNotFound):
+        run_control_script([str(plain)], env=ENV, timeout=5)

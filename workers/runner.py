@@ -1,0 +1,183 @@
+"""Run one control script: argv list, secrets in the environment, output captured as it comes,
+secret values masked, a size cap, and a timeout that stops the whole process group."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+MASK = "********"
+# Secrets shorter than this would mask ordinary words; such values are refused by the services layer.
+MIN_MASKED_LENGTH = 4
+
+
+# If the worker is killed, its script is killed too (and cannot race the action's retry).
+_SETPRIV = shutil.which("setpriv")
+_DIE_WITH_PARENT = (_SETPRIV, "--pdeathsig", "KILL", "--") if _SETPRIV else ()
+
+
+class ScriptNotFound(Exception):
+    """The control script for an operation does not exist or is not executable."""
+
+
+@dataclass(frozen=True)
+class ScriptResult:
+    """What a finished script did: exit code (None when killed by the timeout) and its output."""
+
+    exit_code: int | None
+    timed_out: bool
+    stdout: str
+    stderr: str
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+class Masker:
+    """Replaces every secret value in a text with a fixed mask."""
+
+    def __init__(self, secrets: Iterable[str]):
+        # Longest first, so a secret that contains another is masked whole.
+        self.values = sorted({s for s in secrets if s and len(s) >= MIN_MASKED_LENGTH},
+                             key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for value in self.values:
+            if value in text:
+                text = text.replace(value, MASK)
+        return text
+
+
+def _reader(stream, name: str, lines: queue.Queue) -> None:
+    try:
+        for raw in iter(stream.readline, b""):
+            lines.put((name, raw.decode("utf-8", "replace")))
+    finally:
+        stream.close()
+        lines.put((name, None))
+
+
+def _stop_group(process: subprocess.Popen, grace: float) -> None:
+    """TERM the script's whole process group, then KILL what is left after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(wait)
+            # The leader is gone; children may linger in the group.
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        return
+
+
+def run_control_script(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | None = None,
+    timeout: float,
+    secrets: Iterable[str] = (),
+    on_output: Callable[[str], None] | None = None,
+    on_tick: Callable[[], None] | None = None,
+    tick_seconds: float = 5.0,
+    max_output: int = 1024 * 1024,
+    kill_grace: float = 10.0,
+) -> ScriptResult:
+    """Run ``argv`` (never through a shell) and return its result.
+
+    ``on_output`` receives masked log lines as they arrive (stderr lines prefixed ``! ``),
+    ``on_tick`` is called every ``tick_seconds`` while the script runs (heartbeats).
+    """
+    if not argv or not os.path.isfile(argv[0]) or not os.access(argv[0], os.X_OK):
+        raise ScriptNotFound(f"control script {argv[0] if argv else '?'} is missing or not executable")
+    mask = Masker(secrets)
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [*_DIE_WITH_PARENT, *argv],
+        env=dict(env),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, so a timeout stops every child
+        close_fds=True,
+    )
+    lines: queue.Queue = queue.Queue()
+    readers = [
+        threading.Thread(target=_reader, args=(process.stdout, "stdout", lines), daemon=True),
+        threading.Thread(target=_reader, args=(process.stderr, "stderr", lines), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    captured = {"stdout": [], "stderr": []}
+    sizes = {"stdout": 0, "stderr": 0}
+    open_streams = 2
+    timed_out = False
+    deadline = started + timeout
+    next_tick = started + tick_seconds
+    exited_at: float | None = None
+    while open_streams:
+        now = time.monotonic()
+        if exited_at is None and process.poll() is not None:
+            exited_at = now
+        if exited_at is not None and not timed_out and now - exited_at > 5:
+            # The script is done but something it started still holds its output open.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            break
+        if now >= deadline and not timed_out:
+            timed_out = True
+            log.warning("control script %s timed out after %.0f s", os.path.basename(argv[0]), timeout)
+            _stop_group(process, kill_grace)
+        if on_tick and now >= next_tick:
+            next_tick = now + tick_seconds
+            on_tick()
+        try:
+            name, line = lines.get(timeout=min(0.2, max(0.01, deadline - now)) if not timed_out else 0.2)
+        except queue.Empty:
+            if timed_out and process.poll() is not None and time.monotonic() > deadline + kill_grace + 10:
+                break  # a grandchild escaped the group but holds the pipe; stop waiting for it
+            continue
+        if line is None:
+            open_streams -= 1
+            continue
+        line = mask(line)
+        if sizes[name] < max_output:
+            captured[name].append(line)
+            sizes[name] += len(line)
+        if on_output:
+            on_output(line if name == "stdout" else f"! {line}")
+    if timed_out:
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        exit_code = None
+    else:
+        exit_code = process.wait()
+    return ScriptResult(
+        exit_code=exit_code,
+        timed_out=timed_out,
+        stdout="".join(captured["stdout"]),
+        stderr="".join(captured["stderr"]),
+        duration=time.monotonic() - started,
+    )
