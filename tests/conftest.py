@@ -9,6 +9,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import sessionmaker
 
 from bot import create_app, db
+from tests.support.docker import swarm_session  # noqa: F401  (the private Swarm, started on first use)
 from tests.support.servers import PostgresServer, RedisServer, running
 
 TEST_DATABASE = "sami_test"

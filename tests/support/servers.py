@@ -51,16 +51,46 @@ class PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
         subprocess.run(
-            _as_postgres([_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user,
-                          "--no-sync", "-E", "UTF8", "--locale=C"]),
-            check=True, capture_output=True,
+            _as_postgres(
+                [
+                    _pg_bin("initdb"),
+                    "-D",
+                    str(self.data),
+                    "-A",
+                    "trust",
+                    "-U",
+                    self.user,
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ]
+            ),
+            check=True,
+            capture_output=True,
         )
-        options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        options = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
         subprocess.run(
-            _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-w", "-t", "60",
-                          "-l", str(self.dir / "server.log"), "start"]),
-            check=True, capture_output=True,
+            _as_postgres(
+                [
+                    _pg_bin("pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-o",
+                    options,
+                    "-w",
+                    "-t",
+                    "60",
+                    "-l",
+                    str(self.dir / "server.log"),
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
         )
 
     def url(self, database: str = "postgres") -> str:
@@ -86,9 +116,21 @@ class RedisServer:
         if not os.path.exists(binary):
             raise RuntimeError("redis-server is not installed (run scripts/install-test-deps)")
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--databases", "32"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--databases",
+                "32",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + 20

@@ -1,0 +1,260 @@
+"""The calling contract shared by every built-in set: argv parsing, name refusal, overrides,
+config_check messages, info and notifications. Clients are recording stand-ins here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.control_scripts.helpers import (
+    EXAMPLES,
+    OPERATIONS,
+    SCRIPTS,
+    TYPES,
+    RecordingStandIns,
+    contract_args,
+    run_script,
+)
+
+MANIFESTS = {
+    "swarm": EXAMPLES / "web" / "swarm" / "stage",
+    "cron": EXAMPLES / "nightly-report" / "cron" / "stage",
+    "compose": EXAMPLES / "notes" / "compose" / "stage",
+    "k8s": EXAMPLES / "api" / "k8s" / "stage",
+    "static_file": EXAMPLES / "docs" / "static_file" / "stage",
+}
+
+
+def test_every_type_has_every_operation_executable():
+    for kind in TYPES:
+        for op in OPERATIONS:
+            path = SCRIPTS / kind / op
+            assert path.is_file(), path
+            assert os.access(path, os.X_OK), path
+
+
+BAD_NAMES = ["Web", "web;touch x", "../web", "web name", "-web", "", "a" * 64, "web$(id)", "wéb"]
+
+
+@pytest.mark.parametrize("kind", TYPES)
+@pytest.mark.parametrize("bad", BAD_NAMES)
+def test_bad_names_are_refused_by_every_script(kind, bad, stand_ins, tmp_path):
+    env = stand_ins.env({"SAMI_STATIC_ROOT": str(tmp_path / "static")})
+    for op in OPERATIONS:
+        args = contract_args(bad, tag="v1", manifest_dir=MANIFESTS[kind])
+        result = run_script(kind, op, args, env=env)
+        assert result.returncode == 64, (kind, op, bad, result.stdout, result.stderr)
+        message = result.stdout if op == "config_check" else result.stderr
+        assert "Deployment name" in message, (kind, op, message)
+    assert stand_ins.calls() == [], "no client may be called for a refused name"
+    assert not (tmp_path / "static").exists()
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_flags_in_any_order_with_equals_and_unknown_flags(kind, stand_ins, tmp_path):
+    env = stand_ins.env({"SAMI_URL": "https://api-stage.example.test", "SAMI_STATIC_ROOT": str(tmp_path)})
+    args = contract_args("api-stage", tag="v1", manifest_dir=MANIFESTS[kind])
+    pairs = [args[i : i + 2] for i in range(0, len(args), 2)]
+    shuffled = [part for pair in reversed(pairs) for part in pair]
+    shuffled = ["--future-flag", "value", *shuffled, "--another-new-flag", "--name=api-stage"]
+    result = run_script(kind, "info", shuffled, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "app,https://api-stage.example.test\n"
+    assert "ignoring unknown flag --future-flag" in result.stderr
+
+
+def test_info_quotes_csv_and_prints_nothing_without_url(tmp_path):
+    args = contract_args("web-stage", tag="v1", manifest_dir=MANIFESTS["swarm"])
+    env = dict(os.environ, SAMI_URL='https://x.example.test/a,b"c')
+    result = run_script("swarm", "info", args, env=env)
+    assert result.stdout == 'app,"https://x.example.test/a,b""c"\n'
+    env.pop("SAMI_URL")
+    assert run_script("swarm", "info", args, env=env).stdout == ""
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_notifications_accept_statuses(kind, tmp_path):
+    args = [
+        *contract_args("web-stage", tag="v1", manifest_dir=MANIFESTS[kind]),
+        "--old-status",
+        "CreatePending",
+        "--new-status",
+        "Running",
+    ]
+    result = run_script(kind, "notifications", args)
+    assert result.returncode == 0
+    assert "CreatePending -> Running" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("kind", "deployment_config", "app_config", "expected"),
+    [
+        ("swarm", {"port": "eighty"}, {}, 'port="eighty" is not a port number'),
+        ("swarm", {"port": "70000"}, {}, "is not a port number"),
+        ("compose", {"replicas": "two"}, {}, 'replicas="two" is not a whole number'),
+        ("swarm", {"stack-file": "missing.yml"}, {}, 'Stack file "missing.yml" was not found'),
+        ("swarm", {"stack-file": "../../etc/passwd"}, {}, "must be a path inside the manifest folder"),
+        ("cron", {}, {"path": "/tmp"}, 'Override key "path" is reserved'),
+        ("swarm", {}, {"docker-host": "tcp://evil"}, "is reserved"),
+        ("swarm", {}, {"bad key": "x"}, "may only contain letters"),
+        ("compose", {"compose-file": "nope.yml"}, {}, 'Compose file "nope.yml" was not found'),
+        ("k8s", {"chart": "nochart"}, {}, 'Helm chart "nochart" was not found'),
+        ("k8s", {"values-file": "missing-values.yaml"}, {}, 'values-file "missing-values.yaml" was not found'),
+        ("static_file", {"source": "dist"}, {}, 'Static bundle "dist" was not found'),
+        ("static_file", {"keep-releases": "0"}, {}, 'keep-releases="0" must be a whole number'),
+    ],
+)
+def test_config_check_prints_actionable_message(
+    kind, deployment_config, app_config, expected, stand_ins: RecordingStandIns, tmp_path
+):
+    env = stand_ins.env({"SAMI_STATIC_ROOT": str(tmp_path)})
+    args = contract_args(
+        "api-stage",
+        tag="v1",
+        manifest_dir=MANIFESTS[kind],
+        deployment_config=deployment_config,
+        app_config=app_config,
+    )
+    result = run_script(kind, "config_check", args, env=env)
+    assert result.returncode != 0
+    assert expected in result.stdout, result.stdout
+    assert not result.stdout.startswith("sami[")
+
+
+def test_config_check_reports_every_problem_at_once(tmp_path):
+    args = contract_args(
+        "web-stage",
+        tag="bad tag!",
+        manifest_dir=tmp_path / "missing",
+        deployment_config={"port": "x"},
+    )
+    result = run_script("swarm", "config_check", args)
+    assert result.returncode == 64
+    lines = result.stdout.splitlines()
+    assert any('Tag "bad tag!" is invalid' in line for line in lines)
+    assert any('port="x"' in line for line in lines)
+    assert any("does not exist" in line for line in lines)
+
+
+def test_config_check_static_root_missing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "SAMI_STATIC_ROOT"}
+    args = contract_args("docs-stage", tag="v1", manifest_dir=MANIFESTS["static_file"])
+    result = run_script("static_file", "config_check", args, env=env)
+    assert result.returncode == 64
+    assert "SAMI_STATIC_ROOT is not set" in result.stdout
+
+
+@pytest.mark.parametrize("kind", ["swarm", "cron", "compose", "static_file"])
+def test_config_check_passes_for_examples(kind, stand_ins, tmp_path):
+    env = stand_ins.env({"SAMI_STATIC_ROOT": str(tmp_path)})
+    args = contract_args("web-stage", tag="v1", manifest_dir=MANIFESTS[kind], deployment_config={"port": "18080"})
+    result = run_script(kind, "config_check", args, env=env)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout == ""
+
+
+def test_overrides_reach_the_tool_environment_deployment_wins(stand_ins, tmp_path):
+    """Overrides become env vars (K upper-cased, . and - to _), deployment config wins; the
+    secret stays in the environment and never reaches argv."""
+    recorder = tmp_path / "env-recorder"
+    recorder.write_text('#!/bin/sh\nif [ "$1" = stack ]; then env > "$ENV_DUMP"; fi\n')
+    recorder.chmod(0o755)
+    dump = tmp_path / "env.txt"
+    env = stand_ins.env(
+        {
+            "DOCKER": str(recorder),
+            "ENV_DUMP": str(dump),
+            "SAMI_IMAGE": "local/web:v2",
+            "SAMI_SECRET_DB_PASSWORD": "s3cret",
+        }
+    )
+    args = contract_args(
+        "web-stage",
+        tag="v2",
+        manifest_dir=MANIFESTS["swarm"],
+        app_config={"log.level": "debug", "feature-x": "on", "greeting": "app"},
+        deployment_config={"greeting": "hello, world $(id) `id`", "port": "18123"},
+    )
+    result = run_script("swarm", "create", args, env=env)
+    assert result.returncode == 0, result.stderr
+    values = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
+    assert values["LOG_LEVEL"] == "debug"
+    assert values["FEATURE_X"] == "on"
+    assert values["GREETING"] == "hello, world $(id) `id`"
+    assert values["PORT"] == "18123"
+    assert values["IMAGE"] == "local/web:v2"
+    assert values["TAG"] == "v2"
+    assert values["SAMI_SECRET_DB_PASSWORD"] == "s3cret"
+    assert "s3cret" not in result.stdout + result.stderr
+
+
+def test_scripts_do_not_touch_the_manifest_dir(stand_ins, tmp_path):
+    manifest = tmp_path / "manifest"
+    import shutil
+
+    shutil.copytree(MANIFESTS["swarm"], manifest)
+    before = {p: p.read_bytes() for p in manifest.rglob("*") if p.is_file()}
+    env = stand_ins.env()
+    for op in OPERATIONS:
+        run_script("swarm", op, contract_args("web-stage", tag="v1", manifest_dir=manifest), env=env)
+    after = {p: p.read_bytes() for p in manifest.rglob("*") if p.is_file()}
+    assert before == after
+    deploys = [c["argv"] for c in stand_ins.calls("docker") if c["argv"][:2] == ["stack", "deploy"]]
+    assert deploys[0] == ["stack", "deploy", "--prune", "--with-registry-auth", "-c", "stack.yml", "web-stage"]
+
+
+def test_compose_calls_with_recording_stand_in(stand_ins, tmp_path):
+    """The compose argv; a real compose client runs in test_compose.py where one exists."""
+    env = stand_ins.env()
+    args = contract_args("notes-stage", tag="v1", manifest_dir=MANIFESTS["compose"])
+    for op in ("create", "update", "archive", "unarchive", "cleanup"):
+        assert run_script("compose", op, args, env=env).returncode == 0
+    calls = [c["argv"] for c in stand_ins.calls("docker-compose")]
+    base = ["-p", "notes-stage", "-f", "compose.yml"]
+    assert calls == [
+        [*base, "up", "-d", "--remove-orphans"],
+        [*base, "up", "-d", "--remove-orphans"],
+        [*base, "stop"],
+        [*base, "up", "-d", "--remove-orphans"],
+        [*base, "down", "-v", "--remove-orphans"],
+    ]
+
+
+def test_compose_check_from_container_list(stand_ins):
+    args = contract_args("notes-stage", tag="v2", manifest_dir=MANIFESTS["compose"])
+    env = stand_ins.env()
+    listing = ["ps", "-a", "--filter", "label=com.docker.compose.project=notes-stage"]
+    stand_ins.respond([(listing, "local/notes:v2|running|notes-stage_notes_1\n", 0)])
+    assert run_script("compose", "check", args, env=env).returncode == 0
+    stand_ins.respond([(listing, "local/notes:v1|running|notes-stage_notes_1\n", 0)])
+    assert run_script("compose", "check", args, env=env).returncode == 3
+    stand_ins.respond([(listing, "local/notes:v2|exited|notes-stage_notes_1\n", 0)])
+    assert run_script("compose", "check", args, env=env).returncode == 2
+    assert run_script("compose", "archive_check", args, env=env).returncode == 0
+    stand_ins.respond([(listing, "", 0)])
+    assert run_script("compose", "check", args, env=env).returncode == 1
+
+
+def test_examples_tree_is_complete():
+    expected = [
+        "web/swarm/stage/stack.yml",
+        "web/swarm/production/stack.yml",
+        "web/swarm/pull_request/stack.yml",
+        "notes/compose/stage/compose.yml",
+        "api/k8s/stage/chart/Chart.yaml",
+        "api/k8s/pull_request/chart/Chart.yaml",
+        "docs/static_file/stage/site/index.html",
+        "docs/static_file/pull_request/site/index.html",
+        "nightly-report/cron/stage/stack.yml",
+    ]
+    missing = [p for p in expected if not (EXAMPLES / p).is_file()]
+    assert missing == []
+
+
+def test_readme_documents_every_operation():
+    text = (SCRIPTS / "README.md").read_text()
+    for op in OPERATIONS:
+        assert f"`{op}`" in text
+    assert Path(SCRIPTS / "__init__.py").exists()

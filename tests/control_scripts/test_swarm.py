@@ -1,0 +1,219 @@
+"""swarm, cron and compose scripts against a real single-node Docker Swarm."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.control_scripts.helpers import (
+    EXAMPLES,
+    contract_args,
+    prepare_manifest,
+    run_script,
+    wait_for,
+)
+from tests.support.docker import DockerSwarm, free_port
+
+pytestmark = pytest.mark.swarm
+
+
+def _stack_env(swarm: DockerSwarm, image: str, port: int | None = None) -> dict[str, str]:
+    extra = {"SAMI_IMAGE": image, "SAMI_HEALTH_TIMEOUT": "5"}
+    if port:
+        extra["SAMI_HEALTH_URL"] = f"http://127.0.0.1:{port}/healthz"
+        extra["SAMI_URL"] = f"http://127.0.0.1:{port}/"
+    return swarm.env(extra)
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback test URL
+        return response.read().decode()
+
+
+def test_web_stack_lifecycle(swarm_session: DockerSwarm, tmp_path: Path):
+    swarm = swarm_session
+    name = "web-e2e"
+    port = free_port()
+    image_a = swarm.retag("local/web:tag-a")
+    image_b = swarm.retag("local/web:tag-b")
+
+    def args(tag: str, manifest: Path) -> list[str]:
+        return contract_args(name, tag=tag, manifest_dir=manifest, deployment_config={"port": str(port)})
+
+    manifest_a = prepare_manifest(
+        EXAMPLES / "web" / "swarm" / "stage", tmp_path / "a", ("services", "web", "image"), image_a
+    )
+    env_a = _stack_env(swarm, image_a, port)
+    assert run_script("swarm", "config_check", args("tag-a", manifest_a), env=env_a).returncode == 0
+    created = run_script("swarm", "create", args("tag-a", manifest_a), env=env_a)
+    assert created.returncode == 0, created.stderr
+    check = wait_for(lambda: run_script("swarm", "check", args("tag-a", manifest_a), env=env_a))
+    assert check.returncode == 0, check.stderr
+    assert "<h1>web tag-a</h1>" in _get(f"http://127.0.0.1:{port}/")
+    unhealthy = dict(env_a, SAMI_HEALTH_URL=f"http://127.0.0.1:{port}/no-such-page")
+    failed = run_script("swarm", "check", args("tag-a", manifest_a), env=unhealthy)
+    assert failed.returncode == 1, "a failing health URL is a generic failure"
+    assert "health check" in failed.stderr
+    services = swarm.output("service", "ls", "--format", "{{.Name}} {{.Image}}").split("\n")
+    assert f"{name}_worker {image_a}" in services  # worker follows ${IMAGE}
+
+    manifest_b = prepare_manifest(
+        EXAMPLES / "web" / "swarm" / "stage", tmp_path / "b", ("services", "web", "image"), image_b
+    )
+    env_b = _stack_env(swarm, image_b, port)
+    updated = run_script("swarm", "update", args("tag-b", manifest_b), env=env_b)
+    assert updated.returncode == 0, updated.stderr
+    check = wait_for(lambda: run_script("swarm", "check", args("tag-b", manifest_b), env=env_b))
+    assert check.returncode == 0, check.stderr
+    assert "<h1>web tag-b</h1>" in _get(f"http://127.0.0.1:{port}/")
+    mismatch = run_script("swarm", "check", args("tag-a", manifest_b), env=env_a)
+    assert mismatch.returncode == 3, mismatch.stderr
+    assert "expected tag tag-a" in mismatch.stderr
+
+    assert run_script("swarm", "archive", args("tag-b", manifest_b), env=env_b).returncode == 0
+    archived = wait_for(lambda: run_script("swarm", "archive_check", args("tag-b", manifest_b), env=env_b))
+    assert archived.returncode == 0, archived.stderr
+    replicas = swarm.output(
+        "service", "ls", "--filter", f"label=com.docker.stack.namespace={name}", "--format", "{{.Replicas}}"
+    ).split()
+    assert replicas == ["0/0", "0/0"]
+    assert run_script("swarm", "check", args("tag-b", manifest_b), env=env_b).returncode == 2
+    # archiving twice keeps the recorded replicas
+    assert run_script("swarm", "archive", args("tag-b", manifest_b), env=env_b).returncode == 0
+    volumes = swarm.output("volume", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={name}")
+    assert volumes.split() == [f"{name}_worker-data"], "archive keeps volumes"
+
+    assert run_script("swarm", "unarchive", args("tag-b", manifest_b), env=env_b).returncode == 0
+    check = wait_for(lambda: run_script("swarm", "check", args("tag-b", manifest_b), env=env_b))
+    assert check.returncode == 0, check.stderr
+    replicas = swarm.output(
+        "service", "ls", "--filter", f"label=com.docker.stack.namespace={name}", "--format", "{{.Replicas}}"
+    ).split()
+    assert replicas == ["1/1", "1/1"]
+
+    info = run_script("swarm", "info", args("tag-b", manifest_b), env=env_b)
+    assert info.stdout == f"app,http://127.0.0.1:{port}/\n"
+
+    cleaned = run_script("swarm", "cleanup", args("tag-b", manifest_b), env=env_b)
+    assert cleaned.returncode == 0, cleaned.stderr
+    label = f"label=com.docker.stack.namespace={name}"
+    assert swarm.output("service", "ls", "-q", "--filter", label) == ""
+    assert swarm.output("volume", "ls", "-q", "--filter", label) == ""
+    assert swarm.output("network", "ls", "-q", "--filter", label) == ""
+    assert run_script("swarm", "cleanup", args("tag-b", manifest_b), env=env_b).returncode == 0
+    assert run_script("swarm", "archive_check", args("tag-b", manifest_b), env=env_b).returncode == 0
+    assert run_script("swarm", "check", args("tag-b", manifest_b), env=env_b).returncode == 1
+
+
+def test_cron_job_runs_and_exits(swarm_session: DockerSwarm, tmp_path: Path):
+    swarm = swarm_session
+    name = "nightly-report-e2e"
+    image = swarm.retag("local/nightly-report:tag-c")
+    manifest = prepare_manifest(
+        EXAMPLES / "nightly-report" / "cron" / "stage", tmp_path / "m", ("services", "report", "image"), image
+    )
+    args = contract_args(
+        name, tag="tag-c", manifest_dir=manifest, service="nightly-report", deployment_config={"interval": "1h"}
+    )
+    env = swarm.env({"SAMI_IMAGE": image})
+    try:
+        created = run_script("cron", "create", args, env=env)
+        assert created.returncode == 0, created.stderr
+
+        def completed() -> subprocess.CompletedProcess:
+            states = swarm.output("service", "ps", "--format", "{{.CurrentState}}", f"{name}_report")
+            return subprocess.CompletedProcess([], 0 if "Complete" in states else 1)
+
+        assert wait_for(completed).returncode == 0, "the job ran once and exited"
+        policy = swarm.output(
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.TaskTemplate.RestartPolicy.Condition}} {{.Spec.TaskTemplate.RestartPolicy.Delay}}",
+            f"{name}_report",
+        ).strip()
+        assert policy == "any 1h0m0s"
+        assert run_script("cron", "check", args, env=env).returncode == 0
+        bad_tag = contract_args(name, tag="other", manifest_dir=manifest)
+        assert run_script("cron", "check", bad_tag, env=env).returncode == 3
+        logs = swarm.run("service", "logs", "--raw", f"{name}_report").stdout.decode()
+        assert "nightly report" in logs and "version tag-c" in logs
+
+        assert run_script("cron", "archive", args, env=env).returncode == 0
+        assert wait_for(lambda: run_script("cron", "archive_check", args, env=env)).returncode == 0
+        assert run_script("cron", "unarchive", args, env=env).returncode == 0
+        replicas = swarm.output(
+            "service", "inspect", "--format", "{{.Spec.Mode.Replicated.Replicas}}", f"{name}_report"
+        ).strip()
+        assert replicas == "1"
+    finally:
+        assert run_script("cron", "cleanup", args, env=env).returncode == 0
+    assert swarm.output("volume", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={name}") == ""
+
+
+def test_failing_cron_job_fails_check(swarm_session: DockerSwarm, tmp_path: Path):
+    swarm = swarm_session
+    name = "failing-job"
+    image = swarm.retag("local/nightly-report:tag-f")
+    manifest = tmp_path / "m"
+    manifest.mkdir()
+    (manifest / "stack.yml").write_text(
+        "version: '3.8'\nservices:\n  job:\n    image: " + image + "\n"
+        "    command: [sh, -c, 'echo failing; exit 4']\n"
+        "    deploy:\n      restart_policy: {condition: any, delay: 1h}\n"
+    )
+    args = contract_args(name, tag="tag-f", manifest_dir=manifest)
+    env = swarm.env({"SAMI_IMAGE": image})
+    try:
+        assert run_script("cron", "create", args, env=env).returncode == 0
+        result = wait_for(lambda: run_script("cron", "check", args, env=env), want=1)
+        assert result.returncode == 1
+        assert "last run Failed" in result.stderr
+    finally:
+        assert run_script("cron", "cleanup", args, env=env).returncode == 0
+
+
+def _compose_client() -> str | None:
+    return shutil.which("docker-compose")
+
+
+def test_compose_project_lifecycle(swarm_session: DockerSwarm, tmp_path: Path):
+    """Real compose client against the private daemon (Debian's docker.io ships no compose
+    v2 plugin; the docker-compose package provides v1, which the scripts fall back to)."""
+    swarm = swarm_session
+    probe = subprocess.run([swarm.docker, "compose", "version"], env=swarm.env(), capture_output=True, check=False)
+    if probe.returncode != 0 and _compose_client() is None:
+        pytest.skip("no compose client: apt-get install docker-compose (or the compose v2 plugin)")
+    name = "notes-e2e"
+    port = free_port()
+    image = swarm.retag("local/notes:tag-n")
+    manifest = prepare_manifest(
+        EXAMPLES / "notes" / "compose" / "stage", tmp_path / "m", ("services", "notes", "image"), image
+    )
+    args = contract_args(
+        name, tag="tag-n", manifest_dir=manifest, service="notes", deployment_config={"port": str(port)}
+    )
+    env = _stack_env(swarm, image, port)
+    try:
+        created = run_script("compose", "create", args, env=env)
+        assert created.returncode == 0, created.stderr
+        check = wait_for(lambda: run_script("compose", "check", args, env=env))
+        assert check.returncode == 0, check.stderr
+        assert "<h1>notes tag-n</h1>" in _get(f"http://127.0.0.1:{port}/")
+        other = contract_args(name, tag="tag-x", manifest_dir=manifest)
+        assert run_script("compose", "check", other, env=env).returncode == 3
+        assert run_script("compose", "archive", args, env=env).returncode == 0
+        assert run_script("compose", "archive_check", args, env=env).returncode == 0
+        assert run_script("compose", "check", args, env=env).returncode == 2
+        assert run_script("compose", "unarchive", args, env=env).returncode == 0
+        assert wait_for(lambda: run_script("compose", "check", args, env=env)).returncode == 0
+    finally:
+        cleaned = run_script("compose", "cleanup", args, env=env)
+        assert cleaned.returncode == 0, cleaned.stderr
+    label = f"label=com.docker.compose.project={name}"
+    assert swarm.output("ps", "-aq", "--filter", label) == ""
+    assert swarm.output("volume", "ls", "-q", "--filter", label) == ""
