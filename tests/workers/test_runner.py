@@ -95,8 +95,8 @@ def test_timeout_stops_the_whole_process_group(tmp_path):
 
 
 def test_output_is_capped(tmp_path):
-    result = run_control_script([script(tmp_path, 'i=0; while [ $i -lt 2000 ]; do echo 0123456789; i=$((i+1)); done\n')],
-                                env=ENV, timeout=20, max_output=1000)
+    body = "i=0; while [ $i -lt 2000 ]; do echo 0123456789; i=$((i+1)); done\n"
+    result = run_control_script([script(tmp_path, body)], env=ENV, timeout=20, max_output=1000)
     assert result.exit_code == 0
     assert 1000 <= len(result.stdout) < 1100
 
