@@ -1,0 +1,139 @@
+"""Manifests layer: read a deployments repo (folder or git commit) into validated manifests.
+
+Public API::
+
+    repo = load_deployments_repo("examples/deployments")
+    repo.ok, repo.errors, repo.find("web", "stage"), repo.services()
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from .gitsource import DeploymentsRepoError, GitCredentials, GitMirror, is_git_url, prune_trees
+from .loader import (
+    MANIFEST_NAMES,
+    MAX_MANIFEST_BYTES,
+    is_valid_environment,
+    load_tree,
+    parse_duration,
+)
+from .model import (
+    URL_PLACEHOLDERS,
+    DeploymentsRepo,
+    Health,
+    ImageUpdate,
+    Manifest,
+    ManifestError,
+    PrDeploy,
+    ServiceType,
+)
+
+__all__ = [
+    "MANIFEST_NAMES",
+    "MAX_MANIFEST_BYTES",
+    "URL_PLACEHOLDERS",
+    "DeploymentsRepo",
+    "DeploymentsRepoError",
+    "GitCredentials",
+    "Health",
+    "ImageUpdate",
+    "Manifest",
+    "ManifestError",
+    "PrDeploy",
+    "ServiceType",
+    "clear_memo",
+    "default_cache_dir",
+    "is_valid_environment",
+    "load_deployments_repo",
+    "parse_duration",
+    "prune_trees",
+]
+
+_MEMO_SIZE = 8
+_memo: OrderedDict[tuple[str, str, str], DeploymentsRepo] = OrderedDict()
+_memo_lock = threading.Lock()
+
+
+def default_cache_dir() -> Path:
+    """Where git sources are mirrored when no cache_dir is given (per user)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sami" / "deployments"
+
+
+def clear_memo() -> None:
+    """Forget the in-process results of earlier git loads."""
+    with _memo_lock:
+        _memo.clear()
+
+
+def _is_git_source(source: str, ref: str | None) -> bool:
+    if is_git_url(source):
+        return True
+    path = Path(source)
+    if source.endswith(".git") and path.is_dir():
+        return True
+    # A local working copy is read as a folder unless a ref asks for one of its commits.
+    return ref is not None and ((path / ".git").exists() or (path / "HEAD").is_file())
+
+
+def load_deployments_repo(
+    source: str | os.PathLike[str],
+    *,
+    ref: str | None = None,
+    cache_dir: os.PathLike[str] | str | None = None,
+    git_credentials: GitCredentials | str | None = None,
+) -> DeploymentsRepo:
+    """Load and validate a deployments repo from a local folder or a git source.
+
+    A folder is read as it is on disk (ref must be None unless it is a git working copy).
+    A git source (URL, or a local repository with ref) is mirrored into cache_dir, ref is
+    resolved to a commit, and that commit's tree is loaded; a commit already loaded by this
+    process is answered from memory. Raises DeploymentsRepoError when the source cannot be
+    read at all; problems in manifests are in the result's errors.
+    """
+    text = os.fspath(source)
+    if not _is_git_source(text, ref):
+        path = Path(text)
+        if ref is not None:
+            raise DeploymentsRepoError(f"{text} is a folder, not a git repository; drop --ref")
+        if not path.is_dir():
+            raise DeploymentsRepoError(f"{text}: no such folder")
+        return load_tree(path)
+
+    if not is_git_url(text):
+        text = str(Path(text).resolve())
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    mirror = GitMirror(text, cache, git_credentials)
+    cache_key = str(cache.resolve())
+    if ref is not None and len(ref) in (40, 64):
+        # A full sha names the same tree forever: no need to ask git anything.
+        cached = _memo_get((text, ref, cache_key))
+        if cached is not None:
+            return cached
+    sha = mirror.resolve(ref)
+    key = (text, sha, cache_key)
+    cached = _memo_get(key)
+    if cached is not None:
+        return cached
+    repo = load_tree(mirror.tree(sha), sha=sha)
+    with _memo_lock:
+        _memo[key] = repo
+        while len(_memo) > _MEMO_SIZE:
+            _memo.popitem(last=False)
+    return repo
+
+
+def _memo_get(key: tuple[str, str, str]) -> DeploymentsRepo | None:
+    with _memo_lock:
+        repo = _memo.get(key)
+        if repo is None:
+            return None
+        if not repo.root.is_dir():  # the extracted tree was pruned meanwhile
+            del _memo[key]
+            return None
+        _memo.move_to_end(key)
+        return repo

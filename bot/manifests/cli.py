@@ -1,0 +1,107 @@
+"""`sami validate`: check a deployments repo and report every problem."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from . import DeploymentsRepoError, load_deployments_repo
+from .model import DeploymentsRepo, ManifestError
+
+
+class SourceUnreadable(click.ClickException):
+    """The deployments repo could not be read at all (exit code 2)."""
+
+    exit_code = 2
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def github_annotation(error: ManifestError) -> str:
+    """One GitHub Actions workflow command (::error ...) for an error."""
+    props = [f"file={_escape_property(error.path)}"]
+    if error.line is not None:
+        props.append(f"line={error.line}")
+        if error.column is not None:
+            props.append(f"col={error.column}")
+    if error.field:
+        props.append(f"title={_escape_property(error.field)}")
+    return f"::error {','.join(props)}::{_escape_data(error.message)}"
+
+
+def _report(repo: DeploymentsRepo, output_format: str, prefix: str) -> None:
+    def shown(error: ManifestError) -> ManifestError:
+        if not prefix:
+            return error
+        return ManifestError(f"{prefix}/{error.path}", error.line, error.column, error.field, error.message)
+
+    if output_format == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "ok": repo.ok,
+                    "sha": repo.sha,
+                    "manifests": [m.to_dict() for m in repo.manifests],
+                    "errors": [shown(e).to_dict() for e in repo.errors],
+                },
+                indent=2,
+            )
+        )
+        return
+    if output_format == "github":
+        for error in repo.errors:
+            click.echo(github_annotation(shown(error)))
+    else:
+        for error in repo.errors:
+            click.echo(str(shown(error)))
+    count = len(repo.manifests)
+    noun = "manifest" if count == 1 else "manifests"
+    if repo.ok:
+        click.echo(f"{count} {noun} valid")
+    else:
+        problems = len(repo.errors)
+        click.echo(
+            f"{problems} problem{'s' if problems != 1 else ''} found; {count} valid {noun}",
+            err=output_format == "github",
+        )
+
+
+@click.command("validate")
+@click.argument("path", default=".", required=False)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "github"]),
+    default="text",
+    show_default=True,
+    help="text for people, json for scripts, github for GitHub Actions annotations.",
+)
+@click.option("--ref", default=None, help="Branch, tag or commit to check (git sources only).")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where git sources are mirrored (default: ~/.cache/sami/deployments).",
+)
+@click.option(
+    "--relative-to",
+    "prefix",
+    default="",
+    help="Prefix for reported paths, e.g. the deployments repo's folder inside a checkout.",
+)
+def validate(path: str, output_format: str, ref: str | None, cache_dir: str | None, prefix: str) -> None:
+    """Validate the deployments repo at PATH (a folder or a git URL): exit 0 when valid."""
+    try:
+        repo = load_deployments_repo(path, ref=ref, cache_dir=cache_dir)
+    except DeploymentsRepoError as exc:
+        raise SourceUnreadable(str(exc)) from None
+    _report(repo, output_format, prefix.rstrip("/"))
+    if not repo.ok:
+        raise SystemExit(1)

@@ -1,0 +1,131 @@
+"""Git sources: mirror, ref resolution, extracted trees, memo, and credentials handling."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.manifests import (
+    DeploymentsRepoError,
+    GitCredentials,
+    clear_memo,
+    gitsource,
+    load_deployments_repo,
+    prune_trees,
+)
+
+from .conftest import git
+
+
+def test_load_from_bare_repo_by_branch_tag_and_sha(git_source: dict[str, Any], tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    bare, first = git_source["bare"], git_source["first"]
+    by_default = load_deployments_repo(bare, cache_dir=cache)
+    assert by_default.ok and by_default.sha == first
+    assert by_default.root == cache / "trees" / first
+    assert (by_default.root / "services/web/swarm/stage/sami.yaml").is_file()
+    assert by_default.find("web", "stage") is not None
+    assert load_deployments_repo(bare, ref="main", cache_dir=cache).sha == first
+    assert load_deployments_repo(bare, ref="v1", cache_dir=cache).sha == first
+    assert load_deployments_repo(bare, ref=first[:10], cache_dir=cache).sha == first
+
+
+def test_file_url_and_new_commits_are_fetched(git_source: dict[str, Any], tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    work, bare = git_source["work"], git_source["bare"]
+    url = f"file://{bare}"
+    assert load_deployments_repo(url, ref="main", cache_dir=cache).ok
+    (work / "services/web/swarm/stage/sami.yaml").write_text("version: v2\n")
+    git("commit", "--quiet", "-am", "break web", cwd=work)
+    git("push", "--quiet", str(bare), "main", cwd=work)
+    second = git("rev-parse", "HEAD", cwd=work)
+    repo = load_deployments_repo(url, ref="main", cache_dir=cache)
+    assert repo.sha == second
+    assert not repo.ok and repo.errors[0].path == "services/web/swarm/stage/sami.yaml"
+
+
+def test_second_load_of_a_sha_is_memoised(
+    git_source: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    first = git_source["first"]
+    repo = load_deployments_repo(git_source["bare"], ref=first, cache_dir=cache)
+
+    def no_git(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("git must not run for a memoised sha")
+
+    monkeypatch.setattr(gitsource.subprocess, "run", no_git)
+    monkeypatch.setattr(gitsource.subprocess, "Popen", no_git)
+    assert load_deployments_repo(git_source["bare"], ref=first, cache_dir=cache) is repo
+
+
+def test_extracted_tree_is_reused_across_memo_clears(git_source: dict[str, Any], tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = git_source["first"]
+    repo = load_deployments_repo(git_source["bare"], ref=first, cache_dir=cache)
+    marker = repo.root / "marker"
+    marker.write_text("kept")
+    clear_memo()
+    again = load_deployments_repo(git_source["bare"], ref=first, cache_dir=cache)
+    assert again is not repo and again.root == repo.root and marker.exists()
+    assert prune_trees(cache, keep=0) == [first]
+    assert not repo.root.exists()
+
+
+def test_unknown_ref_and_bad_refs(git_source: dict[str, Any], tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    with pytest.raises(DeploymentsRepoError, match="ref 'nope' not found"):
+        load_deployments_repo(git_source["bare"], ref="nope", cache_dir=cache)
+    with pytest.raises(DeploymentsRepoError, match="not a valid git ref"):
+        load_deployments_repo(git_source["bare"], ref="--upload-pack=evil", cache_dir=cache)
+    with pytest.raises(DeploymentsRepoError, match="git failed"):
+        load_deployments_repo(f"file://{tmp_path}/missing.git", cache_dir=cache)
+
+
+def test_password_in_url_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DeploymentsRepoError, match="contains a password"):
+        load_deployments_repo("https://user:s3cret@example.test/d.git", cache_dir=tmp_path)
+
+
+def test_token_travels_in_the_environment_only(
+    git_source: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[list[str], dict[str, str]]] = []
+    real_run, real_popen = subprocess.run, subprocess.Popen
+
+    def run(argv: list[str], **kwargs: Any) -> Any:
+        calls.append((list(argv), dict(kwargs.get("env") or {})))
+        return real_run(argv, **kwargs)
+
+    def popen(argv: list[str], **kwargs: Any) -> Any:
+        calls.append((list(argv), dict(kwargs.get("env") or {})))
+        return real_popen(argv, **kwargs)
+
+    monkeypatch.setattr(gitsource.subprocess, "run", run)
+    monkeypatch.setattr(gitsource.subprocess, "Popen", popen)
+    token = "ghs_supersecrettoken"
+    repo = load_deployments_repo(
+        git_source["bare"], cache_dir=tmp_path / "cache", git_credentials=GitCredentials(token)
+    )
+    assert repo.ok
+    git_calls = [(argv, env) for argv, env in calls if argv[0] == "git"]
+    assert git_calls
+    for argv, env in git_calls:
+        assert not any(token in arg for arg in argv)
+        assert "--config-env=http.extraHeader=SAMI_GIT_HTTP_AUTH_HEADER" in argv
+        assert env["SAMI_GIT_HTTP_AUTH_HEADER"].startswith("Authorization: Basic ")
+        assert env["GIT_TERMINAL_PROMPT"] == "0"
+    config = (tmp_path / "cache" / "mirrors").glob("*.git/config")
+    assert all(token not in path.read_text() for path in config)
+    assert token not in repr(GitCredentials(token))
+
+
+def test_working_copy_is_a_folder_unless_a_ref_is_given(git_source: dict[str, Any], tmp_path: Path) -> None:
+    work = git_source["work"]
+    assert load_deployments_repo(work).sha is None
+    assert load_deployments_repo(work, ref="main", cache_dir=tmp_path / "c").sha == git_source["first"]
+    with pytest.raises(DeploymentsRepoError, match="is a folder"):
+        load_deployments_repo(tmp_path, ref="main")
