@@ -21,10 +21,12 @@ def create_app(test_config: dict | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
 
-    from bot import db, errors, health, queue
+    from bot import api, db, errors, health, queue, sites
 
     db.init_app(app)
     queue.init_app(app)
     errors.init_app(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(sites.bp)
     return app

@@ -8,6 +8,8 @@ import click
 
 from bot import __version__
 from bot.config import ConfigError, load_settings
+from bot.logs import configure_logging
+from bot.manifests.cli import validate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,6 +29,7 @@ def serve(bind: str, workers: int | None, threads: int, migrate: bool) -> None:
     from gunicorn.app.base import BaseApplication
 
     settings = load_settings()
+    configure_logging(settings)
     if migrate:
         from bot import db
 
@@ -55,7 +58,12 @@ def serve(bind: str, workers: int | None, threads: int, migrate: bool) -> None:
         def load(self):
             from bot import create_app
 
-            return create_app()
+            app = create_app()
+            if settings.embedded:
+                from workers.embedded import start_embedded
+
+                start_embedded(app.config["SAMI"])
+            return app
 
     _Server().run()
 
@@ -97,16 +105,123 @@ def db_current() -> None:
     click.echo(database.current_revision(engine) or "none (run: sami db upgrade)")
 
 
-def _register_optional_commands() -> None:
-    # Commands that live with the layer they drive.
-    try:
-        from bot.manifests.cli import validate
-    except ImportError:  # the manifests package is optional while it is being built
+@cli.command()
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+@click.option("--name", default=None, help="Worker name (default: host and pid).")
+def worker(burst: bool, name: str | None) -> None:
+    """Run a worker that executes queued actions and checks (needs SAMI_REDIS_URL)."""
+    from rq import SimpleWorker
+
+    from bot.queue import connect_redis
+    from workers.context import build_context, set_context
+    from workers.queue import ACTIONS_QUEUE, CHECKS_QUEUE, RQBroker
+
+    settings = load_settings()
+    configure_logging(settings)
+    if settings.embedded:
+        raise click.UsageError("set SAMI_REDIS_URL: without Redis, `sami serve` runs the worker itself")
+    connection = connect_redis(settings)
+    set_context(build_context(settings, broker=RQBroker(connection)))
+    # No fork per job: the process keeps its database pool, and scripts run in their own
+    # process groups anyway.
+    SimpleWorker([ACTIONS_QUEUE, CHECKS_QUEUE], connection=connection, name=name).work(
+        burst=burst, logging_level=settings.log_level.upper())
+
+
+@cli.command()
+@click.option("--interval", type=click.FloatRange(0.5, 600), default=5.0, show_default=True,
+              help="Seconds between ticks.")
+@click.option("--once", is_flag=True, help="Run one tick and print what it did.")
+def scheduler(interval: float, once: bool) -> None:
+    """Run the scheduler: queue sweep, reaper, status checks, retention cleanup."""
+    from workers.context import build_context
+    from workers.scheduler import Scheduler
+
+    settings = load_settings()
+    configure_logging(settings)
+    runner = Scheduler(build_context(settings), interval=interval)
+    if once:
+        click.echo(runner.tick())
         return
-    cli.add_command(validate)
+    runner.run_forever()
 
 
-_register_optional_commands()
+@cli.group()
+def token() -> None:
+    """API tokens: create (shown once), list, revoke."""
+
+
+def _admin_session():
+    from sqlalchemy.orm import Session
+
+    from bot import db as database
+
+    settings = load_settings()
+    return Session(database.make_engine(settings.database_url))
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--service", "services", multiple=True, help="A service it may act on (repeat; default all).")
+@click.option("--environment", "environments", multiple=True, help="An environment (repeat; default all).")
+@click.option("--action", "actions", multiple=True, type=click.Choice(["deploy", "archive", "restore",
+              "cleanup", "read"]), help="What it may do (repeat; default deploy and read).")
+@click.option("--admin", is_flag=True, help="Everything, including logs, delete and tokens.")
+def token_create(name, services, environments, actions, admin) -> None:
+    """Create token NAME and print it (it is stored hashed and cannot be shown again)."""
+    import getpass
+
+    from bot.tokens import Scopes, TokenError, create_token
+
+    scopes = Scopes(services=services or ("*",), environments=environments or ("*",),
+                    actions=actions or ("deploy", "read"), admin=admin)
+    with _admin_session() as session:
+        try:
+            value = create_token(session, name, scopes, created_by=f"cli:{getpass.getuser()}")
+        except TokenError as exc:
+            raise click.ClickException(str(exc)) from None
+        session.commit()
+    click.echo(value)
+    click.echo(f"token {name!r} created ({scopes.describe()}); store it now, it is not shown again", err=True)
+
+
+@token.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def token_list(as_json: bool) -> None:
+    """List tokens (names and scopes, never secrets)."""
+    import json
+
+    from bot.tokens import Scopes, list_tokens
+
+    with _admin_session() as session:
+        rows = [{"name": t.name, "scopes": Scopes.from_dict(t.scopes).describe(),
+                 "created_at": t.created_at.isoformat(timespec="seconds"),
+                 "last_used_at": t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else None,
+                 "revoked": t.revoked_at is not None} for t in list_tokens(session)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        state = "revoked" if row["revoked"] else f"last used {row['last_used_at'] or 'never'}"
+        click.echo(f"{row['name']:<24} {row['scopes']:<60} {state}")
+
+
+@token.command("revoke")
+@click.argument("name")
+def token_revoke(name: str) -> None:
+    """Revoke token NAME: it stops working at once."""
+    from bot.tokens import TokenError, revoke_token
+
+    with _admin_session() as session:
+        try:
+            revoke_token(session, name)
+        except TokenError as exc:
+            raise click.ClickException(str(exc)) from None
+        session.commit()
+    click.echo(f"token {name!r} revoked")
+
+
+cli.add_command(validate)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify
+from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
 from bot.states import IllegalTransition
@@ -49,6 +50,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(IllegalTransition)
     def _illegal_transition(exc: IllegalTransition):
         return error_response(409, str(exc), state=str(exc.current))
+
+    @app.errorhandler(StaleDataError)
+    def _stale(exc: StaleDataError):
+        return error_response(409, "the deployment changed while this request was handled: try again")
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -29,7 +29,7 @@ def readyz():
         log.warning("readiness: database unreachable: %s", type(exc).__name__)
         checks["database"] = "unreachable"
     try:
-        queue.get_redis(current_app).ping()
+        queue.get_broker(current_app).ping()
         checks["redis"] = "ok" if not current_app.config["SAMI"].embedded else "ok (embedded)"
     except Exception as exc:
         log.warning("readiness: redis unreachable: %s", type(exc).__name__)

@@ -1,4 +1,4 @@
-"""The Redis connection that carries work; an in-process one when no Redis is configured."""
+"""The queue the web layer hands accepted actions to: RQ on Redis, or in-process threads."""
 
 from __future__ import annotations
 
@@ -10,33 +10,37 @@ from flask import Flask
 from bot.config import Settings
 
 _embedded_lock = threading.Lock()
-_embedded_server = None
+_embedded_broker = None
 
 
 def connect_redis(settings: Settings) -> redis.Redis:
-    """A Redis client for ``settings``; the embedded default shares one in-process server."""
-    if settings.redis_url:
-        return redis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30
-        )
-    import fakeredis
+    """A Redis client for ``settings.redis_url``."""
+    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10,
+                                health_check_interval=30)
 
-    global _embedded_server
+
+def make_broker(settings: Settings):
+    """RQ on the configured Redis; without one, the process-wide in-process broker."""
+    from workers.queue import InProcessBroker, RQBroker
+
+    if settings.redis_url:
+        return RQBroker(connect_redis(settings))
+    global _embedded_broker
     with _embedded_lock:
-        if _embedded_server is None:
-            _embedded_server = fakeredis.FakeServer()
-    return fakeredis.FakeRedis(server=_embedded_server)
+        if _embedded_broker is None:
+            _embedded_broker = InProcessBroker()
+        return _embedded_broker
 
 
 def init_app(app: Flask) -> None:
-    """Give the app its Redis client (created lazily, once)."""
-    app.extensions["sami.redis"] = None
+    """Give the app its broker (created lazily, once)."""
+    app.extensions["sami.broker"] = None
 
 
-def get_redis(app: Flask) -> redis.Redis:
-    """The app's Redis client."""
-    client = app.extensions.get("sami.redis")
-    if client is None:
-        client = connect_redis(app.config["SAMI"])
-        app.extensions["sami.redis"] = client
-    return client
+def get_broker(app: Flask):
+    """The app's broker."""
+    broker = app.extensions.get("sami.broker")
+    if broker is None:
+        broker = make_broker(app.config["SAMI"])
+        app.extensions["sami.broker"] = broker
+    return broker

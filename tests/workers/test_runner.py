@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import stat
 import threading
 import time
 
 import pytest
 
+from tests.support.procs import alive
 from workers.runner import MASK, Masker, ScriptNotFound, run_control_script
 
 ENV = {"PATH": "/usr/bin:/bin"}
@@ -19,16 +19,6 @@ def script(tmp_path, body: str, name: str = "op"):
     path.write_text("#!/bin/sh\n" + body)
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return str(path)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie has exited already.
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split()[2] != "Z"
 
 
 def test_exit_code_and_streams(tmp_path):

@@ -1,0 +1,302 @@
+"""The HTTP API: CI's ``/deployment_request`` and ``/api/v1`` for the CLI and the page.
+
+The web layer verifies, validates and answers; deciding and queueing belong to bot.services.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping
+
+from flask import Blueprint, current_app, g, jsonify, request
+from sqlalchemy import or_, select
+
+from bot import services
+from bot.db import get_session
+from bot.errors import NotFound, SamiError
+from bot.models import Action, Deployment
+from bot.queue import get_broker
+from bot.states import DeploymentState
+from bot.tokens import TokenError, authenticate
+
+log = logging.getLogger(__name__)
+bp = Blueprint("api", __name__)
+
+
+class Unauthorized(SamiError):
+    status = 401
+
+
+class Forbidden(SamiError):
+    status = 403
+
+
+def _manifests():
+    from bot.manifest_store import ManifestStore
+
+    store = current_app.extensions.get("sami.manifests")
+    if store is None:
+        store = ManifestStore.from_settings(current_app.config["SAMI"])
+        current_app.extensions["sami.manifests"] = store
+    return store
+
+
+def _services_context() -> services.Context:
+    return services.Context.from_settings(current_app.config["SAMI"], get_broker(current_app))
+
+
+def token_required(view):
+    """Authenticate the bearer token into ``g.token`` (401 without a valid one)."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value:
+            raise Unauthorized("missing token: send 'Authorization: Bearer <token>' (create one with "
+                               "sami token create)")
+        session = get_session()
+        try:
+            g.token = authenticate(session, value.strip())
+        except TokenError as exc:
+            raise Unauthorized(str(exc)) from None
+        session.commit()  # last_used_at
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def require(action: str, service: str | None = None, environment: str | None = None) -> None:
+    """403 unless the request's token may do ``action`` on ``service`` in ``environment``."""
+    from bot.tokens import Scopes
+
+    scopes = Scopes.from_dict(g.token.scopes)
+    if not scopes.allows(action, service, environment):
+        where = f" on {service or '*'}/{environment or '*'}" if service or environment else ""
+        raise Forbidden(f"token {g.token.name!r} may not {action}{where} (its scopes: {scopes.describe()})")
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise SamiError("the body must be a JSON object (Content-Type: application/json)")
+    if not isinstance(body, dict):
+        raise SamiError("the body must be a JSON object, not a " + type(body).__name__)
+    return body
+
+
+def _field(body: Mapping, name: str, kind: type | tuple, required: bool = False):
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise SamiError(f"'{name}' is required")
+        return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        wanted = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise SamiError(f"'{name}' must be a {wanted}")
+    return value
+
+
+def _requested_by() -> str:
+    return f"token:{g.token.name}"
+
+
+def _status_url(action_id: int) -> str:
+    return f"{current_app.config['SAMI'].public_url.rstrip('/')}/api/v1/actions/{action_id}"
+
+
+def _accepted(result: services.Accepted):
+    return jsonify(deployment=result.deployment, action_id=result.action_id, kind=result.kind,
+                   state=result.state, status_url=_status_url(result.action_id)), 202
+
+
+def deployment_request_from_body(body: Mapping, requested_by: str, origin: str) -> services.DeploymentRequest:
+    """Validate a request body's shape into a DeploymentRequest (meaning is checked by services)."""
+    known = {"service", "environment", "tag", "image", "ref", "sha", "pull_request", "overrides", "repository"}
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise SamiError(f"unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    overrides = _field(body, "overrides", dict) or {}
+    unknown = sorted(set(overrides) - {"app", "deployment"})
+    if unknown:
+        raise SamiError("'overrides' takes 'app' and 'deployment' objects")
+    app_overrides = overrides.get("app") or {}
+    deployment_overrides = overrides.get("deployment") or {}
+    if not isinstance(app_overrides, dict) or not isinstance(deployment_overrides, dict):
+        raise SamiError("'overrides.app' and 'overrides.deployment' must be objects of KEY: value")
+    return services.DeploymentRequest(
+        service=_field(body, "service", str, required=True),
+        environment=_field(body, "environment", str, required=True),
+        tag=_field(body, "tag", str), image=_field(body, "image", str),
+        ref=_field(body, "ref", str), sha=_field(body, "sha", str),
+        pull_request=_field(body, "pull_request", int), source_repo=_field(body, "repository", str),
+        app_overrides=app_overrides, deployment_overrides=deployment_overrides,
+        requested_by=requested_by, origin=origin)
+
+
+@bp.post("/deployment_request")
+@bp.post("/api/v1/deployments")
+@token_required
+def deployment_request():
+    """Create or update a deployment: 202 with the action that will do it."""
+    body = _json_body()
+    req = deployment_request_from_body(body, _requested_by(), "api")
+    require("deploy", req.service, req.environment)
+    result = services.request_deployment(get_session(), _manifests().current(), req, _services_context())
+    return _accepted(result)
+
+
+def _operation(name: str, kind: str):
+    session = get_session()
+    deployment = services.get_deployment(session, name)
+    require(kind, deployment.service, deployment.environment)
+    operation = {"archive": services.archive_deployment, "restore": services.restore_deployment,
+                 "cleanup": services.cleanup_deployment}[kind]
+    result = operation(session, _manifests().current(), name, _services_context(),
+                       requested_by=_requested_by(), origin="api")
+    return _accepted(result)
+
+
+@bp.post("/api/v1/deployments/<name>/archive")
+@token_required
+def archive(name: str):
+    """Archive a live deployment (scale to zero, keep its data)."""
+    return _operation(name, "archive")
+
+
+@bp.post("/api/v1/deployments/<name>/restore")
+@token_required
+def restore(name: str):
+    """Restore an archived deployment."""
+    return _operation(name, "restore")
+
+
+@bp.post("/api/v1/deployments/<name>/cleanup")
+@token_required
+def cleanup(name: str):
+    """Remove an archived deployment and what it owns."""
+    return _operation(name, "cleanup")
+
+
+@bp.delete("/api/v1/deployments/<name>")
+@token_required
+def delete(name: str):
+    """Forget a deployment whose cleanup failed (admin)."""
+    require("admin")
+    services.delete_deployment(get_session(), name, requested_by=_requested_by(), origin="api")
+    return jsonify(deleted=name)
+
+
+def _iso(value):
+    return value.isoformat() if value else None
+
+
+def deployment_to_dict(deployment: Deployment) -> dict:
+    return {
+        "name": deployment.name, "service": deployment.service, "environment": deployment.environment,
+        "type": deployment.type, "state": str(deployment.state),
+        "failure_reason": str(deployment.failure_reason) if deployment.failure_reason else None,
+        "status_message": deployment.status_message, "tag": deployment.tag, "image": deployment.image,
+        "overrides": {"app": deployment.app_overrides, "deployment": deployment.deployment_overrides},
+        "links": deployment.links, "source": {"repository": deployment.source_repo,
+                                              "pull_request": deployment.pull_request,
+                                              "ref": deployment.ref, "sha": deployment.sha},
+        "created_at": _iso(deployment.created_at), "updated_at": _iso(deployment.updated_at),
+        "status_changed_at": _iso(deployment.status_changed_at), "checked_at": _iso(deployment.checked_at),
+        "archived_at": _iso(deployment.archived_at),
+    }
+
+
+def action_to_dict(action: Action, with_log: bool = False) -> dict:
+    data = {
+        "id": action.id, "deployment": action.deployment.name, "kind": action.kind, "state": str(action.state),
+        "requested_by": action.requested_by, "origin": action.origin, "delivery_id": action.delivery_id,
+        "config": action.config, "exit_code": action.exit_code, "error": action.error,
+        "created_at": _iso(action.created_at), "started_at": _iso(action.started_at),
+        "finished_at": _iso(action.finished_at), "duration_ms": action.duration_ms,
+    }
+    if with_log:
+        data["log"] = action.log
+        data["log_truncated"] = action.log_truncated
+    return data
+
+
+@bp.get("/api/v1/deployments")
+@token_required
+def list_deployments():
+    """Deployments, filtered by ?state=, ?service=, ?environment=, ?q= (name search)."""
+    require("read")
+    query = select(Deployment).order_by(Deployment.name)
+    states = request.args.getlist("state")
+    if states:
+        try:
+            query = query.where(Deployment.state.in_([DeploymentState(s) for s in states]))
+        except ValueError:
+            raise SamiError(f"unknown state in {states} (states: {', '.join(DeploymentState)})") from None
+    elif request.args.get("all") not in ("1", "true"):
+        query = query.where(Deployment.state != DeploymentState.REMOVED)
+    for arg, column in (("service", Deployment.service), ("environment", Deployment.environment)):
+        if request.args.get(arg):
+            query = query.where(column == request.args[arg])
+    if request.args.get("q"):
+        pattern = "%" + request.args["q"].replace("%", "").replace("_", r"\_")[:63] + "%"
+        query = query.where(or_(Deployment.name.like(pattern, escape="\\"),
+                                Deployment.tag.like(pattern, escape="\\")))
+    deployments = get_session().scalars(query.limit(1000)).all()
+    return jsonify(deployments=[deployment_to_dict(d) for d in deployments])
+
+
+@bp.get("/api/v1/deployments/<name>")
+@token_required
+def show_deployment(name: str):
+    """One deployment with its latest actions."""
+    require("read")
+    deployment = services.get_deployment(get_session(), name)
+    actions = get_session().scalars(select(Action).where(Action.deployment_id == deployment.id)
+                                    .order_by(Action.id.desc()).limit(50)).all()
+    return jsonify(deployment=deployment_to_dict(deployment),
+                   actions=[action_to_dict(a) for a in actions])
+
+
+@bp.get("/api/v1/actions/<int:action_id>")
+@token_required
+def show_action(action_id: int):
+    """An action's state; its log only for admin tokens."""
+    require("read")
+    action = get_session().get(Action, action_id)
+    if action is None:
+        raise NotFound(f"no action {action_id}")
+    from bot.tokens import Scopes
+
+    return jsonify(action_to_dict(action, with_log=Scopes.from_dict(g.token.scopes).admin))
+
+
+@bp.get("/api/v1/actions/<int:action_id>/log")
+@token_required
+def action_log(action_id: int):
+    """An action's captured output (admin): ``?offset=N`` returns what came after byte N."""
+    require("admin")
+    action = get_session().get(Action, action_id)
+    if action is None:
+        raise NotFound(f"no action {action_id}")
+    offset = request.args.get("offset", "0")
+    if not offset.isdigit():
+        raise SamiError("'offset' must be a whole number")
+    text = action.log or ""
+    return jsonify(action_id=action.id, state=str(action.state), offset=len(text), log=text[int(offset):],
+                   finished=action.state.finished, truncated=action.log_truncated)
+
+
+@bp.get("/api/v1/services")
+@token_required
+def list_services():
+    """The services and environments the deployments repo defines, and its manifest errors."""
+    require("read")
+    repo = _manifests().current()
+    return jsonify(
+        sha=repo.sha,
+        manifests=[{"service": m.service_name, "environment": m.environment, "type": str(m.type),
+                    "path": m.path, "pr_deploy": str(m.pr_deploy.value)} for m in repo.manifests],
+        errors=[{"path": e.path, "line": e.line, "column": e.column, "field": e.field, "message": e.message}
+                for e in repo.errors])

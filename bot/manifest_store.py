@@ -1,0 +1,52 @@
+"""Where the web, services and workers get the deployments repo's manifests from."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from bot.config import Settings
+from bot.manifests import DeploymentsRepo, Manifest, load_deployments_repo
+
+
+class ManifestStore:
+    """Loads the configured deployments repo, at its branch head or at a given commit sha."""
+
+    # A local folder has no commit to key a cache on: re-read it at most this often.
+    LOCAL_TTL = 2.0
+
+    def __init__(self, source: str, ref: str | None, cache_dir: str | Path):
+        self.source = source
+        self.ref = ref or None
+        self.cache_dir = Path(cache_dir)
+        self._lock = threading.Lock()
+        self._current: DeploymentsRepo | None = None
+        self._loaded_at = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ManifestStore:
+        return cls(settings.deployments_repo, settings.deployments_ref,
+                   Path(settings.instance_dir) / "deployments-cache")
+
+    @property
+    def is_git(self) -> bool:
+        return not Path(self.source).is_dir() or (Path(self.source) / "HEAD").is_file()
+
+    def current(self, refresh: bool = False) -> DeploymentsRepo:
+        """The manifests at the configured ref (re-read when stale or when ``refresh``)."""
+        with self._lock:
+            fresh = time.monotonic() - self._loaded_at < self.LOCAL_TTL
+            if self._current is None or refresh or not fresh:
+                self._current = load_deployments_repo(self.source, ref=self.ref, cache_dir=self.cache_dir)
+                self._loaded_at = time.monotonic()
+            return self._current
+
+    def at(self, sha: str | None) -> DeploymentsRepo:
+        """The manifests at commit ``sha`` (the current ones for a plain folder or no sha)."""
+        if not sha or not self.is_git:
+            return self.current()
+        return load_deployments_repo(self.source, ref=sha, cache_dir=self.cache_dir)
+
+    def find(self, service: str, environment: str, sha: str | None = None) -> Manifest | None:
+        return self.at(sha).find(service, environment)

@@ -1,0 +1,317 @@
+"""The services layer: decide whether a request is allowed, record it, and queue it.
+
+Every function checks the manifest and the state machine, writes the deployment and its action
+in one transaction, commits, and only then hands the action id to the queue. If the queue is
+unreachable the action stays recorded (``enqueued_at`` empty) and the scheduler's sweep queues
+it later: nothing accepted is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from bot import naming
+from bot.errors import Conflict, NotFound, SamiError
+from bot.manifests import DeploymentsRepo, Manifest
+from bot.models import Action, Deployment
+from bot.states import ActionState, DeploymentState, IllegalTransition, transition
+
+log = logging.getLogger(__name__)
+S = DeploymentState
+
+ORIGINS = ("api", "webhook", "cli", "page", "schedule")
+
+
+class RequestError(SamiError):
+    """The request names something unknown or not allowed (400)."""
+
+    status = 400
+
+
+@dataclass(frozen=True)
+class DeploymentRequest:
+    """A request to create or update a deployment, from CI, a webhook, the CLI or the page."""
+
+    service: str
+    environment: str
+    requested_by: str
+    origin: str
+    tag: str | None = None
+    image: str | None = None
+    ref: str | None = None
+    sha: str | None = None
+    pull_request: int | None = None
+    source_repo: str | None = None
+    app_overrides: Mapping[str, str] = field(default_factory=dict)
+    deployment_overrides: Mapping[str, str] = field(default_factory=dict)
+    delivery_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What the caller gets back: the deployment, the recorded action and its kind."""
+
+    deployment: str
+    action_id: int
+    kind: str
+    state: str
+    queued: bool
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the services need besides the session: settings values and the queue."""
+
+    project_name: str
+    base_domain: str
+    namespace: str
+    broker: object  # workers.queue.Broker; typed loosely to keep the web layer free of RQ imports
+
+    @classmethod
+    def from_settings(cls, settings, broker) -> Context:
+        return cls(settings.project_name, settings.base_domain, settings.namespace, broker)
+
+
+def deployment_links(manifest: Manifest, deployment: Deployment, ctx: Context) -> list[dict[str, str]]:
+    """The deployment's links from its manifest's URL template (``info`` may replace them later)."""
+    url = manifest.render_url(name=deployment.name, base_domain=ctx.base_domain, namespace=ctx.namespace,
+                              project_name=ctx.project_name, pr=deployment.pull_request)
+    return [{"name": "app", "url": url}] if url else []
+
+
+def _manifest(repo: DeploymentsRepo, service: str, environment: str) -> Manifest:
+    manifest = repo.find(service, environment)
+    if manifest is not None:
+        return manifest
+    environments = sorted(m.environment for m in repo.manifests if m.service_name == service)
+    if environments:
+        raise RequestError(f"service {service!r} has no {environment!r} environment "
+                           f"(it has: {', '.join(environments)})")
+    broken = [e for e in repo.errors if e.path.startswith(f"services/{service}/")]
+    if broken:
+        raise RequestError(f"the manifest of service {service!r} is invalid: {broken[0]}")
+    services = sorted({m.service_name for m in repo.manifests})
+    raise RequestError(f"unknown service {service!r} (known: {', '.join(services) or 'none'})")
+
+
+def _check_overrides(kind: str, given: Mapping[str, object], allowed: tuple[str, ...]) -> dict[str, str]:
+    if not isinstance(given, Mapping):
+        raise RequestError(f"{kind} overrides must be an object of KEY: value")
+    checked: dict[str, str] = {}
+    for key, value in given.items():
+        try:
+            naming.check_override_key(key)
+        except naming.InvalidName as exc:
+            raise RequestError(str(exc)) from None
+        if key not in allowed:
+            raise RequestError(f"{kind} override {key!r} is not allowed by the manifest "
+                               f"(allowed: {', '.join(allowed) or 'none'})")
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        if not isinstance(value, str | int | float) or len(str(value)) > 4096:
+            raise RequestError(f"{kind} override {key!r} must be a string or a number (at most 4096 chars)")
+        if "\n" in str(value) or "\x00" in str(value):
+            raise RequestError(f"{kind} override {key!r} must be one line")
+        checked[key] = str(value)
+    return checked
+
+
+def _image_and_tag(manifest: Manifest, tag: str | None, image: str | None) -> tuple[str | None, str]:
+    try:
+        if image:
+            name, image_tag, digest = naming.split_image(image)
+            if manifest.image and name != manifest.image:
+                raise RequestError(f"image {name!r} is not this service's image ({manifest.image!r})")
+            tag = tag or image_tag or (digest.split(":", 1)[1][:12] if digest else None)
+            if not tag:
+                raise RequestError("the image has no tag: give 'tag' or an image with ':tag'")
+            return image if (image_tag or digest) else f"{name}:{tag}", naming.check_tag(tag)
+        if not tag:
+            raise RequestError("give 'tag' or 'image'")
+        naming.check_tag(tag)
+        return (f"{manifest.image}:{tag}" if manifest.image else None), tag
+    except naming.InvalidName as exc:
+        raise RequestError(str(exc)) from None
+
+
+def _lock_deployment(session: Session, name: str) -> Deployment | None:
+    # Row lock on PostgreSQL: concurrent requests for one deployment are decided one after another.
+    return session.scalars(
+        select(Deployment).where(Deployment.name == name).with_for_update()
+    ).first()
+
+
+def _lock_or_create(session: Session, name: str, service: str, environment: str, type_: str) -> Deployment:
+    """The locked row of ``name``, inserted first (as Removed) if it does not exist yet.
+
+    Inserting with ON CONFLICT DO NOTHING and then locking makes concurrent first requests for
+    one name wait for each other instead of failing on the unique name.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    session.execute(
+        insert(Deployment).values(name=name, service=service, environment=environment, type=type_,
+                                  state=S.REMOVED, app_overrides={}, deployment_overrides={}, links=[])
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+    return _lock_deployment(session, name)
+
+
+def _record(session: Session, deployment: Deployment, kind: str, *, requested_by: str, origin: str,
+            config: dict, delivery_id: str | None = None) -> Action:
+    if origin not in ORIGINS:
+        raise ValueError(f"unknown origin {origin!r}")
+    action = Action(kind=kind, state=ActionState.QUEUED, requested_by=requested_by[:255], origin=origin,
+                    delivery_id=delivery_id, config=config)
+    deployment.actions.append(action)
+    session.flush()
+    return action
+
+
+def _supersede_queued_updates(session: Session, deployment: Deployment, keep: Action) -> int:
+    """Mark older queued updates of ``deployment`` superseded: only the newest one will run."""
+    now = datetime.now(UTC)
+    result = session.execute(
+        update(Action)
+        .where(Action.deployment_id == deployment.id, Action.id != keep.id,
+               Action.state == ActionState.QUEUED, Action.kind == "update")
+        .values(state=ActionState.SUPERSEDED, finished_at=now, error=f"superseded by action {keep.id}")
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
+
+
+def _commit_and_queue(session: Session, ctx: Context, deployment: Deployment, action: Action) -> Accepted:
+    session.commit()
+    queued = ctx.broker.enqueue_action(session, action.id) if ctx.broker is not None else False
+    log.info("accepted %s of %s as action %s (queued: %s)", action.kind, deployment.name, action.id, queued,
+             extra={"deployment": deployment.name, "action_id": action.id})
+    return Accepted(deployment.name, action.id, action.kind, str(deployment.state), queued)
+
+
+def request_deployment(session: Session, repo: DeploymentsRepo, request: DeploymentRequest,
+                       ctx: Context) -> Accepted:
+    """Create the deployment, or update it to a new tag/image or overrides."""
+    try:
+        name = naming.deployment_name(request.service, request.environment, request.pull_request)
+    except naming.InvalidName as exc:
+        raise RequestError(str(exc)) from None
+    manifest = _manifest(repo, request.service, request.environment)
+    image, tag = _image_and_tag(manifest, request.tag, request.image)
+    app_overrides = _check_overrides("app", request.app_overrides, manifest.allowed_app_overrides)
+    deployment_overrides = _check_overrides("deployment", request.deployment_overrides,
+                                            manifest.allowed_deployment_overrides)
+
+    deployment = _lock_or_create(session, name, request.service, request.environment, str(manifest.type))
+    if deployment.state is S.REMOVED:
+        kind, wanted = "create", S.CREATE_PENDING
+        deployment.app_overrides, deployment.deployment_overrides = {}, {}
+    elif deployment.state in (S.RUNNING, S.FAILURE, S.CREATE_PENDING, S.UPDATE_PENDING):
+        kind, wanted = "update", S.UPDATE_PENDING
+    elif deployment.state is S.ARCHIVED:
+        raise Conflict(f"deployment {name!r} is archived: restore it first (sami restore {name})",
+                       state=str(deployment.state))
+    else:
+        raise Conflict(f"deployment {name!r} is {deployment.state}: wait until that finishes",
+                       state=str(deployment.state))
+
+    transition(deployment, wanted)
+    deployment.type = str(manifest.type)
+    deployment.tag, deployment.image = tag, image
+    deployment.app_overrides = {**deployment.app_overrides, **app_overrides}
+    deployment.deployment_overrides = {**deployment.deployment_overrides, **deployment_overrides}
+    deployment.source_repo = request.source_repo or deployment.source_repo or manifest.repository
+    deployment.pull_request = request.pull_request
+    deployment.ref = request.ref or deployment.ref
+    deployment.sha = request.sha or deployment.sha
+    deployment.manifest_sha = repo.sha
+    deployment.links = deployment_links(manifest, deployment, ctx)
+    action = _record(session, deployment, kind, requested_by=request.requested_by, origin=request.origin,
+                     delivery_id=request.delivery_id, config=_snapshot(deployment, manifest, repo))
+    if kind == "update":
+        _supersede_queued_updates(session, deployment, action)
+    return _commit_and_queue(session, ctx, deployment, action)
+
+
+def _snapshot(deployment: Deployment, manifest: Manifest, repo: DeploymentsRepo) -> dict:
+    """The config an action runs with, fixed when it is accepted."""
+    return {
+        "tag": deployment.tag,
+        "image": deployment.image,
+        "app_overrides": {**manifest.app_overrides, **deployment.app_overrides},
+        "deployment_overrides": {**manifest.deployment_overrides, **deployment.deployment_overrides},
+        "manifest": manifest.path,
+        "manifest_sha": repo.sha,
+        "type": str(manifest.type),
+        "pull_request": deployment.pull_request,
+        "sha": deployment.sha,
+    }
+
+
+def get_deployment(session: Session, name: str, *, lock: bool = False) -> Deployment:
+    try:
+        naming.check_name(name)
+    except naming.InvalidName as exc:
+        raise RequestError(str(exc)) from None
+    deployment = _lock_deployment(session, name) if lock else session.scalars(
+        select(Deployment).where(Deployment.name == name)).first()
+    if deployment is None or deployment.state is S.REMOVED:
+        raise NotFound(f"no deployment named {name!r} (see: sami list)")
+    return deployment
+
+
+def _operation(session: Session, repo: DeploymentsRepo, name: str, kind: str, wanted: DeploymentState,
+               ctx: Context, *, requested_by: str, origin: str, delivery_id: str | None = None) -> Accepted:
+    deployment = get_deployment(session, name, lock=True)
+    busy = session.scalars(select(Action.id).where(
+        Action.deployment_id == deployment.id,
+        Action.state.in_((ActionState.QUEUED, ActionState.RUNNING)))).first()
+    if busy is not None:
+        raise Conflict(f"deployment {name!r} has action {busy} in progress: wait until it finishes",
+                       state=str(deployment.state), action_id=busy)
+    manifest = repo.find(deployment.service, deployment.environment)
+    if manifest is None and kind != "cleanup":
+        raise RequestError(f"the deployments repo no longer has a manifest for {deployment.service} "
+                           f"{deployment.environment}; only cleanup is possible")
+    transition(deployment, wanted)
+    config = _snapshot(deployment, manifest, repo) if manifest else {
+        "tag": deployment.tag, "image": deployment.image, "type": deployment.type,
+        "app_overrides": deployment.app_overrides, "deployment_overrides": deployment.deployment_overrides,
+        "manifest": None, "manifest_sha": repo.sha,
+    }
+    action = _record(session, deployment, kind, requested_by=requested_by, origin=origin,
+                     delivery_id=delivery_id, config=config)
+    return _commit_and_queue(session, ctx, deployment, action)
+
+
+def archive_deployment(session, repo, name, ctx, **who) -> Accepted:
+    """Take a live deployment down, keeping its volumes (restorable)."""
+    return _operation(session, repo, name, "archive", S.ARCHIVE_PENDING, ctx, **who)
+
+
+def restore_deployment(session, repo, name, ctx, **who) -> Accepted:
+    """Bring an archived deployment back with its last tag and overrides."""
+    return _operation(session, repo, name, "restore", S.CREATE_PENDING, ctx, **who)
+
+
+def cleanup_deployment(session, repo, name, ctx, **who) -> Accepted:
+    """Remove an archived deployment and everything it owns."""
+    return _operation(session, repo, name, "cleanup", S.CLEANUP_PENDING, ctx, **who)
+
+
+def delete_deployment(session: Session, name: str, *, requested_by: str, origin: str) -> str:
+    """Forget a deployment whose cleanup failed (admin only; nothing is run)."""
+    deployment = get_deployment(session, name, lock=True)
+    if deployment.state is not S.CLEANUP_FAILED:
+        raise IllegalTransition(name, deployment.state, S.REMOVED)
+    transition(deployment, S.REMOVED, message=f"deleted from the records by {requested_by}")
+    session.commit()
+    log.info("deleted the record of %s", name, extra={"deployment": name})
+    return name

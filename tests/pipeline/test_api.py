@@ -1,0 +1,169 @@
+"""POST /deployment_request and the /api/v1 endpoints, on the real database and Redis."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rq.job import Job
+from sqlalchemy import select
+
+from bot import create_app
+from bot.models import Action, Deployment
+from bot.states import ActionState, DeploymentState
+from bot.tokens import Scopes, create_token
+from tests.support.servers import free_port
+
+
+@pytest.fixture
+def token(db_session):
+    value = create_token(db_session, "ci-probe", Scopes(services=("probe",), environments=("stage",),
+                                                        actions=("deploy", "read", "archive")))
+    db_session.commit()
+    return value
+
+
+@pytest.fixture
+def admin_token(db_session):
+    value = create_token(db_session, "admin", Scopes(admin=True))
+    db_session.commit()
+    return value
+
+
+def post(client, token, body, path="/deployment_request"):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = body if isinstance(body, str | bytes) else json.dumps(body)
+    return client.post(path, data=data, headers=headers, content_type="application/json")
+
+
+def test_accepted_request_is_recorded_and_queued(client, token, db_session, redis_client):
+    response = post(client, token, {"service": "probe", "environment": "stage", "tag": "v1",
+                                    "overrides": {"app": {"LOG_LEVEL": "debug"}}})
+    assert response.status_code == 202, response.json
+    body = response.json
+    assert body["deployment"] == "probe-stage"
+    assert body["kind"] == "create"
+    assert body["status_url"].endswith(f"/api/v1/actions/{body['action_id']}")
+    action = db_session.get(Action, body["action_id"])
+    assert action.state is ActionState.QUEUED
+    assert action.requested_by == "token:ci-probe" and action.origin == "api"
+    assert action.config["tag"] == "v1"
+    assert action.config["image"] == "local/probe:v1"
+    assert action.config["app_overrides"] == {"LOG_LEVEL": "debug"}
+    assert action.enqueued_at is not None
+    deployment = db_session.scalars(select(Deployment)).one()
+    assert deployment.state is DeploymentState.CREATE_PENDING
+    assert deployment.links == [{"name": "app", "url": "https://probe-stage.example.test"}]
+    job = Job.fetch(str(body["action_id"]), connection=redis_client)
+    assert job.args == (body["action_id"],)
+
+
+def test_second_request_is_an_update(client, token):
+    post(client, token, {"service": "probe", "environment": "stage", "tag": "v1"})
+    response = post(client, token, {"service": "probe", "environment": "stage", "image": "local/probe:v2"})
+    assert response.status_code == 202
+    assert response.json["kind"] == "update"
+    assert response.json["state"] == "UpdatePending"
+
+
+@pytest.mark.parametrize(("headers", "message"), [
+    ({}, "missing token"),
+    ({"Authorization": "Basic abc"}, "missing token"),
+    ({"Authorization": "Bearer sami_000000000000_" + "x" * 43}, "invalid or revoked token"),
+    ({"Authorization": "Bearer nonsense"}, "malformed token"),
+])
+def test_unauthenticated_requests_get_401(client, headers, message):
+    response = client.post("/deployment_request", json={"service": "probe", "environment": "stage", "tag": "v1"},
+                           headers=headers)
+    assert response.status_code == 401
+    assert message in response.json["error"]
+
+
+@pytest.mark.parametrize("body", [
+    {"service": "probe", "environment": "production", "tag": "v1"},
+    {"service": "other", "environment": "stage", "tag": "v1"},
+])
+def test_out_of_scope_requests_get_403(client, token, body):
+    response = post(client, token, body)
+    assert response.status_code == 403
+    assert "may not deploy" in response.json["error"]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("{not json", "must be a JSON object"),
+    ("[1, 2]", "not a list"),
+    ({"environment": "stage", "tag": "v1"}, "'service' is required"),
+    ({"service": "probe", "environment": "stage"}, "give 'tag' or 'image'"),
+    ({"service": "probe", "environment": "stage", "tag": "v1", "colour": "red"}, "unknown field(s) colour"),
+    ({"service": "probe", "environment": "stage", "tag": "bad tag!"}, "not a valid image tag"),
+    ({"service": "probe", "environment": "stage", "image": "evil/probe:v1"}, "is not this service's image"),
+    ({"service": "probe", "environment": "stage", "tag": "v1", "overrides": {"deployment": {"record": "/x"}}},
+     "deployment override 'record' is not allowed by the manifest (allowed: sleep, fail, hang, check)"),
+    ({"service": "probe", "environment": "stage", "tag": "v1", "overrides": {"app": {"A": {"b": 1}}}},
+     "is not allowed"),
+    ({"service": "probe", "environment": "stage", "tag": "v1", "pull_request": "7"}, "'pull_request' must be a int"),
+])
+def test_malformed_requests_get_400(client, token, body, message):
+    response = post(client, token, body)
+    assert response.status_code == 400
+    assert message in response.json["error"]
+
+
+def test_unknown_service_and_environment_say_what_exists(client, admin_token):
+    response = post(client, admin_token, {"service": "nope", "environment": "stage", "tag": "v1"})
+    assert response.status_code == 400
+    assert response.json["error"] == "unknown service 'nope' (known: probe)"
+    response = post(client, admin_token, {"service": "probe", "environment": "qa", "tag": "v1"})
+    assert response.json["error"] == "service 'probe' has no 'qa' environment (it has: pull_request, stage)"
+
+
+def test_pull_request_environment_names(client, admin_token):
+    response = post(client, admin_token, {"service": "probe", "environment": "pull_request", "tag": "v1",
+                                          "pull_request": 42})
+    assert response.status_code == 202
+    assert response.json["deployment"] == "probe-pr-42"
+
+
+def test_too_large_body_gets_413(client, token):
+    response = post(client, token, json.dumps({"service": "probe", "environment": "stage", "tag": "v1",
+                                               "padding": "x" * 2_000_000}))
+    assert response.status_code == 413
+    assert "too large" in response.json["error"]
+
+
+def test_archiving_while_pending_is_a_conflict(client, token):
+    post(client, token, {"service": "probe", "environment": "stage", "tag": "v1"})
+    response = client.post("/api/v1/deployments/probe-stage/archive", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 409
+    assert "in progress" in response.json["error"]
+
+
+def test_request_is_accepted_when_redis_is_down(test_config, session_factory, token, db_session):
+    app = create_app({**test_config, "redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    app.extensions["sami.db"] = session_factory
+    response = post(app.test_client(), token, {"service": "probe", "environment": "stage", "tag": "v1"})
+    assert response.status_code == 202
+    action = db_session.get(Action, response.json["action_id"])
+    assert action.state is ActionState.QUEUED
+    assert action.enqueued_at is None
+
+
+def test_read_endpoints(client, token, admin_token):
+    accepted = post(client, token, {"service": "probe", "environment": "stage", "tag": "v1"}).json
+    auth = {"Authorization": f"Bearer {token}"}
+    listing = client.get("/api/v1/deployments?state=CreatePending", headers=auth).json
+    assert [d["name"] for d in listing["deployments"]] == ["probe-stage"]
+    assert client.get("/api/v1/deployments?state=Bogus", headers=auth).status_code == 400
+    detail = client.get("/api/v1/deployments/probe-stage", headers=auth).json
+    assert detail["deployment"]["tag"] == "v1"
+    assert [a["id"] for a in detail["actions"]] == [accepted["action_id"]]
+    action = client.get(f"/api/v1/actions/{accepted['action_id']}", headers=auth).json
+    assert action["state"] == "queued" and "log" not in action
+    assert client.get(f"/api/v1/actions/{accepted['action_id']}/log", headers=auth).status_code == 403
+    log = client.get(f"/api/v1/actions/{accepted['action_id']}/log",
+                     headers={"Authorization": f"Bearer {admin_token}"})
+    assert log.status_code == 200 and log.json["log"] == ""
+    services = client.get("/api/v1/services", headers=auth).json
+    assert {(m["service"], m["environment"]) for m in services["manifests"]} == {
+        ("probe", "stage"), ("probe", "pull_request")}
+    assert client.get("/api/v1/deployments/nope", headers=auth).status_code == 404

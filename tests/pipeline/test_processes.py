@@ -1,0 +1,187 @@
+"""The pipeline with real processes: `sami worker` and `sami scheduler` subprocesses on a database
+and a Redis server of this module's own; concurrency, a killed worker, Redis going away."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.orm import Session
+
+from bot import create_app, db
+from bot.models import Action, Deployment
+from bot.states import ActionState, DeploymentState
+from bot.tokens import Scopes, create_token
+from tests.conftest import create_database
+from tests.pipeline.probe_scripts import write_probe_repo
+from tests.support.procs import alive
+from tests.support.servers import RedisServer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def own_redis():
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_database(postgres):
+    name = f"sami_proc_{uuid.uuid4().hex[:8]}"
+    url = create_database(postgres, name)
+    db.upgrade(url)
+    yield url
+    admin = create_engine(postgres.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+class Stack:
+    """A web app (in this process), worker and scheduler processes on one database and Redis."""
+
+    def __init__(self, tmp_path, database_url, redis: RedisServer):
+        self.record = tmp_path / "record"
+        self.logs = tmp_path
+        self.repo = write_probe_repo(tmp_path / "deployments", self.record, timeout="60s", status_timeout="5s")
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
+        self.env.update({
+            "SAMI_DATABASE_URL": database_url, "SAMI_REDIS_URL": redis.url(0),
+            "SAMI_DEPLOYMENTS_REPO": str(self.repo), "SAMI_INSTANCE_DIR": str(tmp_path / "instance"),
+            "SAMI_BASE_DOMAIN": "example.test", "SAMI_LOG_LEVEL": "warning",
+        })
+        self.config = {"mode": "test", "database_url": database_url, "redis_url": redis.url(0),
+                       "deployments_repo": str(self.repo), "instance_dir": str(tmp_path / "instance"),
+                       "base_domain": "example.test"}
+        self.app = create_app(self.config)
+        self.engine = create_engine(database_url)
+        self.processes: list[subprocess.Popen] = []
+        with Session(self.engine) as session:
+            self.token = create_token(session, "ci", Scopes(admin=True))
+            session.commit()
+
+    def start(self, *args) -> subprocess.Popen:
+        with open(self.logs / f"{args[0]}-{len(self.processes)}.log", "wb") as sink:
+            process = subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=self.env,
+                                       stdout=sink, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
+
+    def request(self, tag: str, **overrides) -> tuple[int, dict]:
+        body = {"service": "probe", "environment": "stage", "tag": tag}
+        if overrides:
+            body["overrides"] = {"deployment": overrides}
+        response = self.app.test_client().post("/deployment_request", data=json.dumps(body),
+                                               content_type="application/json",
+                                               headers={"Authorization": f"Bearer {self.token}"})
+        return response.status_code, response.json
+
+    def actions(self) -> list[Action]:
+        with Session(self.engine) as session:
+            return list(session.scalars(select(Action).order_by(Action.id)))
+
+    def deployment(self) -> Deployment:
+        with Session(self.engine) as session:
+            return session.scalars(select(Deployment)).one()
+
+    def wait(self, predicate, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.2)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    def settled(self) -> bool:
+        return all(a.state.finished for a in self.actions())
+
+    def stop(self):
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.engine.dispose()
+
+
+@pytest.fixture
+def stack(tmp_path, own_database, own_redis):
+    stack = Stack(tmp_path, own_database, own_redis)
+    yield stack
+    stack.stop()
+
+
+def overlaps(record) -> list[str]:
+    return [line for line in record.read_text().splitlines() if line.startswith("OVERLAP")] \
+        if record.exists() else []
+
+
+def test_fifty_concurrent_requests_never_run_two_scripts_at_once(stack):
+    for _ in range(3):
+        stack.start("worker")
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda n: stack.request(f"v{n}", sleep="0.1"), range(50)))
+    assert [code for code, _ in results].count(202) == 50, [body for code, body in results if code != 202]
+    stack.wait(stack.settled, 120, "every action to finish")
+    assert overlaps(stack.record) == []
+    actions = stack.actions()
+    assert {a.state for a in actions} <= {ActionState.SUCCEEDED, ActionState.SUPERSEDED}
+    newest = max(actions, key=lambda a: a.id)
+    assert newest.state is ActionState.SUCCEEDED
+    deployment = stack.deployment()
+    assert deployment.state is DeploymentState.RUNNING
+    assert deployment.tag == newest.config["tag"]
+    assert deployment.lease_owner is None
+    ran = [line for line in stack.record.read_text().splitlines() if line.split()[0] in ("create", "update")]
+    assert len(ran) == sum(1 for a in actions if a.state is ActionState.SUCCEEDED)
+
+
+def test_a_worker_killed_mid_action_is_reaped_within_a_minute(stack):
+    worker = stack.start("worker")
+    code, _ = stack.request("v1", hang="create")
+    assert code == 202
+    stack.wait(lambda: stack.actions()[0].script_started_at is not None, 30, "the script to start")
+    script_pid = int(stack.wait(lambda: (stack.record.parent / "record.pid").exists()
+                                and (stack.record.parent / "record.pid").read_text().strip(), 10, "the pid"))
+    os.kill(worker.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    stack.start("scheduler", "--interval", "1")
+    stack.wait(lambda: stack.actions()[0].state is ActionState.FAILED, 60, "the reaper")
+    took = time.monotonic() - killed_at
+    assert took < 60
+    assert stack.deployment().state is DeploymentState.FAILURE
+    assert stack.actions()[0].error == "the worker running this action stopped responding"
+    # The script died with its worker (it cannot race a retry).
+    stack.wait(lambda: not alive(script_pid), 10, "the script to die")
+
+
+def test_requests_made_while_redis_is_down_run_when_it_returns(stack, own_redis):
+    own_redis.stop()
+    results = [stack.request(f"v{n}") for n in range(5)]
+    assert [code for code, _ in results] == [202] * 5
+    assert all(a.enqueued_at is None for a in stack.actions())
+    own_redis.start()
+    stack.start("worker")
+    stack.start("scheduler", "--interval", "1")
+    stack.wait(stack.settled, 60, "every action to finish")
+    actions = stack.actions()
+    assert actions[0].state is ActionState.SUCCEEDED  # the create
+    assert actions[-1].state is ActionState.SUCCEEDED  # the newest update
+    assert stack.deployment().state is DeploymentState.RUNNING
+    assert stack.deployment().tag == "v4"

@@ -1,0 +1,88 @@
+"""The embedded default as a newcomer runs it: `sami serve` with no services configured (SQLite,
+in-process queue, worker and scheduler, the example repo), then a static site deployed through it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.support.servers import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def call(url, token=None, body=None):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if body else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.fixture
+def embedded(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
+    env.update({"SAMI_INSTANCE_DIR": str(tmp_path / "instance"), "SAMI_BASE_DOMAIN": f"127.0.0.1:{port}",
+                "SAMI_PUBLIC_URL": f"http://127.0.0.1:{port}"})
+    sami = [sys.executable, "-m", "bot.cli"]
+    subprocess.run([*sami, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=60)
+    token = subprocess.run([*sami, "token", "create", "newcomer", "--admin"], env=env, check=True,
+                           capture_output=True, text=True, timeout=60).stdout.strip()
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as sink:
+        server = subprocess.Popen([*sami, "serve", "--bind", f"127.0.0.1:{port}"], env=env,
+                                  stdout=sink, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if call(f"{base}/healthz")[0] == 200:
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.kill()
+            raise AssertionError(f"sami serve did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.2)
+    yield base, token, tmp_path
+    server.terminate()
+    server.wait(20)
+
+
+def test_static_site_is_deployed_and_served_within_a_minute(embedded):
+    base, token, tmp_path = embedded
+    started = time.monotonic()
+    status, body = call(f"{base}/deployment_request", token, {"service": "docs", "environment": "stage",
+                                                              "tag": "v1"})
+    assert status == 202, body
+    accepted = json.loads(body)
+    while True:
+        status, body = call(f"{base}/api/v1/deployments/docs-stage", token)
+        state = json.loads(body)["deployment"]["state"]
+        if state in ("Running", "Failure"):
+            break
+        assert time.monotonic() - started < 60, f"still {state} after a minute"
+        time.sleep(0.3)
+    detail = json.loads(body)
+    assert state == "Running", detail["deployment"]["status_message"]
+    status, page = call(f"{base}/sites/docs-stage/")
+    assert status == 200
+    assert "<html" in page.lower()
+    assert (tmp_path / "instance" / "sites" / "docs-stage" / "current").is_symlink()
+    status, body = call(f"{base}/api/v1/actions/{accepted['action_id']}", token)
+    assert json.loads(body)["state"] == "succeeded"
+    status, body = call(f"{base}/readyz")
+    assert status == 200 and json.loads(body)["checks"]["database"] == "ok"

@@ -1,0 +1,62 @@
+"""What a worker process needs, built once from its settings: database, queue, manifests, scripts."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.config import Settings, load_settings
+from bot.manifest_store import ManifestStore
+from workers.executor import Executor
+
+
+@dataclass
+class WorkerContext:
+    """The collaborators of jobs and the scheduler, passed in rather than global."""
+
+    settings: Settings
+    session_factory: sessionmaker
+    broker: object
+    manifests: ManifestStore
+    executor: Executor
+
+    def session(self) -> Session:
+        return self.session_factory()
+
+
+_lock = threading.Lock()
+_context: WorkerContext | None = None
+
+
+def build_context(settings: Settings, broker=None, session_factory: sessionmaker | None = None) -> WorkerContext:
+    """A context for ``settings``; the broker defaults to RQ on the configured Redis."""
+    from bot import db
+    from bot.queue import make_broker
+
+    if session_factory is None:
+        session_factory = sessionmaker(bind=db.make_engine(settings.database_url), expire_on_commit=False)
+    return WorkerContext(
+        settings=settings,
+        session_factory=session_factory,
+        broker=broker if broker is not None else make_broker(settings),
+        manifests=ManifestStore.from_settings(settings),
+        executor=Executor(settings),
+    )
+
+
+def set_context(context: WorkerContext | None) -> None:
+    """Install the context jobs use in this process (worker start-up, embedded default, tests)."""
+    global _context
+    with _lock:
+        _context = context
+
+
+def get_context() -> WorkerContext:
+    """The context of this process, built from ``SAMI_*`` variables on first use."""
+    global _context
+    with _lock:
+        if _context is None:
+            _context = build_context(load_settings())
+        return _context

@@ -1,0 +1,163 @@
+"""Executors: turn an action into control-script calls (argv, environment, working copy)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+import control_scripts
+from bot import naming
+from bot.config import Settings
+from bot.manifests import DeploymentsRepo, Manifest
+from workers.runner import ScriptResult, run_control_script
+
+BUILTIN_SCRIPTS = Path(control_scripts.__file__).resolve().parent
+OPERATIONS = ("create", "update", "archive", "unarchive", "check", "archive_check", "cleanup",
+              "config_check", "info", "notifications")
+# The bot's own environment is not passed on; only what tools need to reach their targets.
+PASSED_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "DOCKER_HOST", "DOCKER_CONFIG",
+                      "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "DOCKER_CONTEXT", "KUBECONFIG", "DOCKER",
+                      "HELM", "KUBECTL", "HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME",
+                      "SSL_CERT_FILE", "CURL")
+SECRET_PREFIX = "SAMI_SECRET_"  # noqa: S105 (a variable name prefix, not a secret)
+
+
+class ExecutorError(Exception):
+    """The action cannot be turned into script calls (missing secret, manifest file, script)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Everything a script call needs to know about the deployment it acts on."""
+
+    name: str
+    service: str
+    environment: str
+    tag: str
+    image: str | None
+    app_overrides: Mapping[str, str]
+    deployment_overrides: Mapping[str, str]
+    url: str | None
+    manifest: Manifest
+
+
+def _set_path(document, dotted: str, value: str) -> None:
+    node = document
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    last = parts[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def prepare_manifest_dir(repo: DeploymentsRepo, manifest: Manifest, image: str | None, into: Path) -> Path:
+    """Copy the manifest's folder to ``into`` and write ``image`` at its ``oob`` path."""
+    source = (repo.root / manifest.directory).resolve()
+    if not source.is_relative_to(Path(repo.root).resolve()):
+        raise ExecutorError(f"{manifest.directory} is outside the deployments repo")
+    target = into / "manifest"
+    shutil.copytree(source, target, symlinks=False)
+    if image and manifest.update_image:
+        path = target / manifest.update_image.file
+        try:
+            document = yaml.safe_load(path.read_text())
+            _set_path(document, manifest.update_image.path, image)
+        except (OSError, yaml.YAMLError, KeyError, IndexError, ValueError, TypeError) as exc:
+            raise ExecutorError(f"cannot set the image at {manifest.update_image.path} in "
+                                f"{manifest.update_image.file}: {exc}") from None
+        path.write_text(yaml.safe_dump(document, sort_keys=False, default_flow_style=False))
+    return target
+
+
+class Executor:
+    """Runs a deployment's control scripts with Sami's contract (SPEC section 4)."""
+
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None):
+        self.settings = settings
+        self.environ = os.environ if environ is None else environ
+
+    def scripts_dir(self, repo: DeploymentsRepo, manifest: Manifest) -> Path:
+        if manifest.control_scripts:
+            folder = (Path(repo.root) / manifest.control_scripts).resolve()
+            if not folder.is_relative_to(Path(repo.root).resolve()):
+                raise ExecutorError(f"control_scripts {manifest.control_scripts!r} is outside the repo")
+            return folder
+        return BUILTIN_SCRIPTS / str(manifest.type)
+
+    def has(self, repo: DeploymentsRepo, manifest: Manifest, operation: str) -> bool:
+        script = self.scripts_dir(repo, manifest) / operation
+        return script.is_file() and os.access(script, os.X_OK)
+
+    def secrets(self, manifest: Manifest) -> dict[str, str]:
+        values = {}
+        for name in manifest.secrets:
+            value = self.environ.get(f"{SECRET_PREFIX}{name}")
+            if not value:
+                raise ExecutorError(f"secret {name} is not set: give the bot's processes {SECRET_PREFIX}{name}")
+            values[name] = value
+        return values
+
+    def argv(self, operation: str, target: Target, script: Path, manifest_dir: Path,
+             extra: tuple[str, ...] = ()) -> list[str]:
+        if operation not in OPERATIONS:
+            raise ExecutorError(f"unknown operation {operation!r}")
+        # Names were validated when the request was accepted; check again before they reach a script.
+        naming.check_name(target.name)
+        naming.check_tag(target.tag)
+        s = self.settings
+        argv = [str(script),
+                "--project-name", s.project_name, "--base-domain", s.base_domain,
+                "--namespace", s.namespace, "--name", target.name,
+                "--service", target.service, "--environment", target.environment,
+                "--tag", target.tag, "--manifest-dir", str(manifest_dir)]
+        for key, value in sorted(target.app_overrides.items()):
+            argv += ["--application-config", f"{naming.check_override_key(key)}={value}"]
+        for key, value in sorted(target.deployment_overrides.items()):
+            argv += ["--deployment-config", f"{naming.check_override_key(key)}={value}"]
+        return argv + list(extra)
+
+    def env(self, target: Target, secrets: Mapping[str, str]) -> dict[str, str]:
+        env = {key: self.environ[key] for key in PASSED_ENVIRONMENT if key in self.environ}
+        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        health = target.manifest.health
+        env.update({
+            "SAMI_IMAGE": target.image or "",
+            "SAMI_URL": target.url or "",
+            "SAMI_HEALTH_URL": (target.url.rstrip("/") + health.path) if (health and target.url) else "",
+            "SAMI_HEALTH_TIMEOUT": str(health.timeout if health else 10),
+            "SAMI_STATIC_ROOT": self.settings.static_root,
+        })
+        for name, value in secrets.items():
+            env[f"{SECRET_PREFIX}{name}"] = value
+        return env
+
+    def run(self, operation: str, repo: DeploymentsRepo, target: Target, manifest_dir: Path, *,
+            on_output: Callable[[str], None] | None = None, on_tick: Callable[[], None] | None = None,
+            extra: tuple[str, ...] = (), timeout: float | None = None) -> ScriptResult:
+        """Run one operation's script for ``target``; raise ExecutorError if it cannot be run."""
+        script = self.scripts_dir(repo, target.manifest) / operation
+        if not (script.is_file() and os.access(script, os.X_OK)):
+            raise ExecutorError(f"no executable {operation!r} script in {script.parent.name}/")
+        secrets = self.secrets(target.manifest)
+        return run_control_script(
+            self.argv(operation, target, script, manifest_dir, extra),
+            env=self.env(target, secrets),
+            cwd=str(manifest_dir),
+            timeout=timeout or target.manifest.timeout or self.settings.script_timeout,
+            secrets=secrets.values(),
+            on_output=on_output,
+            on_tick=on_tick,
+        )
+
+
+def workdir(prefix: str = "sami-action-") -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix=prefix)

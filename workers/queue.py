@@ -1,0 +1,135 @@
+"""Putting work on the queue: RQ on Redis, or threads in the process for the embedded default.
+
+PostgreSQL holds every action; the queue only carries action ids. A failed enqueue is logged
+and left to the scheduler's sweep, which re-queues every queued action the queue does not hold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import redis
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from bot.models import Action
+
+log = logging.getLogger(__name__)
+
+ACTIONS_QUEUE = "sami-actions"
+CHECKS_QUEUE = "sami-checks"
+LIVE_JOB_STATES = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED,
+                   JobStatus.CREATED}
+
+
+def _mark_enqueued(session: Session, action_id: int) -> None:
+    session.execute(update(Action).where(Action.id == action_id)
+                    .values(enqueued_at=datetime.now(UTC))
+                    .execution_options(synchronize_session=False))
+    session.commit()
+
+
+class RQBroker:
+    """Work on Redis through RQ; the job id of an action is the action id."""
+
+    def __init__(self, connection: redis.Redis):
+        self.connection = connection
+        self.actions = Queue(ACTIONS_QUEUE, connection=connection)
+        self.checks = Queue(CHECKS_QUEUE, connection=connection)
+
+    def job_is_live(self, job_id: str) -> bool:
+        try:
+            status = Job.fetch(job_id, connection=self.connection).get_status(refresh=False)
+        except NoSuchJobError:
+            return False
+        return status in LIVE_JOB_STATES
+
+    def _enqueue(self, queue: Queue, func: str, job_id: str, *args) -> bool:
+        if self.job_is_live(job_id):
+            return True
+        with contextlib.suppress(NoSuchJobError):
+            Job.fetch(job_id, connection=self.connection).delete()
+        queue.enqueue_call(func, args=args, job_id=job_id, timeout=-1, result_ttl=0,
+                           failure_ttl=24 * 3600, description=f"{func}{args}")
+        return True
+
+    def enqueue_action(self, session: Session | None, action_id: int) -> bool:
+        """Queue action ``action_id``; False (and the sweep retries) when Redis is unreachable."""
+        try:
+            self._enqueue(self.actions, "workers.jobs.run_action", str(action_id), action_id)
+        except redis.RedisError as exc:
+            log.warning("could not queue action %s (%s); the sweep will queue it", action_id,
+                        type(exc).__name__, extra={"action_id": action_id})
+            return False
+        if session is not None:
+            _mark_enqueued(session, action_id)
+        return True
+
+    def enqueue_check(self, deployment_id: int, kind: str = "check") -> bool:
+        """Queue a status check of a live deployment (or an archive check)."""
+        try:
+            return self._enqueue(self.checks, "workers.jobs.check_deployment",
+                                 f"{kind}-{deployment_id}", deployment_id, kind)
+        except redis.RedisError as exc:
+            log.warning("could not queue %s of deployment %s: %s", kind, deployment_id, type(exc).__name__)
+            return False
+
+    def ping(self) -> None:
+        self.connection.ping()
+
+
+class InProcessBroker:
+    """Runs jobs on threads of this process: the embedded default's queue and worker."""
+
+    def __init__(self, threads: int = 4):
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="sami-worker")
+        self._lock = threading.Lock()
+        self._live: set[str] = set()
+
+    def job_is_live(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._live
+
+    def _submit(self, job_id: str, func, *args) -> bool:
+        with self._lock:
+            if job_id in self._live:
+                return True
+            self._live.add(job_id)
+
+        def run():
+            try:
+                func(*args)
+            except Exception:
+                log.exception("job %s failed", job_id)
+            finally:
+                with self._lock:
+                    self._live.discard(job_id)
+
+        self._executor.submit(run)
+        return True
+
+    def enqueue_action(self, session: Session | None, action_id: int) -> bool:
+        from workers.jobs import run_action
+
+        self._submit(str(action_id), run_action, action_id)
+        if session is not None:
+            _mark_enqueued(session, action_id)
+        return True
+
+    def enqueue_check(self, deployment_id: int, kind: str = "check") -> bool:
+        from workers.jobs import check_deployment
+
+        return self._submit(f"{kind}-{deployment_id}", check_deployment, deployment_id, kind)
+
+    def ping(self) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,195 @@
+"""Periodic work: the queue sweep, the reaper, status checks, archive checks and retention.
+
+Every step is idempotent (conditional updates, the state machine, live-job checks), so running
+more than one scheduler is safe; with Redis, a short lock also keeps two from doing one tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import exists, select, update
+
+from bot.models import Action, Deployment
+from bot.services import Context, cleanup_deployment
+from bot.states import LIVE_STATES, ActionState, DeploymentState, transition, transition_action
+from workers.context import WorkerContext
+
+log = logging.getLogger(__name__)
+S = DeploymentState
+
+SWEEP_AFTER = timedelta(seconds=2)   # an action accepted this long ago and not on the queue is re-queued
+DEAD_AFTER = timedelta(seconds=30)    # a running action without a heartbeat this long has lost its worker
+CHECKS_PER_TICK = 200
+TICK_LOCK = "sami:scheduler:tick"
+
+
+@dataclass
+class TickReport:
+    """What one scheduler tick did, for logs, metrics and tests."""
+
+    queued: list[int] = field(default_factory=list)
+    reaped: list[int] = field(default_factory=list)
+    requeued: list[int] = field(default_factory=list)
+    checks: list[int] = field(default_factory=list)
+    archive_checks: list[int] = field(default_factory=list)
+    cleanups: list[str] = field(default_factory=list)
+    leases_freed: list[int] = field(default_factory=list)
+
+
+class Scheduler:
+    """Runs the periodic steps every ``interval`` seconds."""
+
+    def __init__(self, ctx: WorkerContext, interval: float = 5.0):
+        self.ctx = ctx
+        self.interval = interval
+        self._stop = threading.Event()
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def sweep(self, report: TickReport, now: datetime) -> None:
+        """Queue every accepted action the queue does not hold (Redis was down, or lost it)."""
+        with self.ctx.session() as session:
+            rows = session.execute(
+                select(Action.id, Action.deployment_id).where(
+                    Action.state == ActionState.QUEUED, Action.created_at < now - SWEEP_AFTER)
+                .order_by(Action.id)).all()
+        seen: set[int] = set()
+        for action_id, deployment_id in rows:
+            # One job per deployment is enough: the lease holder drains the rest.
+            if deployment_id in seen:
+                continue
+            seen.add(deployment_id)
+            if self.ctx.broker.job_is_live(str(action_id)):
+                continue
+            with self.ctx.session() as session:
+                if self.ctx.broker.enqueue_action(session, action_id):
+                    report.queued.append(action_id)
+
+    def reap(self, report: TickReport, now: datetime) -> None:
+        """Settle actions whose worker died: re-queue if no script ran yet, else fail them."""
+        with self.ctx.session() as session:
+            dead = session.scalars(select(Action).where(
+                Action.state == ActionState.RUNNING, Action.heartbeat_at < now - DEAD_AFTER)).all()
+            for action in dead:
+                deployment = session.scalars(select(Deployment).where(Deployment.id == action.deployment_id)
+                                             .with_for_update()).one()
+                if action.script_started_at is None:
+                    transition_action(action, ActionState.QUEUED)
+                    report.requeued.append(action.id)
+                else:
+                    transition_action(action, ActionState.FAILED)
+                    action.error = "the worker running this action stopped responding"
+                    action.log = (action.log or "") + "\n# the worker stopped responding; action failed\n"
+                    report.reaped.append(action.id)
+                    others = session.scalar(select(exists().where(
+                        Action.deployment_id == deployment.id, Action.state == ActionState.QUEUED)))
+                    if not others:
+                        target = S.CLEANUP_FAILED if action.kind == "cleanup" else S.FAILURE
+                        if deployment.state in (S.CREATE_PENDING, S.UPDATE_PENDING, S.ARCHIVE_PENDING,
+                                                S.CLEANUP_PENDING):
+                            transition(deployment, target, message=action.error)
+                if deployment.lease_owner == action.worker:
+                    deployment.lease_owner = None
+                    deployment.lease_expires_at = None
+                session.commit()
+                log.warning("reaped action %s of %s (%s)", action.id, deployment.name,
+                            "re-queued" if action.state is ActionState.QUEUED else "failed",
+                            extra={"action_id": action.id, "deployment": deployment.name})
+            # Leases of workers that died outside an action (a check job).
+            freed = session.execute(
+                update(Deployment).where(Deployment.lease_owner.is_not(None), Deployment.lease_expires_at < now)
+                .values(lease_owner=None, lease_expires_at=None)
+                .returning(Deployment.id).execution_options(synchronize_session=False)).scalars().all()
+            session.commit()
+            report.leases_freed.extend(freed)
+        for action_id in report.requeued:
+            with self.ctx.session() as session:
+                self.ctx.broker.enqueue_action(session, action_id)
+
+    def _due(self, deployment_id: int, checked_at: datetime | None, now: datetime) -> bool:
+        if checked_at is None:
+            return True
+        # Stagger: each deployment gets its own offset within the interval.
+        interval = self.ctx.settings.check_interval
+        offset = (zlib.crc32(str(deployment_id).encode()) % 1000) / 1000 * interval * 0.2
+        return checked_at < now - timedelta(seconds=interval - offset)
+
+    def checks(self, report: TickReport, now: datetime) -> None:
+        """Queue ``check`` of live deployments and ``archive_check`` of archiving ones when due."""
+        busy = exists().where(Action.deployment_id == Deployment.id,
+                              Action.state.in_((ActionState.QUEUED, ActionState.RUNNING)))
+        with self.ctx.session() as session:
+            rows = session.execute(
+                select(Deployment.id, Deployment.state, Deployment.checked_at).where(
+                    Deployment.state.in_([*LIVE_STATES, S.ARCHIVE_PENDING]), Deployment.lease_owner.is_(None),
+                    ~busy)
+                .order_by(Deployment.checked_at.asc().nulls_first()).limit(CHECKS_PER_TICK * 2)).all()
+        for deployment_id, state, checked_at in rows:
+            if len(report.checks) + len(report.archive_checks) >= CHECKS_PER_TICK:
+                break
+            if not self._due(deployment_id, checked_at, now):
+                continue
+            kind = "archive_check" if state is S.ARCHIVE_PENDING else "check"
+            if self.ctx.broker.enqueue_check(deployment_id, kind):
+                (report.archive_checks if kind == "archive_check" else report.checks).append(deployment_id)
+
+    def retention(self, report: TickReport, now: datetime) -> None:
+        """Clean up deployments archived longer than the retention period."""
+        cutoff = now - timedelta(days=self.ctx.settings.retention_days)
+        with self.ctx.session() as session:
+            names = session.scalars(select(Deployment.name).where(
+                Deployment.state == S.ARCHIVED, Deployment.archived_at < cutoff)).all()
+        if not names:
+            return
+        repo = self.ctx.manifests.current()
+        services_ctx = Context.from_settings(self.ctx.settings, self.ctx.broker)
+        for name in names:
+            with self.ctx.session() as session:
+                try:
+                    cleanup_deployment(session, repo, name, services_ctx, requested_by="schedule:retention",
+                                       origin="schedule")
+                    report.cleanups.append(name)
+                except Exception as exc:  # another scheduler got there first, or it changed state
+                    session.rollback()
+                    log.info("retention cleanup of %s skipped: %s", name, exc)
+
+    # -- running -------------------------------------------------------------------------------
+
+    def _lock(self) -> bool:
+        connection = getattr(self.ctx.broker, "connection", None)
+        if connection is None:
+            return True
+        try:
+            return bool(connection.set(TICK_LOCK, "1", nx=True, px=int(self.interval * 900)))
+        except Exception:
+            return True  # Redis down: the steps are idempotent, and the sweep must still run
+
+    def tick(self, now: datetime | None = None) -> TickReport:
+        """Run every step once."""
+        now = now or datetime.now(UTC)
+        report = TickReport()
+        for step in (self.reap, self.sweep, self.checks, self.retention):
+            try:
+                step(report, now)
+            except Exception:
+                log.exception("scheduler step %s failed", step.__name__)
+        return report
+
+    def run_forever(self) -> None:
+        log.info("scheduler started (every %.0f s)", self.interval)
+        while not self._stop.is_set():
+            started = time.monotonic()
+            if self._lock():
+                report = self.tick()
+                if report.queued or report.reaped or report.requeued or report.cleanups:
+                    log.info("scheduler: %s", report)
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def stop(self) -> None:
+        self._stop.set()
