@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Mapping
 
 from flask import Blueprint, current_app, g, jsonify, request
@@ -18,10 +19,12 @@ from bot.errors import NotFound, SamiError
 from bot.models import Action, Deployment
 from bot.queue import get_broker
 from bot.states import DeploymentState
-from bot.tokens import TokenError, authenticate
+from bot.tokens import Scopes, TokenError, authenticate
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
+SHA_RE = re.compile(r"^[0-9a-f]{7,64}$")
+REPOSITORY_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
 
 
 class Unauthorized(SamiError):
@@ -67,10 +70,20 @@ def token_required(view):
     return wrapper
 
 
+def _readable(query):
+    """Limit a deployments query to the services and environments the token may read."""
+    scopes = Scopes.from_dict(g.token.scopes)
+    if scopes.admin:
+        return query
+    if "*" not in scopes.services:
+        query = query.where(Deployment.service.in_(scopes.services))
+    if "*" not in scopes.environments:
+        query = query.where(Deployment.environment.in_(scopes.environments))
+    return query
+
+
 def require(action: str, service: str | None = None, environment: str | None = None) -> None:
     """403 unless the request's token may do ``action`` on ``service`` in ``environment``."""
-    from bot.tokens import Scopes
-
     scopes = Scopes.from_dict(g.token.scopes)
     if not scopes.allows(action, service, environment):
         where = f" on {service or '*'}/{environment or '*'}" if service or environment else ""
@@ -125,12 +138,20 @@ def deployment_request_from_body(body: Mapping, requested_by: str, origin: str) 
     deployment_overrides = overrides.get("deployment") or {}
     if not isinstance(app_overrides, dict) or not isinstance(deployment_overrides, dict):
         raise SamiError("'overrides.app' and 'overrides.deployment' must be objects of KEY: value")
+    sha = _field(body, "sha", str)
+    if sha is not None and not SHA_RE.match(sha):
+        raise SamiError("'sha' must be a commit sha (7 to 64 hex digits)")
+    ref = _field(body, "ref", str)
+    if ref is not None and (len(ref) > 255 or not ref.isprintable()):
+        raise SamiError("'ref' must be a branch or tag name of at most 255 printable characters")
+    repository = _field(body, "repository", str)
+    if repository is not None and not REPOSITORY_RE.match(repository):
+        raise SamiError("'repository' must be owner/name")
     return services.DeploymentRequest(
         service=_field(body, "service", str, required=True),
         environment=_field(body, "environment", str, required=True),
         tag=_field(body, "tag", str), image=_field(body, "image", str),
-        ref=_field(body, "ref", str), sha=_field(body, "sha", str),
-        pull_request=_field(body, "pull_request", int), source_repo=_field(body, "repository", str),
+        ref=ref, sha=sha, pull_request=_field(body, "pull_request", int), source_repo=repository,
         app_overrides=app_overrides, deployment_overrides=deployment_overrides,
         requested_by=requested_by, origin=origin)
 
@@ -227,7 +248,7 @@ def action_to_dict(action: Action, with_log: bool = False) -> dict:
 def list_deployments():
     """Deployments, filtered by ?state=, ?service=, ?environment=, ?q= (name search)."""
     require("read")
-    query = select(Deployment).order_by(Deployment.name)
+    query = _readable(select(Deployment).order_by(Deployment.name))
     states = request.args.getlist("state")
     if states:
         try:
@@ -251,8 +272,8 @@ def list_deployments():
 @token_required
 def show_deployment(name: str):
     """One deployment with its latest actions."""
-    require("read")
     deployment = services.get_deployment(get_session(), name)
+    require("read", deployment.service, deployment.environment)
     actions = get_session().scalars(select(Action).where(Action.deployment_id == deployment.id)
                                     .order_by(Action.id.desc()).limit(50)).all()
     return jsonify(deployment=deployment_to_dict(deployment),
@@ -263,11 +284,10 @@ def show_deployment(name: str):
 @token_required
 def show_action(action_id: int):
     """An action's state; its log only for admin tokens."""
-    require("read")
     action = get_session().get(Action, action_id)
     if action is None:
         raise NotFound(f"no action {action_id}")
-    from bot.tokens import Scopes
+    require("read", action.deployment.service, action.deployment.environment)
 
     return jsonify(action_to_dict(action, with_log=Scopes.from_dict(g.token.scopes).admin))
 

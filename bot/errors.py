@@ -8,6 +8,7 @@ from flask import Flask, jsonify
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
+from bot.manifests import DeploymentsRepoError
 from bot.states import IllegalTransition
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,11 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(IllegalTransition)
     def _illegal_transition(exc: IllegalTransition):
         return error_response(409, str(exc), state=str(exc.current))
+
+    @app.errorhandler(DeploymentsRepoError)
+    def _repo_unreadable(exc: DeploymentsRepoError):
+        log.warning("deployments repo unreadable: %s", exc)
+        return error_response(503, f"the deployments repo cannot be read right now ({exc}); try again later")
 
     @app.errorhandler(StaleDataError)
     def _stale(exc: StaleDataError):

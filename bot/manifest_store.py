@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
 
 from bot.config import Settings
-from bot.manifests import DeploymentsRepo, Manifest, load_deployments_repo
+from bot.manifests import DeploymentsRepo, DeploymentsRepoError, Manifest, load_deployments_repo
+
+log = logging.getLogger(__name__)
 
 
 class ManifestStore:
     """Loads the configured deployments repo, at its branch head or at a given commit sha."""
 
-    # A local folder has no commit to key a cache on: re-read it at most this often.
+    # How often the configured ref is re-read: a local folder is cheap to re-read; a git source
+    # means a fetch, so it is refreshed less often (and at once with ``refresh=True``).
     LOCAL_TTL = 2.0
+    GIT_TTL = 60.0
 
     def __init__(self, source: str, ref: str | None, cache_dir: str | Path):
         self.source = source
@@ -34,11 +39,21 @@ class ManifestStore:
         return not Path(self.source).is_dir() or (Path(self.source) / "HEAD").is_file()
 
     def current(self, refresh: bool = False) -> DeploymentsRepo:
-        """The manifests at the configured ref (re-read when stale or when ``refresh``)."""
+        """The manifests at the configured ref (re-read when stale or when ``refresh``).
+
+        If re-reading fails (the git host is down), the last good read is kept and served;
+        with none, DeploymentsRepoError is raised (the API answers 503).
+        """
         with self._lock:
-            fresh = time.monotonic() - self._loaded_at < self.LOCAL_TTL
+            ttl = self.GIT_TTL if self.is_git else self.LOCAL_TTL
+            fresh = time.monotonic() - self._loaded_at < ttl
             if self._current is None or refresh or not fresh:
-                self._current = load_deployments_repo(self.source, ref=self.ref, cache_dir=self.cache_dir)
+                try:
+                    self._current = load_deployments_repo(self.source, ref=self.ref, cache_dir=self.cache_dir)
+                except DeploymentsRepoError as exc:
+                    if self._current is None:
+                        raise
+                    log.warning("re-reading the deployments repo failed (%s); using the last good read", exc)
                 self._loaded_at = time.monotonic()
             return self._current
 

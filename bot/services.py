@@ -210,6 +210,10 @@ def request_deployment(session: Session, repo: DeploymentsRepo, request: Deploym
                                             manifest.allowed_deployment_overrides)
 
     deployment = _lock_or_create(session, name, request.service, request.environment, str(manifest.type))
+    if (deployment.service, deployment.environment) != (request.service, request.environment):
+        # e.g. service web + environment api-stage and service web-api + environment stage
+        raise Conflict(f"deployment name {name!r} is taken by service {deployment.service!r} in environment "
+                       f"{deployment.environment!r}; rename the environment or the service")
     if deployment.state is S.REMOVED:
         kind, wanted = "create", S.CREATE_PENDING
         deployment.app_overrides, deployment.deployment_overrides = {}, {}

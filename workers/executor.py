@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ import control_scripts
 from bot import naming
 from bot.config import Settings
 from bot.manifests import DeploymentsRepo, Manifest
-from workers.runner import ScriptResult, run_control_script
+from workers.runner import MIN_MASKED_LENGTH, ScriptResult, run_control_script
 
 BUILTIN_SCRIPTS = Path(control_scripts.__file__).resolve().parent
 OPERATIONS = ("create", "update", "archive", "unarchive", "check", "archive_check", "cleanup",
@@ -25,7 +24,10 @@ PASSED_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "DOCKER_
                       "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "DOCKER_CONTEXT", "KUBECONFIG", "DOCKER",
                       "HELM", "KUBECTL", "HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME",
                       "SSL_CERT_FILE", "CURL")
-SECRET_PREFIX = "SAMI_SECRET_"  # noqa: S105 (a variable name prefix, not a secret)
+# Scripts get secret NAME as SAMI_SECRET_NAME; Sami reads its value from SAMI_SCRIPT_SECRET_NAME, a
+# namespace of its own, so no manifest can ask for one of Sami's settings (SAMI_SECRET_KEY).
+SECRET_PREFIX = "SAMI_SECRET_"  # noqa: S105 (variable name prefixes, not secrets)
+SECRET_SOURCE_PREFIX = "SAMI_SCRIPT_SECRET_"  # noqa: S105
 
 
 class ExecutorError(Exception):
@@ -100,9 +102,12 @@ class Executor:
     def secrets(self, manifest: Manifest) -> dict[str, str]:
         values = {}
         for name in manifest.secrets:
-            value = self.environ.get(f"{SECRET_PREFIX}{name}")
+            value = self.environ.get(f"{SECRET_SOURCE_PREFIX}{name}")
             if not value:
-                raise ExecutorError(f"secret {name} is not set: give the bot's processes {SECRET_PREFIX}{name}")
+                raise ExecutorError(f"secret {name} is not set: give Sami's processes {SECRET_SOURCE_PREFIX}{name}")
+            if len(value.strip()) < MIN_MASKED_LENGTH:
+                raise ExecutorError(f"secret {name} is shorter than {MIN_MASKED_LENGTH} characters, too short to be "
+                                    "masked in logs")
             values[name] = value
         return values
 
@@ -157,7 +162,3 @@ class Executor:
             on_output=on_output,
             on_tick=on_tick,
         )
-
-
-def workdir(prefix: str = "sami-action-") -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix=prefix)

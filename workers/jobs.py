@@ -3,7 +3,9 @@
 One worker at a time holds a deployment's lease (a conditional UPDATE on its row, so it holds
 across any number of processes and machines). A job that cannot get the lease returns at once:
 the holder runs every queued action of that deployment before it lets go (it drains), and
-checks again after letting go, so nothing queued is left behind.
+checks again after letting go, so nothing queued is left behind. The holder renews the lease
+with every heartbeat; a renewal that finds the lease taken stops the script (``LeaseLost``),
+and every write that settles an action is conditional on this worker still owning it.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import exists, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from bot.manifests import DeploymentsRepo, Manifest
 from bot.models import Action, Deployment
@@ -33,8 +37,8 @@ from bot.states import (
     transition_action,
 )
 from workers.context import WorkerContext, get_context
-from workers.executor import ExecutorError, Target, prepare_manifest_dir, workdir
-from workers.runner import ScriptNotFound, ScriptResult
+from workers.executor import ExecutorError, Target, prepare_manifest_dir
+from workers.runner import ScriptNotFound, ScriptResult, StopScript
 
 log = logging.getLogger(__name__)
 S = DeploymentState
@@ -47,6 +51,12 @@ CHECK_EXIT_REASONS = {2: FailureReason.PARTIAL_AVAILABILITY, 3: FailureReason.TA
 REASON_WORDS = {FailureReason.PARTIAL_AVAILABILITY: "partial availability",
                 FailureReason.TAG_MISMATCH: "tag mismatch", FailureReason.TIMED_OUT: "timed out",
                 FailureReason.GENERIC: "failed"}
+SCRIPT_FOR = {"create": "create", "update": "update", "restore": "unarchive", "archive": "archive",
+              "cleanup": "cleanup"}
+
+
+class LeaseLost(StopScript):
+    """This worker no longer holds the deployment's lease: stop, and write nothing more."""
 
 
 def utcnow() -> datetime:
@@ -74,18 +84,21 @@ def claim_lease(ctx: WorkerContext, deployment_id: int, owner: str) -> bool:
         return result.rowcount == 1
 
 
-def renew_lease(ctx: WorkerContext, deployment_id: int, owner: str, action_id: int | None = None) -> None:
-    """Heartbeat: extend the lease and stamp the running action."""
+def renew_lease(ctx: WorkerContext, deployment_id: int, owner: str, action_id: int | None = None) -> bool:
+    """Heartbeat: extend the lease and stamp the running action; False if the lease is gone."""
     now = utcnow()
     with ctx.session() as session:
-        session.execute(
+        renewed = session.execute(
             update(Deployment).where(Deployment.id == deployment_id, Deployment.lease_owner == owner)
             .values(lease_expires_at=now + timedelta(seconds=LEASE_SECONDS))
-            .execution_options(synchronize_session=False))
-        if action_id is not None:
-            session.execute(update(Action).where(Action.id == action_id, Action.state == ActionState.RUNNING)
-                            .values(heartbeat_at=now).execution_options(synchronize_session=False))
+            .execution_options(synchronize_session=False)).rowcount == 1
+        if renewed and action_id is not None:
+            renewed = session.execute(
+                update(Action).where(Action.id == action_id, Action.state == ActionState.RUNNING,
+                                     Action.worker == owner[:255])
+                .values(heartbeat_at=now).execution_options(synchronize_session=False)).rowcount == 1
         session.commit()
+        return renewed
 
 
 def release_lease(ctx: WorkerContext, deployment_id: int, owner: str) -> None:
@@ -124,38 +137,13 @@ def drain(ctx: WorkerContext, deployment_id: int, owner: str) -> None:
     while True:
         try:
             while (action_id := next_queued_action(ctx, deployment_id)) is not None:
-                execute_action(ctx, action_id, owner)
+                if not execute_action(ctx, action_id, owner):
+                    return  # the lease is gone: whoever holds it now carries on
         finally:
             release_lease(ctx, deployment_id, owner)
         # An action queued while we held the lease had its job return early: take it over.
         if next_queued_action(ctx, deployment_id) is None or not claim_lease(ctx, deployment_id, owner):
             return
-
-
-def check_deployment(deployment_id: int, kind: str = "check") -> None:
-    """Queue job: a periodic ``check`` of a live deployment, or ``archive_check`` of an archiving one."""
-    ctx = get_context()
-    owner = worker_identity()
-    if not claim_lease(ctx, deployment_id, owner):
-        return  # busy: an action is running on it, and it will settle the state
-    try:
-        with ctx.session() as session:
-            deployment = session.get(Deployment, deployment_id)
-            if deployment is None:
-                return
-            pending = session.scalar(select(exists().where(
-                Action.deployment_id == deployment_id,
-                Action.state.in_((ActionState.QUEUED, ActionState.RUNNING)))))
-            if pending:
-                return
-            if kind == "archive_check" and deployment.state is S.ARCHIVE_PENDING:
-                _periodic_archive_check(ctx, session, deployment, owner)
-            elif kind == "check" and deployment.state in LIVE_STATES:
-                _periodic_check(ctx, session, deployment, owner)
-    finally:
-        release_lease(ctx, deployment_id, owner)
-    if next_queued_action(ctx, deployment_id) is not None and claim_lease(ctx, deployment_id, owner):
-        drain(ctx, deployment_id, owner)
 
 
 # --- running one action ----------------------------------------------------------------------
@@ -178,7 +166,7 @@ class ActionLog:
             if self.truncated:
                 return
             if self.size + len(text) > self.limit:
-                text = text[: max(0, self.limit - self.size)] + f"\n[output truncated at {self.limit} bytes]\n"
+                text = text[: max(0, self.limit - self.size)] + f"\n[output truncated at {self.limit} characters]\n"
                 self.truncated = True
             self.size += len(text)
             self.buffer.append(text)
@@ -213,8 +201,18 @@ class Outcome:
     exit_code: int | None = None
 
 
+@dataclass
+class Prepared:
+    """What an action runs against: the manifests, its manifest, the target and a working copy."""
+
+    repo: DeploymentsRepo
+    manifest: Manifest
+    target: Target
+    manifest_dir: Path
+
+
 class Run:
-    """One action being executed: its rows, target, working copy, log and heartbeat."""
+    """One action being executed: its ids, config, log and heartbeat."""
 
     def __init__(self, ctx: WorkerContext, action: Action, deployment: Deployment, owner: str):
         self.ctx = ctx
@@ -229,33 +227,54 @@ class Run:
         self.environment = deployment.environment
         self.pull_request = deployment.pull_request
         self.last_beat = time.monotonic()
+        self.claimed = False
         self.script_started = False
 
-    def beat(self) -> None:
-        if time.monotonic() - self.last_beat >= HEARTBEAT_SECONDS:
+    def beat(self, force: bool = False) -> None:
+        """Renew the lease (and the action's heartbeat); raise LeaseLost if it is gone."""
+        if force or time.monotonic() - self.last_beat >= HEARTBEAT_SECONDS:
             self.last_beat = time.monotonic()
-            renew_lease(self.ctx, self.deployment_id, self.owner, self.action_id)
+            if not renew_lease(self.ctx, self.deployment_id, self.owner, self.action_id if self.claimed else None):
+                raise LeaseLost(f"lost the lease of {self.deployment_name}")
+
+    def claim(self) -> bool:
+        """queued -> running, only if still queued (another worker may have taken it)."""
+        now = utcnow()
+        with self.ctx.session() as session:
+            claimed = session.execute(
+                update(Action).where(Action.id == self.action_id, Action.state == ActionState.QUEUED)
+                .values(state=ActionState.RUNNING, started_at=now, heartbeat_at=now, worker=self.owner[:255])
+                .execution_options(synchronize_session=False)).rowcount == 1
+            session.commit()
+        self.claimed = claimed
+        return claimed
 
     def mark_script_started(self) -> None:
         if self.script_started:
             return
         self.script_started = True
         with self.ctx.session() as session:
-            session.execute(update(Action).where(Action.id == self.action_id)
-                            .values(script_started_at=utcnow()).execution_options(synchronize_session=False))
+            marked = session.execute(
+                update(Action).where(Action.id == self.action_id, Action.state == ActionState.RUNNING,
+                                     Action.worker == self.owner[:255], Action.script_started_at.is_(None))
+                .values(script_started_at=utcnow()).execution_options(synchronize_session=False)).rowcount
             session.commit()
+        if not marked:
+            raise LeaseLost(f"action {self.action_id} is no longer this worker's")
+        self.beat(force=True)  # the lease must still be ours before the first script starts
 
     def target(self, manifest: Manifest) -> Target:
         return make_target(self.ctx, self.deployment_name, self.service, self.environment, self.pull_request,
                            manifest, self.config)
 
-    def script(self, operation: str, repo: DeploymentsRepo, target: Target, manifest_dir: Path,
-               extra: tuple[str, ...] = (), quiet: bool = False) -> ScriptResult:
+    def script(self, operation: str, prepared: Prepared, extra: tuple[str, ...] = (), quiet: bool = False,
+               timeout: float | None = None) -> ScriptResult:
         self.mark_script_started()
         if not quiet:
             self.log.line(f"$ {operation}")
-        result = self.ctx.executor.run(operation, repo, target, manifest_dir, extra=extra,
-                                       on_output=None if quiet else self.log.write, on_tick=self.beat)
+        result = self.ctx.executor.run(operation, prepared.repo, prepared.target, prepared.manifest_dir,
+                                       extra=extra, on_output=None if quiet else self.log.write,
+                                       on_tick=self.beat, timeout=timeout)
         if not quiet:
             status = "timed out" if result.timed_out else f"exit {result.exit_code}"
             self.log.line(f"# {operation}: {status} after {result.duration:.1f} s")
@@ -263,30 +282,65 @@ class Run:
         return result
 
 
-def execute_action(ctx: WorkerContext, action_id: int, owner: str) -> None:
-    """Run one queued action to its end and settle its deployment's state."""
+def prepare(run: Run, stack: ExitStack) -> Prepared:
+    """Load the manifest the action was accepted with and make its working copy."""
+    repo = run.ctx.manifests.at(run.config.get("manifest_sha"))
+    manifest = repo.find(run.service, run.environment)
+    if manifest is None:
+        hint = ": clean it up by hand, then delete the record" if run.kind == "cleanup" else ""
+        raise ExecutorError(f"no manifest for {run.service} {run.environment} in the deployments repo{hint}")
+    target = run.target(manifest)
+    temp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sami-action-")))
+    return Prepared(repo, manifest, target, prepare_manifest_dir(repo, manifest, target.image, temp))
+
+
+def execute_action(ctx: WorkerContext, action_id: int, owner: str) -> bool:
+    """Run one queued action to its end and settle its deployment; False if the lease was lost."""
     with ctx.session() as session:
         action = session.get(Action, action_id)
         if action is None or action.state is not ActionState.QUEUED:
-            return
-        deployment = action.deployment
-        transition_action(action, ActionState.RUNNING)
-        action.worker = owner[:255]
-        session.commit()
-        run = Run(ctx, action, deployment, owner)
-    log.info("running %s of %s (action %s)", run.kind, run.deployment_name, action_id,
-             extra={"action_id": action_id, "deployment": run.deployment_name})
-    try:
-        outcome = _perform(run)
-    except (ExecutorError, ScriptNotFound) as exc:
-        run.log.line(f"error: {exc}")
-        outcome = _failed(run.kind, str(exc))
-    except Exception as exc:
-        log.exception("action %s failed unexpectedly", action_id, extra={"action_id": action_id})
-        run.log.line(f"internal error: {type(exc).__name__}: {exc}")
-        outcome = _failed(run.kind, f"internal error: {type(exc).__name__}")
-    run.log.flush()
-    _finish(run, outcome)
+            return True
+        run = Run(ctx, action, action.deployment, owner)
+    with ExitStack() as stack:
+        # The slow part (reading manifests may fetch from git) comes before the action is claimed,
+        # so a claimed action always has a fresh heartbeat.
+        prepared: Prepared | None = None
+        problem: str | None = None
+        try:
+            prepared = prepare(run, stack)
+        except (ExecutorError, OSError) as exc:
+            problem = str(exc)
+        try:
+            run.beat(force=True)
+        except LeaseLost:
+            return False
+        if not run.claim():
+            return True  # another worker took it
+        log.info("running %s of %s (action %s)", run.kind, run.deployment_name, action_id,
+                 extra={"action_id": action_id, "deployment": run.deployment_name})
+        try:
+            if problem is not None:
+                run.log.line(f"error: {problem}")
+                outcome = _failed(run.kind, problem)
+            else:
+                outcome = _perform(run, prepared)
+        except LeaseLost:
+            log.warning("action %s: lease of %s lost; leaving the action to the reaper", action_id,
+                        run.deployment_name, extra={"action_id": action_id})
+            run.log.flush()
+            return False
+        except (ExecutorError, ScriptNotFound) as exc:
+            run.log.line(f"error: {exc}")
+            outcome = _failed(run.kind, str(exc))
+        except Exception as exc:
+            log.exception("action %s failed unexpectedly", action_id, extra={"action_id": action_id})
+            run.log.line(f"internal error: {type(exc).__name__}: {exc}")
+            outcome = _failed(run.kind, f"internal error: {type(exc).__name__}")
+        run.log.flush()
+        changed = _finish(run, outcome)
+        if changed and prepared is not None:
+            _after_state_change(run, prepared, *changed)
+    return True
 
 
 def _failed(kind: str, message: str, reason=FailureReason.GENERIC, exit_code=None,
@@ -306,47 +360,37 @@ def _script_failed(run: Run, operation: str, result: ScriptResult) -> Outcome:
     return _failed(run.kind, message, FailureReason.GENERIC, result.exit_code)
 
 
-def _load_manifest(run: Run) -> tuple[DeploymentsRepo, Manifest | None]:
-    repo = run.ctx.manifests.at(run.config.get("manifest_sha"))
-    return repo, repo.find(run.service, run.environment)
-
-
-def _perform(run: Run) -> Outcome:
-    repo, manifest = _load_manifest(run)
-    if manifest is None:
-        if run.kind == "cleanup":
-            return _failed("cleanup", f"no manifest for {run.service} {run.environment} in the deployments "
-                                      "repo: clean it up by hand, then delete the record")
-        return _failed(run.kind, f"no manifest for {run.service} {run.environment} in the deployments repo")
-    target = run.target(manifest)
-    with workdir() as temp:
-        manifest_dir = prepare_manifest_dir(repo, manifest, target.image, Path(temp))
-        operation = {"create": "create", "update": "update", "restore": "unarchive",
-                     "archive": "archive", "cleanup": "cleanup"}[run.kind]
-        if run.kind in ("create", "update", "restore") and run.ctx.executor.has(repo, manifest, "config_check"):
-            result = run.script("config_check", repo, target, manifest_dir)
-            if not result.ok:
-                return _script_failed(run, "config_check", result)
-        result = run.script(operation, repo, target, manifest_dir)
+def _perform(run: Run, prepared: Prepared) -> Outcome:
+    executor = run.ctx.executor
+    if run.kind in ("create", "update", "restore") and executor.has(prepared.repo, prepared.manifest,
+                                                                     "config_check"):
+        result = run.script("config_check", prepared)
         if not result.ok:
-            return _script_failed(run, operation, result)
-        if run.kind == "cleanup":
-            return Outcome(ActionState.SUCCEEDED, S.REMOVED, exit_code=0)
-        check = "archive_check" if run.kind == "archive" else "check"
-        return _wait_for(run, check, repo, target, manifest_dir, manifest.status_timeout
-                         or run.ctx.settings.status_timeout)
+            return _script_failed(run, "config_check", result)
+    operation = SCRIPT_FOR[run.kind]
+    result = run.script(operation, prepared)
+    if not result.ok:
+        return _script_failed(run, operation, result)
+    if run.kind == "cleanup":
+        return Outcome(ActionState.SUCCEEDED, S.REMOVED, exit_code=0)
+    check = "archive_check" if run.kind == "archive" else "check"
+    status_timeout = prepared.manifest.status_timeout or run.ctx.settings.status_timeout
+    return _wait_for(run, check, prepared, status_timeout)
 
 
-def _wait_for(run: Run, check: str, repo, target: Target, manifest_dir: Path, status_timeout: int) -> Outcome:
+def _wait_for(run: Run, check: str, prepared: Prepared, status_timeout: int) -> Outcome:
     """Run ``check`` until it passes or ``status_timeout`` seconds have gone by."""
     done = S.ARCHIVED if check == "archive_check" else S.RUNNING
     deadline = time.monotonic() + status_timeout
+    script_timeout = prepared.manifest.timeout or run.ctx.settings.script_timeout
     delay = 0.5
     last: ScriptResult | None = None
     attempts = 0
     while True:
         attempts += 1
-        result = run.script(check, repo, target, manifest_dir, quiet=True)
+        # One check may not outlast the status timeout.
+        remaining = max(1.0, deadline - time.monotonic())
+        result = run.script(check, prepared, quiet=True, timeout=min(script_timeout, remaining))
         if result.ok:
             run.log.line(f"# {check}: passed (attempt {attempts})")
             return Outcome(ActionState.SUCCEEDED, done, exit_code=0)
@@ -364,7 +408,8 @@ def _wait_for(run: Run, check: str, repo, target: Target, manifest_dir: Path, st
     if check == "archive_check":
         return _failed(run.kind, f"archive_check did not pass within {status_timeout} s",
                        FailureReason.TIMED_OUT)
-    reason = CHECK_EXIT_REASONS.get(last.exit_code, FailureReason.TIMED_OUT)
+    reason = FailureReason.TIMED_OUT if last.timed_out else CHECK_EXIT_REASONS.get(
+        last.exit_code, FailureReason.TIMED_OUT)
     detail = (last.stderr or last.stdout).strip().splitlines()
     message = f"check did not pass within {status_timeout} s ({REASON_WORDS[reason]})"
     if detail:
@@ -372,12 +417,17 @@ def _wait_for(run: Run, check: str, repo, target: Target, manifest_dir: Path, st
     return _failed(run.kind, message, reason, last.exit_code)
 
 
-def _finish(run: Run, outcome: Outcome) -> None:
-    ctx = run.ctx
-    with ctx.session() as session:
-        action = session.get(Action, run.action_id)
+def _finish(run: Run, outcome: Outcome) -> tuple[DeploymentState, DeploymentState] | None:
+    """Record the outcome; return (old, new) deployment states if they differ."""
+    with run.ctx.session() as session:
         deployment = session.scalars(select(Deployment).where(Deployment.id == run.deployment_id)
-                                     .with_for_update()).one()
+                                     .with_for_update().execution_options(populate_existing=True)).one()
+        action = session.scalars(select(Action).where(Action.id == run.action_id)
+                                 .execution_options(populate_existing=True)).one()
+        if action.state is not ActionState.RUNNING or action.worker != run.owner[:255]:
+            log.warning("action %s was settled elsewhere (%s) while it ran; its result is dropped",
+                        run.action_id, action.state, extra={"action_id": run.action_id})
+            return None
         transition_action(action, outcome.state)
         action.exit_code = outcome.exit_code
         action.error = outcome.message if outcome.state is not ActionState.SUCCEEDED else None
@@ -391,42 +441,33 @@ def _finish(run: Run, outcome: Outcome) -> None:
                 if outcome.deployment_state in (S.RUNNING, S.FAILURE):
                     deployment.checked_at = utcnow()
             else:
-                log.warning("%s is %s; not moving it to %s after action %s", deployment.name, deployment.state,
-                            outcome.deployment_state, action.id)
+                log.warning("%s is %s; not moving it to %s after action %s", deployment.name,
+                            deployment.state, outcome.deployment_state, action.id)
         session.commit()
         new_state = deployment.state
     log.info("action %s %s: %s is %s", run.action_id, outcome.state, run.deployment_name, new_state,
              extra={"action_id": run.action_id, "deployment": run.deployment_name})
-    if new_state is not old_state:
-        _after_state_change(run, old_state, new_state)
+    return (old_state, new_state) if new_state is not old_state else None
 
 
-def _after_state_change(run: Run, old: DeploymentState, new: DeploymentState) -> None:
+def _after_state_change(run: Run, prepared: Prepared, old: DeploymentState, new: DeploymentState) -> None:
     """Refresh links from ``info`` and call ``notifications``; neither can fail the action."""
+    executor = run.ctx.executor
     try:
-        repo, manifest = _load_manifest(run)
-        if manifest is None:
-            return
-        target = run.target(manifest)
-        with workdir() as temp:
-            manifest_dir = prepare_manifest_dir(repo, manifest, target.image, Path(temp))
-            if new is S.RUNNING and ctx_has(run, repo, manifest, "info"):
-                result = run.ctx.executor.run("info", repo, target, manifest_dir, timeout=60)
-                links = parse_links(result.stdout) if result.ok else []
-                if links:
-                    with run.ctx.session() as session:
-                        session.execute(update(Deployment).where(Deployment.id == run.deployment_id)
-                                        .values(links=links).execution_options(synchronize_session=False))
-                        session.commit()
-            if ctx_has(run, repo, manifest, "notifications"):
-                run.ctx.executor.run("notifications", repo, target, manifest_dir, timeout=60,
-                                     extra=("--old-status", str(old), "--new-status", str(new)))
+        if new is S.RUNNING and executor.has(prepared.repo, prepared.manifest, "info"):
+            result = executor.run("info", prepared.repo, prepared.target, prepared.manifest_dir, timeout=60,
+                                  on_tick=run.beat)
+            links = parse_links(result.stdout) if result.ok else []
+            if links:
+                with run.ctx.session() as session:
+                    session.execute(update(Deployment).where(Deployment.id == run.deployment_id)
+                                    .values(links=links).execution_options(synchronize_session=False))
+                    session.commit()
+        if executor.has(prepared.repo, prepared.manifest, "notifications"):
+            executor.run("notifications", prepared.repo, prepared.target, prepared.manifest_dir, timeout=60,
+                         on_tick=run.beat, extra=("--old-status", str(old), "--new-status", str(new)))
     except Exception:
         log.exception("info/notifications after action %s failed", run.action_id)
-
-
-def ctx_has(run: Run, repo, manifest, operation: str) -> bool:
-    return run.ctx.executor.has(repo, manifest, operation)
 
 
 def parse_links(text: str) -> list[dict[str, str]]:
@@ -437,59 +478,6 @@ def parse_links(text: str) -> list[dict[str, str]]:
         if sep and name and url.startswith(("http://", "https://")):
             links.append({"name": name.strip()[:100], "url": url.strip()[:2000]})
     return links[:20]
-
-
-# --- periodic checks -------------------------------------------------------------------------
-
-def _periodic_check(ctx: WorkerContext, session: Session, deployment: Deployment, owner: str) -> None:
-    repo = ctx.manifests.current()
-    manifest = repo.find(deployment.service, deployment.environment)
-    if manifest is None:
-        return
-    config = {"tag": deployment.tag, "image": deployment.image,
-              "app_overrides": {**manifest.app_overrides, **deployment.app_overrides},
-              "deployment_overrides": {**manifest.deployment_overrides, **deployment.deployment_overrides}}
-    target = _target_for(ctx, deployment, manifest, config)
-    with workdir() as temp:
-        manifest_dir = prepare_manifest_dir(repo, manifest, target.image, Path(temp))
-        result = ctx.executor.run("check", repo, target, manifest_dir,
-                                  on_tick=lambda: renew_lease(ctx, deployment.id, owner))
-    deployment = session.scalars(select(Deployment).where(Deployment.id == deployment.id)
-                                 .with_for_update()).one()
-    old = deployment.state
-    if deployment.state in LIVE_STATES:
-        if result.ok and deployment.state is S.FAILURE:
-            transition(deployment, S.RUNNING, message="check passed")
-        elif not result.ok:
-            reason = FailureReason.TIMED_OUT if result.timed_out else CHECK_EXIT_REASONS.get(
-                result.exit_code, FailureReason.GENERIC)
-            detail = (result.stderr or result.stdout).strip().splitlines()
-            message = f"check: {REASON_WORDS[reason]}" + (f": {detail[-1][:300]}" if detail else "")
-            if deployment.state is S.RUNNING or deployment.failure_reason is not reason:
-                transition(deployment, S.FAILURE, reason=reason, message=message)
-        deployment.checked_at = utcnow()
-    session.commit()
-    if deployment.state is not old:
-        log.info("check: %s is %s (was %s)", deployment.name, deployment.state, old,
-                 extra={"deployment": deployment.name})
-
-
-def _periodic_archive_check(ctx: WorkerContext, session: Session, deployment: Deployment, owner: str) -> None:
-    repo = ctx.manifests.current()
-    manifest = repo.find(deployment.service, deployment.environment)
-    if manifest is None:
-        return
-    target = _target_for(ctx, deployment, manifest, {"tag": deployment.tag, "image": deployment.image})
-    with workdir() as temp:
-        manifest_dir = prepare_manifest_dir(repo, manifest, target.image, Path(temp))
-        result = ctx.executor.run("archive_check", repo, target, manifest_dir,
-                                  on_tick=lambda: renew_lease(ctx, deployment.id, owner))
-    deployment = session.scalars(select(Deployment).where(Deployment.id == deployment.id)
-                                 .with_for_update()).one()
-    if result.ok and deployment.state is S.ARCHIVE_PENDING:
-        transition(deployment, S.ARCHIVED)
-    deployment.checked_at = utcnow()
-    session.commit()
 
 
 def make_target(ctx: WorkerContext, name: str, service: str, environment: str, pull_request: int | None,
@@ -505,6 +493,77 @@ def make_target(ctx: WorkerContext, name: str, service: str, environment: str, p
                   url=url, manifest=manifest)
 
 
-def _target_for(ctx: WorkerContext, deployment: Deployment, manifest: Manifest, config: dict) -> Target:
-    return make_target(ctx, deployment.name, deployment.service, deployment.environment,
-                       deployment.pull_request, manifest, config)
+# --- periodic checks -------------------------------------------------------------------------
+
+def check_deployment(deployment_id: int, kind: str = "check") -> None:
+    """Queue job: a periodic ``check`` of a live deployment, or ``archive_check`` of an archiving one."""
+    ctx = get_context()
+    owner = worker_identity()
+    if not claim_lease(ctx, deployment_id, owner):
+        return  # busy: an action is running on it, and it will settle the state
+    try:
+        _periodic(ctx, deployment_id, kind, owner)
+    except (StaleDataError, LeaseLost) as exc:
+        log.info("%s of deployment %s dropped: %s", kind, deployment_id, type(exc).__name__)
+    except Exception:
+        log.exception("%s of deployment %s failed", kind, deployment_id)
+    finally:
+        release_lease(ctx, deployment_id, owner)
+    if next_queued_action(ctx, deployment_id) is not None and claim_lease(ctx, deployment_id, owner):
+        drain(ctx, deployment_id, owner)
+
+
+def _periodic(ctx: WorkerContext, deployment_id: int, kind: str, owner: str) -> None:
+    # Read what is needed, then let the session go: no transaction stays open while a script runs.
+    with ctx.session() as session:
+        deployment = session.get(Deployment, deployment_id)
+        if deployment is None:
+            return
+        busy = session.scalar(select(exists().where(
+            Action.deployment_id == deployment_id, Action.state.in_((ActionState.QUEUED, ActionState.RUNNING)))))
+        wanted = (kind == "archive_check" and deployment.state is S.ARCHIVE_PENDING) or \
+            (kind == "check" and deployment.state in LIVE_STATES)
+        if busy or not wanted:
+            return
+        name, service, environment, pr = (deployment.name, deployment.service, deployment.environment,
+                                          deployment.pull_request)
+        config = {"tag": deployment.tag, "image": deployment.image,
+                  "app_overrides": dict(deployment.app_overrides),
+                  "deployment_overrides": dict(deployment.deployment_overrides)}
+    repo = ctx.manifests.current()
+    manifest = repo.find(service, environment)
+    if manifest is None:
+        return
+    config["app_overrides"] = {**manifest.app_overrides, **config["app_overrides"]}
+    config["deployment_overrides"] = {**manifest.deployment_overrides, **config["deployment_overrides"]}
+    target = make_target(ctx, name, service, environment, pr, manifest, config)
+
+    def beat():
+        if not renew_lease(ctx, deployment_id, owner):
+            raise LeaseLost(f"lost the lease of {name}")
+
+    with tempfile.TemporaryDirectory(prefix="sami-check-") as temp:
+        manifest_dir = prepare_manifest_dir(repo, manifest, target.image, Path(temp))
+        result = ctx.executor.run(kind, repo, target, manifest_dir, on_tick=beat)
+    with ctx.session() as session:
+        deployment = session.scalars(select(Deployment).where(Deployment.id == deployment_id).with_for_update()
+                                     .execution_options(populate_existing=True)).one()
+        old = deployment.state
+        if kind == "archive_check":
+            if result.ok and deployment.state is S.ARCHIVE_PENDING:
+                transition(deployment, S.ARCHIVED)
+        elif deployment.state in LIVE_STATES:
+            if result.ok and deployment.state is S.FAILURE:
+                transition(deployment, S.RUNNING, message="check passed")
+            elif not result.ok:
+                reason = FailureReason.TIMED_OUT if result.timed_out else CHECK_EXIT_REASONS.get(
+                    result.exit_code, FailureReason.GENERIC)
+                detail = (result.stderr or result.stdout).strip().splitlines()
+                message = f"check: {REASON_WORDS[reason]}" + (f": {detail[-1][:300]}" if detail else "")
+                if deployment.state is S.RUNNING or deployment.failure_reason is not reason:
+                    transition(deployment, S.FAILURE, reason=reason, message=message)
+        deployment.checked_at = utcnow()
+        session.commit()
+        if deployment.state is not old:
+            log.info("%s: %s is %s (was %s)", kind, deployment.name, deployment.state, old,
+                     extra={"deployment": deployment.name})

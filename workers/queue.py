@@ -25,8 +25,7 @@ log = logging.getLogger(__name__)
 
 ACTIONS_QUEUE = "sami-actions"
 CHECKS_QUEUE = "sami-checks"
-LIVE_JOB_STATES = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED,
-                   JobStatus.CREATED}
+WAITING_JOB_STATES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.CREATED}
 
 
 def _mark_enqueued(session: Session, action_id: int) -> None:
@@ -44,15 +43,18 @@ class RQBroker:
         self.actions = Queue(ACTIONS_QUEUE, connection=connection)
         self.checks = Queue(CHECKS_QUEUE, connection=connection)
 
-    def job_is_live(self, job_id: str) -> bool:
+    def job_is_live(self, job_id: str, started_counts: bool = True) -> bool:
+        """Whether the job waits on the queue (or, with ``started_counts``, is being run)."""
         try:
             status = Job.fetch(job_id, connection=self.connection).get_status(refresh=False)
         except NoSuchJobError:
             return False
-        return status in LIVE_JOB_STATES
+        return status in WAITING_JOB_STATES or (started_counts and status == JobStatus.STARTED)
 
-    def _enqueue(self, queue: Queue, func: str, job_id: str, *args) -> bool:
-        if self.job_is_live(job_id):
+    def _enqueue(self, queue: Queue, func: str, job_id: str, *args, started_counts: bool = True) -> bool:
+        # A job a dead worker had started stays "started" in RQ for minutes; callers that know no
+        # worker holds the deployment (the sweep, the reaper) replace it.
+        if self.job_is_live(job_id, started_counts):
             return True
         with contextlib.suppress(NoSuchJobError):
             Job.fetch(job_id, connection=self.connection).delete()
@@ -60,10 +62,11 @@ class RQBroker:
                            failure_ttl=24 * 3600, description=f"{func}{args}")
         return True
 
-    def enqueue_action(self, session: Session | None, action_id: int) -> bool:
+    def enqueue_action(self, session: Session | None, action_id: int, started_counts: bool = True) -> bool:
         """Queue action ``action_id``; False (and the sweep retries) when Redis is unreachable."""
         try:
-            self._enqueue(self.actions, "workers.jobs.run_action", str(action_id), action_id)
+            self._enqueue(self.actions, "workers.jobs.run_action", str(action_id), action_id,
+                          started_counts=started_counts)
         except redis.RedisError as exc:
             log.warning("could not queue action %s (%s); the sweep will queue it", action_id,
                         type(exc).__name__, extra={"action_id": action_id})
@@ -72,11 +75,11 @@ class RQBroker:
             _mark_enqueued(session, action_id)
         return True
 
-    def enqueue_check(self, deployment_id: int, kind: str = "check") -> bool:
+    def enqueue_check(self, deployment_id: int, kind: str = "check", started_counts: bool = True) -> bool:
         """Queue a status check of a live deployment (or an archive check)."""
         try:
             return self._enqueue(self.checks, "workers.jobs.check_deployment",
-                                 f"{kind}-{deployment_id}", deployment_id, kind)
+                                 f"{kind}-{deployment_id}", deployment_id, kind, started_counts=started_counts)
         except redis.RedisError as exc:
             log.warning("could not queue %s of deployment %s: %s", kind, deployment_id, type(exc).__name__)
             return False
@@ -93,7 +96,8 @@ class InProcessBroker:
         self._lock = threading.Lock()
         self._live: set[str] = set()
 
-    def job_is_live(self, job_id: str) -> bool:
+    def job_is_live(self, job_id: str, started_counts: bool = True) -> bool:
+        # Threads of this process cannot die on their own: a job in the set is waiting or running.
         with self._lock:
             return job_id in self._live
 
@@ -115,7 +119,7 @@ class InProcessBroker:
         self._executor.submit(run)
         return True
 
-    def enqueue_action(self, session: Session | None, action_id: int) -> bool:
+    def enqueue_action(self, session: Session | None, action_id: int, started_counts: bool = True) -> bool:
         from workers.jobs import run_action
 
         self._submit(str(action_id), run_action, action_id)
@@ -123,7 +127,7 @@ class InProcessBroker:
             _mark_enqueued(session, action_id)
         return True
 
-    def enqueue_check(self, deployment_id: int, kind: str = "check") -> bool:
+    def enqueue_check(self, deployment_id: int, kind: str = "check", started_counts: bool = True) -> bool:
         from workers.jobs import check_deployment
 
         return self._submit(f"{kind}-{deployment_id}", check_deployment, deployment_id, kind)

@@ -18,13 +18,17 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 MASK = "********"
-# Secrets shorter than this would mask ordinary words; such values are refused by the services layer.
-MIN_MASKED_LENGTH = 4
+# Secrets shorter than this would mask ordinary words; the executor refuses such values.
+MIN_MASKED_LENGTH = 6
 
 
 # If the worker is killed, its script is killed too (and cannot race the action's retry).
 _SETPRIV = shutil.which("setpriv")
 _DIE_WITH_PARENT = (_SETPRIV, "--pdeathsig", "KILL", "--") if _SETPRIV else ()
+
+
+class StopScript(Exception):
+    """Raised by an ``on_tick``/``on_output`` callback to stop the script (its group is killed)."""
 
 
 class ScriptNotFound(Exception):
@@ -50,15 +54,31 @@ class Masker:
     """Replaces every secret value in a text with a fixed mask."""
 
     def __init__(self, secrets: Iterable[str]):
-        # Longest first, so a secret that contains another is masked whole.
-        self.values = sorted({s for s in secrets if s and len(s) >= MIN_MASKED_LENGTH},
-                             key=len, reverse=True)
+        # Output is masked a line at a time, so a multi-line secret (a key, a kubeconfig) is
+        # masked line by line. Longest first, so a secret that contains another is masked whole.
+        values = set()
+        for secret in secrets:
+            for part in (secret or "").splitlines() or [secret or ""]:
+                if len(part.strip()) >= MIN_MASKED_LENGTH:
+                    values.add(part.strip())
+        self.values = sorted(values, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for value in self.values:
             if value in text:
                 text = text.replace(value, MASK)
         return text
+
+
+def _call(callback, *args) -> None:
+    """Run a callback; its failure (a database blip while writing a heartbeat or a log line) must
+    not abandon a running script, so it is logged. StopScript is the one way to stop it."""
+    try:
+        callback(*args)
+    except StopScript:
+        raise
+    except Exception:
+        log.exception("control script callback failed; the script goes on")
 
 
 def _reader(stream, name: str, lines: queue.Queue) -> None:
@@ -127,44 +147,57 @@ def run_control_script(
     ]
     for reader in readers:
         reader.start()
-    captured = {"stdout": [], "stderr": []}
+    captured: dict[str, list[str]] = {"stdout": [], "stderr": []}
     sizes = {"stdout": 0, "stderr": 0}
     open_streams = 2
     timed_out = False
     deadline = started + timeout
     next_tick = started + tick_seconds
     exited_at: float | None = None
-    while open_streams:
-        now = time.monotonic()
-        if exited_at is None and process.poll() is not None:
-            exited_at = now
-        if exited_at is not None and not timed_out and now - exited_at > 5:
-            # The script is done but something it started still holds its output open.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            break
-        if now >= deadline and not timed_out:
-            timed_out = True
-            log.warning("control script %s timed out after %.0f s", os.path.basename(argv[0]), timeout)
-            _stop_group(process, kill_grace)
-        if on_tick and now >= next_tick:
-            next_tick = now + tick_seconds
-            on_tick()
-        try:
-            name, line = lines.get(timeout=min(0.2, max(0.01, deadline - now)) if not timed_out else 0.2)
-        except queue.Empty:
-            if timed_out and process.poll() is not None and time.monotonic() > deadline + kill_grace + 10:
-                break  # a grandchild escaped the group but holds the pipe; stop waiting for it
-            continue
-        if line is None:
-            open_streams -= 1
-            continue
-        line = mask(line)
-        if sizes[name] < max_output:
-            captured[name].append(line)
-            sizes[name] += len(line)
-        if on_output:
-            on_output(line if name == "stdout" else f"! {line}")
+    try:
+        # Until the script has exited and its output is read (or it is stopped).
+        while open_streams or process.poll() is None:
+            now = time.monotonic()
+            if exited_at is None and process.poll() is not None:
+                exited_at = now
+            if open_streams and exited_at is not None and not timed_out and now - exited_at > 5:
+                # The script is done but something it started still holds its output open.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                break
+            if now >= deadline and not timed_out:
+                timed_out = True
+                log.warning("control script %s timed out after %.0f s", os.path.basename(argv[0]), timeout)
+                _stop_group(process, kill_grace)
+            if on_tick and now >= next_tick:
+                next_tick = now + tick_seconds
+                _call(on_tick)
+            if not open_streams:
+                # The script closed its output but runs on: keep the timeout and the ticks going.
+                time.sleep(0.05)
+                continue
+            try:
+                name, line = lines.get(timeout=0.2 if timed_out else min(0.2, max(0.01, deadline - now)))
+            except queue.Empty:
+                if timed_out and process.poll() is not None and time.monotonic() > deadline + kill_grace + 10:
+                    break  # a grandchild escaped the group but holds the pipe; stop waiting for it
+                continue
+            if line is None:
+                open_streams -= 1
+                continue
+            line = mask(line)
+            if sizes[name] < max_output:
+                captured[name].append(line)
+                sizes[name] += len(line)
+            if on_output:
+                _call(on_output, line if name == "stdout" else f"! {line}")
+    except BaseException:
+        # Stopped by the caller (StopScript from a callback) or an unexpected error: never leave
+        # the script running behind our back.
+        _stop_group(process, kill_grace)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(5)
+        raise
     if timed_out:
         try:
             process.wait(5)

@@ -54,10 +54,11 @@ class Scheduler:
 
     def sweep(self, report: TickReport, now: datetime) -> None:
         """Queue every accepted action the queue does not hold (Redis was down, or lost it)."""
+        leased = (Deployment.lease_owner.is_not(None)) & (Deployment.lease_expires_at >= now)
         with self.ctx.session() as session:
             rows = session.execute(
-                select(Action.id, Action.deployment_id).where(
-                    Action.state == ActionState.QUEUED, Action.created_at < now - SWEEP_AFTER)
+                select(Action.id, Action.deployment_id).join(Deployment, Deployment.id == Action.deployment_id)
+                .where(Action.state == ActionState.QUEUED, Action.created_at < now - SWEEP_AFTER, ~leased)
                 .order_by(Action.id)).all()
         seen: set[int] = set()
         for action_id, deployment_id in rows:
@@ -65,20 +66,31 @@ class Scheduler:
             if deployment_id in seen:
                 continue
             seen.add(deployment_id)
-            if self.ctx.broker.job_is_live(str(action_id)):
+            # No worker holds this deployment, so a "started" job belonged to a dead worker.
+            if self.ctx.broker.job_is_live(str(action_id), started_counts=False):
                 continue
             with self.ctx.session() as session:
-                if self.ctx.broker.enqueue_action(session, action_id):
+                if self.ctx.broker.enqueue_action(session, action_id, started_counts=False):
                     report.queued.append(action_id)
 
     def reap(self, report: TickReport, now: datetime) -> None:
         """Settle actions whose worker died: re-queue if no script ran yet, else fail them."""
+        cutoff = now - DEAD_AFTER
         with self.ctx.session() as session:
-            dead = session.scalars(select(Action).where(
-                Action.state == ActionState.RUNNING, Action.heartbeat_at < now - DEAD_AFTER)).all()
-            for action in dead:
-                deployment = session.scalars(select(Deployment).where(Deployment.id == action.deployment_id)
-                                             .with_for_update()).one()
+            dead = session.execute(select(Action.id, Action.deployment_id).where(
+                Action.state == ActionState.RUNNING, Action.heartbeat_at < cutoff)).all()
+        for action_id, deployment_id in dead:
+            with self.ctx.session() as session:
+                # Deployment before action, the order every writer locks them in.
+                deployment = session.scalars(select(Deployment).where(Deployment.id == deployment_id)
+                                             .with_for_update().execution_options(populate_existing=True)).one()
+                action = session.scalars(
+                    select(Action).where(Action.id == action_id, Action.state == ActionState.RUNNING,
+                                         Action.heartbeat_at < cutoff)
+                    .with_for_update().execution_options(populate_existing=True)).first()
+                if action is None:
+                    continue  # it came back to life or finished meanwhile
+                worker = action.worker
                 if action.script_started_at is None:
                     transition_action(action, ActionState.QUEUED)
                     report.requeued.append(action.id)
@@ -89,18 +101,18 @@ class Scheduler:
                     report.reaped.append(action.id)
                     others = session.scalar(select(exists().where(
                         Action.deployment_id == deployment.id, Action.state == ActionState.QUEUED)))
-                    if not others:
+                    if not others and deployment.state in (S.CREATE_PENDING, S.UPDATE_PENDING,
+                                                           S.ARCHIVE_PENDING, S.CLEANUP_PENDING):
                         target = S.CLEANUP_FAILED if action.kind == "cleanup" else S.FAILURE
-                        if deployment.state in (S.CREATE_PENDING, S.UPDATE_PENDING, S.ARCHIVE_PENDING,
-                                                S.CLEANUP_PENDING):
-                            transition(deployment, target, message=action.error)
-                if deployment.lease_owner == action.worker:
+                        transition(deployment, target, message=action.error)
+                if deployment.lease_owner == worker:
                     deployment.lease_owner = None
                     deployment.lease_expires_at = None
                 session.commit()
                 log.warning("reaped action %s of %s (%s)", action.id, deployment.name,
                             "re-queued" if action.state is ActionState.QUEUED else "failed",
                             extra={"action_id": action.id, "deployment": deployment.name})
+        with self.ctx.session() as session:
             # Leases of workers that died outside an action (a check job).
             freed = session.execute(
                 update(Deployment).where(Deployment.lease_owner.is_not(None), Deployment.lease_expires_at < now)
@@ -110,7 +122,7 @@ class Scheduler:
             report.leases_freed.extend(freed)
         for action_id in report.requeued:
             with self.ctx.session() as session:
-                self.ctx.broker.enqueue_action(session, action_id)
+                self.ctx.broker.enqueue_action(session, action_id, started_counts=False)
 
     def _due(self, deployment_id: int, checked_at: datetime | None, now: datetime) -> bool:
         if checked_at is None:
@@ -136,7 +148,7 @@ class Scheduler:
             if not self._due(deployment_id, checked_at, now):
                 continue
             kind = "archive_check" if state is S.ARCHIVE_PENDING else "check"
-            if self.ctx.broker.enqueue_check(deployment_id, kind):
+            if self.ctx.broker.enqueue_check(deployment_id, kind, started_counts=False):
                 (report.archive_checks if kind == "archive_check" else report.checks).append(deployment_id)
 
     def retention(self, report: TickReport, now: datetime) -> None:

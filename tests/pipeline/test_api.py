@@ -167,3 +167,60 @@ def test_read_endpoints(client, token, admin_token):
     assert {(m["service"], m["environment"]) for m in services["manifests"]} == {
         ("probe", "stage"), ("probe", "pull_request")}
     assert client.get("/api/v1/deployments/nope", headers=auth).status_code == 404
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("sha", "not-a-sha", "'sha' must be a commit sha"),
+    ("sha", "a" * 65, "'sha' must be a commit sha"),
+    ("ref", "x" * 256, "'ref' must be a branch or tag name"),
+    ("repository", "no-slash", "'repository' must be owner/name"),
+])
+def test_source_fields_are_checked(client, token, field, value, message):
+    response = post(client, token, {"service": "probe", "environment": "stage", "tag": "v1", field: value})
+    assert response.status_code == 400
+    assert message in response.json["error"]
+
+
+def test_read_scope_is_limited_to_the_tokens_services_and_environments(client, admin_token, db_session):
+    post(client, admin_token, {"service": "probe", "environment": "stage", "tag": "v1"})
+    accepted = post(client, admin_token, {"service": "probe", "environment": "pull_request", "tag": "v1",
+                                          "pull_request": 3}).json
+    pr_only = create_token(db_session, "pr-reader", Scopes(environments=("pull_request",), actions=("read",)))
+    db_session.commit()
+    auth = {"Authorization": f"Bearer {pr_only}"}
+    names = [d["name"] for d in client.get("/api/v1/deployments", headers=auth).json["deployments"]]
+    assert names == ["probe-pr-3"]
+    assert client.get("/api/v1/deployments/probe-stage", headers=auth).status_code == 403
+    assert client.get("/api/v1/deployments/probe-pr-3", headers=auth).status_code == 200
+    stage_action = client.get("/api/v1/deployments/probe-stage",
+                              headers={"Authorization": f"Bearer {admin_token}"}).json["actions"][0]["id"]
+    assert client.get(f"/api/v1/actions/{stage_action}", headers=auth).status_code == 403
+    assert client.get(f"/api/v1/actions/{accepted['action_id']}", headers=auth).status_code == 200
+
+
+def test_a_name_taken_by_another_service_is_a_conflict(client, admin_token, probe_repo, app):
+    import shutil
+
+    # service "probe-extra" in environment "stage" and service "probe" in environment "extra-stage"
+    # would both be called probe-extra-stage.
+    source = probe_repo / "services/probe/swarm/stage"
+    extra_env = probe_repo / "services/probe/swarm/extra-stage"
+    shutil.copytree(source, extra_env)
+    other = probe_repo / "services/probe-extra/swarm/stage"
+    shutil.copytree(source, other)
+    (other / "sami.yaml").write_text((other / "sami.yaml").read_text().replace("service_name: probe",
+                                                                               "service_name: probe-extra"))
+    app.extensions.pop("sami.manifests", None)
+    first = post(client, admin_token, {"service": "probe-extra", "environment": "stage", "tag": "v1"})
+    assert first.status_code == 202, first.json
+    second = post(client, admin_token, {"service": "probe", "environment": "extra-stage", "tag": "v1"})
+    assert second.status_code == 409
+    assert "is taken by service 'probe-extra' in environment 'stage'" in second.json["error"]
+
+
+def test_an_unreadable_deployments_repo_answers_503(test_config, session_factory, token, tmp_path):
+    app = create_app({**test_config, "deployments_repo": str(tmp_path / "nowhere")})
+    app.extensions["sami.db"] = session_factory
+    response = post(app.test_client(), token, {"service": "probe", "environment": "stage", "tag": "v1"})
+    assert response.status_code == 503
+    assert "the deployments repo cannot be read right now" in response.json["error"]

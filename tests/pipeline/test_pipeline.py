@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from rq.job import Job, JobStatus
 from sqlalchemy import select, update
 
 from bot import services
@@ -157,7 +158,7 @@ def test_secret_values_never_reach_logs_or_the_api(db_session, worker_ctx, servi
     manifest = probe_repo / "services/probe/swarm/stage/sami.yaml"
     manifest.write_text(manifest.read_text() + "secrets: [PROBE_TOKEN]\n")
     worker_ctx.manifests.current(refresh=True)
-    monkeypatch.setenv("SAMI_SECRET_PROBE_TOKEN", canary)
+    monkeypatch.setenv("SAMI_SCRIPT_SECRET_PROBE_TOKEN", canary)
     accepted = request(db_session, worker_ctx, services_ctx)
     work()
     a = action(db_session, accepted.action_id)
@@ -183,12 +184,37 @@ def test_missing_secret_fails_with_a_clear_message(db_session, worker_ctx, servi
     manifest = probe_repo / "services/probe/swarm/stage/sami.yaml"
     manifest.write_text(manifest.read_text() + "secrets: [PROBE_TOKEN]\n")
     worker_ctx.manifests.current(refresh=True)
-    monkeypatch.delenv("SAMI_SECRET_PROBE_TOKEN", raising=False)
+    monkeypatch.delenv("SAMI_SCRIPT_SECRET_PROBE_TOKEN", raising=False)
     request(db_session, worker_ctx, services_ctx)
     work()
     d = deployment(db_session)
     assert d.state is S.FAILURE
-    assert d.status_message == "secret PROBE_TOKEN is not set: give the bot's processes SAMI_SECRET_PROBE_TOKEN"
+    assert d.status_message == "secret PROBE_TOKEN is not set: give Sami's processes SAMI_SCRIPT_SECRET_PROBE_TOKEN"
+
+
+def test_a_manifest_cannot_read_samis_own_settings_as_a_secret(db_session, worker_ctx, services_ctx, work,
+                                                               probe_repo, monkeypatch):
+    manifest = probe_repo / "services/probe/swarm/stage/sami.yaml"
+    manifest.write_text(manifest.read_text() + "secrets: [KEY]\n")
+    worker_ctx.manifests.current(refresh=True)
+    monkeypatch.setenv("SAMI_SECRET_KEY", "the-page-session-signing-key")
+    monkeypatch.delenv("SAMI_SCRIPT_SECRET_KEY", raising=False)
+    accepted = request(db_session, worker_ctx, services_ctx)
+    work()
+    assert deployment(db_session).status_message.startswith("secret KEY is not set")
+    assert "the-page-session-signing-key" not in action(db_session, accepted.action_id).log
+
+
+def test_secrets_too_short_to_mask_are_refused(db_session, worker_ctx, services_ctx, work, probe_repo,
+                                               monkeypatch):
+    manifest = probe_repo / "services/probe/swarm/stage/sami.yaml"
+    manifest.write_text(manifest.read_text() + "secrets: [PROBE_TOKEN]\n")
+    worker_ctx.manifests.current(refresh=True)
+    monkeypatch.setenv("SAMI_SCRIPT_SECRET_PROBE_TOKEN", "abc")
+    request(db_session, worker_ctx, services_ctx)
+    work()
+    assert deployment(db_session).status_message == (
+        "secret PROBE_TOKEN is shorter than 6 characters, too short to be masked in logs")
 
 
 def test_periodic_checks_move_live_deployments_between_running_and_failure(
@@ -226,8 +252,10 @@ def test_sweep_queues_actions_the_queue_lost(db_session, worker_ctx, services_ct
 def test_reaper_requeues_an_action_whose_worker_died_before_its_script(db_session, worker_ctx, services_ctx,
                                                                        work):
     accepted = request(db_session, worker_ctx, services_ctx)
-    redis_client_flush = worker_ctx.broker.connection.flushdb
-    redis_client_flush()
+    # What a worker killed just after dequeuing leaves in Redis: the job marked started, off the queue.
+    job = Job.fetch(str(accepted.action_id), connection=worker_ctx.broker.connection)
+    worker_ctx.broker.actions.remove(job)
+    job.set_status(JobStatus.STARTED)
     long_ago = datetime.now(UTC) - timedelta(minutes=5)
     db_session.execute(update(Action).where(Action.id == accepted.action_id).values(
         state=ActionState.RUNNING, started_at=long_ago, heartbeat_at=long_ago, worker="dead-worker"))

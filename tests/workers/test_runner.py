@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.support.procs import alive
-from workers.runner import MASK, Masker, ScriptNotFound, run_control_script
+from workers.runner import MASK, Masker, ScriptNotFound, StopScript, run_control_script
 
 ENV = {"PATH": "/usr/bin:/bin"}
 
@@ -49,8 +49,8 @@ def test_secrets_are_masked_in_output_and_callbacks(tmp_path):
 
 
 def test_masker_masks_longest_first_and_ignores_tiny_values():
-    mask = Masker(["abcd", "abcdefgh", "x"])
-    assert mask("abcdefgh abcd x") == f"{MASK} {MASK} x"
+    mask = Masker(["abcdef", "abcdefghij", "xyz"])
+    assert mask("abcdefghij abcdef xyz") == f"{MASK} {MASK} xyz"
 
 
 def test_output_arrives_while_the_script_runs(tmp_path):
@@ -111,3 +111,47 @@ def test_missing_or_non_executable_script(tmp_path):
     plain.write_text("#!/bin/sh\n")
     with pytest.raises(ScriptNotFound):
         run_control_script([str(plain)], env=ENV, timeout=5)
+
+
+def test_a_script_that_closes_its_output_still_times_out_and_ticks(tmp_path):
+    ticks = []
+    started = time.monotonic()
+    result = run_control_script([script(tmp_path, "exec >/dev/null 2>&1; sleep 300\n")], env=ENV, timeout=1.5,
+                                kill_grace=1, on_tick=lambda: ticks.append(1), tick_seconds=0.3)
+    assert result.timed_out
+    assert time.monotonic() - started < 10
+    assert len(ticks) >= 2
+
+
+def test_a_failing_callback_does_not_abandon_the_script(tmp_path):
+    calls = []
+
+    def broken_heartbeat():
+        calls.append(1)
+        raise ConnectionError("database went away")
+
+    result = run_control_script([script(tmp_path, "sleep 1; echo done\n")], env=ENV, timeout=10,
+                                on_tick=broken_heartbeat, tick_seconds=0.2)
+    assert result.exit_code == 0 and result.stdout == "done\n"
+    assert len(calls) >= 2
+
+
+def test_stop_script_from_a_callback_stops_the_process_group(tmp_path):
+    pids = tmp_path / "pids"
+
+    def lease_lost():
+        raise StopScript("lease lost")
+
+    with pytest.raises(StopScript):
+        run_control_script([script(tmp_path, f"sleep 300 & echo $! > {pids}; echo $$ >> {pids}; wait\n")],
+                           env=ENV, timeout=60, on_tick=lease_lost, tick_seconds=0.5, kill_grace=1)
+    for pid in map(int, pids.read_text().split()):
+        assert not alive(pid)
+
+
+def test_multi_line_secrets_are_masked_line_by_line(tmp_path):
+    key = "-----BEGIN KEY-----\nAAAABBBBCCCCDDDD\nEEEEFFFFGGGGHHHH\n-----END KEY-----"
+    result = run_control_script([script(tmp_path, 'printf "%s\\n" "$KEY"\n')], env={**ENV, "KEY": key},
+                                timeout=10, secrets=[key])
+    assert "AAAABBBB" not in result.stdout and "EEEEFFFF" not in result.stdout
+    assert result.stdout.count(MASK) == 4

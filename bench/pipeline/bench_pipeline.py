@@ -1,0 +1,309 @@
+"""Pipeline benchmarks: bot overhead per action, accepted -> script started latency, and a swarm
+deployment through Sami against doing it by hand. Each compares side by side in one run.
+
+    .venv/bin/python bench/pipeline/bench_pipeline.py [--actions 40] [--latency 200] [--swarm 3]
+
+Needs what the test suite needs (PostgreSQL, Redis; root and docker.io for --swarm): it starts
+private servers on free ports and stops them at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+from rq import SimpleWorker  # noqa: E402
+from sqlalchemy import create_engine, select, text  # noqa: E402
+from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
+
+from bot import db  # noqa: E402
+from bot.config import settings_from_mapping  # noqa: E402
+from bot.models import Action, Deployment  # noqa: E402
+from bot.services import Context, DeploymentRequest, request_deployment  # noqa: E402
+from bot.states import DeploymentState  # noqa: E402
+from tests.support.servers import PostgresServer, RedisServer  # noqa: E402
+from workers.context import build_context, set_context  # noqa: E402
+from workers.queue import ACTIONS_QUEUE, CHECKS_QUEUE, RQBroker  # noqa: E402
+
+NOOP_OPERATIONS = ("config_check", "create", "update", "check", "info", "archive", "unarchive",
+                   "archive_check", "cleanup")
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
+
+
+def write_repo(root: Path, stack: dict | None = None, type_: str = "swarm", scripts: bool = True) -> Path:
+    """A deployments repo with service ``bench`` (stage and pull_request)."""
+    if scripts:
+        folder = root / "scripts" / "noop"
+        folder.mkdir(parents=True)
+        for operation in NOOP_OPERATIONS:
+            path = folder / operation
+            path.write_text("#!/bin/sh\nexit 0\n")
+            path.chmod(0o755)
+    for environment in ("stage", "pull_request"):
+        folder = root / "services" / "bench" / type_ / environment
+        folder.mkdir(parents=True)
+        (folder / "stack.yml").write_text(yaml.safe_dump(stack or {
+            "version": "3.8", "services": {"app": {"image": "local/bench:latest"}}}))
+        manifest = {"version": "v1beta", "service_name": "bench", "type": type_, "image": "local/bench",
+                    "files": ["stack.yml"], "status_timeout": "2m",
+                    "oob": {"update-image": {"file": "stack.yml", "path": "services.app.image"}},
+                    "allowed_overrides": {"deployment": ["port"]}}
+        if scripts:
+            manifest["control_scripts"] = "scripts/noop"
+        if environment == "pull_request":
+            manifest.update(pr_deploy=True, repository="acme/bench")
+        (folder / "sami.yaml").write_text(yaml.safe_dump(manifest))
+    return root
+
+
+class Servers:
+    def __init__(self):
+        self.postgres = PostgresServer()
+        self.redis = RedisServer()
+
+    def __enter__(self):
+        self.postgres.start()
+        self.redis.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.redis.stop()
+        self.postgres.stop()
+
+    def database(self) -> str:
+        name = f"bench_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(self.postgres.url(), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        url = self.postgres.url(name)
+        db.upgrade(url)
+        return url
+
+
+def bench_overhead(servers: Servers, count: int, tmp: Path) -> dict:
+    """Median wall time of one update through Sami vs running the same scripts directly."""
+    repo = write_repo(tmp / "overhead-repo")
+    url = servers.database()
+    settings = settings_from_mapping({"mode": "test", "database_url": url, "redis_url": servers.redis.url(2),
+                                      "deployments_repo": str(repo), "instance_dir": str(tmp / "instance")})
+    redis_client = __import__("redis").Redis.from_url(settings.redis_url)
+    redis_client.flushdb()
+    engine = db.make_engine(url)
+    ctx = build_context(settings, broker=RQBroker(redis_client), session_factory=sessionmaker(
+        bind=engine, expire_on_commit=False))
+    set_context(ctx)
+    services = Context.from_settings(settings, ctx.broker)
+    manifests = ctx.manifests.current()
+    manifest = manifests.find("bench", "stage")
+    worker = SimpleWorker([ACTIONS_QUEUE, CHECKS_QUEUE], connection=redis_client)
+
+    def through_sami(tag: str) -> float:
+        started = time.perf_counter()
+        with ctx.session() as session:
+            request_deployment(session, manifests, DeploymentRequest(
+                service="bench", environment="stage", tag=tag, requested_by="bench", origin="cli"), services)
+        worker.work(burst=True, logging_level="WARNING")
+        return time.perf_counter() - started
+
+    scripts = ctx.executor.scripts_dir(manifests, manifest)
+
+    def directly(tag: str) -> float:
+        # What the worker runs for an update that settles: config_check, update, check, info.
+        started = time.perf_counter()
+        for operation in ("config_check", "update", "check", "info"):
+            subprocess.run([str(scripts / operation), "--name", "bench-stage", "--tag", tag,
+                            "--manifest-dir", str(repo / manifest.directory)], check=True,
+                           env={"PATH": os.environ["PATH"]})
+        return time.perf_counter() - started
+
+    through_sami("warmup")
+    sami_times, direct_times = [], []
+    for n in range(count):  # interleaved, so both see the same machine
+        sami_times.append(through_sami(f"v{n}"))
+        direct_times.append(directly(f"v{n}"))
+    with Session(engine) as session:
+        deployment = session.scalars(select(Deployment)).one()
+        assert deployment.state is DeploymentState.RUNNING, deployment.status_message
+    set_context(None)
+    engine.dispose()
+    sami_ms = statistics.median(sami_times) * 1000
+    direct_ms = statistics.median(direct_times) * 1000
+    return {"actions": count, "sami_median_ms": round(sami_ms, 1), "direct_median_ms": round(direct_ms, 1),
+            "overhead_median_ms": round(sami_ms - direct_ms, 1), "ratio": round(sami_ms / direct_ms, 2)}
+
+
+def bench_latency(servers: Servers, count: int, tmp: Path, workers: int = 2) -> dict:
+    """Accepted (action row written) -> script started, with ``workers`` sami worker processes."""
+    repo = write_repo(tmp / "latency-repo")
+    url = servers.database()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
+    env.update({"SAMI_DATABASE_URL": url, "SAMI_REDIS_URL": servers.redis.url(3), "SAMI_DEPLOYMENTS_REPO": str(repo),
+                "SAMI_INSTANCE_DIR": str(tmp / "instance-latency"), "SAMI_LOG_LEVEL": "warning"})
+    __import__("redis").Redis.from_url(env["SAMI_REDIS_URL"]).flushdb()
+    settings = settings_from_mapping({"mode": "test", "database_url": url, "redis_url": env["SAMI_REDIS_URL"],
+                                      "deployments_repo": str(repo), "instance_dir": str(tmp / "instance-latency")})
+    from bot import create_app
+    from bot.tokens import Scopes, create_token
+
+    engine = create_engine(url)
+    with Session(engine) as session:
+        token = create_token(session, "bench", Scopes(admin=True))
+        session.commit()
+    app = create_app({"mode": "test", "database_url": url, "redis_url": settings.redis_url,
+                      "deployments_repo": str(repo), "instance_dir": settings.instance_dir})
+    client = app.test_client()
+    processes = [subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(workers)]
+    try:
+        time.sleep(3)  # let the workers start
+        for n in range(count):
+            response = client.post("/deployment_request", data=json.dumps(
+                {"service": "bench", "environment": "pull_request", "tag": "v1", "pull_request": n + 1}),
+                content_type="application/json", headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 202, response.json
+            time.sleep(0.02)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with Session(engine) as session:
+                started = session.execute(select(Action.created_at, Action.script_started_at)).all()
+            if all(s is not None for _, s in started):
+                break
+            time.sleep(0.5)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(20)
+    latencies = [(s - c).total_seconds() * 1000 for c, s in started if s is not None]
+    engine.dispose()
+    return {"requests": count, "workers": workers, "started": len(latencies),
+            "p50_ms": round(percentile(latencies, 50), 1), "p99_ms": round(percentile(latencies, 99), 1),
+            "max_ms": round(max(latencies), 1)}
+
+
+def bench_swarm(servers: Servers, runs: int, tmp: Path) -> dict:
+    """/deployment_request -> Running for a one-service stack, vs docker stack deploy + waiting."""
+    from tests.support.docker import free_port, start_swarm, stop_swarm
+
+    swarm = start_swarm()
+    try:
+        swarm.retag("local/bench:v1")
+        port = free_port()
+        stack = {"version": "3.8", "services": {"app": {
+            "image": "local/bench:v1", "command": ["httpd", "-f", "-p", "127.0.0.1:${PORT:-18080}", "-h", "/"],
+            "networks": ["hostnet"], "deploy": {"replicas": 1}}},
+            "networks": {"hostnet": {"external": True, "name": "host"}}}
+        repo = write_repo(tmp / "swarm-repo", stack=stack, scripts=False)
+        url = servers.database()
+        for key, value in swarm.env().items():
+            if key.startswith("DOCKER"):
+                os.environ[key] = value
+        settings = settings_from_mapping({"mode": "test", "database_url": url, "redis_url": servers.redis.url(4),
+                                          "deployments_repo": str(repo), "instance_dir": str(tmp / "inst-swarm")})
+        redis_client = __import__("redis").Redis.from_url(settings.redis_url)
+        redis_client.flushdb()
+        engine = db.make_engine(url)
+        ctx = build_context(settings, broker=RQBroker(redis_client),
+                            session_factory=sessionmaker(bind=engine, expire_on_commit=False))
+        set_context(ctx)
+        services = Context.from_settings(settings, ctx.broker)
+        manifests = ctx.manifests.current()
+        worker = SimpleWorker([ACTIONS_QUEUE, CHECKS_QUEUE], connection=redis_client)
+
+        def by_sami(n: int) -> float:
+            started = time.perf_counter()
+            with ctx.session() as session:
+                request_deployment(session, manifests, DeploymentRequest(
+                    service="bench", environment="stage", tag="v1", requested_by="bench", origin="cli",
+                    deployment_overrides={"port": str(port)}), services)
+            worker.work(burst=True, logging_level="WARNING")
+            took = time.perf_counter() - started
+            with Session(engine) as session:
+                deployment = session.scalars(select(Deployment)).one()
+                assert deployment.state is DeploymentState.RUNNING, deployment.status_message
+                name = deployment.name
+            # Reset for the next run (not timed).
+            swarm.run("stack", "rm", name)
+            wait_gone(swarm, name)
+            with Session(engine) as session:
+                session.execute(text("DELETE FROM actions"))
+                session.execute(text("DELETE FROM deployments"))
+                session.commit()
+            return took
+
+        def by_hand(n: int) -> float:
+            name = f"byhand{n}"
+            stack_file = tmp / f"{name}.yml"
+            stack_file.write_text(yaml.safe_dump(stack))
+            started = time.perf_counter()
+            swarm.run("stack", "deploy", "-c", str(stack_file), name)
+            while True:
+                replicas = swarm.output("service", "ls", "--filter", f"label=com.docker.stack.namespace={name}",
+                                        "--format", "{{.Replicas}}").split()
+                if replicas == ["1/1"]:
+                    break
+                time.sleep(0.1)
+            took = time.perf_counter() - started
+            swarm.run("stack", "rm", name)
+            wait_gone(swarm, name)
+            return took
+
+        sami_times, hand_times = [], []
+        for n in range(runs):
+            hand_times.append(by_hand(n))
+            sami_times.append(by_sami(n))
+        set_context(None)
+        engine.dispose()
+        sami_s, hand_s = statistics.median(sami_times), statistics.median(hand_times)
+        return {"runs": runs, "sami_median_s": round(sami_s, 2), "by_hand_median_s": round(hand_s, 2),
+                "difference_s": round(sami_s - hand_s, 2)}
+    finally:
+        stop_swarm(swarm)
+
+
+def wait_gone(swarm, name: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not swarm.output("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={name}").strip():
+            return
+        time.sleep(0.2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--actions", type=int, default=40, help="updates for the overhead benchmark")
+    parser.add_argument("--latency", type=int, default=200, help="requests for the latency benchmark")
+    parser.add_argument("--swarm", type=int, default=3, help="runs of the swarm comparison (0: skip)")
+    args = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="sami-bench-") as tmp, Servers() as servers:
+        tmp = Path(tmp)
+        results["overhead"] = bench_overhead(servers, args.actions, tmp)
+        print("overhead", results["overhead"], flush=True)
+        results["latency"] = bench_latency(servers, args.latency, tmp)
+        print("latency", results["latency"], flush=True)
+        if args.swarm:
+            results["swarm"] = bench_swarm(servers, args.swarm, tmp)
+            print("swarm", results["swarm"], flush=True)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
