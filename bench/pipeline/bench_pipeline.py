@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+import redis  # noqa: E402
 import yaml  # noqa: E402
 from rq import SimpleWorker  # noqa: E402
 from sqlalchemy import create_engine, select, text  # noqa: E402
@@ -97,103 +98,109 @@ class Servers:
         return url
 
 
+class WorkerStack:
+    """A database, Redis index, web app (in this process) and `sami worker` processes."""
+
+    def __init__(self, servers: Servers, tmp: Path, redis_db: int, workers: int, name: str):
+        self.repo = write_repo(tmp / f"{name}-repo")
+        self.url = servers.database()
+        self.redis_url = servers.redis.url(redis_db)
+        redis.Redis.from_url(self.redis_url).flushdb()
+        instance = str(tmp / f"{name}-instance")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
+        env.update({"SAMI_DATABASE_URL": self.url, "SAMI_REDIS_URL": self.redis_url,
+                    "SAMI_DEPLOYMENTS_REPO": str(self.repo), "SAMI_INSTANCE_DIR": instance,
+                    "SAMI_LOG_LEVEL": "warning"})
+        from bot import create_app
+        from bot.tokens import Scopes, create_token
+
+        self.engine = create_engine(self.url)
+        with Session(self.engine) as session:
+            self.token = create_token(session, "bench", Scopes(admin=True))
+            session.commit()
+        self.client = create_app({"mode": "test", "database_url": self.url, "redis_url": self.redis_url,
+                                  "deployments_repo": str(self.repo), "instance_dir": instance}).test_client()
+        self.processes = [subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env,
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                          for _ in range(workers)]
+        time.sleep(3)  # let the workers start
+
+    def request(self, body: dict) -> int:
+        response = self.client.post("/deployment_request", data=json.dumps(body), content_type="application/json",
+                                    headers={"Authorization": f"Bearer {self.token}"})
+        assert response.status_code == 202, response.json
+        return response.json["action_id"]
+
+    def action(self, action_id: int) -> Action:
+        with Session(self.engine) as session:
+            return session.get(Action, action_id)
+
+    def wait_all(self, timeout: float = 120) -> list[Action]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with Session(self.engine) as session:
+                actions = list(session.scalars(select(Action).order_by(Action.id)))
+            if all(a.finished_at is not None for a in actions):
+                return actions
+            time.sleep(0.2)
+        raise RuntimeError("actions did not finish")
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(20)
+        self.engine.dispose()
+
+
 def bench_overhead(servers: Servers, count: int, tmp: Path) -> dict:
-    """Median wall time of one update through Sami vs running the same scripts directly."""
-    repo = write_repo(tmp / "overhead-repo")
-    url = servers.database()
-    settings = settings_from_mapping({"mode": "test", "database_url": url, "redis_url": servers.redis.url(2),
-                                      "deployments_repo": str(repo), "instance_dir": str(tmp / "instance")})
-    redis_client = __import__("redis").Redis.from_url(settings.redis_url)
-    redis_client.flushdb()
-    engine = db.make_engine(url)
-    ctx = build_context(settings, broker=RQBroker(redis_client), session_factory=sessionmaker(
-        bind=engine, expire_on_commit=False))
-    set_context(ctx)
-    services = Context.from_settings(settings, ctx.broker)
-    manifests = ctx.manifests.current()
-    manifest = manifests.find("bench", "stage")
-    worker = SimpleWorker([ACTIONS_QUEUE, CHECKS_QUEUE], connection=redis_client)
+    """Per update through Sami (accepted -> finished, one `sami worker`) vs the same scripts run directly."""
+    stack = WorkerStack(servers, tmp, redis_db=2, workers=1, name="overhead")
+    manifest_dir = stack.repo / "services" / "bench" / "swarm" / "stage"
+    scripts = stack.repo / "scripts" / "noop"
 
     def through_sami(tag: str) -> float:
-        started = time.perf_counter()
-        with ctx.session() as session:
-            request_deployment(session, manifests, DeploymentRequest(
-                service="bench", environment="stage", tag=tag, requested_by="bench", origin="cli"), services)
-        worker.work(burst=True, logging_level="WARNING")
-        return time.perf_counter() - started
-
-    scripts = ctx.executor.scripts_dir(manifests, manifest)
+        action_id = stack.request({"service": "bench", "environment": "stage", "tag": tag})
+        while (action := stack.action(action_id)).finished_at is None:
+            time.sleep(0.002)
+        assert action.state.value == "succeeded", action.error
+        return (action.finished_at - action.created_at).total_seconds()
 
     def directly(tag: str) -> float:
         # What the worker runs for an update that settles: config_check, update, check, info.
         started = time.perf_counter()
         for operation in ("config_check", "update", "check", "info"):
             subprocess.run([str(scripts / operation), "--name", "bench-stage", "--tag", tag,
-                            "--manifest-dir", str(repo / manifest.directory)], check=True,
-                           env={"PATH": os.environ["PATH"]})
+                            "--manifest-dir", str(manifest_dir)], check=True, env={"PATH": os.environ["PATH"]})
         return time.perf_counter() - started
 
-    through_sami("warmup")
-    sami_times, direct_times = [], []
-    for n in range(count):  # interleaved, so both see the same machine
-        sami_times.append(through_sami(f"v{n}"))
-        direct_times.append(directly(f"v{n}"))
-    with Session(engine) as session:
-        deployment = session.scalars(select(Deployment)).one()
-        assert deployment.state is DeploymentState.RUNNING, deployment.status_message
-    set_context(None)
-    engine.dispose()
+    try:
+        through_sami("warmup")
+        sami_times, direct_times = [], []
+        for n in range(count):  # interleaved, so both see the same machine
+            sami_times.append(through_sami(f"v{n}"))
+            direct_times.append(directly(f"v{n}"))
+    finally:
+        stack.close()
     sami_ms = statistics.median(sami_times) * 1000
     direct_ms = statistics.median(direct_times) * 1000
     return {"actions": count, "sami_median_ms": round(sami_ms, 1), "direct_median_ms": round(direct_ms, 1),
             "overhead_median_ms": round(sami_ms - direct_ms, 1), "ratio": round(sami_ms / direct_ms, 2)}
 
 
-def bench_latency(servers: Servers, count: int, tmp: Path, workers: int = 2) -> dict:
-    """Accepted (action row written) -> script started, with ``workers`` sami worker processes."""
-    repo = write_repo(tmp / "latency-repo")
-    url = servers.database()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
-    env.update({"SAMI_DATABASE_URL": url, "SAMI_REDIS_URL": servers.redis.url(3), "SAMI_DEPLOYMENTS_REPO": str(repo),
-                "SAMI_INSTANCE_DIR": str(tmp / "instance-latency"), "SAMI_LOG_LEVEL": "warning"})
-    __import__("redis").Redis.from_url(env["SAMI_REDIS_URL"]).flushdb()
-    settings = settings_from_mapping({"mode": "test", "database_url": url, "redis_url": env["SAMI_REDIS_URL"],
-                                      "deployments_repo": str(repo), "instance_dir": str(tmp / "instance-latency")})
-    from bot import create_app
-    from bot.tokens import Scopes, create_token
-
-    engine = create_engine(url)
-    with Session(engine) as session:
-        token = create_token(session, "bench", Scopes(admin=True))
-        session.commit()
-    app = create_app({"mode": "test", "database_url": url, "redis_url": settings.redis_url,
-                      "deployments_repo": str(repo), "instance_dir": settings.instance_dir})
-    client = app.test_client()
-    processes = [subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(workers)]
+def bench_latency(servers: Servers, count: int, tmp: Path, workers: int = 2, interval: float = 0.1) -> dict:
+    """Accepted (action row written) -> first script started, with ``workers`` `sami worker` processes,
+    one request every ``interval`` seconds, each for a deployment of its own."""
+    stack = WorkerStack(servers, tmp, redis_db=3, workers=workers, name="latency")
     try:
-        time.sleep(3)  # let the workers start
         for n in range(count):
-            response = client.post("/deployment_request", data=json.dumps(
-                {"service": "bench", "environment": "pull_request", "tag": "v1", "pull_request": n + 1}),
-                content_type="application/json", headers={"Authorization": f"Bearer {token}"})
-            assert response.status_code == 202, response.json
-            time.sleep(0.02)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with Session(engine) as session:
-                started = session.execute(select(Action.created_at, Action.script_started_at)).all()
-            if all(s is not None for _, s in started):
-                break
-            time.sleep(0.5)
+            stack.request({"service": "bench", "environment": "pull_request", "tag": "v1", "pull_request": n + 1})
+            time.sleep(interval)
+        actions = stack.wait_all()
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(20)
-    latencies = [(s - c).total_seconds() * 1000 for c, s in started if s is not None]
-    engine.dispose()
-    return {"requests": count, "workers": workers, "started": len(latencies),
+        stack.close()
+    latencies = [(a.script_started_at - a.created_at).total_seconds() * 1000 for a in actions]
+    return {"requests": count, "workers": workers, "per_second": round(1 / interval, 1),
             "p50_ms": round(percentile(latencies, 50), 1), "p99_ms": round(percentile(latencies, 99), 1),
             "max_ms": round(max(latencies), 1)}
 
@@ -217,7 +224,7 @@ def bench_swarm(servers: Servers, runs: int, tmp: Path) -> dict:
                 os.environ[key] = value
         settings = settings_from_mapping({"mode": "test", "database_url": url, "redis_url": servers.redis.url(4),
                                           "deployments_repo": str(repo), "instance_dir": str(tmp / "inst-swarm")})
-        redis_client = __import__("redis").Redis.from_url(settings.redis_url)
+        redis_client = redis.Redis.from_url(settings.redis_url)
         redis_client.flushdb()
         engine = db.make_engine(url)
         ctx = build_context(settings, broker=RQBroker(redis_client),
@@ -290,6 +297,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--actions", type=int, default=40, help="updates for the overhead benchmark")
     parser.add_argument("--latency", type=int, default=200, help="requests for the latency benchmark")
+    parser.add_argument("--rate", type=float, default=10.0, help="requests per second in the latency benchmark")
     parser.add_argument("--swarm", type=int, default=3, help="runs of the swarm comparison (0: skip)")
     args = parser.parse_args()
     results = {}
@@ -297,7 +305,7 @@ def main() -> None:
         tmp = Path(tmp)
         results["overhead"] = bench_overhead(servers, args.actions, tmp)
         print("overhead", results["overhead"], flush=True)
-        results["latency"] = bench_latency(servers, args.latency, tmp)
+        results["latency"] = bench_latency(servers, args.latency, tmp, interval=1 / args.rate)
         print("latency", results["latency"], flush=True)
         if args.swarm:
             results["swarm"] = bench_swarm(servers, args.swarm, tmp)

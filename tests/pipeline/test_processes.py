@@ -185,3 +185,25 @@ def test_requests_made_while_redis_is_down_run_when_it_returns(stack, own_redis)
     assert actions[-1].state is ActionState.SUCCEEDED  # the newest update
     assert stack.deployment().state is DeploymentState.RUNNING
     assert stack.deployment().tag == "v4"
+
+
+def test_two_schedulers_clean_up_an_expired_deployment_once(stack):
+    stack.start("worker")
+    code, _ = stack.request("v1")
+    assert code == 202
+    stack.wait(lambda: stack.deployment().state is DeploymentState.RUNNING, 60, "Running")
+    archived = stack.app.test_client().post("/api/v1/deployments/probe-stage/archive",
+                                            headers={"Authorization": f"Bearer {stack.token}"})
+    assert archived.status_code == 202
+    stack.wait(lambda: stack.deployment().state is DeploymentState.ARCHIVED, 60, "Archived")
+    with Session(stack.engine) as session:
+        session.execute(text("UPDATE deployments SET archived_at = archived_at - interval '15 days'"))
+        session.commit()
+    stack.start("scheduler", "--interval", "0.5")
+    stack.start("scheduler", "--interval", "0.5")
+    stack.wait(lambda: stack.deployment().state is DeploymentState.REMOVED, 60, "the retention cleanup")
+    time.sleep(2)  # give a second scheduler every chance to add another cleanup
+    cleanups = [a for a in stack.actions() if a.kind == "cleanup"]
+    assert len(cleanups) == 1
+    assert cleanups[0].requested_by == "schedule:retention"
+    assert cleanups[0].state is ActionState.SUCCEEDED
