@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 from rq import SimpleWorker
+from rq.job import Job
+from rq.registry import FailedJobRegistry
 
 from bot.config import settings_from_mapping
 from bot.services import Context
@@ -56,6 +58,12 @@ def work(worker_ctx, redis_client):
     def run() -> None:
         SimpleWorker([ACTIONS_QUEUE, CHECKS_QUEUE], connection=redis_client).work(
             burst=True, logging_level="WARNING")
+        # A job that raised is a bug in the job, not an outcome: make it fail the test.
+        for name in (ACTIONS_QUEUE, CHECKS_QUEUE):
+            failed = FailedJobRegistry(name, connection=redis_client)
+            for job_id in failed.get_job_ids():
+                job = Job.fetch(job_id, connection=redis_client)
+                raise AssertionError(f"job {job_id} raised:\n{job.latest_result().exc_string}")
 
     return run
 
