@@ -45,6 +45,7 @@ class Settings:
     public_url: str = "http://127.0.0.1:8000"
     deployments_repo: str = str(PROJECT_ROOT / "examples" / "deployments")
     deployments_ref: str = ""
+    deployments_token: str = field(default="", repr=False)
     static_root: str = ""
     script_timeout: int = 1800
     status_timeout: int = 600
@@ -123,6 +124,7 @@ _VARIABLES: dict[str, tuple[str, object]] = {
     "SAMI_PUBLIC_URL": ("public_url", _text),
     "SAMI_DEPLOYMENTS_REPO": ("deployments_repo", _text),
     "SAMI_DEPLOYMENTS_REF": ("deployments_ref", _text),
+    "SAMI_DEPLOYMENTS_TOKEN": ("deployments_token", _text),
     "SAMI_STATIC_ROOT": ("static_root", _text),
     "SAMI_SCRIPT_TIMEOUT": ("script_timeout", _int(1, 24 * 3600)),
     "SAMI_STATUS_TIMEOUT": ("status_timeout", _int(1, 24 * 3600)),

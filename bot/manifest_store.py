@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from bot.config import Settings
-from bot.manifests import DeploymentsRepo, DeploymentsRepoError, Manifest, load_deployments_repo
+from bot.manifests import DeploymentsRepo, DeploymentsRepoError, GitCredentials, Manifest, load_deployments_repo
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +21,12 @@ class ManifestStore:
     LOCAL_TTL = 2.0
     GIT_TTL = 60.0
 
-    def __init__(self, source: str, ref: str | None, cache_dir: str | Path):
+    def __init__(self, source: str, ref: str | None, cache_dir: str | Path, token: str | None = None):
         self.source = source
         self.ref = ref or None
         self.cache_dir = Path(cache_dir)
+        # An https token for a private deployments repo; git gets it through its environment.
+        self.credentials = GitCredentials(token) if token else None
         self._lock = threading.Lock()
         self._current: DeploymentsRepo | None = None
         self._loaded_at = 0.0
@@ -32,7 +34,7 @@ class ManifestStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> ManifestStore:
         return cls(settings.deployments_repo, settings.deployments_ref,
-                   Path(settings.instance_dir) / "deployments-cache")
+                   Path(settings.instance_dir) / "deployments-cache", settings.deployments_token)
 
     @property
     def is_git(self) -> bool:
@@ -49,7 +51,8 @@ class ManifestStore:
             fresh = time.monotonic() - self._loaded_at < ttl
             if self._current is None or refresh or not fresh:
                 try:
-                    self._current = load_deployments_repo(self.source, ref=self.ref, cache_dir=self.cache_dir)
+                    self._current = load_deployments_repo(self.source, ref=self.ref, cache_dir=self.cache_dir,
+                                                          git_credentials=self.credentials)
                 except DeploymentsRepoError as exc:
                     if self._current is None:
                         raise
@@ -61,7 +64,8 @@ class ManifestStore:
         """The manifests at commit ``sha`` (the current ones for a plain folder or no sha)."""
         if not sha or not self.is_git:
             return self.current()
-        return load_deployments_repo(self.source, ref=sha, cache_dir=self.cache_dir)
+        return load_deployments_repo(self.source, ref=sha, cache_dir=self.cache_dir,
+                                     git_credentials=self.credentials)
 
     def find(self, service: str, environment: str, sha: str | None = None) -> Manifest | None:
         return self.at(sha).find(service, environment)

@@ -6,7 +6,8 @@ import re
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 SERVICE_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
-ENVIRONMENT_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+# A DNS label; pr-<n> is reserved for pull request previews (the manifest loader says the same).
+ENVIRONMENT_RE = re.compile(r"^(?!pr-[0-9]+$)(?!.*--)[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 # registry[:port]/path[:tag][@sha256:digest], as docker accepts them (lowercase path).
 IMAGE_RE = re.compile(

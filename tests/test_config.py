@@ -84,3 +84,14 @@ def test_bad_configuration_stops_the_process_with_one_line(env, variable, comman
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"sami: configuration error: {variable}: ")
     assert "Traceback" not in result.stderr
+
+
+def test_the_deployments_token_reaches_git_and_stays_out_of_reprs(tmp_path):
+    from bot.manifest_store import ManifestStore
+
+    settings = load_settings({"SAMI_DEPLOYMENTS_TOKEN": "ghp_canary_token_value",
+                              "SAMI_INSTANCE_DIR": str(tmp_path)})
+    assert "ghp_canary_token_value" not in repr(settings)
+    store = ManifestStore.from_settings(settings)
+    assert store.credentials.token == "ghp_canary_token_value"
+    assert "ghp_canary_token_value" not in repr(store.credentials)

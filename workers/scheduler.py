@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import exists, select, update
 
+from bot.manifests import prune_trees
 from bot.models import Action, Deployment
 from bot.services import Context, cleanup_deployment
 from bot.states import LIVE_STATES, ActionState, DeploymentState, transition, transition_action
@@ -27,6 +28,7 @@ SWEEP_AFTER = timedelta(seconds=2)   # an action accepted this long ago and not 
 DEAD_AFTER = timedelta(seconds=30)    # a running action without a heartbeat this long has lost its worker
 CHECKS_PER_TICK = 200
 TICK_LOCK = "sami:scheduler:tick"
+PRUNE_EVERY = timedelta(hours=1)  # extracted trees of old deployments-repo commits
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Scheduler:
         self.ctx = ctx
         self.interval = interval
         self._stop = threading.Event()
+        self._pruned_at: datetime | None = None
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -171,6 +174,16 @@ class Scheduler:
                     session.rollback()
                     log.info("retention cleanup of %s skipped: %s", name, exc)
 
+    def prune(self, report: TickReport, now: datetime) -> None:
+        """Remove extracted trees of old deployments-repo commits (git sources), hourly."""
+        store = self.ctx.manifests
+        if not store.is_git or (self._pruned_at and now - self._pruned_at < PRUNE_EVERY):
+            return
+        self._pruned_at = now
+        removed = prune_trees(store.cache_dir, keep=5)
+        if removed:
+            log.info("pruned %d old deployments-repo trees", len(removed))
+
     # -- running -------------------------------------------------------------------------------
 
     def _lock(self) -> bool:
@@ -186,7 +199,7 @@ class Scheduler:
         """Run every step once."""
         now = now or datetime.now(UTC)
         report = TickReport()
-        for step in (self.reap, self.sweep, self.checks, self.retention):
+        for step in (self.reap, self.sweep, self.checks, self.retention, self.prune):
             try:
                 step(report, now)
             except Exception:

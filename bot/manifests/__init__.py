@@ -13,7 +13,8 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from .gitsource import DeploymentsRepoError, GitCredentials, GitMirror, is_git_url, prune_trees
+from . import gitsource
+from .gitsource import PRUNE_MIN_AGE, DeploymentsRepoError, GitCredentials, GitMirror, is_git_url, touch_tree
 from .loader import (
     MANIFEST_NAMES,
     MAX_MANIFEST_BYTES,
@@ -68,6 +69,25 @@ def clear_memo() -> None:
     """Forget the in-process results of earlier git loads."""
     with _memo_lock:
         _memo.clear()
+
+
+def prune_trees(
+    cache_dir: str | os.PathLike[str] | None = None,
+    keep: int = 5,
+    *,
+    min_age: float = PRUNE_MIN_AGE,
+) -> list[str]:
+    """Delete extracted commit trees of cache_dir (default: default_cache_dir()); return their shas.
+
+    Kept: the `keep` most recently used trees, every tree used in the last `min_age` seconds
+    (extracted, loaded, or answered from this process's memo), and every tree this process
+    still holds in its memo. Safe to call while other threads or processes load trees.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_key = str(cache.resolve())
+    with _memo_lock:
+        held = [sha for (_, sha, key) in _memo if key == cache_key]
+    return gitsource.prune_trees(cache, keep, min_age=min_age, protect=held)
 
 
 def _is_git_source(source: str, ref: str | None) -> bool:
@@ -132,7 +152,7 @@ def _memo_get(key: tuple[str, str, str]) -> DeploymentsRepo | None:
         repo = _memo.get(key)
         if repo is None:
             return None
-        if not repo.root.is_dir():  # the extracted tree was pruned meanwhile
+        if not touch_tree(repo.root):  # the extracted tree was pruned meanwhile
             del _memo[key]
             return None
         _memo.move_to_end(key)

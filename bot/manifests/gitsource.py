@@ -22,7 +22,9 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,8 @@ from urllib.parse import urlsplit
 log = logging.getLogger(__name__)
 
 GIT_TIMEOUT = 300
+# prune_trees keeps trees used within this many seconds.
+PRUNE_MIN_AGE = 15 * 60
 _AUTH_ENV = "SAMI_GIT_HTTP_AUTH_HEADER"
 _SHA_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _REF_RE = re.compile(r"[A-Za-z0-9._/+@-]+")
@@ -71,11 +75,31 @@ def describe_source(source: str) -> str:
     return parts._replace(netloc=host).geturl()
 
 
-def _check_source(source: str) -> None:
+# user[:password]@ in any URL git may print (clone, fetch and http errors quote the remote).
+_USERINFO_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s'\"]*@")
+
+
+def _check_source(source: str, credentials: GitCredentials | None = None) -> None:
     if source.startswith("-"):
-        raise DeploymentsRepoError(f"not a git source: {source!r}")
-    if "://" in source and urlsplit(source).password:
-        raise DeploymentsRepoError("the git URL contains a password; pass credentials with git_credentials instead")
+        raise DeploymentsRepoError(f"not a git source: {describe_source(source)!r}")
+    if "://" in source and urlsplit(source).password is not None:
+        raise DeploymentsRepoError(
+            "the git URL contains a user name or token with a password; remove them from the URL "
+            "and pass credentials with git_credentials instead"
+        )
+    if not source.lower().startswith(("http://", "https://")):
+        return  # a user in ssh sources (git@host:path, ssh://git@host/...) is a login, not a secret
+    parts = urlsplit(source)
+    if "@" in parts.netloc:
+        # Git would keep the URL, token included, in the mirror's config and print it in errors.
+        raise DeploymentsRepoError(
+            "the git URL contains a user name or token (user@host); remove it from the URL "
+            "and pass credentials with git_credentials instead"
+        )
+    if credentials is not None and parts.scheme.lower() == "http":
+        raise DeploymentsRepoError(
+            f"refusing to send git credentials over plain http to {describe_source(source)}; use https"
+        )
 
 
 def _check_ref(ref: str) -> None:
@@ -87,11 +111,11 @@ class GitMirror:
     """A bare mirror of one git source inside a cache folder."""
 
     def __init__(self, source: str, cache_dir: Path, credentials: GitCredentials | str | None = None) -> None:
-        _check_source(source)
-        self.source = source
-        self.cache_dir = cache_dir
         if isinstance(credentials, str):
             credentials = GitCredentials(credentials)
+        _check_source(source, credentials)
+        self.source = source
+        self.cache_dir = cache_dir
         self.credentials = credentials
         key = hashlib.sha256(source.encode()).hexdigest()[:24]
         self.path = cache_dir / "mirrors" / f"{key}.git"
@@ -146,10 +170,14 @@ class GitMirror:
         return result
 
     def _scrub(self, text: str) -> str:
+        """The last line of git's stderr, without credentials (token, auth header, URL userinfo)."""
         text = text.strip().splitlines()[-1] if text.strip() else "no output"
         if self.credentials is not None:
-            text = text.replace(self.credentials.token, "***")
-        return text
+            encoded = self.credentials.header().rsplit(" ", 1)[-1]
+            for secret in (encoded, self.credentials.token):
+                if secret:
+                    text = text.replace(secret, "***")
+        return _USERINFO_RE.sub(r"\1***@", text)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -228,7 +256,7 @@ class GitMirror:
             raise DeploymentsRepoError(f"not a commit sha: {sha!r}")
         trees = self.cache_dir / "trees"
         final = trees / sha
-        if final.is_dir():
+        if touch_tree(final):
             return final
         trees.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=trees))
@@ -262,6 +290,7 @@ class GitMirror:
             except OSError:
                 if not final.is_dir():  # another process did not win the race: a real error
                     raise
+            touch_tree(final)
         finally:
             if archive is not None and archive.stderr:
                 archive.stderr.close()
@@ -272,18 +301,74 @@ class GitMirror:
         return final
 
 
-def prune_trees(cache_dir: str | os.PathLike[str], keep: int = 5) -> list[str]:
-    """Remove all but the `keep` most recently extracted trees; return the removed shas."""
+def touch_tree(path: Path) -> bool:
+    """Mark an extracted tree as just used (prune_trees keeps it for min_age); False if gone."""
+    with _trees_lock(path.parent):
+        if not path.is_dir():
+            return False
+        try:
+            os.utime(path)
+        except OSError:
+            return False
+        return True
+
+
+@contextmanager
+def _trees_lock(trees: Path) -> Iterator[None]:
+    # Serialises "is the tree there, mark it used" against "is it old, take it away", between
+    # threads (each holds its own open file) and processes.
+    trees.mkdir(parents=True, exist_ok=True)
+    with open(trees / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def prune_trees(
+    cache_dir: str | os.PathLike[str],
+    keep: int = 5,
+    *,
+    min_age: float = PRUNE_MIN_AGE,
+    protect: Iterable[str] = (),
+) -> list[str]:
+    """Remove extracted trees, keeping the `keep` most recently used; return the removed shas.
+
+    A tree's last use is its folder's mtime, set when it is extracted and every time it is
+    loaded (GitMirror.tree, or an answer from the in-process memo). Also kept, whatever
+    `keep` says: trees used less than `min_age` seconds ago and the shas in `protect`.
+    A tree is first renamed away under the trees lock, then deleted, so a reader either
+    marked it as used before (and it is kept) or finds it gone and extracts it again.
+    """
     trees = Path(cache_dir) / "trees"
     if not trees.is_dir():
         return []
-    extracted = sorted(
-        (p for p in trees.iterdir() if p.is_dir() and _SHA_RE.fullmatch(p.name)),
-        key=lambda p: p.stat().st_mtime,
-        reverse=True,
-    )
+    protected = set(protect)
     removed = []
-    for path in extracted[keep:]:
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path.name)
+    with _trees_lock(trees):
+        extracted = []
+        for path in trees.iterdir():
+            if path.is_dir() and not path.is_symlink() and _SHA_RE.fullmatch(path.name):
+                try:
+                    extracted.append((path.stat().st_mtime, path))
+                except OSError:
+                    continue
+        extracted.sort(key=lambda item: item[0], reverse=True)
+        now = time.time()
+        doomed = []
+        for mtime, path in extracted[max(keep, 0) :]:
+            if path.name in protected or now - mtime < min_age:
+                continue
+            target = trees / f".pruned-{path.name}-{os.getpid()}-{threading.get_ident()}"
+            try:
+                os.rename(path, target)
+            except OSError:
+                continue
+            doomed.append(target)
+            removed.append(path.name)
+        # Left behind by a pruning process that stopped before deleting them.
+        doomed.extend(p for p in trees.glob(".pruned-*") if p not in doomed)
+    for target in doomed:
+        shutil.rmtree(target, ignore_errors=True)
     return removed

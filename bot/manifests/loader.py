@@ -22,6 +22,7 @@ import yaml
 from . import yamlsafe
 from .model import (
     MAX_DEPLOYMENT_NAME,
+    MAX_DEPLOYMENT_NAMES,
     URL_PLACEHOLDERS,
     DeploymentsRepo,
     Health,
@@ -46,7 +47,13 @@ DEFAULT_DEPLOY_LABEL = "sami:deploy"
 STANDARD_ENVIRONMENTS = ("stage", "production", "pull_request")
 PULL_REQUEST_ENVIRONMENT = "pull_request"
 
-_ENVIRONMENT_RE = re.compile(r"[a-z][a-z0-9-]*")
+# A DNS label: lowercase letters, digits and '-', starting with a letter, not ending with '-'.
+_ENVIRONMENT_RE = re.compile(r"[a-z](?:[a-z0-9-]*[a-z0-9])?")
+# pr-<n> folders would take the names of pull request deployments (<service>-pr-<n>).
+_RESERVED_ENVIRONMENT_RE = re.compile(r"pr-[0-9]+")
+_PREVIEW_NAME_RE = re.compile(r"(.+)-pr-[0-9]+")
+# Entries walked in one folder named by files or control_scripts.
+MAX_FOLDER_ENTRIES = 10_000
 _TYPES = tuple(t.value for t in ServiceType)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SINGLE_LINE_FIELDS = ("service_name", "repository", "image", "deploy_label", "url")
@@ -57,8 +64,23 @@ Path_ = tuple[str | int, ...]
 
 
 def is_valid_environment(name: str) -> bool:
-    """True for stage, production, pull_request and names matching ^[a-z][a-z0-9-]*$."""
-    return name in STANDARD_ENVIRONMENTS or _ENVIRONMENT_RE.fullmatch(name) is not None
+    """True for stage, production, pull_request and other DNS labels.
+
+    Other names match ^[a-z]([a-z0-9-]*[a-z0-9])?$, have no '--', and are not pr-<number>
+    (reserved for pull request deployments).
+    """
+    if name in STANDARD_ENVIRONMENTS:
+        return True
+    return (
+        _ENVIRONMENT_RE.fullmatch(name) is not None
+        and "--" not in name
+        and _RESERVED_ENVIRONMENT_RE.fullmatch(name) is None
+    )
+
+
+def max_deployment_name(type_name: str) -> int:
+    """Longest deployment name a target accepts (Helm release names: 53 characters)."""
+    return MAX_DEPLOYMENT_NAMES.get(type_name, MAX_DEPLOYMENT_NAME)
 
 
 def parse_duration(value: int | str) -> int:
@@ -218,6 +240,7 @@ class _Tree:
         self.root = root
         self.real_root = os.path.realpath(root)
         self._path_cache: dict[tuple[str, str], str | None] = {}
+        self._folder_cache: dict[tuple[str, str], str | None] = {}
 
     def inside(self, real: str) -> bool:
         return real == self.real_root or real.startswith(self.real_root + os.sep)
@@ -247,6 +270,49 @@ class _Tree:
         if not os.path.exists(real):
             return None, f"{entry!r} is a broken symlink", full
         return ("dir" if os.path.isdir(real) else "file"), None, real
+
+    def folder_problem(self, full: str, shown: str) -> str | None:
+        """Why a folder named by a manifest is unusable (None when it is fine); memoised.
+
+        Everything in it is walked (symlinked folders inside the repo too, each once): a
+        symlink resolving outside the deployments repo is refused, and so is a folder of more
+        than MAX_FOLDER_ENTRIES entries. shown is how the folder is named in messages.
+        """
+        real_start = os.path.realpath(full)
+        key = (real_start, shown)
+        if key not in self._folder_cache:
+            self._folder_cache[key] = self._walk_folder(real_start, shown)
+        return self._folder_cache[key]
+
+    def _walk_folder(self, real_start: str, shown: str) -> str | None:
+        visited = {real_start}
+        stack = [(real_start, shown)]
+        count = 0
+        while stack:
+            folder, rel = stack.pop()
+            try:
+                with os.scandir(folder) as entries:
+                    listed = sorted(entries, key=lambda e: e.name)
+            except OSError as exc:
+                return f"{rel.rstrip('/')!r} cannot be read: {exc.strerror}"
+            for entry in listed:
+                count += 1
+                if count > MAX_FOLDER_ENTRIES:
+                    return (
+                        f"{shown.rstrip('/')!r} holds more than {MAX_FOLDER_ENTRIES} entries; "
+                        "name smaller folders or files"
+                    )
+                name = f"{rel}{entry.name}"
+                if entry.is_symlink():
+                    real = os.path.realpath(entry.path)
+                    if not self.inside(real):
+                        return f"{name!r} is a symlink pointing outside the deployments repo; refused"
+                    if os.path.isdir(real) and real not in visited:
+                        visited.add(real)
+                        stack.append((real, f"{name}/"))
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, f"{name}/"))
+        return None
 
     def image_path_problem(self, full: str, dotted: str) -> str | None:
         """Why dotted does not resolve in the YAML file (None when it does); memoised by text.
@@ -373,29 +439,36 @@ def _check_tree_rules(
         )
     if not is_valid_environment(environment):
         line, column = ctx.where(())
-        ctx.errors.append(
-            ManifestError(
-                candidate.rel_path,
-                line,
-                column,
-                "",
+        if _RESERVED_ENVIRONMENT_RE.fullmatch(environment):
+            message = (
+                f"environment folder {environment!r} is reserved for pull request deployments "
+                "(<service>-pr-<number>); pull request environments come from the pull_request folder"
+            )
+        else:
+            message = (
                 f"environment folder {environment!r} is not a valid environment name; use "
                 "stage, production, pull_request, or lowercase letters, digits and '-' "
-                "starting with a letter",
+                "starting with a letter, not ending with '-' and without '--'"
             )
-        )
-    elif service_name is not None and environment != PULL_REQUEST_ENVIRONMENT:
-        name = f"{service_name}-{environment}"
-        if len(name) > MAX_DEPLOYMENT_NAME:
-            ctx.add(
-                ("service_name",),
-                f"the deployment name {name!r} is {len(name)} characters long; service name "
-                f"and environment together must fit in {MAX_DEPLOYMENT_NAME}",
-            )
+        ctx.errors.append(ManifestError(candidate.rel_path, line, column, "", message))
+    elif service_name is not None:
+        limit = max_deployment_name(type_dir)
+        target = f" ({type_dir} deployments are Helm releases)" if type_dir == "k8s" else ""
+        # Pull request names (<service>-pr-<n>) fit: service names are at most 40 characters.
+        if environment != PULL_REQUEST_ENVIRONMENT:
+            name = f"{service_name}-{environment}"
+            if len(name) > limit:
+                ctx.add(
+                    ("service_name",),
+                    f"the deployment name {name!r} is {len(name)} characters long; service name "
+                    f"and environment together must fit in {limit}{target}",
+                )
 
     if _good(data, "files", bad, list):
         for index, entry in enumerate(data["files"]):
-            _, problem, _ = tree.check_path(rel_dir, entry, candidate.listing)
+            kind, problem, full = tree.check_path(rel_dir, entry, candidate.listing)
+            if kind == "dir":
+                problem = tree.folder_problem(full, f"{entry.rstrip('/')}/")
             if problem:
                 ctx.add(("files", index), f"files[{index}]: {problem}")
 
@@ -403,11 +476,16 @@ def _check_tree_rules(
         _check_image_update(tree, candidate, data["oob"]["update-image"], ctx)
 
     if _good(data, "control_scripts", bad, str):
-        kind, problem, _ = tree.check_path("", data["control_scripts"].rstrip("/"), None)
+        scripts = data["control_scripts"].rstrip("/")
+        kind, problem, full = tree.check_path("", scripts, None)
         if problem:
             ctx.add(("control_scripts",), f"control_scripts: {problem}")
         elif kind != "dir":
             ctx.add(("control_scripts",), "control_scripts: must be a folder of scripts")
+        else:
+            problem = tree.folder_problem(full, f"{scripts}/")
+            if problem:
+                ctx.add(("control_scripts",), f"control_scripts: {problem}")
 
     if _good(data, "url", bad, str):
         problem = url_template_problem(data["url"])
@@ -654,12 +732,69 @@ def _duplicate_errors(results: Iterable[FileResult]) -> list[ManifestError]:
     return errors
 
 
+def _name_collision_errors(results: Iterable[FileResult]) -> list[ManifestError]:
+    """Errors for manifests of different service/environment folders giving the same name.
+
+    services/a/<type>/b-c and services/a-b/<type>/c are both 'a-b-c'; services/a/<type>/b-pr-3
+    is pull request 3 of service 'a-b' when services/a-b has a pull_request environment.
+    """
+    by_name: dict[str, list[FileResult]] = {}
+    previews: dict[str, list[FileResult]] = {}
+    for result in results:
+        _, service, _, environment = result.candidate.rel_dir.split("/")
+        if environment == PULL_REQUEST_ENVIRONMENT:
+            previews.setdefault(service, []).append(result)
+        elif is_valid_environment(environment):
+            by_name.setdefault(f"{service}-{environment}", []).append(result)
+    clashes: dict[str, list[tuple[FileResult, str]]] = {}
+
+    def clash(result: FileResult, message: str) -> None:
+        clashes.setdefault(result.candidate.rel_path, []).append((result, message))
+
+    for name, group in by_name.items():
+        folders = {_key(r) for r in group}
+        if len(folders) > 1:  # one folder pair twice is the duplicate-manifest error
+            for result in group:
+                for other in group:
+                    if _key(other) != _key(result):
+                        clash(
+                            result,
+                            f"the deployment name {name!r} is also the name of "
+                            f"{other.candidate.rel_path}; rename the service or the environment",
+                        )
+        match = _PREVIEW_NAME_RE.fullmatch(name)
+        if match and match.group(1) in previews:
+            for result in group:
+                for other in previews[match.group(1)]:
+                    clash(
+                        result,
+                        f"the deployment name {name!r} is also the name of a pull request "
+                        f"deployment of {other.candidate.rel_path}; rename the environment",
+                    )
+                    clash(
+                        other,
+                        f"pull request deployments {match.group(1) + '-pr-<n>'!r} would take the "
+                        f"name {name!r} of {result.candidate.rel_path}; rename that environment",
+                    )
+    errors = []
+    for found in clashes.values():
+        for result, message in found:
+            line, column = result.anchor
+            errors.append(ManifestError(result.candidate.rel_path, line, column, "service_name", message))
+    return errors
+
+
+def _key(result: FileResult) -> tuple[str, str]:
+    _, service, _, environment = result.candidate.rel_dir.split("/")
+    return service, environment
+
+
 def load_tree(root: str | os.PathLike[str], sha: str | None = None, *, workers: int | None = None) -> DeploymentsRepo:
     """Load and validate every manifest of a deployments repo folder."""
     root_path = Path(root)
     candidates, errors = discover(root_path)
     results = _load_all(root_path, candidates, workers)
-    duplicates = _duplicate_errors(results)
+    duplicates = _duplicate_errors(results) + _name_collision_errors(results)
     duplicated = {e.path for e in duplicates}
     manifests = tuple(r.manifest for r in results if r.manifest is not None and r.candidate.rel_path not in duplicated)
     for result in results:

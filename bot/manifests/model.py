@@ -20,6 +20,8 @@ URL_PLACEHOLDERS = (
     "pr",
 )
 MAX_DEPLOYMENT_NAME = 63
+# Targets with a shorter limit than a DNS label: Helm release names are at most 53 characters.
+MAX_DEPLOYMENT_NAMES = {"k8s": 53}
 
 
 class ServiceType(StrEnum):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,11 @@ _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 _OMAP_TAGS = frozenset({"tag:yaml.org,2002:omap", "tag:yaml.org,2002:pairs"})
 _SET = "tag:yaml.org,2002:set"
+
+_PLAIN_TEXT_TAGS = frozenset({_STR, _INT, _FLOAT, _BOOL, *_TEXT_TAGS})
+_OVERRIDE_LEVELS = frozenset({"app", "deployment"})
+# ints whose decimal text stays well under Python's 4300-digit conversion limit
+_MAX_INT_BITS = 4096
 
 _KIND_NAMES = {yaml.MappingNode: "a mapping", yaml.SequenceNode: "a list"}
 
@@ -241,6 +246,11 @@ def format_field(path: Iterable[str | int]) -> str:
     return text
 
 
+def _is_override_value(path: tuple[str | int, ...]) -> bool:
+    # overrides.app.KEY and overrides.deployment.KEY are passed to scripts as text.
+    return len(path) == 3 and path[0] == "overrides" and path[1] in _OVERRIDE_LEVELS
+
+
 class _Builder:
     """Turns a node graph into plain Python values under a node budget and a depth limit."""
 
@@ -253,7 +263,8 @@ class _Builder:
         line, column = position(node.start_mark)
         self.problems.append(Problem(line, column, message, format_field(path)))
 
-    def build(self, node: yaml.Node, path: tuple[str | int, ...], depth: int) -> Any:
+    def spend(self, node: yaml.Node, depth: int) -> None:
+        """Charge one value to the budget and check the nesting depth."""
         self.budget -= 1
         if self.budget < 0:
             raise ReadError(
@@ -264,7 +275,12 @@ class _Builder:
             )
         if depth > MAX_DEPTH:
             raise ReadError(Problem(*position(node.start_mark), f"is nested more than {MAX_DEPTH} levels deep"))
+
+    def build(self, node: yaml.Node, path: tuple[str | int, ...], depth: int) -> Any:
+        self.spend(node, depth)
         if isinstance(node, yaml.ScalarNode):
+            if _is_override_value(path):
+                return self.override_scalar(node, path)
             return self.scalar(node, path)
         if isinstance(node, yaml.SequenceNode):
             if node.tag not in (_SEQ, *_OMAP_TAGS):
@@ -282,7 +298,9 @@ class _Builder:
             return node.value
         try:
             if tag == _INT:
-                return self.loader.construct_yaml_int(node)
+                value = self.loader.construct_yaml_int(node)
+                # Numbers too big to print (Python limits int to text conversion) stay text.
+                return value if value.bit_length() <= _MAX_INT_BITS else node.value
             if tag == _FLOAT:
                 return self.loader.construct_yaml_float(node)
             if tag == _BOOL:
@@ -296,6 +314,14 @@ class _Builder:
             return node.value
         self.problem(node, f"unsupported YAML tag {tag!r}", path)
         return node.value
+
+    def override_scalar(self, node: yaml.ScalarNode, path: tuple[str | int, ...]) -> Any:
+        """An override value: the text as written (YAML 1.1 would turn 01234 into 668, on into true)."""
+        if node.tag == _NULL and node.style is None:
+            return None  # reported by the schema: an override needs a value
+        if node.tag in _PLAIN_TEXT_TAGS:
+            return node.value
+        return self.scalar(node, path)
 
     def mapping(self, node: yaml.MappingNode, path: tuple[str | int, ...], depth: int) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -329,7 +355,11 @@ class _Builder:
             if not isinstance(source, yaml.MappingNode):
                 self.problem(source, "a merge key (<<) takes a mapping or a list of mappings", path)
                 continue
+            # Each merge source and each merged key is a value: a chain of merges of merges
+            # ("<<: [*a, *a, ...]") would otherwise expand without ever touching the budget.
+            self.spend(source, depth + 1)
             for key, value in self.mapping(source, path, depth + 1).items():
+                self.spend(source, depth + 1)
                 into.setdefault(key, value)
 
 
@@ -384,19 +414,37 @@ def key_node_at(root: yaml.Node | None, path: tuple[str | int, ...]) -> yaml.Nod
     return _key_in_mapping(parent, path[-1])
 
 
-def _entries(node: yaml.MappingNode, depth: int = 0) -> Iterable[tuple[yaml.Node, yaml.Node]]:
-    merges = []
+def _entries(node: yaml.MappingNode) -> Iterable[tuple[yaml.Node, yaml.Node]]:
+    """The entries of a mapping: its own, then those of its merge sources, in merge order.
+
+    Each merge source is visited once (a source seen before adds no key that is not already
+    there), so a chain of merges of merges ("<<: [*a, *a, ...]") is walked in linear time;
+    at most MAX_NODES sources are followed.
+    """
+    yield from ((k, v) for k, v in node.value if k.tag != _MERGE)
+    seen = {id(node)}
+    stack = [_merge_sources(node)]
+    budget = MAX_NODES
+    while stack:
+        source = next(stack[-1], None)
+        if source is None:
+            stack.pop()
+            continue
+        if id(source) in seen or len(stack) > MAX_DEPTH:
+            continue
+        budget -= 1
+        if budget < 0:
+            return
+        seen.add(id(source))
+        yield from ((k, v) for k, v in source.value if k.tag != _MERGE)
+        stack.append(_merge_sources(source))
+
+
+def _merge_sources(node: yaml.MappingNode) -> Iterator[yaml.MappingNode]:
     for key_node, value_node in node.value:
         if key_node.tag == _MERGE:
-            merges.append(value_node)
-        else:
-            yield key_node, value_node
-    if depth < MAX_DEPTH:
-        for value_node in merges:
             sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-            for source in sources:
-                if isinstance(source, yaml.MappingNode):
-                    yield from _entries(source, depth + 1)
+            yield from (source for source in sources if isinstance(source, yaml.MappingNode))
 
 
 def _value_in_mapping(node: yaml.MappingNode, key: str) -> yaml.Node | None:
