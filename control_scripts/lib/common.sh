@@ -115,13 +115,21 @@ sami_env_name() {
     printf '%s' "$key"
 }
 
-# Names an override may not set: they would change how the scripts or tools behave.
+# Names an override may not set: they would change how the scripts or the tools behave
+# (search paths, loaders, interpreters, proxies, TLS, clients' own settings). Takes an
+# environment name as made by sami_env_name; compared case-insensitively.
 sami_reserved_env_name() {
-    case $1 in
-        PATH | HOME | IFS | ENV | BASH_ENV | SHELL | SHELLOPTS | BASHOPTS | PS4 | CDPATH \
-            | GLOBIGNORE | PWD | OLDPWD | TMPDIR | USER | LOGNAME | LANG | TZ | IMAGE | TAG \
-            | LD_* | LC_* | DOCKER* | HELM* | KUBE* | SAMI_* | COMPOSE* | SSL_* | XDG_* \
-            | HTTP_PROXY | HTTPS_PROXY | NO_PROXY | http_proxy | https_proxy | no_proxy)
+    local name=${1^^}
+    case $name in
+        PATH | HOME | IFS | ENV | BASH_ENV | BASH_* | SHELL | SHELLOPTS | BASHOPTS | PS4 | CDPATH \
+            | GLOBIGNORE | PWD | OLDPWD | TMPDIR | USER | LOGNAME | LANG | LANGUAGE | TZ | IMAGE | TAG \
+            | LD_* | LC_* | GCONV_PATH | LOCPATH | NLSPATH | GLIBC_TUNABLES | MALLOC_* \
+            | HOSTALIASES | RES_OPTIONS | LOCALDOMAIN \
+            | PYTHON* | PERL* | RUBY* | NODE_OPTIONS | NODE_PATH | NODE_EXTRA_CA_CERTS | GIT_* \
+            | JAVA_TOOL_OPTIONS | _JAVA_OPTIONS \
+            | JDK_JAVA_OPTIONS | GODEBUG | GOFLAGS \
+            | *_PROXY | SSL_* | OPENSSL_* | CURL_* | REQUESTS_* | SSH_* \
+            | DOCKER* | COMPOSE* | HELM* | KUBE* | SAMI_* | XDG_*)
             return 0
             ;;
     esac
@@ -129,11 +137,15 @@ sami_reserved_env_name() {
 }
 
 # Value of an override: deployment config wins over application config.
-# Usage: sami_config KEY [DEFAULT]
+# Usage: sami_config KEY [DEFAULT]. Keys are compared as environment names (upper case, "."
+# and "-" as "_"), so the check of "port" also sees "Port" or "PORT": the variable the tool
+# will get.
 sami_config() {
-    local key=$1 default=${2-} item found=0 value=""
+    local key item found=0 value="" default=${2-}
+    key=$(sami_env_name "$1")
     for item in "${sami_app_config[@]}" "${sami_deploy_config[@]}"; do
-        if [ "${item%%=*}" = "$key" ] && [[ $item == *=* ]]; then
+        [[ $item == *=* ]] || continue
+        if [ "$(sami_env_name "${item%%=*}")" = "$key" ]; then
             value=${item#*=}
             found=1
         fi
@@ -273,6 +285,21 @@ sami_image_repo() {
     fi
 }
 
+# Repository of an image reference in one spelling for comparisons: Docker Hub's implicit
+# parts are dropped, so "docker.io/library/web:1", "library/web" and "web" are one repository.
+sami_image_repo_normalized() {
+    local repo
+    repo=$(sami_image_repo "$1")
+    repo=${repo,,}
+    case $repo in
+        docker.io/* | index.docker.io/* | registry-1.docker.io/* | registry.hub.docker.com/*)
+            repo=${repo#*/}
+            ;;
+    esac
+    repo=${repo#library/}
+    printf '%s' "$repo"
+}
+
 # Compare an image that runs with the requested tag. Images of other repositories than the
 # one Sami deploys (SAMI_IMAGE) are not compared, so a stack may hold e.g. a database.
 # Returns 0 when it matches or is not compared, 1 on mismatch.
@@ -280,7 +307,7 @@ sami_image_matches() {
     local image=$1
     [ -n "$sami_tag" ] || return 0
     if [ -n "${SAMI_IMAGE:-}" ] \
-        && [ "$(sami_image_repo "$image")" != "$(sami_image_repo "$SAMI_IMAGE")" ]; then
+        && [ "$(sami_image_repo_normalized "$image")" != "$(sami_image_repo_normalized "$SAMI_IMAGE")" ]; then
         return 0
     fi
     [ "$(sami_image_tag "$image")" = "$sami_tag" ]

@@ -3,6 +3,12 @@
 # The compose project is named after the deployment (-p NAME). The client is, in order:
 # $COMPOSE (one executable, e.g. docker-compose), `$DOCKER compose` when the compose v2
 # plugin answers, else docker-compose (v1) from PATH.
+#
+# archive (stop) and cleanup (down -v) need no compose file: they name the project only, so
+# they work after the manifest folder or the compose file is gone. A client that cannot do
+# that (compose v1 always wants a file) is replaced by $DOCKER calls on the project label.
+
+COMPOSE_PROJECT_LABEL=com.docker.compose.project
 
 compose_files() {
     local list item items
@@ -86,8 +92,13 @@ compose_create() {
 compose_update() { compose_create; }
 
 compose_archive() {
-    compose_prepare
-    compose_run stop
+    compose_run_project stop || sami_log "stopping the containers of ${sami_name} by their project label"
+    # Whatever still runs (or everything, when the client could not run).
+    local ids
+    ids=$(compose_labelled ps -q) || sami_die "$SAMI_EXIT_FAIL" "cannot list the containers of ${sami_name}"
+    [ -n "$ids" ] || return 0
+    # shellcheck disable=SC2086 # container ids, one word each
+    sami_run "$DOCKER" stop $ids >&2 || sami_die "$SAMI_EXIT_FAIL" "cannot stop the containers of ${sami_name}"
 }
 
 compose_unarchive() {
@@ -96,42 +107,87 @@ compose_unarchive() {
 }
 
 compose_cleanup() {
-    compose_prepare
-    compose_run down -v --remove-orphans
+    compose_run_project down -v --remove-orphans \
+        || sami_log "removing what is left of ${sami_name} by its project label"
+    # Whatever the client left (or all of it, when it could not run): containers, networks,
+    # volumes labelled with the project. Nothing left is fine, so cleanup can run twice.
+    local kind ids
+    ids=$(compose_labelled ps -aq) || sami_die "$SAMI_EXIT_FAIL" "cannot list the containers of ${sami_name}"
+    if [ -n "$ids" ]; then
+        # shellcheck disable=SC2086
+        sami_run "$DOCKER" rm -f -v $ids >&2 || sami_die "$SAMI_EXIT_FAIL" "cannot remove the containers of ${sami_name}"
+    fi
+    for kind in network volume; do
+        ids=$(compose_labelled "$kind" ls -q) || sami_die "$SAMI_EXIT_FAIL" "cannot list the ${kind}s of ${sami_name}"
+        [ -n "$ids" ] || continue
+        # shellcheck disable=SC2086
+        sami_run "$DOCKER" "$kind" rm $ids >&2 || sami_die "$SAMI_EXIT_FAIL" "cannot remove the ${kind}s of ${sami_name}"
+    done
 }
 
-# "image|state" of every container of the project.
+# $DOCKER <args> --filter label=com.docker.compose.project=NAME
+compose_labelled() {
+    "$DOCKER" "$@" --filter "label=${COMPOSE_PROJECT_LABEL}=${sami_name}"
+}
+
+# Run the compose client with -p NAME only (no compose file), from an empty private folder so
+# that no file is picked up from the working directory. Fails when there is no client or
+# it cannot work without a file.
+compose_run_project() {
+    compose_client || return 1
+    local dir rc
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/sami-compose.XXXXXX") || return 1
+    (cd -- "$dir" && unset COMPOSE_FILE COMPOSE_PATH_SEPARATOR \
+        && sami_run_env "${compose_cmd[@]}" -p "$sami_name" "$@")
+    rc=$?
+    rmdir -- "$dir" 2>/dev/null || rm -rf -- "$dir"
+    return "$rc"
+}
+
+# "image|state|name|status|one-off" of every container of the project.
 compose_containers() {
-    "$DOCKER" ps -a --filter "label=com.docker.compose.project=${sami_name}" \
-        --format '{{.Image}}|{{.State}}|{{.Names}}'
+    "$DOCKER" ps -a --filter "label=${COMPOSE_PROJECT_LABEL}=${sami_name}" \
+        --format '{{.Image}}|{{.State}}|{{.Names}}|{{.Status}}|{{.Label "com.docker.compose.oneoff"}}'
 }
 
-# check: tag (3), every container running (2), health (1).
+# check: tag (3), every container running (2), health (1). One-off containers (compose run)
+# are ignored, and so are containers that exited with code 0 (one-shot jobs such as a
+# migration) as long as something of the project runs.
 compose_check() {
-    local out image state cname total=0 running=0 mismatch=0
+    local out image state cname status oneoff total=0 running=0 mismatch=0
     out=$(compose_containers) || sami_die "$SAMI_EXIT_FAIL" "cannot list containers"
     [ -n "$out" ] || sami_die "$SAMI_EXIT_FAIL" "project ${sami_name} has no containers (not deployed?)"
-    while IFS='|' read -r image state cname; do
-        total=$((total + 1))
+    while IFS='|' read -r image state cname status oneoff; do
+        [ -n "$image$cname" ] || continue
+        if [ "${oneoff,,}" = true ]; then
+            continue
+        fi
         if ! sami_image_matches "$image"; then
             sami_log "${cname}: runs ${image}, expected tag ${sami_tag}"
             mismatch=1
         fi
         if [ "$state" = running ]; then
             running=$((running + 1))
+        elif [ "$state" = exited ] && [[ $status == "Exited (0)"* ]]; then
+            continue
         else
-            sami_log "${cname}: ${state}"
+            sami_log "${cname}: ${state}${status:+ (${status})}"
         fi
+        total=$((total + 1))
     done <<<"$out"
     [ "$mismatch" = 0 ] || exit "$SAMI_EXIT_TAG_MISMATCH"
+    if [ "$running" -eq 0 ]; then
+        sami_log "no container of ${sami_name} is running"
+        exit "$SAMI_EXIT_PARTIAL"
+    fi
     [ "$running" -eq "$total" ] || exit "$SAMI_EXIT_PARTIAL"
     sami_health_check || exit "$SAMI_EXIT_FAIL"
 }
 
 compose_archive_check() {
-    local out image state cname
+    local out image state cname status oneoff
     out=$(compose_containers) || sami_die "$SAMI_EXIT_FAIL" "cannot list containers"
-    while IFS='|' read -r image state cname; do
+    while IFS='|' read -r image state cname status oneoff; do
         case $state in
             running | restarting | paused)
                 sami_log "${cname}: still ${state}"

@@ -12,17 +12,25 @@
 #   <key>=<value>                        each --deployment-config key=value (a values path)
 #   secretEnv.<NAME>=<value>             each SAMI_SECRET_<NAME>, in a private values file
 # Options (not passed as values): chart=<folder>, values-file=<f1,f2>, rollout-timeout=<dur>.
+# Deployment-config keys image and image.* are refused: the image comes from Sami.
 
 K8S_INSTANCE_LABEL=app.kubernetes.io/instance
 K8S_ANNOTATION=sami.io/archived-replicas
-K8S_OPTION_KEYS=" chart values-file rollout-timeout "
+# Option keys as environment names (see sami_env_name), so "Chart" or "values_file" match too.
+K8S_OPTION_KEYS=" CHART VALUES_FILE ROLLOUT_TIMEOUT "
+
+# The deployment-config key would set the image Sami deploys (image.tag, image.repository...).
+k8s_image_key() {
+    local key=${1,,}
+    [ "$key" = image ] || [[ $key == image.* ]]
+}
 
 k8s_chart() {
     sami_config chart chart
 }
 
 k8s_validate() {
-    local chart file list items timeout
+    local chart file list items timeout item
     if ! [[ $sami_namespace =~ ^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$ ]]; then
         sami_problem "Namespace \"${sami_namespace}\" is not a valid Kubernetes namespace name."
     fi
@@ -50,6 +58,11 @@ k8s_validate() {
     timeout=$(sami_config rollout-timeout 60s)
     [[ $timeout =~ ^[0-9]+[smh]?$ ]] \
         || sami_problem "rollout-timeout=\"${timeout}\" must be a duration like 90s or 5m."
+    for item in "${sami_deploy_config[@]}"; do
+        if [[ $item == *=* ]] && k8s_image_key "${item%%=*}"; then
+            sami_problem "Deployment-config key \"${item%%=*}\" is reserved: the image and its tag come from Sami."
+        fi
+    done
     command -v "$HELM" >/dev/null 2>&1 || sami_problem "The helm client \"${HELM}\" was not found on this host."
 }
 
@@ -112,7 +125,8 @@ k8s_build_values() {
     for item in "${sami_deploy_config[@]}"; do
         key=${item%%=*}
         value=${item#*=}
-        [[ $K8S_OPTION_KEYS == *" $key "* ]] && continue
+        [[ $K8S_OPTION_KEYS == *" $(sami_env_name "$key") "* ]] && continue
+        k8s_image_key "$key" && continue
         if [[ $value =~ ^-?[0-9]{1,15}$ ]] || [ "$value" = true ] || [ "$value" = false ]; then
             k8s_args+=(--set "${key}=${value}")
         else

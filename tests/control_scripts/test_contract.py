@@ -123,6 +123,76 @@ def test_config_check_prints_actionable_message(
     assert not result.stdout.startswith("sami[")
 
 
+RESERVED = [
+    "PYTHONPATH",
+    "pythonpath",
+    "python.path",
+    "GIT_SSH_COMMAND",
+    "git-ssh-command",
+    "GCONV_PATH",
+    "LOCPATH",
+    "NODE_OPTIONS",
+    "node.options",
+    "ALL_PROXY",
+    "all_proxy",
+    "Https-Proxy",
+    "PERL5OPT",
+    "RUBYOPT",
+    "CURL_CA_BUNDLE",
+    "SSL_CERT_FILE",
+    "ld.preload",
+    "Bash_Env",
+    "Path",
+    "Docker-Host",
+    "compose.file",
+    "helm-driver",
+    "kubeconfig",
+    "sami.secret.x",
+    "image",
+    "Tag",
+]
+
+
+@pytest.mark.parametrize("key", RESERVED)
+@pytest.mark.parametrize("kind", ["swarm", "compose", "static_file"])
+@pytest.mark.parametrize("level", ["app_config", "deployment_config"])
+def test_overrides_that_would_hijack_tools_are_refused(kind, key, level, stand_ins, tmp_path):
+    env = stand_ins.env({"SAMI_STATIC_ROOT": str(tmp_path)})
+    args = contract_args("web-stage", tag="v1", manifest_dir=MANIFESTS[kind], **{level: {key: "."}})
+    result = run_script(kind, "config_check", args, env=env)
+    assert result.returncode == 64, result.stdout
+    assert f'Override key "{key}" is reserved' in result.stdout
+    # and every other operation refuses the call before running a tool
+    assert run_script(kind, "create", args, env=env).returncode == 64
+    assert stand_ins.calls() == []
+
+
+@pytest.mark.parametrize("key", ["NODE_ENV", "LOG_LEVEL", "app.name", "greeting"])
+def test_ordinary_application_names_are_accepted(key, stand_ins, tmp_path):
+    args = contract_args("web-stage", tag="v1", manifest_dir=MANIFESTS["swarm"], app_config={key: "x"})
+    result = run_script("swarm", "config_check", args, env=stand_ins.env())
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("key", ["Port", "PORT", "port"])
+def test_override_checks_see_keys_as_the_tool_will(key, stand_ins, tmp_path):
+    """Port=0 becomes PORT=0 for the tool, so it must be checked like port=0."""
+    args = contract_args("web-stage", tag="v1", manifest_dir=MANIFESTS["swarm"], deployment_config={key: "0"})
+    result = run_script("swarm", "config_check", args, env=stand_ins.env())
+    assert result.returncode == 64
+    assert 'Override port="0" is not a port number' in result.stdout
+    args = contract_args("web-stage", tag="v1", manifest_dir=MANIFESTS["swarm"], app_config={"Replicas": "two"})
+    assert 'replicas="two" is not a whole number' in run_script("swarm", "config_check", args).stdout
+
+
+def test_override_options_match_normalised_keys(stand_ins, tmp_path):
+    """An option spelled differently is still the option (here: a stack file that is missing)."""
+    config = {"Stack.File": "x.yml"}
+    args = contract_args("web-stage", tag="v1", manifest_dir=MANIFESTS["swarm"], deployment_config=config)
+    result = run_script("swarm", "config_check", args, env=stand_ins.env())
+    assert 'Stack file "x.yml" was not found' in result.stdout
+
+
 def test_config_check_reports_every_problem_at_once(tmp_path):
     args = contract_args(
         "web-stage",
@@ -216,10 +286,49 @@ def test_compose_calls_with_recording_stand_in(stand_ins, tmp_path):
     assert calls == [
         [*base, "up", "-d", "--remove-orphans"],
         [*base, "up", "-d", "--remove-orphans"],
-        [*base, "stop"],
+        ["-p", "notes-stage", "stop"],
         [*base, "up", "-d", "--remove-orphans"],
-        [*base, "down", "-v", "--remove-orphans"],
+        ["-p", "notes-stage", "down", "-v", "--remove-orphans"],
     ]
+
+
+def test_compose_cleanup_and_archive_work_without_manifest(stand_ins, tmp_path):
+    """The environment's folder (or its compose file) may be gone when it is removed:
+    archive and cleanup name the project only, and cleanup may run twice."""
+    env = stand_ins.env()
+    for manifest in (tmp_path / "gone", tmp_path):  # a missing folder, a folder without compose file
+        args = contract_args("notes-stage", tag="v1", manifest_dir=manifest)
+        for op in ("archive", "cleanup", "cleanup"):
+            result = run_script("compose", op, args, env=env)
+            assert result.returncode == 0, (op, result.stdout, result.stderr)
+    calls = [c["argv"] for c in stand_ins.calls("docker-compose")]
+    assert calls == 2 * [
+        ["-p", "notes-stage", "stop"],
+        ["-p", "notes-stage", "down", "-v", "--remove-orphans"],
+        ["-p", "notes-stage", "down", "-v", "--remove-orphans"],
+    ]
+
+
+def test_compose_cleanup_falls_back_to_labels_when_the_client_needs_a_file(stand_ins, tmp_path):
+    """compose v1 cannot work without a compose file: what the project left is then removed
+    by its label with docker."""
+    label = "label=com.docker.compose.project=notes-stage"
+    stand_ins.respond(
+        [
+            (["-p", "notes-stage"], "Can't find a suitable configuration file", 1),
+            (["ps", "-aq", "--filter", label], "c1\nc2\n", 0),
+            (["ps", "-q", "--filter", label], "c1\n", 0),
+            (["network", "ls", "-q", "--filter", label], "n1\n", 0),
+            (["volume", "ls", "-q", "--filter", label], "v1\nv2\n", 0),
+        ]
+    )
+    args = contract_args("notes-stage", tag="v1", manifest_dir=tmp_path / "gone")
+    assert run_script("compose", "cleanup", args, env=stand_ins.env()).returncode == 0
+    removals = [c["argv"] for c in stand_ins.calls("docker") if "rm" in c["argv"]]
+    assert removals == [["rm", "-f", "-v", "c1", "c2"], ["network", "rm", "n1"], ["volume", "rm", "v1", "v2"]]
+    stand_ins.reset()
+    assert run_script("compose", "archive", args, env=stand_ins.env()).returncode == 0
+    assert ["stop", "c1"] in [c["argv"] for c in stand_ins.calls("docker")]
 
 
 def test_compose_check_from_container_list(stand_ins):
@@ -235,6 +344,44 @@ def test_compose_check_from_container_list(stand_ins):
     assert run_script("compose", "archive_check", args, env=env).returncode == 0
     stand_ins.respond([(listing, "", 0)])
     assert run_script("compose", "check", args, env=env).returncode == 1
+
+
+def test_compose_check_ignores_one_shot_and_one_off_containers(stand_ins):
+    args = contract_args("notes-stage", tag="v2", manifest_dir=MANIFESTS["compose"])
+    env = stand_ins.env()
+    listing = ["ps", "-a", "--filter", "label=com.docker.compose.project=notes-stage"]
+    web = "local/notes:v2|running|notes-stage_notes_1|Up 2 minutes|False\n"
+    migrate_ok = "local/notes:v2|exited|notes-stage_migrate_1|Exited (0) 2 minutes ago|False\n"
+    migrate_failed = "local/notes:v2|exited|notes-stage_migrate_1|Exited (1) 2 minutes ago|False\n"
+    one_off = "local/notes:v2|exited|notes-stage_notes_run_1|Exited (137) 1 hour ago|True\n"
+    stand_ins.respond([(listing, web + migrate_ok + one_off, 0)])
+    result = run_script("compose", "check", args, env=env)
+    assert result.returncode == 0, result.stderr
+    stand_ins.respond([(listing, web + migrate_failed, 0)])
+    assert run_script("compose", "check", args, env=env).returncode == 2
+    # stopped by archive: nothing runs, even if every container exited with 0
+    stopped = web.replace("running", "exited").replace("Up 2 minutes", "Exited (0) 1 second ago")
+    stand_ins.respond([(listing, stopped + migrate_ok, 0)])
+    assert run_script("compose", "check", args, env=env).returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("running", "expected"),
+    [
+        ("docker.io/library/notes:v1", 3),
+        ("index.docker.io/library/notes:v1", 3),
+        ("library/notes:v1", 3),
+        ("docker.io/library/notes:v2", 0),
+        ("notes:v2@sha256:" + "a" * 64, 0),
+        ("registry.example.test/notes:v1", 0),  # another repository: not compared
+    ],
+)
+def test_tag_check_normalises_docker_hub_references(running, expected, stand_ins):
+    args = contract_args("notes-stage", tag="v2", manifest_dir=MANIFESTS["compose"])
+    listing = ["ps", "-a", "--filter", "label=com.docker.compose.project=notes-stage"]
+    stand_ins.respond([(listing, f"{running}|running|notes-stage_notes_1|Up|False\n", 0)])
+    result = run_script("compose", "check", args, env=stand_ins.env({"SAMI_IMAGE": "notes:v2"}))
+    assert result.returncode == expected, result.stderr
 
 
 def test_examples_tree_is_complete():

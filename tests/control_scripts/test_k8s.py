@@ -276,3 +276,38 @@ def test_cleanup_uninstalls_and_deletes_pvcs(stand_ins):
     assert run_script("k8s", "cleanup", args, env=stand_ins.env()).returncode == 0
     stand_ins.respond([(["uninstall"], "Error: Kubernetes cluster unreachable", 1)])
     assert run_script("k8s", "cleanup", args, env=stand_ins.env()).returncode == 1
+
+
+@pytest.mark.parametrize("key", ["image.tag", "image.repository", "image", "Image.Tag", "image.pullPolicy"])
+def test_image_values_cannot_be_overridden(key, stand_ins):
+    """The tag and repository come from Sami: a deployment-config image.* would deploy
+    another image than the one `check` compares."""
+    env = stand_ins.env()
+    args = contract_args(
+        "api-stage", tag="v1", manifest_dir=CHARTS["stage"], namespace="apps", deployment_config={key: "evil"}
+    )
+    result = run_script("k8s", "config_check", args, env=env)
+    assert result.returncode == 64
+    assert f'Deployment-config key "{key}" is reserved' in result.stdout
+    assert run_script("k8s", "create", args, env=env).returncode == 64
+    assert stand_ins.calls() == []
+
+
+def test_option_keys_are_matched_after_normalisation(stand_ins):
+    argv, _ = _values_args(
+        stand_ins,
+        {},
+        tag="v1",
+        manifest_dir=CHARTS["stage"],
+        deployment_config={"Chart": "chart", "ROLLOUT_TIMEOUT": "90s"},
+    )
+    assert not any(a.lower().startswith(("chart=", "rollout_timeout=")) for a in argv)
+
+
+def test_check_compares_docker_hub_references_normalised(stand_ins):
+    args = contract_args("api-stage", tag="v2", manifest_dir=CHARTS["stage"], namespace="apps")
+    env = stand_ins.env({"SAMI_IMAGE": "api:v2"})
+    stand_ins.respond([(WORKLOADS, "Deployment/api-stage|1|1||docker.io/library/api:v1 \n", 0)])
+    assert run_script("k8s", "check", args, env=env).returncode == 3
+    stand_ins.respond([(WORKLOADS, "Deployment/api-stage|1|1||docker.io/library/api:v2 \n", 0)])
+    assert run_script("k8s", "check", args, env=env).returncode == 0

@@ -6,6 +6,7 @@ import http.server
 import os
 import tarfile
 import threading
+import zipfile
 from functools import partial
 from pathlib import Path
 
@@ -35,20 +36,37 @@ def _run(op: str, root: Path, tag: str, manifest: Path = SITE, name: str = "docs
     return run_script("static_file", op, args, env=_env(root))
 
 
+def _served_tag(base: Path, link: str = "current") -> str:
+    target = os.readlink(base / link)
+    assert target.startswith("releases/")
+    return target.removeprefix("releases/").rsplit("@", 1)[0]
+
+
+def _release_tags(base: Path) -> list[str]:
+    return sorted(p.name.rsplit("@", 1)[0] for p in (base / "releases").iterdir())
+
+
+def _leftovers(base: Path) -> list[str]:
+    found = [p.name for p in base.iterdir() if p.name.startswith(".")]
+    if (base / "releases").exists():
+        found += [p.name for p in (base / "releases").iterdir() if p.name.startswith(".")]
+    return found
+
+
 def test_deploy_switches_atomically_and_keeps_last_three(static_root: Path):
     base = static_root / "docs-stage"
     for tag in ("v1", "v2", "v3", "v4", "v5"):
         result = _run("create" if tag == "v1" else "update", static_root, tag)
         assert result.returncode == 0, result.stderr
-        assert os.readlink(base / "current") == f"releases/{tag}"
+        assert _served_tag(base) == tag
         assert (base / "current" / "index.html").read_text().startswith("<!doctype html>")
         assert _run("check", static_root, tag).returncode == 0
-    assert sorted(p.name for p in (base / "releases").iterdir()) == ["v3", "v4", "v5"]
+    assert _release_tags(base) == ["v3", "v4", "v5"]
     assert [p.name for p in base.iterdir() if p.name.startswith(".")] == []
     # asked about an older tag: tag mismatch
     assert _run("check", static_root, "v4").returncode == 3
     # the release folder is readable by a web server running as another user
-    assert (base / "releases" / "v5").stat().st_mode & 0o005 == 0o005
+    assert (base / "current").stat().st_mode & 0o005 == 0o005
 
 
 def test_redeploying_the_same_tag_replaces_its_release(static_root: Path, tmp_path: Path):
@@ -61,18 +79,186 @@ def test_redeploying_the_same_tag_replaces_its_release(static_root: Path, tmp_pa
     assert (static_root / "docs-stage" / "current" / "index.html").read_text() == "two"
 
 
+def test_redeploying_the_same_tag_never_hides_the_served_files(static_root: Path, tmp_path: Path):
+    """A reader polling current/index.html while the same tag is deployed again and again
+    must always find a whole release."""
+    manifest = tmp_path / "manifest"
+    (manifest / "site").mkdir(parents=True)
+    (manifest / "site" / "index.html").write_text("release 0")
+    assert _run("create", static_root, "v1", manifest).returncode == 0
+    served = static_root / "docs-stage" / "current" / "index.html"
+    stop = threading.Event()
+    polls = {"ok": 0, "missing": 0, "bad": []}
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                text = served.read_text()
+            except FileNotFoundError:
+                polls["missing"] += 1
+                continue
+            polls["ok"] += 1
+            if not text.startswith("release "):
+                polls["bad"].append(text)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        for i in range(1, 9):
+            (manifest / "site" / "index.html").write_text(f"release {i}")
+            result = _run("update", static_root, "v1", manifest)
+            assert result.returncode == 0, result.stderr
+    finally:
+        stop.set()
+        thread.join(10)
+    assert polls["missing"] == 0, polls
+    assert polls["bad"] == []
+    assert polls["ok"] > 100
+    assert served.read_text() == "release 8"
+    base = static_root / "docs-stage"
+    assert _release_tags(base) == ["v1"], "superseded folders of the tag are removed"
+    assert _run("check", static_root, "v1", manifest).returncode == 0
+
+
+def test_pruning_counts_releases_and_keeps_the_served_one(static_root: Path, tmp_path: Path):
+    base = static_root / "docs-stage"
+    for tag in ("v1", "v2", "v3", "v2", "v2", "v4", "v3"):
+        assert _run("update", static_root, tag).returncode == 0
+        assert _served_tag(base) == tag
+    assert _release_tags(base) == ["v2", "v3", "v4"]
+    for keep, expected in (("1", ["v3"]),):
+        assert _run("update", static_root, "v3", deployment_config={"keep-releases": keep}).returncode == 0
+        assert _release_tags(base) == expected
+    assert _run("check", static_root, "v3").returncode == 0
+
+
+def test_releases_of_older_scripts_are_understood(static_root: Path):
+    """releases/<tag> without @<id>, as older scripts made them."""
+    base = static_root / "docs-stage"
+    (base / "releases" / "v1").mkdir(parents=True)
+    (base / "releases" / "v1" / "index.html").write_text("old")
+    (base / "current").symlink_to("releases/v1")
+    assert _run("check", static_root, "v1").returncode == 0
+    assert _run("check", static_root, "v1.2").returncode == 3
+    assert _run("update", static_root, "v1").returncode == 0
+    assert _release_tags(base) == ["v1"]
+    assert (base / "current" / "index.html").read_text() != "old"
+
+
+def _symlink_bundle(manifest: Path, kind: str, name: str, target: str) -> dict[str, str]:
+    """A bundle with index.html and `name` -> `target`, as a folder, .tar.gz or .zip."""
+    site = manifest / "site"
+    site.mkdir(parents=True)
+    (site / "index.html").write_text("hello")
+    (site / "sub").mkdir()
+    (site / "sub" / "page.html").write_text("page")
+    (site / name).symlink_to(target)
+    if kind == "folder":
+        return {}
+    if kind == "tar":
+        with tarfile.open(manifest / "bundle.tar.gz", "w:gz") as tar:
+            tar.add(site, arcname=".")
+        return {"source": "bundle.tar.gz"}
+    with zipfile.ZipFile(manifest / "bundle.zip", "w") as zf:
+        for path in sorted(site.rglob("*")):
+            folder = path.is_dir() and not path.is_symlink()
+            info = zipfile.ZipInfo(str(path.relative_to(site)) + ("/" if folder else ""))
+            if path.is_symlink():
+                info.create_system = 3
+                info.external_attr = 0o120777 << 16
+                zf.writestr(info, os.readlink(path))
+            elif path.is_dir():
+                info.external_attr = 0o040755 << 16
+                zf.writestr(info, "")
+            else:
+                info.external_attr = 0o100644 << 16
+                zf.writestr(info, path.read_bytes())
+    return {"source": "bundle.zip"}
+
+
+@pytest.mark.parametrize("kind", ["folder", "tar", "zip"])
+@pytest.mark.parametrize(
+    ("name", "target"),
+    [("leak.txt", "/etc/passwd"), ("up", "../../.."), ("sub/escape", "../../../../../etc/hostname"), ("root", "/")],
+)
+def test_symlinks_out_of_the_bundle_are_refused(kind, name, target, static_root: Path, tmp_path: Path):
+    base = static_root / "docs-stage"
+    assert _run("create", static_root, "v1").returncode == 0
+    before = os.readlink(base / "current")
+    manifest = tmp_path / "manifest"
+    config = _symlink_bundle(manifest, kind, name, target)
+    result = _run("update", static_root, "v2", manifest, deployment_config=config)
+    assert result.returncode != 0
+    assert "symlink" in result.stderr and name.split("/")[-1] in result.stderr, result.stderr
+    assert "nothing was changed" in result.stderr
+    assert os.readlink(base / "current") == before, "nothing is switched"
+    assert _release_tags(base) == ["v1"]
+    assert _leftovers(base) == []
+
+
+@pytest.mark.parametrize("kind", ["folder", "tar", "zip"])
+def test_relative_symlinks_inside_the_bundle_are_kept(kind, static_root: Path, tmp_path: Path):
+    manifest = tmp_path / "manifest"
+    config = _symlink_bundle(manifest, kind, "latest.html", "sub/page.html")
+    result = _run("create", static_root, "v1", manifest, deployment_config=config)
+    assert result.returncode == 0, result.stderr
+    assert (static_root / "docs-stage" / "current" / "latest.html").read_text() == "page"
+
+
+def test_bundle_symlinked_out_of_the_manifest_is_refused(static_root: Path, tmp_path: Path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret")
+    manifest = tmp_path / "manifest"
+    manifest.mkdir()
+    (manifest / "site").symlink_to(outside)
+    result = _run("config_check", static_root, "v1", manifest)
+    assert result.returncode == 64
+    assert 'Static bundle "site" is a symlink to outside the manifest folder' in result.stdout
+    assert _run("create", static_root, "v1", manifest).returncode == 64
+    assert not (static_root / "docs-stage" / "current").exists()
+
+
+def test_special_files_are_refused(static_root: Path, tmp_path: Path):
+    manifest = tmp_path / "manifest"
+    (manifest / "site").mkdir(parents=True)
+    (manifest / "site" / "index.html").write_text("x")
+    os.mkfifo(manifest / "site" / "pipe")
+    with tarfile.open(manifest / "bundle.tar", "w") as tar:
+        tar.add(manifest / "site", arcname=".")
+    result = _run("create", static_root, "v1", manifest, deployment_config={"source": "bundle.tar"})
+    assert result.returncode != 0
+    assert "pipe" in result.stderr
+    assert not (static_root / "docs-stage" / "current").exists()
+    assert _leftovers(static_root / "docs-stage") == []
+
+
+@pytest.mark.parametrize("bundle", ["bundle.tar.gz", "bundle.zip"])
+def test_failed_unpack_leaves_nothing_behind(bundle, static_root: Path, tmp_path: Path):
+    base = static_root / "docs-stage"
+    assert _run("create", static_root, "v1").returncode == 0
+    manifest = tmp_path / "manifest"
+    manifest.mkdir()
+    (manifest / bundle).write_bytes(b"this is not an archive\n" * 100)
+    result = _run("update", static_root, "v2", manifest, deployment_config={"source": bundle})
+    assert result.returncode != 0
+    assert "cannot unpack" in result.stderr
+    assert _leftovers(base) == []
+    assert _served_tag(base) == "v1"
+
+
 def test_archive_unarchive_cleanup(static_root: Path):
     base = static_root / "docs-stage"
     assert _run("create", static_root, "v1").returncode == 0
     assert _run("archive_check", static_root, "v1").returncode != 0
     assert _run("archive", static_root, "v1").returncode == 0
     assert not (base / "current").exists()
-    assert os.readlink(base / "archived") == "releases/v1"
+    assert _served_tag(base, "archived") == "v1"
     assert _run("archive_check", static_root, "v1").returncode == 0
     assert _run("check", static_root, "v1").returncode == 1
     assert _run("archive", static_root, "v1").returncode == 0  # idempotent
     assert _run("unarchive", static_root, "v1").returncode == 0
-    assert os.readlink(base / "current") == "releases/v1"
+    assert _served_tag(base) == "v1"
     assert not (base / "archived").exists()
     assert _run("check", static_root, "v1").returncode == 0
     assert _run("cleanup", static_root, "v1").returncode == 0
@@ -83,7 +269,7 @@ def test_archive_unarchive_cleanup(static_root: Path):
 
 def test_unarchive_without_archive_deploys(static_root: Path):
     assert _run("unarchive", static_root, "v7").returncode == 0
-    assert os.readlink(static_root / "docs-stage" / "current") == "releases/v7"
+    assert _served_tag(static_root / "docs-stage") == "v7"
 
 
 def test_tarball_source_and_health_url(static_root: Path, tmp_path: Path):
@@ -123,3 +309,32 @@ def test_deployments_are_separate(static_root: Path):
     assert _run("cleanup", static_root, "v1", name="docs-pr-1").returncode == 0
     assert not (static_root / "docs-pr-1").exists()
     assert _run("check", static_root, "v2", name="docs-pr-2").returncode == 0
+
+
+def test_interrupted_deploy_leaves_nothing_behind(static_root: Path, tmp_path: Path):
+    """A deploy stopped by SIGTERM (e.g. a timeout) while unpacking removes its temporary folder."""
+    import signal
+    import subprocess
+    import time
+
+    from tests.control_scripts.helpers import SCRIPTS
+
+    slow = tmp_path / "slow-bin"
+    slow.mkdir()
+    (slow / "tar").write_text("#!/bin/sh\nexec sleep 30\n")
+    (slow / "tar").chmod(0o755)
+    manifest = tmp_path / "manifest"
+    manifest.mkdir()
+    (manifest / "bundle.tar").write_bytes(b"")
+    args = contract_args("docs-stage", tag="v1", manifest_dir=manifest, deployment_config={"source": "bundle.tar"})
+    env = _env(static_root, PATH=f"{slow}:{os.environ['PATH']}")
+    proc = subprocess.Popen([str(SCRIPTS / "static_file" / "create"), *args], env=env, start_new_session=True)
+    releases = static_root / "docs-stage" / "releases"
+    deadline = time.monotonic() + 10
+    while not (releases.exists() and any(releases.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(releases.iterdir()), "the deploy started unpacking"
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(10) != 0
+    assert _leftovers(static_root / "docs-stage") == []
+    assert not (static_root / "docs-stage" / "current").exists()

@@ -217,3 +217,58 @@ def test_compose_project_lifecycle(swarm_session: DockerSwarm, tmp_path: Path):
     label = f"label=com.docker.compose.project={name}"
     assert swarm.output("ps", "-aq", "--filter", label) == ""
     assert swarm.output("volume", "ls", "-q", "--filter", label) == ""
+
+
+def test_compose_one_shot_jobs_and_removed_manifest(swarm_session: DockerSwarm, tmp_path: Path):
+    """A one-shot service (exits 0) and a one-off `run` container do not make `check` report
+    partial availability; archive and cleanup work once the manifest folder is gone."""
+    swarm = swarm_session
+    probe = subprocess.run([swarm.docker, "compose", "version"], env=swarm.env(), capture_output=True, check=False)
+    client = [swarm.docker, "compose"] if probe.returncode == 0 else [_compose_client() or ""]
+    if not client[0]:
+        pytest.skip("no compose client: apt-get install docker-compose (or the compose v2 plugin)")
+    name = "notes-oneshot"
+    port = free_port()
+    image = swarm.retag("local/notes:tag-o")
+    manifest = prepare_manifest(
+        EXAMPLES / "notes" / "compose" / "stage", tmp_path / "m", ("services", "notes", "image"), image
+    )
+    compose = (manifest / "compose.yml").read_text()
+    compose = compose.replace(
+        "\nvolumes:\n",
+        f"\n  migrate:\n    image: {image}\n    command: [sh, -c, 'echo migrated']\n"
+        "    restart: 'no'\n    volumes:\n      - notes-data:/data\n\nvolumes:\n",
+    )
+    (manifest / "compose.yml").write_text(compose)
+    args = contract_args(name, tag="tag-o", manifest_dir=manifest, deployment_config={"port": str(port)})
+    env = _stack_env(swarm, image, port)
+    label = f"label=com.docker.compose.project={name}"
+    try:
+        created = run_script("compose", "create", args, env=env)
+        assert created.returncode == 0, created.stderr
+        check = wait_for(lambda: run_script("compose", "check", args, env=env), timeout=30)
+        assert check.returncode == 0, check.stderr
+        assert "Exited (0)" in swarm.output("ps", "-a", "--filter", label, "--format", "{{.Status}}")
+        one_off = subprocess.run(
+            [*client, "-p", name, "-f", "compose.yml", "run", "migrate", "sh", "-c", "exit 3"],
+            cwd=manifest,
+            env=env,
+            capture_output=True,
+            check=False,
+        )
+        assert one_off.returncode == 3, one_off.stderr
+        assert run_script("compose", "check", args, env=env).returncode == 0
+
+        shutil.rmtree(manifest)
+        archived = run_script("compose", "archive", args, env=env)
+        assert archived.returncode == 0, archived.stderr
+        assert run_script("compose", "archive_check", args, env=env).returncode == 0
+        assert run_script("compose", "check", args, env=env).returncode == 2
+    finally:
+        cleaned = run_script("compose", "cleanup", args, env=env)
+        assert cleaned.returncode == 0, cleaned.stderr
+    assert swarm.output("ps", "-aq", "--filter", label) == ""
+    assert swarm.output("volume", "ls", "-q", "--filter", label) == ""
+    assert swarm.output("network", "ls", "-q", "--filter", label) == ""
+    again = run_script("compose", "cleanup", args, env=env)
+    assert again.returncode == 0, again.stderr
