@@ -101,10 +101,11 @@ def _manifest(repo: DeploymentsRepo, service: str, environment: str) -> Manifest
     raise RequestError(f"unknown service {service!r} (known: {', '.join(services) or 'none'})")
 
 
-def _check_overrides(kind: str, given: Mapping[str, object], allowed: tuple[str, ...]) -> dict[str, str]:
+def _check_overrides(kind: str, given: Mapping[str, object], allowed: tuple[str, ...]) -> dict[str, str | None]:
+    """Checked overrides; a None value removes an override set by an earlier request."""
     if not isinstance(given, Mapping):
         raise RequestError(f"{kind} overrides must be an object of KEY: value")
-    checked: dict[str, str] = {}
+    checked: dict[str, str | None] = {}
     for key, value in given.items():
         try:
             naming.check_override_key(key)
@@ -113,6 +114,9 @@ def _check_overrides(kind: str, given: Mapping[str, object], allowed: tuple[str,
         if key not in allowed:
             raise RequestError(f"{kind} override {key!r} is not allowed by the manifest "
                                f"(allowed: {', '.join(allowed) or 'none'})")
+        if value is None:
+            checked[key] = None
+            continue
         if isinstance(value, bool):
             value = "true" if value else "false"
         if not isinstance(value, str | int | float) or len(str(value)) > 4096:
@@ -121,6 +125,11 @@ def _check_overrides(kind: str, given: Mapping[str, object], allowed: tuple[str,
             raise RequestError(f"{kind} override {key!r} must be one line")
         checked[key] = str(value)
     return checked
+
+
+def _merge(current: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str]:
+    merged = {**current, **changes}
+    return {key: value for key, value in merged.items() if value is not None}
 
 
 def _image_and_tag(manifest: Manifest, tag: str | None, image: str | None) -> tuple[str | None, str]:
@@ -143,8 +152,11 @@ def _image_and_tag(manifest: Manifest, tag: str | None, image: str | None) -> tu
 
 def _lock_deployment(session: Session, name: str) -> Deployment | None:
     # Row lock on PostgreSQL: concurrent requests for one deployment are decided one after another.
+    # populate_existing: what the lock protects is the row as it is now, not a copy this session
+    # loaded earlier.
     return session.scalars(
         select(Deployment).where(Deployment.name == name).with_for_update()
+        .execution_options(populate_existing=True)
     ).first()
 
 
@@ -229,8 +241,8 @@ def request_deployment(session: Session, repo: DeploymentsRepo, request: Deploym
     transition(deployment, wanted)
     deployment.type = str(manifest.type)
     deployment.tag, deployment.image = tag, image
-    deployment.app_overrides = {**deployment.app_overrides, **app_overrides}
-    deployment.deployment_overrides = {**deployment.deployment_overrides, **deployment_overrides}
+    deployment.app_overrides = _merge(deployment.app_overrides, app_overrides)
+    deployment.deployment_overrides = _merge(deployment.deployment_overrides, deployment_overrides)
     deployment.source_repo = request.source_repo or deployment.source_repo or manifest.repository
     deployment.pull_request = request.pull_request
     deployment.ref = request.ref or deployment.ref

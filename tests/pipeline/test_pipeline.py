@@ -299,3 +299,20 @@ def test_retention_cleans_up_long_archived_deployments(db_session, worker_ctx, s
     work()
     assert deployment(db_session).state is S.REMOVED
     assert deployment(db_session).actions[-1].requested_by == "schedule:retention"
+
+
+def test_overrides_are_kept_between_updates_and_removed_with_null(db_session, worker_ctx, services_ctx, work,
+                                                                  record):
+    request(db_session, worker_ctx, services_ctx, tag="v1", deployment_overrides={"sleep": "0"},
+            app_overrides={"LOG_LEVEL": "debug"})
+    work()
+    request(db_session, worker_ctx, services_ctx, tag="v2")
+    d = deployment(db_session)
+    assert d.deployment_overrides == {"sleep": "0"} and d.app_overrides == {"LOG_LEVEL": "debug"}
+    accepted = request(db_session, worker_ctx, services_ctx, tag="v3", app_overrides={"LOG_LEVEL": None})
+    d = deployment(db_session)
+    assert d.app_overrides == {}
+    # The action runs with the manifest's default again.
+    assert action(db_session, accepted.action_id).config["app_overrides"] == {"LOG_LEVEL": "info"}
+    work()
+    assert deployment(db_session).state is S.RUNNING
