@@ -191,9 +191,3 @@ def settings_from_mapping(config: Mapping[str, object]) -> Settings:
         else:
             direct[key] = value
     return load_settings(environ, **direct)
-
-
-def variables_table() -> list[tuple[str, str, object]]:
-    """(variable, field, default) rows for the documentation."""
-    defaults = Settings()
-    return [(variable, name, getattr(defaults, name)) for variable, (name, _) in _VARIABLES.items()]

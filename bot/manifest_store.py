@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from bot.config import Settings
-from bot.manifests import DeploymentsRepo, DeploymentsRepoError, GitCredentials, Manifest, load_deployments_repo
+from bot.manifests import DeploymentsRepo, DeploymentsRepoError, GitCredentials, load_deployments_repo
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,3 @@ class ManifestStore:
             return self.current()
         return load_deployments_repo(self.source, ref=sha, cache_dir=self.cache_dir,
                                      git_credentials=self.credentials)
-
-    def find(self, service: str, environment: str, sha: str | None = None) -> Manifest | None:
-        return self.at(sha).find(service, environment)

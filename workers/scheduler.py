@@ -18,7 +18,7 @@ from sqlalchemy import exists, select, update
 from bot.manifests import prune_trees
 from bot.models import Action, Deployment
 from bot.services import Context, cleanup_deployment
-from bot.states import LIVE_STATES, ActionState, DeploymentState, transition, transition_action
+from bot.states import LIVE_STATES, PENDING_STATES, ActionState, DeploymentState, transition, transition_action
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,7 @@ class Scheduler:
                     report.reaped.append(action.id)
                     others = session.scalar(select(exists().where(
                         Action.deployment_id == deployment.id, Action.state == ActionState.QUEUED)))
-                    if not others and deployment.state in (S.CREATE_PENDING, S.UPDATE_PENDING,
-                                                           S.ARCHIVE_PENDING, S.CLEANUP_PENDING):
+                    if not others and deployment.state in PENDING_STATES:
                         target = S.CLEANUP_FAILED if action.kind == "cleanup" else S.FAILURE
                         transition(deployment, target, message=action.error)
                 if deployment.lease_owner == worker:

@@ -156,11 +156,6 @@ class RedisServer:
                 self.process.kill()
                 self.process.wait()
 
-    def restart(self) -> None:
-        """Stop and start again on the same port (its data is gone)."""
-        self.stop()
-        self.start()
-
 
 @contextmanager
 def running(server):
