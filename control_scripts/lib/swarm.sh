@@ -227,11 +227,18 @@ swarm_cleanup() {
         || [ -n "$("$DOCKER" secret ls -q --filter "label=${SWARM_NS_LABEL}=${sami_name}")" ]; then
         sami_run "$DOCKER" stack rm "$sami_name" >&2 || sami_log "docker stack rm failed; waiting anyway"
     fi
+    local tries=0
     while left=$(swarm_leftovers) && [ -n "$left" ]; do
         if [ "$SECONDS" -ge "$deadline" ]; then
             sami_die "$SAMI_EXIT_FAIL" "stack ${sami_name} still has services, containers or networks after ${timeout}s"
         fi
         sleep 1
+        # A network still used by a task that was shutting down is not removed by the first
+        # `stack rm`; asking again once the tasks are gone removes it.
+        tries=$((tries + 1))
+        if [ $((tries % 3)) -eq 0 ]; then
+            "$DOCKER" stack rm "$sami_name" >/dev/null 2>&1 || :
+        fi
     done
     while :; do
         volumes=$("$DOCKER" volume ls -q --filter "label=${SWARM_NS_LABEL}=${sami_name}") \
