@@ -53,3 +53,21 @@ def test_errors_are_json(client):
     response = client.post("/healthz")
     assert response.status_code == 405
     assert "use GET" in response.json["error"]
+
+
+def test_static_sites_cannot_be_left(client, app, tmp_path):
+    from pathlib import Path
+
+    root = Path(app.config["SAMI"].static_root)
+    release = root / "docs-stage" / "releases" / "v1"
+    release.mkdir(parents=True)
+    (release / "index.html").write_text("<h1>docs</h1>")
+    (root / "docs-stage" / "current").symlink_to(release)
+    (root / "secret.txt").write_text("not for the web")
+    with client.get("/sites/docs-stage/") as response:
+        assert response.get_data(as_text=True) == "<h1>docs</h1>"
+    for path in ("/sites/docs-stage/../secret.txt", "/sites/docs-stage/%2e%2e/secret.txt",
+                 "/sites/docs-stage/..%2fsecret.txt", "/sites/Bad_Name/", "/sites/docs-stage/nope.html"):
+        with client.get(path) as response:
+            assert response.status_code == 404, path
+            assert "not for the web" not in response.get_data(as_text=True)

@@ -1,0 +1,67 @@
+"""The sami command as a user runs it (subprocesses on an SQLite database of the test's own)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def sami(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
+    env["SAMI_INSTANCE_DIR"] = str(tmp_path / "instance")
+
+    def run(*args, check=True):
+        result = subprocess.run([sys.executable, "-m", "bot.cli", *args], env=env, capture_output=True, text=True,
+                                timeout=60, cwd=ROOT)
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    run("db", "upgrade")
+    return run
+
+
+def test_token_create_list_revoke(sami):
+    created = sami("token", "create", "ci-web", "--service", "web", "--environment", "stage", "--action", "deploy")
+    value = created.stdout.strip()
+    assert value.startswith("sami_")
+    assert "store it now" in created.stderr
+    listed = json.loads(sami("token", "list", "--json").stdout)
+    assert listed == [{"name": "ci-web", "scopes": "actions=deploy services=web environments=stage",
+                       "created_at": listed[0]["created_at"], "last_used_at": None, "revoked": False}]
+    assert value not in sami("token", "list").stdout
+    again = sami("token", "create", "ci-web", check=False)
+    assert again.returncode == 1 and "exists already" in again.stderr
+    assert "revoked" in sami("token", "revoke", "ci-web").stdout
+    assert json.loads(sami("token", "list", "--json").stdout)[0]["revoked"] is True
+    missing = sami("token", "revoke", "nope", check=False)
+    assert missing.returncode == 1 and "no token named 'nope'" in missing.stderr
+
+
+def test_validate_through_the_main_command(sami, tmp_path):
+    assert sami("validate", str(ROOT / "examples" / "deployments")).stdout.strip() == "9 manifests valid"
+    broken = tmp_path / "broken" / "services" / "web" / "swarm" / "stage"
+    broken.mkdir(parents=True)
+    (broken / "sami.yaml").write_text("version: v1beta\nservice_name: web\ntype: swarm\nzigzag: 1\n")
+    result = sami("validate", str(tmp_path / "broken"), "--format", "github", check=False)
+    assert result.returncode == 1
+    assert result.stdout.startswith("::error file=services/web/swarm/stage/sami.yaml,line=4,col=1,title=zigzag::"
+                                    "unknown key 'zigzag' (allowed: version, service_name, type,")
+
+
+def test_db_current_names_the_head(sami):
+    assert sami("db", "current").stdout.strip() == "0002"
+
+
+def test_worker_without_redis_says_what_to_do(sami):
+    result = sami("worker", check=False)
+    assert result.returncode == 2
+    assert "set SAMI_REDIS_URL" in result.stderr
