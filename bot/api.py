@@ -168,36 +168,21 @@ def deployment_request():
     return _accepted(result)
 
 
-def _operation(name: str, kind: str):
+OPERATIONS = {"archive": services.archive_deployment, "restore": services.restore_deployment,
+              "cleanup": services.cleanup_deployment}
+
+
+@bp.post("/api/v1/deployments/<name>/<any(archive, restore, cleanup):kind>")
+@token_required
+def operation(name: str, kind: str):
+    """Archive a live deployment (scale to zero, keep its data), restore an archived one, or
+    clean up an archived one (remove it and what it owns)."""
     session = get_session()
     deployment = services.get_deployment(session, name)
     require(kind, deployment.service, deployment.environment)
-    operation = {"archive": services.archive_deployment, "restore": services.restore_deployment,
-                 "cleanup": services.cleanup_deployment}[kind]
-    result = operation(session, _manifests().current(), name, _services_context(),
-                       requested_by=_requested_by(), origin="api")
+    result = OPERATIONS[kind](session, _manifests().current(), name, _services_context(),
+                              requested_by=_requested_by(), origin="api")
     return _accepted(result)
-
-
-@bp.post("/api/v1/deployments/<name>/archive")
-@token_required
-def archive(name: str):
-    """Archive a live deployment (scale to zero, keep its data)."""
-    return _operation(name, "archive")
-
-
-@bp.post("/api/v1/deployments/<name>/restore")
-@token_required
-def restore(name: str):
-    """Restore an archived deployment."""
-    return _operation(name, "restore")
-
-
-@bp.post("/api/v1/deployments/<name>/cleanup")
-@token_required
-def cleanup(name: str):
-    """Remove an archived deployment and what it owns."""
-    return _operation(name, "cleanup")
 
 
 @bp.delete("/api/v1/deployments/<name>")

@@ -250,13 +250,13 @@ def request_deployment(session: Session, repo: DeploymentsRepo, request: Deploym
     deployment.manifest_sha = repo.sha
     deployment.links = deployment_links(manifest, deployment, ctx)
     action = _record(session, deployment, kind, requested_by=request.requested_by, origin=request.origin,
-                     delivery_id=request.delivery_id, config=_snapshot(deployment, manifest, repo))
+                     delivery_id=request.delivery_id, config=action_config(deployment, manifest, repo))
     if kind == "update":
         _supersede_queued_updates(session, deployment, action)
     return _commit_and_queue(session, ctx, deployment, action)
 
 
-def _snapshot(deployment: Deployment, manifest: Manifest, repo: DeploymentsRepo) -> dict:
+def action_config(deployment: Deployment, manifest: Manifest, repo: DeploymentsRepo) -> dict:
     """The config an action runs with, fixed when it is accepted."""
     return {
         "tag": deployment.tag,
@@ -297,7 +297,7 @@ def _operation(session: Session, repo: DeploymentsRepo, name: str, kind: str, wa
         raise RequestError(f"the deployments repo no longer has a manifest for {deployment.service} "
                            f"{deployment.environment}; only cleanup is possible")
     transition(deployment, wanted)
-    config = _snapshot(deployment, manifest, repo) if manifest else {
+    config = action_config(deployment, manifest, repo) if manifest else {
         "tag": deployment.tag, "image": deployment.image, "type": deployment.type,
         "app_overrides": deployment.app_overrides, "deployment_overrides": deployment.deployment_overrides,
         "manifest": None, "manifest_sha": repo.sha,

@@ -26,17 +26,17 @@ def empty_database_url(request, tmp_path):
 def _tables(url):
     engine = db.make_engine(url)
     try:
-        return set(inspect(engine).get_table_names()), engine
+        return set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
 
 
 def test_upgrade_downgrade_upgrade(empty_database_url):
     db.upgrade(empty_database_url)
-    tables, _ = _tables(empty_database_url)
+    tables = _tables(empty_database_url)
     assert tables >= TABLES
     db.downgrade(empty_database_url, "base")
-    tables, _ = _tables(empty_database_url)
+    tables = _tables(empty_database_url)
     assert tables <= {"alembic_version"}
     db.upgrade(empty_database_url)
     engine = db.make_engine(empty_database_url)

@@ -27,6 +27,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from bot.manifests import DeploymentsRepo, Manifest
 from bot.models import Action, Deployment
+from bot.services import action_config
 from bot.states import (
     LIVE_STATES,
     ActionState,
@@ -514,6 +515,7 @@ def check_deployment(deployment_id: int, kind: str = "check") -> None:
 
 
 def _periodic(ctx: WorkerContext, deployment_id: int, kind: str, owner: str) -> None:
+    repo = ctx.manifests.current()
     # Read what is needed, then let the session go: no transaction stays open while a script runs.
     with ctx.session() as session:
         deployment = session.get(Deployment, deployment_id)
@@ -523,19 +525,13 @@ def _periodic(ctx: WorkerContext, deployment_id: int, kind: str, owner: str) -> 
             Action.deployment_id == deployment_id, Action.state.in_((ActionState.QUEUED, ActionState.RUNNING)))))
         wanted = (kind == "archive_check" and deployment.state is S.ARCHIVE_PENDING) or \
             (kind == "check" and deployment.state in LIVE_STATES)
-        if busy or not wanted:
+        manifest = repo.find(deployment.service, deployment.environment)
+        if busy or not wanted or manifest is None:
             return
         name, service, environment, pr = (deployment.name, deployment.service, deployment.environment,
                                           deployment.pull_request)
-        config = {"tag": deployment.tag, "image": deployment.image,
-                  "app_overrides": dict(deployment.app_overrides),
-                  "deployment_overrides": dict(deployment.deployment_overrides)}
-    repo = ctx.manifests.current()
-    manifest = repo.find(service, environment)
-    if manifest is None:
-        return
-    config["app_overrides"] = {**manifest.app_overrides, **config["app_overrides"]}
-    config["deployment_overrides"] = {**manifest.deployment_overrides, **config["deployment_overrides"]}
+        # The config the deployment runs with, as an action on it would get it.
+        config = action_config(deployment, manifest, repo)
     target = make_target(ctx, name, service, environment, pr, manifest, config)
 
     def beat():
