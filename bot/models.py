@@ -145,6 +145,11 @@ class Action(Base):
     log: Mapped[str] = mapped_column(Text, default="")
     log_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     worker: Mapped[str | None] = mapped_column(String(255))
+    # The process group of the running script, so a reaper on the worker's host can stop it.
+    script_pgid: Mapped[int | None] = mapped_column(Integer)
+    # Tries that could not start (the deployments repo was unreadable), and when to try again.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    retry_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     enqueued_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
