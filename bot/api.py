@@ -91,9 +91,7 @@ def require(action: str, service: str | None = None, environment: str | None = N
 
 
 def _json_body() -> dict:
-    body = request.get_json(silent=True)
-    if body is None:
-        raise SamiError("the body must be a JSON object (Content-Type: application/json)")
+    body = request.get_json()  # malformed JSON: 400 (bot.bodies), too long: 413
     if not isinstance(body, dict):
         raise SamiError("the body must be a JSON object, not a " + type(body).__name__)
     return body
@@ -144,6 +142,10 @@ def deployment_request_from_body(body: Mapping, requested_by: str, origin: str) 
     ref = _field(body, "ref", str)
     if ref is not None and (len(ref) > 255 or not ref.isprintable()):
         raise SamiError("'ref' must be a branch or tag name of at most 255 printable characters")
+    pull_request = body.get("pull_request")
+    if pull_request is not None and (not isinstance(pull_request, int) or isinstance(pull_request, bool)
+                                     or not 1 <= pull_request <= services.MAX_PULL_REQUEST):
+        raise SamiError(f"'pull_request' must be a whole number from 1 to {services.MAX_PULL_REQUEST}")
     repository = _field(body, "repository", str)
     if repository is not None and not REPOSITORY_RE.match(repository):
         raise SamiError("'repository' must be owner/name")
@@ -151,7 +153,7 @@ def deployment_request_from_body(body: Mapping, requested_by: str, origin: str) 
         service=_field(body, "service", str, required=True),
         environment=_field(body, "environment", str, required=True),
         tag=_field(body, "tag", str), image=_field(body, "image", str),
-        ref=ref, sha=sha, pull_request=_field(body, "pull_request", int), source_repo=repository,
+        ref=ref, sha=sha, pull_request=pull_request, source_repo=repository,
         app_overrides=app_overrides, deployment_overrides=deployment_overrides,
         requested_by=requested_by, origin=origin)
 

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 S = DeploymentState
 
 ORIGINS = ("api", "webhook", "cli", "page", "schedule")
+# Deployments.pull_request is a 32-bit integer column.
+MAX_PULL_REQUEST = 2**31 - 1
 
 
 class RequestError(SamiError):
@@ -102,7 +104,13 @@ def _manifest(repo: DeploymentsRepo, service: str, environment: str) -> Manifest
 
 
 def _check_overrides(kind: str, given: Mapping[str, object], allowed: tuple[str, ...]) -> dict[str, str | None]:
-    """Checked overrides; a None value removes an override set by an earlier request."""
+    """Checked overrides as the text the scripts get; a None value removes an override set by an
+    earlier request.
+
+    A value is a string, passed as it is, or a whole number, passed in decimal. Booleans and
+    fractions are refused rather than spelled for the service ("true"? "True"? "1.50"?), and so
+    are objects and lists: an override is one KEY=VALUE argument.
+    """
     if not isinstance(given, Mapping):
         raise RequestError(f"{kind} overrides must be an object of KEY: value")
     checked: dict[str, str | None] = {}
@@ -117,13 +125,15 @@ def _check_overrides(kind: str, given: Mapping[str, object], allowed: tuple[str,
         if value is None:
             checked[key] = None
             continue
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        if not isinstance(value, str | int | float) or len(str(value)) > 4096:
-            raise RequestError(f"{kind} override {key!r} must be a string or a number (at most 4096 chars)")
-        if "\n" in str(value) or "\x00" in str(value):
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise RequestError(f"{kind} override {key!r} must be a string or a whole number (null removes it); "
+                               f"give other values as the text the service expects, e.g. \"true\" or \"1.5\"")
+        text = value if isinstance(value, str) else str(value)
+        if len(text) > 4096:
+            raise RequestError(f"{kind} override {key!r} is longer than 4096 characters")
+        if "\n" in text or "\x00" in text:
             raise RequestError(f"{kind} override {key!r} must be one line")
-        checked[key] = str(value)
+        checked[key] = text
     return checked
 
 
@@ -211,6 +221,9 @@ def _commit_and_queue(session: Session, ctx: Context, deployment: Deployment, ac
 def request_deployment(session: Session, repo: DeploymentsRepo, request: DeploymentRequest,
                        ctx: Context) -> Accepted:
     """Create the deployment, or update it to a new tag/image or overrides."""
+    if request.pull_request is not None and not (isinstance(request.pull_request, int)
+                                                 and 1 <= request.pull_request <= MAX_PULL_REQUEST):
+        raise RequestError(f"'pull_request' must be a whole number from 1 to {MAX_PULL_REQUEST}")
     try:
         name = naming.deployment_name(request.service, request.environment, request.pull_request)
     except naming.InvalidName as exc:

@@ -101,7 +101,8 @@ def test_out_of_scope_requests_get_403(client, token, body):
      "deployment override 'record' is not allowed by the manifest (allowed: sleep, fail, hang, check)"),
     ({"service": "probe", "environment": "stage", "tag": "v1", "overrides": {"app": {"A": {"b": 1}}}},
      "is not allowed"),
-    ({"service": "probe", "environment": "stage", "tag": "v1", "pull_request": "7"}, "'pull_request' must be a int"),
+    ({"service": "probe", "environment": "stage", "tag": "v1", "pull_request": "7"},
+     "'pull_request' must be a whole number from 1 to 2147483647"),
 ])
 def test_malformed_requests_get_400(client, token, body, message):
     response = post(client, token, body)

@@ -1,0 +1,62 @@
+"""Request bodies: read whole or refused (413) when longer than the limit, and parsed as JSON
+with errors a person can act on (400) instead of internal errors."""
+
+from __future__ import annotations
+
+import typing as t
+
+import flask
+from flask.json.provider import DefaultJSONProvider
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+from werkzeug.utils import cached_property
+from werkzeug.wsgi import LimitedStream
+
+
+class _StreamWithinLimit(LimitedStream):
+    """A body without Content-Length (chunked) read up to ``limit`` bytes; one byte more is a 413.
+
+    werkzeug's own maximum-length stream stops at the limit and returns what it read, so a longer
+    chunked body would arrive cut short (and then fail as bad JSON) instead of being refused.
+    """
+
+    def __init__(self, stream: t.IO[bytes], limit: int) -> None:
+        super().__init__(stream, limit + 1, is_max=True)
+
+    def readinto(self, b) -> int | None:  # type: ignore[override]
+        count = super().readinto(b)
+        if self.is_exhausted:
+            raise RequestEntityTooLarge()
+        return count
+
+
+class Request(flask.Request):
+    """Flask's request with a body limit that also holds for chunked bodies, and JSON errors
+    that say what is wrong."""
+
+    @cached_property
+    def stream(self) -> t.IO[bytes]:
+        limit = self.max_content_length
+        # The server (gunicorn) ends the input stream itself, chunked or not; without that
+        # promise werkzeug's safe default (an empty stream for a body without length) stands.
+        if limit is None or self.shallow or "wsgi.input_terminated" not in self.environ:
+            return super().stream
+        if self.content_length is not None and self.content_length > limit:
+            raise RequestEntityTooLarge()
+        return _StreamWithinLimit(self.environ["wsgi.input"], limit)
+
+    def on_json_loading_failed(self, e: ValueError | None) -> t.Any:
+        if e is None:
+            raise BadRequest("the body must be a JSON object (send it with Content-Type: application/json)")
+        raise BadRequest(f"the body must be a JSON object, and this is not valid JSON: {e}")
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, where a document nested past the parser's depth is malformed JSON (400), not
+    an internal error."""
+
+    def loads(self, s: str | bytes, **kwargs: t.Any) -> t.Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("it is nested too deeply (a request body is an object whose fields are at most "
+                             "a few levels deep)") from None
