@@ -47,7 +47,8 @@ def serve(bind: str, workers: int | None, threads: int, migrate: bool) -> None:
                 "bind": bind,
                 "workers": workers,
                 "threads": threads,
-                "worker_class": "gthread",
+                # gthread, answering gunicorn's own errors (414, 431, 400) with JSON.
+                "worker_class": "bot.gunicorn_worker.JSONErrorWorker",
                 "accesslog": "-",
                 "timeout": 60,
                 # Server-sent events keep connections open; gthread handles them.
