@@ -300,10 +300,26 @@ def action_log(action_id: int):
 def list_services():
     """The services and environments the deployments repo defines, and its manifest errors."""
     require("read")
+    scopes = Scopes.from_dict(g.token.scopes)
     repo = _manifests().current()
     return jsonify(
         sha=repo.sha,
         manifests=[{"service": m.service_name, "environment": m.environment, "type": str(m.type),
-                    "path": m.path, "pr_deploy": str(m.pr_deploy.value)} for m in repo.manifests],
+                    "path": m.path, "pr_deploy": str(m.pr_deploy.value)} for m in repo.manifests
+                   if scopes.allows("read", m.service_name, m.environment)],
         errors=[{"path": e.path, "line": e.line, "column": e.column, "field": e.field, "message": e.message}
-                for e in repo.errors])
+                for e in repo.errors if _may_read_path(scopes, e.path)])
+
+
+def _may_read_path(scopes: Scopes, path: str) -> bool:
+    """Whether a path of the deployments repo lies in a folder the token may read.
+
+    The layout is services/<service>/<type>/<environment>/...: a token scoped to services and
+    environments sees those folders; what lies outside any service's folder only admin sees.
+    """
+    parts = path.split("/")
+    if scopes.admin:
+        return True
+    if len(parts) < 2 or parts[0] != "services" or not parts[1]:
+        return False
+    return scopes.allows("read", parts[1], parts[3] if len(parts) > 3 else None)

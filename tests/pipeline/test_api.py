@@ -98,7 +98,7 @@ def test_out_of_scope_requests_get_403(client, token, body):
     ({"service": "probe", "environment": "stage", "tag": "bad tag!"}, "not a valid image tag"),
     ({"service": "probe", "environment": "stage", "image": "evil/probe:v1"}, "is not this service's image"),
     ({"service": "probe", "environment": "stage", "tag": "v1", "overrides": {"deployment": {"record": "/x"}}},
-     "deployment override 'record' is not allowed by the manifest (allowed: sleep, fail, hang, check)"),
+     "deployment override 'record' is not allowed by the manifest (allowed: sleep, fail, hang, check"),
     ({"service": "probe", "environment": "stage", "tag": "v1", "overrides": {"app": {"A": {"b": 1}}}},
      "is not allowed"),
     ({"service": "probe", "environment": "stage", "tag": "v1", "pull_request": "7"},
@@ -165,8 +165,8 @@ def test_read_endpoints(client, token, admin_token):
                      headers={"Authorization": f"Bearer {admin_token}"})
     assert log.status_code == 200 and log.json["log"] == ""
     services = client.get("/api/v1/services", headers=auth).json
-    assert {(m["service"], m["environment"]) for m in services["manifests"]} == {
-        ("probe", "stage"), ("probe", "pull_request")}
+    # The token may read probe in stage only: the pull_request manifest is not listed for it.
+    assert {(m["service"], m["environment"]) for m in services["manifests"]} == {("probe", "stage")}
     assert client.get("/api/v1/deployments/nope", headers=auth).status_code == 404
 
 
@@ -220,3 +220,37 @@ def test_an_unreadable_deployments_repo_answers_503(test_config, session_factory
     response = post(app.test_client(), token, {"service": "probe", "environment": "stage", "tag": "v1"})
     assert response.status_code == 503
     assert "the deployments repo cannot be read right now" in response.json["error"]
+
+
+def test_services_list_only_what_the_token_may_read(client, admin_token, probe_repo, app, db_session):
+    import shutil
+
+    import yaml
+
+    for service, environment in (("other", "stage"), ("probe", "production")):
+        folder = probe_repo / "services" / service / "swarm" / environment
+        shutil.copytree(probe_repo / "services/probe/swarm/stage", folder)
+        manifest = yaml.safe_load((folder / "sami.yaml").read_text())
+        (folder / "sami.yaml").write_text(yaml.safe_dump({**manifest, "service_name": service}))
+    for service in ("other", "probe"):
+        folder = probe_repo / "services" / service / "swarm" / "qa"
+        folder.mkdir()
+        (folder / "sami.yaml").write_text("version: v0\n")
+    app.extensions.pop("sami.manifests", None)
+
+    def listing(scopes: Scopes | None):
+        value = admin_token if scopes is None else create_token(db_session, f"reader-{hash(scopes)}", scopes)
+        db_session.commit()
+        body = client.get("/api/v1/services", headers={"Authorization": f"Bearer {value}"}).json
+        return ({(m["service"], m["environment"]) for m in body["manifests"]},
+                {e["path"].rsplit("/", 2)[0] for e in body["errors"]})
+
+    assert listing(Scopes(services=("probe",), environments=("stage",), actions=("read",))) == (
+        {("probe", "stage")}, set())
+    assert listing(Scopes(services=("probe",), environments=("stage", "qa"), actions=("read",))) == (
+        {("probe", "stage")}, {"services/probe/swarm"})
+    assert listing(Scopes(services=("probe",), actions=("read",))) == (
+        {("probe", "stage"), ("probe", "pull_request"), ("probe", "production")}, {"services/probe/swarm"})
+    assert listing(None) == (
+        {("probe", "stage"), ("probe", "pull_request"), ("probe", "production"), ("other", "stage")},
+        {"services/probe/swarm", "services/other/swarm"})
