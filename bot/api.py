@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import or_, select
 
-from bot import services
+from bot import naming, services
 from bot.db import get_session
 from bot.errors import NotFound, SamiError
 from bot.models import Action, Deployment
@@ -140,8 +140,11 @@ def deployment_request_from_body(body: Mapping, requested_by: str, origin: str) 
     if sha is not None and not SHA_RE.match(sha):
         raise SamiError("'sha' must be a commit sha (7 to 64 hex digits)")
     ref = _field(body, "ref", str)
-    if ref is not None and (len(ref) > 255 or not ref.isprintable()):
-        raise SamiError("'ref' must be a branch or tag name of at most 255 printable characters")
+    if ref is not None:
+        try:
+            naming.check_ref(ref)
+        except naming.InvalidName as exc:
+            raise SamiError(str(exc)) from None
     pull_request = body.get("pull_request")
     if pull_request is not None and (not isinstance(pull_request, int) or isinstance(pull_request, bool)
                                      or not 1 <= pull_request <= services.MAX_PULL_REQUEST):

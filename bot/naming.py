@@ -77,3 +77,29 @@ def check_override_key(key: str) -> str:
     if not isinstance(key, str) or not OVERRIDE_KEY_RE.match(key):
         raise InvalidName(f"override key {key!r} must match {OVERRIDE_KEY_RE.pattern}")
     return key
+
+
+# A git branch or tag name as `git check-ref-format --allow-onelevel` accepts it, narrowed to what
+# no shell or argument parser reads as anything else: ASCII letters, digits and . _ - / + @.
+REF_RE = re.compile(r"^[A-Za-z0-9._/+@-]{1,255}$")
+
+
+def check_ref(ref: str) -> str:
+    """Return ``ref`` if it is a safe git branch or tag name, else raise InvalidName."""
+    if not isinstance(ref, str) or not REF_RE.match(ref):
+        problem = "it may only have ASCII letters, digits and . _ - / + @ (1 to 255 of them)"
+    elif ref.startswith("-"):
+        problem = "it must not start with '-'"
+    elif ref == "@":
+        problem = "'@' alone names no branch"
+    elif ".." in ref:
+        problem = "it must not contain '..'"
+    elif ref.startswith("/") or ref.endswith("/") or "//" in ref:
+        problem = "it must not start or end with '/' or contain '//'"
+    elif ref.endswith("."):
+        problem = "it must not end with '.'"
+    elif any(part.startswith(".") or part.endswith(".lock") for part in ref.split("/")):
+        problem = "no part between '/' may start with '.' or end with '.lock'"
+    else:
+        return ref
+    raise InvalidName(f"ref {ref!r} is not a branch or tag name: {problem}")

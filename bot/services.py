@@ -143,15 +143,20 @@ def _merge(current: Mapping[str, str], changes: Mapping[str, str | None]) -> dic
 
 
 def _image_and_tag(manifest: Manifest, tag: str | None, image: str | None) -> tuple[str | None, str]:
+    if tag is not None and image is not None:
+        raise RequestError("give 'tag' or 'image', not both: an image carries its own tag "
+                           "(name:tag, name@sha256:... or name:tag@sha256:...)")
     try:
         if image:
             name, image_tag, digest = naming.split_image(image)
             if manifest.image and name != manifest.image:
                 raise RequestError(f"image {name!r} is not this service's image ({manifest.image!r})")
-            tag = tag or image_tag or (digest.split(":", 1)[1][:12] if digest else None)
+            # A digest alone names the deployment's tag by its first 12 hex digits.
+            tag = image_tag or (digest.split(":", 1)[1][:12] if digest else None)
             if not tag:
-                raise RequestError("the image has no tag: give 'tag' or an image with ':tag'")
-            return image if (image_tag or digest) else f"{name}:{tag}", naming.check_tag(tag)
+                raise RequestError("the image has no tag: give name:tag or name@sha256:..., or 'tag' alone for "
+                                   "this service's image")
+            return image, naming.check_tag(tag)
         if not tag:
             raise RequestError("give 'tag' or 'image'")
         naming.check_tag(tag)
@@ -245,8 +250,8 @@ def request_deployment(session: Session, repo: DeploymentsRepo, request: Deploym
     elif deployment.state in (S.RUNNING, S.FAILURE, S.CREATE_PENDING, S.UPDATE_PENDING):
         kind, wanted = "update", S.UPDATE_PENDING
     elif deployment.state is S.ARCHIVED:
-        raise Conflict(f"deployment {name!r} is archived: restore it first (sami restore {name})",
-                       state=str(deployment.state))
+        raise Conflict(f"deployment {name!r} is archived: restore it first "
+                       f"(POST /api/v1/deployments/{name}/restore)", state=str(deployment.state))
     else:
         raise Conflict(f"deployment {name!r} is {deployment.state}: wait until that finishes",
                        state=str(deployment.state))
@@ -292,7 +297,7 @@ def get_deployment(session: Session, name: str, *, lock: bool = False) -> Deploy
     deployment = _lock_deployment(session, name) if lock else session.scalars(
         select(Deployment).where(Deployment.name == name)).first()
     if deployment is None or deployment.state is S.REMOVED:
-        raise NotFound(f"no deployment named {name!r} (see: sami list)")
+        raise NotFound(f"no deployment named {name!r} (list them: GET /api/v1/deployments)")
     return deployment
 
 

@@ -173,7 +173,7 @@ def test_read_endpoints(client, token, admin_token):
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("sha", "not-a-sha", "'sha' must be a commit sha"),
     ("sha", "a" * 65, "'sha' must be a commit sha"),
-    ("ref", "x" * 256, "'ref' must be a branch or tag name"),
+    ("ref", "x" * 256, "is not a branch or tag name"),
     ("repository", "no-slash", "'repository' must be owner/name"),
 ])
 def test_source_fields_are_checked(client, token, field, value, message):
@@ -254,3 +254,50 @@ def test_services_list_only_what_the_token_may_read(client, admin_token, probe_r
     assert listing(None) == (
         {("probe", "stage"), ("probe", "pull_request"), ("probe", "production"), ("other", "stage")},
         {"services/probe/swarm", "services/other/swarm"})
+
+
+@pytest.mark.parametrize("ref", ["a..b", "$(touch /tmp/x)", "--name=evil", "a|rm -rf /", "-x", "feature/", "/main",
+                                 "a//b", "main.", "main.lock", "x/.hidden", "@", "a b", "a:b", "a~1", "a^", "a?",
+                                 "a*", "a[1]", "a\\b", "a;b", "a&b", "a`b`", "a>b", "a'b", 'a"b', "a@{1}",
+                                 "naïve", "x" * 256, ""])
+def test_a_ref_that_is_not_a_safe_git_ref_name_is_a_400(client, token, ref):
+    response = post(client, token, {"service": "probe", "environment": "stage", "tag": "v1", "ref": ref})
+    assert response.status_code == 400, (ref, response.json)
+    assert f"ref {ref!r} is not a branch or tag name" in response.json["error"]
+
+
+@pytest.mark.parametrize("ref", ["main", "feature/login-form", "refs/heads/main", "v1.2.3", "release/2024.01",
+                                 "user@host/fix_1+2", "refs/pull/42/head"])
+def test_git_ref_names_are_accepted(client, token, ref):
+    response = post(client, token, {"service": "probe", "environment": "stage", "tag": "v1", "ref": ref})
+    assert response.status_code == 202, (ref, response.json)
+
+
+@pytest.mark.parametrize("image", ["local/probe:v2", "local/probe", "local/probe@sha256:" + "a" * 64])
+def test_tag_and_image_together_are_refused(client, token, image):
+    response = post(client, token, {"service": "probe", "environment": "stage", "tag": "v1", "image": image})
+    assert response.status_code == 400
+    assert response.json["error"] == ("give 'tag' or 'image', not both: an image carries its own tag "
+                                      "(name:tag, name@sha256:... or name:tag@sha256:...)")
+
+
+@pytest.mark.parametrize(("image", "tag"), [("local/probe:v2", "v2"), ("local/probe:v2@sha256:" + "b" * 64, "v2"),
+                                            ("local/probe@sha256:" + "c" * 64, "c" * 12)])
+def test_an_image_alone_gives_the_tag(client, token, db_session, image, tag):
+    response = post(client, token, {"service": "probe", "environment": "stage", "image": image})
+    assert response.status_code == 202, response.json
+    assert db_session.get(Action, response.json["action_id"]).config["tag"] == tag
+
+
+def test_an_image_without_tag_or_digest_is_a_400(client, token):
+    response = post(client, token, {"service": "probe", "environment": "stage", "image": "local/probe"})
+    assert response.status_code == 400
+    assert "the image has no tag" in response.json["error"]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/deployments/nope", "/api/v1/deployments/nope/archive"])
+def test_an_unknown_deployment_points_to_the_list(client, admin_token, path):
+    method = client.post if path.endswith("archive") else client.get
+    response = method(path, headers={"Authorization": f"Bearer {admin_token}"})
+    assert response.status_code == 404
+    assert response.json["error"] == "no deployment named 'nope' (list them: GET /api/v1/deployments)"
