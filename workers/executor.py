@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +15,8 @@ import yaml
 import control_scripts
 from bot import naming
 from bot.config import Settings
-from bot.manifests import DeploymentsRepo, Manifest
+from bot.manifests import DeploymentsRepo, Manifest, folder
+from bot.manifests.folder import MAX_FOLDER_ENTRIES, FolderScan
 from workers.runner import MIN_MASKED_LENGTH, ScriptResult, run_control_script
 
 BUILTIN_SCRIPTS = Path(control_scripts.__file__).resolve().parent
@@ -61,13 +64,54 @@ def _set_path(document, dotted: str, value: str) -> None:
         node[last] = value
 
 
+def _copy_walked(scan: FolderScan, target: Path, shown: str) -> None:
+    """Copy the entries of a walk into target: folders made, files copied, no link followed again.
+
+    Each file is opened without following a link and must still be a regular file, so an
+    entry swapped for a link or a pipe after the walk is refused rather than read. shown is
+    the walked folder as messages name it.
+    """
+    target.mkdir(parents=True)
+    for entry in scan.entries:
+        dest = target / entry.path
+        if entry.is_dir:
+            dest.mkdir()
+            continue
+        try:
+            fd = os.open(entry.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            why = "became a symlink while being copied" if exc.errno == errno.ELOOP else exc.strerror
+            raise ExecutorError(f"{shown}/{entry.path}: {why}; refused") from None
+        with open(fd, "rb") as source:
+            info = os.fstat(source.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ExecutorError(f"{shown}/{entry.path}: became {folder.special_kind(info.st_mode)} while "
+                                    "being copied; refused")
+            with open(dest, "xb") as copy:
+                shutil.copyfileobj(source, copy)
+        os.chmod(dest, stat.S_IMODE(info.st_mode) & 0o777)
+        os.utime(dest, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
 def prepare_manifest_dir(repo: DeploymentsRepo, manifest: Manifest, image: str | None, into: Path) -> Path:
-    """Copy the manifest's folder to ``into`` and write ``image`` at its ``oob`` path."""
-    source = (repo.root / manifest.directory).resolve()
-    if not source.is_relative_to(Path(repo.root).resolve()):
-        raise ExecutorError(f"{manifest.directory} is outside the deployments repo")
+    """Copy the manifest's folder to ``into`` and write ``image`` at its ``oob`` path.
+
+    The folder is walked again as the loader walked it (it may have changed since, or never
+    have been validated): a symlink leaving the repo, a loop, a pipe, socket or device node
+    anywhere in it refuses the run. Links inside the repo are copied as what they point to,
+    so the scripts get a folder without a single symlink.
+    """
+    scan = folder.scan_folder(repo.root, manifest.directory, limit=MAX_FOLDER_ENTRIES)
+    if scan.problems:
+        first, *rest = scan.problems
+        more = f" (and {len(rest)} more problem{'s' if len(rest) > 1 else ''})" if rest else ""
+        raise ExecutorError(f"{first}{more}; nothing was run".replace("\n", " "))
     target = into / "manifest"
-    shutil.copytree(source, target, symlinks=False)
+    try:
+        _copy_walked(scan, target, manifest.directory)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise ExecutorError(f"cannot copy {manifest.directory}: {exc.strerror or exc}{where}") from None
     if image and manifest.update_image:
         path = target / manifest.update_image.file
         try:

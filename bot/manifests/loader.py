@@ -1,8 +1,9 @@
 """Load a deployments repo tree: find every sami.yaml, validate it, return typed manifests.
 
 Pipeline per file: bounded read -> YAML with positions -> JSON Schema -> checks that need
-the tree (layout, referenced files, control scripts) -> frozen Manifest. Every problem is
-collected as a ManifestError; nothing raises for bad content.
+the tree (layout, referenced files, every entry of the manifest's folder, control scripts)
+-> frozen Manifest. Every problem is collected as a ManifestError; nothing raises for bad
+content.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from . import yamlsafe
+from . import folder, yamlsafe
 from .model import (
     MAX_DEPLOYMENT_NAME,
     MAX_DEPLOYMENT_NAMES,
@@ -52,8 +53,8 @@ _ENVIRONMENT_RE = re.compile(r"[a-z](?:[a-z0-9-]*[a-z0-9])?")
 # pr-<n> folders would take the names of pull request deployments (<service>-pr-<n>).
 _RESERVED_ENVIRONMENT_RE = re.compile(r"pr-[0-9]+")
 _PREVIEW_NAME_RE = re.compile(r"(.+)-pr-[0-9]+")
-# Entries walked in one folder named by files or control_scripts.
-MAX_FOLDER_ENTRIES = 10_000
+# Entries walked in a manifest's folder or a control_scripts folder.
+MAX_FOLDER_ENTRIES = folder.MAX_FOLDER_ENTRIES
 _TYPES = tuple(t.value for t in ServiceType)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SINGLE_LINE_FIELDS = ("service_name", "repository", "image", "deploy_label", "url")
@@ -110,6 +111,7 @@ class Candidate:
     rel_dir: str
     filename: str
     listing: dict[str, tuple[bool, bool]]  # name -> (is_symlink, is_dir), not following links
+    plain: bool = False  # the folder holds regular files only: walking it can find nothing
 
     @property
     def rel_path(self) -> str:
@@ -159,12 +161,15 @@ def discover(root: Path) -> tuple[list[Candidate], list[ManifestError]]:
             continue
         listing: dict[str, tuple[bool, bool]] = {}
         manifests_here: list[str] = []
+        plain = True
         for entry in entries:
             name = entry.name
             rel = f"{rel_dir}/{name}"
             is_link = entry.is_symlink()
             is_dir = not is_link and entry.is_dir(follow_symlinks=False)
             listing[name] = (is_link, is_dir)
+            if is_link or is_dir or not entry.is_file(follow_symlinks=False):
+                plain = False
             if name in MANIFEST_NAMES:
                 if is_link:
                     errors.append(ManifestError(rel, None, None, "", "is a symlink; manifests must be regular files"))
@@ -188,7 +193,7 @@ def discover(root: Path) -> tuple[list[Candidate], list[ManifestError]]:
                     )
                 )
         for name in manifests_here:
-            candidates.append(Candidate(rel_dir, name, listing))
+            candidates.append(Candidate(rel_dir, name, listing, plain))
     candidates.sort(key=lambda c: c.rel_path)
     return candidates, errors
 
@@ -240,7 +245,7 @@ class _Tree:
         self.root = root
         self.real_root = os.path.realpath(root)
         self._path_cache: dict[tuple[str, str], str | None] = {}
-        self._folder_cache: dict[tuple[str, str], str | None] = {}
+        self._folder_cache: dict[str, tuple[folder.FolderProblem, ...]] = {}
 
     def inside(self, real: str) -> bool:
         return real == self.real_root or real.startswith(self.real_root + os.sep)
@@ -271,48 +276,15 @@ class _Tree:
             return None, f"{entry!r} is a broken symlink", full
         return ("dir" if os.path.isdir(real) else "file"), None, real
 
-    def folder_problem(self, full: str, shown: str) -> str | None:
-        """Why a folder named by a manifest is unusable (None when it is fine); memoised.
+    def folder_problems(self, rel_dir: str) -> tuple[folder.FolderProblem, ...]:
+        """What is wrong in a folder of the repo (see folder.scan_folder); memoised by folder.
 
-        Everything in it is walked (symlinked folders inside the repo too, each once): a
-        symlink resolving outside the deployments repo is refused, and so is a folder of more
-        than MAX_FOLDER_ENTRIES entries. shown is how the folder is named in messages.
+        Control scripts folders are usually shared by many manifests, so each is walked once.
         """
-        real_start = os.path.realpath(full)
-        key = (real_start, shown)
-        if key not in self._folder_cache:
-            self._folder_cache[key] = self._walk_folder(real_start, shown)
-        return self._folder_cache[key]
-
-    def _walk_folder(self, real_start: str, shown: str) -> str | None:
-        visited = {real_start}
-        stack = [(real_start, shown)]
-        count = 0
-        while stack:
-            folder, rel = stack.pop()
-            try:
-                with os.scandir(folder) as entries:
-                    listed = sorted(entries, key=lambda e: e.name)
-            except OSError as exc:
-                return f"{rel.rstrip('/')!r} cannot be read: {exc.strerror}"
-            for entry in listed:
-                count += 1
-                if count > MAX_FOLDER_ENTRIES:
-                    return (
-                        f"{shown.rstrip('/')!r} holds more than {MAX_FOLDER_ENTRIES} entries; "
-                        "name smaller folders or files"
-                    )
-                name = f"{rel}{entry.name}"
-                if entry.is_symlink():
-                    real = os.path.realpath(entry.path)
-                    if not self.inside(real):
-                        return f"{name!r} is a symlink pointing outside the deployments repo; refused"
-                    if os.path.isdir(real) and real not in visited:
-                        visited.add(real)
-                        stack.append((real, f"{name}/"))
-                elif entry.is_dir(follow_symlinks=False):
-                    stack.append((entry.path, f"{name}/"))
-        return None
+        if rel_dir not in self._folder_cache:
+            scan = folder.scan_folder(self.root, rel_dir, limit=MAX_FOLDER_ENTRIES)
+            self._folder_cache[rel_dir] = scan.problems
+        return self._folder_cache[rel_dir]
 
     def image_path_problem(self, full: str, dotted: str) -> str | None:
         """Why dotted does not resolve in the YAML file (None when it does); memoised by text.
@@ -464,28 +436,34 @@ def _check_tree_rules(
                     f"and environment together must fit in {limit}{target}",
                 )
 
+    # Every entry of the folder counts, named by a field or not: each run gets a copy of it all.
+    walked = _Walked(tree, candidate)
     if _good(data, "files", bad, list):
         for index, entry in enumerate(data["files"]):
-            kind, problem, full = tree.check_path(rel_dir, entry, candidate.listing)
-            if kind == "dir":
-                problem = tree.folder_problem(full, f"{entry.rstrip('/')}/")
-            if problem:
-                ctx.add(("files", index), f"files[{index}]: {problem}")
+            found = walked.under(entry)
+            for problem in found:
+                ctx.add(("files", index), f"files[{index}]: {walked.describe(problem)}")
+            if found:
+                continue
+            _, message, _ = tree.check_path(rel_dir, entry, candidate.listing)
+            if message:
+                ctx.add(("files", index), f"files[{index}]: {message}")
 
     if _good(data, "oob", bad, dict) and isinstance(data["oob"].get("update-image"), dict):
-        _check_image_update(tree, candidate, data["oob"]["update-image"], ctx)
+        _check_image_update(tree, candidate, data["oob"]["update-image"], ctx, walked)
+    for problem in walked.unclaimed():
+        ctx.errors.append(ManifestError(problem.path, None, None, "", problem.message))
 
     if _good(data, "control_scripts", bad, str):
         scripts = data["control_scripts"].rstrip("/")
-        kind, problem, full = tree.check_path("", scripts, None)
+        kind, problem, _ = tree.check_path("", scripts, None)
         if problem:
             ctx.add(("control_scripts",), f"control_scripts: {problem}")
         elif kind != "dir":
             ctx.add(("control_scripts",), "control_scripts: must be a folder of scripts")
         else:
-            problem = tree.folder_problem(full, f"{scripts}/")
-            if problem:
-                ctx.add(("control_scripts",), f"control_scripts: {problem}")
+            for problem in tree.folder_problems(scripts):
+                ctx.add(("control_scripts",), f"control_scripts: {problem.path!r} {problem.message}")
 
     if _good(data, "url", bad, str):
         problem = url_template_problem(data["url"])
@@ -527,12 +505,49 @@ def _check_tree_rules(
                 ctx.add(("secrets", index), f"secrets[{index}]: must be a single line")
 
 
-def _check_image_update(tree: _Tree, candidate: Candidate, update: dict[str, Any], ctx: _Context) -> None:
+class _Walked:
+    """The problems found in a manifest's folder, handed out to the fields that name them."""
+
+    def __init__(self, tree: _Tree, candidate: Candidate) -> None:
+        self.rel_dir = candidate.rel_dir
+        # A folder of regular files only has nothing to find (most manifests): not walked again.
+        if candidate.plain and len(candidate.listing) <= MAX_FOLDER_ENTRIES:
+            self.problems: tuple[folder.FolderProblem, ...] = ()
+        else:
+            self.problems = tree.folder_problems(candidate.rel_dir)
+        self.claimed: set[folder.FolderProblem] = set()
+
+    def under(self, entry: Any) -> list[folder.FolderProblem]:
+        """Problems at or below entry (a path relative to the manifest's folder); claimed."""
+        if not self.problems or not isinstance(entry, str):
+            return []
+        prefix = f"{self.rel_dir}/{os.path.normpath(entry)}"
+        found = [p for p in self.problems if p.path == prefix or p.path.startswith(prefix + "/")]
+        self.claimed.update(found)
+        return found
+
+    def describe(self, problem: folder.FolderProblem) -> str:
+        """The problem named from the manifest's folder, for a message at the field naming it."""
+        return f"{problem.path.removeprefix(self.rel_dir + '/')!r} {problem.message}"
+
+    def unclaimed(self) -> list[folder.FolderProblem]:
+        """Problems no field named: reported at the entry's own path."""
+        return [p for p in self.problems if p not in self.claimed]
+
+
+def _check_image_update(
+    tree: _Tree, candidate: Candidate, update: dict[str, Any], ctx: _Context, walked: _Walked
+) -> None:
     file = update.get("file")
     dotted = update.get("path")
     if not isinstance(file, str) or not isinstance(dotted, str):
         return
     field = ("oob", "update-image", "file")
+    found = walked.under(file)
+    for problem in found:
+        ctx.add(field, f"oob.update-image.file: {walked.describe(problem)}")
+    if found:
+        return
     kind, problem, full = tree.check_path(candidate.rel_dir, file, candidate.listing)
     if problem:
         ctx.add(field, f"oob.update-image.file: {problem}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.server
 import os
+import shutil
+import stat
 import tarfile
 import threading
 import zipfile
@@ -12,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.manifests import load_deployments_repo
 from tests.control_scripts.helpers import EXAMPLES, contract_args, run_script
+from workers.executor import ExecutorError, prepare_manifest_dir
 
 SITE = EXAMPLES / "docs" / "static_file" / "stage"
 
@@ -338,3 +342,128 @@ def test_interrupted_deploy_leaves_nothing_behind(static_root: Path, tmp_path: P
     assert proc.wait(10) != 0
     assert _leftovers(static_root / "docs-stage") == []
     assert not (static_root / "docs-stage" / "current").exists()
+
+
+# --- the working copy the bot hands to the scripts ----------------------------------------
+
+
+@pytest.fixture
+def deployments(tmp_path: Path) -> Path:
+    """A copy of the example deployments repo (the docs site is static_file)."""
+    root = tmp_path / "deployments"
+    shutil.copytree(EXAMPLES.parent, root, symlinks=True)
+    return root
+
+
+DOCS_STAGE = "services/docs/static_file/stage"
+
+
+def _prepare(root: Path, into: Path) -> Path:
+    repo = load_deployments_repo(root)
+    assert repo.ok, [str(e) for e in repo.errors]
+    manifest = repo.find("docs", "stage")
+    assert manifest is not None
+    return prepare_manifest_dir(repo, manifest, None, into)
+
+
+def test_the_prepared_copy_of_a_good_bundle_deploys(deployments: Path, static_root: Path, tmp_path: Path):
+    (deployments / "shared").mkdir()
+    (deployments / "shared/terms.html").write_text("terms")
+    site = deployments / DOCS_STAGE / "site"
+    (site / "latest.html").symlink_to("index.html")
+    (site / "terms.html").symlink_to("../../../../../shared/terms.html")
+    (site / "again").symlink_to(".")
+    (deployments / DOCS_STAGE / "mirror").symlink_to("site")
+    errors = [str(e) for e in load_deployments_repo(deployments).errors]
+    assert errors == [
+        f"{DOCS_STAGE}/mirror/again: is a symlink to '.', a folder that contains it (a loop); link to a file or "
+        "to a folder beside it",
+        f"{DOCS_STAGE}/sami.yaml:12:9: files[0]: 'site/again' is a symlink to '.', a folder that contains it "
+        "(a loop); link to a file or to a folder beside it",
+    ]
+    (site / "again").unlink()
+    prepared = _prepare(deployments, tmp_path / "run")
+    copied = list(prepared.rglob("*"))
+    assert not [p for p in copied if p.is_symlink()], "links inside the repo are copied as what they point to"
+    assert (prepared / "site/terms.html").read_text() == "terms"
+    for source in ("site", "mirror"):
+        result = _run("update", static_root, source, prepared, deployment_config={"source": source})
+        assert result.returncode == 0, result.stderr
+        served = static_root / "docs-stage" / "current"
+        assert (served / "latest.html").read_text() == (served / "index.html").read_text()
+        assert (served / "terms.html").read_text() == "terms"
+
+
+def _hostile(kind: str, folder: Path, outside: Path) -> str:
+    """Put one hostile entry in a manifest folder; return its path relative to the folder."""
+    if kind == "host file":
+        (folder / "leak.txt").symlink_to("/etc/passwd")
+        return "leak.txt"
+    if kind == "outside folder":
+        (folder / "site").rename(folder / "site.orig")
+        (folder / "site").symlink_to(os.path.relpath(outside, folder))
+        return "site"
+    if kind == "unlisted folder":
+        (folder / "other").symlink_to(outside)
+        return "other"
+    if kind == "self loop":
+        (folder / "site/self").symlink_to("self")
+        return "site/self"
+    if kind == "folder loop":
+        (folder / "site/up").symlink_to("..")
+        return "site/up"
+    if kind == "fifo":
+        os.mkfifo(folder / "site/pipe")
+        return "site/pipe"
+    if kind == "device":
+        try:
+            os.mknod(folder / "site/null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("creating device nodes is not permitted here")
+        return "site/null"
+    raise AssertionError(kind)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "kind", ["host file", "outside folder", "unlisted folder", "self loop", "folder loop", "fifo", "device"]
+)
+def test_hostile_entries_added_after_validation_are_refused_at_deploy(kind: str, deployments: Path, tmp_path: Path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret")
+    repo = load_deployments_repo(deployments)
+    manifest = repo.find("docs", "stage")
+    assert repo.ok and manifest is not None
+    bad = _hostile(kind, deployments / DOCS_STAGE, outside)
+    into = tmp_path / "run"
+    into.mkdir()
+    with pytest.raises(ExecutorError) as caught:
+        prepare_manifest_dir(repo, manifest, None, into)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{DOCS_STAGE}/{bad}: "), message
+    assert not [p for p in into.rglob("*") if p.name in ("secret.txt", "leak.txt", "null", "pipe")]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("swap", ["symlink", "fifo"])
+def test_a_file_swapped_between_the_walk_and_the_copy_is_refused(
+    swap: str, deployments: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from bot.manifests import folder
+    from workers import executor
+
+    repo = load_deployments_repo(deployments)
+    manifest = repo.find("docs", "stage")
+    assert manifest is not None
+    scan = folder.scan_folder(repo.root, manifest.directory)
+    index = deployments / DOCS_STAGE / "site/index.html"
+    index.unlink()
+    if swap == "symlink":
+        index.symlink_to("/etc/passwd")
+    else:
+        os.mkfifo(index)
+    monkeypatch.setattr(executor.folder, "scan_folder", lambda *args, **kwargs: scan)
+    with pytest.raises(ExecutorError, match=f"^{DOCS_STAGE}/site/index.html: became .* while being copied; refused$"):
+        prepare_manifest_dir(repo, manifest, None, tmp_path / "run")

@@ -214,7 +214,8 @@ def test_symlink_inside_a_files_folder_pointing_outside(repo_dir: Path) -> None:
     (path.parent / "site/css/leak.txt").symlink_to("/etc/passwd")
     (error,) = load_deployments_repo(repo_dir).errors
     assert (error.path, error.line, error.column, error.field) == (STAGE, 6, 20, "files[1]")
-    assert "'site/css/leak.txt' is a symlink pointing outside the deployments repo; refused" in error.message
+    assert error.message.startswith("files[1]: 'site/css/leak.txt' is a symlink to '/etc/passwd', which leaves the "
+                                    "deployments repo")
 
 
 def test_symlinked_folder_inside_files_is_walked(repo_dir: Path, tmp_path: Path) -> None:
@@ -225,9 +226,10 @@ def test_symlinked_folder_inside_files_is_walked(repo_dir: Path, tmp_path: Path)
     (path.parent / "site").mkdir()
     (path.parent / "site/shared").symlink_to("../../../../../shared")
     (path.parent / "site/loop").symlink_to(".")
-    (error,) = load_deployments_repo(repo_dir).errors
-    assert error.field == "files[1]"
-    assert "'site/shared/leak' is a symlink pointing outside" in error.message
+    loop, leak = load_deployments_repo(repo_dir).errors
+    assert leak.field == loop.field == "files[1]"
+    assert "'site/loop' is a symlink to '.', a folder that contains it (a loop)" in loop.message
+    assert f"'site/shared/leak' is a symlink to {str(tmp_path)!r}, which leaves the deployments repo" in leak.message
 
 
 def test_symlinks_inside_the_repo_are_fine_in_folders(repo_dir: Path) -> None:
@@ -244,10 +246,10 @@ def test_symlink_inside_control_scripts_pointing_outside(repo_dir: Path) -> None
     write_manifest_dir(repo_dir, "services/web/swarm/stage", text)
     (error,) = load_deployments_repo(repo_dir).errors
     assert (error.line, error.column, error.field) == (11, 18, "control_scripts")
-    assert "'scripts/web/check' is a symlink pointing outside the deployments repo" in error.message
+    assert "'scripts/web/check' is a symlink to '/bin/sh', which leaves the deployments repo" in error.message
 
 
-def test_huge_files_folder_is_refused(repo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_huge_manifest_folder_is_refused(repo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from bot.manifests import loader
 
     monkeypatch.setattr(loader, "MAX_FOLDER_ENTRIES", 20)
@@ -257,8 +259,176 @@ def test_huge_files_folder_is_refused(repo_dir: Path, monkeypatch: pytest.Monkey
     for index in range(25):
         (path.parent / f"site/{index}.html").write_text("x")
     (error,) = load_deployments_repo(repo_dir).errors
-    assert error.field == "files[1]"
-    assert "'site' holds more than 20 entries" in error.message
+    assert (error.path, error.line, error.field) == ("services/web/swarm/stage", None, "")
+    assert error.message.startswith("holds more than 20 entries")
+
+
+# --- 9. nothing in a service folder leads out of the repo ---------------------------------
+
+DOCS = "services/docs/static_file/stage"
+STATIC = """\
+version: v1beta
+service_name: docs
+type: static_file
+"""
+
+
+def _static_site(repo_dir: Path, files: str = "") -> Path:
+    """A static_file manifest folder with site/index.html; returns the folder."""
+    folder = repo_dir / DOCS
+    (folder / "site").mkdir(parents=True)
+    (folder / "site/index.html").write_text("hello")
+    (folder / "sami.yaml").write_text(STATIC + files)
+    return folder
+
+
+def _folder_errors(repo_dir: Path) -> list[tuple[str, str]]:
+    repo = load_deployments_repo(repo_dir)
+    assert repo.find("docs", "stage") is None, "a refused folder leaves no usable manifest"
+    return [(e.path, e.message) for e in repo.errors]
+
+
+def test_an_unlisted_symlink_to_a_host_file_is_refused(repo_dir: Path) -> None:
+    folder = _static_site(repo_dir)
+    (folder / "leak.txt").symlink_to("/etc/passwd")
+    ((path, message),) = _folder_errors(repo_dir)
+    assert path == f"{DOCS}/leak.txt"
+    assert message.startswith("is a symlink to '/etc/passwd'")
+    assert "leaves the deployments repo" in message
+
+
+def test_a_bundle_folder_linked_out_of_the_repo_is_refused(repo_dir: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret")
+    folder = repo_dir / DOCS
+    folder.mkdir(parents=True)
+    (folder / "sami.yaml").write_text(STATIC)
+    (folder / "site").symlink_to("../../../../../outside")  # no files key names it
+    ((path, message),) = _folder_errors(repo_dir)
+    assert path == f"{DOCS}/site"
+    assert "is a symlink to '../../../../../outside'" in message and "leaves the deployments repo" in message
+
+
+def test_an_unlisted_linked_folder_a_source_override_could_pick_is_refused(repo_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "outside").mkdir()
+    folder = _static_site(repo_dir, "files: [site]\nallowed_overrides:\n  deployment: [source]\n")
+    (folder / "other").symlink_to(tmp_path / "outside")
+    ((path, message),) = _folder_errors(repo_dir)
+    assert path == f"{DOCS}/other"
+    assert "is a symlink to" in message and "leaves the deployments repo" in message
+
+
+def test_absolute_symlinks_are_refused_even_into_the_repo(repo_dir: Path) -> None:
+    folder = _static_site(repo_dir)
+    (folder / "site/again.html").symlink_to(folder / "site/index.html")
+    ((path, message),) = _folder_errors(repo_dir)
+    assert path == f"{DOCS}/site/again.html"
+    assert "absolute symlink" in message and "relative" in message
+
+
+def test_links_into_git_metadata_are_refused(repo_dir: Path) -> None:
+    (repo_dir / ".git").mkdir()
+    (repo_dir / ".git/config").write_text("[remote]\n")
+    folder = _static_site(repo_dir)
+    (folder / "site/config").symlink_to("../../../../../.git/config")
+    ((path, message),) = _folder_errors(repo_dir)
+    assert path == f"{DOCS}/site/config"
+    assert ".git" in message
+
+
+@pytest.mark.parametrize(
+    ("links", "bad", "words"),
+    [
+        ({"site/self": "self"}, "site/self", "symlink loop"),
+        ({"site/a": "b", "site/b": "a"}, "site/a", "symlink loop"),
+        ({"site/up": ".."}, "site/up", "a folder that contains it"),
+        ({"site/top": "../../../../.."}, "site/top", "a folder that contains it"),
+        ({"site/dangling": "nowhere.html"}, "site/dangling", "broken symlink"),
+    ],
+)
+def test_symlink_loops_and_broken_links_are_refused(
+    repo_dir: Path, links: dict[str, str], bad: str, words: str
+) -> None:
+    folder = _static_site(repo_dir)
+    for name, target in links.items():
+        (folder / name).symlink_to(target)
+    errors = _folder_errors(repo_dir)
+    assert (f"{DOCS}/{bad}", words) in [(path, words) for path, message in errors if words in message], errors
+
+
+def test_two_folders_linking_to_each_other_are_a_loop(repo_dir: Path) -> None:
+    folder = _static_site(repo_dir)
+    (folder / "one").mkdir()
+    (folder / "two").mkdir()
+    (folder / "one/to-two").symlink_to("../two")
+    (folder / "two/to-one").symlink_to("../one")
+    errors = _folder_errors(repo_dir)
+    assert errors and all("a folder that contains it" in message for _, message in errors), errors
+
+
+def test_a_named_pipe_is_refused(repo_dir: Path) -> None:
+    folder = _static_site(repo_dir)
+    os.mkfifo(folder / "site/pipe")
+    ((path, message),) = _folder_errors(repo_dir)
+    assert path == f"{DOCS}/site/pipe"
+    assert message.startswith("is a named pipe (FIFO)")
+
+
+def test_a_device_node_is_refused(repo_dir: Path) -> None:
+    import stat
+
+    folder = _static_site(repo_dir)
+    try:
+        os.mknod(folder / "site/null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("creating device nodes is not permitted here")
+    ((path, message),) = _folder_errors(repo_dir)
+    assert path == f"{DOCS}/site/null"
+    assert message.startswith("is a character device")
+
+
+def test_a_socket_is_refused(repo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    folder = _static_site(repo_dir)
+    monkeypatch.chdir(folder / "site")  # unix socket paths are short: bind a relative name
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind("sock")
+        ((path, message),) = _folder_errors(repo_dir)
+    assert path == f"{DOCS}/site/sock"
+    assert message.startswith("is a socket")
+
+
+def test_a_special_file_named_by_files_is_reported_at_that_field(repo_dir: Path) -> None:
+    folder = _static_site(repo_dir, "files: [site]\n")
+    os.mkfifo(folder / "site/pipe")
+    (error,) = load_deployments_repo(repo_dir).errors
+    assert (error.path, error.line, error.column, error.field) == (f"{DOCS}/sami.yaml", 4, 9, "files[0]")
+    assert error.message.startswith("files[0]: 'site/pipe' is a named pipe (FIFO)")
+
+
+def test_links_within_the_repo_are_fine_anywhere_in_the_folder(repo_dir: Path) -> None:
+    (repo_dir / "shared/assets").mkdir(parents=True)
+    (repo_dir / "shared/assets/logo.svg").write_text("<svg/>")
+    folder = _static_site(repo_dir)
+    (folder / "site/latest.html").symlink_to("index.html")
+    (folder / "site/assets").symlink_to("../../../../../shared/assets")
+    (folder / "site/again").symlink_to("assets")
+    repo = load_deployments_repo(repo_dir)
+    assert repo.ok, [str(e) for e in repo.errors]
+
+
+def test_sami_validate_names_the_file(repo_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from bot.manifests.cli import validate
+
+    folder = _static_site(repo_dir)
+    (folder / "leak.txt").symlink_to("/etc/passwd")
+    result = CliRunner().invoke(validate, [str(repo_dir)])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[0].startswith(f"{DOCS}/leak.txt: is a symlink to '/etc/passwd'")
 
 
 # --- 4. credentials never travel in URLs --------------------------------------------------
