@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import or_, select
+from sqlalchemy.orm import undefer
 
 from bot import naming, services
 from bot.db import get_session
@@ -274,12 +275,13 @@ def show_deployment(name: str):
 @token_required
 def show_action(action_id: int):
     """An action's state; its log only for admin tokens."""
-    action = get_session().get(Action, action_id)
+    with_log = Scopes.from_dict(g.token.scopes).admin
+    action = get_session().get(Action, action_id, options=[undefer(Action.log)] if with_log else [])
     if action is None:
         raise NotFound(f"no action {action_id}")
     require("read", action.deployment.service, action.deployment.environment)
 
-    return jsonify(action_to_dict(action, with_log=Scopes.from_dict(g.token.scopes).admin))
+    return jsonify(action_to_dict(action, with_log=with_log))
 
 
 @bp.get("/api/v1/actions/<int:action_id>/log")
@@ -287,7 +289,7 @@ def show_action(action_id: int):
 def action_log(action_id: int):
     """An action's captured output (admin): ``?offset=N`` returns what came after byte N."""
     require("admin")
-    action = get_session().get(Action, action_id)
+    action = get_session().get(Action, action_id, options=[undefer(Action.log)])
     if action is None:
         raise NotFound(f"no action {action_id}")
     offset = request.args.get("offset", "0")

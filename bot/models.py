@@ -142,7 +142,9 @@ class Action(Base):
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
-    log: Mapped[str] = mapped_column(Text, default="")
+    # Captured output, up to a megabyte: deferred, so that loading actions (lists, the row locked
+    # while a request is decided) does not load their logs; read where it is shown.
+    log: Mapped[str] = mapped_column(Text, default="", deferred=True)
     log_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     worker: Mapped[str | None] = mapped_column(String(255))
     # The process group of the running script, so a reaper on the worker's host can stop it.

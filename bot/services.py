@@ -195,9 +195,11 @@ def _record(session: Session, deployment: Deployment, kind: str, *, requested_by
             config: dict, delivery_id: str | None = None) -> Action:
     if origin not in ORIGINS:
         raise ValueError(f"unknown origin {origin!r}")
-    action = Action(kind=kind, state=ActionState.QUEUED, requested_by=requested_by[:255], origin=origin,
-                    delivery_id=delivery_id, config=config)
-    deployment.actions.append(action)
+    # By the deployment's id, not deployment.actions.append: that would load every earlier action
+    # (the whole history) while the deployment's row is locked.
+    action = Action(deployment_id=deployment.id, kind=kind, state=ActionState.QUEUED,
+                    requested_by=requested_by[:255], origin=origin, delivery_id=delivery_id, config=config)
+    session.add(action)
     session.flush()
     return action
 
