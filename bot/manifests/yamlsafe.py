@@ -28,8 +28,9 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
 
 MAX_DEPTH = 64
 MAX_NODES = 10_000
-# Below this bound on nesting, libyaml's recursive composer is safe to call directly.
-_SAFE_COMPOSE_BOUND = 2_000
+# Below this bound on nesting, the recursive composer is safe to call directly: libyaml's
+# recurses in C, PyYAML's own takes a few Python frames per level.
+_SAFE_COMPOSE_BOUND = 200 if _Loader is yaml.SafeLoader else 2_000
 
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
@@ -182,9 +183,9 @@ def _nesting_bound(text: str) -> int:
     return text.count("[") + text.count("{") + text.count("-") + text.count("?") + text.count(":") + text.count("\n")
 
 
-def _check_depth_by_events(text: str) -> None:
-    # libyaml's parser is iterative: walk events and stop as soon as nesting is too deep.
-    loader = MarkedLoader(text)
+def _check_depth_by_events(text: str, loader_class: type = MarkedLoader) -> None:
+    # Parsers are iterative: walk events and stop as soon as nesting is too deep.
+    loader = loader_class(text)
     depth = 0
     try:
         while True:
@@ -202,20 +203,60 @@ def _check_depth_by_events(text: str) -> None:
         loader.dispose()
 
 
+def _is_parser_depth_limit(exc: yaml.YAMLError) -> bool:
+    # libyaml 0.2.6 and later (in PyYAML's wheels from 6.0.3 on) refuse more than 1000 levels.
+    return "maximum nesting depth" in (getattr(exc, "problem", None) or "")
+
+
+def _check_depth(text: str) -> None:
+    """Raise ReadError where nesting passes MAX_DEPTH, or the YAML error met first."""
+    try:
+        _check_depth_by_events(text)
+    except yaml.YAMLError as exc:
+        if _is_parser_depth_limit(exc):
+            _check_depth_past_parser_limit(text, exc)
+        raise
+
+
+def _check_depth_past_parser_limit(text: str, exc: yaml.YAMLError) -> None:
+    """Find where MAX_DEPTH is passed when libyaml stopped at its own, larger limit first.
+
+    libyaml scans ahead while a simple key is possible, so a dense flow nest ("[[[[...") meets
+    its limit before the first event. Cut where it stopped, the text holds no more levels than
+    its limit and more than ours, so its events reach MAX_DEPTH; a syntax error before the cut
+    is in the whole text too. PyYAML's own parser (no limit, slower) settles anything else.
+    """
+    cut = exc.problem_mark.index if getattr(exc, "problem_mark", None) else 0
+    try:
+        _check_depth_by_events(text[:cut])
+    except yaml.YAMLError as earlier:
+        mark = getattr(earlier, "problem_mark", None)
+        if mark is not None and mark.index < cut and not _is_parser_depth_limit(earlier):
+            raise
+    _check_depth_by_events(text, yaml.SafeLoader)
+
+
 def compose(text: str) -> yaml.Node | None:
     """Parse one YAML document into a node graph with marks; None for an empty document."""
+    checked = _nesting_bound(text) > _SAFE_COMPOSE_BOUND
     try:
-        if _nesting_bound(text) > _SAFE_COMPOSE_BOUND:
-            _check_depth_by_events(text)
+        if checked:
+            _check_depth(text)
         loader = MarkedLoader(text)
         try:
             return loader.get_single_node()
         finally:
             loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        raise ReadError(_yaml_problem(exc, text)) from None
     except yaml.YAMLError as exc:
-        raise ReadError(_yaml_problem(exc, text)) from None
+        problem = exc
+        if not checked:
+            # The composer reads to the end before values are built and their depth checked:
+            # nesting that is too deep before the error is the first problem, whatever the parser.
+            try:
+                _check_depth(text)
+            except yaml.YAMLError as earlier:
+                problem = earlier
+        raise ReadError(_yaml_problem(problem, text)) from None
 
 
 def _yaml_problem(exc: yaml.YAMLError, text: str) -> Problem:
@@ -264,7 +305,7 @@ class _Builder:
         self.problems.append(Problem(line, column, message, format_field(path)))
 
     def spend(self, node: yaml.Node, depth: int) -> None:
-        """Charge one value to the budget and check the nesting depth."""
+        """Charge one value to the budget and check the nesting depth (collections around node)."""
         self.budget -= 1
         if self.budget < 0:
             raise ReadError(
@@ -273,7 +314,9 @@ class _Builder:
                     f"has more than {MAX_NODES} values once aliases are expanded",
                 )
             )
-        if depth > MAX_DEPTH:
+        # The same count as the event walk: the root collection is level 1, so the collection
+        # with MAX_DEPTH collections around it is the first one too deep.
+        if depth >= MAX_DEPTH and isinstance(node, yaml.CollectionNode):
             raise ReadError(Problem(*position(node.start_mark), f"is nested more than {MAX_DEPTH} levels deep"))
 
     def build(self, node: yaml.Node, path: tuple[str | int, ...], depth: int) -> Any:
