@@ -8,13 +8,17 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
+# Dependencies exactly as locked (scripts/lock), in a layer of their own that code changes reuse.
+COPY requirements/runtime.txt ./requirements/
+RUN pip install --no-cache-dir --disable-pip-version-check --require-hashes -r requirements/runtime.txt
 COPY pyproject.toml README.md app.py ./
 COPY bot ./bot
 COPY workers ./workers
 COPY manifests_schema ./manifests_schema
 COPY control_scripts ./control_scripts
 COPY examples ./examples
-RUN pip install --no-cache-dir -e . \
+# The build backend came with the lock: installing Sami itself fetches nothing.
+RUN pip install --no-cache-dir --disable-pip-version-check --no-deps --no-build-isolation -e . \
  && useradd --create-home --uid 10001 sami
 USER sami
 ENV SAMI_INSTANCE_DIR=/home/sami/instance

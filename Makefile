@@ -1,5 +1,5 @@
 # Shortcuts for the scripts the README describes.
-.PHONY: run test lint clean
+.PHONY: run test lint lock clean
 
 run:
 	scripts/run
@@ -10,6 +10,9 @@ test:
 lint:
 	scripts/setup-venv
 	.venv/bin/ruff check .
+
+lock:
+	scripts/lock
 
 clean:
 	rm -rf .venv instance build .pytest_cache
