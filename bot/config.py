@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -85,14 +85,51 @@ def _choice(*choices: str):
     return parse
 
 
-def _database_url(raw: str) -> str:
+# Drivers for a plain postgresql:// URL, the one Sami installs first. SQLAlchemy's own default
+# changes between versions (psycopg2 in 2.0, psycopg 3 in 2.1), so it is not left to choose.
+_POSTGRESQL_DRIVERS = ("psycopg2", "psycopg")
+_DRIVER_HINT = "use postgresql://user@host/sami or sqlite:///path"
+
+
+def database_url(raw: str) -> str:
+    """The SQLAlchemy URL for ``raw``: ``postgresql://`` names an installed driver.
+
+    Raises ValueError saying what to change for an unsupported database or a driver that is
+    not installed (or is an asyncio one).
+    """
     try:
         url = make_url(raw)
     except ArgumentError:
         raise ValueError("not a database URL (example: postgresql://user@host/sami)") from None
-    if url.get_backend_name() not in ("postgresql", "sqlite"):
-        raise ValueError(f"unsupported database {url.get_backend_name()!r}: use postgresql or sqlite")
+    backend = url.get_backend_name()
+    if backend not in ("postgresql", "sqlite"):
+        raise ValueError(f"unsupported database {backend!r}: use postgresql or sqlite")
+    if url.drivername == "postgresql":
+        rest = raw.split(":", 1)[1]
+        for driver in _POSTGRESQL_DRIVERS:
+            candidate = f"postgresql+{driver}:{rest}"
+            if _driver_problem(make_url(candidate)) is None:
+                return candidate
+        raise ValueError("no PostgreSQL driver is installed: install psycopg2-binary (Sami's dependency)")
+    problem = _driver_problem(url)
+    if problem:
+        raise ValueError(problem)
     return raw
+
+
+def _driver_problem(url: URL) -> str | None:
+    driver = url.get_driver_name()
+    try:
+        dialect = url.get_dialect()
+    except ArgumentError:
+        return f"unknown {url.get_backend_name()} driver {driver!r}: {_DRIVER_HINT}"
+    if dialect.is_async:
+        return f"{driver!r} is an asyncio driver, which Sami cannot use: {_DRIVER_HINT}"
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        return f"the database driver {driver!r} is not installed: {_DRIVER_HINT}"
+    return None
 
 
 def _redis_url(raw: str) -> str:
@@ -114,7 +151,7 @@ def _text(raw: str) -> str:
 _VARIABLES: dict[str, tuple[str, object]] = {
     "SAMI_MODE": ("mode", _choice(*MODES)),
     "SAMI_INSTANCE_DIR": ("instance_dir", _text),
-    "SAMI_DATABASE_URL": ("database_url", _database_url),
+    "SAMI_DATABASE_URL": ("database_url", database_url),
     "SAMI_REDIS_URL": ("redis_url", _redis_url),
     "SAMI_SECRET_KEY": ("secret_key", _text),
     "SAMI_WEBHOOK_SECRET": ("webhook_secret", _text),

@@ -11,11 +11,14 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.config import database_url
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def make_engine(url: str, **kwargs) -> Engine:
     """An engine for ``url``; SQLite gets foreign keys, WAL and a busy timeout."""
+    url = database_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -39,6 +42,8 @@ def make_engine(url: str, **kwargs) -> Engine:
 
 def alembic_config(url: str) -> AlembicConfig:
     """An Alembic configuration for Sami's migrations against ``url``."""
+    # The migrations environment reads the URL from here: the same driver as make_engine.
+    url = database_url(url)
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # Alembic's config is an ini file: a literal % must be doubled.

@@ -1,4 +1,5 @@
-"""The sami command as a user runs it (subprocesses on an SQLite database of the test's own)."""
+"""The sami command as a user runs it (subprocesses on an SQLite database of the test's own, and
+once on the test PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
+
+from bot import db
+from tests.conftest import create_database
 
 ROOT = Path(__file__).resolve().parent.parent
+# The installed console script, as a user calls it: the one beside this interpreter.
+SAMI = Path(sys.executable).parent / "sami"
+HEAD = ScriptDirectory(str(db.MIGRATIONS_DIR)).get_current_head()
 
 
 @pytest.fixture
@@ -58,10 +67,37 @@ def test_validate_through_the_main_command(sami, tmp_path):
 
 
 def test_db_current_names_the_head(sami):
-    assert sami("db", "current").stdout.strip() == "0002"
+    assert sami("db", "current").stdout.strip() == HEAD
 
 
 def test_worker_without_redis_says_what_to_do(sami):
     result = sami("worker", check=False)
     assert result.returncode == 2
     assert "set SAMI_REDIS_URL" in result.stderr
+
+
+def test_db_upgrade_takes_the_plain_postgresql_url(postgres, tmp_path):
+    url = create_database(postgres, "sami_cli_plain_url")
+    plain = "postgresql://" + url.split("://", 1)[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
+    env.update(SAMI_DATABASE_URL=plain, SAMI_INSTANCE_DIR=str(tmp_path / "instance"))
+    result = subprocess.run([str(SAMI), "db", "upgrade"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "database at head"
+    engine = db.make_engine(url)
+    try:
+        assert {"deployments", "actions", "alembic_version"} <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    current = subprocess.run([str(SAMI), "db", "current"], env=env, capture_output=True, text=True, timeout=60)
+    assert current.stdout.strip() == HEAD, current.stderr
+
+
+@pytest.mark.parametrize("url", ["postgresql+asyncpg://sami@127.0.0.1/sami", "mysql://sami@127.0.0.1/sami"])
+def test_db_upgrade_with_a_driver_sami_lacks_is_one_line(url, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
+    env.update(SAMI_DATABASE_URL=url, SAMI_INSTANCE_DIR=str(tmp_path / "instance"))
+    result = subprocess.run([str(SAMI), "db", "upgrade"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("sami: configuration error: SAMI_DATABASE_URL: ")

@@ -7,8 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from sqlalchemy.engine import make_url
 
-from bot.config import ConfigError, load_settings
+from bot import db
+from bot.config import ConfigError, database_url, load_settings
 
 
 def test_defaults_are_the_embedded_default(tmp_path):
@@ -27,7 +29,7 @@ def test_variables_are_parsed():
         "SAMI_LOG_FORMAT": "JSON",
         "SAMI_NAMESPACE": "staging",
     })
-    assert settings.database_url == "postgresql://sami@db/sami"
+    assert settings.database_url == "postgresql+psycopg2://sami@db/sami"
     assert not settings.embedded
     assert settings.script_timeout == 120
     assert settings.log_format == "json"
@@ -37,6 +39,9 @@ def test_variables_are_parsed():
 @pytest.mark.parametrize(("variable", "value", "problem"), [
     ("SAMI_DATABASE_URL", "::not a url::", "not a database URL"),
     ("SAMI_DATABASE_URL", "mysql://x/y", "unsupported database 'mysql'"),
+    ("SAMI_DATABASE_URL", "postgresql+psycopg://x@y/z", "the database driver 'psycopg' is not installed"),
+    ("SAMI_DATABASE_URL", "postgresql+asyncpg://x@y/z", "'asyncpg' is an asyncio driver"),
+    ("SAMI_DATABASE_URL", "postgresql+nosuch://x@y/z", "unknown postgresql driver 'nosuch'"),
     ("SAMI_REDIS_URL", "localhost:6379", "not a Redis URL"),
     ("SAMI_SCRIPT_TIMEOUT", "soon", "expected a whole number"),
     ("SAMI_SCRIPT_TIMEOUT", "0", "must be between 1 and 86400"),
@@ -49,6 +54,29 @@ def test_bad_values_name_the_variable(variable, value, problem):
     assert info.value.variable == variable
     assert problem in str(info.value)
     assert str(info.value).startswith(f"{variable}: ")
+
+
+@pytest.mark.parametrize(("raw", "used"), [
+    # SQLAlchemy 2.1 would pick psycopg 3 for a bare postgresql://; Sami installs psycopg2.
+    ("postgresql://sami@db/sami", "postgresql+psycopg2://sami@db/sami"),
+    ("postgresql://sami:p%40ss%2Fw%25rd@db:6543/sami?sslmode=require",
+     "postgresql+psycopg2://sami:p%40ss%2Fw%25rd@db:6543/sami?sslmode=require"),
+    ("postgresql+psycopg2://sami@db/sami", "postgresql+psycopg2://sami@db/sami"),
+    ("sqlite:///var/sami.sqlite3", "sqlite:///var/sami.sqlite3"),
+])
+def test_database_url_names_the_installed_driver(raw, used):
+    assert database_url(raw) == used
+    assert load_settings({"SAMI_DATABASE_URL": raw}).database_url == used
+    # Migrations and engines go through the same mapping, whatever URL they are handed.
+    assert db.alembic_config(raw).get_main_option("sqlalchemy.url") == used
+    assert make_url(used).get_dialect().import_dbapi()
+
+
+def test_postgresql_without_any_driver_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg2", None)
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(ConfigError, match=r"^SAMI_DATABASE_URL: no PostgreSQL driver is installed: install psycopg2"):
+        load_settings({"SAMI_DATABASE_URL": "postgresql://sami@db/sami"})
 
 
 @pytest.mark.parametrize("missing", ["SAMI_DATABASE_URL", "SAMI_SECRET_KEY", "SAMI_WEBHOOK_SECRET"])
@@ -73,6 +101,9 @@ def _run_sami(args, env_overrides):
 
 @pytest.mark.parametrize(("env", "variable"), [
     ({"SAMI_DATABASE_URL": "::nonsense::"}, "SAMI_DATABASE_URL"),
+    ({"SAMI_DATABASE_URL": "postgresql+asyncpg://sami@db/sami"}, "SAMI_DATABASE_URL"),
+    ({"SAMI_DATABASE_URL": "postgresql+psycopg://sami@db/sami"}, "SAMI_DATABASE_URL"),
+    ({"SAMI_DATABASE_URL": "mysql://sami@db/sami"}, "SAMI_DATABASE_URL"),
     ({"SAMI_MODE": "production", "SAMI_DATABASE_URL": "postgresql://x@y/z",
       "SAMI_SECRET_KEY": "k"}, "SAMI_WEBHOOK_SECRET"),
 ])
