@@ -1,11 +1,14 @@
 """The manifest JSON Schema: one compiled validator, and its errors in words a person can act on.
 
 jsonschema (Draft 2020-12) is the authority. Because it costs a few hundred microseconds per
-manifest, the schema is also compiled once into plain Python predicates that can only say
-"certainly valid": whenever that check does not accept a document, jsonschema's
-``iter_errors`` runs and decides. The compiled check is conservative (anything it cannot
-judge exactly counts as "not certain"), so it never accepts a document jsonschema rejects;
-tests compare the two on generated documents.
+manifest, the schema is also compiled once into plain Python checks. Each check answers
+True (jsonschema accepts), False (jsonschema rejects) or None (not decided here), and every
+keyword is judged the way jsonschema judges it (its type checks, its equality) or not at all:
+a keyword the compiler does not implement, or a value it cannot compare exactly, answers
+None, and jsonschema decides the document. Constructs that change what other keywords mean
+($id below the root, anchors, dynamic references, another dialect, references that are not
+local JSON pointers) make the whole schema go to jsonschema. Tests compare both verdicts on
+generated schemas and documents.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import numbers
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,37 +26,176 @@ import jsonschema
 
 from manifests_schema import load_schema
 
-Check = Callable[[Any], bool]
+Verdict = bool | None
+Check = Callable[[Any], Verdict]
 
-_ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "title", "description", "default", "examples", "$defs"})
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+# What jsonschema acts on; any other word in a schema is an annotation it ignores (then, else,
+# minContains and maxContains are read by if and contains).
+_VALIDATION_KEYWORDS = frozenset(jsonschema.Draft202012Validator.VALIDATORS)
+# Words that change how references resolve or what other keywords mean.
+_SCOPE_KEYWORDS = frozenset(
+    {"$id", "$anchor", "$dynamicAnchor", "$dynamicRef", "$recursiveAnchor", "$recursiveRef", "$vocabulary", "$schema"}
+)
+_OBJECT_KEYWORDS = frozenset({"properties", "patternProperties", "additionalProperties", "required"})
+_ARRAY_KEYWORDS = frozenset({"items", "prefixItems"})
 
 
 class Unsupported(Exception):
-    """The schema uses a keyword the fast check does not implement."""
+    """The schema uses a construct the fast check cannot judge exactly anywhere."""
 
 
-def _is_integer(value: Any) -> bool:
-    return type(value) is int
+# --- jsonschema's own notions, judged the same way -------------------------------------------
 
 
 def _is_number(value: Any) -> bool:
-    return type(value) is int or type(value) is float
+    return type(value) in (int, float) or (isinstance(value, numbers.Number) and not isinstance(value, bool))
 
 
-_TYPE_CHECKS: dict[str, Check] = {
-    "string": lambda v: type(v) is str,
+def _is_integer(value: Any) -> bool:
+    # Draft 2020-12: 1.0 is an integer.
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+_TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
     "integer": _is_integer,
     "number": _is_number,
-    "boolean": lambda v: type(v) is bool,
-    "object": lambda v: type(v) is dict,
-    "array": lambda v: type(v) is list,
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
     "null": lambda v: v is None,
 }
 
 
-def _same(a: Any, b: Any) -> bool:
-    # Conservative equality: only identical JSON types compare equal (true is not 1).
-    return type(a) is type(b) and type(a) in (str, int, bool) and a == b
+def _equal(a: Any, b: Any) -> Verdict:
+    """jsonschema's equality (true is not 1, 1.0 is 1, deep for lists and mappings), or None."""
+    if a is b:
+        return True
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+        return False  # the same boolean, or null twice, is caught by `is`
+    if isinstance(a, list) and isinstance(b, list):
+        return _all_equal(zip(a, b, strict=True)) if len(a) == len(b) else False
+    if isinstance(a, dict) and isinstance(b, dict):
+        return _all_equal((value, b[key]) for key, value in a.items()) if a.keys() == b.keys() else False
+    if type(a) in _COMPARED and type(b) in _COMPARED:
+        return a == b  # numbers by value; a list, a mapping and a number never equal each other
+    return None
+
+
+_COMPARED = (int, float, list, dict)
+
+
+def _all_equal(pairs: Any) -> Verdict:
+    verdict: Verdict = True
+    for x, y in pairs:
+        same = _equal(x, y)
+        if same is False:
+            return False
+        if same is None:
+            verdict = None
+    return verdict
+
+
+def _unique(items: list[Any]) -> Verdict:
+    """uniqueItems as jsonschema judges it, for lists whose items a set compares the same way."""
+    kinds = {type(item) for item in items}
+    if kinds <= {str, int, type(None)} or kinds == {bool}:
+        return len(set(items)) == len(items)
+    return None
+
+
+# --- combining verdicts --------------------------------------------------------------------
+
+
+def _always(verdict: Verdict) -> Check:
+    return lambda v: verdict
+
+
+def _all_of(checks: list[Check]) -> Check:
+    if not checks:
+        return _always(True)
+    if len(checks) == 1:
+        return checks[0]
+
+    def every(v: Any) -> Verdict:
+        verdict: Verdict = True
+        for check in checks:
+            result = check(v)
+            if result is not True:
+                if result is False:
+                    return False
+                verdict = None
+        return verdict
+
+    return every
+
+
+def _any_of(checks: list[Check]) -> Check:
+    def any_(v: Any) -> Verdict:
+        verdict: Verdict = False
+        for check in checks:
+            result = check(v)
+            if result is True:
+                return True
+            if result is None:
+                verdict = None
+        return verdict
+
+    return any_
+
+
+def _one_of(checks: list[Check]) -> Check:
+    def one(v: Any) -> Verdict:
+        passed = 0
+        undecided = False
+        for check in checks:
+            result = check(v)
+            if result is True:
+                passed += 1
+                if passed > 1:
+                    return False
+            elif result is None:
+                undecided = True
+        return None if undecided else passed == 1
+
+    return one
+
+
+def _not(check: Check) -> Check:
+    def negated(v: Any) -> Verdict:
+        result = check(v)
+        return None if result is None else not result
+
+    return negated
+
+
+# --- the compiler --------------------------------------------------------------------------
+
+
+def _check_scope(schema: Any, root: bool = True) -> None:
+    """Refuse schemas whose references or keywords do not mean what the compiler assumes."""
+    if isinstance(schema, list):
+        for item in schema:
+            _check_scope(item, False)
+        return
+    if not isinstance(schema, dict):
+        return
+    for keyword in _SCOPE_KEYWORDS.intersection(schema):
+        if root and keyword == "$id":
+            continue
+        if root and keyword == "$schema" and schema[keyword] == DIALECT:
+            continue
+        raise Unsupported(keyword)
+    ref = schema.get("$ref")
+    if ref is not None and (not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")) or "%" in ref):
+        raise Unsupported(f"$ref {ref!r}")
+    for value in schema.values():
+        _check_scope(value, False)
 
 
 class _Compiler:
@@ -61,12 +204,11 @@ class _Compiler:
         self.refs: dict[str, Check] = {}
 
     def ref(self, pointer: str) -> Check:
-        if not pointer.startswith("#/"):
-            raise Unsupported(pointer)
         if pointer not in self.refs:
             target: Any = self.root
-            for part in pointer[2:].split("/"):
-                target = target[part.replace("~1", "/").replace("~0", "~")]
+            for part in pointer[2:].split("/") if pointer != "#" else ():
+                part = part.replace("~1", "/").replace("~0", "~")
+                target = target[int(part)] if isinstance(target, list) else target[part]
             slot: list[Check] = []
             self.refs[pointer] = lambda v: slot[0](v)
             slot.append(self.compile(target))
@@ -74,131 +216,200 @@ class _Compiler:
 
     def compile(self, schema: Any) -> Check:
         if schema is True:
-            return lambda v: True
+            return _always(True)
         if schema is False:
-            return lambda v: False
+            return _always(False)
         if not isinstance(schema, dict):
             raise Unsupported(repr(schema))
         checks: list[Check] = []
-        grouped = False
         for keyword, value in schema.items():
-            if keyword in _ANNOTATIONS or keyword.startswith("x-"):
+            if keyword not in _VALIDATION_KEYWORDS:
                 continue
             if keyword in _OBJECT_KEYWORDS:
-                if not grouped:
+                if keyword == next(k for k in schema if k in _OBJECT_KEYWORDS):
                     checks.append(self.object_keywords(schema))
-                    grouped = True
-                continue
-            checks.append(self.keyword(keyword, value))
+            elif keyword in _ARRAY_KEYWORDS:
+                if keyword == next(k for k in schema if k in _ARRAY_KEYWORDS):
+                    checks.append(self.array_keywords(schema))
+            elif keyword == "if":
+                checks.append(self.condition(schema))
+            else:
+                checks.append(self.keyword(keyword, value))
         return _all_of(checks)
 
     def object_keywords(self, schema: dict[str, Any]) -> Check:
         props = {name: self.compile(sub) for name, sub in schema.get("properties", {}).items()}
-        patterns = [(re.compile(p).search, self.compile(sub)) for p, sub in schema.get("patternProperties", {}).items()]
-        additional_schema = schema.get("additionalProperties", True)
-        additional = None if additional_schema is True else self.compile(additional_schema)
+        pattern_schemas = schema.get("patternProperties", {})
+        patterns = [(re.compile(p).search, self.compile(sub)) for p, sub in pattern_schemas.items()]
+        # jsonschema decides what is additional with the patterns joined by '|'.
+        joined = re.compile("|".join(pattern_schemas)).search if pattern_schemas else None
+        additional = self.compile(schema["additionalProperties"]) if "additionalProperties" in schema else None
         required = tuple(schema.get("required", ()))
 
-        def check(v: Any) -> bool:
-            if type(v) is not dict:
+        def check(v: Any) -> Verdict:
+            if not isinstance(v, dict):
                 return True
             for name in required:
                 if name not in v:
                     return False
+            verdict: Verdict = True
             for key, item in v.items():
                 sub = props.get(key)
-                if sub is not None:
-                    if not sub(item):
-                        return False
-                    continue
-                matched = False
-                for search, pattern_check in patterns:
-                    if search(key):
-                        matched = True
-                        if not pattern_check(item):
+                checks: list[Check] = [] if sub is None else [sub]
+                if joined is not None:
+                    if not isinstance(key, str):
+                        verdict = None  # jsonschema's re.search fails on such a key
+                        continue
+                    checks.extend(pattern for search, pattern in patterns if search(key))
+                    if sub is None and additional is not None and not joined(key):
+                        checks.append(additional)
+                elif sub is None and additional is not None:
+                    checks.append(additional)
+                for sub_check in checks:
+                    result = sub_check(item)
+                    if result is not True:
+                        if result is False:
                             return False
-                if not matched and additional is not None and not additional(item):
-                    return False
-            return True
+                        verdict = None
+            return verdict
+
+        return check
+
+    def array_keywords(self, schema: dict[str, Any]) -> Check:
+        prefix = [self.compile(sub) for sub in schema.get("prefixItems", ())]
+        rest = self.compile(schema["items"]) if "items" in schema else None
+
+        def check(v: Any) -> Verdict:
+            if not isinstance(v, list):
+                return True
+            verdict: Verdict = True
+            for index, item in enumerate(v):
+                if index < len(prefix):
+                    result = prefix[index](item)
+                elif rest is not None:
+                    result = rest(item)
+                else:
+                    break
+                if result is not True:
+                    if result is False:
+                        return False
+                    verdict = None
+            return verdict
+
+        return check
+
+    def condition(self, schema: dict[str, Any]) -> Check:
+        condition = self.compile(schema["if"])
+        then = self.compile(schema.get("then", True))
+        otherwise = self.compile(schema.get("else", True))
+
+        def check(v: Any) -> Verdict:
+            result = condition(v)
+            if result is None:
+                return None
+            return then(v) if result else otherwise(v)
 
         return check
 
     def keyword(self, keyword: str, value: Any) -> Check:
         if keyword == "type":
-            names = [value] if isinstance(value, str) else list(value)
-            type_checks = [_TYPE_CHECKS[name] for name in names]
+            type_checks = [_TYPE_CHECKS[name] for name in ([value] if isinstance(value, str) else value)]
             if len(type_checks) == 1:
                 return type_checks[0]
             return lambda v: any(check(v) for check in type_checks)
         if keyword == "const":
-            return lambda v: _same(v, value)
+            return lambda v: _equal(v, value)
         if keyword == "enum":
-            options = list(value)
-            return lambda v: any(_same(v, option) for option in options)
+            return _any_of([functools.partial(_equal, b=option) for option in value])
         if keyword == "pattern":
             search = re.compile(value).search
-            return lambda v: type(v) is not str or search(v) is not None
+            return lambda v: not isinstance(v, str) or search(v) is not None
         if keyword == "minLength":
-            return lambda v: type(v) is not str or len(v) >= value
+            return lambda v: not isinstance(v, str) or len(v) >= value
         if keyword == "maxLength":
-            return lambda v: type(v) is not str or len(v) <= value
+            return lambda v: not isinstance(v, str) or len(v) <= value
         if keyword == "minimum":
             return lambda v: not _is_number(v) or v >= value
         if keyword == "maximum":
             return lambda v: not _is_number(v) or v <= value
-        if keyword == "items":
-            item_check = self.compile(value)
-
-            def items(v: Any) -> bool:
-                if type(v) is not list:
-                    return True
-                for item in v:  # noqa: SIM110 - a plain loop is faster than all(genexpr)
-                    if not item_check(item):
-                        return False
-                return True
-
-            return items
+        if keyword == "exclusiveMinimum":
+            return lambda v: not _is_number(v) or v > value
+        if keyword == "exclusiveMaximum":
+            return lambda v: not _is_number(v) or v < value
+        if keyword == "minItems":
+            return lambda v: not isinstance(v, list) or len(v) >= value
+        if keyword == "maxItems":
+            return lambda v: not isinstance(v, list) or len(v) <= value
+        if keyword == "minProperties":
+            return lambda v: not isinstance(v, dict) or len(v) >= value
+        if keyword == "maxProperties":
+            return lambda v: not isinstance(v, dict) or len(v) <= value
         if keyword == "uniqueItems":
             if not value:
-                return lambda v: True
-            # Only lists of strings are judged here; anything else goes to jsonschema.
-            return lambda v: type(v) is not list or (all(type(item) is str for item in v) and len(set(v)) == len(v))
-        if keyword in ("anyOf", "oneOf"):
-            subs = [self.compile(sub) for sub in value]
-            if keyword == "anyOf":
-                return lambda v: any(sub(v) for sub in subs)
-            return lambda v: sum(1 for sub in subs if sub(v)) == 1
+                return _always(True)
+            return lambda v: True if not isinstance(v, list) else _unique(v)
+        if keyword == "dependentRequired":
+            pairs = [(name, tuple(needed)) for name, needed in value.items()]
+            return lambda v: not isinstance(v, dict) or all(
+                all(other in v for other in needed) for name, needed in pairs if name in v
+            )
+        if keyword == "dependentSchemas":
+            subs = [(name, self.compile(sub)) for name, sub in value.items()]
+            each = _all_of([_when_present(name, sub) for name, sub in subs])
+            return lambda v: True if not isinstance(v, dict) else each(v)
+        if keyword == "propertyNames":
+            names = self.compile(value)
+            return lambda v: True if not isinstance(v, dict) else _every_key(names, v)
+        if keyword == "anyOf":
+            return _any_of([self.compile(sub) for sub in value])
+        if keyword == "oneOf":
+            return _one_of([self.compile(sub) for sub in value])
+        if keyword == "allOf":
+            return _all_of([self.compile(sub) for sub in value])
+        if keyword == "not":
+            return _not(self.compile(value))
         if keyword == "$ref":
             return self.ref(value)
-        raise Unsupported(keyword)
+        # Not judged here (contains, multipleOf, unevaluated*, format, ...): jsonschema decides
+        # whenever the keyword applies to the value's type.
+        applies = _APPLIES_TO.get(keyword)
+        if applies is None:
+            return _always(None)
+        return lambda v: None if applies(v) else True
 
 
-_OBJECT_KEYWORDS = frozenset({"properties", "patternProperties", "additionalProperties", "required"})
+def _when_present(name: str, check: Check) -> Check:
+    return lambda v: check(v) if name in v else True
 
 
-def _all_of(checks: list[Check]) -> Check:
-    if not checks:
-        return lambda v: True
-    if len(checks) == 1:
-        return checks[0]
-    if len(checks) == 2:
-        first, second = checks
-        return lambda v: first(v) and second(v)
-
-    def every(v: Any) -> bool:
-        for check in checks:  # noqa: SIM110 - a plain loop is faster than all(genexpr)
-            if not check(v):
+def _every_key(names: Check, value: dict[Any, Any]) -> Verdict:
+    verdict: Verdict = True
+    for key in value:
+        result = names(key)
+        if result is not True:
+            if result is False:
                 return False
-        return True
+            verdict = None
+    return verdict
 
-    return every
+
+_APPLIES_TO: dict[str, Callable[[Any], bool]] = {
+    "contains": _TYPE_CHECKS["array"],
+    "unevaluatedItems": _TYPE_CHECKS["array"],
+    "unevaluatedProperties": _TYPE_CHECKS["object"],
+    "multipleOf": _is_number,
+}
 
 
 def compile_fast_check(schema: dict[str, Any]) -> Check | None:
-    """Compile a schema into a predicate that is True only for surely valid documents."""
+    """Compile a schema into a check answering True/False as jsonschema would, or None.
+
+    Returns None when the schema as a whole cannot be judged here.
+    """
     try:
+        _check_scope(schema)
         return _Compiler(schema).compile(schema)
-    except (Unsupported, KeyError, TypeError, re.error):
+    except (Unsupported, KeyError, IndexError, TypeError, ValueError, re.error):
         return None
 
 
@@ -222,13 +433,12 @@ class ManifestSchema:
 
     def is_valid(self, document: Any) -> bool:
         """True when the document satisfies the schema."""
-        if self.fast_check is not None and self.fast_check(document):
-            return True
-        return self.validator.is_valid(document)
+        verdict = None if self.fast_check is None else self.fast_check(document)
+        return self.validator.is_valid(document) if verdict is None else verdict
 
     def problems(self, document: Any) -> list[SchemaProblem]:
         """Every schema violation in the document, described for a person."""
-        if self.fast_check is not None and self.fast_check(document):
+        if self.fast_check is not None and self.fast_check(document) is True:
             return []
         found: list[SchemaProblem] = []
         seen: set[tuple[tuple[str | int, ...], str]] = set()
