@@ -81,7 +81,7 @@ def check_override_key(key: str) -> str:
 
 # A git branch or tag name as `git check-ref-format --allow-onelevel` accepts it, narrowed to what
 # no shell or argument parser reads as anything else: ASCII letters, digits and . _ - / + @.
-REF_RE = re.compile(r"^[A-Za-z0-9._/+@-]{1,255}$")
+REF_RE = re.compile(r"^[A-Za-z0-9._/+@-]{1,255}\Z")
 
 
 def check_ref(ref: str) -> str:

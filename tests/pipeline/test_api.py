@@ -259,7 +259,7 @@ def test_services_list_only_what_the_token_may_read(client, admin_token, probe_r
 @pytest.mark.parametrize("ref", ["a..b", "$(touch /tmp/x)", "--name=evil", "a|rm -rf /", "-x", "feature/", "/main",
                                  "a//b", "main.", "main.lock", "x/.hidden", "@", "a b", "a:b", "a~1", "a^", "a?",
                                  "a*", "a[1]", "a\\b", "a;b", "a&b", "a`b`", "a>b", "a'b", 'a"b', "a@{1}",
-                                 "naïve", "x" * 256, ""])
+                                 "naïve", "x" * 256, "", "main\n", "main\x00"])
 def test_a_ref_that_is_not_a_safe_git_ref_name_is_a_400(client, token, ref):
     response = post(client, token, {"service": "probe", "environment": "stage", "tag": "v1", "ref": ref})
     assert response.status_code == 400, (ref, response.json)
