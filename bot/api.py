@@ -24,8 +24,8 @@ from bot.tokens import Scopes, TokenError, authenticate
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
-SHA_RE = re.compile(r"^[0-9a-f]{7,64}$")
-REPOSITORY_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
+SHA_RE = re.compile(r"^[0-9a-f]{7,64}\Z")
+REPOSITORY_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}\Z")
 
 
 class Unauthorized(SamiError):

@@ -175,6 +175,8 @@ def test_read_endpoints(client, token, admin_token):
     ("sha", "a" * 65, "'sha' must be a commit sha"),
     ("ref", "x" * 256, "is not a branch or tag name"),
     ("repository", "no-slash", "'repository' must be owner/name"),
+    ("sha", "abcdef1\n", "'sha' must be a commit sha"),
+    ("repository", "acme/web\n", "'repository' must be owner/name"),
 ])
 def test_source_fields_are_checked(client, token, field, value, message):
     response = post(client, token, {"service": "probe", "environment": "stage", "tag": "v1", field: value})
