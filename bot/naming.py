@@ -1,31 +1,66 @@
-"""Deployment names and the checks every name and value passes before it reaches a script."""
+"""Deployment names and the checks every name and value passes before it reaches a script.
+
+The manifest loader applies the same rules to service and environment folders, so a manifest
+it accepts always gives a name these checks accept. Patterns end with \\Z: '$' would let a
+trailing newline through.
+"""
 
 from __future__ import annotations
 
 import re
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-SERVICE_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
-# A DNS label; pr-<n> is reserved for pull request previews (the manifest loader says the same).
-ENVIRONMENT_RE = re.compile(r"^(?!pr-[0-9]+$)(?!.*--)[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?$")
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+MAX_NAME = 63
+MAX_SERVICE = 40
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}\Z")
+SERVICE_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}\Z")
+# A DNS label; pr-<n> is reserved for pull request previews.
+ENVIRONMENT_RE = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+RESERVED_ENVIRONMENT_RE = re.compile(r"^pr-[0-9]+\Z")
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 # registry[:port]/path[:tag][@sha256:digest], as docker accepts them (lowercase path).
 IMAGE_RE = re.compile(
     r"^(?P<name>(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*)"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?\Z"
 )
-OVERRIDE_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+OVERRIDE_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}\Z")
 PULL_REQUEST_ENVIRONMENT = "pull_request"
+STANDARD_ENVIRONMENTS = ("stage", "production", PULL_REQUEST_ENVIRONMENT)
+
+ENVIRONMENT_RULE = (
+    "use stage, production, pull_request, or lowercase letters, digits and '-' starting with a letter, "
+    "not ending with '-' and without '--'"
+)
 
 
 class InvalidName(ValueError):
     """A name or value that may not reach a control script."""
 
 
+def environment_problem(environment: str) -> str | None:
+    """Why ``environment`` cannot be an environment name (None when it can), as a sentence tail."""
+    if environment in STANDARD_ENVIRONMENTS:
+        return None
+    if not isinstance(environment, str) or not ENVIRONMENT_RE.match(environment) or "--" in environment:
+        return f"is not a valid environment name; {ENVIRONMENT_RULE}"
+    if RESERVED_ENVIRONMENT_RE.match(environment):
+        return "is reserved for pull request deployments (<service>-pr-<number>)"
+    return None
+
+
+def name_length_problem(service: str, environment: str, limit: int = MAX_NAME) -> str | None:
+    """Why ``<service>-<environment>`` is too long for a deployment name (None when it fits)."""
+    name = f"{service}-{environment}"
+    if len(name) <= limit:
+        return None
+    return (f"the deployment name {name!r} is {len(name)} characters long; service name and environment "
+            f"together must fit in {limit}")
+
+
 def deployment_name(service: str, environment: str, pull_request: int | None = None) -> str:
     """``<service>-<environment>``, or ``<service>-pr-<n>`` for a pull request environment."""
-    if not SERVICE_RE.match(service or ""):
-        raise InvalidName(f"service name {service!r} must be lowercase letters, digits and dashes")
+    if not isinstance(service, str) or not SERVICE_RE.match(service):
+        raise InvalidName(f"service name {service!r} must be lowercase letters, digits and '-', starting with a "
+                          f"letter, at most {MAX_SERVICE} characters")
     if environment == PULL_REQUEST_ENVIRONMENT or pull_request is not None:
         if environment != PULL_REQUEST_ENVIRONMENT:
             raise InvalidName(f"a pull request number goes with the {PULL_REQUEST_ENVIRONMENT!r} "
@@ -33,27 +68,30 @@ def deployment_name(service: str, environment: str, pull_request: int | None = N
         if not isinstance(pull_request, int) or isinstance(pull_request, bool) or pull_request <= 0:
             raise InvalidName(f"pull request number must be a positive integer, got {pull_request!r}")
         name = f"{service}-pr-{pull_request}"
-    else:
-        check_environment(environment)
-        name = f"{service}-{environment}"
-    if not NAME_RE.match(name):
-        raise InvalidName(f"deployment name {name!r} is longer than 63 characters")
-    return name
+        if len(name) > MAX_NAME:
+            raise InvalidName(f"pull request number {pull_request} is too big: the deployment name {name!r} "
+                              f"would be longer than {MAX_NAME} characters")
+        return name
+    check_environment(environment)
+    problem = name_length_problem(service, environment)
+    if problem:
+        raise InvalidName(problem)
+    return f"{service}-{environment}"
 
 
 def check_environment(environment: str) -> str:
-    """Return ``environment`` if it is ``pull_request`` or matches ENVIRONMENT_RE."""
-    if environment != PULL_REQUEST_ENVIRONMENT and not ENVIRONMENT_RE.match(environment or ""):
-        raise InvalidName(f"environment {environment!r} must be {PULL_REQUEST_ENVIRONMENT!r} or match "
-                          f"{ENVIRONMENT_RE.pattern}")
+    """Return ``environment`` if it is a valid environment name, else raise InvalidName."""
+    problem = environment_problem(environment)
+    if problem:
+        raise InvalidName(f"environment {environment!r} {problem}")
     return environment
 
 
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid deployment name, else raise InvalidName."""
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InvalidName(f"{name!r} is not a deployment name (lowercase letters, digits, dashes; "
-                          "at most 63 characters)")
+        raise InvalidName(f"{name!r} is not a deployment name (lowercase letters, digits and '-', starting with a "
+                          f"letter, at most {MAX_NAME} characters)")
     return name
 
 
@@ -74,8 +112,10 @@ def split_image(image: str) -> tuple[str, str | None, str | None]:
 
 
 def check_override_key(key: str) -> str:
+    """Return ``key`` if it may name an override, else raise InvalidName."""
     if not isinstance(key, str) or not OVERRIDE_KEY_RE.match(key):
-        raise InvalidName(f"override key {key!r} must match {OVERRIDE_KEY_RE.pattern}")
+        raise InvalidName(f"override key {key!r} must start with a letter or '_' and hold only letters, digits, "
+                          "'_', '.' and '-' (at most 128 characters)")
     return key
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from bot import naming
+
 from . import folder, yamlsafe
 from .model import (
     MAX_DEPLOYMENT_NAME,
@@ -45,13 +47,9 @@ DEFAULT_TIMEOUT = 30 * 60
 DEFAULT_STATUS_TIMEOUT = 10 * 60
 DEFAULT_HEALTH_TIMEOUT = 10
 DEFAULT_DEPLOY_LABEL = "sami:deploy"
-STANDARD_ENVIRONMENTS = ("stage", "production", "pull_request")
-PULL_REQUEST_ENVIRONMENT = "pull_request"
+STANDARD_ENVIRONMENTS = naming.STANDARD_ENVIRONMENTS
+PULL_REQUEST_ENVIRONMENT = naming.PULL_REQUEST_ENVIRONMENT
 
-# A DNS label: lowercase letters, digits and '-', starting with a letter, not ending with '-'.
-_ENVIRONMENT_RE = re.compile(r"[a-z](?:[a-z0-9-]*[a-z0-9])?")
-# pr-<n> folders would take the names of pull request deployments (<service>-pr-<n>).
-_RESERVED_ENVIRONMENT_RE = re.compile(r"pr-[0-9]+")
 _PREVIEW_NAME_RE = re.compile(r"(.+)-pr-[0-9]+")
 # Entries walked in a manifest's folder or a control_scripts folder.
 MAX_FOLDER_ENTRIES = folder.MAX_FOLDER_ENTRIES
@@ -65,18 +63,12 @@ Path_ = tuple[str | int, ...]
 
 
 def is_valid_environment(name: str) -> bool:
-    """True for stage, production, pull_request and other DNS labels.
+    """True for stage, production, pull_request and other DNS labels (bot.naming's rule).
 
-    Other names match ^[a-z]([a-z0-9-]*[a-z0-9])?$, have no '--', and are not pr-<number>
-    (reserved for pull request deployments).
+    Other names are lowercase letters, digits and '-' starting with a letter, not ending with
+    '-', without '--', and not pr-<number> (reserved for pull request deployments).
     """
-    if name in STANDARD_ENVIRONMENTS:
-        return True
-    return (
-        _ENVIRONMENT_RE.fullmatch(name) is not None
-        and "--" not in name
-        and _RESERVED_ENVIRONMENT_RE.fullmatch(name) is None
-    )
+    return naming.environment_problem(name) is None
 
 
 def max_deployment_name(type_name: str) -> int:
@@ -409,32 +401,20 @@ def _check_tree_rules(
             ("type",),
             f"type is {data['type']!r} but the manifest is in the {type_dir!r} folder; the folder name must equal type",
         )
-    if not is_valid_environment(environment):
+    environment_problem = naming.environment_problem(environment)
+    if environment_problem:
         line, column = ctx.where(())
-        if _RESERVED_ENVIRONMENT_RE.fullmatch(environment):
-            message = (
-                f"environment folder {environment!r} is reserved for pull request deployments "
-                "(<service>-pr-<number>); pull request environments come from the pull_request folder"
-            )
-        else:
-            message = (
-                f"environment folder {environment!r} is not a valid environment name; use "
-                "stage, production, pull_request, or lowercase letters, digits and '-' "
-                "starting with a letter, not ending with '-' and without '--'"
-            )
+        message = f"environment folder {environment!r} {environment_problem}"
+        if naming.RESERVED_ENVIRONMENT_RE.match(environment):
+            message += "; pull request environments come from the pull_request folder"
         ctx.errors.append(ManifestError(candidate.rel_path, line, column, "", message))
-    elif service_name is not None:
-        limit = max_deployment_name(type_dir)
-        target = f" ({type_dir} deployments are Helm releases)" if type_dir == "k8s" else ""
+    elif service_name is not None and environment != PULL_REQUEST_ENVIRONMENT:
         # Pull request names (<service>-pr-<n>) fit: service names are at most 40 characters.
-        if environment != PULL_REQUEST_ENVIRONMENT:
-            name = f"{service_name}-{environment}"
-            if len(name) > limit:
-                ctx.add(
-                    ("service_name",),
-                    f"the deployment name {name!r} is {len(name)} characters long; service name "
-                    f"and environment together must fit in {limit}{target}",
-                )
+        limit = max_deployment_name(type_dir)
+        problem = naming.name_length_problem(service_name, environment, limit)
+        if problem:
+            target = f" ({type_dir} deployments are Helm releases)" if type_dir == "k8s" else ""
+            ctx.add(("service_name",), f"{problem}{target}")
 
     # Every entry of the folder counts, named by a field or not: each run gets a copy of it all.
     walked = _Walked(tree, candidate)
