@@ -43,8 +43,6 @@ MANIFEST_NAMES = ("sami.yaml", "sami.yml")
 SERVICES_DIR = "services"
 MAX_MANIFEST_BYTES = 256 * 1024
 MAX_REFERENCED_YAML_BYTES = 1024 * 1024
-DEFAULT_TIMEOUT = 30 * 60
-DEFAULT_STATUS_TIMEOUT = 10 * 60
 DEFAULT_HEALTH_TIMEOUT = 10
 DEFAULT_DEPLOY_LABEL = "sami:deploy"
 STANDARD_ENVIRONMENTS = naming.STANDARD_ENVIRONMENTS
@@ -88,6 +86,10 @@ def parse_duration(value: int | str) -> int:
     if text.isdigit():
         return int(text)
     raise ValueError(f"not a duration: {value!r}")
+
+
+def _optional_duration(data: dict[str, Any], key: str) -> int | None:
+    return parse_duration(data[key]) if key in data else None
 
 
 def _override_text(value: Any) -> str:
@@ -611,8 +613,9 @@ def _build_manifest(candidate: Candidate, data: dict[str, Any]) -> Manifest:
             path=health["path"],
             timeout=parse_duration(health.get("timeout", DEFAULT_HEALTH_TIMEOUT)),
         ),
-        timeout=parse_duration(data.get("timeout", DEFAULT_TIMEOUT)),
-        status_timeout=parse_duration(data.get("status_timeout", DEFAULT_STATUS_TIMEOUT)),
+        # None when absent: the bot's SAMI_SCRIPT_TIMEOUT and SAMI_STATUS_TIMEOUT apply then.
+        timeout=_optional_duration(data, "timeout"),
+        status_timeout=_optional_duration(data, "status_timeout"),
         app_overrides={k: _override_text(v) for k, v in overrides.get("app", {}).items()},
         deployment_overrides={k: _override_text(v) for k, v in overrides.get("deployment", {}).items()},
         allowed_app_overrides=tuple(allowed.get("app", ())),

@@ -80,8 +80,8 @@ class Manifest:
     image: str | None
     url: str | None
     health: Health | None
-    timeout: int
-    status_timeout: int
+    timeout: int | None  # seconds; None: the bot's script timeout applies
+    status_timeout: int | None  # seconds; None: the bot's status timeout applies
     app_overrides: Mapping[str, str]
     deployment_overrides: Mapping[str, str]
     allowed_app_overrides: tuple[str, ...]

@@ -99,7 +99,7 @@ def test_defaults_apply_when_fields_are_absent(add_manifest: Callable[..., Path]
     add_manifest()
     manifest = load_deployments_repo(repo_dir).find("web", "stage")
     assert manifest is not None
-    assert manifest.timeout == 1800 and manifest.status_timeout == 600
+    assert manifest.timeout is None and manifest.status_timeout is None  # the bot's settings apply
     assert manifest.pr_deploy is PrDeploy.OFF and manifest.deploy_label == "sami:deploy"
     assert manifest.ttl is None and manifest.health is None and manifest.repository is None
     assert manifest.require_checks is False and manifest.secrets == ()
