@@ -8,7 +8,13 @@ import time
 from pathlib import Path
 
 from bot.config import Settings
-from bot.manifests import DeploymentsRepo, DeploymentsRepoError, GitCredentials, load_deployments_repo
+from bot.manifests import (
+    DeploymentsRepo,
+    DeploymentsRepoError,
+    GitCredentials,
+    is_git_source,
+    load_deployments_repo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +33,13 @@ class ManifestStore:
         self.cache_dir = Path(cache_dir)
         # An https token for a private deployments repo; git gets it through its environment.
         self.credentials = GitCredentials(token) if token else None
-        self._lock = threading.Lock()
+        # _state guards the fields below for an instant; _reading is held through a whole read
+        # (a git fetch may take minutes), so that only one read runs at a time.
+        self._state = threading.Lock()
+        self._reading = threading.Lock()
         self._current: DeploymentsRepo | None = None
-        self._loaded_at = 0.0
+        self._loaded_at = 0.0  # when the last read ended (served until it is older than the TTL)
+        self._read_started = float("-inf")  # when the read that gave _current began
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ManifestStore:
@@ -38,31 +48,67 @@ class ManifestStore:
 
     @property
     def is_git(self) -> bool:
-        return not Path(self.source).is_dir() or (Path(self.source) / "HEAD").is_file()
+        """True when the configured source is read through git (a URL, a bare repo, or a ref)."""
+        return is_git_source(self.source, self.ref)
+
+    def _has_commits(self) -> bool:
+        # A working copy read as a folder still holds commits that at(sha) can read.
+        return is_git_source(self.source, "HEAD")
 
     def current(self, refresh: bool = False) -> DeploymentsRepo:
         """The manifests at the configured ref (re-read when stale or when ``refresh``).
 
-        If re-reading fails (the git host is down), the last good read is kept and served;
-        with none, DeploymentsRepoError is raised (the API answers 503).
+        One read runs at a time. While it runs, other callers get the last good read at once
+        rather than waiting for the fetch; only the first read, and a caller asking for
+        ``refresh``, wait (the latter for a read that began after it asked). If re-reading
+        fails (the git host is down), the last good read is kept and served; with none,
+        DeploymentsRepoError is raised (the API answers 503).
         """
-        with self._lock:
-            ttl = self.GIT_TTL if self.is_git else self.LOCAL_TTL
-            fresh = time.monotonic() - self._loaded_at < ttl
-            if self._current is None or refresh or not fresh:
-                try:
-                    self._current = load_deployments_repo(self.source, ref=self.ref, cache_dir=self.cache_dir,
-                                                          git_credentials=self.credentials)
-                except DeploymentsRepoError as exc:
-                    if self._current is None:
-                        raise
-                    log.warning("re-reading the deployments repo failed (%s); using the last good read", exc)
-                self._loaded_at = time.monotonic()
-            return self._current
+        asked = time.monotonic()
+        ttl = self.GIT_TTL if self.is_git else self.LOCAL_TTL
+        with self._state:
+            current, loaded_at = self._current, self._loaded_at
+        if current is not None and not refresh:
+            if asked - loaded_at < ttl:
+                return current
+            if not self._reading.acquire(blocking=False):
+                return current  # someone is reading already: serve the last good read meanwhile
+        else:
+            self._reading.acquire()
+        try:
+            with self._state:
+                current = self._current
+                if current is not None and (
+                    self._read_started >= asked if refresh else time.monotonic() - self._loaded_at < ttl
+                ):
+                    return current  # read by another caller while this one waited
+            started = time.monotonic()
+            try:
+                repo = load_deployments_repo(self.source, ref=self.ref, cache_dir=self.cache_dir,
+                                             git_credentials=self.credentials)
+            except DeploymentsRepoError as exc:
+                if current is None:
+                    raise
+                log.warning("re-reading the deployments repo failed (%s); using the last good read", exc)
+                repo = current
+            with self._state:
+                self._current, self._loaded_at, self._read_started = repo, time.monotonic(), started
+            return repo
+        finally:
+            self._reading.release()
 
     def at(self, sha: str | None) -> DeploymentsRepo:
-        """The manifests at commit ``sha`` (the current ones for a plain folder or no sha)."""
-        if not sha or not self.is_git:
+        """The manifests at commit ``sha``; the current ones when ``sha`` is None.
+
+        Raises DeploymentsRepoError when the commit cannot be read, e.g. the source is a plain
+        folder (which has no commits) or no longer holds it.
+        """
+        if not sha:
             return self.current()
+        if not self._has_commits():
+            raise DeploymentsRepoError(
+                f"cannot read commit {sha} of the deployments repo: {self.source} is a plain folder without "
+                "git history; deploy again to use the folder as it is now"
+            )
         return load_deployments_repo(self.source, ref=sha, cache_dir=self.cache_dir,
                                      git_credentials=self.credentials)

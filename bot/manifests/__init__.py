@@ -48,6 +48,7 @@ __all__ = [
     "ServiceType",
     "clear_memo",
     "default_cache_dir",
+    "is_git_source",
     "is_valid_environment",
     "load_deployments_repo",
     "parse_duration",
@@ -90,12 +91,16 @@ def prune_trees(
     return gitsource.prune_trees(cache, keep, min_age=min_age, protect=held)
 
 
-def _is_git_source(source: str, ref: str | None) -> bool:
+def is_git_source(source: str | os.PathLike[str], ref: str | None) -> bool:
+    """True when load_deployments_repo reads source through git (a URL, a bare repo, or a ref)."""
+    source = os.fspath(source)
     if is_git_url(source):
         return True
     path = Path(source)
     if source.endswith(".git") and path.is_dir():
         return True
+    if (path / "HEAD").is_file() and (path / "objects").is_dir():
+        return True  # a bare repository, whatever its name
     # A local working copy is read as a folder unless a ref asks for one of its commits.
     return ref is not None and ((path / ".git").exists() or (path / "HEAD").is_file())
 
@@ -116,7 +121,7 @@ def load_deployments_repo(
     read at all; problems in manifests are in the result's errors.
     """
     text = os.fspath(source)
-    if not _is_git_source(text, ref):
+    if not is_git_source(text, ref):
         path = Path(text)
         if ref is not None:
             raise DeploymentsRepoError(f"{text} is a folder, not a git repository; drop --ref")

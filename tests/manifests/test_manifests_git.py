@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot import manifest_store
+from bot.manifest_store import ManifestStore
 from bot.manifests import (
     DeploymentsRepoError,
     GitCredentials,
@@ -17,7 +22,7 @@ from bot.manifests import (
     prune_trees,
 )
 
-from .conftest import git
+from .conftest import EXAMPLES, git
 
 
 def test_load_from_bare_repo_by_branch_tag_and_sha(git_source: dict[str, Any], tmp_path: Path) -> None:
@@ -130,3 +135,127 @@ def test_working_copy_is_a_folder_unless_a_ref_is_given(git_source: dict[str, An
     assert load_deployments_repo(work, ref="main", cache_dir=tmp_path / "c").sha == git_source["first"]
     with pytest.raises(DeploymentsRepoError, match="is a folder"):
         load_deployments_repo(tmp_path, ref="main")
+
+
+# --- the store the web and the workers read manifests through ------------------------------
+
+
+class _SlowReads:
+    """Stands in for load_deployments_repo: each read waits for `release`, and is counted."""
+
+    def __init__(self, repo: Any) -> None:
+        self.repo = repo
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.calls = 0
+        self.running = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            self.calls += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+        self.entered.set()
+        try:
+            assert self.release.wait(20)
+            return self.repo
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def _in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(call()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+@pytest.mark.timeout(60)
+def test_readers_get_the_last_good_read_while_one_fetch_runs(
+    git_source: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ManifestStore(str(git_source["bare"]), "main", tmp_path / "cache")
+    first = store.current()
+    newer = object()
+    slow = _SlowReads(newer)
+    monkeypatch.setattr(manifest_store, "load_deployments_repo", slow)
+    store._loaded_at -= store.GIT_TTL + 1  # stale: the next reader starts a fetch
+    fetching, fetched = _in_thread(store.current)
+    assert slow.entered.wait(10)
+    readers = [_in_thread(store.current) for _ in range(4)]
+    for thread, _ in readers:
+        thread.join(2)
+    try:
+        assert not any(thread.is_alive() for thread, _ in readers), "readers waited behind the fetch"
+        assert all(out == [first] for _, out in readers)
+        assert fetching.is_alive()
+    finally:
+        slow.release.set()
+    fetching.join(10)
+    assert fetched == [newer] and store.current() is newer
+    assert (slow.calls, slow.most) == (1, 1)
+
+
+@pytest.mark.timeout(60)
+def test_a_refresh_waits_for_a_read_that_began_after_it_asked(
+    git_source: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ManifestStore(str(git_source["bare"]), "main", tmp_path / "cache")
+    store.current()
+    slow = _SlowReads(object())
+    monkeypatch.setattr(manifest_store, "load_deployments_repo", slow)
+    first_refresh, _ = _in_thread(lambda: store.current(refresh=True))
+    assert slow.entered.wait(10)
+    second_refresh, out = _in_thread(lambda: store.current(refresh=True))
+    time.sleep(0.2)
+    assert second_refresh.is_alive(), "a refresh asked during an older read waits for a read of its own"
+    slow.release.set()
+    first_refresh.join(10)
+    second_refresh.join(10)
+    assert out == [slow.repo] and (slow.calls, slow.most) == (2, 1)
+
+
+def test_a_working_copy_with_a_ref_is_fetched_at_the_git_interval(
+    git_source: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str | None] = []
+    real = manifest_store.load_deployments_repo
+
+    def counted(source: Any, **kwargs: Any) -> Any:
+        reads.append(kwargs.get("ref"))
+        return real(source, **kwargs)
+
+    monkeypatch.setattr(manifest_store, "load_deployments_repo", counted)
+    store = ManifestStore(str(git_source["work"]), "main", tmp_path / "cache")
+    assert store.is_git
+    assert store.current().sha == git_source["first"]
+    store._loaded_at -= 3  # older than the folder interval, well within the git one
+    store.current()
+    assert reads == ["main"]
+
+
+def test_at_reads_the_commit_asked_for_from_a_working_copy(git_source: dict[str, Any], tmp_path: Path) -> None:
+    work, first = git_source["work"], git_source["first"]
+    (work / "services/web/swarm/stage/sami.yaml").write_text("version: v2\n")
+    git("commit", "--quiet", "-am", "break web", cwd=work)
+    second = git("rev-parse", "HEAD", cwd=work)
+    for ref in ("main", None):
+        store = ManifestStore(str(work), ref, tmp_path / f"cache-{ref}")
+        at_first = store.at(first)
+        assert at_first.sha == first and at_first.ok and at_first.find("web", "stage") is not None
+        at_second = store.at(second)
+        assert at_second.sha == second and at_second.find("web", "stage") is None
+    with pytest.raises(DeploymentsRepoError, match="not found"):
+        store.at("0" * 40)
+
+
+def test_at_a_commit_of_a_plain_folder_is_a_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "deployments"
+    shutil.copytree(EXAMPLES, folder)
+    store = ManifestStore(str(folder), None, tmp_path / "cache")
+    assert store.at(None).ok and not store.is_git
+    with pytest.raises(DeploymentsRepoError, match=f"cannot read commit {'a' * 40} .* plain folder"):
+        store.at("a" * 40)
