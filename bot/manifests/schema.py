@@ -121,6 +121,19 @@ def _all_of(checks: list[Check]) -> Check:
         return _always(True)
     if len(checks) == 1:
         return checks[0]
+    if len(checks) == 2:
+        first, second = checks
+
+        def both(v: Any) -> Verdict:
+            a = first(v)
+            if a is False:
+                return False
+            b = second(v)
+            if b is False:
+                return False
+            return True if a is True and b is True else None
+
+        return both
 
     def every(v: Any) -> Verdict:
         verdict: Verdict = True
@@ -246,7 +259,8 @@ class _Compiler:
         additional = self.compile(schema["additionalProperties"]) if "additionalProperties" in schema else None
         required = tuple(schema.get("required", ()))
 
-        def check(v: Any) -> Verdict:
+        def plain(v: Any) -> Verdict:
+            # No patternProperties (the common case): each key meets one subschema at most.
             if not isinstance(v, dict):
                 return True
             for name in required:
@@ -254,16 +268,32 @@ class _Compiler:
                     return False
             verdict: Verdict = True
             for key, item in v.items():
+                sub = props.get(key, additional)
+                if sub is None:
+                    continue
+                result = sub(item)
+                if result is not True:
+                    if result is False:
+                        return False
+                    verdict = None
+            return verdict
+
+        def patterned(v: Any) -> Verdict:
+            if not isinstance(v, dict):
+                return True
+            for name in required:
+                if name not in v:
+                    return False
+            verdict: Verdict = True
+            for key, item in v.items():
+                if not isinstance(key, str):
+                    verdict = None  # jsonschema's re.search fails on such a key
+                    continue
                 sub = props.get(key)
-                checks: list[Check] = [] if sub is None else [sub]
-                if joined is not None:
-                    if not isinstance(key, str):
-                        verdict = None  # jsonschema's re.search fails on such a key
-                        continue
-                    checks.extend(pattern for search, pattern in patterns if search(key))
-                    if sub is None and additional is not None and not joined(key):
-                        checks.append(additional)
-                elif sub is None and additional is not None:
+                checks = [pattern for search, pattern in patterns if search(key)]
+                if sub is not None:
+                    checks.append(sub)
+                elif additional is not None and not joined(key):
                     checks.append(additional)
                 for sub_check in checks:
                     result = sub_check(item)
@@ -273,11 +303,13 @@ class _Compiler:
                         verdict = None
             return verdict
 
-        return check
+        return plain if joined is None else patterned
 
     def array_keywords(self, schema: dict[str, Any]) -> Check:
         prefix = [self.compile(sub) for sub in schema.get("prefixItems", ())]
         rest = self.compile(schema["items"]) if "items" in schema else None
+        if not prefix and rest is not None:
+            return _each_item(rest)
 
         def check(v: Any) -> Verdict:
             if not isinstance(v, list):
@@ -376,6 +408,22 @@ class _Compiler:
         if applies is None:
             return _always(None)
         return lambda v: None if applies(v) else True
+
+
+def _each_item(item_check: Check) -> Check:
+    def check(v: Any) -> Verdict:
+        if not isinstance(v, list):
+            return True
+        verdict: Verdict = True
+        for item in v:
+            result = item_check(item)
+            if result is not True:
+                if result is False:
+                    return False
+                verdict = None
+        return verdict
+
+    return check
 
 
 def _when_present(name: str, check: Check) -> Check:
