@@ -467,3 +467,35 @@ def test_a_file_swapped_between_the_walk_and_the_copy_is_refused(
     monkeypatch.setattr(executor.folder, "scan_folder", lambda *args, **kwargs: scan)
     with pytest.raises(ExecutorError, match=f"^{DOCS_STAGE}/site/index.html: became .* while being copied; refused$"):
         prepare_manifest_dir(repo, manifest, None, tmp_path / "run")
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_an_archive_cannot_write_through_a_symlink_it_holds(kind: str, static_root: Path, tmp_path: Path):
+    """An archive with `out -> <a folder outside>` and then `out/planted.html` writes nothing outside."""
+    import io
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    manifest = tmp_path / "manifest"
+    manifest.mkdir()
+    if kind == "tar":
+        config = {"source": "bundle.tar"}
+        with tarfile.open(manifest / "bundle.tar", "w") as tar:
+            link = tarfile.TarInfo("out")
+            link.type, link.linkname = tarfile.SYMTYPE, str(outside)
+            tar.addfile(link)
+            planted = tarfile.TarInfo("out/planted.html")
+            planted.size = 5
+            tar.addfile(planted, io.BytesIO(b"owned"))
+    else:
+        config = {"source": "bundle.zip"}
+        with zipfile.ZipFile(manifest / "bundle.zip", "w") as zf:
+            link = zipfile.ZipInfo("out")
+            link.create_system, link.external_attr = 3, 0o120777 << 16
+            zf.writestr(link, str(outside))
+            zf.writestr("out/planted.html", "owned")
+    result = _run("create", static_root, "v1", manifest, deployment_config=config)
+    assert result.returncode != 0
+    assert list(outside.iterdir()) == []
+    assert not (static_root / "docs-stage" / "current").exists()
+    assert _leftovers(static_root / "docs-stage") == []
