@@ -17,7 +17,7 @@ from bot import naming
 from bot.config import Settings
 from bot.manifests import DeploymentsRepo, Manifest, folder
 from bot.manifests.folder import MAX_FOLDER_ENTRIES, FolderScan
-from workers.runner import MIN_MASKED_LENGTH, ScriptResult, run_control_script
+from workers.runner import MIN_MASKED_LENGTH, SUPERVISOR_LABEL, ScriptResult, run_control_script
 
 BUILTIN_SCRIPTS = Path(control_scripts.__file__).resolve().parent
 OPERATIONS = ("create", "update", "archive", "unarchive", "check", "archive_check", "cleanup",
@@ -191,6 +191,7 @@ class Executor:
 
     def run(self, operation: str, repo: DeploymentsRepo, target: Target, manifest_dir: Path, *,
             on_output: Callable[[str], None] | None = None, on_tick: Callable[[], None] | None = None,
+            on_start: Callable[[int], None] | None = None, label: str = SUPERVISOR_LABEL,
             extra: tuple[str, ...] = (), timeout: float | None = None) -> ScriptResult:
         """Run one operation's script for ``target``; raise ExecutorError if it cannot be run."""
         script = self.scripts_dir(repo, target.manifest) / operation
@@ -205,4 +206,6 @@ class Executor:
             secrets=secrets.values(),
             on_output=on_output,
             on_tick=on_tick,
+            on_start=on_start,
+            label=label,
         )

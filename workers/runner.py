@@ -7,13 +7,14 @@ import contextlib
 import logging
 import os
 import queue
-import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +23,10 @@ MASK = "********"
 MIN_MASKED_LENGTH = 6
 
 
-# If the worker is killed, its script is killed too (and cannot race the action's retry).
-_SETPRIV = shutil.which("setpriv")
-_DIE_WITH_PARENT = (_SETPRIV, "--pdeathsig", "KILL", "--") if _SETPRIV else ()
+# Every script runs under a supervisor that leads its process group: if the worker dies, the
+# script and whatever it started die with it (and cannot race the action's retry).
+SUPERVISOR = str(Path(__file__).resolve().with_name("supervise.py"))
+SUPERVISOR_LABEL = "sami-script"
 
 
 class StopScript(Exception):
@@ -117,22 +119,26 @@ def run_control_script(
     secrets: Iterable[str] = (),
     on_output: Callable[[str], None] | None = None,
     on_tick: Callable[[], None] | None = None,
-    tick_seconds: float = 5.0,
+    on_start: Callable[[int], None] | None = None,
+    label: str = SUPERVISOR_LABEL,
+    tick_seconds: float = 0.5,
     max_output: int = 1024 * 1024,
     kill_grace: float = 10.0,
 ) -> ScriptResult:
     """Run ``argv`` (never through a shell) and return its result.
 
     ``on_output`` receives masked log lines as they arrive (stderr lines prefixed ``! ``),
-    ``on_tick`` is called every ``tick_seconds`` while the script runs (heartbeats).
+    ``on_tick`` is called every ``tick_seconds`` while the script runs (heartbeats, log flushes),
+    ``on_start`` gets the process group id once the script runs. ``label`` names the group for
+    ``find_script_group``.
     """
     if not argv or not os.path.isfile(argv[0]) or not os.access(argv[0], os.X_OK):
         raise ScriptNotFound(f"control script {argv[0] if argv else '?'} is missing or not executable")
     mask = Masker(secrets)
     started = time.monotonic()
     process = subprocess.Popen(
-        [*_DIE_WITH_PARENT, *argv],
-        env=dict(env),
+        [sys.executable, "-I", "-S", SUPERVISOR, label, *argv],
+        env={**env, "SAMI_SUPERVISOR_PARENT": str(os.getpid())},
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -147,6 +153,8 @@ def run_control_script(
     ]
     for reader in readers:
         reader.start()
+    if on_start:
+        _call(on_start, process.pid)
     captured: dict[str, list[str]] = {"stdout": [], "stderr": []}
     sizes = {"stdout": 0, "stderr": 0}
     open_streams = 2
@@ -214,3 +222,23 @@ def run_control_script(
         stderr="".join(captured["stderr"]),
         duration=time.monotonic() - started,
     )
+
+
+def find_script_group(pgid: int, label: str) -> bool:
+    """Whether ``pgid`` still leads a script group started with ``label`` on this host (a pid
+    that was reused by another process does not)."""
+    try:
+        with open(f"/proc/{pgid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        return os.getpgid(pgid) == pgid and SUPERVISOR.encode() in argv and label.encode() in argv
+    except (OSError, ProcessLookupError):
+        return False
+
+
+def kill_script_group(pgid: int, label: str) -> bool:
+    """SIGKILL the script group ``pgid`` if it is still the one labelled ``label``."""
+    if not find_script_group(pgid, label):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import threading
 import time
@@ -19,6 +20,17 @@ def script(tmp_path, body: str, name: str = "op"):
     path.write_text("#!/bin/sh\n" + body)
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return str(path)
+
+
+def all_gone(pids, within: float = 5.0) -> bool:
+    """Whether every pid has ended within ``within`` seconds (a SIGKILL takes a moment to land)."""
+    deadline = time.monotonic() + within
+    pids = list(pids)
+    while any(alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def test_exit_code_and_streams(tmp_path):
@@ -80,8 +92,7 @@ def test_timeout_stops_the_whole_process_group(tmp_path):
     assert result.timed_out
     assert result.exit_code is None
     assert time.monotonic() - started < 15
-    for pid in map(int, pids.read_text().split()):
-        assert not alive(pid), f"process {pid} of the script survived the timeout"
+    assert all_gone(map(int, pids.read_text().split())), "a process of the script survived the timeout"
 
 
 def test_output_is_capped(tmp_path):
@@ -145,8 +156,7 @@ def test_stop_script_from_a_callback_stops_the_process_group(tmp_path):
     with pytest.raises(StopScript):
         run_control_script([script(tmp_path, f"sleep 300 & echo $! > {pids}; echo $$ >> {pids}; wait\n")],
                            env=ENV, timeout=60, on_tick=lease_lost, tick_seconds=0.5, kill_grace=1)
-    for pid in map(int, pids.read_text().split()):
-        assert not alive(pid)
+    assert all_gone(list(map(int, pids.read_text().split())))
 
 
 def test_multi_line_secrets_are_masked_line_by_line(tmp_path):
@@ -155,3 +165,64 @@ def test_multi_line_secrets_are_masked_line_by_line(tmp_path):
                                 timeout=10, secrets=[key])
     assert "AAAABBBB" not in result.stdout and "EEEEFFFF" not in result.stdout
     assert result.stdout.count(MASK) == 4
+
+
+RUN_AND_HANG = """
+import sys
+from workers.runner import run_control_script
+run_control_script([sys.argv[1]], env={"PATH": "/usr/bin:/bin"}, timeout=600, label="sami-action-77")
+"""
+
+
+def test_a_killed_runner_takes_the_script_and_its_children_with_it(tmp_path):
+    """The worker process dies (SIGKILL, no clean-up): the script and what it started in the
+    background die too, through the supervisor that leads their group."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    child = tmp_path / "child"
+    body = f'sleep 300 &\necho $! > {child}\necho $$ > {tmp_path / "script"}\nwait\n'
+    worker = subprocess.Popen([sys.executable, "-c", RUN_AND_HANG, script(tmp_path, body)])
+    try:
+        deadline = time.monotonic() + 10
+        while not (child.exists() and child.read_text().strip() and (tmp_path / "script").exists()):
+            assert time.monotonic() < deadline, "the script did not start"
+            time.sleep(0.05)
+        child_pid, script_pid = int(child.read_text()), int((tmp_path / "script").read_text())
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+        deadline = time.monotonic() + 10
+        while alive(child_pid) or alive(script_pid):
+            assert time.monotonic() < deadline, "the script's group outlived its worker"
+            time.sleep(0.05)
+    finally:
+        worker.kill()
+
+
+def test_the_exit_status_of_a_script_killed_by_a_signal_is_kept(tmp_path):
+    result = run_control_script([script(tmp_path, "kill -TERM $$\n")], env=ENV, timeout=10)
+    assert result.exit_code == -15 and not result.ok
+
+
+def test_a_script_group_is_found_by_its_label_only(tmp_path):
+    from workers.runner import find_script_group, kill_script_group
+
+    pids = []
+    thread = threading.Thread(target=run_control_script, args=([script(tmp_path, "sleep 300\n")],),
+                              kwargs={"env": ENV, "timeout": 600, "label": "sami-action-5",
+                                      "on_start": pids.append})
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not pids:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (pgid,) = pids
+    assert find_script_group(pgid, "sami-action-5")
+    assert not find_script_group(pgid, "sami-action-6")
+    assert not kill_script_group(pgid, "sami-action-6")
+    assert not find_script_group(os.getpid(), "sami-action-5")
+    assert kill_script_group(pgid, "sami-action-5")
+    thread.join(15)
+    assert not thread.is_alive()
