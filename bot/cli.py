@@ -63,7 +63,7 @@ def serve(bind: str, workers: int | None, threads: int, migrate: bool) -> None:
             if settings.embedded:
                 from workers.embedded import start_embedded
 
-                start_embedded(app.config["SAMI"])
+                start_embedded(app)
             return app
 
     _Server().run()
@@ -113,9 +113,8 @@ def worker(burst: bool, name: str | None) -> None:
     """Run a worker that executes queued actions and checks (needs SAMI_REDIS_URL)."""
     from rq import SimpleWorker
 
-    from bot.queue import connect_redis
     from workers.context import build_context, set_context
-    from workers.queue import ACTIONS_QUEUE, CHECKS_QUEUE, RQBroker
+    from workers.queue import ACTIONS_QUEUE, CHECKS_QUEUE, RQBroker, connect_redis
 
     settings = load_settings()
     configure_logging(settings)

@@ -3,6 +3,8 @@ a private Redis (one database index, flushed per test) and the Flask app built o
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 import redis as redis_lib
 from sqlalchemy import create_engine, text
@@ -41,6 +43,20 @@ def database_url(postgres):
     url = create_database(postgres, TEST_DATABASE)
     db.upgrade(url)
     return url
+
+
+@pytest.fixture
+def own_database_url(postgres):
+    """A migrated database of the test's own, for tests whose processes need to see each other's
+    commits; dropped at the end."""
+    name = f"sami_own_{uuid.uuid4().hex[:8]}"
+    url = create_database(postgres, name)
+    db.upgrade(url)
+    yield url
+    admin = create_engine(postgres.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -35,8 +35,10 @@ def call(url, token=None, body=None):
 def embedded(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
+    # Working copies go to a folder of the test's own, so what the server leaves behind shows.
+    (tmp_path / "tmp").mkdir()
     env.update({"SAMI_INSTANCE_DIR": str(tmp_path / "instance"), "SAMI_BASE_DOMAIN": f"127.0.0.1:{port}",
-                "SAMI_PUBLIC_URL": f"http://127.0.0.1:{port}"})
+                "SAMI_PUBLIC_URL": f"http://127.0.0.1:{port}", "TMPDIR": str(tmp_path / "tmp")})
     sami = [sys.executable, "-m", "bot.cli"]
     subprocess.run([*sami, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=60)
     token = subprocess.run([*sami, "token", "create", "newcomer", "--admin"], env=env, check=True,
@@ -57,9 +59,18 @@ def embedded(tmp_path):
             server.kill()
             raise AssertionError(f"sami serve did not start: {log.read_text()[-2000:]}")
         time.sleep(0.2)
-    yield base, token, tmp_path
-    server.terminate()
-    server.wait(20)
+    try:
+        yield base, token, tmp_path
+    finally:
+        # gunicorn lets in-flight work finish for up to its graceful timeout (30 s), then stops.
+        server.terminate()
+        try:
+            server.wait(45)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    leftovers = [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith(("sami-action-", "sami-check-"))]
+    assert leftovers == [], leftovers
 
 
 def test_static_site_is_deployed_and_served_within_a_minute(embedded):

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot import db
 from bot.config import Settings, load_settings
 from bot.manifest_store import ManifestStore
 from workers.executor import Executor
+from workers.queue import InProcessBroker, make_broker
 
 
 @dataclass
@@ -32,22 +34,24 @@ _context: WorkerContext | None = None
 
 def build_context(settings: Settings, broker=None, session_factory: sessionmaker | None = None) -> WorkerContext:
     """A context for ``settings``; the broker defaults to RQ on the configured Redis."""
-    from bot import db
-    from bot.queue import make_broker
-
     if session_factory is None:
         session_factory = sessionmaker(bind=db.make_engine(settings.database_url), expire_on_commit=False)
-    return WorkerContext(
+    context = WorkerContext(
         settings=settings,
         session_factory=session_factory,
         broker=broker if broker is not None else make_broker(settings),
         manifests=ManifestStore.from_settings(settings),
         executor=Executor(settings),
     )
+    if isinstance(context.broker, InProcessBroker) and context.broker.context is None:
+        context.broker.context = context  # its jobs run with this context
+    return context
 
 
+# RQ calls job functions with their arguments only: a `sami worker` process installs its context
+# here at start-up, and jobs called without one use it. Everything else passes contexts in.
 def set_context(context: WorkerContext | None) -> None:
-    """Install the context jobs use in this process (worker start-up, embedded default, tests)."""
+    """Install the context RQ jobs use in this process (worker start-up, tests)."""
     global _context
     with _lock:
         _context = context

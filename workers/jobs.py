@@ -1,35 +1,28 @@
-"""Queue jobs: run an action's scripts, check a live deployment. Jobs receive ids and load rows.
+"""Queue jobs that run actions. Jobs receive ids and load their rows themselves.
 
-One worker at a time holds a deployment's lease (a conditional UPDATE on its row, so it holds
-across any number of processes and machines). A job that cannot get the lease returns at once:
-the holder runs every queued action of that deployment before it lets go (it drains), and
-checks again after letting go, so nothing queued is left behind. The holder renews the lease
-with every heartbeat; a renewal that finds the lease taken stops the script (``LeaseLost``),
-and every write that settles an action is conditional on this worker still owning it.
+One worker at a time holds a deployment's lease (``workers.lease``). A job that cannot get it
+returns at once: the holder runs every queued action of that deployment before it lets go (it
+drains), and checks again after letting go, so nothing queued is left behind. The holder renews
+the lease with every heartbeat; a renewal that finds the lease taken stops the script
+(``LeaseLost``), and every write that settles an action is conditional on this worker still
+owning it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import tempfile
-import threading
 import time
-import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import exists, or_, select, update
-from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy import exists, select, update
 
-from bot.manifests import DeploymentsRepo, Manifest
+from bot.manifests import DeploymentsRepo, DeploymentsRepoError, Manifest
 from bot.models import Action, Deployment
-from bot.services import action_config
 from bot.states import (
-    LIVE_STATES,
     ActionState,
     DeploymentState,
     FailureReason,
@@ -37,99 +30,65 @@ from bot.states import (
     transition,
     transition_action,
 )
+from workers.actionlog import ActionLog
 from workers.context import WorkerContext, get_context
 from workers.executor import ExecutorError, Target, prepare_manifest_dir
-from workers.runner import ScriptNotFound, ScriptResult, StopScript
+from workers.lease import LeaseLost, claim_lease, db_now, release_lease, renew_lease, worker_identity
+from workers.runner import ScriptNotFound, ScriptResult
 
 log = logging.getLogger(__name__)
 S = DeploymentState
 
-LEASE_SECONDS = 60
 HEARTBEAT_SECONDS = 10
-LOG_FLUSH_SECONDS = 0.5
-MAX_LOG_BYTES = 1024 * 1024
 CHECK_EXIT_REASONS = {2: FailureReason.PARTIAL_AVAILABILITY, 3: FailureReason.TAG_MISMATCH}
 REASON_WORDS = {FailureReason.PARTIAL_AVAILABILITY: "partial availability",
                 FailureReason.TAG_MISMATCH: "tag mismatch", FailureReason.TIMED_OUT: "timed out",
                 FailureReason.GENERIC: "failed"}
 SCRIPT_FOR = {"create": "create", "update": "update", "restore": "unarchive", "archive": "archive",
               "cleanup": "cleanup"}
+# When the deployments repo cannot be read (the git host is down), the action waits this long
+# before each new try; after the last one it fails.
+REPO_RETRY_DELAYS = (5, 15, 30, 60, 120)
+ACTION_DIR_PREFIX = "sami-action-"
 
 
-class LeaseLost(StopScript):
-    """This worker no longer holds the deployment's lease: stop, and write nothing more."""
+def action_dir_prefix(action_id: int) -> str:
+    """The name every working copy of action ``action_id`` starts with (the reaper finds them by it)."""
+    return f"{ACTION_DIR_PREFIX}{action_id}-"
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def worker_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
-
-
-# --- the lease -------------------------------------------------------------------------------
-
-def claim_lease(ctx: WorkerContext, deployment_id: int, owner: str) -> bool:
-    """Take the deployment's lease if it is free or expired; False if another worker holds it."""
-    now = utcnow()
-    with ctx.session() as session:
-        result = session.execute(
-            update(Deployment)
-            .where(Deployment.id == deployment_id,
-                   or_(Deployment.lease_owner.is_(None), Deployment.lease_expires_at < now))
-            .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=LEASE_SECONDS))
-            .execution_options(synchronize_session=False)
-        )
-        session.commit()
-        return result.rowcount == 1
-
-
-def renew_lease(ctx: WorkerContext, deployment_id: int, owner: str, action_id: int | None = None) -> bool:
-    """Heartbeat: extend the lease and stamp the running action; False if the lease is gone."""
-    now = utcnow()
-    with ctx.session() as session:
-        renewed = session.execute(
-            update(Deployment).where(Deployment.id == deployment_id, Deployment.lease_owner == owner)
-            .values(lease_expires_at=now + timedelta(seconds=LEASE_SECONDS))
-            .execution_options(synchronize_session=False)).rowcount == 1
-        if renewed and action_id is not None:
-            renewed = session.execute(
-                update(Action).where(Action.id == action_id, Action.state == ActionState.RUNNING,
-                                     Action.worker == owner[:255])
-                .values(heartbeat_at=now).execution_options(synchronize_session=False)).rowcount == 1
-        session.commit()
-        return renewed
-
-
-def release_lease(ctx: WorkerContext, deployment_id: int, owner: str) -> None:
-    with ctx.session() as session:
-        session.execute(
-            update(Deployment).where(Deployment.id == deployment_id, Deployment.lease_owner == owner)
-            .values(lease_owner=None, lease_expires_at=None)
-            .execution_options(synchronize_session=False))
-        session.commit()
+def script_label(action_id: int) -> str:
+    """The label of the process group that runs action ``action_id``'s scripts."""
+    return f"sami-action-{action_id}"
 
 
 def next_queued_action(ctx: WorkerContext, deployment_id: int) -> int | None:
+    """The deployment's oldest queued action, unless it waits to be retried (then nothing runs
+    before it: actions on one deployment run in the order they were accepted)."""
     with ctx.session() as session:
-        return session.scalars(
-            select(Action.id).where(Action.deployment_id == deployment_id, Action.state == ActionState.QUEUED)
+        row = session.execute(
+            select(Action.id, Action.retry_at).where(Action.deployment_id == deployment_id,
+                                                     Action.state == ActionState.QUEUED)
             .order_by(Action.id).limit(1)).first()
+        if row is None:
+            return None
+        if row.retry_at is not None and row.retry_at > db_now(session):
+            return None
+        return row.id
 
 
 # --- jobs ------------------------------------------------------------------------------------
 
-def run_action(action_id: int) -> None:
+def run_action(action_id: int, ctx: WorkerContext | None = None) -> None:
     """Queue job: run action ``action_id`` (and whatever else is queued on its deployment)."""
-    ctx = get_context()
+    ctx = ctx or get_context()
     with ctx.session() as session:
         action = session.get(Action, action_id)
         if action is None or action.state is not ActionState.QUEUED:
             return
         deployment_id = action.deployment_id
     owner = worker_identity()
-    if claim_lease(ctx, deployment_id, owner):
+    if claim_lease(ctx.session, deployment_id, owner):
         drain(ctx, deployment_id, owner)
 
 
@@ -141,55 +100,13 @@ def drain(ctx: WorkerContext, deployment_id: int, owner: str) -> None:
                 if not execute_action(ctx, action_id, owner):
                     return  # the lease is gone: whoever holds it now carries on
         finally:
-            release_lease(ctx, deployment_id, owner)
+            release_lease(ctx.session, deployment_id, owner)
         # An action queued while we held the lease had its job return early: take it over.
-        if next_queued_action(ctx, deployment_id) is None or not claim_lease(ctx, deployment_id, owner):
+        if next_queued_action(ctx, deployment_id) is None or not claim_lease(ctx.session, deployment_id, owner):
             return
 
 
 # --- running one action ----------------------------------------------------------------------
-
-class ActionLog:
-    """Appends an action's output to its row as it comes, in batches, up to a size cap."""
-
-    def __init__(self, ctx: WorkerContext, action_id: int, limit: int = MAX_LOG_BYTES):
-        self.ctx = ctx
-        self.action_id = action_id
-        self.limit = limit
-        self.size = 0
-        self.truncated = False
-        self.buffer: list[str] = []
-        self.lock = threading.Lock()
-        self.last_flush = time.monotonic()
-
-    def write(self, text: str) -> None:
-        with self.lock:
-            if self.truncated:
-                return
-            if self.size + len(text) > self.limit:
-                text = text[: max(0, self.limit - self.size)] + f"\n[output truncated at {self.limit} characters]\n"
-                self.truncated = True
-            self.size += len(text)
-            self.buffer.append(text)
-        if time.monotonic() - self.last_flush >= LOG_FLUSH_SECONDS or self.truncated:
-            self.flush()
-
-    def line(self, text: str) -> None:
-        self.write(text if text.endswith("\n") else text + "\n")
-
-    def flush(self) -> None:
-        with self.lock:
-            chunk, self.buffer = "".join(self.buffer), []
-            self.last_flush = time.monotonic()
-            truncated = self.truncated
-        if not chunk and not truncated:
-            return
-        with self.ctx.session() as session:
-            session.execute(update(Action).where(Action.id == self.action_id)
-                            .values(log=Action.log + chunk, log_truncated=truncated)
-                            .execution_options(synchronize_session=False))
-            session.commit()
-
 
 @dataclass
 class Outcome:
@@ -221,8 +138,9 @@ class Run:
         self.deployment_id = deployment.id
         self.kind = action.kind
         self.config = dict(action.config or {})
+        self.attempts = action.attempts or 0
         self.owner = owner
-        self.log = ActionLog(ctx, action.id)
+        self.log = ActionLog(ctx.session, action.id)
         self.deployment_name = deployment.name
         self.service = deployment.service
         self.environment = deployment.environment
@@ -232,16 +150,22 @@ class Run:
         self.script_started = False
 
     def beat(self, force: bool = False) -> None:
-        """Renew the lease (and the action's heartbeat); raise LeaseLost if it is gone."""
+        """Renew the lease (and, while the action runs, its heartbeat); raise LeaseLost if it is gone."""
         if force or time.monotonic() - self.last_beat >= HEARTBEAT_SECONDS:
             self.last_beat = time.monotonic()
-            if not renew_lease(self.ctx, self.deployment_id, self.owner, self.action_id if self.claimed else None):
+            if not renew_lease(self.ctx.session, self.deployment_id, self.owner,
+                               self.action_id if self.claimed else None):
                 raise LeaseLost(f"lost the lease of {self.deployment_name}")
+
+    def tick(self) -> None:
+        """Called often while a script runs: output reaches the log, the heartbeat the row."""
+        self.log.flush_if_due()
+        self.beat()
 
     def claim(self) -> bool:
         """queued -> running, only if still queued (another worker may have taken it)."""
-        now = utcnow()
         with self.ctx.session() as session:
+            now = db_now(session)
             claimed = session.execute(
                 update(Action).where(Action.id == self.action_id, Action.state == ActionState.QUEUED)
                 .values(state=ActionState.RUNNING, started_at=now, heartbeat_at=now, worker=self.owner[:255])
@@ -249,6 +173,10 @@ class Run:
             session.commit()
         self.claimed = claimed
         return claimed
+
+    def settled(self) -> None:
+        """The action's outcome is written: from now on a heartbeat renews only the lease."""
+        self.claimed = False
 
     def mark_script_started(self) -> None:
         if self.script_started:
@@ -258,11 +186,20 @@ class Run:
             marked = session.execute(
                 update(Action).where(Action.id == self.action_id, Action.state == ActionState.RUNNING,
                                      Action.worker == self.owner[:255], Action.script_started_at.is_(None))
-                .values(script_started_at=utcnow()).execution_options(synchronize_session=False)).rowcount
+                .values(script_started_at=db_now(session)).execution_options(synchronize_session=False)).rowcount
             session.commit()
         if not marked:
             raise LeaseLost(f"action {self.action_id} is no longer this worker's")
         self.beat(force=True)  # the lease must still be ours before the first script starts
+
+    def record_group(self, pgid: int) -> None:
+        """Remember the running script's process group (the reaper stops it if this worker dies)."""
+        if not self.claimed:
+            return
+        with self.ctx.session() as session:
+            session.execute(update(Action).where(Action.id == self.action_id, Action.worker == self.owner[:255])
+                            .values(script_pgid=pgid).execution_options(synchronize_session=False))
+            session.commit()
 
     def target(self, manifest: Manifest) -> Target:
         return make_target(self.ctx, self.deployment_name, self.service, self.environment, self.pull_request,
@@ -275,7 +212,8 @@ class Run:
             self.log.line(f"$ {operation}")
         result = self.ctx.executor.run(operation, prepared.repo, prepared.target, prepared.manifest_dir,
                                        extra=extra, on_output=None if quiet else self.log.write,
-                                       on_tick=self.beat, timeout=timeout)
+                                       on_tick=self.tick, on_start=self.record_group,
+                                       label=script_label(self.action_id), timeout=timeout)
         if not quiet:
             status = "timed out" if result.timed_out else f"exit {result.exit_code}"
             self.log.line(f"# {operation}: {status} after {result.duration:.1f} s")
@@ -291,8 +229,26 @@ def prepare(run: Run, stack: ExitStack) -> Prepared:
         hint = ": clean it up by hand, then delete the record" if run.kind == "cleanup" else ""
         raise ExecutorError(f"no manifest for {run.service} {run.environment} in the deployments repo{hint}")
     target = run.target(manifest)
-    temp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sami-action-")))
+    temp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=action_dir_prefix(run.action_id))))
     return Prepared(repo, manifest, target, prepare_manifest_dir(repo, manifest, target.image, temp))
+
+
+def retry_later(run: Run, problem: str) -> bool:
+    """Put the action back to wait for another try, with backoff; False once the tries are used up."""
+    if run.attempts >= len(REPO_RETRY_DELAYS):
+        return False
+    delay = REPO_RETRY_DELAYS[run.attempts]
+    with run.ctx.session() as session:
+        retry_at = db_now(session) + timedelta(seconds=delay)
+        note = (f"# the deployments repo could not be read ({problem}); try {run.attempts + 1} of "
+                f"{len(REPO_RETRY_DELAYS) + 1}, next in {delay} s\n")
+        session.execute(update(Action).where(Action.id == run.action_id, Action.state == ActionState.QUEUED)
+                        .values(attempts=Action.attempts + 1, retry_at=retry_at, log=Action.log + note)
+                        .execution_options(synchronize_session=False))
+        session.commit()
+    log.warning("action %s: the deployments repo could not be read (%s); retrying in %s s", run.action_id,
+                problem, delay, extra={"action_id": run.action_id, "deployment": run.deployment_name})
+    return True
 
 
 def execute_action(ctx: WorkerContext, action_id: int, owner: str) -> bool:
@@ -309,6 +265,10 @@ def execute_action(ctx: WorkerContext, action_id: int, owner: str) -> bool:
         problem: str | None = None
         try:
             prepared = prepare(run, stack)
+        except DeploymentsRepoError as exc:
+            if retry_later(run, str(exc)):
+                return True  # drain stops at the waiting action; the sweep queues it when due
+            problem = f"the deployments repo could not be read after {run.attempts + 1} tries: {exc}"
         except (ExecutorError, OSError) as exc:
             problem = str(exc)
         try:
@@ -339,6 +299,7 @@ def execute_action(ctx: WorkerContext, action_id: int, owner: str) -> bool:
             outcome = _failed(run.kind, f"internal error: {type(exc).__name__}")
         run.log.flush()
         changed = _finish(run, outcome)
+        run.settled()
         if changed and prepared is not None:
             _after_state_change(run, prepared, *changed)
     return True
@@ -440,7 +401,7 @@ def _finish(run: Run, outcome: Outcome) -> tuple[DeploymentState, DeploymentStat
             if can_transition(deployment.state, outcome.deployment_state):
                 transition(deployment, outcome.deployment_state, reason=outcome.reason, message=outcome.message)
                 if outcome.deployment_state in (S.RUNNING, S.FAILURE):
-                    deployment.checked_at = utcnow()
+                    deployment.checked_at = db_now(session)
             else:
                 log.warning("%s is %s; not moving it to %s after action %s", deployment.name,
                             deployment.state, outcome.deployment_state, action.id)
@@ -457,7 +418,7 @@ def _after_state_change(run: Run, prepared: Prepared, old: DeploymentState, new:
     try:
         if new is S.RUNNING and executor.has(prepared.repo, prepared.manifest, "info"):
             result = executor.run("info", prepared.repo, prepared.target, prepared.manifest_dir, timeout=60,
-                                  on_tick=run.beat)
+                                  on_tick=run.beat, label=script_label(run.action_id))
             links = parse_links(result.stdout) if result.ok else []
             if links:
                 with run.ctx.session() as session:
@@ -466,7 +427,8 @@ def _after_state_change(run: Run, prepared: Prepared, old: DeploymentState, new:
                     session.commit()
         if executor.has(prepared.repo, prepared.manifest, "notifications"):
             executor.run("notifications", prepared.repo, prepared.target, prepared.manifest_dir, timeout=60,
-                         on_tick=run.beat, extra=("--old-status", str(old), "--new-status", str(new)))
+                         on_tick=run.beat, label=script_label(run.action_id),
+                         extra=("--old-status", str(old), "--new-status", str(new)))
     except Exception:
         log.exception("info/notifications after action %s failed", run.action_id)
 
@@ -492,74 +454,3 @@ def make_target(ctx: WorkerContext, name: str, service: str, environment: str, p
                   app_overrides=dict(config.get("app_overrides") or {}),
                   deployment_overrides=dict(config.get("deployment_overrides") or {}),
                   url=url, manifest=manifest)
-
-
-# --- periodic checks -------------------------------------------------------------------------
-
-def check_deployment(deployment_id: int, kind: str = "check") -> None:
-    """Queue job: a periodic ``check`` of a live deployment, or ``archive_check`` of an archiving one."""
-    ctx = get_context()
-    owner = worker_identity()
-    if not claim_lease(ctx, deployment_id, owner):
-        return  # busy: an action is running on it, and it will settle the state
-    try:
-        _periodic(ctx, deployment_id, kind, owner)
-    except (StaleDataError, LeaseLost) as exc:
-        log.info("%s of deployment %s dropped: %s", kind, deployment_id, type(exc).__name__)
-    except Exception:
-        log.exception("%s of deployment %s failed", kind, deployment_id)
-    finally:
-        release_lease(ctx, deployment_id, owner)
-    if next_queued_action(ctx, deployment_id) is not None and claim_lease(ctx, deployment_id, owner):
-        drain(ctx, deployment_id, owner)
-
-
-def _periodic(ctx: WorkerContext, deployment_id: int, kind: str, owner: str) -> None:
-    repo = ctx.manifests.current()
-    # Read what is needed, then let the session go: no transaction stays open while a script runs.
-    with ctx.session() as session:
-        deployment = session.get(Deployment, deployment_id)
-        if deployment is None:
-            return
-        busy = session.scalar(select(exists().where(
-            Action.deployment_id == deployment_id, Action.state.in_((ActionState.QUEUED, ActionState.RUNNING)))))
-        wanted = (kind == "archive_check" and deployment.state is S.ARCHIVE_PENDING) or \
-            (kind == "check" and deployment.state in LIVE_STATES)
-        manifest = repo.find(deployment.service, deployment.environment)
-        if busy or not wanted or manifest is None:
-            return
-        name, service, environment, pr = (deployment.name, deployment.service, deployment.environment,
-                                          deployment.pull_request)
-        # The config the deployment runs with, as an action on it would get it.
-        config = action_config(deployment, manifest, repo)
-    target = make_target(ctx, name, service, environment, pr, manifest, config)
-
-    def beat():
-        if not renew_lease(ctx, deployment_id, owner):
-            raise LeaseLost(f"lost the lease of {name}")
-
-    with tempfile.TemporaryDirectory(prefix="sami-check-") as temp:
-        manifest_dir = prepare_manifest_dir(repo, manifest, target.image, Path(temp))
-        result = ctx.executor.run(kind, repo, target, manifest_dir, on_tick=beat)
-    with ctx.session() as session:
-        deployment = session.scalars(select(Deployment).where(Deployment.id == deployment_id).with_for_update()
-                                     .execution_options(populate_existing=True)).one()
-        old = deployment.state
-        if kind == "archive_check":
-            if result.ok and deployment.state is S.ARCHIVE_PENDING:
-                transition(deployment, S.ARCHIVED)
-        elif deployment.state in LIVE_STATES:
-            if result.ok and deployment.state is S.FAILURE:
-                transition(deployment, S.RUNNING, message="check passed")
-            elif not result.ok:
-                reason = FailureReason.TIMED_OUT if result.timed_out else CHECK_EXIT_REASONS.get(
-                    result.exit_code, FailureReason.GENERIC)
-                detail = (result.stderr or result.stdout).strip().splitlines()
-                message = f"check: {REASON_WORDS[reason]}" + (f": {detail[-1][:300]}" if detail else "")
-                if deployment.state is S.RUNNING or deployment.failure_reason is not reason:
-                    transition(deployment, S.FAILURE, reason=reason, message=message)
-        deployment.checked_at = utcnow()
-        session.commit()
-        if deployment.state is not old:
-            log.info("%s: %s is %s (was %s)", kind, deployment.name, deployment.state, old,
-                     extra={"deployment": deployment.name})

@@ -7,6 +7,7 @@ and left to the scheduler's sweep, which re-queues every queued action the queue
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -19,12 +20,17 @@ from rq.job import Job, JobStatus
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from bot.config import Settings
 from bot.models import Action
 
 log = logging.getLogger(__name__)
 
 ACTIONS_QUEUE = "sami-actions"
 CHECKS_QUEUE = "sami-checks"
+# Jobs are named by their import path, as RQ stores them; the queue never imports the jobs module
+# itself (jobs depend on the queue's context, not the other way round).
+RUN_ACTION = "workers.jobs.run_action"
+CHECK_DEPLOYMENT = "workers.checks.check_deployment"
 WAITING_JOB_STATES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.CREATED}
 
 
@@ -65,7 +71,7 @@ class RQBroker:
     def enqueue_action(self, session: Session | None, action_id: int, started_counts: bool = True) -> bool:
         """Queue action ``action_id``; False (and the sweep retries) when Redis is unreachable."""
         try:
-            self._enqueue(self.actions, "workers.jobs.run_action", str(action_id), action_id,
+            self._enqueue(self.actions, RUN_ACTION, str(action_id), action_id,
                           started_counts=started_counts)
         except redis.RedisError as exc:
             log.warning("could not queue action %s (%s); the sweep will queue it", action_id,
@@ -78,7 +84,7 @@ class RQBroker:
     def enqueue_check(self, deployment_id: int, kind: str = "check", started_counts: bool = True) -> bool:
         """Queue a status check of a live deployment (or an archive check)."""
         try:
-            return self._enqueue(self.checks, "workers.jobs.check_deployment",
+            return self._enqueue(self.checks, CHECK_DEPLOYMENT,
                                  f"{kind}-{deployment_id}", deployment_id, kind, started_counts=started_counts)
         except redis.RedisError as exc:
             log.warning("could not queue %s of deployment %s: %s", kind, deployment_id, type(exc).__name__)
@@ -89,9 +95,13 @@ class RQBroker:
 
 
 class InProcessBroker:
-    """Runs jobs on threads of this process: the embedded default's queue and worker."""
+    """Runs jobs on threads of this process: the embedded default's queue and worker.
+
+    Jobs get ``context`` (set by whoever builds the worker context around this broker).
+    """
 
     def __init__(self, threads: int = 4):
+        self.context = None
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="sami-worker")
         self._lock = threading.Lock()
         self._live: set[str] = set()
@@ -101,7 +111,7 @@ class InProcessBroker:
         with self._lock:
             return job_id in self._live
 
-    def _submit(self, job_id: str, func, *args) -> bool:
+    def _submit(self, job_id: str, func: str, *args) -> bool:
         with self._lock:
             if job_id in self._live:
                 return True
@@ -109,7 +119,8 @@ class InProcessBroker:
 
         def run():
             try:
-                func(*args)
+                module, _, name = func.rpartition(".")
+                getattr(importlib.import_module(module), name)(*args, ctx=self.context)
             except Exception:
                 log.exception("job %s failed", job_id)
             finally:
@@ -120,20 +131,29 @@ class InProcessBroker:
         return True
 
     def enqueue_action(self, session: Session | None, action_id: int, started_counts: bool = True) -> bool:
-        from workers.jobs import run_action
-
-        self._submit(str(action_id), run_action, action_id)
+        self._submit(str(action_id), RUN_ACTION, action_id)
         if session is not None:
             _mark_enqueued(session, action_id)
         return True
 
     def enqueue_check(self, deployment_id: int, kind: str = "check", started_counts: bool = True) -> bool:
-        from workers.jobs import check_deployment
-
-        return self._submit(f"{kind}-{deployment_id}", check_deployment, deployment_id, kind)
+        return self._submit(f"{kind}-{deployment_id}", CHECK_DEPLOYMENT, deployment_id, kind)
 
     def ping(self) -> None:
         return None
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def connect_redis(settings: Settings) -> redis.Redis:
+    """A Redis client for ``settings.redis_url``."""
+    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10,
+                                health_check_interval=30)
+
+
+def make_broker(settings: Settings) -> RQBroker | InProcessBroker:
+    """RQ on the configured Redis; without one (the embedded default), threads of this process."""
+    if settings.redis_url:
+        return RQBroker(connect_redis(settings))
+    return InProcessBroker()

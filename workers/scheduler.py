@@ -7,11 +7,14 @@ more than one scheduler is safe; with Redis, a short lock also keeps two from do
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import exists, select, update
 
@@ -20,6 +23,9 @@ from bot.models import Action, Deployment
 from bot.services import Context, cleanup_deployment
 from bot.states import LIVE_STATES, PENDING_STATES, ActionState, DeploymentState, transition, transition_action
 from workers.context import WorkerContext
+from workers.jobs import action_dir_prefix, script_label
+from workers.lease import db_now, on_this_host
+from workers.runner import kill_script_group
 
 log = logging.getLogger(__name__)
 S = DeploymentState
@@ -61,7 +67,8 @@ class Scheduler:
         with self.ctx.session() as session:
             rows = session.execute(
                 select(Action.id, Action.deployment_id).join(Deployment, Deployment.id == Action.deployment_id)
-                .where(Action.state == ActionState.QUEUED, Action.created_at < now - SWEEP_AFTER, ~leased)
+                .where(Action.state == ActionState.QUEUED, Action.created_at < now - SWEEP_AFTER, ~leased,
+                       (Action.retry_at.is_(None)) | (Action.retry_at <= now))
                 .order_by(Action.id)).all()
         seen: set[int] = set()
         for action_id, deployment_id in rows:
@@ -77,7 +84,8 @@ class Scheduler:
                     report.queued.append(action_id)
 
     def reap(self, report: TickReport, now: datetime) -> None:
-        """Settle actions whose worker died: re-queue if no script ran yet, else fail them."""
+        """Settle actions whose worker died: re-queue if no script ran yet, else fail them. On the
+        dead worker's host, also stop what its script left running and remove its working copy."""
         cutoff = now - DEAD_AFTER
         with self.ctx.session() as session:
             dead = session.execute(select(Action.id, Action.deployment_id).where(
@@ -94,13 +102,16 @@ class Scheduler:
                 if action is None:
                     continue  # it came back to life or finished meanwhile
                 worker = action.worker
+                leftovers = _stop_leftovers(action.id, worker, action.script_pgid)
                 if action.script_started_at is None:
                     transition_action(action, ActionState.QUEUED)
                     report.requeued.append(action.id)
                 else:
                     transition_action(action, ActionState.FAILED)
                     action.error = "the worker running this action stopped responding"
-                    action.log = (action.log or "") + "\n# the worker stopped responding; action failed\n"
+                    # Appended in SQL: the log itself is never loaded here.
+                    action.log = Action.log + "\n# the worker stopped responding; action failed" + (
+                        f" ({leftovers})\n" if leftovers else "\n")
                     report.reaped.append(action.id)
                     others = session.scalar(select(exists().where(
                         Action.deployment_id == deployment.id, Action.state == ActionState.QUEUED)))
@@ -195,8 +206,10 @@ class Scheduler:
             return True  # Redis down: the steps are idempotent, and the sweep must still run
 
     def tick(self, now: datetime | None = None) -> TickReport:
-        """Run every step once."""
-        now = now or datetime.now(UTC)
+        """Run every step once; times are the database's (every machine's scheduler agrees)."""
+        if now is None:
+            with self.ctx.session() as session:
+                now = db_now(session)
         report = TickReport()
         for step in (self.reap, self.sweep, self.checks, self.retention, self.prune):
             try:
@@ -217,3 +230,18 @@ class Scheduler:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _stop_leftovers(action_id: int, worker: str | None, pgid: int | None) -> str:
+    """On the dead worker's host: kill the action's script group if it still runs, and remove its
+    working copies. Elsewhere the script's supervisor has already killed the group. Returns what
+    was done, for the action's log."""
+    if not on_this_host(worker):
+        return ""
+    done = []
+    if pgid and kill_script_group(pgid, script_label(action_id)):
+        done.append(f"stopped its script's process group {pgid}")
+    for folder in Path(tempfile.gettempdir()).glob(action_dir_prefix(action_id) + "*"):
+        shutil.rmtree(folder, ignore_errors=True)
+        done.append(f"removed {folder.name}")
+    return "; ".join(done)

@@ -18,11 +18,13 @@ OPERATIONS = ("create", "update", "archive", "unarchive", "check", "archive_chec
 PROBE = r"""#!/bin/sh
 # Probe control script: records its calls; behaviour comes from --deployment-config values.
 op=$(basename "$0")
-name=""; tag=""; record=""; sleep_for=0; exits=""; hang=""; checks=""
+name=""; tag=""; record=""; sleep_for=0; exits=""; hang=""; checks=""; notify=0; old=""; new=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --name) name="$2"; shift 2 ;;
     --tag) tag="$2"; shift 2 ;;
+    --old-status) old="$2"; shift 2 ;;
+    --new-status) new="$2"; shift 2 ;;
     --deployment-config)
       case "$2" in
         record=*) record="${2#record=}" ;;
@@ -30,6 +32,7 @@ while [ $# -gt 0 ]; do
         fail=*) exits="${2#fail=}" ;;
         hang=*) hang="${2#hang=}" ;;
         check=*) checks="${2#check=}" ;;
+        notify=*) notify="${2#notify=}" ;;
       esac
       shift 2 ;;
     *) shift ;;
@@ -65,7 +68,8 @@ case "$op" in
     [ "$running" = "$tag" ] || { echo "running $running, want $tag" >&2; exit 3; }
     ;;
   archive_check) [ -f "$state/archived" ] || exit 1 ;;
-  info) echo "app,https://$name.example.test" ;;
+  info) echo "app,https://$name.example.test"; echo "logs,https://logs.example.test/$name" ;;
+  notifications) sleep "$notify"; echo "$name $old $new" >> "$record.notified" ;;
 esac
 exit 0
 """
@@ -92,7 +96,7 @@ def write_probe_repo(root: Path, record: Path, *, timeout: str = "60s", status_t
             "timeout": timeout, "status_timeout": status_timeout,
             "control_scripts": "scripts/probe",
             "overrides": {"deployment": {"record": str(record)}, "app": {"LOG_LEVEL": "info"}},
-            "allowed_overrides": {"deployment": ["sleep", "fail", "hang", "check"], "app": ["LOG_LEVEL"]},
+            "allowed_overrides": {"deployment": ["sleep", "fail", "hang", "check", "notify"], "app": ["LOG_LEVEL"]},
             "pr_deploy": environment == "pull_request",
             "repository": "acme/probe",
         }

@@ -3,6 +3,7 @@ probe control scripts: states, logs, failures, timeouts, supersede, checks, reap
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +15,7 @@ from bot.models import Action, Deployment
 from bot.states import ActionState, DeploymentState, FailureReason
 from tests.pipeline.conftest import read_record
 from tests.support.procs import alive
-from workers.scheduler import Scheduler
+from workers.scheduler import Scheduler, TickReport
 
 S = DeploymentState
 
@@ -30,6 +31,12 @@ def deployment(db_session, name="probe-stage") -> Deployment:
     return db_session.scalars(select(Deployment).where(Deployment.name == name)).one()
 
 
+def sweep(scheduler: Scheduler, now: datetime) -> TickReport:
+    report = TickReport()
+    scheduler.sweep(report, now)
+    return report
+
+
 def action(db_session, action_id) -> Action:
     db_session.expire_all()
     return db_session.get(Action, action_id)
@@ -41,7 +48,10 @@ def test_create_update_archive_restore_cleanup(db_session, worker_ctx, services_
     work()
     d = deployment(db_session)
     assert d.state is S.RUNNING, d.status_message
-    assert d.links == [{"name": "app", "url": "https://probe-stage.example.test"}]
+    # The links are those `info` printed (the manifest's URL template alone gives only the first).
+    assert d.links == [{"name": "app", "url": "https://probe-stage.example.test"},
+                       {"name": "logs", "url": "https://logs.example.test/probe-stage"}]
+    assert (record.parent / "record.notified").read_text().splitlines() == ["probe-stage CreatePending Running"]
     assert d.checked_at is not None
     created = action(db_session, accepted.action_id)
     assert created.state is ActionState.SUCCEEDED and created.exit_code == 0
@@ -268,6 +278,39 @@ def test_reaper_requeues_an_action_whose_worker_died_before_its_script(db_sessio
     assert deployment(db_session).state is S.RUNNING
 
 
+def test_reaper_on_the_workers_host_stops_the_left_script_and_removes_its_working_copy(
+        db_session, worker_ctx, services_ctx, tmp_path, monkeypatch):
+    """A worker on this host died and its script's group outlived it (its supervisor was killed
+    first, say): the reaper kills the group it recorded and removes the working copy."""
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+
+    from workers.jobs import action_dir_prefix, script_label
+    from workers.runner import SUPERVISOR
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    accepted = request(db_session, worker_ctx, services_ctx)
+    copy = tmp_path / f"{action_dir_prefix(accepted.action_id)}x1y2"
+    copy.mkdir()
+    group = subprocess.Popen([sys.executable, "-I", "-S", SUPERVISOR, script_label(accepted.action_id),
+                              "/bin/sleep", "300"], start_new_session=True)
+    try:
+        long_ago = datetime.now(UTC) - timedelta(minutes=5)
+        db_session.execute(update(Action).where(Action.id == accepted.action_id).values(
+            state=ActionState.RUNNING, started_at=long_ago, script_started_at=long_ago, heartbeat_at=long_ago,
+            worker=f"{socket.gethostname()}:999999:1:dead", script_pgid=group.pid))
+        db_session.commit()
+        report = Scheduler(worker_ctx).tick()
+        assert report.reaped == [accepted.action_id]
+        assert group.wait(10) == -9
+        assert not copy.exists()
+        assert f"stopped its script's process group {group.pid}" in action(db_session, accepted.action_id).log
+    finally:
+        group.kill()
+
+
 def test_reaper_fails_an_action_whose_worker_died_in_its_script(db_session, worker_ctx, services_ctx):
     accepted = request(db_session, worker_ctx, services_ctx)
     long_ago = datetime.now(UTC) - timedelta(minutes=5)
@@ -315,4 +358,90 @@ def test_overrides_are_kept_between_updates_and_removed_with_null(db_session, wo
     # The action runs with the manifest's default again.
     assert action(db_session, accepted.action_id).config["app_overrides"] == {"LOG_LEVEL": "info"}
     work()
+    assert deployment(db_session).state is S.RUNNING
+
+
+def test_an_update_does_not_supersede_a_queued_create(db_session, worker_ctx, services_ctx, work, record):
+    created = request(db_session, worker_ctx, services_ctx, tag="v1").action_id
+    updated = request(db_session, worker_ctx, services_ctx, tag="v2").action_id
+    assert action(db_session, created).state is ActionState.QUEUED
+    work()
+    assert action(db_session, created).state is ActionState.SUCCEEDED
+    assert action(db_session, updated).state is ActionState.SUCCEEDED
+    assert [line for line in read_record(record) if line.split()[0] in ("create", "update")] == [
+        "create probe-stage v1", "update probe-stage v2"]
+    assert deployment(db_session).tag == "v2"
+
+
+def test_notifications_and_info_that_outlast_a_heartbeat_still_run(db_session, worker_ctx, services_ctx, work,
+                                                                   record, monkeypatch):
+    # Heartbeats every 0.2 s: a notifications script of 6 s sees many of them (and at least one
+    # runner tick of any length up to 5 s) after its action has settled, when the heartbeat may
+    # only renew the lease.
+    monkeypatch.setattr("workers.jobs.HEARTBEAT_SECONDS", 0.2)
+    request(db_session, worker_ctx, services_ctx, tag="v1", deployment_overrides={"notify": "6"})
+    work()
+    assert deployment(db_session).state is S.RUNNING
+    assert (record.parent / "record.notified").read_text().splitlines() == ["probe-stage CreatePending Running"]
+    assert {"name": "logs", "url": "https://logs.example.test/probe-stage"} in deployment(db_session).links
+
+
+def test_an_unreadable_deployments_repo_is_retried_then_fails_the_action(db_session, worker_ctx, services_ctx,
+                                                                          work, monkeypatch):
+    """Fault injection: the store's read of the manifests raises as it does when the git host is down."""
+    from bot.manifests import DeploymentsRepoError
+
+    monkeypatch.setattr("workers.jobs.REPO_RETRY_DELAYS", (0.1, 0.1))
+    reads = []
+
+    def unreadable(sha):
+        reads.append(sha)
+        raise DeploymentsRepoError("git fetch failed: could not resolve host")
+
+    accepted = request(db_session, worker_ctx, services_ctx, tag="v1")
+    monkeypatch.setattr(worker_ctx.manifests, "at", unreadable)
+    scheduler = Scheduler(worker_ctx)
+    work()
+    a = action(db_session, accepted.action_id)
+    assert a.state is ActionState.QUEUED and a.attempts == 1 and a.retry_at is not None
+    assert "could not resolve host" in a.log and "try 1 of 3" in a.log
+    assert deployment(db_session).state is S.CREATE_PENDING
+    # The sweep leaves it alone until its retry is due, then queues it again.
+    assert sweep(scheduler, a.retry_at - timedelta(seconds=5)).queued == []
+    for _ in range(2):
+        time.sleep(0.2)
+        assert sweep(scheduler, action(db_session, accepted.action_id).retry_at
+                                      + timedelta(seconds=5)).queued == [accepted.action_id]
+        work()
+    a = action(db_session, accepted.action_id)
+    assert len(reads) == 3
+    assert a.state is ActionState.FAILED
+    assert "could not be read after 3 tries" in a.error
+    d = deployment(db_session)
+    assert d.state is S.FAILURE and "could not resolve host" in d.status_message
+
+
+def test_an_action_runs_when_the_deployments_repo_comes_back(db_session, worker_ctx, services_ctx, work,
+                                                             monkeypatch):
+    """Fault injection as above, once."""
+    from bot.manifests import DeploymentsRepoError
+
+    monkeypatch.setattr("workers.jobs.REPO_RETRY_DELAYS", (0.1,))
+    store = worker_ctx.manifests
+    readable = store.at
+    calls = []
+
+    def flaky(sha):
+        calls.append(sha)
+        if len(calls) == 1:
+            raise DeploymentsRepoError("git fetch failed: connection reset")
+        return readable(sha)
+
+    accepted = request(db_session, worker_ctx, services_ctx, tag="v1")
+    monkeypatch.setattr(store, "at", flaky)
+    work()
+    time.sleep(0.2)
+    sweep(Scheduler(worker_ctx), action(db_session, accepted.action_id).retry_at + timedelta(seconds=5))
+    work()
+    assert action(db_session, accepted.action_id).state is ActionState.SUCCEEDED
     assert deployment(db_session).state is S.RUNNING

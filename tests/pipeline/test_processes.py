@@ -9,18 +9,16 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import create_engine, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
-from bot import create_app, db
+from bot import create_app
 from bot.models import Action, Deployment
 from bot.states import ActionState, DeploymentState
 from bot.tokens import Scopes, create_token
-from tests.conftest import create_database
 from tests.pipeline.probe_scripts import write_probe_repo
 from tests.support.procs import alive
 from tests.support.servers import RedisServer
@@ -36,18 +34,6 @@ def own_redis():
     server.stop()
 
 
-@pytest.fixture
-def own_database(postgres):
-    name = f"sami_proc_{uuid.uuid4().hex[:8]}"
-    url = create_database(postgres, name)
-    db.upgrade(url)
-    yield url
-    admin = create_engine(postgres.url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 class Stack:
     """A web app (in this process), worker and scheduler processes on one database and Redis."""
 
@@ -56,7 +42,11 @@ class Stack:
         self.logs = tmp_path
         self.repo = write_probe_repo(tmp_path / "deployments", self.record, timeout="60s", status_timeout="5s")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
+        # Working copies go to a folder of the test's own, so what a run leaves behind shows.
+        self.tmp = tmp_path / "tmp"
+        self.tmp.mkdir()
         self.env.update({
+            "TMPDIR": str(self.tmp),
             "SAMI_DATABASE_URL": database_url, "SAMI_REDIS_URL": redis.url(0),
             "SAMI_DEPLOYMENTS_REPO": str(self.repo), "SAMI_INSTANCE_DIR": str(tmp_path / "instance"),
             "SAMI_BASE_DOMAIN": "example.test", "SAMI_LOG_LEVEL": "warning",
@@ -89,7 +79,7 @@ class Stack:
 
     def actions(self) -> list[Action]:
         with Session(self.engine) as session:
-            return list(session.scalars(select(Action).order_by(Action.id)))
+            return list(session.scalars(select(Action).options(undefer(Action.log)).order_by(Action.id)))
 
     def deployment(self) -> Deployment:
         with Session(self.engine) as session:
@@ -121,8 +111,8 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path, own_database, own_redis):
-    stack = Stack(tmp_path, own_database, own_redis)
+def stack(tmp_path, own_database_url, own_redis):
+    stack = Stack(tmp_path, own_database_url, own_redis)
     yield stack
     stack.stop()
 
@@ -147,9 +137,19 @@ def test_fifty_concurrent_requests_never_run_two_scripts_at_once(stack):
     deployment = stack.deployment()
     assert deployment.state is DeploymentState.RUNNING
     assert deployment.tag == newest.config["tag"]
-    assert deployment.lease_owner is None
+    # The last worker lets the lease go once its info and notifications scripts are done.
+    stack.wait(lambda: stack.deployment().lease_owner is None, 30, "the lease to be let go")
     ran = [line for line in stack.record.read_text().splitlines() if line.split()[0] in ("create", "update")]
     assert len(ran) == sum(1 for a in actions if a.state is ActionState.SUCCEEDED)
+
+
+def pid_file(stack, name: str) -> int:
+    path = stack.record.parent / name
+    return int(stack.wait(lambda: path.exists() and path.read_text().strip(), 10, name))
+
+
+def working_copies(stack) -> list[str]:
+    return sorted(p.name for p in stack.tmp.iterdir() if p.name.startswith(("sami-action-", "sami-check-")))
 
 
 def test_a_worker_killed_mid_action_is_reaped_within_a_minute(stack):
@@ -157,8 +157,11 @@ def test_a_worker_killed_mid_action_is_reaped_within_a_minute(stack):
     code, _ = stack.request("v1", hang="create")
     assert code == 202
     stack.wait(lambda: stack.actions()[0].script_started_at is not None, 30, "the script to start")
-    script_pid = int(stack.wait(lambda: (stack.record.parent / "record.pid").exists()
-                                and (stack.record.parent / "record.pid").read_text().strip(), 10, "the pid"))
+    script_pid = pid_file(stack, "record.pid")
+    child_pid = pid_file(stack, "record.child")  # `sleep 300 &`, started by the script
+    # What the script printed reaches the log while it runs, not only when it ends.
+    stack.wait(lambda: "probe create of probe-stage at v1" in stack.actions()[0].log, 5, "the output in the log")
+    assert working_copies(stack)
     os.kill(worker.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     stack.start("scheduler", "--interval", "1")
@@ -167,8 +170,39 @@ def test_a_worker_killed_mid_action_is_reaped_within_a_minute(stack):
     assert took < 60
     assert stack.deployment().state is DeploymentState.FAILURE
     assert stack.actions()[0].error == "the worker running this action stopped responding"
-    # The script died with its worker (it cannot race a retry).
+    # The script and what it started died with their worker (they cannot race a retry).
     stack.wait(lambda: not alive(script_pid), 10, "the script to die")
+    stack.wait(lambda: not alive(child_pid), 10, "the script's child to die")
+    assert "probe create of probe-stage at v1" in stack.actions()[0].log
+    # The reaper, on the worker's host, removed the dead action's working copy.
+    assert working_copies(stack) == []
+
+
+def test_a_worker_that_lost_its_lease_stops_its_script(stack):
+    stack.start("worker")
+    code, _ = stack.request("v1", hang="create")
+    assert code == 202
+    stack.wait(lambda: stack.actions()[0].script_started_at is not None, 30, "the script to start")
+    script_pid = pid_file(stack, "record.pid")
+    child_pid = pid_file(stack, "record.child")
+    # Another worker takes the deployment over (as after a long stall of this one).
+    with Session(stack.engine) as session:
+        session.execute(text("UPDATE deployments SET lease_owner = 'another-worker', "
+                             "lease_expires_at = now() + interval '1 hour'"))
+        session.commit()
+    # The next heartbeat (every 10 s) finds the lease gone and stops the script and its child.
+    stack.wait(lambda: not alive(script_pid) and not alive(child_pid), 30, "the script group to be stopped")
+    action = stack.actions()[0]
+    assert action.state is ActionState.RUNNING  # settling it is no longer this worker's business
+    assert stack.deployment().lease_owner == "another-worker"
+
+
+def test_green_runs_leave_no_working_copies(stack):
+    stack.start("worker")
+    assert stack.request("v1")[0] == 202
+    stack.wait(lambda: stack.deployment().state is DeploymentState.RUNNING, 60, "Running")
+    stack.wait(lambda: stack.deployment().lease_owner is None, 30, "the lease to be let go")
+    assert working_copies(stack) == []
 
 
 def test_requests_made_while_redis_is_down_run_when_it_returns(stack, own_redis):
