@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from workers.runner import run_control_script  # noqa: E402
+from workers.runner import run_control_script
 
 ENV = {"PATH": "/usr/bin:/bin"}
 
