@@ -37,8 +37,8 @@ class Settings:
     instance_dir: str = field(default_factory=_default_instance)
     database_url: str = ""
     redis_url: str = ""
-    secret_key: str = ""
-    webhook_secret: str = ""
+    secret_key: str = field(default="", repr=False)
+    webhook_secret: str = field(default="", repr=False)
     project_name: str = "sami"
     base_domain: str = "127.0.0.1:8000"
     namespace: str = "sami"
@@ -54,6 +54,12 @@ class Settings:
     max_request_bytes: int = 1024 * 1024
     log_level: str = "INFO"
     log_format: str = "text"
+    github_api_url: str = "https://api.github.com"
+    github_token: str = field(default="", repr=False)
+    github_app_id: int | None = None
+    github_app_private_key: str = field(default="", repr=False)
+    # owner/name or owner/* patterns; empty: the repositories the manifests name
+    github_repositories: tuple[str, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -144,6 +150,36 @@ def _name(raw: str) -> str:
     return raw
 
 
+def _github_api_url(raw: str) -> str:
+    if not re.match(r"^https?://[^\s/]+(/\S*)?$", raw):
+        raise ValueError("not an http(s) URL (example: https://github.example.com/api/v3)")
+    return raw.rstrip("/")
+
+
+def _private_key(raw: str) -> str:
+    """A PEM private key, given as its text or as the path of a file holding it."""
+    text = raw
+    if "-----BEGIN" not in raw:
+        try:
+            text = Path(raw).read_text()
+        except OSError as exc:
+            raise ValueError(f"neither a PEM private key nor a readable file ({exc.strerror})") from None
+    if "-----BEGIN" not in text or "PRIVATE KEY-----" not in text:
+        raise ValueError("not a PEM private key (-----BEGIN RSA PRIVATE KEY-----)")
+    return text
+
+
+_REPOSITORY_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/(?:\*|[A-Za-z0-9._-]{1,100})$")
+
+
+def _repositories(raw: str) -> tuple[str, ...]:
+    patterns = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for pattern in patterns:
+        if not _REPOSITORY_PATTERN.match(pattern):
+            raise ValueError(f"{pattern!r} is not owner/name or owner/* (separate several with commas)")
+    return patterns
+
+
 def _text(raw: str) -> str:
     return raw
 
@@ -170,6 +206,11 @@ _VARIABLES: dict[str, tuple[str, object]] = {
     "SAMI_MAX_REQUEST_BYTES": ("max_request_bytes", _int(1024, 64 * 1024 * 1024)),
     "SAMI_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error")),
     "SAMI_LOG_FORMAT": ("log_format", _choice("text", "json")),
+    "SAMI_GITHUB_API_URL": ("github_api_url", _github_api_url),
+    "SAMI_GITHUB_TOKEN": ("github_token", _text),
+    "SAMI_GITHUB_APP_ID": ("github_app_id", _int(1, 2**63 - 1)),
+    "SAMI_GITHUB_APP_PRIVATE_KEY": ("github_app_private_key", _private_key),
+    "SAMI_GITHUB_REPOSITORIES": ("github_repositories", _repositories),
 }
 
 # Settings that must be set (non-empty) in production mode.

@@ -126,3 +126,39 @@ def test_the_deployments_token_reaches_git_and_stays_out_of_reprs(tmp_path):
     store = ManifestStore.from_settings(settings)
     assert store.credentials.token == "ghp_canary_token_value"
     assert "ghp_canary_token_value" not in repr(store.credentials)
+
+
+PEM = ("-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n"
+       "-----END RSA PRIVATE KEY-----\n")
+
+
+def test_github_settings_are_parsed_and_secrets_stay_out_of_reprs(tmp_path):
+    key_file = tmp_path / "app.pem"
+    key_file.write_text(PEM)
+    settings = load_settings({"SAMI_GITHUB_API_URL": "https://github.example.com/api/v3/",
+                              "SAMI_GITHUB_TOKEN": "ghp_canary1234567890", "SAMI_GITHUB_APP_ID": "12345",
+                              "SAMI_GITHUB_APP_PRIVATE_KEY": str(key_file),
+                              "SAMI_GITHUB_REPOSITORIES": "acme/web, acme/*",
+                              "SAMI_WEBHOOK_SECRET": "whsec-canary-0987", "SAMI_SECRET_KEY": "sk-canary-5555"})
+    assert settings.github_api_url == "https://github.example.com/api/v3"
+    assert settings.github_app_id == 12345
+    assert settings.github_app_private_key == PEM
+    assert settings.github_repositories == ("acme/web", "acme/*")
+    for canary in ("ghp_canary", "whsec-canary", "sk-canary", "PRIVATE KEY"):
+        assert canary not in repr(settings)
+    assert load_settings({}).github_api_url == "https://api.github.com"
+
+
+@pytest.mark.parametrize(("variable", "value", "problem"), [
+    ("SAMI_GITHUB_API_URL", "api.github.com", "not an http(s) URL"),
+    ("SAMI_GITHUB_APP_ID", "app", "expected a whole number"),
+    ("SAMI_GITHUB_APP_PRIVATE_KEY", "/no/such/key.pem", "neither a PEM private key nor a readable file"),
+    ("SAMI_GITHUB_APP_PRIVATE_KEY", "-----BEGIN CERTIFICATE-----", "not a PEM private key"),
+    ("SAMI_GITHUB_REPOSITORIES", "acme", "'acme' is not owner/name or owner/*"),
+    ("SAMI_GITHUB_REPOSITORIES", "acme/web;rm -rf", "is not owner/name or owner/*"),
+])
+def test_bad_github_settings_name_the_variable(variable, value, problem):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({variable: value})
+    assert caught.value.variable == variable
+    assert problem in caught.value.problem

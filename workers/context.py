@@ -23,6 +23,7 @@ class WorkerContext:
     broker: object
     manifests: ManifestStore
     executor: Executor
+    github: object | None = None  # bot.github.client.GitHubClient when GitHub credentials are set
 
     def session(self) -> Session:
         return self.session_factory()
