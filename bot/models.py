@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
 from typing import Any
 
@@ -173,6 +174,17 @@ class Action(Base):
         return f"<Action {self.id} {self.kind} {self.state}>"
 
 
+class DeliveryStatus(enum.StrEnum):
+    """Where a webhook delivery is: received, then processed or ignored, failed, or retrying later."""
+
+    RECEIVED = "received"
+    PROCESSING = "processing"
+    PROCESSED = "processed"
+    IGNORED = "ignored"
+    FAILED = "failed"
+    RETRYING = "retrying"
+
+
 class Delivery(Base):
     """A GitHub webhook delivery as received; the delivery id makes redeliveries harmless."""
 
@@ -183,10 +195,23 @@ class Delivery(Base):
     event: Mapped[str] = mapped_column(String(64))
     action: Mapped[str | None] = mapped_column(String(64))
     repository: Mapped[str | None] = mapped_column(String(255))
-    outcome: Mapped[str] = mapped_column(String(255), default="received")
+    installation_id: Mapped[int | None] = mapped_column(BigInteger)
+    sender: Mapped[str | None] = mapped_column(String(255))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[DeliveryStatus] = mapped_column(_enum(DeliveryStatus), default=DeliveryStatus.RECEIVED)
+    # What processing did ("created web-pr-3", "ignored: ...", "failed: KeyError: ...").
+    outcome: Mapped[str | None] = mapped_column(Text)
+    # Tries so far; a handler that asks to be tried again waits until retry_at.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    retry_at: Mapped[datetime | None]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    processed_at: Mapped[datetime | None]
 
-    __table_args__ = (Index(None, "received_at"),)
+    __table_args__ = (Index(None, "received_at"), Index(None, "status"))
+
+    def __repr__(self) -> str:
+        return f"<Delivery {self.delivery_id} {self.event}.{self.action} {self.status}>"
 
 
 class ApiToken(Base):
