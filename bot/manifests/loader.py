@@ -24,8 +24,12 @@ from bot import naming
 
 from . import folder, yamlsafe
 from .model import (
+    DEFAULT_PR_TAG,
+    MAX_BRANCH_IN_TAG,
     MAX_DEPLOYMENT_NAME,
     MAX_DEPLOYMENT_NAMES,
+    PR_TAG_PLACEHOLDERS,
+    SHORT_SHA,
     URL_PLACEHOLDERS,
     DeploymentsRepo,
     Health,
@@ -452,6 +456,11 @@ def _check_tree_rules(
         if problem:
             ctx.add(("url",), f"url: {problem}")
 
+    if _good(data, "pr_tag", bad, str):
+        problem = pr_tag_template_problem(data["pr_tag"])
+        if problem:
+            ctx.add(("pr_tag",), f"pr_tag: {problem}")
+
     pr_deploy = data.get("pr_deploy", False)
     if "pr_deploy" not in bad and pr_deploy in (True, "label") and "repository" not in data:
         ctx.add(
@@ -589,6 +598,38 @@ def url_template_problem(template: str) -> str | None:
     return None
 
 
+# The longest text each pr_tag placeholder can become.
+_PR_TAG_WIDTHS = {"sha": 40, "short_sha": SHORT_SHA, "number": len(str(2**31 - 1)), "branch": MAX_BRANCH_IN_TAG}
+_TAG_TEXT_RE = re.compile(r"[A-Za-z0-9_.-]*")
+
+
+def pr_tag_template_problem(template: str) -> str | None:
+    """Why a pr_tag template cannot give a valid image tag (None when it always does)."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError:
+        return "has an unbalanced '{' or '}'"
+    allowed = " ".join("{" + p + "}" for p in PR_TAG_PLACEHOLDERS)
+    width = 0
+    for literal, name, spec, conversion in parts:
+        if not _TAG_TEXT_RE.fullmatch(literal):
+            bad = next(c for c in literal if not _TAG_TEXT_RE.fullmatch(c))
+            return f"{bad!r} cannot be part of an image tag (letters, digits, '_', '.' and '-' only)"
+        width += len(literal)
+        if name is None:
+            continue
+        if name not in PR_TAG_PLACEHOLDERS:
+            return f"unknown placeholder {{{name}}} (allowed: {allowed})"
+        if spec or conversion:
+            return f"placeholder {{{name}}} must be written without ':' or '!' options"
+        width += _PR_TAG_WIDTHS[name]
+    if template[:1] in (".", "-"):
+        return "an image tag cannot start with '.' or '-'"
+    if width > 128:
+        return f"can give a tag of {width} characters; image tags are at most 128 ({{branch}} counts as 63)"
+    return None
+
+
 def _build_manifest(candidate: Candidate, data: dict[str, Any]) -> Manifest:
     _, _, _, environment = candidate.rel_dir.split("/")
     health = data.get("health")
@@ -623,6 +664,8 @@ def _build_manifest(candidate: Candidate, data: dict[str, Any]) -> Manifest:
         secrets=tuple(data.get("secrets", ())),
         pr_deploy=PrDeploy.LABEL if pr_deploy == "label" else PrDeploy(str(pr_deploy).lower()),
         deploy_label=data.get("deploy_label", DEFAULT_DEPLOY_LABEL),
+        pr_tag=data.get("pr_tag", DEFAULT_PR_TAG),
+        pr_forks=bool(data.get("pr_forks", False)),
         ttl=None if ttl is None else parse_duration(ttl),
         require_checks=bool(data.get("require_checks", False)),
         control_scripts=data["control_scripts"].rstrip("/") if "control_scripts" in data else None,

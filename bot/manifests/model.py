@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -19,6 +20,11 @@ URL_PLACEHOLDERS = (
     "project_name",
     "pr",
 )
+# {sha}, {short_sha}, {number} and {branch} in a pr_tag template.
+PR_TAG_PLACEHOLDERS = ("sha", "short_sha", "number", "branch")
+DEFAULT_PR_TAG = "{sha}"
+SHORT_SHA = 7
+MAX_BRANCH_IN_TAG = 63
 MAX_DEPLOYMENT_NAME = 63
 # Targets with a shorter limit than a DNS label: Helm release names are at most 53 characters.
 MAX_DEPLOYMENT_NAMES = {"k8s": 53}
@@ -58,6 +64,12 @@ class ImageUpdate:
     path: str
 
 
+def tag_safe_branch(branch: str) -> str:
+    """A branch name as image tag text: other characters become '-', no leading '.' or '-', at most 63."""
+    text = re.sub(r"[^A-Za-z0-9_.-]+", "-", branch).lstrip(".-")[:MAX_BRANCH_IN_TAG]
+    return text or "branch"
+
+
 def _frozen_mapping(value: Mapping[str, str]) -> Mapping[str, str]:
     return value if isinstance(value, MappingProxyType) else MappingProxyType(dict(value))
 
@@ -89,6 +101,8 @@ class Manifest:
     secrets: tuple[str, ...]
     pr_deploy: PrDeploy
     deploy_label: str
+    pr_tag: str  # template of a pull request deployment's tag, see render_pr_tag
+    pr_forks: bool
     ttl: int | None
     require_checks: bool
     control_scripts: str | None
@@ -132,6 +146,12 @@ class Manifest:
         filled.update({k: "" if v is None else str(v) for k, v in values.items()})
         return string.Formatter().vformat(self.url, (), filled)
 
+    def render_pr_tag(self, *, sha: str, number: int, branch: str) -> str:
+        """The tag of a pull request's head commit: pr_tag with {sha} {short_sha} {number} {branch}."""
+        values = {"sha": sha, "short_sha": sha[:SHORT_SHA], "number": str(int(number)),
+                  "branch": tag_safe_branch(branch)}
+        return string.Formatter().vformat(self.pr_tag, (), values)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready form, for API answers and `sami validate --format json`."""
         return {
@@ -158,6 +178,8 @@ class Manifest:
             "secrets": list(self.secrets),
             "pr_deploy": self.pr_deploy.value,
             "deploy_label": self.deploy_label,
+            "pr_tag": self.pr_tag,
+            "pr_forks": self.pr_forks,
             "ttl": self.ttl,
             "require_checks": self.require_checks,
             "control_scripts": self.control_scripts,
