@@ -31,7 +31,15 @@ CHECKS_QUEUE = "sami-checks"
 # itself (jobs depend on the queue's context, not the other way round).
 RUN_ACTION = "workers.jobs.run_action"
 CHECK_DEPLOYMENT = "workers.checks.check_deployment"
+# Webhook deliveries go on the actions queue: processing one is short, and it is what queues actions.
+PROCESS_DELIVERY = "workers.deliveries.process_delivery"
+DELIVERY_JOB_TIMEOUT = 300  # seconds; a handler stuck on GitHub longer than this fails the delivery
 WAITING_JOB_STATES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.CREATED}
+
+
+def delivery_job_id(delivery_row_id: int) -> str:
+    """The job id of a delivery's processing (action jobs are plain action ids)."""
+    return f"delivery-{delivery_row_id}"
 
 
 def _mark_enqueued(session: Session, action_id: int) -> None:
@@ -57,14 +65,15 @@ class RQBroker:
             return False
         return status in WAITING_JOB_STATES or (started_counts and status == JobStatus.STARTED)
 
-    def _enqueue(self, queue: Queue, func: str, job_id: str, *args, started_counts: bool = True) -> bool:
+    def _enqueue(self, queue: Queue, func: str, job_id: str, *args, started_counts: bool = True,
+                 timeout: int = -1) -> bool:
         # A job a dead worker had started stays "started" in RQ for minutes; callers that know no
         # worker holds the deployment (the sweep, the reaper) replace it.
         if self.job_is_live(job_id, started_counts):
             return True
         with contextlib.suppress(NoSuchJobError):
             Job.fetch(job_id, connection=self.connection).delete()
-        queue.enqueue_call(func, args=args, job_id=job_id, timeout=-1, result_ttl=0,
+        queue.enqueue_call(func, args=args, job_id=job_id, timeout=timeout, result_ttl=0,
                            failure_ttl=24 * 3600, description=f"{func}{args}")
         return True
 
@@ -88,6 +97,17 @@ class RQBroker:
                                  f"{kind}-{deployment_id}", deployment_id, kind, started_counts=started_counts)
         except redis.RedisError as exc:
             log.warning("could not queue %s of deployment %s: %s", kind, deployment_id, type(exc).__name__)
+            return False
+
+    def enqueue_delivery(self, delivery_row_id: int, started_counts: bool = True) -> bool:
+        """Queue the processing of webhook delivery row ``delivery_row_id``; False (and the sweep
+        queues it) when Redis is unreachable."""
+        try:
+            return self._enqueue(self.actions, PROCESS_DELIVERY, delivery_job_id(delivery_row_id), delivery_row_id,
+                                 started_counts=started_counts, timeout=DELIVERY_JOB_TIMEOUT)
+        except redis.RedisError as exc:
+            log.warning("could not queue delivery row %s (%s); the sweep will queue it", delivery_row_id,
+                        type(exc).__name__)
             return False
 
     def ping(self) -> None:
@@ -138,6 +158,9 @@ class InProcessBroker:
 
     def enqueue_check(self, deployment_id: int, kind: str = "check", started_counts: bool = True) -> bool:
         return self._submit(f"{kind}-{deployment_id}", CHECK_DEPLOYMENT, deployment_id, kind)
+
+    def enqueue_delivery(self, delivery_row_id: int, started_counts: bool = True) -> bool:
+        return self._submit(delivery_job_id(delivery_row_id), PROCESS_DELIVERY, delivery_row_id)
 
     def ping(self) -> None:
         return None

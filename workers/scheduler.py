@@ -19,12 +19,14 @@ from pathlib import Path
 from sqlalchemy import exists, select, update
 
 from bot.manifests import prune_trees
-from bot.models import Action, Deployment
+from bot.models import Action, Delivery, DeliveryStatus, Deployment
 from bot.services import Context, cleanup_deployment
 from bot.states import LIVE_STATES, PENDING_STATES, ActionState, DeploymentState, transition, transition_action
 from workers.context import WorkerContext
+from workers.deliveries import sweepable
 from workers.jobs import action_dir_prefix, script_label
 from workers.lease import db_now, on_this_host
+from workers.queue import delivery_job_id
 from workers.runner import kill_script_group
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ S = DeploymentState
 SWEEP_AFTER = timedelta(seconds=2)   # an action accepted this long ago and not on the queue is re-queued
 DEAD_AFTER = timedelta(seconds=30)    # a running action without a heartbeat this long has lost its worker
 CHECKS_PER_TICK = 200
+DELIVERIES_PER_TICK = 500
 TICK_LOCK = "sami:scheduler:tick"
 PRUNE_EVERY = timedelta(hours=1)  # extracted trees of old deployments-repo commits
 
@@ -48,6 +51,7 @@ class TickReport:
     archive_checks: list[int] = field(default_factory=list)
     cleanups: list[str] = field(default_factory=list)
     leases_freed: list[int] = field(default_factory=list)
+    deliveries: list[int] = field(default_factory=list)
 
 
 class Scheduler:
@@ -82,6 +86,20 @@ class Scheduler:
             with self.ctx.session() as session:
                 if self.ctx.broker.enqueue_action(session, action_id, started_counts=False):
                     report.queued.append(action_id)
+
+    def sweep_deliveries(self, report: TickReport, now: datetime) -> None:
+        """Queue webhook deliveries still waiting: Redis was down when they came (or lost their
+        job), a retry is due, or the worker processing one died."""
+        with self.ctx.session() as session:
+            rows = session.execute(select(Delivery.id, Delivery.status).where(sweepable(now, SWEEP_AFTER))
+                                   .order_by(Delivery.id).limit(DELIVERIES_PER_TICK)).all()
+        for row_id, status in rows:
+            # A delivery left "processing" lost its worker: its "started" job is a dead one.
+            started_counts = status is not DeliveryStatus.PROCESSING
+            if self.ctx.broker.job_is_live(delivery_job_id(row_id), started_counts=started_counts):
+                continue
+            if self.ctx.broker.enqueue_delivery(row_id, started_counts=started_counts):
+                report.deliveries.append(row_id)
 
     def reap(self, report: TickReport, now: datetime) -> None:
         """Settle actions whose worker died: re-queue if no script ran yet, else fail them. On the
@@ -211,7 +229,7 @@ class Scheduler:
             with self.ctx.session() as session:
                 now = db_now(session)
         report = TickReport()
-        for step in (self.reap, self.sweep, self.checks, self.retention, self.prune):
+        for step in (self.reap, self.sweep, self.sweep_deliveries, self.checks, self.retention, self.prune):
             try:
                 step(report, now)
             except Exception:
@@ -224,7 +242,7 @@ class Scheduler:
             started = time.monotonic()
             if self._lock():
                 report = self.tick()
-                if report.queued or report.reaped or report.requeued or report.cleanups:
+                if report.queued or report.reaped or report.requeued or report.cleanups or report.deliveries:
                     log.info("scheduler: %s", report)
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 

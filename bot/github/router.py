@@ -77,3 +77,13 @@ def dispatch(event: Event, ctx: HandlerContext) -> str:
             return f"ignored: Sami does not act on {what}"
         return f"ignored: Sami does not act on {event.name} events"
     return handler(event, ctx)
+
+
+class Retry(Exception):
+    """Raised by a handler that cannot decide yet (GitHub answered 5xx, checks still running):
+    the delivery is tried again after ``after_seconds``."""
+
+    def __init__(self, after_seconds: float, reason: str = ""):
+        super().__init__(reason or f"try again in {after_seconds:g} s")
+        self.after_seconds = after_seconds
+        self.reason = reason

@@ -1,0 +1,223 @@
+"""GitHub webhooks: ``POST /webhooks/github`` verifies a delivery, records it and queues its
+processing, then answers.
+
+The controller answers fast and makes no GitHub call: the signature (HMAC-SHA256 of the raw body
+with the webhook secret) is checked, the delivery is written as one row keyed by its
+``X-GitHub-Delivery`` id and committed, and only then is its processing queued
+(``workers.deliveries``). A redelivery or a duplicate finds the row there and is acknowledged
+without doing anything more. If the queue is unreachable the delivery stays recorded and the
+scheduler's sweep queues it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+from sqlalchemy import func
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from bot.config import Settings
+from bot.db import get_session
+from bot.errors import SamiError
+from bot.models import Delivery, DeliveryStatus
+from bot.queue import get_broker
+
+log = logging.getLogger(__name__)
+bp = Blueprint("webhooks", __name__)
+
+EMBEDDED_KEY_FILE = "webhook-secret"
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+EVENT_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
+# GitHub's delivery ids are GUIDs; redeliveries keep the id of the delivery they repeat.
+DELIVERY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}\Z")
+NOT_CONFIGURED = ("GitHub webhooks are off: no webhook secret is set. Set SAMI_WEBHOOK_SECRET to the secret "
+             "of the GitHub webhook (or GitHub App) and restart Sami")
+
+
+class Unauthorized(SamiError):
+    status = 401
+
+
+# --- the secret -------------------------------------------------------------------------------
+
+def embedded_secret(instance_dir: str) -> tuple[str, bool, Path]:
+    """The embedded default's webhook secret, generated once into the instance folder (mode
+    0600): the secret, whether it was generated now, and its file."""
+    path = Path(instance_dir) / EMBEDDED_KEY_FILE
+    try:
+        return path.read_text().strip(), False, path
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(32)
+    # Written whole to a file of its own, then linked into place: a second process starting at the
+    # same time either links first or reads the complete file, never half of it.
+    temporary = path.with_name(f".{EMBEDDED_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(value + "\n")
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return path.read_text().strip(), False, path
+    finally:
+        temporary.unlink(missing_ok=True)
+    return value, True, path
+
+
+def webhook_secret(settings: Settings) -> str:
+    """The secret deliveries are signed with: SAMI_WEBHOOK_SECRET, else the embedded default's
+    generated one (no Redis, development mode); empty when there is none."""
+    if settings.webhook_secret:
+        return settings.webhook_secret
+    if settings.embedded and settings.mode == "development":
+        return embedded_secret(settings.instance_dir)[0]
+    return ""
+
+
+def init_app(app: Flask) -> None:
+    """Serve ``POST /webhooks/github`` with the app's webhook secret."""
+    app.extensions["sami.webhook_secret"] = webhook_secret(app.config["SAMI"]).encode()
+    app.register_blueprint(bp)
+
+
+def signature(secret: bytes, body: bytes) -> str:
+    """The ``X-Hub-Signature-256`` value GitHub sends with ``body``."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+# --- the delivery -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Received:
+    """A verified delivery, as it is recorded."""
+
+    delivery_id: str
+    event: str
+    action: str | None
+    repository: str | None
+    installation_id: int | None
+    sender: str | None
+    payload: dict[str, Any]
+
+
+def _text(value: object, length: int) -> str | None:
+    return value[:length] if isinstance(value, str) and value else None
+
+
+def _field(payload: dict, name: str, key: str) -> object:
+    value = payload.get(name)
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def parse_delivery(delivery_id: str, event: str, payload: dict[str, Any]) -> Received:
+    """What a delivery's row records besides its payload."""
+    installation_id = _field(payload, "installation", "id")
+    if not isinstance(installation_id, int) or isinstance(installation_id, bool) or not 0 < installation_id < 2**63:
+        installation_id = None
+    return Received(delivery_id=delivery_id, event=event, action=_text(payload.get("action"), 64),
+                    repository=_text(_field(payload, "repository", "full_name"), 255),
+                    installation_id=installation_id, sender=_text(_field(payload, "sender", "login"), 255),
+                    payload=payload)
+
+
+def record_delivery(session: Session, received: Received, status: DeliveryStatus = DeliveryStatus.RECEIVED,
+                    outcome: str | None = None) -> int | None:
+    """Insert the delivery's row; its id, or None if a row with that delivery id exists already.
+
+    INSERT ... ON CONFLICT DO NOTHING: concurrent copies of one delivery never fail on the unique
+    delivery id; exactly one of them gets the row.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    # PostgreSQL's clock on PostgreSQL, the one the sweep and the jobs compare with.
+    now = func.now() if dialect == "postgresql" else datetime.now(UTC)
+    finished = status in (DeliveryStatus.PROCESSED, DeliveryStatus.IGNORED)
+    statement = (
+        insert(Delivery.__table__)
+        .values(delivery_id=received.delivery_id, event=received.event, action=received.action,
+                repository=received.repository, installation_id=received.installation_id, sender=received.sender,
+                payload=received.payload, status=status, outcome=outcome, attempts=0, received_at=now,
+                processed_at=now if finished else None)
+        .on_conflict_do_nothing(index_elements=["delivery_id"])
+        .returning(Delivery.__table__.c.id)
+    )
+    return session.execute(statement).scalar()
+
+
+def _header(name: str, pattern: re.Pattern, example: str) -> str:
+    value = request.headers.get(name, "")
+    if not pattern.match(value):
+        state = "missing" if not value else "invalid"
+        raise SamiError(f"{name} header {state}: GitHub sends it with every delivery (e.g. {example})")
+    return value
+
+
+def _verify(secret: bytes, body: bytes) -> None:
+    sent = request.headers.get(SIGNATURE_HEADER)
+    if not sent:
+        raise Unauthorized(f"missing {SIGNATURE_HEADER}: give the webhook a secret on GitHub, the same as "
+                           "Sami's SAMI_WEBHOOK_SECRET")
+    # Headers arrive as latin-1 text: encoding them back gives the bytes sent, whatever they are.
+    if not hmac.compare_digest(signature(secret, body).encode(), sent.encode("latin-1")):
+        raise Unauthorized(f"{SIGNATURE_HEADER} does not match the body: the webhook's secret on GitHub is not "
+                           "Sami's SAMI_WEBHOOK_SECRET, or the body was changed on the way")
+
+
+def _payload(body: bytes) -> dict[str, Any]:
+    if request.mimetype == "application/x-www-form-urlencoded":
+        raise SamiError("the body is form-encoded: set the webhook's content type to application/json on GitHub")
+    try:
+        payload = current_app.json.loads(body)
+    except ValueError as exc:
+        raise SamiError(f"the body must be a JSON object, and this is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise SamiError("the body must be a JSON object, not a " + type(payload).__name__)
+    return payload
+
+
+@bp.post("/webhooks/github")
+def receive_github():
+    """Verify a GitHub delivery, record it, queue its processing; 202 (200 for a ping or a duplicate)."""
+    secret: bytes = current_app.extensions.get("sami.webhook_secret", b"")
+    if not secret:
+        raise SamiError(NOT_CONFIGURED, status=503)
+    body = request.get_data(cache=False)  # longer than the limit: 413
+    _verify(secret, body)
+    event = _header("X-GitHub-Event", EVENT_RE, "pull_request")
+    delivery_id = _header("X-GitHub-Delivery", DELIVERY_RE, "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+    received = parse_delivery(delivery_id, event, _payload(body))
+    extra = {"delivery_id": delivery_id}
+    session = get_session()
+
+    if event == "ping":
+        row_id = record_delivery(session, received, DeliveryStatus.PROCESSED, "pong")
+        session.commit()
+        if row_id is None:
+            return jsonify(delivery=delivery_id, duplicate=True), 200
+        log.info("delivery %s: ping from hook %s", delivery_id, received.payload.get("hook_id"), extra=extra)
+        return jsonify(delivery=delivery_id, zen=received.payload.get("zen"),
+                       hook_id=received.payload.get("hook_id"), outcome="pong"), 200
+
+    row_id = record_delivery(session, received)
+    session.commit()
+    if row_id is None:
+        return jsonify(delivery=delivery_id, duplicate=True), 200
+    queued = get_broker(current_app).enqueue_delivery(row_id)
+    what = f"{event}.{received.action}" if received.action else event
+    log.info("delivery %s: %s of %s recorded (queued: %s)", delivery_id, what, received.repository, queued,
+             extra=extra)
+    # Not queued (Redis is down): recorded all the same, and the scheduler's sweep will queue it.
+    return jsonify(delivery=delivery_id, status="queued" if queued else "received"), 202

@@ -1,0 +1,129 @@
+"""The queue job that processes a recorded GitHub webhook delivery through the router.
+
+The web request only verified and recorded the delivery; here its handler runs. A delivery is
+claimed with a conditional UPDATE (received -> processing), so however many times its job is
+queued or run, it is processed once. A handler's exception fails the delivery (with the
+exception's type and message, secrets masked); a handler that raises ``Retry`` has it tried
+again later by the scheduler's sweep.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import traceback
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from bot.github import router
+from bot.models import Delivery, DeliveryStatus
+from bot.services import Context
+from workers.context import WorkerContext, get_context
+from workers.lease import db_now
+
+log = logging.getLogger(__name__)
+D = DeliveryStatus
+
+HANDLERS_MODULE = "bot.github.handlers"
+NO_HANDLERS = f"ignored: no handlers ({HANDLERS_MODULE} is not installed)"
+# A delivery still "processing" this long after it was claimed lost its worker: it may be claimed
+# again. Longer than the job timeout, so a slow handler is never run twice at once.
+STALE_PROCESSING = timedelta(seconds=600)
+MAX_ATTEMPTS = 10  # tries of a handler that keeps asking to be retried
+OUTCOME_LENGTH = 2000
+
+
+def claimable(now: datetime) -> ColumnElement[bool]:
+    """Deliveries a job may claim now: received, retrying and due, or lost by a dead worker."""
+    return or_(Delivery.status == D.RECEIVED,
+               and_(Delivery.status == D.RETRYING, Delivery.retry_at <= now),
+               and_(Delivery.status == D.PROCESSING, Delivery.started_at < now - STALE_PROCESSING))
+
+
+def sweepable(now: datetime, received_before: timedelta) -> ColumnElement[bool]:
+    """Deliveries the scheduler queues: claimable ones, and received ones only once their own
+    job had ``received_before`` to start (Redis was down, or lost the job)."""
+    return and_(claimable(now), or_(Delivery.status != D.RECEIVED, Delivery.received_at < now - received_before))
+
+
+def load_handlers() -> bool:
+    """Import the handlers so that their ``@handles`` register; False if they are not installed."""
+    try:
+        importlib.import_module(HANDLERS_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name != HANDLERS_MODULE:
+            raise  # a handler's own import is broken: that is a bug to see, not an absence
+        return False
+    return True
+
+
+def _mask(text: str, settings) -> str:
+    """``text`` with the values of Sami's secret settings replaced by ***."""
+    for name in ("webhook_secret", "github_token", "github_app_private_key", "secret_key", "deployments_token"):
+        value = getattr(settings, name, "")
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+def process_delivery(delivery_row_id: int, ctx: WorkerContext | None = None) -> str | None:
+    """Queue job: run the handler of delivery row ``delivery_row_id`` once; returns its status, or
+    None when the delivery was not this job's to process (already done, or not due)."""
+    ctx = ctx or get_context()
+    with ctx.session() as session:
+        now = db_now(session)
+        claimed = session.execute(
+            update(Delivery).where(Delivery.id == delivery_row_id, claimable(now))
+            .values(status=D.PROCESSING, started_at=now, attempts=Delivery.attempts + 1)
+            .execution_options(synchronize_session=False)).rowcount == 1
+        session.commit()
+        if not claimed:
+            return None
+        row = session.scalars(select(Delivery).where(Delivery.id == delivery_row_id)
+                              .execution_options(populate_existing=True)).one()
+        event = router.Event(name=row.event, action=row.action, delivery_id=row.delivery_id, payload=row.payload)
+        attempts = row.attempts
+        extra = {"delivery_id": row.delivery_id}
+        what = f"{event.name}.{event.action}" if event.action else event.name
+        retry_at = None
+        try:
+            if not load_handlers():
+                outcome = NO_HANDLERS
+            else:
+                handler_ctx = router.HandlerContext(
+                    session=session, manifests=ctx.manifests, services=Context.from_settings(ctx.settings, ctx.broker),
+                    settings=ctx.settings, github=ctx.github)
+                outcome = router.dispatch(event, handler_ctx)
+                if not isinstance(outcome, str):
+                    raise TypeError(f"the handler of {what} returned {outcome!r}, not an outcome text")
+            status = D.IGNORED if outcome.startswith("ignored") else D.PROCESSED
+            session.commit()
+        except router.Retry as retry:
+            session.rollback()
+            reason = _mask(str(retry), ctx.settings)
+            if attempts >= MAX_ATTEMPTS:
+                status, outcome = D.FAILED, f"failed: gave up after {attempts} tries: {reason}"
+            else:
+                status = D.RETRYING
+                retry_at = db_now(session) + timedelta(seconds=max(0.0, retry.after_seconds))
+                outcome = f"retrying in {retry.after_seconds:g} s (try {attempts}): {reason}"
+            log.info("delivery %s (%s): %s", row.delivery_id, what, outcome, extra=extra)
+        except Exception as exc:
+            session.rollback()
+            outcome = _mask(f"failed: {type(exc).__name__}: {exc}", ctx.settings)
+            status = D.FAILED
+            details = _mask("".join(traceback.format_exception(exc)), ctx.settings)
+            log.error("delivery %s (%s) failed:\n%s", row.delivery_id, what, details, extra=extra)
+        # Written only while the claim is still this job's (a stale claim may have been taken over).
+        session.execute(
+            update(Delivery).where(Delivery.id == delivery_row_id, Delivery.status == D.PROCESSING,
+                                   Delivery.started_at == now)
+            .values(status=status, outcome=str(outcome)[:OUTCOME_LENGTH], retry_at=retry_at,
+                    processed_at=None if status is D.RETRYING else db_now(session))
+            .execution_options(synchronize_session=False))
+        session.commit()
+    if status is not D.FAILED and status is not D.RETRYING:
+        log.info("delivery %s (%s): %s", event.delivery_id, what, outcome, extra=extra)
+    return str(status)
