@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot import db
 from bot.config import Settings, load_settings
+from bot.github.client import GitHubClient
 from bot.manifest_store import ManifestStore
 from workers.executor import Executor
 from workers.queue import InProcessBroker, make_broker
@@ -23,7 +24,7 @@ class WorkerContext:
     broker: object
     manifests: ManifestStore
     executor: Executor
-    github: object | None = None  # bot.github.client.GitHubClient when GitHub credentials are set
+    github: GitHubClient | None = None  # None when no GitHub credentials are set
 
     def session(self) -> Session:
         return self.session_factory()
@@ -43,6 +44,7 @@ def build_context(settings: Settings, broker=None, session_factory: sessionmaker
         broker=broker if broker is not None else make_broker(settings),
         manifests=ManifestStore.from_settings(settings),
         executor=Executor(settings),
+        github=GitHubClient.from_settings(settings),
     )
     if isinstance(context.broker, InProcessBroker) and context.broker.context is None:
         context.broker.context = context  # its jobs run with this context
