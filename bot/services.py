@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -26,7 +26,7 @@ from bot.states import ActionState, DeploymentState, IllegalTransition, transiti
 log = logging.getLogger(__name__)
 S = DeploymentState
 
-ORIGINS = ("api", "webhook", "cli", "page", "schedule")
+ORIGINS = ("api", "webhook", "cli", "page", "schedule", "reconcile")
 # Deployments.pull_request is a 32-bit integer column.
 MAX_PULL_REQUEST = 2**31 - 1
 
@@ -340,6 +340,106 @@ def restore_deployment(session, repo, name, ctx, **who) -> Accepted:
 def cleanup_deployment(session, repo, name, ctx, **who) -> Accepted:
     """Remove an archived deployment and everything it owns."""
     return _operation(session, repo, name, "cleanup", S.CLEANUP_PENDING, ctx, **who)
+
+
+@dataclass(frozen=True)
+class Ensured:
+    """What an ``ensure_*`` call did to one deployment: ``done`` says it ("created", "restored",
+    "restored and updated", "updated", "archived"), or is None when nothing was needed or possible,
+    and ``reason`` says why; ``accepted`` holds the actions it queued."""
+
+    deployment: str
+    done: str | None
+    reason: str = ""
+    accepted: tuple[Accepted, ...] = ()
+
+
+def ensure_deployed(session: Session, repo: DeploymentsRepo, request: DeploymentRequest, ctx: Context, *,
+                    revive: bool = True) -> Ensured:
+    """Bring a deployment to the request's tag and sha: create, restore or update it as its state
+    needs, and do nothing when it is there already (a repeated request changes nothing).
+
+    An Archived or Removed deployment already at that tag and sha comes back only with ``revive``:
+    callers that repair missed events leave what was archived on purpose (by hand, for idleness) alone.
+    """
+    try:
+        name = naming.deployment_name(request.service, request.environment, request.pull_request)
+    except naming.InvalidName as exc:
+        raise RequestError(str(exc)) from None
+    manifest = _manifest(repo, request.service, request.environment)
+    _, tag = _image_and_tag(manifest, request.tag, request.image)
+    # Decided under the row's lock: two deliveries of one event must not both create.
+    deployment = _lock_or_create(session, name, request.service, request.environment, str(manifest.type))
+    state = deployment.state
+    there = deployment.tag == tag and (request.sha is None or deployment.sha == request.sha)
+    at = f"{request.sha[:7]}" if request.sha else tag
+    if state in (S.RUNNING, S.FAILURE, S.CREATE_PENDING, S.UPDATE_PENDING):
+        if there:
+            return _unchanged(session, name, f"already at {at}" + (" (Failure)" if state is S.FAILURE else ""))
+        return Ensured(name, "updated", accepted=(request_deployment(session, repo, request, ctx),))
+    if state is S.REMOVED:
+        history = session.scalar(select(exists().where(Action.deployment_id == deployment.id)))
+        if history and there and not revive:
+            return _unchanged(session, name, f"removed at {at}; a new commit brings it back")
+        return Ensured(name, "created", accepted=(request_deployment(session, repo, request, ctx),))
+    if state is S.ARCHIVED:
+        if there and not revive:
+            return _unchanged(session, name, f"archived at {at}; a new commit brings it back")
+        who = dict(requested_by=request.requested_by, origin=request.origin, delivery_id=request.delivery_id)
+        restored = restore_deployment(session, repo, name, ctx, **who)
+        if there:
+            return Ensured(name, "restored", accepted=(restored,))
+        # Restore brings back what was archived (volumes included), then the update moves it on.
+        updated = request_deployment(session, repo, request, ctx)
+        return Ensured(name, "restored and updated", accepted=(restored, updated))
+    if state is S.CLEANUP_FAILED:
+        return _unchanged(session, name, f"its cleanup failed; an admin must delete the record first "
+                                         f"(sami delete {name})")
+    return _unchanged(session, name, f"is {state}; it can be deployed again once that settles")
+
+
+NOT_DEPLOYED = "not deployed"
+
+
+def ensure_archived(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *, requested_by: str,
+                    origin: str, delivery_id: str | None = None) -> Ensured:
+    """Archive a live deployment; do nothing when it is not deployed, already archived or on its way."""
+    deployment = _lock_deployment(session, name)
+    if deployment is None or deployment.state is S.REMOVED:
+        return _unchanged(session, name, NOT_DEPLOYED)
+    state = deployment.state
+    if state in (S.ARCHIVED, S.ARCHIVE_PENDING, S.CLEANUP_PENDING, S.CLEANUP_FAILED):
+        return _unchanged(session, name, f"already {state}")
+    if state in (S.CREATE_PENDING, S.UPDATE_PENDING):
+        # The state machine archives only a settled deployment; the next sync (or the ttl) does it.
+        return _unchanged(session, name, f"is {state}; it can be archived once that settles")
+    try:
+        accepted = archive_deployment(session, repo, name, ctx, requested_by=requested_by, origin=origin,
+                                      delivery_id=delivery_id)
+    except Conflict as exc:  # an action still runs on it
+        session.rollback()
+        return Ensured(name, None, str(exc))
+    return Ensured(name, "archived", accepted=(accepted,))
+
+
+def _unchanged(session: Session, name: str, reason: str) -> Ensured:
+    session.rollback()  # lets go of the row's lock; nothing was written
+    return Ensured(name, None, reason)
+
+
+def refresh_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *, requested_by: str,
+                       origin: str, delivery_id: str | None = None) -> Accepted:
+    """Update a deployment to the manifests of ``repo``, keeping its tag (or image) and overrides."""
+    deployment = get_deployment(session, name)
+    manifest = _manifest(repo, deployment.service, deployment.environment)
+    # An image given by digest keeps its digest; a tag follows the manifest's image name.
+    keep_image = bool(deployment.image and manifest.image
+                      and naming.split_image(deployment.image)[0] == manifest.image)
+    request = DeploymentRequest(
+        service=deployment.service, environment=deployment.environment, requested_by=requested_by,
+        origin=origin, tag=None if keep_image else deployment.tag, image=deployment.image if keep_image else None,
+        pull_request=deployment.pull_request, delivery_id=delivery_id)
+    return request_deployment(session, repo, request, ctx)
 
 
 def delete_deployment(session: Session, name: str, *, requested_by: str, origin: str) -> str:

@@ -1,0 +1,183 @@
+"""Pull request environments, level-triggered: make a pull request's environments match its state.
+
+Webhook handlers and the reconciler call the one function here, ``sync_pull_request``, with the
+pull request as GitHub describes it now (the webhook's ``pull_request`` and the REST API's pull
+object have the same shape). It compares that with the environments Sami keeps and asks the
+services layer for the difference, so a redelivered event or a second reconciliation changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from bot import naming, services
+from bot.errors import SamiError
+from bot.manifests import DeploymentsRepo, Manifest, PrDeploy
+
+log = logging.getLogger(__name__)
+
+_SHA_RE = re.compile(r"^[0-9a-f]{40}\Z")
+
+
+class PayloadError(ValueError):
+    """A pull request object without what Sami needs (number, state, head commit)."""
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """A pull request as far as its environments are concerned."""
+
+    repository: str  # the base repository, owner/name
+    number: int
+    state: str  # "open" or "closed"
+    merged: bool
+    head_sha: str
+    head_ref: str
+    head_repository: str | None  # owner/name; None when the fork was deleted
+    fork: bool  # the head repository is not the base repository
+    labels: frozenset[str]
+    author: str | None
+    updated_at: datetime | None
+
+    @classmethod
+    def from_payload(cls, pr: Mapping[str, Any], repository: str | None = None) -> PullRequest:
+        """Read a GitHub pull request object; ``repository`` defaults to its base repository."""
+        try:
+            base = repository or pr["base"]["repo"]["full_name"]
+            head = pr["head"]
+            number, state, sha = pr["number"], pr["state"], head["sha"]
+        except (KeyError, TypeError) as exc:
+            raise PayloadError(f"the pull request object has no {exc}") from None
+        if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+            raise PayloadError(f"pull request number {number!r} is not a positive whole number")
+        if state not in ("open", "closed"):
+            raise PayloadError(f"pull request state {state!r} is neither open nor closed")
+        if not isinstance(sha, str) or not _SHA_RE.match(sha):
+            raise PayloadError(f"head sha {sha!r} is not a commit sha")
+        head_repository = (head.get("repo") or {}).get("full_name")
+        return cls(
+            repository=base,
+            number=number,
+            state=state,
+            merged=bool(pr.get("merged")),
+            head_sha=sha,
+            head_ref=str(head.get("ref") or ""),
+            head_repository=head_repository,
+            fork=head_repository is None or head_repository.lower() != base.lower(),
+            labels=frozenset(label["name"] for label in pr.get("labels") or () if label.get("name")),
+            author=(pr.get("user") or {}).get("login"),
+            updated_at=_timestamp(pr.get("updated_at")),
+        )
+
+    def with_label(self, label: str, present: bool) -> PullRequest:
+        """This pull request with ``label`` added or removed."""
+        return replace(self, labels=self.labels | {label} if present else self.labels - {label})
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def repository_allowed(repository: str, patterns: Iterable[str], repo: DeploymentsRepo) -> bool:
+    """Whether Sami acts for ``repository``: it matches an ``owner/name`` or ``owner/*`` pattern of
+    SAMI_GITHUB_REPOSITORIES, or, with none set, some manifest names it as its repository."""
+    wanted = repository.lower()
+    patterns = tuple(patterns)
+    if patterns:
+        owner = wanted.split("/", 1)[0]
+        return any(p.lower() in (wanted, f"{owner}/*") for p in patterns)
+    return any(m.repository and m.repository.lower() == wanted for m in repo.manifests)
+
+
+def pull_request_manifests(repo: DeploymentsRepo, repository: str) -> list[Manifest]:
+    """The pull_request environments of ``repository`` that deploy pull requests, by service."""
+    wanted = repository.lower()
+    found = [m for m in repo.manifests if m.is_pull_request_environment and m.pr_deploy is not PrDeploy.OFF
+             and m.repository and m.repository.lower() == wanted]
+    return sorted(found, key=lambda m: m.service_name)
+
+
+def unwanted_because(manifest: Manifest, pr: PullRequest) -> str | None:
+    """Why ``pr`` should have no environment of ``manifest`` (None when it should have one)."""
+    if pr.state != "open":
+        return "merged" if pr.merged else "closed"
+    if manifest.pr_deploy is PrDeploy.LABEL and manifest.deploy_label not in pr.labels:
+        return f"not labeled {manifest.deploy_label}"
+    if pr.fork and not manifest.pr_forks:
+        return f"fork ({pr.head_repository or 'deleted repository'}); the manifest's pr_forks is off"
+    return None
+
+
+def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, ctx: services.Context, *,
+                      requested_by: str, origin: str, delivery_id: str | None = None, settings) -> list[str]:
+    """Make the pull request's environments match its current state; say what was done, one line each.
+
+    Open and wanted: create, restore or update ``<service>-pr-<n>`` to the head commit's tag.
+    Closed, or no longer wanted (deploy label removed, a fork where forks are off): archive it.
+    Webhook events bring back an environment archived at the same commit (a reopen, a label);
+    the reconciler (``origin="reconcile"``) only repairs, so it leaves those archived.
+    """
+    manifests = pull_request_manifests(repo, pr.repository)
+    if not manifests:
+        return []
+    if not repository_allowed(pr.repository, settings.github_repositories, repo):
+        return [f"ignored: {pr.repository} is not in SAMI_GITHUB_REPOSITORIES"]
+    done = []
+    for manifest in manifests:
+        try:
+            done.append(_sync_one(session, repo, manifest, pr, ctx, requested_by=requested_by, origin=origin,
+                                  delivery_id=delivery_id))
+        except SamiError as exc:  # one service's problem does not hide the others'
+            session.rollback()
+            done.append(f"failed {manifest.deployment_name(pr.number)}: {exc}")
+    log.info("pull request %s#%s: %s", pr.repository, pr.number, "; ".join(done),
+             extra={"delivery_id": delivery_id})
+    return done
+
+
+def _sync_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: PullRequest,
+              ctx: services.Context, *, requested_by: str, origin: str, delivery_id: str | None) -> str:
+    name = manifest.deployment_name(pr.number)
+    short = pr.head_sha[:7]
+    why_not = unwanted_because(manifest, pr)
+    if why_not is not None:
+        ensured = services.ensure_archived(session, repo, name, ctx, requested_by=requested_by, origin=origin,
+                                           delivery_id=delivery_id)
+        if ensured.done:
+            return f"archived {name} ({why_not})"
+        if ensured.reason == services.NOT_DEPLOYED:
+            return f"skipped {manifest.service_name}: {why_not}"
+        return f"unchanged {name}: {ensured.reason}"
+    if manifest.require_checks:
+        return f"skipped {manifest.service_name}: require_checks is set and Sami does not read check results yet"
+    request = services.DeploymentRequest(
+        service=manifest.service_name, environment=manifest.environment, requested_by=requested_by,
+        origin=origin, tag=manifest.render_pr_tag(sha=pr.head_sha, number=pr.number, branch=pr.head_ref),
+        ref=_ref(pr.head_ref), sha=pr.head_sha, pull_request=pr.number, source_repo=pr.repository,
+        delivery_id=delivery_id)
+    ensured = services.ensure_deployed(session, repo, request, ctx, revive=origin != "reconcile")
+    if ensured.done is None:
+        return f"unchanged {name}: {ensured.reason}"
+    if ensured.done == "restored":
+        return f"restored {name} at {short}"
+    return f"{ensured.done} {name} {'at' if ensured.done == 'created' else 'to'} {short}"
+
+
+def _ref(branch: str) -> str | None:
+    try:
+        return naming.check_ref(branch)
+    except naming.InvalidName:
+        return None  # kept only when it is a name scripts and logs can show as it is
