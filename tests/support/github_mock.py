@@ -228,7 +228,8 @@ class FakeGitHub:
         self._server.server_close()
 
     def on(self, method: str, path: str, *replies: Reply) -> None:
-        """Answer ``method path`` (query string included when it matters) with ``replies`` in order."""
+        """Answer ``method path`` with ``replies`` in order; ``path?a=1&b=2`` (sorted, not encoded) answers
+        only that query, a bare path any query no other route takes."""
         self.routes[f"{method} {path}"] = list(replies)
 
     def calls(self, method: str | None = None, path: str | None = None) -> list[Recorded]:
@@ -264,7 +265,7 @@ class FakeGitHub:
         refused = self._authorized(recorded)
         if refused is not None:
             return refused
-        query = urllib.parse.urlencode(sorted(recorded.query.items()))
+        query = "&".join(f"{name}={value}" for name, value in sorted(recorded.query.items()))
         for key in (f"{recorded.method} {recorded.path}?{query}", f"{recorded.method} {recorded.path}"):
             replies = self.routes.get(key)
             if replies:
