@@ -18,6 +18,16 @@ from pathlib import Path
 
 from sqlalchemy import exists, select, update
 
+from bot.github.reconcile import RECONCILE_EVERY, reconcile_pull_requests
+from bot.github.redeliver import (
+    FIRST_LOOKBACK,
+    LOOKBACK,
+    MAX_LOOKBACK,
+    REDELIVER_EVERY,
+    asked_memory,
+    redeliver_missed,
+    watched_repositories,
+)
 from bot.manifests import prune_trees
 from bot.models import Action, Delivery, DeliveryStatus, Deployment
 from bot.services import Context, cleanup_deployment
@@ -52,6 +62,8 @@ class TickReport:
     cleanups: list[str] = field(default_factory=list)
     leases_freed: list[int] = field(default_factory=list)
     deliveries: list[int] = field(default_factory=list)
+    reconciled: list[str] = field(default_factory=list)
+    redelivered: list[str] = field(default_factory=list)
 
 
 class Scheduler:
@@ -62,6 +74,10 @@ class Scheduler:
         self.interval = interval
         self._stop = threading.Event()
         self._pruned_at: datetime | None = None
+        self._reconcile_at: datetime | None = None
+        self._redeliver_at: datetime | None = None
+        self._redelivered_to: datetime | None = None
+        self._asked = asked_memory(ctx.broker)
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -212,6 +228,35 @@ class Scheduler:
         if removed:
             log.info("pruned %d old deployments-repo trees", len(removed))
 
+    def reconcile(self, report: TickReport, now: datetime) -> None:
+        """Every RECONCILE_EVERY, make pull request environments match GitHub's open pull requests."""
+        if self.ctx.github is None or (self._reconcile_at and now < self._reconcile_at):
+            return
+        self._reconcile_at = now + RECONCILE_EVERY
+        result = reconcile_pull_requests(self.ctx.session, self.ctx.manifests.current(), self.ctx.github,
+                                         Context.from_settings(self.ctx.settings, self.ctx.broker), self.ctx.settings)
+        if result.retry_after:
+            self._reconcile_at = max(self._reconcile_at, now + timedelta(seconds=result.retry_after))
+        report.reconciled.extend(result.done)
+
+    def redeliver(self, report: TickReport, now: datetime) -> None:
+        """Every REDELIVER_EVERY, ask GitHub to redeliver failed webhook deliveries Sami has no record of."""
+        if self.ctx.github is None or (self._redeliver_at and now < self._redeliver_at):
+            return
+        # Back to an hour before the last full round; the first round after a start covers a day of downtime.
+        since = max(self._redelivered_to - LOOKBACK if self._redelivered_to else now - FIRST_LOOKBACK,
+                    now - MAX_LOOKBACK)
+        self._redeliver_at = now + REDELIVER_EVERY
+        repositories = [] if self.ctx.github.mode == "app" else watched_repositories(
+            self.ctx.manifests.current(), self.ctx.settings.github_repositories)
+        result = redeliver_missed(self.ctx.session, self.ctx.github, self._asked, since=since,
+                                  repositories=repositories, public_url=self.ctx.settings.public_url)
+        if result.retry_after:
+            self._redeliver_at = max(self._redeliver_at, now + timedelta(seconds=result.retry_after))
+        elif not result.failed:
+            self._redelivered_to = now
+        report.redelivered.extend(result.asked)
+
     # -- running -------------------------------------------------------------------------------
 
     def _lock(self) -> bool:
@@ -229,7 +274,8 @@ class Scheduler:
             with self.ctx.session() as session:
                 now = db_now(session)
         report = TickReport()
-        for step in (self.reap, self.sweep, self.sweep_deliveries, self.checks, self.retention, self.prune):
+        for step in (self.reap, self.sweep, self.sweep_deliveries, self.checks, self.retention, self.prune,
+                     self.reconcile, self.redeliver):
             try:
                 step(report, now)
             except Exception:
@@ -242,7 +288,8 @@ class Scheduler:
             started = time.monotonic()
             if self._lock():
                 report = self.tick()
-                if report.queued or report.reaped or report.requeued or report.cleanups or report.deliveries:
+                if (report.queued or report.reaped or report.requeued or report.cleanups or report.deliveries
+                        or report.reconciled or report.redelivered):
                     log.info("scheduler: %s", report)
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
