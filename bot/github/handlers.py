@@ -1,0 +1,124 @@
+"""Webhook handlers: pull requests drive their environments, pushes to the deployments repo update
+the deployments whose manifests changed. Each handler translates the event and calls one
+level-triggered function (``bot.github.pulls``, ``bot.github.pushes``); the outcome is one line.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bot.github import pulls, pushes
+from bot.github.router import Event, HandlerContext, Retry, handles
+from bot.manifests import DeploymentsRepoError, PrDeploy
+
+log = logging.getLogger(__name__)
+
+SHOWN_ERRORS = 3  # manifest errors quoted in a push's outcome
+SHOWN_NAMES = 10  # deployment names listed in a push's outcome
+REPO_RETRY_SECONDS = 60
+
+
+# --- pull requests ---------------------------------------------------------------------------
+
+def _sync(event: Event, ctx: HandlerContext, pr: pulls.PullRequest) -> str:
+    repo = ctx.manifests.current()
+    done = pulls.sync_pull_request(ctx.session, repo, pr, ctx.services, requested_by=f"github:{event.sender}",
+                                   origin="webhook", delivery_id=event.delivery_id, settings=ctx.settings)
+    return "; ".join(done) if done else f"ignored: no service deploys pull requests of {pr.repository}"
+
+
+def _pull_request(event: Event) -> pulls.PullRequest | str:
+    try:
+        return pulls.PullRequest.from_payload(event.payload["pull_request"], event.repository)
+    except (KeyError, pulls.PayloadError) as exc:
+        return f"ignored: not a pull request Sami can read ({exc})"
+
+
+@handles("pull_request", "opened", "reopened")
+def pull_request_opened(event: Event, ctx: HandlerContext) -> str:
+    """An opened or reopened pull request gets its environments (those it is wanted in)."""
+    pr = _pull_request(event)
+    return pr if isinstance(pr, str) else _sync(event, ctx, pr)
+
+
+@handles("pull_request", "synchronize")
+def pull_request_pushed(event: Event, ctx: HandlerContext) -> str:
+    """A new head commit moves the pull request's environments to it (a queued older update is superseded)."""
+    pr = _pull_request(event)
+    return pr if isinstance(pr, str) else _sync(event, ctx, pr)
+
+
+@handles("pull_request", "closed")
+def pull_request_closed(event: Event, ctx: HandlerContext) -> str:
+    """A closed or merged pull request's environments are archived."""
+    pr = _pull_request(event)
+    return pr if isinstance(pr, str) else _sync(event, ctx, pr)
+
+
+@handles("pull_request", "labeled", "unlabeled")
+def pull_request_label(event: Event, ctx: HandlerContext) -> str:
+    """A deploy_label added or removed turns its label-mode environments on or off; other labels do nothing."""
+    pr = _pull_request(event)
+    if isinstance(pr, str):
+        return pr
+    label = (event.payload.get("label") or {}).get("name")
+    repo = ctx.manifests.current()
+    used = {m.deploy_label for m in pulls.pull_request_manifests(repo, pr.repository) if m.pr_deploy is PrDeploy.LABEL}
+    if label not in used:
+        return f"ignored: label {label!r} deploys nothing in {pr.repository}"
+    # The payload's label list may predate the change; the event's own label says what changed.
+    return _sync(event, ctx, pr.with_label(label, event.action == "labeled"))
+
+
+# --- pushes ----------------------------------------------------------------------------------
+
+@handles("push")
+def push(event: Event, ctx: HandlerContext) -> str:
+    """A push to the deployments repo's branch updates the deployments whose folder changed; others do nothing."""
+    payload = event.payload
+    repository = payload.get("repository") or {}
+    name = repository.get("full_name") or "an unknown repository"
+    source = ctx.settings.deployments_repo
+    if pushes.deployments_repo_key(source) is None:
+        return f"ignored: push to {name}; the deployments repo is a folder without a remote, so pushes are not followed"
+    if not pushes.is_deployments_repo(repository, source):
+        return f"ignored: {name} is not the deployments repo (application pushes deploy nothing; CI requests deploys)"
+    branch = pushes.tracked_branch(ctx.settings.deployments_ref, repository)
+    ref = payload.get("ref") or ""
+    if ref != f"refs/heads/{branch}":
+        return f"ignored: {ref or 'no ref'} is not the deployments repo's branch {branch}"
+    after = payload.get("after") or ""
+    if payload.get("deleted") or after == pushes.ZERO_SHA:
+        return f"ignored: the push deleted {ref}"
+    try:
+        result = pushes.update_changed_deployments(
+            ctx.session, ctx.manifests, payload.get("before") or "", after, ctx.services,
+            requested_by=f"github:{event.sender}", origin="webhook", delivery_id=event.delivery_id)
+    except DeploymentsRepoError as exc:
+        raise Retry(REPO_RETRY_SECONDS, f"the deployments repo could not be read at {after[:7]}: {exc}") from None
+    return _push_outcome(result)
+
+
+def _push_outcome(result: pushes.PushResult) -> str:
+    at = f"deployments repo at {result.sha[:7]}"
+    if result.errors:
+        count = len(result.errors)
+        shown = "; ".join(str(e) for e in result.errors[:SHOWN_ERRORS])
+        more = f"; and {count - SHOWN_ERRORS} more" if count > SHOWN_ERRORS else ""
+        return f"refused {at}: {count} manifest error{'s' if count > 1 else ''}, nothing deployed: {shown}{more}"
+    parts = []
+    if result.updated:
+        parts.append(f"updated {_names(result.updated)}")
+    if result.failed:
+        parts.append(f"could not update {_names(result.failed)}")
+    if result.without_manifest:
+        parts.append(f"no manifest any more for {_names(result.without_manifest)} (left as they are)")
+    parts.append(f"{result.unchanged} unchanged")
+    if not result.updated and not result.failed:
+        return f"{at}: no deployment's manifest folder changed ({', '.join(parts)})"
+    return f"{at}: " + "; ".join(parts)
+
+
+def _names(names: tuple[str, ...]) -> str:
+    shown = ", ".join(names[:SHOWN_NAMES])
+    return shown + (f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else "")

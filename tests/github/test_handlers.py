@@ -1,0 +1,211 @@
+"""Pull request events end to end: GitHub's own example payloads (moved to acme/probe) through
+router.dispatch, with the context the delivery job builds, then the real queue and a worker
+running the probe control scripts of tests/pipeline."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import select
+
+import bot.github.handlers  # noqa: F401  (registers the handlers)
+from bot.github import router
+from bot.models import Action, Deployment
+from bot.states import ActionState, DeploymentState
+from tests.pipeline import conftest as pipeline
+from tests.pipeline.conftest import read_record
+from tests.support import github_payloads
+
+# The pipeline's fixtures: the probe deployments repo, a worker context, a burst worker.
+probe_repo, record, settings, test_config = pipeline.probe_repo, pipeline.record, pipeline.settings, \
+    pipeline.test_config
+worker_ctx, services_ctx, work = pipeline.worker_ctx, pipeline.services_ctx, pipeline.work
+
+S = DeploymentState
+REPOSITORY = "acme/probe"
+
+
+def sha(n: int) -> str:
+    """A distinct commit sha per n (distinct in its first 7 digits too)."""
+    return hashlib.sha256(str(n).encode()).hexdigest()[:40]
+
+
+def pr_event(action: str, number: int = 5, head: str | None = None, *, labels: tuple[str, ...] | None = None,
+             label: str | None = None, fork_of: str | None = None, merged: bool = False) -> router.Event:
+    """GitHub's example delivery of ``pull_request.<action>``, moved to acme/probe pull request ``number``."""
+    payload: dict[str, Any] = github_payloads.example("pull_request", action)
+    payload["number"] = number
+    payload["repository"]["full_name"] = REPOSITORY
+    pr = payload["pull_request"]
+    pr["number"] = number
+    pr["base"]["repo"]["full_name"] = REPOSITORY
+    pr["head"]["repo"]["full_name"] = fork_of or REPOSITORY
+    pr["head"]["sha"] = head or sha(1)
+    pr["updated_at"] = datetime.now(UTC).isoformat()
+    if merged:
+        pr["merged"] = True
+    if labels is not None:
+        pr["labels"] = [{**pr["labels"][0], "name": name} if pr["labels"] else {"name": name} for name in labels]
+    if label is not None:
+        payload["label"]["name"] = label
+    return router.Event(name="pull_request", action=action, delivery_id=str(uuid.uuid4()), payload=payload)
+
+
+@pytest.fixture
+def dispatch(db_session, worker_ctx, services_ctx):
+    """Dispatch an event with the HandlerContext the delivery job builds."""
+
+    def run(event: router.Event) -> str:
+        ctx = router.HandlerContext(session=db_session, manifests=worker_ctx.manifests, services=services_ctx,
+                                    settings=worker_ctx.settings, github=None)
+        return router.dispatch(event, ctx)
+
+    return run
+
+
+def deployment(db_session, name="probe-pr-5") -> Deployment | None:
+    db_session.expire_all()
+    return db_session.scalars(select(Deployment).where(Deployment.name == name)).first()
+
+
+def actions(db_session, name="probe-pr-5") -> list[Action]:
+    db_session.expire_all()
+    return list(db_session.scalars(select(Action).join(Deployment).where(Deployment.name == name)
+                                   .order_by(Action.id)))
+
+
+def runs(record) -> list[str]:
+    """The create/update/unarchive/archive script runs the probe recorded."""
+    return [line for line in read_record(record) if line.split()[0] in ("create", "update", "unarchive", "archive")]
+
+
+def set_pr_deploy(probe_repo, worker_ctx, **fields) -> None:
+    path = probe_repo / "services/probe/swarm/pull_request/sami.yaml"
+    data = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**data, **fields}, sort_keys=False))
+    worker_ctx.manifests.current(refresh=True)
+
+
+def test_opened_synchronize_closed_reopened(db_session, dispatch, work, record):
+    opened = pr_event("opened")
+    assert dispatch(opened) == f"created probe-pr-5 at {sha(1)[:7]}"
+    work()
+    d = deployment(db_session)
+    assert d.state is S.RUNNING, d.status_message
+    assert (d.tag, d.image, d.sha, d.pull_request, d.source_repo) == (sha(1), f"local/probe:{sha(1)}", sha(1), 5,
+                                                                       REPOSITORY)
+    created = actions(db_session)[0]
+    assert (created.kind, created.origin, created.requested_by, created.delivery_id) == (
+        "create", "webhook", "github:Codertocat", opened.delivery_id)
+    assert runs(record) == [f"create probe-pr-5 {sha(1)}"]
+
+    # A redelivery (same event, new delivery id) and the same head again do nothing.
+    assert dispatch(pr_event("opened")) == f"unchanged probe-pr-5: already at {sha(1)[:7]}"
+    assert dispatch(pr_event("synchronize")) == f"unchanged probe-pr-5: already at {sha(1)[:7]}"
+    assert len(actions(db_session)) == 1
+
+    assert dispatch(pr_event("synchronize", head=sha(2))) == f"updated probe-pr-5 to {sha(2)[:7]}"
+    work()
+    assert (deployment(db_session).state, deployment(db_session).tag) == (S.RUNNING, sha(2))
+
+    assert dispatch(pr_event("closed", head=sha(2))) == "archived probe-pr-5 (closed)"
+    work()
+    assert deployment(db_session).state is S.ARCHIVED
+    assert dispatch(pr_event("closed", head=sha(2))) == "unchanged probe-pr-5: already Archived"
+
+    assert dispatch(pr_event("reopened", head=sha(2))) == f"restored probe-pr-5 at {sha(2)[:7]}"
+    work()
+    d = deployment(db_session)
+    assert (d.state, d.tag) == (S.RUNNING, sha(2))
+    assert runs(record) == [f"create probe-pr-5 {sha(1)}", f"update probe-pr-5 {sha(2)}",
+                            "archive probe-pr-5 " + sha(2), f"unarchive probe-pr-5 {sha(2)}"]
+
+    assert dispatch(pr_event("closed", head=sha(2), merged=True)) == "archived probe-pr-5 (merged)"
+    work()
+    assert deployment(db_session).state is S.ARCHIVED
+
+
+def test_three_quick_pushes_run_at_most_two_scripts(db_session, dispatch, work, record):
+    assert dispatch(pr_event("opened", head=sha(1))).startswith("created probe-pr-5")
+    for n in (2, 3, 4):
+        assert dispatch(pr_event("synchronize", head=sha(n))) == f"updated probe-pr-5 to {sha(n)[:7]}"
+    work()
+    d = deployment(db_session)
+    assert (d.state, d.tag, d.sha) == (S.RUNNING, sha(4), sha(4))
+    assert [(a.kind, a.config["tag"], a.state) for a in actions(db_session)] == [
+        ("create", sha(1), ActionState.SUCCEEDED),
+        ("update", sha(2), ActionState.SUPERSEDED),
+        ("update", sha(3), ActionState.SUPERSEDED),
+        ("update", sha(4), ActionState.SUCCEEDED),
+    ]
+    assert runs(record) == [f"create probe-pr-5 {sha(1)}", f"update probe-pr-5 {sha(4)}"]
+    # After the work: one more push is one more run.
+    dispatch(pr_event("synchronize", head=sha(5)))
+    dispatch(pr_event("synchronize", head=sha(6)))
+    work()
+    assert runs(record)[2:] == [f"update probe-pr-5 {sha(6)}"]
+
+
+def test_label_mode(db_session, dispatch, work, record, probe_repo, worker_ctx):
+    set_pr_deploy(probe_repo, worker_ctx, pr_deploy="label", deploy_label="preview", pr_tag="pr-{number}-{short_sha}")
+    tag = f"pr-5-{sha(1)[:7]}"
+    assert dispatch(pr_event("opened", labels=())) == "skipped probe: not labeled preview"
+    assert deployment(db_session) is None
+    # The examples' label is "bug": it deploys nothing.
+    assert dispatch(pr_event("labeled", labels=("bug",))) == "ignored: label 'bug' deploys nothing in acme/probe"
+    # GitHub's labeled example lists only "bug": the event's own label counts.
+    assert dispatch(pr_event("labeled", labels=("bug",), label="preview")) == f"created probe-pr-5 at {sha(1)[:7]}"
+    work()
+    assert (deployment(db_session).state, deployment(db_session).tag) == (S.RUNNING, tag)
+    # GitHub's unlabeled example still lists the removed label: the event's label wins again.
+    assert dispatch(pr_event("unlabeled", labels=("preview",), label="preview")) == \
+        "archived probe-pr-5 (not labeled preview)"
+    work()
+    assert deployment(db_session).state is S.ARCHIVED
+    assert dispatch(pr_event("labeled", labels=(), label="preview")) == f"restored probe-pr-5 at {sha(1)[:7]}"
+    work()
+    assert deployment(db_session).state is S.RUNNING
+    assert runs(record) == [f"create probe-pr-5 {tag}", f"archive probe-pr-5 {tag}", f"unarchive probe-pr-5 {tag}"]
+
+
+def test_forks_are_skipped_unless_allowed(db_session, dispatch, work, probe_repo, worker_ctx):
+    event = pr_event("opened", fork_of="someone/probe")
+    assert dispatch(event) == "skipped probe: fork (someone/probe); the manifest's pr_forks is off"
+    assert deployment(db_session) is None
+    set_pr_deploy(probe_repo, worker_ctx, pr_forks=True)
+    assert dispatch(event) == f"created probe-pr-5 at {sha(1)[:7]}"
+    work()
+    assert deployment(db_session).state is S.RUNNING
+
+
+def test_what_does_not_concern_sami_is_ignored_with_a_reason(db_session, dispatch):
+    original = github_payloads.example("pull_request", "opened")
+    event = router.Event("pull_request", "opened", "d-1", original)
+    assert dispatch(event) == "ignored: no service deploys pull requests of Codertocat/Hello-World"
+    assert dispatch(router.Event("pull_request", "assigned", "d-2", original)) == \
+        "ignored: Sami does not act on pull_request.assigned"
+    broken = pr_event("opened")
+    broken.payload["pull_request"]["head"]["sha"] = "main"
+    assert dispatch(broken) == "ignored: not a pull request Sami can read (head sha 'main' is not a commit sha)"
+    assert deployment(db_session) is None
+
+
+def test_the_allowlist_applies_to_events(db_session, dispatch, worker_ctx, monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.setattr(worker_ctx, "settings", replace(worker_ctx.settings, github_repositories=("acme/web",)))
+    assert dispatch(pr_event("opened")) == "ignored: acme/probe is not in SAMI_GITHUB_REPOSITORIES"
+    assert deployment(db_session) is None
+
+
+def test_every_pull_request_action_sami_handles_is_routed():
+    routed = {action for (event, action) in router.ROUTES if event == "pull_request"}
+    assert routed == {"opened", "reopened", "synchronize", "closed", "labeled", "unlabeled"}
+    for handler in router.ROUTES.values():
+        if handler.__module__ == "bot.github.handlers":
+            assert handler.__doc__ and "\n" not in handler.__doc__.strip(), handler.__name__
