@@ -243,6 +243,10 @@ class GitHubClient:
         """The App these credentials are (App authentication only)."""
         return self._call("GET", "/app", as_app=True)
 
+    def app_hook_config(self) -> dict[str, Any]:
+        """Where the App's webhook posts, and whether it has a secret (shown as asterisks)."""
+        return self._call("GET", "/app/hook/config", as_app=True)
+
     def authenticated_user(self) -> dict[str, Any]:
         """The user a token belongs to (token authentication only)."""
         return self._call("GET", "/user")

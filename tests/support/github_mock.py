@@ -40,6 +40,7 @@ GITHUB = "https://api.github.com"
 # The operations Sami's GitHub client calls; the served description holds these and nothing else.
 OPERATIONS: dict[str, tuple[str, ...]] = {
     "/app": ("get",),
+    "/app/hook/config": ("get",),
     "/app/hook/deliveries": ("get",),
     "/app/hook/deliveries/{delivery_id}/attempts": ("post",),
     "/app/installations/{installation_id}/access_tokens": ("post",),
