@@ -1,4 +1,5 @@
-"""Periodic work: the queue sweep, the reaper, status checks, archive checks and retention.
+"""Periodic work: the queue sweep, the reaper, status checks, archive checks, retention and the
+archive of idle pull request environments.
 
 Every step is idempotent (conditional updates, the state machine, live-job checks), so running
 more than one scheduler is safe; with Redis, a short lock also keeps two from doing one tick.
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, func, select, update
 
 from bot.github.reconcile import RECONCILE_EVERY, reconcile_pull_requests
 from bot.github.redeliver import (
@@ -30,7 +31,7 @@ from bot.github.redeliver import (
 )
 from bot.manifests import prune_trees
 from bot.models import Action, Delivery, DeliveryStatus, Deployment
-from bot.services import Context, cleanup_deployment
+from bot.services import Context, cleanup_deployment, ensure_archived
 from bot.states import LIVE_STATES, PENDING_STATES, ActionState, DeploymentState, transition, transition_action
 from workers.context import WorkerContext
 from workers.deliveries import sweepable
@@ -48,6 +49,7 @@ CHECKS_PER_TICK = 200
 DELIVERIES_PER_TICK = 500
 TICK_LOCK = "sami:scheduler:tick"
 PRUNE_EVERY = timedelta(hours=1)  # extracted trees of old deployments-repo commits
+EXPIRE_EVERY = timedelta(minutes=1)  # look for pull request environments idle past their ttl
 
 
 @dataclass
@@ -64,6 +66,7 @@ class TickReport:
     deliveries: list[int] = field(default_factory=list)
     reconciled: list[str] = field(default_factory=list)
     redelivered: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
 
 
 class Scheduler:
@@ -74,6 +77,7 @@ class Scheduler:
         self.interval = interval
         self._stop = threading.Event()
         self._pruned_at: datetime | None = None
+        self._expired_at: datetime | None = None
         self._reconcile_at: datetime | None = None
         self._redeliver_at: datetime | None = None
         self._redelivered_to: datetime | None = None
@@ -218,6 +222,34 @@ class Scheduler:
                     session.rollback()
                     log.info("retention cleanup of %s skipped: %s", name, exc)
 
+    def expire(self, report: TickReport, now: datetime) -> None:
+        """Archive pull request environments with no action for longer than their manifest's ttl."""
+        if self._expired_at and now - self._expired_at < EXPIRE_EVERY:
+            return
+        self._expired_at = now
+        last_action = select(func.max(Action.created_at)).where(Action.deployment_id == Deployment.id)
+        busy = exists().where(Action.deployment_id == Deployment.id,
+                              Action.state.in_((ActionState.QUEUED, ActionState.RUNNING)))
+        with self.ctx.session() as session:
+            rows = session.execute(select(Deployment.name, Deployment.service, last_action.scalar_subquery()).where(
+                Deployment.state.in_(LIVE_STATES), Deployment.environment == "pull_request",
+                Deployment.pull_request.is_not(None), ~busy)).all()
+        if not rows:
+            return
+        repo = self.ctx.manifests.current()
+        services_ctx = Context.from_settings(self.ctx.settings, self.ctx.broker)
+        for name, service, last in rows:
+            manifest = repo.find(service, "pull_request")
+            if manifest is None or manifest.ttl is None or (last and last > now - timedelta(seconds=manifest.ttl)):
+                continue
+            with self.ctx.session() as session:
+                ensured = ensure_archived(session, repo, name, services_ctx, requested_by="schedule:ttl",
+                                          origin="schedule")
+            if ensured.done:
+                report.expired.append(name)
+                log.info("archived %s: no action for longer than its ttl (%d s)", name, manifest.ttl,
+                         extra={"deployment": name})
+
     def prune(self, report: TickReport, now: datetime) -> None:
         """Remove extracted trees of old deployments-repo commits (git sources), hourly."""
         store = self.ctx.manifests
@@ -274,8 +306,8 @@ class Scheduler:
             with self.ctx.session() as session:
                 now = db_now(session)
         report = TickReport()
-        for step in (self.reap, self.sweep, self.sweep_deliveries, self.checks, self.retention, self.prune,
-                     self.reconcile, self.redeliver):
+        for step in (self.reap, self.sweep, self.sweep_deliveries, self.checks, self.retention, self.expire,
+                     self.prune, self.reconcile, self.redeliver):
             try:
                 step(report, now)
             except Exception:
@@ -289,7 +321,7 @@ class Scheduler:
             if self._lock():
                 report = self.tick()
                 if (report.queued or report.reaped or report.requeued or report.cleanups or report.deliveries
-                        or report.reconciled or report.redelivered):
+                        or report.reconciled or report.redelivered or report.expired):
                     log.info("scheduler: %s", report)
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 

@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 import bot.github.handlers  # noqa: F401  (registers the handlers)
+from bot import services
 from bot.github import router
 from bot.models import Action, Deployment
 from bot.states import ActionState, DeploymentState
 from tests.pipeline import conftest as pipeline
 from tests.pipeline.conftest import read_record
 from tests.support import github_payloads
+from workers.scheduler import Scheduler, TickReport
 
 # The pipeline's fixtures: the probe deployments repo, a worker context, a burst worker.
 probe_repo, record, settings, test_config = pipeline.probe_repo, pipeline.record, pipeline.settings, \
@@ -181,6 +183,43 @@ def test_forks_are_skipped_unless_allowed(db_session, dispatch, work, probe_repo
     assert dispatch(event) == f"created probe-pr-5 at {sha(1)[:7]}"
     work()
     assert deployment(db_session).state is S.RUNNING
+
+
+def test_environments_idle_past_their_ttl_are_archived(db_session, dispatch, work, record, probe_repo, worker_ctx,
+                                                        services_ctx):
+    set_pr_deploy(probe_repo, worker_ctx, ttl="1h")
+    dispatch(pr_event("opened", number=5))
+    dispatch(pr_event("opened", number=6))
+    services.request_deployment(db_session, worker_ctx.manifests.current(), services.DeploymentRequest(
+        service="probe", environment="stage", tag="v1", requested_by="test", origin="cli"), services_ctx)
+    work()
+    # pull request 6 moved on half an hour ago; stage has no ttl.
+    dispatch(pr_event("synchronize", number=6, head=sha(2)))
+    work()
+    db_session.execute(update(Action).where(Action.id.in_([a.id for a in actions(db_session, "probe-pr-6")][-1:]))
+                       .values(created_at=datetime.now(UTC) + timedelta(minutes=30)))
+    db_session.commit()
+
+    def expire(now: datetime) -> TickReport:
+        report = TickReport()
+        Scheduler(worker_ctx).expire(report, now)
+        return report
+
+    assert expire(datetime.now(UTC) + timedelta(minutes=59)).expired == []
+    assert expire(datetime.now(UTC) + timedelta(minutes=61)).expired == ["probe-pr-5"]
+    archive = actions(db_session)[-1]
+    assert (archive.kind, archive.requested_by, archive.origin) == ("archive", "schedule:ttl", "schedule")
+    work()
+    assert expire(datetime.now(UTC) + timedelta(minutes=61)).expired == []  # archived already
+    assert expire(datetime.now(UTC) + timedelta(minutes=91)).expired == ["probe-pr-6"]
+    work()
+    assert [deployment(db_session, name).state for name in ("probe-pr-5", "probe-pr-6", "probe-stage")] == [
+        S.ARCHIVED, S.ARCHIVED, S.RUNNING]
+    # An idle environment comes back with the pull request's next commit.
+    assert dispatch(pr_event("synchronize", number=5, head=sha(3))) == (
+        f"restored and updated probe-pr-5 to {sha(3)[:7]}")
+    work()
+    assert (deployment(db_session).state, deployment(db_session).tag) == (S.RUNNING, sha(3))
 
 
 def test_what_does_not_concern_sami_is_ignored_with_a_reason(db_session, dispatch):
