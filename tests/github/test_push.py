@@ -267,3 +267,25 @@ def test_folder_digests_see_every_change_of_a_deployments_folder(probe_repo):
         assert now["stage"] not in seen
         seen.add(now["stage"])
     assert digests()["pull_request"] != before["pull_request"]  # the shared control scripts changed
+
+
+def test_a_refresh_keeps_the_deployments_image(db_session, worker_ctx, services_ctx, probe_repo):
+    digest = "sha256:" + "ab" * 32
+    repo = worker_ctx.manifests.current(refresh=True)
+    services.request_deployment(db_session, repo, services.DeploymentRequest(
+        service="probe", environment="stage", image=f"local/probe@{digest}", requested_by="test", origin="cli",
+        app_overrides={"LOG_LEVEL": "debug"}), services_ctx)
+    accepted = services.refresh_deployment(db_session, repo, "probe-stage", services_ctx, requested_by="github:x",
+                                           origin="webhook", delivery_id="d-1")
+    assert accepted.kind == "update"
+    stage = deployments(db_session)[0]
+    assert (stage.image, stage.tag, stage.app_overrides) == (f"local/probe@{digest}", "ab" * 6, {"LOG_LEVEL": "debug"})
+    # The manifest names another image: the deployment's tag goes with it.
+    edit(probe_repo / "services/probe/swarm/stage/sami.yaml", lambda d: d.update(image="local/renamed"))
+    commit(probe_repo)
+    services.refresh_deployment(db_session, worker_ctx.manifests.current(refresh=True), "probe-stage", services_ctx,
+                                requested_by="github:x", origin="webhook")
+    stage = deployments(db_session)[0]
+    assert (stage.image, stage.tag, stage.app_overrides) == ("local/renamed:" + "ab" * 6, "ab" * 6,
+                                                             {"LOG_LEVEL": "debug"})
+    assert [a.config["image"] for a in updates(db_session)] == [f"local/probe@{digest}", "local/renamed:" + "ab" * 6]
