@@ -36,6 +36,8 @@ def serve(bind: str, workers: int | None, threads: int, migrate: bool) -> None:
         db.upgrade(settings.database_url)
     if workers is None:
         workers = 1 if settings.embedded else 2
+    if settings.embedded and settings.mode == "development" and not settings.webhook_secret:
+        _announce_webhook_secret(settings)
     elif settings.embedded and workers > 1:
         raise click.UsageError(
             "the embedded default (no SAMI_REDIS_URL) runs in one process: use --workers 1"
@@ -67,6 +69,18 @@ def serve(bind: str, workers: int | None, threads: int, migrate: bool) -> None:
             return app
 
     _Server().run()
+
+
+def _announce_webhook_secret(settings) -> None:
+    """The embedded default's generated webhook secret: shown once, when it is made (not logged)."""
+    from bot.webhooks import embedded_secret
+
+    secret, created, path = embedded_secret(settings.instance_dir)
+    if created:
+        click.echo(f"GitHub webhook secret (generated, stored in {path}, shown this once): {secret}")
+    else:
+        click.echo(f"GitHub webhook secret: the one stored in {path}")
+    sys.stdout.flush()  # before gunicorn takes over this process's output
 
 
 @cli.group()
@@ -219,6 +233,80 @@ def token_revoke(name: str) -> None:
             raise click.ClickException(str(exc)) from None
         session.commit()
     click.echo(f"token {name!r} revoked")
+
+
+@cli.group()
+def github() -> None:
+    """GitHub: send webhook deliveries to a Sami server."""
+
+
+@github.command("send")
+@click.argument("event")
+@click.argument("payload", type=click.File("rb"))
+@click.option("--url", envvar="SAMI_URL", default="http://127.0.0.1:8000", show_default=True,
+              help="The Sami server (its /webhooks/github endpoint is added), or the webhook URL itself. "
+                   "Env: SAMI_URL.")
+@click.option("--secret", envvar="SAMI_WEBHOOK_SECRET", default="", show_default=False,
+              help="The webhook secret to sign with. Env: SAMI_WEBHOOK_SECRET (prefer it: argv is visible).")
+@click.option("--delivery", default=None, help="The X-GitHub-Delivery id (default: a new uuid4).")
+@click.option("--action", default=None, help="Set the payload's action (e.g. synchronize) before sending.")
+def github_send(event: str, payload, url: str, secret: str, delivery: str | None, action: str | None) -> None:
+    """Sign PAYLOAD (a JSON file, - for stdin) and post it as GitHub delivers EVENT.
+
+    Prints the server's answer; exits 1 when the server refuses (4xx, 5xx) or cannot be reached.
+    """
+    import json
+    import uuid
+
+    from bot.webhooks import signature
+
+    if not secret:
+        raise click.UsageError("no webhook secret: set SAMI_WEBHOOK_SECRET (the embedded default's is in "
+                               "instance/webhook-secret) or give --secret")
+    body = payload.read()
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="PAYLOAD") from None
+    if not isinstance(document, dict):
+        raise click.BadParameter("GitHub payloads are JSON objects", param_hint="PAYLOAD")
+    if action is not None:
+        document["action"] = action
+        body = json.dumps(document, separators=(",", ":")).encode()
+    delivery = delivery or str(uuid.uuid4())
+    target = url.rstrip("/")
+    if not target.endswith("/webhooks/github"):
+        target += "/webhooks/github"
+    status, answer = _post(target, body, {
+        "User-Agent": "GitHub-Hookshot/sami", "Content-Type": "application/json", "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery, "X-Hub-Signature-256": signature(secret.encode(), body)})
+    click.echo(f"{status} {answer}")
+    if status >= 400:
+        try:
+            message = json.loads(answer).get("error") or answer
+        except (ValueError, AttributeError):
+            message = answer
+        click.echo(f"sami: the server refused delivery {delivery} ({status}): {message}", err=True)
+        sys.exit(1)
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    """POST ``body``; the status and the answer's text, whatever the status."""
+    import urllib.error
+    import urllib.request
+
+    if not url.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint="--url")
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, response.read().decode(errors="replace").strip()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace").strip()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        click.echo(f"sami: cannot reach {url}: {reason}", err=True)
+        sys.exit(1)
 
 
 cli.add_command(validate)
