@@ -309,6 +309,75 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
         sys.exit(1)
 
 
+@github.command("check")
+def github_check() -> None:
+    """Check that Sami can work with GitHub: one line per item, exit 1 if any fails.
+
+    The credentials, each repository Sami hears from, the webhook and its secret, the deployments repo.
+    """
+    from bot.github.check import github_check as check
+    from bot.github.client import GitHubClient
+    from bot.manifest_store import ManifestStore
+
+    settings = load_settings()
+    lines = check(settings, GitHubClient.from_settings(settings), ManifestStore.from_settings(settings))
+    for line in lines:
+        click.echo(str(line))
+    if not all(line.ok for line in lines):
+        sys.exit(1)
+
+
+@github.command("redeliver")
+@click.option("--since", "hours", type=click.FloatRange(0.1, 72), default=24, show_default=True,
+              help="Look back this many hours (GitHub keeps deliveries three days).")
+@click.option("--dry-run", is_flag=True, help="List what would be asked for; ask GitHub for nothing.")
+def github_redeliver(hours: float, dry_run: bool) -> None:
+    """Ask GitHub to redeliver webhook deliveries that failed and that Sami has no record of.
+
+    Each is asked for once in 30 minutes (remembered in Redis, when Sami has one). Exits 1 when
+    GitHub could not be read or refused a request.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy.orm import sessionmaker
+
+    from bot import db as database
+    from bot.github.client import GitHubClient
+    from bot.github.redeliver import LocalAskedMemory, RedisAskedMemory, redeliver_missed, watched_repositories
+    from bot.manifest_store import ManifestStore
+
+    settings = load_settings()
+    client = GitHubClient.from_settings(settings)
+    if client is None:
+        raise click.UsageError("no GitHub credentials: set SAMI_GITHUB_APP_ID and SAMI_GITHUB_APP_PRIVATE_KEY "
+                               "(a GitHub App), or SAMI_GITHUB_TOKEN")
+    if settings.redis_url:
+        from workers.queue import connect_redis
+
+        memory = RedisAskedMemory(connect_redis(settings))
+    else:
+        memory = LocalAskedMemory()
+    repositories = [] if client.mode == "app" else watched_repositories(
+        ManifestStore.from_settings(settings).current(), settings.github_repositories)
+    report = redeliver_missed(sessionmaker(bind=database.make_engine(settings.database_url)), client, memory,
+                              since=datetime.now(UTC) - timedelta(hours=hours), repositories=repositories,
+                              public_url=settings.public_url, dry_run=dry_run)
+    missed = {m.guid: m for m in report.missed}
+    for guid in report.asked:
+        click.echo(f"{'would ask' if dry_run else 'asked'}  {missed[guid]}")
+    for guid in report.already_asked:
+        click.echo(f"already asked  {missed[guid]}")
+    for what, problem in report.failed.items():
+        click.echo(f"sami: {what}: {problem}", err=True)
+    summary = f"{len(report.missed)} missed deliveries in the last {hours:g} hours; {len(report.asked)} "
+    summary += "would be asked for again" if dry_run else "asked for again"
+    if report.already_asked:
+        summary += f", {len(report.already_asked)} asked for within the last 30 minutes"
+    click.echo(summary)
+    if report.failed:
+        sys.exit(1)
+
+
 cli.add_command(validate)
 
 

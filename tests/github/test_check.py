@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from bot.config import settings_from_mapping
@@ -11,6 +16,7 @@ from tests.github.conftest import app_client, token_client
 from tests.pipeline.probe_scripts import write_probe_repo
 from tests.support.github_mock import Reply
 
+ROOT = Path(__file__).resolve().parents[2]
 SAMI = "https://sami.example.com"
 HOOK = {"url": f"{SAMI}/webhooks/github", "content_type": "json", "secret": "********", "insecure_ssl": "0"}
 
@@ -102,3 +108,33 @@ def test_check_requests_match_githubs_description(github_mock, app_key, settings
     # The description's example webhook posts to https://example.com/webhook, not to Sami.
     assert lines[2][1] is False
     assert lines[2][2].startswith("posts to https://example.com/webhook" if mode == "app" else "none posts to")
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def sami(tmp_path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """Run ``sami ARGS`` as a user does, with only ``env`` of Sami's settings."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], env={**clean, **env}, capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+
+
+def test_sami_github_check_prints_a_line_each_and_exits_by_them(fake_github, app_key, settings, tmp_path):
+    fake_github.on("GET", "/app", Reply(200, {"id": 4242, "slug": "sami-bot"}))
+    fake_github.on("GET", "/repos/acme/probe/installation", Reply(200, {"id": 7}))
+    fake_github.on("GET", "/app/hook/config", Reply(200, HOOK))
+    env = {"SAMI_INSTANCE_DIR": settings.instance_dir, "SAMI_DEPLOYMENTS_REPO": settings.deployments_repo,
+           "SAMI_PUBLIC_URL": SAMI, "SAMI_WEBHOOK_SECRET": "s3cret", "SAMI_GITHUB_API_URL": fake_github.url,
+           "SAMI_GITHUB_APP_ID": "4242", "SAMI_GITHUB_APP_PRIVATE_KEY": app_key[0]}
+    passed = sami(tmp_path, env, "github", "check")
+    assert passed.returncode == 0, passed.stderr
+    assert [line.split()[0] for line in passed.stdout.splitlines()] == ["ok"] * 5
+    assert passed.stdout.splitlines()[0] == f"ok    credentials: GitHub App 'sami-bot' (id 4242) at {fake_github.url}"
+    failed = sami(tmp_path, {**env, "SAMI_WEBHOOK_SECRET": ""}, "github", "check")
+    assert failed.returncode == 1
+    assert "FAIL  webhook secret: SAMI_WEBHOOK_SECRET is empty" in failed.stdout
+    assert app_key[0].splitlines()[1] not in failed.stdout + failed.stderr
+    half = sami(tmp_path, {**env, "SAMI_GITHUB_APP_PRIVATE_KEY": ""}, "github", "check")
+    assert half.returncode == 2
+    assert half.stderr.startswith("sami: configuration error: SAMI_GITHUB_APP_PRIVATE_KEY:")

@@ -3,10 +3,16 @@ database and Redis) and that the requests match GitHub's API description (Prism)
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 
 from bot.github.client import RepositoryHook
 from bot.github.redeliver import (
@@ -193,3 +199,39 @@ def test_the_scheduler_looks_back_a_day_first_then_an_hour_before_its_last_round
     scheduler.redeliver(later, NOW + timedelta(minutes=10))
     # Back to an hour before the last round: g7 (90 minutes old) is out of reach, the rest asked already.
     assert later.redelivered == ["g8-new"]
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def test_sami_github_redeliver_lists_asks_and_remembers(app_fake, app_key, tmp_path, redis_url):
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SAMI_")},
+           "SAMI_INSTANCE_DIR": str(tmp_path / "instance"), "SAMI_REDIS_URL": redis_url,
+           "SAMI_GITHUB_API_URL": app_fake.url, "SAMI_GITHUB_APP_ID": "4242", "SAMI_GITHUB_APP_PRIVATE_KEY": app_key[0]}
+
+    def sami(*args):
+        return subprocess.run([sys.executable, "-m", "bot.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=60, cwd=Path(__file__).resolve().parents[2])
+
+    assert sami("db", "upgrade").returncode == 0
+    with Session(create_engine(f"sqlite:///{tmp_path / 'instance' / 'sami.sqlite3'}")) as session:
+        session.add(Delivery(delivery_id="g3-recorded", event="pull_request", action="opened"))
+        session.commit()
+    dry = sami("github", "redeliver", "--since", "1", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines() == [
+        f"would ask  g1-connect-failed pull_request.opened (0 'failed to connect' at {HISTORY[6]['delivered_at']})",
+        f"would ask  g4-failed-twice pull_request.opened (503 'Invalid HTTP Response: 503' at "
+        f"{HISTORY[2]['delivered_at']})",
+        "2 missed deliveries in the last 1 hours; 2 would be asked for again"]
+    assert redelivered(app_fake) == []
+    done = sami("github", "redeliver", "--since", "1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "2 missed deliveries in the last 1 hours; 2 asked for again"
+    assert redelivered(app_fake) == [f"{DELIVERIES}/11/attempts", f"{DELIVERIES}/41/attempts"]
+    again = sami("github", "redeliver", "--since", "1")
+    assert again.stdout.splitlines()[-1] == "2 missed deliveries in the last 1 hours; 0 asked for again, 2 asked " \
+                                            "for within the last 30 minutes"
+    assert len(redelivered(app_fake)) == 2
+    nothing = sami("github", "redeliver", "--since", "100")
+    assert nothing.returncode == 2 and "100" in nothing.stderr
