@@ -1,0 +1,339 @@
+"""Webhook intake under load: signed `pull_request.synchronize` deliveries (GitHub's example
+payload, each with its own X-GitHub-Delivery id) posted by wrk to `sami serve` (production shape:
+gunicorn with its default workers and threads, PostgreSQL, Redis) and, in the same run, to a bare
+Flask app on the same gunicorn settings that only checks the signature and answers 202.
+
+    .venv/bin/python bench/webhooks/bench_intake.py [--duration 20] [--requests 20000]
+        [--connections 32] [--rounds 1] [--code REV]
+
+Each measured run stops after ``--duration`` seconds or ``--requests`` answers, whichever comes
+first; both servers listen on 127.0.0.1. Afterwards the deliveries table must hold exactly one
+row per delivery id (rows between the answered and the sent deliveries: requests in flight when
+wrk stops may still be recorded), and a sample of the deliveries, sent again, must be answered
+as duplicates without adding rows. ``--code REV`` serves Sami from ``git archive REV`` instead of
+the working tree (to measure a change: run once with the commit before it).
+
+Needs Debian's wrk (scripts/install-test-deps installs it) and what the tests need (PostgreSQL,
+Redis): private servers are started on free ports and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+# Made per run: the bare app (a child process) gets it in its environment.
+HMAC_KEY = os.environ.get("BENCH_WEBHOOK_KEY") or secrets.token_hex(16)
+PATH = "/webhooks/github"
+
+# The Lua side of wrk: every request gets a delivery id of its own (run prefix, thread, counter);
+# a thread stops once it has its share of the answers; done() prints one JSON line.
+WRK_SCRIPT = r"""
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clock, bench_timespec *now);
+]]
+local clock = ffi.new("bench_timespec")
+
+-- Microseconds on the monotonic clock: wrk reports the whole -d duration even when the threads
+-- stopped earlier (on reaching their share of the answers), so the run is timed here.
+function now_us()
+  ffi.C.clock_gettime(1, clock)
+  return tonumber(clock.tv_sec) * 1000000 + tonumber(clock.tv_nsec) / 1000
+end
+
+local threads = {}
+local count = 0
+
+function setup(thread)
+  count = count + 1
+  thread:set("tid", count)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  prefix, quota = args[1], tonumber(args[2])
+  local file = assert(io.open(args[3], "rb"))
+  wrk.method = "POST"
+  wrk.body = file:read("*a")
+  file:close()
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["User-Agent"] = "GitHub-Hookshot/bench"
+  wrk.headers["X-GitHub-Event"] = "pull_request"
+  wrk.headers["X-Hub-Signature-256"] = args[4]
+  sent, answered, other = 0, 0, 0
+  first, last = now_us(), 0
+end
+
+function request()
+  sent = sent + 1
+  wrk.headers["X-GitHub-Delivery"] = prefix .. "-" .. tid .. "-" .. sent
+  return wrk.format()
+end
+
+function response(status, headers, body)
+  answered = answered + 1
+  last = now_us()
+  if status ~= 202 then other = other + 1 end
+  if answered >= quota then wrk.thread:stop() end
+end
+
+function done(summary, latency, requests)
+  local sent_total, other_total, ids, first, last = 0, 0, {}, math.huge, 0
+  for _, thread in ipairs(threads) do
+    first = math.min(first, thread:get("first"))
+    last = math.max(last, thread:get("last"))
+    sent_total = sent_total + thread:get("sent")
+    other_total = other_total + thread:get("other")
+    table.insert(ids, string.format('"%s-%d": %d', thread:get("prefix"), thread:get("tid"), thread:get("sent")))
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, ' ..
+    '"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d, "sent": %d, "not_202": %d, ' ..
+    '"sent_by_thread": {%s}}\n',
+    summary.requests, last - first, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max, e.connect, e.read, e.write, e.status, e.timeout, sent_total, other_total, table.concat(ids, ", ")))
+end
+"""
+
+# The same gunicorn settings `sami serve` uses (bot/cli.py).
+GUNICORN = {"workers": 2, "threads": 8, "worker_class": "bot.gunicorn_worker.JSONErrorWorker", "accesslog": "-",
+            "timeout": 60, "keepalive": 5}
+
+
+def bare_app():
+    """A Flask app that only checks the delivery's signature and answers 202."""
+    import hashlib
+    import hmac
+
+    from flask import Flask, abort, jsonify, request
+
+    app = Flask("bare")
+    key = HMAC_KEY.encode()
+
+    @app.post(PATH)
+    def receive():
+        body = request.get_data(cache=False)
+        expected = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected.encode(), request.headers.get("X-Hub-Signature-256", "").encode()):
+            abort(401)
+        return jsonify(delivery=request.headers.get("X-GitHub-Delivery"), status="queued"), 202
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(status="ok")
+
+    return app
+
+
+def serve_bare(bind: str) -> None:
+    """Serve the bare app with gunicorn (in this process)."""
+    from gunicorn.app.base import BaseApplication
+
+    class Server(BaseApplication):
+        def load_config(self):
+            for key, value in {"bind": bind, **GUNICORN}.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return bare_app()
+
+    Server().run()
+
+
+def extract(rev: str, into: Path) -> Path:
+    """The code of ``rev`` in a folder of its own."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def wrk(url: str, script: Path, prefix: str, requests: int, duration: float, connections: int, body: Path,
+        signature: str, threads: int = 2) -> dict:
+    quota = max(1, requests // threads)
+    result = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s", "--timeout", "10s",
+         "-s", str(script), url + PATH, "--", prefix, str(quota), str(body), signature],
+        capture_output=True, text=True, timeout=duration + 60, check=True)
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def resend(url: str, body: bytes, signature: str, delivery_ids: list[str]) -> dict[int, int]:
+    """Send deliveries again, 32 at a time; how many got each status."""
+    import http.client
+
+    def send(delivery_id: str) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30)
+        try:
+            connection.request("POST", PATH, body=body, headers={
+                "Content-Type": "application/json", "X-GitHub-Event": "pull_request", "X-GitHub-Delivery": delivery_id,
+                "X-Hub-Signature-256": signature})
+            response = connection.getresponse()
+            response.read()
+            return response.status
+        finally:
+            connection.close()
+
+    counts: dict[int, int] = {}
+    with ThreadPoolExecutor(32) as pool:
+        for status in pool.map(send, delivery_ids):
+            counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def report(name: str, result: dict) -> dict:
+    seconds = result["duration_us"] / 1e6
+    errors = sum(result[kind] for kind in ("connect", "read", "write", "status", "timeout")) + result["not_202"]
+    return {"server": name, "requests": result["requests"], "seconds": round(seconds, 2),
+            "rps": result["requests"] / seconds, "p50_ms": result["p50_us"] / 1000, "p90_ms": result["p90_us"] / 1000,
+            "p99_ms": result["p99_us"] / 1000, "max_ms": result["max_us"] / 1000, "errors": errors}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=20, help="seconds per measured run (at most)")
+    parser.add_argument("--requests", type=int, default=20000, help="answers per measured run (at most)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=1, help="measured runs per server, alternating")
+    parser.add_argument("--warmup", type=float, default=3, help="seconds of unmeasured load before each run")
+    parser.add_argument("--code", default=".", help="serve Sami from this commit ('.': the working tree)")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: run scripts/install-test-deps (or apt-get install wrk)")
+
+    sys.path.insert(0, str(ROOT))
+    from redis import Redis
+    from sqlalchemy import create_engine, text
+
+    from bot import db
+    from tests.support import github_payloads
+    from tests.support.sami_server import SamiServer, sami_env
+    from tests.support.servers import PostgresServer, RedisServer, free_port, running
+
+    with tempfile.TemporaryDirectory(prefix="sami-bench-") as tmp, \
+            running(PostgresServer()) as postgres, running(RedisServer()) as redis_server:
+        tmp = Path(tmp)
+        admin = create_engine(postgres.url(), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text('CREATE DATABASE "bench_webhooks"'))
+        admin.dispose()
+        database_url = postgres.url("bench_webhooks")
+        db.upgrade(database_url)
+
+        payload = github_payloads.example("pull_request", "synchronize")
+        body = github_payloads.body(payload)
+        body_file = tmp / "pull_request.synchronize.json"
+        body_file.write_bytes(body)
+        signature = github_payloads.sign(body, HMAC_KEY)
+        script = tmp / "deliveries.lua"
+        script.write_text(WRK_SCRIPT)
+
+        code = ROOT if args.code == "." else extract(args.code, tmp / "code")
+        env = sami_env(SAMI_MODE="production", SAMI_DATABASE_URL=database_url, SAMI_REDIS_URL=redis_server.url(0),
+                       SAMI_INSTANCE_DIR=str(tmp / "instance"), PYTHONPATH=str(code))
+        env.update({"SAMI_SECRET_KEY": secrets.token_hex(16), "SAMI_WEBHOOK_SECRET": HMAC_KEY})
+        sami = SamiServer(env, tmp / "sami.log")
+        bare_port = free_port()
+        bare_env = {**sami_env(), "PYTHONPATH": str(ROOT), "BENCH_WEBHOOK_KEY": HMAC_KEY}
+        servers = {}
+        bare = subprocess.Popen([sys.executable, __file__, "--serve-bare", f"127.0.0.1:{bare_port}"], env=bare_env,
+                                stdout=open(tmp / "bare.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        try:
+            sami.start()
+            bare_server = SamiServer(bare_env, tmp / "bare.log", port=bare_port)
+            while not bare_server.healthy():
+                if bare.poll() is not None:
+                    raise SystemExit("the bare app did not start:\n" + (tmp / "bare.log").read_text()[-2000:])
+                time.sleep(0.2)
+            servers = {"bare Flask": bare_server.url, "sami serve": sami.url}
+            run_id = uuid.uuid4().hex[:8]
+            results: dict[str, list[dict]] = {name: [] for name in servers}
+            sent_ids: list[str] = []
+            for round_ in range(args.rounds):
+                order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+                for name in order:
+                    tag = "sami" if name == "sami serve" else "bare"
+                    if args.warmup:
+                        wrk(servers[name], script, f"warm-{run_id}-{tag}-{round_}", 10**9, args.warmup,
+                            args.connections, body_file, signature)
+                    prefix = f"bench-{run_id}-{tag}-{round_}"
+                    result = wrk(servers[name], script, prefix, args.requests, args.duration, args.connections,
+                                 body_file, signature)
+                    results[name].append(result)
+                    if tag == "sami":
+                        for thread, sent in result["sent_by_thread"].items():
+                            sent_ids += [f"{thread}-{n}" for n in range(1, sent + 1)]
+                    print(json.dumps(report(name, result)), flush=True)
+
+            engine = create_engine(database_url)
+            with engine.connect() as connection:
+                rows, distinct = connection.execute(text(
+                    "SELECT count(*), count(DISTINCT delivery_id) FROM deliveries WHERE delivery_id LIKE :p"),
+                    {"p": f"bench-{run_id}-sami-%"}).one()
+                # Redeliveries of recorded deliveries (some generated ids were never sent: wrk
+                # prepares each connection's next request before it knows it will send it).
+                sample = list(connection.execute(text(
+                    "SELECT delivery_id FROM deliveries WHERE delivery_id LIKE :p ORDER BY random() LIMIT 1000"),
+                    {"p": f"bench-{run_id}-sami-%"}).scalars())
+            answered = sum(r["requests"] for r in results["sami serve"])
+            again = resend(sami.url, body, signature, sample)
+            with engine.connect() as connection:
+                rows_after = connection.execute(text(
+                    "SELECT count(*) FROM deliveries WHERE delivery_id LIKE :p"),
+                    {"p": f"bench-{run_id}-sami-%"}).scalar()
+            redis = Redis.from_url(redis_server.url(0))
+            queued = redis.llen("rq:queue:sami-actions")
+            redis.close()
+            engine.dispose()
+        finally:
+            sami.stop()
+            bare.terminate()
+            try:
+                bare.wait(20)
+            except subprocess.TimeoutExpired:
+                bare.kill()
+                bare.wait()
+
+    print()
+    print(f"wrk -t 2 -c {args.connections}, {args.rounds} run(s) per server of at most {args.duration:g} s or "
+          f"{args.requests} answers; {len(body)}-byte pull_request.synchronize body; code: {args.code}")
+    print(f"{'server':<12} {'requests':>9} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+          f"{'errors':>6}")
+    rates = {}
+    for name, runs in results.items():
+        for result in runs:
+            line = report(name, result)
+            rates.setdefault(name, []).append(line["rps"])
+            print(f"{name:<12} {line['requests']:>9} {line['rps']:>8.0f} {line['p50_ms']:>7.1f} {line['p90_ms']:>7.1f} "
+                  f"{line['p99_ms']:>7.1f} {line['max_ms']:>7.1f} {line['errors']:>6}")
+    ratio = statistics.mean(rates["sami serve"]) / statistics.mean(rates["bare Flask"])
+    print(f"sami serve / bare Flask requests/s: {ratio:.0%}")
+    print(f"deliveries rows: {rows} ({distinct} distinct ids) for {answered} answered and {len(sent_ids)} sent; "
+          f"{'OK' if answered <= rows == distinct <= len(sent_ids) else 'MISMATCH'}")
+    print(f"{len(sample)} of them sent again: {again}; rows after: {rows_after} "
+          f"({'OK' if again == {200: len(sample)} and rows_after == rows else 'MISMATCH'})")
+    print(f"jobs waiting on the queue (no worker ran; warm-up deliveries included): {queued}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve-bare":
+        sys.path.insert(0, str(ROOT))
+        serve_bare(sys.argv[2])
+    else:
+        main()
