@@ -375,7 +375,12 @@ class GitHubClient:
         self._note_rate_limit(key, response_headers)
         data = _json(text)
         if status >= 400:
-            raise _error(verb, path, status, response_headers, data)
+            error = _error(verb, path, status, response_headers, data)
+            if isinstance(error, RateLimited):
+                # GitHub: no request before the time it gave, or the limit lasts longer.
+                self._blocked_until[key] = max(self._blocked_until.get(key, 0.0),
+                                               time.monotonic() + error.retry_after)
+            raise error
         return status, response_headers, data
 
     def _note_rate_limit(self, key: object, headers: dict[str, str]) -> None:

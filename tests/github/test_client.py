@@ -126,10 +126,14 @@ def test_the_last_request_of_the_hour_succeeds_and_the_next_one_waits(token_fake
 def test_a_secondary_rate_limit_raises_rate_limited_with_retry_after(token_fake, status):
     token_fake.on("GET", PULLS, Reply(status, {"message": "You have exceeded a secondary rate limit."},
                                       {"Retry-After": "30"}))
+    client = token_client(token_fake.url)
     with pytest.raises(RateLimited) as caught:
-        token_client(token_fake.url).list_open_pull_requests("acme/web")
+        client.list_open_pull_requests("acme/web")
     assert caught.value.retry_after == 30
     assert caught.value.status == status
+    with pytest.raises(RateLimited, match="not sent"):
+        client.get_pull_request("acme/web", 3)
+    assert len(token_fake.requests) == 1
 
 
 def test_a_secondary_rate_limit_without_retry_after_waits_a_minute(token_fake):
