@@ -352,6 +352,8 @@ class Ensured:
     done: str | None
     reason: str = ""
     accepted: tuple[Accepted, ...] = ()
+    # Nothing was possible yet (an action is still pending on it): asking again later will do it.
+    waiting: bool = False
 
 
 def ensure_deployed(session: Session, repo: DeploymentsRepo, request: DeploymentRequest, ctx: Context, *,
@@ -411,20 +413,20 @@ def ensure_archived(session: Session, repo: DeploymentsRepo, name: str, ctx: Con
     if state in (S.ARCHIVED, S.ARCHIVE_PENDING, S.CLEANUP_PENDING, S.CLEANUP_FAILED):
         return _unchanged(session, name, f"already {state}")
     if state in (S.CREATE_PENDING, S.UPDATE_PENDING):
-        # The state machine archives only a settled deployment; the next sync (or the ttl) does it.
-        return _unchanged(session, name, f"is {state}; it can be archived once that settles")
+        # The state machine archives only a settled deployment: the caller asks again later.
+        return _unchanged(session, name, f"is {state}; it can be archived once that settles", waiting=True)
     try:
         accepted = archive_deployment(session, repo, name, ctx, requested_by=requested_by, origin=origin,
                                       delivery_id=delivery_id)
     except Conflict as exc:  # an action still runs on it
         session.rollback()
-        return Ensured(name, None, str(exc))
+        return Ensured(name, None, str(exc), waiting=True)
     return Ensured(name, "archived", accepted=(accepted,))
 
 
-def _unchanged(session: Session, name: str, reason: str) -> Ensured:
+def _unchanged(session: Session, name: str, reason: str, waiting: bool = False) -> Ensured:
     session.rollback()  # lets go of the row's lock; nothing was written
-    return Ensured(name, None, reason)
+    return Ensured(name, None, reason, waiting=waiting)
 
 
 def refresh_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *, requested_by: str,

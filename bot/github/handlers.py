@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 SHOWN_ERRORS = 3  # manifest errors quoted in a push's outcome
 SHOWN_NAMES = 10  # deployment names listed in a push's outcome
 REPO_RETRY_SECONDS = 60
+PENDING_RETRY_SECONDS = 60  # a delivery waiting for a pending action to settle
 
 
 # --- pull requests ---------------------------------------------------------------------------
@@ -24,6 +25,10 @@ def _sync(event: Event, ctx: HandlerContext, pr: pulls.PullRequest) -> str:
     repo = ctx.manifests.current()
     done = pulls.sync_pull_request(ctx.session, repo, pr, ctx.services, requested_by=f"github:{event.sender}",
                                    origin="webhook", delivery_id=event.delivery_id, settings=ctx.settings)
+    if any(line.startswith(pulls.WAITING + " ") for line in done):
+        # A pull request closed while its environment still deploys: the whole sync is tried again
+        # once that may have settled (it is idempotent, so what was done already is not done twice).
+        raise Retry(PENDING_RETRY_SECONDS, "; ".join(done))
     return "; ".join(done) if done else f"ignored: no service deploys pull requests of {pr.repository}"
 
 

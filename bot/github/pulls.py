@@ -25,6 +25,8 @@ from bot.manifests import DeploymentsRepo, Manifest, PrDeploy
 log = logging.getLogger(__name__)
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}\Z")
+# The outcome word of an environment that could not be archived yet (an action is pending on it).
+WAITING = "waiting"
 
 
 class PayloadError(ValueError):
@@ -160,6 +162,8 @@ def _sync_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: P
             return f"archived {name} ({why_not})"
         if ensured.reason == services.NOT_DEPLOYED:
             return f"skipped {manifest.service_name}: {why_not}"
+        if ensured.waiting:
+            return f"{WAITING} {name}: {ensured.reason}"
         return f"unchanged {name}: {ensured.reason}"
     if manifest.require_checks:
         return f"skipped {manifest.service_name}: require_checks is set and Sami does not read check results yet"

@@ -248,3 +248,21 @@ def test_every_pull_request_action_sami_handles_is_routed():
     for handler in router.ROUTES.values():
         if handler.__module__ == "bot.github.handlers":
             assert handler.__doc__ and "\n" not in handler.__doc__.strip(), handler.__name__
+
+
+def test_a_pull_request_closed_while_it_deploys_is_archived_once_that_settles(db_session, dispatch, work):
+    dispatch(pr_event("opened"))
+    assert deployment(db_session).state is S.CREATE_PENDING
+    # Closed before the create has run: nothing can be archived yet, so the delivery asks to be
+    # tried again (the delivery job records "retrying" and the sweep brings it back).
+    closed = pr_event("closed")
+    with pytest.raises(router.Retry) as retry:
+        dispatch(closed)
+    assert "waiting probe-pr-5" in str(retry.value) and retry.value.after_seconds > 0
+    assert deployment(db_session).state is S.CREATE_PENDING
+    work()
+    assert deployment(db_session).state is S.RUNNING
+    # The same delivery, tried again: now it archives.
+    assert dispatch(closed).startswith("archived probe-pr-5")
+    work()
+    assert deployment(db_session).state is S.ARCHIVED

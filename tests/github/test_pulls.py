@@ -143,7 +143,7 @@ TABLE = [
     ("web", S.ARCHIVED, HEAD, {"state": "closed"}, "webhook", "unchanged web-pr-7: already Archived", S.ARCHIVED, []),
     ("web", S.ARCHIVE_PENDING, HEAD, {"state": "closed"}, "reconcile", "unchanged web-pr-7: already ArchivePending",
      S.ARCHIVE_PENDING, []),
-    ("web", S.CREATE_PENDING, HEAD, {"state": "closed"}, "webhook", "unchanged web-pr-7: is CreatePending; it can be "
+    ("web", S.CREATE_PENDING, HEAD, {"state": "closed"}, "webhook", "waiting web-pr-7: is CreatePending; it can be "
      "archived once that settles", S.CREATE_PENDING, []),
     # label mode
     ("api", None, None, {}, "webhook", "skipped api: not labeled preview", None, []),
@@ -204,7 +204,7 @@ def test_the_same_event_twice_does_nothing_the_second_time(db_session, repo, ctx
     assert len(actions(db_session, "web-pr-7")) == 1
     closed = pull(state="closed")
     existing_state = state_of(db_session, "web-pr-7")
-    assert sync(db_session, repo, ctx, closed)[1] == "unchanged web-pr-7: is CreatePending; it can be archived once " \
+    assert sync(db_session, repo, ctx, closed)[1] == "waiting web-pr-7: is CreatePending; it can be archived once " \
                                                       "that settles"
     assert state_of(db_session, "web-pr-7") is existing_state
 
