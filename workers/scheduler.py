@@ -319,7 +319,12 @@ class Scheduler:
         while not self._stop.is_set():
             started = time.monotonic()
             if self._lock():
-                report = self.tick()
+                try:
+                    report = self.tick()
+                except Exception:  # the database is unreachable: try again next tick
+                    log.exception("scheduler tick failed")
+                    self._stop.wait(self.interval)
+                    continue
                 if (report.queued or report.reaped or report.requeued or report.cleanups or report.deliveries
                         or report.reconciled or report.redelivered or report.expired):
                     log.info("scheduler: %s", report)

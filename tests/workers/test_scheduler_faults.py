@@ -1,0 +1,34 @@
+"""The scheduler process outlives a database that stops answering."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from bot.config import settings_from_mapping
+from tests.support.servers import free_port
+from workers.context import build_context
+from workers.queue import InProcessBroker
+from workers.scheduler import Scheduler
+
+
+def test_the_scheduler_keeps_ticking_while_the_database_is_unreachable(tmp_path, caplog):
+    settings = settings_from_mapping({
+        "mode": "test", "instance_dir": str(tmp_path / "instance"),
+        # Nothing listens there: every tick's first query fails.
+        "database_url": f"postgresql://sami@127.0.0.1:{free_port()}/sami?connect_timeout=1",
+    })
+    scheduler = Scheduler(build_context(settings, broker=InProcessBroker()), interval=0.5)
+    caplog.set_level(logging.ERROR, logger="workers.scheduler")
+    thread = threading.Thread(target=scheduler.run_forever, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while sum("scheduler tick failed" in r.getMessage() for r in caplog.records) < 2:
+        assert thread.is_alive(), "the scheduler stopped on a database error"
+        assert time.monotonic() < deadline, "the scheduler did not tick twice"
+        time.sleep(0.1)
+    assert thread.is_alive()
+    scheduler.stop()
+    thread.join(10)
+    assert not thread.is_alive()
