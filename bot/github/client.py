@@ -539,3 +539,30 @@ def _check_failure(exc: GitHubError, mode: str) -> str:
                     f"SAMI_GITHUB_APP_PRIVATE_KEY is a current key of that App ({exc.message})")
         return f"GitHub refused SAMI_GITHUB_TOKEN: it is wrong, expired or revoked ({exc.message})"
     return exc.message
+
+
+def convert_app_manifest(code: str, *, base_url: str = "https://api.github.com", timeout: float = 30) -> dict[str, Any]:
+    """The App GitHub created from a manifest: trade the one-time ``code`` it sent back for the App's id,
+    slug, html_url, client_id, client_secret, webhook_secret and private key (``pem``).
+
+    Needs no credentials (the code is the credential). Sent once, never retried: GitHub takes a code
+    only once, within an hour. Raises GitHubError (404: the code is unknown, used or expired).
+    """
+    if not isinstance(code, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", code):
+        raise GitHubError(0, "the code GitHub sent back is malformed: start the App setup again")
+    path = f"/app-manifests/{code}/conversions"
+    url = base_url.rstrip("/") + path
+    headers = {"Accept": "application/json", "User-Agent": _user_agent(), "X-GitHub-Api-Version": API_VERSION}
+    try:
+        response = requests.post(url, headers=headers, timeout=timeout)
+    except (requests.RequestException, OSError) as exc:
+        raise GitHubError(0, f"POST /app-manifests/(code)/conversions: could not reach GitHub at {base_url} "
+                             f"({type(exc).__name__})") from None
+    data = _json(response.text)
+    if response.status_code != 201:
+        # The code is a credential: it stays out of the message.
+        error = _error("POST", path, response.status_code, {k.lower(): v for k, v in response.headers.items()}, data)
+        raise GitHubError(error.status, error.message.replace(code, "(code)"))
+    if not isinstance(data, dict) or not isinstance(data.get("id"), int) or not isinstance(data.get("pem"), str):
+        raise GitHubError(0, "POST /app-manifests/(code)/conversions: GitHub's answer holds no App id and key")
+    return data
