@@ -378,6 +378,57 @@ def github_redeliver(hours: float, dry_run: bool) -> None:
         sys.exit(1)
 
 
+@github.command("setup")
+@click.option("--org", default=None, help="Create the App in this organization (default: your own account).")
+@click.option("--name", default=None, help="The App's name (default: Sami (host of SAMI_PUBLIC_URL)); GitHub's "
+                                           "page lets you change it.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, help="The local port to listen on (default: a "
+                                                                       "free one).")
+@click.option("--timeout", type=click.FloatRange(1, 3600), default=600, hidden=True)
+def github_setup(org: str | None, name: str | None, port: int, timeout: float) -> None:
+    """Create Sami's GitHub App in one click, with GitHub's App-manifest flow.
+
+    Serves a page on 127.0.0.1 to open in a browser on this machine: it takes you to GitHub to confirm
+    the App, and GitHub sends you back here. The App's id, private key and webhook secret are written
+    to the instance folder (github-app.env and a .pem, mode 0600). Exits 1 when GitHub refuses or
+    nothing comes back within 10 minutes.
+    """
+    from bot.github.setup import SetupError, credentials_problem, loopback_warning
+    from bot.github.setup_server import LocalSetup
+
+    settings = load_settings()
+    problem = credentials_problem(settings)
+    if problem:
+        click.echo(f"sami: {problem}", err=True)
+        sys.exit(1)
+    warning = loopback_warning(settings.public_url)
+    if warning:
+        click.echo(f"sami: {warning}", err=True)
+    try:
+        local = LocalSetup(settings, org=org, name=name, port=port, timeout=timeout,
+                           note=lambda line: click.echo(f"sami: {line}", err=True))
+    except SetupError as exc:
+        raise click.BadParameter(str(exc), param_hint="--org") from None
+    except OSError as exc:
+        click.echo(f"sami: cannot listen on 127.0.0.1:{port}: {exc.strerror}", err=True)
+        sys.exit(1)
+    click.echo(f"Open {local.url} in a browser on this machine: it takes you to GitHub to create the App.")
+    sys.stdout.flush()
+    try:
+        result = local.run()
+    except SetupError as exc:
+        click.echo(f"sami: {exc}", err=True)
+        sys.exit(1)
+    app = result.app
+    click.echo(f"Created the GitHub App {app.slug or app.id} (id {app.id}): {app.html_url}")
+    click.echo(f"Wrote {result.env_file} and the App's private key {result.key_file} (mode 0600).")
+    if app.webhook_secret:
+        click.echo(f"Webhook secret (shown this once; it is in {result.env_file.name} too): {app.webhook_secret}")
+    click.echo("Next:")
+    for number, step in enumerate(result.next_steps(), 1):
+        click.echo(f"  {number}. {step}")
+
+
 cli.add_command(validate)
 
 
