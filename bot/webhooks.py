@@ -11,8 +11,10 @@ scheduler's sweep queues it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import json
 import logging
 import os
 import re
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify, request
-from sqlalchemy import func
+from sqlalchemy import Text, bindparam, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -111,6 +113,7 @@ class Received:
     installation_id: int | None
     sender: str | None
     payload: dict[str, Any]
+    body: str  # the payload as GitHub sent it: what the row keeps
 
 
 def _text(value: object, length: int) -> str | None:
@@ -122,15 +125,38 @@ def _field(payload: dict, name: str, key: str) -> object:
     return value.get(key) if isinstance(value, dict) else None
 
 
-def parse_delivery(delivery_id: str, event: str, payload: dict[str, Any]) -> Received:
-    """What a delivery's row records besides its payload."""
+def parse_delivery(delivery_id: str, event: str, payload: dict[str, Any], body: str | None = None) -> Received:
+    """What a delivery's row records: the payload's body and the fields it is found by."""
     installation_id = _field(payload, "installation", "id")
     if not isinstance(installation_id, int) or isinstance(installation_id, bool) or not 0 < installation_id < 2**63:
         installation_id = None
     return Received(delivery_id=delivery_id, event=event, action=_text(payload.get("action"), 64),
                     repository=_text(_field(payload, "repository", "full_name"), 255),
                     installation_id=installation_id, sender=_text(_field(payload, "sender", "login"), 255),
-                    payload=payload)
+                    payload=payload, body=json.dumps(payload) if body is None else body)
+
+
+@functools.cache
+def _insert_statement(dialect: str, finished: bool):
+    """INSERT ... ON CONFLICT (delivery_id) DO NOTHING RETURNING id, built once per database kind.
+
+    Built once and run with plain parameters: the intake's one statement pays no statement
+    construction, and the payload goes in as the text GitHub sent (it is valid JSON: it was
+    parsed), not serialised again.
+    """
+    table = Delivery.__table__
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    # PostgreSQL's clock on PostgreSQL, the one the sweep and the jobs compare with.
+    now = func.now() if dialect == "postgresql" else bindparam("now", type_=table.c.received_at.type)
+    columns = ("delivery_id", "event", "action", "repository", "installation_id", "sender", "status", "outcome")
+    return (
+        insert(table)
+        .values({**{name: bindparam(name, type_=table.c[name].type) for name in columns},
+                 "payload": bindparam("body", type_=Text()), "attempts": 0, "received_at": now,
+                 "processed_at": now if finished else None})
+        .on_conflict_do_nothing(index_elements=["delivery_id"])
+        .returning(table.c.id)
+    )
 
 
 def record_delivery(session: Session, received: Received, status: DeliveryStatus = DeliveryStatus.RECEIVED,
@@ -140,21 +166,13 @@ def record_delivery(session: Session, received: Received, status: DeliveryStatus
     INSERT ... ON CONFLICT DO NOTHING: concurrent copies of one delivery never fail on the unique
     delivery id; exactly one of them gets the row.
     """
-    dialect = session.get_bind().dialect.name
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-    # PostgreSQL's clock on PostgreSQL, the one the sweep and the jobs compare with.
-    now = func.now() if dialect == "postgresql" else datetime.now(UTC)
-    finished = status in (DeliveryStatus.PROCESSED, DeliveryStatus.IGNORED)
-    statement = (
-        insert(Delivery.__table__)
-        .values(delivery_id=received.delivery_id, event=received.event, action=received.action,
-                repository=received.repository, installation_id=received.installation_id, sender=received.sender,
-                payload=received.payload, status=status, outcome=outcome, attempts=0, received_at=now,
-                processed_at=now if finished else None)
-        .on_conflict_do_nothing(index_elements=["delivery_id"])
-        .returning(Delivery.__table__.c.id)
-    )
-    return session.execute(statement).scalar()
+    connection = session.connection()
+    statement = _insert_statement(connection.dialect.name,
+                                  status in (DeliveryStatus.PROCESSED, DeliveryStatus.IGNORED))
+    return connection.execute(statement, {
+        "delivery_id": received.delivery_id, "event": received.event, "action": received.action,
+        "repository": received.repository, "installation_id": received.installation_id, "sender": received.sender,
+        "status": status, "outcome": outcome, "body": received.body, "now": datetime.now(UTC)}).scalar()
 
 
 def _header(name: str, pattern: re.Pattern, example: str) -> str:
@@ -176,16 +194,24 @@ def _verify(secret: bytes, body: bytes) -> None:
                            "Sami's SAMI_WEBHOOK_SECRET, or the body was changed on the way")
 
 
-def _payload(body: bytes) -> dict[str, Any]:
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _payload(body: bytes) -> tuple[dict[str, Any], str]:
+    """The payload and its text; 400 unless the body is a JSON object in UTF-8."""
     if request.mimetype == "application/x-www-form-urlencoded":
         raise SamiError("the body is form-encoded: set the webhook's content type to application/json on GitHub")
     try:
-        payload = current_app.json.loads(body)
+        text = body.decode()
+        payload = current_app.json.loads(text, parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise SamiError("the body must be a JSON object in UTF-8, as GitHub sends it") from None
     except ValueError as exc:
         raise SamiError(f"the body must be a JSON object, and this is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise SamiError("the body must be a JSON object, not a " + type(payload).__name__)
-    return payload
+    return payload, text
 
 
 @bp.post("/webhooks/github")
@@ -198,7 +224,7 @@ def receive_github():
     _verify(secret, body)
     event = _header("X-GitHub-Event", EVENT_RE, "pull_request")
     delivery_id = _header("X-GitHub-Delivery", DELIVERY_RE, "72d3162e-cc78-11e3-81ab-4c9367dc0958")
-    received = parse_delivery(delivery_id, event, _payload(body))
+    received = parse_delivery(delivery_id, event, *_payload(body))
     extra = {"delivery_id": delivery_id}
     session = get_session()
 
@@ -215,7 +241,7 @@ def receive_github():
     session.commit()
     if row_id is None:
         return jsonify(delivery=delivery_id, duplicate=True), 200
-    queued = get_broker(current_app).enqueue_delivery(row_id)
+    queued = get_broker(current_app).enqueue_delivery(row_id, new=True)
     what = f"{event}.{received.action}" if received.action else event
     log.info("delivery %s: %s of %s recorded (queued: %s)", delivery_id, what, received.repository, queued,
              extra=extra)

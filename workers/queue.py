@@ -99,11 +99,22 @@ class RQBroker:
             log.warning("could not queue %s of deployment %s: %s", kind, deployment_id, type(exc).__name__)
             return False
 
-    def enqueue_delivery(self, delivery_row_id: int, started_counts: bool = True) -> bool:
+    def enqueue_delivery(self, delivery_row_id: int, started_counts: bool = True, new: bool = False) -> bool:
         """Queue the processing of webhook delivery row ``delivery_row_id``; False (and the sweep
-        queues it) when Redis is unreachable."""
+        queues it) when Redis is unreachable. ``new``: the row was just inserted, so no job of it
+        can exist yet and none is looked for (the webhook intake's hot path)."""
+        job_id = delivery_job_id(delivery_row_id)
         try:
-            return self._enqueue(self.actions, PROCESS_DELIVERY, delivery_job_id(delivery_row_id), delivery_row_id,
+            if new:
+                # One round trip: the job, its queue and the push in one pipeline.
+                with self.connection.pipeline() as pipeline:
+                    self.actions.enqueue_call(PROCESS_DELIVERY, args=(delivery_row_id,), job_id=job_id,
+                                              timeout=DELIVERY_JOB_TIMEOUT, result_ttl=0, failure_ttl=24 * 3600,
+                                              description=f"{PROCESS_DELIVERY}({delivery_row_id},)",
+                                              pipeline=pipeline)
+                    pipeline.execute()
+                return True
+            return self._enqueue(self.actions, PROCESS_DELIVERY, job_id, delivery_row_id,
                                  started_counts=started_counts, timeout=DELIVERY_JOB_TIMEOUT)
         except redis.RedisError as exc:
             log.warning("could not queue delivery row %s (%s); the sweep will queue it", delivery_row_id,
@@ -159,7 +170,7 @@ class InProcessBroker:
     def enqueue_check(self, deployment_id: int, kind: str = "check", started_counts: bool = True) -> bool:
         return self._submit(f"{kind}-{deployment_id}", CHECK_DEPLOYMENT, deployment_id, kind)
 
-    def enqueue_delivery(self, delivery_row_id: int, started_counts: bool = True) -> bool:
+    def enqueue_delivery(self, delivery_row_id: int, started_counts: bool = True, new: bool = False) -> bool:
         return self._submit(delivery_job_id(delivery_row_id), PROCESS_DELIVERY, delivery_row_id)
 
     def ping(self) -> None:

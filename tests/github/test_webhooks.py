@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from sqlalchemy import text
 
 from bot import create_app
 from bot.models import DeliveryStatus
@@ -40,7 +41,8 @@ def test_ping_is_answered_with_its_zen_and_recorded_as_pong(client, db_session, 
 
 def test_a_pull_request_delivery_is_recorded_whole_and_queued(client, db_session, redis_client):
     payload = github_payloads.example("pull_request", "synchronize")
-    response = post(client, "pull_request", payload, delivery="d-1")
+    body = json.dumps(payload, indent=1).encode()  # kept as sent, not as Sami would write it
+    response = post(client, "pull_request", body, delivery="d-1")
     assert response.status_code == 202, response.json
     assert response.json == {"delivery": "d-1", "status": "queued"}
     [row] = deliveries(db_session)
@@ -53,6 +55,8 @@ def test_a_pull_request_delivery_is_recorded_whole_and_queued(client, db_session
     assert row.status is DeliveryStatus.RECEIVED
     assert row.outcome is None and row.processed_at is None and row.received_at is not None
     assert queued_jobs(redis_client) == [f"delivery-{row.id}"]
+    stored = db_session.execute(text("SELECT payload::text FROM deliveries WHERE id = :id"), {"id": row.id}).scalar()
+    assert stored == body.decode()
 
 
 @pytest.mark.parametrize(("event", "action"), IGNORED)
@@ -115,6 +119,8 @@ REFUSALS = {
     "a JSON array": (lambda c: post(c, "star", b'[{"action": "created"}]'), 400, "not a list"),
     "a JSON string": (lambda c: post(c, "star", b'"created"'), 400, "not a str"),
     "empty body": (lambda c: post(c, "star", b""), 400, "not valid JSON"),
+    "NaN": (lambda c: post(c, "star", b'{"action": "created", "stars": NaN}'), 400, "NaN is not JSON"),
+    "not UTF-8": (lambda c: post(c, "star", '{"action": "created"}'.encode("utf-16")), 400, "in UTF-8"),
     "form-encoded": (lambda c: post(c, "star", b"payload=%7B%7D", Content_Type="application/x-www-form-urlencoded"),
                      400, "content type to application/json"),
     "no event header": (lambda c: post(c, "star", {"action": "created"}, X_GitHub_Event=None),

@@ -36,6 +36,12 @@ def upgrade() -> None:
         batch_op.alter_column("status", existing_type=sa.String(length=32), nullable=False)
         batch_op.create_check_constraint(op.f("ck_deliveries_deliverystatus"), sa.column("status").in_(STATUSES))
         batch_op.create_index(batch_op.f("ix_deliveries_status"), ["status"], unique=False)
+    bind = op.get_bind()
+    if bind.dialect.name == "postgresql" and bind.execute(sa.text(
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")).scalar():
+        # Payloads are tens of kilobytes of JSON, written once per delivery: LZ4 compresses them
+        # in about half the CPU time of PostgreSQL's default (pglz), and smaller.
+        op.execute("ALTER TABLE deliveries ALTER COLUMN payload SET COMPRESSION lz4")
 
 
 def downgrade() -> None:
