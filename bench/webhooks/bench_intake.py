@@ -10,8 +10,8 @@ Each measured run stops after ``--duration`` seconds or ``--requests`` answers, 
 first; both servers listen on 127.0.0.1. Afterwards the deliveries table must hold exactly one
 row per delivery id (rows between the answered and the sent deliveries: requests in flight when
 wrk stops may still be recorded), and a sample of the deliveries, sent again, must be answered
-as duplicates without adding rows. ``--code REV`` serves Sami from ``git archive REV`` instead of
-the working tree (to measure a change: run once with the commit before it).
+as duplicates without adding rows. ``--code REV`` serves Sami from ``git archive REV`` (or from a
+folder) instead of the working tree (to measure a change: run once with the commit before it).
 
 Needs Debian's wrk (scripts/install-test-deps installs it) and what the tests need (PostgreSQL,
 Redis): private servers are started on free ports and stopped at the end.
@@ -174,6 +174,37 @@ def wrk(url: str, script: Path, prefix: str, requests: int, duration: float, con
     return json.loads(line.removeprefix("RESULT "))
 
 
+def _processes() -> dict[int, tuple[int, float]]:
+    """Every process's parent and CPU seconds (user + system) so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # Own and reaped children's time: a database connection closed during the run still counts.
+        found[int(stat.parent.name)] = (int(fields[1]), sum(int(value) for value in fields[11:15]) / ticks)
+    return found
+
+
+def cpu_seconds(roots: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each named process and its descendants."""
+    processes = _processes()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in processes.items():
+        children.setdefault(parent, []).append(pid)
+    totals = {}
+    for name, root in roots.items():
+        total, todo = 0.0, [root]
+        while todo:
+            pid = todo.pop()
+            total += processes.get(pid, (0, 0.0))[1]
+            todo += children.get(pid, [])
+        totals[name] = total
+    return totals
+
+
 def resend(url: str, body: bytes, signature: str, delivery_ids: list[str]) -> dict[int, int]:
     """Send deliveries again, 32 at a time; how many got each status."""
     import http.client
@@ -205,6 +236,68 @@ def report(name: str, result: dict) -> dict:
             "p99_ms": result["p99_us"] / 1000, "max_ms": result["max_us"] / 1000, "errors": errors}
 
 
+class Sami:
+    """`sami serve` of one version of the code, on a database of its own."""
+
+    def __init__(self, name: str, code: Path, postgres, redis_server, redis_db: int, tmp: Path):
+        from sqlalchemy import create_engine, text
+
+        from tests.support.sami_server import SamiServer, sami_env
+
+        self.name, self.tag = name, f"sami{redis_db}"
+        database = f"bench_webhooks_{redis_db}"
+        admin = create_engine(postgres.url(), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{database}"'))
+        admin.dispose()
+        self.database_url = postgres.url(database)
+        env = sami_env(SAMI_MODE="production", SAMI_DATABASE_URL=self.database_url,
+                       SAMI_REDIS_URL=redis_server.url(redis_db), SAMI_INSTANCE_DIR=str(tmp / f"instance-{redis_db}"),
+                       PYTHONPATH=str(code))
+        env.update({"SAMI_SECRET_KEY": secrets.token_hex(16), "SAMI_WEBHOOK_SECRET": HMAC_KEY})
+        # Migrated by the code under test: its schema is part of what is measured.
+        subprocess.run([sys.executable, "-m", "bot.cli", "db", "upgrade"], env=env, cwd=code, check=True,
+                       capture_output=True, timeout=120)
+        self.server = SamiServer(env, tmp / f"sami-{redis_db}.log", cwd=code)
+        self.redis_url = redis_server.url(redis_db)
+
+    def check(self, prefix: str, answered: int, sent: int, body: bytes, signature: str) -> list[str]:
+        """One row per delivery id, and redeliveries answered as duplicates without new rows."""
+        from redis import Redis
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.database_url)
+        count = text("SELECT count(*) FROM deliveries")
+        like = {"p": f"{prefix}-%"}
+        with engine.connect() as connection:
+            # Requests still being answered when wrk stopped settle first.
+            settled, rows_now = None, connection.execute(count).scalar()
+            while settled != rows_now:
+                time.sleep(1)
+                settled, rows_now = rows_now, connection.execute(count).scalar()
+            rows, distinct = connection.execute(text(
+                "SELECT count(*), count(DISTINCT delivery_id) FROM deliveries WHERE delivery_id LIKE :p"), like).one()
+            # Redeliveries of recorded deliveries (some generated ids were never sent: wrk prepares
+            # each connection's next request before it knows it will send it).
+            sample = list(connection.execute(text(
+                "SELECT delivery_id FROM deliveries WHERE delivery_id LIKE :p ORDER BY random() LIMIT 1000"),
+                like).scalars())
+        again = resend(self.server.url, body, signature, sample)
+        with engine.connect() as connection:
+            rows_after = connection.execute(text("SELECT count(*) FROM deliveries WHERE delivery_id LIKE :p"),
+                                            like).scalar()
+        engine.dispose()
+        redis = Redis.from_url(self.redis_url)
+        queued = redis.llen("rq:queue:sami-actions")
+        redis.close()
+        ok = answered <= rows == distinct <= sent
+        return [f"{self.name}: deliveries rows {rows} ({distinct} distinct ids) for {answered} answered and {sent} "
+                f"sent: {'OK' if ok else 'MISMATCH'}",
+                f"{self.name}: {len(sample)} of them sent again: {again}; rows after: {rows_after}: "
+                f"{'OK' if again == {200: len(sample)} and rows_after == rows else 'MISMATCH'}",
+                f"{self.name}: jobs waiting on the queue (no worker ran; warm-up deliveries included): {queued}"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=20, help="seconds per measured run (at most)")
@@ -212,97 +305,78 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=1, help="measured runs per server, alternating")
     parser.add_argument("--warmup", type=float, default=3, help="seconds of unmeasured load before each run")
-    parser.add_argument("--code", default=".", help="serve Sami from this commit ('.': the working tree)")
+    parser.add_argument("--code", default=".", help="serve Sami from this commit or folder ('.': the working tree)")
+    parser.add_argument("--baseline", default=None, help="also serve Sami from this commit or folder, to compare")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: run scripts/install-test-deps (or apt-get install wrk)")
 
     sys.path.insert(0, str(ROOT))
-    from redis import Redis
-    from sqlalchemy import create_engine, text
-
-    from bot import db
     from tests.support import github_payloads
     from tests.support.sami_server import SamiServer, sami_env
     from tests.support.servers import PostgresServer, RedisServer, free_port, running
 
+    def code_of(rev: str, tmp: Path) -> Path:
+        if rev == ".":
+            return ROOT
+        return Path(rev) if Path(rev).is_dir() else extract(rev, tmp / f"code-{rev}")
+
     with tempfile.TemporaryDirectory(prefix="sami-bench-") as tmp, \
             running(PostgresServer()) as postgres, running(RedisServer()) as redis_server:
         tmp = Path(tmp)
-        admin = create_engine(postgres.url(), isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text('CREATE DATABASE "bench_webhooks"'))
-        admin.dispose()
-        database_url = postgres.url("bench_webhooks")
-        db.upgrade(database_url)
-
-        payload = github_payloads.example("pull_request", "synchronize")
-        body = github_payloads.body(payload)
+        body = github_payloads.body(github_payloads.example("pull_request", "synchronize"))
         body_file = tmp / "pull_request.synchronize.json"
         body_file.write_bytes(body)
         signature = github_payloads.sign(body, HMAC_KEY)
         script = tmp / "deliveries.lua"
         script.write_text(WRK_SCRIPT)
 
-        code = ROOT if args.code == "." else extract(args.code, tmp / "code")
-        env = sami_env(SAMI_MODE="production", SAMI_DATABASE_URL=database_url, SAMI_REDIS_URL=redis_server.url(0),
-                       SAMI_INSTANCE_DIR=str(tmp / "instance"), PYTHONPATH=str(code))
-        env.update({"SAMI_SECRET_KEY": secrets.token_hex(16), "SAMI_WEBHOOK_SECRET": HMAC_KEY})
-        sami = SamiServer(env, tmp / "sami.log")
+        samis = [Sami("sami serve", code_of(args.code, tmp), postgres, redis_server, 1, tmp)]
+        if args.baseline:
+            samis.append(Sami(f"baseline {args.baseline}", code_of(args.baseline, tmp), postgres, redis_server, 2,
+                              tmp))
         bare_port = free_port()
         bare_env = {**sami_env(), "PYTHONPATH": str(ROOT), "BENCH_WEBHOOK_KEY": HMAC_KEY}
-        servers = {}
         bare = subprocess.Popen([sys.executable, __file__, "--serve-bare", f"127.0.0.1:{bare_port}"], env=bare_env,
                                 stdout=open(tmp / "bare.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        checks: list[str] = []
         try:
-            sami.start()
+            for sami in samis:
+                sami.server.start()
             bare_server = SamiServer(bare_env, tmp / "bare.log", port=bare_port)
             while not bare_server.healthy():
                 if bare.poll() is not None:
                     raise SystemExit("the bare app did not start:\n" + (tmp / "bare.log").read_text()[-2000:])
                 time.sleep(0.2)
-            servers = {"bare Flask": bare_server.url, "sami serve": sami.url}
+            postmaster = int((postgres.data / "postmaster.pid").read_text().split()[0])
+            servers = {"bare Flask": (bare_server.url, bare.pid, "bare")}
+            servers.update({sami.name: (sami.server.url, sami.server.process.pid, sami.tag) for sami in samis})
             run_id = uuid.uuid4().hex[:8]
             results: dict[str, list[dict]] = {name: [] for name in servers}
-            sent_ids: list[str] = []
+            sent: dict[str, int] = {name: 0 for name in servers}
             for round_ in range(args.rounds):
                 order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
                 for name in order:
-                    tag = "sami" if name == "sami serve" else "bare"
+                    url, pid, tag = servers[name]
                     if args.warmup:
-                        wrk(servers[name], script, f"warm-{run_id}-{tag}-{round_}", 10**9, args.warmup,
-                            args.connections, body_file, signature)
-                    prefix = f"bench-{run_id}-{tag}-{round_}"
-                    result = wrk(servers[name], script, prefix, args.requests, args.duration, args.connections,
-                                 body_file, signature)
+                        wrk(url, script, f"warm-{run_id}-{tag}-{round_}", 10**9, args.warmup, args.connections,
+                            body_file, signature)
+                    roots = {"server": pid, "postgresql": postmaster, "redis": redis_server.process.pid}
+                    before = cpu_seconds(roots)
+                    result = wrk(url, script, f"bench-{run_id}-{tag}-{round_}", args.requests, args.duration,
+                                 args.connections, body_file, signature)
+                    after = cpu_seconds(roots)
+                    result["cpu_ms"] = {part: (after[part] - before[part]) * 1000 / max(1, result["requests"])
+                                        for part in roots}
                     results[name].append(result)
-                    if tag == "sami":
-                        for thread, sent in result["sent_by_thread"].items():
-                            sent_ids += [f"{thread}-{n}" for n in range(1, sent + 1)]
+                    sent[name] += result["sent"]
                     print(json.dumps(report(name, result)), flush=True)
-
-            engine = create_engine(database_url)
-            with engine.connect() as connection:
-                rows, distinct = connection.execute(text(
-                    "SELECT count(*), count(DISTINCT delivery_id) FROM deliveries WHERE delivery_id LIKE :p"),
-                    {"p": f"bench-{run_id}-sami-%"}).one()
-                # Redeliveries of recorded deliveries (some generated ids were never sent: wrk
-                # prepares each connection's next request before it knows it will send it).
-                sample = list(connection.execute(text(
-                    "SELECT delivery_id FROM deliveries WHERE delivery_id LIKE :p ORDER BY random() LIMIT 1000"),
-                    {"p": f"bench-{run_id}-sami-%"}).scalars())
-            answered = sum(r["requests"] for r in results["sami serve"])
-            again = resend(sami.url, body, signature, sample)
-            with engine.connect() as connection:
-                rows_after = connection.execute(text(
-                    "SELECT count(*) FROM deliveries WHERE delivery_id LIKE :p"),
-                    {"p": f"bench-{run_id}-sami-%"}).scalar()
-            redis = Redis.from_url(redis_server.url(0))
-            queued = redis.llen("rq:queue:sami-actions")
-            redis.close()
-            engine.dispose()
+            for sami in samis:
+                answered = sum(result["requests"] for result in results[sami.name])
+                checks += sami.check(f"bench-{run_id}-{sami.tag}", answered, sent[sami.name], body, signature)
         finally:
-            sami.stop()
+            for sami in samis:
+                sami.server.stop()
             bare.terminate()
             try:
                 bare.wait(20)
@@ -312,23 +386,24 @@ def main() -> None:
 
     print()
     print(f"wrk -t 2 -c {args.connections}, {args.rounds} run(s) per server of at most {args.duration:g} s or "
-          f"{args.requests} answers; {len(body)}-byte pull_request.synchronize body; code: {args.code}")
-    print(f"{'server':<12} {'requests':>9} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-          f"{'errors':>6}")
-    rates = {}
+          f"{args.requests} answers; {len(body)}-byte pull_request.synchronize body")
+    width = max(len(name) for name in results)
+    print(f"{'server':<{width}} {'requests':>9} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+          f"{'errors':>6}   CPU ms per request: server, PostgreSQL, Redis")
+    rates: dict[str, list[float]] = {}
     for name, runs in results.items():
         for result in runs:
             line = report(name, result)
             rates.setdefault(name, []).append(line["rps"])
-            print(f"{name:<12} {line['requests']:>9} {line['rps']:>8.0f} {line['p50_ms']:>7.1f} {line['p90_ms']:>7.1f} "
-                  f"{line['p99_ms']:>7.1f} {line['max_ms']:>7.1f} {line['errors']:>6}")
-    ratio = statistics.mean(rates["sami serve"]) / statistics.mean(rates["bare Flask"])
-    print(f"sami serve / bare Flask requests/s: {ratio:.0%}")
-    print(f"deliveries rows: {rows} ({distinct} distinct ids) for {answered} answered and {len(sent_ids)} sent; "
-          f"{'OK' if answered <= rows == distinct <= len(sent_ids) else 'MISMATCH'}")
-    print(f"{len(sample)} of them sent again: {again}; rows after: {rows_after} "
-          f"({'OK' if again == {200: len(sample)} and rows_after == rows else 'MISMATCH'})")
-    print(f"jobs waiting on the queue (no worker ran; warm-up deliveries included): {queued}")
+            print(f"{name:<{width}} {line['requests']:>9} {line['rps']:>7.0f} {line['p50_ms']:>7.1f} "
+                  f"{line['p90_ms']:>7.1f} {line['p99_ms']:>7.1f} {line['max_ms']:>7.1f} {line['errors']:>6}   "
+                  f"{result['cpu_ms']['server']:.2f}, {result['cpu_ms']['postgresql']:.2f}, "
+                  f"{result['cpu_ms']['redis']:.2f}")
+    for name in rates:
+        if name != "bare Flask":
+            ratio = statistics.mean(rates[name]) / statistics.mean(rates["bare Flask"])
+            print(f"{name} / bare Flask requests/s: {ratio:.0%}")
+    print("\n".join(checks))
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ def sami(*args: str, env: dict[str, str], timeout: float = 60, check: bool = Tru
 class SamiServer:
     """`sami serve` on a free port of 127.0.0.1, its output in ``log``."""
 
-    def __init__(self, env: dict[str, str], log: Path, *args: str, port: int | None = None):
+    def __init__(self, env: dict[str, str], log: Path, *args: str, port: int | None = None, cwd: Path = ROOT):
         self.port = port or free_port()
+        self.cwd = cwd  # `python -m` imports from here first
         self.env = env
         self.log = log
         self.args = args
@@ -46,7 +47,7 @@ class SamiServer:
         with open(self.log, "ab") as sink:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "bot.cli", "serve", "--bind", f"127.0.0.1:{self.port}", *self.args],
-                env=self.env, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
+                env=self.env, stdout=sink, stderr=subprocess.STDOUT, cwd=self.cwd)
         deadline = time.monotonic() + timeout
         while not self.healthy():
             if time.monotonic() > deadline or self.process.poll() is not None:
