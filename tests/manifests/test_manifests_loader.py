@@ -329,11 +329,35 @@ def test_parallel_and_serial_loading_agree(repo_dir: Path) -> None:
     assert len(serial.errors) == 6 and len(serial.manifests) == 34
 
 
+MAP_CHUNKS = """
+from bot.manifests.parallel import map_chunks
+from tests.manifests.test_manifests_loader import _double, _triple
+print(map_chunks(_double, _triple, list(range(10)), 3))
+"""
+
+
 def test_map_chunks_keeps_order() -> None:
-    result = map_chunks(_double, _triple, list(range(10)), 3)
-    assert result is not None
-    mine, theirs = result
-    assert mine == [0, 3, 6, 9] and theirs == [8, 10, 12, 14, 16, 18]
+    # In a fresh process: map_chunks forks only where no other thread runs, and the test run's
+    # own threads (servers' log readers) would make it work alone here.
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", MAP_CHUNKS], capture_output=True, text=True, check=True,
+                            timeout=60)
+    assert result.stdout.strip() == "([0, 3, 6, 9], [8, 10, 12, 14, 16, 18])"
+
+
+def test_map_chunks_works_alone_while_other_threads_run() -> None:
+    import threading
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert map_chunks(_double, _triple, list(range(10)), 3) is None
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _double(chunk: list[int]) -> list[int]:
