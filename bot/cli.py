@@ -237,7 +237,7 @@ def token_revoke(name: str) -> None:
 
 @cli.group()
 def github() -> None:
-    """GitHub: send webhook deliveries to a Sami server."""
+    """GitHub: send test deliveries, check the connection, recover missed deliveries, create the App."""
 
 
 @github.command("send")
