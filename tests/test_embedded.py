@@ -97,3 +97,31 @@ def test_static_site_is_deployed_and_served_within_a_minute(embedded):
     assert json.loads(body)["state"] == "succeeded"
     status, body = call(f"{base}/readyz")
     assert status == 200 and json.loads(body)["checks"]["database"] == "ok"
+
+
+def test_a_pull_request_from_github_gets_its_environment_on_the_embedded_default(embedded):
+    """The README's newcomer flow: the server made a webhook secret; `sami github send` signs the
+    example pull_request.opened delivery with it; the pull request's docs site is deployed."""
+    base, token, tmp_path = embedded
+    secret = (tmp_path / "instance" / "webhook-secret").read_text().strip()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
+    env["SAMI_WEBHOOK_SECRET"] = secret
+    sent = subprocess.run([sys.executable, "-m", "bot.cli", "github", "send", "pull_request",
+                           "examples/github/pull_request.opened.json", "--url", base],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.startswith("202"), sent.stdout
+    started = time.monotonic()
+    while True:
+        status, body = call(f"{base}/api/v1/deployments/docs-pr-2", token)
+        state = json.loads(body)["deployment"]["state"] if status == 200 else None
+        if state in ("Running", "Failure"):
+            break
+        assert time.monotonic() - started < 60, f"docs-pr-2 is {state} after a minute"
+        time.sleep(0.3)
+    detail = json.loads(body)["deployment"]
+    assert state == "Running", detail["status_message"]
+    assert detail["source"]["pull_request"] == 2
+    assert detail["tag"] == "ec26c3e57ca3a959ca5aad62de7213c562f8c821"
+    status, page = call(f"{base}/sites/docs-pr-2/")
+    assert status == 200 and "<html" in page.lower()

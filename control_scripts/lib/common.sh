@@ -214,8 +214,10 @@ sami_validate_common() {
     if [ -n "$sami_service" ] && ! [[ $sami_service =~ ^[a-z][a-z0-9-]{0,62}$ ]]; then
         sami_problem "Service name \"${sami_service}\" is invalid."
     fi
-    if [ -n "$sami_environment" ] && ! [[ $sami_environment =~ ^[a-z][a-z0-9-]{0,62}$ ]]; then
-        sami_problem "Environment name \"${sami_environment}\" is invalid."
+    # An environment is a DNS label, or pull_request (the folder pull request environments come from).
+    if [ -n "$sami_environment" ] && [ "$sami_environment" != "pull_request" ] \
+        && ! [[ $sami_environment =~ ^[a-z][a-z0-9-]{0,62}$ ]]; then
+        sami_problem "Environment name \"${sami_environment}\" is invalid: use stage, production, pull_request or a DNS label."
     fi
     sami_check_override_list application-config "${sami_app_config[@]}"
     sami_check_override_list deployment-config "${sami_deploy_config[@]}"

@@ -225,6 +225,19 @@ def test_config_check_passes_for_examples(kind, stand_ins, tmp_path):
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize("kind", ["swarm", "cron", "compose", "static_file"])
+def test_config_check_passes_for_a_pull_request_environment(kind, stand_ins, tmp_path):
+    """Pull request environments reach the scripts as --environment pull_request (their folder)."""
+    env = stand_ins.env({"SAMI_STATIC_ROOT": str(tmp_path)})
+    args = contract_args("web-pr-7", tag="v1", manifest_dir=MANIFESTS[kind], environment="pull_request",
+                         deployment_config={"port": "18080"})
+    result = run_script(kind, "config_check", args, env=env)
+    assert result.returncode == 0, result.stdout
+    bad = contract_args("web-pr-7", tag="v1", manifest_dir=MANIFESTS[kind], environment="pull-request_x")
+    refused = run_script(kind, "config_check", bad, env=env)
+    assert refused.returncode == 64 and "Environment name" in refused.stdout
+
+
 def test_overrides_reach_the_tool_environment_deployment_wins(stand_ins, tmp_path):
     """Overrides become env vars (K upper-cased, . and - to _), deployment config wins; the
     secret stays in the environment and never reaches argv."""
