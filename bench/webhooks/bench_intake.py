@@ -256,8 +256,10 @@ class Sami:
                        PYTHONPATH=str(code))
         env.update({"SAMI_SECRET_KEY": secrets.token_hex(16), "SAMI_WEBHOOK_SECRET": HMAC_KEY})
         # Migrated by the code under test: its schema is part of what is measured.
-        subprocess.run([sys.executable, "-m", "bot.cli", "db", "upgrade"], env=env, cwd=code, check=True,
-                       capture_output=True, timeout=120)
+        migrated = subprocess.run([sys.executable, "-m", "bot.cli", "db", "upgrade"], env=env, cwd=code,
+                                  capture_output=True, text=True, timeout=120)
+        if migrated.returncode != 0:
+            raise SystemExit(f"sami db upgrade failed for {name}:\n{migrated.stderr[-3000:]}")
         self.server = SamiServer(env, tmp / f"sami-{redis_db}.log", cwd=code)
         self.redis_url = redis_server.url(redis_db)
 
