@@ -9,7 +9,9 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import update
+from sqlalchemy.orm import Session
 
+from bot import db
 from bot.github import router
 from bot.models import Delivery, DeliveryStatus
 from bot.webhooks import parse_delivery, record_delivery
@@ -219,3 +221,21 @@ def test_a_delivery_being_processed_is_not_taken_over(db_session, worker_ctx, ro
     db_session.commit()
     assert Scheduler(worker_ctx).tick(now=now + timedelta(seconds=60)).deliveries == []
     assert delivery_jobs.process_delivery(row_id, ctx=worker_ctx) is None
+
+
+def test_the_embedded_defaults_sqlite_records_a_delivery_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'sami.sqlite3'}"
+    db.upgrade(url)
+    engine = db.make_engine(url)
+    payload = github_payloads.example("pull_request", "opened")
+    try:
+        with Session(engine) as session:
+            first = record_delivery(session, parse_delivery("sqlite-1", "pull_request", payload))
+            again = record_delivery(session, parse_delivery("sqlite-1", "pull_request", payload))
+            session.commit()
+            [row] = deliveries(session)
+        assert first == row.id and again is None
+        assert (row.action, row.status, row.payload) == ("opened", DeliveryStatus.RECEIVED, payload)
+        assert row.received_at.tzinfo is not None
+    finally:
+        engine.dispose()
