@@ -37,6 +37,10 @@ def make_engine(url: str, **kwargs) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    # One connection per gunicorn thread (8 by default) and a few for the embedded worker, so a
+    # busy web process does not open and close connections on every request.
+    if "poolclass" not in kwargs:
+        kwargs.setdefault("pool_size", 10)
     return create_engine(url, **kwargs)
 
 
