@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -36,6 +37,12 @@ _context: WorkerContext | None = None
 
 def build_context(settings: Settings, broker=None, session_factory: sessionmaker | None = None) -> WorkerContext:
     """A context for ``settings``; the broker defaults to RQ on the configured Redis."""
+    # Working folders of this process: the instance folder and, when it is the default inside it,
+    # the static root that static_file deployments are written to (the embedded default's SQLite
+    # file creates the instance folder; with PostgreSQL nothing else would).
+    Path(settings.instance_dir).mkdir(parents=True, exist_ok=True)
+    if Path(settings.static_root).parent == Path(settings.instance_dir):
+        Path(settings.static_root).mkdir(exist_ok=True)
     if session_factory is None:
         session_factory = sessionmaker(bind=db.make_engine(settings.database_url), expire_on_commit=False)
     context = WorkerContext(

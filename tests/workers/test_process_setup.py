@@ -1,4 +1,4 @@
-"""The scheduler process outlives a database that stops answering."""
+"""Worker and scheduler processes: what they set up at start, and a database outage they outlive."""
 
 from __future__ import annotations
 
@@ -32,3 +32,17 @@ def test_the_scheduler_keeps_ticking_while_the_database_is_unreachable(tmp_path,
     scheduler.stop()
     thread.join(10)
     assert not thread.is_alive()
+
+
+def test_a_worker_context_makes_its_instance_folder_and_default_static_root(tmp_path):
+    """With PostgreSQL, nothing else creates them, and static_file deployments need the root."""
+    instance = tmp_path / "fresh" / "instance"
+    settings = settings_from_mapping({"mode": "test", "instance_dir": str(instance),
+                                      "database_url": "postgresql://sami@127.0.0.1:1/sami"})
+    build_context(settings, broker=InProcessBroker())
+    assert (instance / "sites").is_dir()
+    elsewhere = tmp_path / "served"
+    custom = settings_from_mapping({"mode": "test", "instance_dir": str(instance), "static_root": str(elsewhere),
+                                    "database_url": "postgresql://sami@127.0.0.1:1/sami"})
+    build_context(custom, broker=InProcessBroker())
+    assert not elsewhere.exists()  # an operator's own static root is theirs to provide
