@@ -272,6 +272,10 @@ def github_send(event: str, payload, url: str, secret: str, delivery: str | None
         raise click.BadParameter("GitHub payloads are JSON objects", param_hint="PAYLOAD")
     if action is not None:
         document["action"] = action
+        pull = document.get("pull_request")
+        if event == "pull_request" and isinstance(pull, dict) and action in ("closed", "reopened"):
+            # As GitHub sends them: the pull request object says it is closed (or open again).
+            pull["state"] = "closed" if action == "closed" else "open"
         body = json.dumps(document, separators=(",", ":")).encode()
     delivery = delivery or str(uuid.uuid4())
     target = url.rstrip("/")

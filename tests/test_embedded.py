@@ -125,3 +125,13 @@ def test_a_pull_request_from_github_gets_its_environment_on_the_embedded_default
     assert detail["tag"] == "ec26c3e57ca3a959ca5aad62de7213c562f8c821"
     status, page = call(f"{base}/sites/docs-pr-2/")
     assert status == 200 and "<html" in page.lower()
+    # The same pull request, closed (`--action closed` makes the payload say so, as GitHub's does).
+    closed = subprocess.run([sys.executable, "-m", "bot.cli", "github", "send", "pull_request",
+                             "examples/github/pull_request.opened.json", "--action", "closed", "--url", base],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert closed.returncode == 0, closed.stderr
+    started = time.monotonic()
+    while (state := json.loads(call(f"{base}/api/v1/deployments/docs-pr-2", token)[1])["deployment"]["state"]) \
+            != "Archived":
+        assert time.monotonic() - started < 60, f"docs-pr-2 is {state} a minute after the pull request closed"
+        time.sleep(0.3)
