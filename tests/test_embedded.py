@@ -13,6 +13,7 @@ import urllib.request
 
 import pytest
 
+from tests.support.sami_server import SamiServer, sami, sami_env
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -34,41 +35,14 @@ def call(url, token=None, body=None):
 @pytest.fixture
 def embedded(tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
     # Working copies go to a folder of the test's own, so what the server leaves behind shows.
     (tmp_path / "tmp").mkdir()
-    env.update({"SAMI_INSTANCE_DIR": str(tmp_path / "instance"), "SAMI_BASE_DOMAIN": f"127.0.0.1:{port}",
-                "SAMI_PUBLIC_URL": f"http://127.0.0.1:{port}", "TMPDIR": str(tmp_path / "tmp")})
-    sami = [sys.executable, "-m", "bot.cli"]
-    subprocess.run([*sami, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=60)
-    token = subprocess.run([*sami, "token", "create", "newcomer", "--admin"], env=env, check=True,
-                           capture_output=True, text=True, timeout=60).stdout.strip()
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as sink:
-        server = subprocess.Popen([*sami, "serve", "--bind", f"127.0.0.1:{port}"], env=env,
-                                  stdout=sink, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if call(f"{base}/healthz")[0] == 200:
-                break
-        except OSError:
-            pass
-        if time.monotonic() > deadline or server.poll() is not None:
-            server.kill()
-            raise AssertionError(f"sami serve did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.2)
-    try:
-        yield base, token, tmp_path
-    finally:
-        # gunicorn lets in-flight work finish for up to its graceful timeout (30 s), then stops.
-        server.terminate()
-        try:
-            server.wait(45)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    env = sami_env(SAMI_INSTANCE_DIR=str(tmp_path / "instance"), SAMI_BASE_DOMAIN=f"127.0.0.1:{port}",
+                   SAMI_PUBLIC_URL=f"http://127.0.0.1:{port}", TMPDIR=str(tmp_path / "tmp"))
+    sami("db", "upgrade", env=env)
+    token = sami("token", "create", "newcomer", "--admin", env=env).stdout.strip()
+    with SamiServer(env, tmp_path / "serve.log", port=port) as server:
+        yield server.url, token, tmp_path
     leftovers = [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith(("sami-action-", "sami-check-"))]
     assert leftovers == [], leftovers
 

@@ -4,17 +4,13 @@ request) are JSON like every other API error."""
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
 import select
 import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
+from tests.support.sami_server import SamiServer, sami, sami_env
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -27,42 +23,12 @@ def server(tmp_path_factory):
     """A `sami serve` of the embedded default and an admin token for it; stopped however the tests end."""
     tmp_path = tmp_path_factory.mktemp("serve")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
-    env.update({"SAMI_INSTANCE_DIR": str(tmp_path / "instance"), "SAMI_BASE_DOMAIN": f"127.0.0.1:{port}",
-                "SAMI_PUBLIC_URL": f"http://127.0.0.1:{port}"})
-    sami = [sys.executable, "-m", "bot.cli"]
-    subprocess.run([*sami, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=60)
-    token = subprocess.run([*sami, "token", "create", "limits", "--admin"], env=env, check=True,
-                           capture_output=True, text=True, timeout=60).stdout.strip()
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as sink:
-        process = subprocess.Popen([*sami, "serve", "--bind", f"127.0.0.1:{port}"], env=env,
-                                   stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while not healthy(port):
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise AssertionError(f"sami serve did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
+    env = sami_env(SAMI_INSTANCE_DIR=str(tmp_path / "instance"), SAMI_BASE_DOMAIN=f"127.0.0.1:{port}",
+                   SAMI_PUBLIC_URL=f"http://127.0.0.1:{port}")
+    sami("db", "upgrade", env=env)
+    token = sami("token", "create", "limits", "--admin", env=env).stdout.strip()
+    with SamiServer(env, tmp_path / "serve.log", port=port):
         yield port, token
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def healthy(port) -> bool:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        connection.request("GET", "/healthz")
-        return connection.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        connection.close()
 
 
 def parse_answer(answer: bytes) -> tuple[int, dict]:

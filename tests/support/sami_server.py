@@ -74,7 +74,8 @@ class SamiServer:
             return
         self.process.terminate()
         try:
-            self.process.wait(20)
+            # gunicorn lets in-flight work finish for up to its graceful timeout (30 s), then stops.
+            self.process.wait(45)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
