@@ -1,0 +1,338 @@
+"""The sticky pull request comment: Markdown rendered from plain data, nothing else.
+
+One comment per pull request, found again by its first line (``MARKER``) and edited in place. The
+renderer is pure and deterministic: the same rows, times and notices give the same text, so the
+caller edits the comment only when the text changes.
+
+Every value that a user, a manifest or a script chose (tags, URLs, messages, logins) is escaped:
+Markdown and HTML in it are shown as text, line breaks and ``|`` cannot break the table, ``@`` does
+not mention anyone, and only ``http(s)`` URLs become links. The comment stays under GitHub's limit
+by leaving out the last rows and saying how many were left out.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bot.states import ActionState, DeploymentState, FailureReason
+
+MARKER = "<!-- sami:sticky-comment -->"
+# GitHub refuses a comment body over 65,536 characters; counted here in UTF-16 units, never fewer.
+MAX_COMMENT_CHARS = 65_536
+MAX_ROWS = 50
+MAX_URL = 2000
+MAX_TEXT = 100
+NONE = "—"
+
+S = DeploymentState
+BADGES: dict[DeploymentState, tuple[str, str]] = {
+    S.RUNNING: ("🟢", "Running"),
+    S.CREATE_PENDING: ("🟡", "Creating"),
+    S.UPDATE_PENDING: ("🟡", "Updating"),
+    S.ARCHIVE_PENDING: ("🟡", "Archiving"),
+    S.CLEANUP_PENDING: ("🟡", "Cleaning up"),
+    S.FAILURE: ("🔴", "Failed"),
+    S.CLEANUP_FAILED: ("🔴", "Cleanup failed"),
+    S.ARCHIVED: ("⚪", "Archived"),
+    S.REMOVED: ("⚫", "Removed"),
+}
+FAILURE_WORDS: dict[FailureReason, str] = {
+    FailureReason.PARTIAL_AVAILABILITY: "partly available",
+    FailureReason.TAG_MISMATCH: "tag mismatch",
+    FailureReason.TIMED_OUT: "timed out",
+}
+ACTION_BADGES: dict[ActionState, tuple[str, str]] = {
+    ActionState.QUEUED: ("⏳", "queued"),
+    ActionState.RUNNING: ("🔄", "running"),
+    ActionState.SUCCEEDED: ("✅", "succeeded"),
+    ActionState.FAILED: ("❌", "failed"),
+    ActionState.TIMED_OUT: ("⌛", "timed out"),
+    ActionState.CANCELLED: ("⏹️", "cancelled"),
+    ActionState.SUPERSEDED: ("⏭️", "superseded"),
+}
+
+
+@dataclass(frozen=True)
+class EnvironmentRow:
+    """One deployment of the pull request as the comment shows it."""
+
+    service: str
+    name: str
+    state: DeploymentState | str
+    failure_reason: FailureReason | str | None = None
+    url: str | None = None
+    tag: str | None = None
+    sha: str | None = None
+    updated_at: datetime | None = None
+    action_id: int | None = None
+    action_state: ActionState | str | None = None
+    action_kind: str | None = None
+    page_url: str | None = None
+    # The tag it ran before, while an update is pending ("Updating (was v1)").
+    previous_tag: str | None = None
+    # What a deploy waits for before it starts, e.g. "CI" ("Waiting for CI").
+    waiting_for: str | None = None
+
+
+@dataclass(frozen=True)
+class LastCommand:
+    """The last `/sami` command on the pull request and what became of it."""
+
+    text: str  # as written, e.g. "/sami deploy web"
+    author: str  # the GitHub login
+    result: str  # e.g. "accepted", "refused: alice may only read this repository"
+
+
+# --- escaping ---------------------------------------------------------------------------------
+
+# ASCII punctuation that Markdown reads (CommonMark lets any of it be backslash-escaped).
+# Values never start a line, so the marks that only count there (# - + 1.) are left as they are.
+_MARKDOWN_PUNCTUATION = set("\\`*_{}[]()!|~$")
+_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}
+_SPACES = re.compile(r"\s+")
+_CODE_SAFE = re.compile(r"[A-Za-z0-9_.:/+@-]{1,128}\Z")
+_COMMAND_SAFE = re.compile(r"/sami(?: [A-Za-z0-9_.,-]+)*\Z")
+_HEX_SHA = re.compile(r"[0-9a-fA-F]{7,64}\Z")
+_URL = re.compile(r"https?://[^\s<>\"'`\\]+\Z", re.IGNORECASE)
+_URL_KEEP = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/?#@!$&*+,;=%")
+# A word joiner after "@": the text still reads "@name" but GitHub mentions nobody.
+_NO_MENTION = "@\u2060"
+
+
+def _clean(value: object, limit: int) -> str:
+    """One line of printable text: no control or bidi characters, whitespace collapsed, shortened."""
+    text = "" if value is None else str(value)
+    text = "".join(" " if ch.isspace() else ch for ch in text
+                   if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn"))
+    text = _SPACES.sub(" ", text).strip()
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def escape_text(value: object, limit: int = MAX_TEXT) -> str:
+    """``value`` as literal text in Markdown and in a table cell: nothing in it is markup."""
+    out = []
+    for ch in _clean(value, limit):
+        if ch in _HTML:
+            out.append(_HTML[ch])
+        elif ch in _MARKDOWN_PUNCTUATION:
+            out.append("\\" + ch)
+        elif ch == "@":
+            out.append(_NO_MENTION)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def code(value: object, limit: int = 128, pattern: re.Pattern[str] = _CODE_SAFE) -> str:
+    """``value`` in a code span when it is a plain token (a tag, a sha), otherwise as escaped text."""
+    text = _clean(value, limit)
+    if pattern.match(text):
+        return f"`{text}`"
+    return escape_text(text, limit)
+
+
+def safe_url(url: object) -> str | None:
+    """``url`` ready to be a link target when it is an http(s) URL with a host, else None."""
+    if not isinstance(url, str) or len(url) > MAX_URL or not _URL.match(url):
+        return None
+    host = url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if not host or "@" in host:  # user@host reads as one site and opens another
+        return None
+    # Anything a link destination or a table could read as syntax is percent-encoded.
+    return "".join(ch if ch in _URL_KEEP else "".join(f"%{b:02X}" for b in ch.encode("utf-8")) for ch in url)
+
+
+def link(label: str, url: object) -> str:
+    """A Markdown link with an already escaped ``label``, or just the label when ``url`` is not http(s)."""
+    target = safe_url(url)
+    return f"[{label}]({target})" if target else label
+
+
+# --- words ------------------------------------------------------------------------------------
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def age(then: datetime | None, now: datetime) -> str:
+    """How long ago ``then`` was, in words: "just now", "3 min ago", "5 h ago", "2 days ago", a date."""
+    if then is None:
+        return NONE
+    then, now = _as_utc(then), _as_utc(now)
+    seconds = int((now - then).total_seconds())
+    if seconds < 60:
+        return "just now"  # also a time a little ahead of ours: clocks differ
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86400:
+        return f"{seconds // 3600} h ago"
+    days = seconds // 86400
+    if days < 30:
+        return "1 day ago" if days == 1 else f"{days} days ago"
+    return f"on {then:%Y-%m-%d}"
+
+
+def state_badge(state: DeploymentState | str, failure_reason: FailureReason | str | None = None) -> str:
+    """The state as an icon and words, e.g. "🔴 Failed (tag mismatch)"; the icon never stands alone."""
+    try:
+        icon, words = BADGES[DeploymentState(state)]
+    except ValueError:
+        return f"❔ {escape_text(state, 40)}"
+    if DeploymentState(state) is S.FAILURE and failure_reason is not None:
+        try:
+            reason = FAILURE_WORDS.get(FailureReason(failure_reason))
+        except ValueError:
+            reason = escape_text(failure_reason, 40)
+        if reason:
+            words = f"{words} ({reason})"
+    return f"{icon} {words}"
+
+
+def action_badge(state: ActionState | str) -> str:
+    """An action's state as an icon and a word, e.g. "✅ succeeded"."""
+    try:
+        icon, word = ACTION_BADGES[ActionState(state)]
+    except ValueError:
+        return f"❔ {escape_text(state, 40)}"
+    return f"{icon} {word}"
+
+
+def short_sha(sha: str | None) -> str | None:
+    """The first 7 characters of a commit sha, as GitHub shows it."""
+    if not sha:
+        return None
+    return sha[:7] if _HEX_SHA.match(sha) else _clean(sha, 12)
+
+
+# --- the comment ------------------------------------------------------------------------------
+
+
+def _state_cell(row: EnvironmentRow) -> str:
+    if row.waiting_for:
+        return f"⏳ Waiting for {escape_text(row.waiting_for, 40)}"
+    cell = state_badge(row.state, row.failure_reason)
+    if row.previous_tag and str(row.state) == S.UPDATE_PENDING:
+        cell += f" (was {code(row.previous_tag)})"
+    return cell
+
+
+def _url_cell(row: EnvironmentRow) -> str:
+    target = safe_url(row.url)
+    if not target:
+        return NONE
+    label = str(row.url).split("://", 1)[1].rstrip("/")
+    return f"[{escape_text(label, 80)}]({target})"
+
+
+def _tag_cell(row: EnvironmentRow) -> str:
+    parts = []
+    if row.tag:
+        parts.append(code(row.tag))
+    sha = short_sha(row.sha)
+    if sha and not (row.tag and str(row.tag).startswith(sha)):
+        parts.append(code(sha))
+    return " · ".join(parts) or NONE
+
+
+def _action_cell(row: EnvironmentRow) -> str:
+    if row.action_id is None:
+        return NONE
+    kind = escape_text(row.action_kind or "action", 30)
+    # "log", not "#<id>": GitHub would link "#123" to issue 123.
+    return link(f"{kind} log", row.page_url) if safe_url(row.page_url) else f"{kind} (action {int(row.action_id)})"
+
+
+def _row(row: EnvironmentRow, now: datetime) -> str:
+    cells = [escape_text(row.service, 63), _state_cell(row), _url_cell(row), _tag_cell(row),
+             age(row.updated_at, now), _action_cell(row)]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _last_action_line(rows: Sequence[EnvironmentRow], now: datetime) -> str | None:
+    with_actions = [row for row in rows if row.action_id is not None and row.action_state is not None]
+    if not with_actions:
+        return None
+    row = max(with_actions, key=lambda r: int(r.action_id or 0))
+    kind = escape_text(row.action_kind or "action", 30)
+    line = (f"**Last action:** {kind} of {escape_text(row.service, 63)} (action {int(row.action_id or 0)})"
+            f" {action_badge(row.action_state or '')}")
+    if row.updated_at is not None:
+        line += f" · {age(row.updated_at, now)}"
+    if safe_url(row.page_url):
+        line += " · " + link("log", row.page_url)
+    return line
+
+
+def _last_command_line(command: LastCommand) -> str:
+    return (f"**Last command:** {code(command.text, 200, _COMMAND_SAFE)} by {escape_text(command.author, 39)}"
+            f" — {escape_text(command.result, 200)}")
+
+
+def _approval_notice(head_sha: str | None) -> str:
+    sha = short_sha(head_sha)
+    commit = f"commit {code(sha)}" if sha else "this commit"
+    return ("> ⏸️ **Waiting for approval** — this pull request comes from a fork, so Sami deploys it only "
+            f"after someone with write access comments `/sami deploy`. An approval holds for {commit} only; "
+            "a new push needs a new approval.")
+
+
+def _length(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def render_sticky_comment(rows: Sequence[EnvironmentRow], *, pr_number: int, head_sha: str | None,
+                          now: datetime, public_url: str | None = None, awaiting_approval: bool = False,
+                          last_command: LastCommand | None = None, max_rows: int = MAX_ROWS,
+                          limit: int = MAX_COMMENT_CHARS) -> str:
+    """The sticky comment's Markdown for pull request ``pr_number``; the same input gives the same text."""
+    sha = short_sha(head_sha)
+    title = f"### Sami environments for #{int(pr_number)}"
+    if sha:
+        title += f" at {code(sha)}"
+    head = [MARKER, title, ""]
+    if awaiting_approval:
+        head += [_approval_notice(head_sha), ""]
+
+    ordered = sorted(rows, key=lambda r: (str(r.service), str(r.name), r.action_id or 0))
+    status_page = link("status page", public_url) if safe_url(public_url) else None
+    outcome = [line for line in (_last_action_line(ordered, now),
+                                 _last_command_line(last_command) if last_command else None) if line]
+    tail = [""]
+    if outcome:
+        tail += ["  \n".join(outcome), ""]  # two spaces: a line break, not a new paragraph
+    footer = "<sub>Comment `/sami help` for the commands"
+    if status_page:
+        footer += f" · {status_page}"
+    footer += f" · as of {_as_utc(now):%Y-%m-%d %H:%M} UTC</sub>"
+    tail.append(footer)
+
+    if not ordered:
+        body = ["No environments for this pull request yet. Comment `/sami deploy` to create them."]
+        return "\n".join(head + body + tail) + "\n"
+
+    table = ["| Service | State | URL | Tag | Updated | Log |", "| --- | --- | --- | --- | --- | --- |"]
+    fixed = _length("\n".join(head + table + tail)) + 2
+    more_line_room = 120 + (_length(status_page) if status_page else 0)
+    shown: list[str] = []
+    used = fixed
+    for index, row in enumerate(ordered):
+        line = _row(row, now)
+        left_after = len(ordered) - index - 1
+        room = limit - (more_line_room if left_after else 0)
+        if index >= max_rows or used + _length(line) + 1 > room:
+            break
+        shown.append(line)
+        used += _length(line) + 1
+    body = table + shown
+    left_out = len(ordered) - len(shown)
+    if left_out:
+        more = f"…and {left_out} more environment{'s' if left_out > 1 else ''}"
+        body += ["", more + (f": see the {status_page}." if status_page else ".")]
+    return "\n".join(head + body + tail) + "\n"
