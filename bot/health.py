@@ -20,7 +20,9 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """The database and Redis answer; 503 names what is down."""
+    """Ready while the database answers (503 otherwise). Redis down is reported as degraded, not
+    unready: requests are still accepted and recorded then, and the scheduler's sweep queues them
+    once Redis is back, so taking the web process out of its load balancer would only lose them."""
     checks: dict[str, str] = {}
     try:
         db.ping(db.get_session())
@@ -34,7 +36,9 @@ def readyz():
     except Exception as exc:
         log.warning("readiness: redis unreachable: %s", type(exc).__name__)
         checks["redis"] = "unreachable"
-    down = sorted(name for name, state in checks.items() if state == "unreachable")
-    if down:
+    if checks["database"] == "unreachable":
+        down = sorted(name for name, state in checks.items() if state == "unreachable")
         return jsonify(status="unavailable", down=down, checks=checks), 503
+    if checks["redis"] == "unreachable":
+        return jsonify(status="degraded", degraded=["redis"], checks=checks)
     return jsonify(status="ok", checks=checks)

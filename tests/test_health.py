@@ -18,13 +18,23 @@ def test_readyz_when_everything_answers(client):
     assert response.json["checks"] == {"database": "ok", "redis": "ok"}
 
 
-def test_readyz_names_redis_when_it_is_down(test_config, session_factory):
+def test_readyz_with_redis_down_is_degraded_but_ready(test_config, session_factory):
+    """Requests are still accepted and recorded without Redis (the sweep queues them later), so a
+    load balancer must keep sending them."""
     app = create_app({**test_config, "redis_url": f"redis://127.0.0.1:{free_port()}/0"})
     app.extensions["sami.db"] = session_factory
     response = app.test_client().get("/readyz")
+    assert response.status_code == 200
+    assert response.json["status"] == "degraded" and response.json["degraded"] == ["redis"]
+    assert response.json["checks"] == {"database": "ok", "redis": "unreachable"}
+
+
+def test_readyz_names_both_when_the_database_and_redis_are_down(test_config):
+    app = create_app({**test_config, "database_url": f"postgresql+psycopg2://nobody@127.0.0.1:{free_port()}/sami",
+                      "redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    response = app.test_client().get("/readyz")
     assert response.status_code == 503
-    assert response.json["down"] == ["redis"]
-    assert response.json["checks"]["database"] == "ok"
+    assert response.json["down"] == ["database", "redis"]
 
 
 def test_readyz_names_the_database_when_it_is_down(test_config):
