@@ -22,6 +22,7 @@ from bot import db
 from bot.models import Delivery, DeliveryStatus
 from tests.conftest import create_database
 from tests.support import github_payloads
+from tests.support.procs import wait_until
 from tests.support.sami_server import ROOT, SamiServer, post, sami, sami_env
 from tests.support.servers import RedisServer
 from workers.queue import ACTIONS_QUEUE
@@ -165,16 +166,6 @@ def sqlite_delivery(instance, delivery_id: str):
                                   (delivery_id,)).fetchone()
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def test_the_embedded_default_generates_a_secret_prints_it_once_and_accepts_deliveries_signed_with_it(tmp_path):
     instance = tmp_path / "instance"
     env = sami_env(SAMI_INSTANCE_DIR=str(instance), SAMI_LOG_LEVEL="info")
@@ -197,7 +188,7 @@ def test_the_embedded_default_generates_a_secret_prints_it_once_and_accepts_deli
         status, _ = post(server.url, PATH, data, github_payloads.delivery_headers("pull_request", data, secret,
                                                                                   "embedded-1"))
         assert status == 202
-        done = wait_for(lambda: (row := sqlite_delivery(instance, "embedded-1")) and row[0] != "received" and
+        done = wait_until(lambda: (row := sqlite_delivery(instance, "embedded-1")) and row[0] != "received" and
                         row[0] != "processing" and row, 30, "the in-process worker to process the delivery")
         assert done[0] in ("processed", "ignored"), done
 

@@ -20,7 +20,7 @@ from bot.models import Action, Deployment
 from bot.states import ActionState, DeploymentState
 from bot.tokens import Scopes, create_token
 from tests.pipeline.probe_scripts import write_probe_repo
-from tests.support.procs import alive
+from tests.support.procs import alive, wait_until
 from tests.support.servers import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -86,13 +86,7 @@ class Stack:
             return session.scalars(select(Deployment)).one()
 
     def wait(self, predicate, timeout: float, what: str):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        return wait_until(predicate, timeout, what)
 
     def settled(self) -> bool:
         return all(a.state.finished for a in self.actions())
