@@ -225,17 +225,22 @@ def _commit_and_queue(session: Session, ctx: Context, deployment: Deployment, ac
     return Accepted(deployment.name, action.id, action.kind, str(deployment.state), queued)
 
 
+def _target(repo: DeploymentsRepo, request: DeploymentRequest) -> tuple[str, Manifest]:
+    """The deployment name a request is for, and the manifest it deploys with (RequestError if none)."""
+    try:
+        name = naming.deployment_name(request.service, request.environment, request.pull_request)
+    except naming.InvalidName as exc:
+        raise RequestError(str(exc)) from None
+    return name, _manifest(repo, request.service, request.environment)
+
+
 def request_deployment(session: Session, repo: DeploymentsRepo, request: DeploymentRequest,
                        ctx: Context) -> Accepted:
     """Create the deployment, or update it to a new tag/image or overrides."""
     if request.pull_request is not None and not (isinstance(request.pull_request, int)
                                                  and 1 <= request.pull_request <= MAX_PULL_REQUEST):
         raise RequestError(f"'pull_request' must be a whole number from 1 to {MAX_PULL_REQUEST}")
-    try:
-        name = naming.deployment_name(request.service, request.environment, request.pull_request)
-    except naming.InvalidName as exc:
-        raise RequestError(str(exc)) from None
-    manifest = _manifest(repo, request.service, request.environment)
+    name, manifest = _target(repo, request)
     image, tag = _image_and_tag(manifest, request.tag, request.image)
     app_overrides = _check_overrides("app", request.app_overrides, manifest.allowed_app_overrides)
     deployment_overrides = _check_overrides("deployment", request.deployment_overrides,
@@ -364,11 +369,7 @@ def ensure_deployed(session: Session, repo: DeploymentsRepo, request: Deployment
     An Archived or Removed deployment already at that tag and sha comes back only with ``revive``:
     callers that repair missed events leave what was archived on purpose (by hand, for idleness) alone.
     """
-    try:
-        name = naming.deployment_name(request.service, request.environment, request.pull_request)
-    except naming.InvalidName as exc:
-        raise RequestError(str(exc)) from None
-    manifest = _manifest(repo, request.service, request.environment)
+    name, manifest = _target(repo, request)
     _, tag = _image_and_tag(manifest, request.tag, request.image)
     # Decided under the row's lock: two deliveries of one event must not both create.
     deployment = _lock_or_create(session, name, request.service, request.environment, str(manifest.type))
