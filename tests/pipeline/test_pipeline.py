@@ -3,7 +3,6 @@ probe control scripts: states, logs, failures, timeouts, supersede, checks, reap
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -384,64 +383,3 @@ def test_notifications_and_info_that_outlast_a_heartbeat_still_run(db_session, w
     assert deployment(db_session).state is S.RUNNING
     assert (record.parent / "record.notified").read_text().splitlines() == ["probe-stage CreatePending Running"]
     assert {"name": "logs", "url": "https://logs.example.test/probe-stage"} in deployment(db_session).links
-
-
-def test_an_unreadable_deployments_repo_is_retried_then_fails_the_action(db_session, worker_ctx, services_ctx,
-                                                                          work, monkeypatch):
-    """Fault injection: the store's read of the manifests raises as it does when the git host is down."""
-    from bot.manifests import DeploymentsRepoError
-
-    monkeypatch.setattr("workers.jobs.REPO_RETRY_DELAYS", (0.1, 0.1))
-    reads = []
-
-    def unreadable(sha):
-        reads.append(sha)
-        raise DeploymentsRepoError("git fetch failed: could not resolve host")
-
-    accepted = request(db_session, worker_ctx, services_ctx, tag="v1")
-    monkeypatch.setattr(worker_ctx.manifests, "at", unreadable)
-    scheduler = Scheduler(worker_ctx)
-    work()
-    a = action(db_session, accepted.action_id)
-    assert a.state is ActionState.QUEUED and a.attempts == 1 and a.retry_at is not None
-    assert "could not resolve host" in a.log and "try 1 of 3" in a.log
-    assert deployment(db_session).state is S.CREATE_PENDING
-    # The sweep leaves it alone until its retry is due, then queues it again.
-    assert sweep(scheduler, a.retry_at - timedelta(seconds=5)).queued == []
-    for _ in range(2):
-        time.sleep(0.2)
-        assert sweep(scheduler, action(db_session, accepted.action_id).retry_at
-                                      + timedelta(seconds=5)).queued == [accepted.action_id]
-        work()
-    a = action(db_session, accepted.action_id)
-    assert len(reads) == 3
-    assert a.state is ActionState.FAILED
-    assert "could not be read after 3 tries" in a.error
-    d = deployment(db_session)
-    assert d.state is S.FAILURE and "could not resolve host" in d.status_message
-
-
-def test_an_action_runs_when_the_deployments_repo_comes_back(db_session, worker_ctx, services_ctx, work,
-                                                             monkeypatch):
-    """Fault injection as above, once."""
-    from bot.manifests import DeploymentsRepoError
-
-    monkeypatch.setattr("workers.jobs.REPO_RETRY_DELAYS", (0.1,))
-    store = worker_ctx.manifests
-    readable = store.at
-    calls = []
-
-    def flaky(sha):
-        calls.append(sha)
-        if len(calls) == 1:
-            raise DeploymentsRepoError("git fetch failed: connection reset")
-        return readable(sha)
-
-    accepted = request(db_session, worker_ctx, services_ctx, tag="v1")
-    monkeypatch.setattr(store, "at", flaky)
-    work()
-    time.sleep(0.2)
-    sweep(Scheduler(worker_ctx), action(db_session, accepted.action_id).retry_at + timedelta(seconds=5))
-    work()
-    assert action(db_session, accepted.action_id).state is ActionState.SUCCEEDED
-    assert deployment(db_session).state is S.RUNNING
