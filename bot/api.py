@@ -11,15 +11,14 @@ import re
 from collections.abc import Mapping
 
 from flask import Blueprint, current_app, g, jsonify, request
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import undefer
 
-from bot import naming, services
+from bot import naming, queries, services
 from bot.db import get_session
 from bot.errors import NotFound, SamiError
 from bot.models import Action, Deployment
 from bot.queue import get_broker
-from bot.states import DeploymentState
 from bot.tokens import Scopes, TokenError, authenticate
 
 log = logging.getLogger(__name__)
@@ -69,18 +68,6 @@ def token_required(view):
         return view(*args, **kwargs)
 
     return wrapper
-
-
-def _readable(query):
-    """Limit a deployments query to the services and environments the token may read."""
-    scopes = Scopes.from_dict(g.token.scopes)
-    if scopes.admin:
-        return query
-    if "*" not in scopes.services:
-        query = query.where(Deployment.service.in_(scopes.services))
-    if "*" not in scopes.environments:
-        query = query.where(Deployment.environment.in_(scopes.environments))
-    return query
 
 
 def require(action: str, service: str | None = None, environment: str | None = None) -> None:
@@ -237,26 +224,29 @@ def action_to_dict(action: Action, with_log: bool = False) -> dict:
 @bp.get("/api/v1/deployments")
 @token_required
 def list_deployments():
-    """Deployments, filtered by ?state=, ?service=, ?environment=, ?q= (name search)."""
+    """Deployments the token may read, filtered, sorted and paged (see bot.queries)."""
     require("read")
-    query = _readable(select(Deployment).order_by(Deployment.name))
-    states = request.args.getlist("state")
-    if states:
-        try:
-            query = query.where(Deployment.state.in_([DeploymentState(s) for s in states]))
-        except ValueError:
-            raise SamiError(f"unknown state in {states} (states: {', '.join(DeploymentState)})") from None
-    elif request.args.get("all") not in ("1", "true"):
-        query = query.where(Deployment.state != DeploymentState.REMOVED)
-    for arg, column in (("service", Deployment.service), ("environment", Deployment.environment)):
-        if request.args.get(arg):
-            query = query.where(column == request.args[arg])
-    if request.args.get("q"):
-        pattern = "%" + request.args["q"].replace("%", "").replace("_", r"\_")[:63] + "%"
-        query = query.where(or_(Deployment.name.like(pattern, escape="\\"),
-                                Deployment.tag.like(pattern, escape="\\")))
-    deployments = get_session().scalars(query.limit(1000)).all()
-    return jsonify(deployments=[deployment_to_dict(d) for d in deployments])
+    flt = queries.DeploymentFilter.from_args(request.args)
+    page = queries.list_deployments(get_session(), flt, Scopes.from_dict(g.token.scopes))
+    return jsonify(deployments=[deployment_to_dict(d) for d in page.rows], next_cursor=page.next_cursor)
+
+
+def delivery_to_dict(delivery) -> dict:
+    return {"id": delivery.id, "delivery_id": delivery.delivery_id, "event": delivery.event,
+            "action": delivery.action, "repository": delivery.repository, "sender": delivery.sender,
+            "status": str(delivery.status), "outcome": delivery.outcome, "attempts": delivery.attempts,
+            "received_at": _iso(delivery.received_at), "processed_at": _iso(delivery.processed_at)}
+
+
+@bp.get("/api/v1/deliveries")
+@token_required
+def list_deliveries():
+    """Recent GitHub deliveries and what each caused (tokens that read every service, or admin)."""
+    if not queries.may_read_deliveries(Scopes.from_dict(g.token.scopes)):
+        raise Forbidden(f"token {g.token.name!r} may not read deliveries: they span every service; it needs "
+                        "read on all services and environments, or admin")
+    page = queries.list_deliveries(get_session(), request.args)
+    return jsonify(deliveries=[delivery_to_dict(d) for d in page.rows], next_cursor=page.next_cursor)
 
 
 @bp.get("/api/v1/deployments/<name>")
