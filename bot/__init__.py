@@ -25,13 +25,14 @@ def create_app(test_config: dict | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
 
-    from bot import api, db, errors, github_setup_page, health, queue, sites, webhooks
+    from bot import api, db, errors, github_setup_page, health, openapi, queue, sites, webhooks
 
     db.init_app(app)
     queue.init_app(app)
     errors.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(openapi.bp)
     app.register_blueprint(sites.bp)
     app.register_blueprint(github_setup_page.bp)
     webhooks.init_app(app)

@@ -14,7 +14,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import undefer
 
-from bot import naming, queries, services
+from bot import naming, openapi, queries, services
 from bot.db import get_session
 from bot.errors import NotFound, SamiError
 from bot.models import Action, Deployment
@@ -33,6 +33,31 @@ class Unauthorized(SamiError):
 
 class Forbidden(SamiError):
     status = 403
+
+
+# Control characters (NUL above all: PostgreSQL refuses it in text) have no place in a query value.
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@bp.before_request
+def _check_query():
+    """400 for a query parameter the OpenAPI document does not declare for this operation (a typo
+    such as ?servce= would otherwise be ignored silently), or a value its schema there refuses."""
+    if request.url_rule is None:
+        return
+    declared = openapi.query_parameters(request.method, openapi.path_of(request.url_rule.rule, request.view_args))
+    if declared is None:
+        return
+    unknown = sorted(set(request.args) - set(declared))
+    if unknown:
+        known = f"known: {', '.join(sorted(declared))}" if declared else "it takes none"
+        raise SamiError(f"unknown query parameter(s) {', '.join(map(repr, unknown))} ({known})")
+    for name, values in request.args.lists():
+        if any(CONTROL_RE.search(value) for value in values):
+            raise SamiError(f"query parameter {name!r} contains control characters")
+        problem = openapi.query_problem(name, declared[name], values)
+        if problem:
+            raise SamiError(problem)
 
 
 def _manifests():

@@ -1,0 +1,377 @@
+"""The OpenAPI 3.1 description of Sami's HTTP API, served at ``GET /api/v1/openapi.json``.
+
+Written by hand next to the routes and kept honest by tests: one fails when a Flask route under
+/api/v1 or /deployment_request is missing here (or this names a route the app does not have),
+and schemathesis checks a real server's answers against it. Whoever adds an /api/v1 route adds
+its operation to ``PATHS`` in the same change.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import itertools
+import re
+
+import jsonschema
+from flask import Blueprint, jsonify
+
+bp = Blueprint("openapi", __name__)
+
+NAME = {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,62}$"}
+ISO_TIME = {"type": ["string", "null"], "format": "date-time"}
+TEXT_OR_NULL = {"type": ["string", "null"]}
+OVERRIDES_IN = {"type": "object", "description": "KEY: value; a value is text or a whole number, null removes "
+                "the override", "additionalProperties": {"type": ["string", "integer", "null"]}}
+OVERRIDES_OUT = {"type": "object", "additionalProperties": {"type": "string"}}
+
+SCHEMAS: dict[str, dict] = {
+    "Error": {
+        "type": "object", "required": ["error", "status"],
+        "description": "Every error answer: a message a person can act on, the HTTP status, sometimes details.",
+        "properties": {"error": {"type": "string"}, "status": {"type": "integer"},
+                       "state": {"type": "string", "description": "the deployment's state (409 answers)"}},
+    },
+    "Accepted": {
+        "type": "object", "required": ["deployment", "action_id", "kind", "state", "status_url"],
+        "properties": {
+            "deployment": {"type": "string"}, "action_id": {"type": "integer"},
+            "kind": {"type": "string", "enum": ["create", "update", "archive", "restore", "cleanup"]},
+            "state": {"$ref": "#/components/schemas/DeploymentState"},
+            "status_url": {"type": "string", "description": "GET it to follow the action"},
+        },
+    },
+    "DeploymentState": {"type": "string", "enum": ["CreatePending", "UpdatePending", "ArchivePending",
+                                                   "CleanupPending", "Running", "Failure", "Archived",
+                                                   "CleanupFailed", "Removed"]},
+    "ActionState": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "timed_out",
+                                               "cancelled", "superseded"]},
+    "DeploymentRequest": {
+        "type": "object", "required": ["service", "environment"], "additionalProperties": False,
+        "description": "Create a deployment of a service in an environment, or update it (tag, image, overrides).",
+        "properties": {
+            "service": {"type": "string"}, "environment": {"type": "string"},
+            "tag": {"type": "string"}, "image": {"type": "string"},
+            "ref": {"type": "string"}, "sha": {"type": "string", "pattern": "^[0-9a-f]{7,64}$"},
+            "pull_request": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+            "repository": {"type": "string", "description": "owner/name"},
+            "overrides": {"type": "object", "additionalProperties": False,
+                          "properties": {"app": OVERRIDES_IN, "deployment": OVERRIDES_IN}},
+        },
+    },
+    "Deployment": {
+        "type": "object",
+        "required": ["name", "service", "environment", "type", "state", "failure_reason", "tag", "image",
+                     "overrides", "links", "source", "created_at", "updated_at"],
+        "properties": {
+            "name": {"type": "string"}, "service": {"type": "string"}, "environment": {"type": "string"},
+            "type": {"type": "string"}, "state": {"$ref": "#/components/schemas/DeploymentState"},
+            "failure_reason": TEXT_OR_NULL, "status_message": TEXT_OR_NULL,
+            "tag": TEXT_OR_NULL, "image": TEXT_OR_NULL,
+            "overrides": {"type": "object", "required": ["app", "deployment"],
+                          "properties": {"app": OVERRIDES_OUT, "deployment": OVERRIDES_OUT}},
+            "links": {"type": "array", "items": {"type": "object", "required": ["name", "url"],
+                                                 "properties": {"name": {"type": "string"},
+                                                                "url": {"type": "string"}}}},
+            "source": {"type": "object", "properties": {
+                "repository": TEXT_OR_NULL, "pull_request": {"type": ["integer", "null"]},
+                "ref": TEXT_OR_NULL, "sha": TEXT_OR_NULL}},
+            "created_at": ISO_TIME, "updated_at": ISO_TIME, "status_changed_at": ISO_TIME,
+            "checked_at": ISO_TIME, "archived_at": ISO_TIME,
+        },
+    },
+    "Action": {
+        "type": "object", "required": ["id", "deployment", "kind", "state", "requested_by", "origin", "config"],
+        "properties": {
+            "id": {"type": "integer"}, "deployment": {"type": "string"}, "kind": {"type": "string"},
+            "state": {"$ref": "#/components/schemas/ActionState"},
+            "requested_by": TEXT_OR_NULL, "origin": TEXT_OR_NULL, "delivery_id": TEXT_OR_NULL,
+            "config": {"type": ["object", "null"]}, "exit_code": {"type": ["integer", "null"]},
+            "error": TEXT_OR_NULL, "created_at": ISO_TIME, "started_at": ISO_TIME, "finished_at": ISO_TIME,
+            "duration_ms": {"type": ["integer", "null"]},
+            "log": {"type": ["string", "null"], "description": "admin tokens only; secret values masked"},
+            "log_truncated": {"type": ["boolean", "null"]},
+        },
+    },
+    "DeploymentList": {
+        "type": "object", "required": ["deployments", "next_cursor"],
+        "properties": {"deployments": {"type": "array", "items": {"$ref": "#/components/schemas/Deployment"}},
+                       "next_cursor": TEXT_OR_NULL},
+    },
+    "DeploymentDetail": {
+        "type": "object", "required": ["deployment", "actions"],
+        "properties": {"deployment": {"$ref": "#/components/schemas/Deployment"},
+                       "actions": {"type": "array", "items": {"$ref": "#/components/schemas/Action"}}},
+    },
+    "ActionLog": {
+        "type": "object", "required": ["action_id", "state", "offset", "log", "finished", "truncated"],
+        "properties": {"action_id": {"type": "integer"}, "state": {"$ref": "#/components/schemas/ActionState"},
+                       "offset": {"type": "integer", "description": "pass it as ?offset= to get what comes next"},
+                       "log": {"type": "string"}, "finished": {"type": "boolean"},
+                       "truncated": {"type": ["boolean", "null"]}},
+    },
+    "Services": {
+        "type": "object", "required": ["sha", "manifests", "errors"],
+        "properties": {
+            "sha": TEXT_OR_NULL,
+            "manifests": {"type": "array", "items": {"type": "object", "properties": {
+                "service": {"type": "string"}, "environment": {"type": "string"}, "type": {"type": "string"},
+                "path": {"type": "string"}, "pr_deploy": {"type": "string"}}}},
+            "errors": {"type": "array", "items": {"type": "object", "properties": {
+                "path": {"type": "string"}, "line": {"type": ["integer", "null"]},
+                "column": {"type": ["integer", "null"]}, "field": TEXT_OR_NULL, "message": {"type": "string"}}}},
+        },
+    },
+    "DeliveryList": {
+        "type": "object", "required": ["deliveries", "next_cursor"],
+        "properties": {"next_cursor": TEXT_OR_NULL, "deliveries": {"type": "array", "items": {
+            "type": "object", "required": ["id", "delivery_id", "event", "status"],
+            "properties": {"id": {"type": "integer"}, "delivery_id": {"type": "string"}, "event": {"type": "string"},
+                           "action": TEXT_OR_NULL, "repository": TEXT_OR_NULL, "sender": TEXT_OR_NULL,
+                           "status": {"type": "string"}, "outcome": TEXT_OR_NULL,
+                           "attempts": {"type": ["integer", "null"]}, "received_at": ISO_TIME,
+                           "processed_at": ISO_TIME}}}},
+    },
+    "Deleted": {"type": "object", "required": ["deleted"], "properties": {"deleted": {"type": "string"}}},
+}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema_name: str, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema_name)}}}
+
+
+def _errors(*statuses: int) -> dict:
+    """Error answers an operation can give (every authenticated one can answer 401, and 400 for a query
+    parameter it does not know)."""
+    statuses = tuple(sorted({400, *statuses}))
+    descriptions = {400: "the request is invalid (the message says what to change)",
+                    401: "no valid token (send Authorization: Bearer <token>)",
+                    403: "the token's scopes do not allow this (the message names the missing scope)",
+                    404: "no such deployment or action", 409: "the deployment's state does not allow this now",
+                    413: "the body is too large", 503: "the deployments repo cannot be read right now"}
+    return {str(status): _json("Error", descriptions[status]) for status in (401, *statuses)}
+
+
+NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": NAME,
+              "description": "the deployment's name, e.g. web-stage or web-pr-12", "example": "web-stage"}
+ACTION_PARAM = {"name": "action_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0},
+                "example": 1}
+LIMIT_PARAM = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+               "description": "page size (default 50)"}
+CURSOR_PARAM = {"name": "cursor", "in": "query", "schema": {"type": "string", "minLength": 1},
+                "description": "the next_cursor of the previous page"}
+DEPLOYMENT_REQUEST = {"required": True, "content": {"application/json": {"schema": _ref("DeploymentRequest")}}}
+
+
+def _deployment_request_op(operation_id: str) -> dict:
+    return {
+        "operationId": operation_id, "tags": ["deployments"],
+        "summary": "Create or update a deployment (needs the deploy scope on its service and environment)",
+        "requestBody": DEPLOYMENT_REQUEST,
+        "responses": {"202": _json("Accepted", "accepted: the action is recorded and queued"),
+                      **_errors(400, 403, 409, 413, 503)},
+    }
+
+
+def _operation(kind: str, summary: str) -> dict:
+    return {
+        "operationId": f"{kind}Deployment", "tags": ["deployments"], "summary": summary,
+        "parameters": [NAME_PARAM],
+        "responses": {"202": _json("Accepted", "accepted: the action is recorded and queued"),
+                      **_errors(400, 403, 404, 409, 503)},
+    }
+
+
+PATHS: dict[str, dict] = {
+    "/deployment_request": {"post": _deployment_request_op("requestDeployment")},
+    "/api/v1/openapi.json": {"get": {
+        "operationId": "openapi", "tags": ["meta"], "summary": "This document", "security": [],
+        "responses": {"200": {"description": "the OpenAPI 3.1 document",
+                              "content": {"application/json": {"schema": {"type": "object"}}}}},
+    }},
+    "/api/v1/deployments": {
+        "get": {
+            "operationId": "listDeployments", "tags": ["deployments"],
+            "summary": "Deployments the token may read (read scope)",
+            "parameters": [
+                {"name": "state", "in": "query", "schema": {"type": "array", "items": _ref("DeploymentState")},
+                 "style": "form", "explode": True, "description": "repeatable; without it, Removed ones are left out"},
+                {"name": "service", "in": "query", "style": "form", "explode": True, "description": "repeatable",
+                 "schema": {"type": "array", "items": {"type": "string", "minLength": 1}}},
+                {"name": "environment", "in": "query", "style": "form", "explode": True, "description": "repeatable",
+                 "schema": {"type": "array", "items": {"type": "string", "minLength": 1}}},
+                {"name": "pull_request", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                                     "maximum": 2**31 - 1}},
+                {"name": "repository", "in": "query", "schema": {"type": "string", "minLength": 1},
+                 "description": "the source repository, owner/name"},
+                {"name": "q", "in": "query", "schema": {"type": "string", "minLength": 1},
+                 "description": "text in the name or tag"},
+                {"name": "sort", "in": "query",
+                 "schema": {"type": "string", "enum": ["name", "-updated", "state", "attention"]}},
+                LIMIT_PARAM, CURSOR_PARAM,
+                {"name": "all", "in": "query", "schema": {"type": "string", "enum": ["1", "true"]},
+                 "description": "include Removed deployments"},
+            ],
+            "responses": {"200": _json("DeploymentList", "the deployments"), **_errors(400, 403)},
+        },
+        "post": _deployment_request_op("createOrUpdateDeployment"),
+    },
+    "/api/v1/deployments/{name}": {
+        "get": {
+            "operationId": "showDeployment", "tags": ["deployments"],
+            "summary": "One deployment and its latest actions (read scope)", "parameters": [NAME_PARAM],
+            "responses": {"200": _json("DeploymentDetail", "the deployment"), **_errors(400, 403, 404)},
+        },
+        "delete": {
+            "operationId": "deleteDeployment", "tags": ["deployments"],
+            "summary": "Forget a deployment whose cleanup failed (admin)", "parameters": [NAME_PARAM],
+            "responses": {"200": _json("Deleted", "deleted"), **_errors(400, 403, 404, 409)},
+        },
+    },
+    "/api/v1/deployments/{name}/archive": {"post": _operation(
+        "archive", "Archive a live deployment: scale it to zero, keep its data (archive scope)")},
+    "/api/v1/deployments/{name}/restore": {"post": _operation(
+        "restore", "Restore an archived deployment with its last tag and overrides (restore scope)")},
+    "/api/v1/deployments/{name}/cleanup": {"post": _operation(
+        "cleanup", "Remove an archived deployment and what it owns (cleanup scope)")},
+    "/api/v1/actions/{action_id}": {"get": {
+        "operationId": "showAction", "tags": ["actions"],
+        "summary": "One action's state (read scope); its log for admin tokens", "parameters": [ACTION_PARAM],
+        "responses": {"200": _json("Action", "the action"), **_errors(400, 403, 404)},
+    }},
+    "/api/v1/actions/{action_id}/log": {"get": {
+        "operationId": "actionLog", "tags": ["actions"],
+        "summary": "An action's captured output, secrets masked (admin); ?offset= follows a running one",
+        "parameters": [ACTION_PARAM, {"name": "offset", "in": "query",
+                                      "schema": {"type": "integer", "minimum": 0}}],
+        "responses": {"200": _json("ActionLog", "the log from offset on"), **_errors(400, 403, 404)},
+    }},
+    "/api/v1/deliveries": {"get": {
+        "operationId": "listDeliveries", "tags": ["deliveries"],
+        "summary": "Recent GitHub deliveries and what each caused, newest first (read on every service, or admin)",
+        "parameters": [{"name": "event", "in": "query", "schema": {"type": "string", "pattern": "^[a-z_]{1,64}$"}},
+                       {"name": "status", "in": "query", "schema": {"type": "string", "enum": [
+                           "received", "processing", "processed", "ignored", "failed", "retrying"]}},
+                       LIMIT_PARAM, CURSOR_PARAM],
+        "responses": {"200": _json("DeliveryList", "the deliveries"), **_errors(403)},
+    }},
+    "/api/v1/services": {"get": {
+        "operationId": "listServices", "tags": ["services"],
+        "summary": "Services and environments the deployments repo defines, and its manifest errors (read scope)",
+        "responses": {"200": _json("Services", "the manifests and their errors"), **_errors(400, 403, 503)},
+    }},
+}
+
+
+@functools.cache
+def _document(version: str) -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Sami", "version": version,
+                 "description": "Sami's HTTP API for CI, the CLI and the status page. Send a token as "
+                                "'Authorization: Bearer <token>' (create one with `sami token create`). "
+                                "Errors are JSON: {\"error\": message, \"status\": code}."},
+        "servers": [{"url": "/"}],
+        "security": [{"bearerToken": []}],
+        "components": {
+            "securitySchemes": {"bearerToken": {"type": "http", "scheme": "bearer",
+                                                "description": "a Sami API token (sami_<id>_<secret>)"}},
+            "schemas": SCHEMAS,
+        },
+        "paths": PATHS,
+    }
+
+
+def spec() -> dict:
+    """The whole document, a copy of one built once."""
+    from bot import __version__
+
+    return copy.deepcopy(_document(__version__))
+
+
+# <converter(args):name> or <name> in a Flask rule
+_ARGUMENT_RE = re.compile(r"<(?:(?P<converter>\w+)(?:\((?P<args>[^)]*)\))?:)?(?P<name>\w+)>")
+
+
+def path_of(rule: str, view_args: dict | None = None) -> str:
+    """The document's path for a Flask rule: ``<int:id>`` is ``{id}``; an ``any(...)`` argument is the
+    literal it matched (the document describes each choice as a path of its own)."""
+
+    def replace(match: re.Match) -> str:
+        if match["converter"] == "any" and view_args is not None:
+            return str(view_args[match["name"]])
+        return "{" + match["name"] + "}"
+
+    return _ARGUMENT_RE.sub(replace, rule)
+
+
+def rule_paths(rule: str) -> list[str]:
+    """Every document path a Flask rule stands for (one per choice of an ``any(...)`` argument)."""
+    pieces: list[list[str]] = []
+    position = 0
+    for match in _ARGUMENT_RE.finditer(rule):
+        pieces.append([rule[position:match.start()]])
+        if match["converter"] == "any":
+            pieces.append([choice.strip().strip("'\"") for choice in match["args"].split(",")])
+        else:
+            pieces.append(["{" + match["name"] + "}"])
+        position = match.end()
+    pieces.append([rule[position:]])
+    return ["".join(parts) for parts in itertools.product(*pieces)]
+
+
+@functools.cache
+def _query_parameters() -> dict[tuple[str, str], dict[str, dict]]:
+    return {(method.upper(), path): {p["name"]: p["schema"] for p in operation.get("parameters", [])
+                                     if p["in"] == "query"}
+            for path, item in PATHS.items() for method, operation in item.items()}
+
+
+def query_parameters(method: str, path: str) -> dict[str, dict] | None:
+    """The query parameters the document declares for an operation and their schemas (None: the
+    operation is not described)."""
+    return _query_parameters().get((method.upper(), path))
+
+
+def query_problem(name: str, schema: dict, values: list[str]) -> str | None:
+    """What is wrong with a query parameter's values by its schema (None: nothing). A parameter is
+    given once unless its schema is an array; whole numbers are read from their text."""
+    if schema.get("type") == "array":
+        item_schema = schema["items"]
+    elif len(values) > 1:
+        return f"query parameter {name!r} is given {len(values)} times; give it once"
+    else:
+        item_schema = schema
+    for text in values:
+        value: object = text
+        if item_schema.get("type") == "integer":
+            if not re.fullmatch(r"-?[0-9]{1,18}", text):
+                return f"query parameter {name!r} must be a whole number, not {text[:40]!r}"
+            value = int(text)
+        error = jsonschema.exceptions.best_match(_validator(item_schema).iter_errors(value))
+        if error is not None:
+            if error.validator == "enum" or "$ref" in item_schema:
+                choices = item_schema.get("enum") or _resolve(item_schema).get("enum", [])
+                return f"query parameter {name!r} cannot be {text[:40]!r} (choose from: {', '.join(choices)})"
+            return f"query parameter {name!r}: {error.message}"
+    return None
+
+
+def _resolve(schema: dict) -> dict:
+    if "$ref" in schema:
+        return SCHEMAS[schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def _validator(schema: dict) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(_resolve(schema))
+
+
+@bp.get("/api/v1/openapi.json")
+def openapi_json():
+    """The document; no token needed (it describes the API, not its data)."""
+    return jsonify(spec())
