@@ -343,3 +343,29 @@ def _may_read_path(scopes: Scopes, path: str) -> bool:
     if len(parts) < 2 or parts[0] != "services" or not parts[1]:
         return False
     return scopes.allows("read", parts[1], parts[3] if len(parts) > 3 else None)
+
+
+OUTBOX_STATES = ("pending", "delivering", "delivered", "skipped", "failed")
+
+
+@bp.get("/api/v1/outbox")
+@token_required
+def list_outbox():
+    """GitHub side effects and their delivery state, newest first (admin). ``?state=`` (repeatable),
+    ``?limit=`` (default 100, at most 500)."""
+    from bot.github.outbox import row_to_dict
+    from bot.models import OutboxRow
+
+    require("admin")
+    states = request.args.getlist("state")
+    unknown = sorted(set(states) - set(OUTBOX_STATES))
+    if unknown:
+        raise SamiError(f"unknown state {unknown[0]!r} (states: {', '.join(OUTBOX_STATES)})")
+    limit = request.args.get("limit", "100")
+    if not limit.isdigit() or not 1 <= int(limit) <= 500:
+        raise SamiError("'limit' must be a whole number from 1 to 500")
+    query = select(OutboxRow).order_by(OutboxRow.id.desc()).limit(int(limit))
+    if states:
+        query = query.where(OutboxRow.state.in_(states))
+    rows = get_session().scalars(query).all()
+    return jsonify(outbox=[row_to_dict(row) for row in rows])

@@ -1,4 +1,4 @@
-"""The records Sami keeps in its database: deployments, actions, deliveries, API tokens."""
+"""The records Sami keeps in its database: deployments, actions, deliveries, API tokens, the GitHub outbox."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
+from sqlalchemy import text as sa_text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from bot.states import ActionState, DeploymentState, FailureReason
@@ -229,3 +231,83 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+class OutboxState(enum.StrEnum):
+    """Where a GitHub side effect is: waiting (or waiting again after a failed try), being sent, done."""
+
+    PENDING = "pending"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    # Not sent, and never will be: nothing to say any more (text unchanged), no credentials, or refused.
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class OutboxRow(Base):
+    """One GitHub side effect (a comment, reaction, Deployment, status), written in the transaction of
+    the state change that causes it and delivered later by a job, with retries; see bot.github.outbox."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # Idempotency: one row per effect ("deployment:17"); an insert of a key already there does nothing.
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    # Rows rendering the latest state of one thing ("comment:o/r#3"): while one waits, no other is added.
+    coalesce_key: Mapped[str | None] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))
+    repository: Mapped[str] = mapped_column(String(255))
+    pull_request: Mapped[int | None] = mapped_column(Integer)
+    deployment_id: Mapped[int | None] = mapped_column(BigInteger)
+    action_id: Mapped[int | None] = mapped_column(BigInteger)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[OutboxState] = mapped_column(_enum(OutboxState), default=OutboxState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    due_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # What GitHub gave back that later rows need (the comment's or the Deployment's id), or why skipped.
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(None, "state", "due_at"),
+        Index(None, "repository", "pull_request"),
+        Index(None, "action_id"),
+        # At most one waiting row per coalesce key (PostgreSQL and SQLite both have partial indexes).
+        Index("uq_outbox_pending_coalesce_key", "coalesce_key", unique=True,
+              postgresql_where=sa_text("state = 'pending'"), sqlite_where=sa_text("state = 'pending'")),
+    )
+
+    def __repr__(self) -> str:
+        return f"<OutboxRow {self.id} {self.key} {self.state}>"
+
+
+class PullRequestRecord(Base):
+    """What Sami remembers of a pull request for its conversation on GitHub: the sticky comment's id,
+    the head commit, a fork's approval, and the last `/sami` command."""
+
+    __tablename__ = "github_pull_requests"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    repository: Mapped[str] = mapped_column(String(255))
+    number: Mapped[int] = mapped_column(Integer)
+    head_sha: Mapped[str | None] = mapped_column(String(64))
+    fork: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A fork's head commit a writer approved with `/sami deploy` (an approval holds for that sha only).
+    approved_sha: Mapped[str | None] = mapped_column(String(64))
+    approved_by: Mapped[str | None] = mapped_column(String(255))
+    comment_id: Mapped[int | None] = mapped_column(BigInteger)
+    # SHA-256 of the sticky comment's body as last sent: the same text is not sent again.
+    comment_digest: Mapped[str | None] = mapped_column(String(64))
+    # {"text", "author", "result"} of the last command, shown in the sticky comment.
+    last_command: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (UniqueConstraint("repository", "number"),)
+
+
+# The outbox's flush hook writes GitHub side effects with the state changes of these records: it is
+# part of what writing them means, so it is installed wherever they are.
+import bot.github.outbox  # noqa: E402,F401

@@ -12,7 +12,7 @@ from bot import db
 from bot.models import Base
 from tests.conftest import create_database
 
-TABLES = {"deployments", "actions", "deliveries", "api_tokens", "alembic_version"}
+TABLES = {"deployments", "actions", "deliveries", "api_tokens", "outbox", "github_pull_requests", "alembic_version"}
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

@@ -33,6 +33,9 @@ RUN_ACTION = "workers.jobs.run_action"
 CHECK_DEPLOYMENT = "workers.checks.check_deployment"
 # Webhook deliveries go on the actions queue: processing one is short, and it is what queues actions.
 PROCESS_DELIVERY = "workers.deliveries.process_delivery"
+# GitHub side effects go on the checks queue: short requests that must not wait behind scripts.
+DELIVER_OUTBOX = "workers.outbox.deliver_outbox_row"
+OUTBOX_JOB_TIMEOUT = 120
 DELIVERY_JOB_TIMEOUT = 300  # seconds; a handler stuck on GitHub longer than this fails the delivery
 WAITING_JOB_STATES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.CREATED}
 
@@ -40,6 +43,11 @@ WAITING_JOB_STATES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED,
 def delivery_job_id(delivery_row_id: int) -> str:
     """The job id of a delivery's processing (action jobs are plain action ids)."""
     return f"delivery-{delivery_row_id}"
+
+
+def outbox_job_id(row_id: int) -> str:
+    """The job id of an outbox row's sending."""
+    return f"outbox-{row_id}"
 
 
 def _mark_enqueued(session: Session, action_id: int) -> None:
@@ -121,6 +129,15 @@ class RQBroker:
                         type(exc).__name__)
             return False
 
+    def enqueue_outbox(self, row_id: int, started_counts: bool = True) -> bool:
+        """Queue the sending of outbox row ``row_id``; False (and the next sweep tries) without Redis."""
+        try:
+            return self._enqueue(self.checks, DELIVER_OUTBOX, outbox_job_id(row_id), row_id,
+                                 started_counts=started_counts, timeout=OUTBOX_JOB_TIMEOUT)
+        except redis.RedisError as exc:
+            log.warning("could not queue outbox row %s: %s", row_id, type(exc).__name__)
+            return False
+
     def ping(self) -> None:
         self.connection.ping()
 
@@ -172,6 +189,9 @@ class InProcessBroker:
 
     def enqueue_delivery(self, delivery_row_id: int, started_counts: bool = True, new: bool = False) -> bool:
         return self._submit(delivery_job_id(delivery_row_id), PROCESS_DELIVERY, delivery_row_id)
+
+    def enqueue_outbox(self, row_id: int, started_counts: bool = True) -> bool:
+        return self._submit(outbox_job_id(row_id), DELIVER_OUTBOX, row_id)
 
     def ping(self) -> None:
         return None

@@ -37,7 +37,8 @@ from workers.context import WorkerContext
 from workers.deliveries import sweepable
 from workers.jobs import action_dir_prefix, script_label
 from workers.lease import db_now, on_this_host
-from workers.queue import delivery_job_id
+from workers.outbox import due_rows
+from workers.queue import delivery_job_id, outbox_job_id
 from workers.runner import kill_script_group
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class TickReport:
     deliveries: list[int] = field(default_factory=list)
     reconciled: list[str] = field(default_factory=list)
     redelivered: list[str] = field(default_factory=list)
+    outbox: list[int] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
 
 
@@ -120,6 +122,17 @@ class Scheduler:
                 continue
             if self.ctx.broker.enqueue_delivery(row_id, started_counts=started_counts):
                 report.deliveries.append(row_id)
+
+    def sweep_outbox(self, report: TickReport, now: datetime) -> None:
+        """Queue the GitHub side effects that are due: new, coalesced, retried, or lost by a dead worker."""
+        with self.ctx.session() as session:
+            rows = due_rows(session, now)
+        for row_id in rows:
+            # A running job of a due row is a dead worker's (the claim protects against two senders).
+            if self.ctx.broker.job_is_live(outbox_job_id(row_id), started_counts=False):
+                continue
+            if self.ctx.broker.enqueue_outbox(row_id, started_counts=False):
+                report.outbox.append(row_id)
 
     def reap(self, report: TickReport, now: datetime) -> None:
         """Settle actions whose worker died: re-queue if no script ran yet, else fail them. On the
@@ -306,8 +319,8 @@ class Scheduler:
             with self.ctx.session() as session:
                 now = db_now(session)
         report = TickReport()
-        for step in (self.reap, self.sweep, self.sweep_deliveries, self.checks, self.retention, self.expire,
-                     self.prune, self.reconcile, self.redeliver):
+        for step in (self.reap, self.sweep, self.sweep_deliveries, self.sweep_outbox, self.checks, self.retention,
+                     self.expire, self.prune, self.reconcile, self.redeliver):
             try:
                 step(report, now)
             except Exception:
@@ -325,8 +338,8 @@ class Scheduler:
                     log.exception("scheduler tick failed")
                     self._stop.wait(self.interval)
                     continue
-                if (report.queued or report.reaped or report.requeued or report.cleanups or report.deliveries
-                        or report.reconciled or report.redelivered or report.expired):
+                if (report.queued or report.reaped or report.outbox or report.requeued or report.cleanups
+                        or report.deliveries or report.reconciled or report.redelivered or report.expired):
                     log.info("scheduler: %s", report)
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 

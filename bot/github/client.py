@@ -222,6 +222,75 @@ class GitHubClient:
         """One pull request of ``repo``, in any state."""
         return self._call("GET", f"/repos/{check_repository_name(repo)}/pulls/{int(number)}", repo=repo)
 
+    # -- the pull request conversation: comments, reactions, permissions ------------------------
+
+    def list_issue_comments(self, repo: str, number: int) -> list[dict[str, Any]]:
+        """Every comment of issue or pull request ``number`` (oldest first)."""
+        return list(self._pages(f"/repos/{check_repository_name(repo)}/issues/{int(number)}/comments?"
+                                f"per_page={PER_PAGE}", repo=repo))
+
+    def create_issue_comment(self, repo: str, number: int, body: str) -> dict[str, Any]:
+        """Post a comment on issue or pull request ``number``; returns it (with its ``id``)."""
+        return self._call("POST", f"/repos/{check_repository_name(repo)}/issues/{int(number)}/comments", repo=repo,
+                          body={"body": body}, expect=(201,))
+
+    def update_issue_comment(self, repo: str, comment_id: int, body: str) -> dict[str, Any]:
+        """Replace the body of comment ``comment_id`` (GitHubError 404 when it was deleted)."""
+        return self._call("PATCH", f"/repos/{check_repository_name(repo)}/issues/comments/{int(comment_id)}",
+                          repo=repo, body={"body": body})
+
+    def add_reaction(self, repo: str, comment_id: int, content: str) -> dict[str, Any]:
+        """React to comment ``comment_id`` (GitHub answers 200 when the same reaction is there already)."""
+        return self._call("POST", f"/repos/{check_repository_name(repo)}/issues/comments/{int(comment_id)}/reactions",
+                          repo=repo, body={"content": content}, expect=(200, 201))
+
+    def permission(self, repo: str, user: str) -> str:
+        """``user``'s permission on ``repo``: admin, maintain, write, triage, read or none."""
+        if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?", user or ""):
+            raise ValueError(f"{user!r} is not a GitHub login")
+        answer = self._call("GET", f"/repos/{check_repository_name(repo)}/collaborators/"
+                                   f"{urllib.parse.quote(user)}/permission", repo=repo)
+        # role_name knows maintain and triage; permission folds them into write and read.
+        return str(answer.get("role_name") or answer.get("permission") or "none")
+
+    # -- Deployments and commit statuses ---------------------------------------------------------
+
+    def create_deployment(self, repo: str, *, ref: str, environment: str, description: str,
+                          transient: bool, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A GitHub Deployment of ``ref``; it checks no commit statuses and merges nothing (Sami decides)."""
+        return self._call("POST", f"/repos/{check_repository_name(repo)}/deployments", repo=repo, expect=(201,),
+                          body={"ref": ref, "environment": environment, "description": description[:140],
+                                "transient_environment": transient, "auto_merge": False,
+                                "required_contexts": [], "payload": payload or {},
+                                "production_environment": False})
+
+    def list_deployments(self, repo: str, *, sha: str, environment: str) -> list[dict[str, Any]]:
+        """The Deployments of ``sha`` to ``environment`` (newest first)."""
+        query = urllib.parse.urlencode({"sha": sha, "environment": environment, "per_page": PER_PAGE})
+        return list(self._pages(f"/repos/{check_repository_name(repo)}/deployments?{query}", repo=repo))
+
+    def create_deployment_status(self, repo: str, deployment_id: int, *, state: str, description: str,
+                                 environment_url: str | None = None, log_url: str | None = None) -> dict[str, Any]:
+        """A status (queued, in_progress, success, failure, error, inactive) of Deployment ``deployment_id``."""
+        body: dict[str, Any] = {"state": state, "description": description[:140], "auto_inactive": True}
+        if environment_url:
+            body["environment_url"] = environment_url
+        if log_url:
+            body["log_url"] = log_url
+        return self._call("POST", f"/repos/{check_repository_name(repo)}/deployments/{int(deployment_id)}/statuses",
+                          repo=repo, body=body, expect=(201,))
+
+    def create_commit_status(self, repo: str, sha: str, *, state: str, context: str, description: str,
+                             target_url: str | None = None) -> dict[str, Any]:
+        """A commit status (pending, success, failure, error) named ``context`` on ``sha``."""
+        if not re.fullmatch(r"[0-9a-f]{40}", sha or ""):
+            raise ValueError(f"{sha!r} is not a commit sha")
+        body: dict[str, Any] = {"state": state, "context": context, "description": description[:140]}
+        if target_url:
+            body["target_url"] = target_url
+        return self._call("POST", f"/repos/{check_repository_name(repo)}/statuses/{sha}", repo=repo, body=body,
+                          expect=(201,))
+
     # -- repositories and installations ----------------------------------------------------------
 
     def get_repository(self, repo: str) -> dict[str, Any]:

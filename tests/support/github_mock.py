@@ -52,6 +52,13 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     "/repos/{owner}/{repo}/hooks/{hook_id}/deliveries/{delivery_id}/attempts": ("post",),
     "/repos/{owner}/{repo}/pulls": ("get",),
     "/repos/{owner}/{repo}/pulls/{pull_number}": ("get",),
+    "/repos/{owner}/{repo}/issues/{issue_number}/comments": ("get", "post"),
+    "/repos/{owner}/{repo}/issues/comments/{comment_id}": ("patch",),
+    "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions": ("post",),
+    "/repos/{owner}/{repo}/collaborators/{username}/permission": ("get",),
+    "/repos/{owner}/{repo}/deployments": ("get", "post"),
+    "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses": ("post",),
+    "/repos/{owner}/{repo}/statuses/{sha}": ("post",),
     "/user": ("get",),
 }
 TRIM_VERSION = "1"  # change when trim() changes, to rebuild cached copies
@@ -298,6 +305,84 @@ class FakeGitHub:
                 if reply.status != 304:
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
+
+            def log_message(self, *args) -> None:
+                pass
+
+        return Handler
+
+
+# -- a fault in front of the real mock ----------------------------------------------------------
+
+
+class FlakyProxy:
+    """A reverse proxy in front of Prism that answers 502 while ``down`` is set, as GitHub does in an
+    outage, and otherwise forwards each request as it is. It counts the requests it forwarded (those
+    that reached the mock), per ``METHOD /path``: what GitHub would have acted on."""
+
+    def __init__(self, target: str):
+        self.target = target.rstrip("/")
+        self.down = False
+        self.refused = 0
+        self.forwarded: list[tuple[str, str, Any]] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+
+    def __enter__(self) -> FlakyProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def counts(self) -> dict[str, int]:
+        """Forwarded requests per ``METHOD /path`` with numbers replaced by ``{n}``."""
+        counted: dict[str, int] = {}
+        with self._lock:
+            for method, path, _ in self.forwarded:
+                shape = re.sub(r"/\d+(?=/|$)", "/{n}", re.sub(r"/[0-9a-f]{40}(?=/|$)", "/{sha}", path))
+                key = f"{method} {shape}"
+                counted[key] = counted.get(key, 0) + 1
+        return dict(sorted(counted.items()))
+
+    def _handler(self):
+        import requests
+
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                if proxy.down:
+                    with proxy._lock:
+                        proxy.refused += 1
+                    body = b'{"message":"Server Error"}'
+                    self.send_response(502)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                answer = requests.request(self.command, proxy.target + self.path, data=raw or None, headers=headers,
+                                          timeout=30)
+                with proxy._lock:
+                    proxy.forwarded.append((self.command, urllib.parse.urlsplit(self.path).path,
+                                            json.loads(raw) if raw else None))
+                body = answer.content.replace(proxy.target.encode(), proxy.url.encode())
+                self.send_response(answer.status_code)
+                for name, value in answer.headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
 

@@ -1,0 +1,223 @@
+"""The GitHub outbox: rows written in the transaction of the state change that causes them, coalesced,
+sent through PyGithub to Prism serving GitHub's API description, retried with backoff while GitHub
+answers 502, and sent exactly once in the end."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from bot import services
+from bot.config import settings_from_mapping
+from bot.github import outbox
+from bot.models import Action, Deployment, OutboxRow, OutboxState, PullRequestRecord
+from bot.states import ActionState, DeploymentState, transition, transition_action
+from tests.github.conftest import token_client
+from tests.pipeline.probe_scripts import write_probe_repo
+from tests.support.github_mock import FlakyProxy
+from workers import outbox as outbox_jobs
+from workers.context import build_context, set_context
+from workers.lease import db_now
+from workers.queue import RQBroker
+from workers.scheduler import Scheduler, TickReport
+
+HEAD = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
+O = OutboxState  # noqa: E741
+
+
+@pytest.fixture
+def settings(test_config, tmp_path):
+    repo = write_probe_repo(tmp_path / "deployments", tmp_path / "record")
+    return settings_from_mapping({**test_config, "deployments_repo": str(repo), "base_domain": "example.test",
+                                  "public_url": "https://sami.example.test"})
+
+
+@pytest.fixture
+def worker_ctx(settings, session_factory, redis_client):
+    ctx = build_context(settings, broker=RQBroker(redis_client), session_factory=session_factory)
+    set_context(ctx)
+    yield ctx
+    set_context(None)
+
+
+def pr_request(number: int = 7, sha: str = HEAD) -> services.DeploymentRequest:
+    return services.DeploymentRequest(service="probe", environment="pull_request", requested_by="github:octocat",
+                                      origin="webhook", tag=sha, sha=sha, pull_request=number,
+                                      source_repo="acme/probe")
+
+
+def accept(db_session, worker_ctx, number: int = 7, sha: str = HEAD) -> services.Accepted:
+    ctx = services.Context.from_settings(worker_ctx.settings, None)  # recorded, not queued: the test runs it
+    return services.request_deployment(db_session, worker_ctx.manifests.current(), pr_request(number, sha), ctx)
+
+
+def rows(db_session) -> list[OutboxRow]:
+    db_session.expire_all()
+    return list(db_session.scalars(select(OutboxRow).order_by(OutboxRow.id)))
+
+
+def settle(db_session, action_id: int, state: ActionState = ActionState.SUCCEEDED) -> None:
+    """Run and finish an action as a worker does: action and deployment change in one transaction."""
+    action = db_session.get(Action, action_id)
+    transition_action(action, ActionState.RUNNING)
+    db_session.commit()
+    transition_action(action, state)
+    deployment = db_session.get(Deployment, action.deployment_id)
+    transition(deployment, DeploymentState.RUNNING if state is ActionState.SUCCEEDED else DeploymentState.FAILURE)
+    db_session.commit()
+
+
+def make_due(db_session) -> None:
+    """Move every waiting row's time to now, as if the coalescing delay or a backoff had passed."""
+    db_session.execute(update(OutboxRow).where(OutboxRow.state == O.PENDING)
+                       .values(due_at=db_now(db_session) - timedelta(seconds=1)))
+    db_session.commit()
+
+
+def deliver_due(db_session, worker_ctx) -> list[str | None]:
+    """What the scheduler and the workers do: every due row's job, once."""
+    make_due(db_session)
+    return [outbox_jobs.deliver_outbox_row(row_id, ctx=worker_ctx)
+            for row_id in outbox_jobs.due_rows(db_session, db_now(db_session))]
+
+
+def test_an_accepted_pull_request_deploy_writes_its_github_effects_in_the_same_transaction(db_session, worker_ctx):
+    accepted = accept(db_session, worker_ctx)
+    found = {(row.kind, row.action_id) for row in rows(db_session)}
+    assert found == {("comment", None), ("deployment", accepted.action_id),
+                     ("deployment_status", accepted.action_id), ("commit_status", accepted.action_id)}
+    [deployment] = [row for row in rows(db_session) if row.kind == "deployment"]
+    assert deployment.payload == {"ref": HEAD, "environment": "probe-pr-7", "transient": True}
+    assert all(row.state is O.PENDING and row.repository == "acme/probe" for row in rows(db_session))
+
+
+def test_a_rolled_back_state_change_leaves_no_row(db_session, worker_ctx):
+    deployment = Deployment(name="probe-pr-9", service="probe", environment="pull_request", type="swarm",
+                            state=DeploymentState.RUNNING, source_repo="acme/probe", pull_request=9,
+                            app_overrides={}, deployment_overrides={}, links=[])
+    db_session.add(deployment)
+    db_session.commit()
+    assert [row.kind for row in rows(db_session)] == ["comment"]
+    transition(deployment, DeploymentState.FAILURE)
+    db_session.flush()
+    db_session.rollback()
+    assert len(rows(db_session)) == 1
+
+
+def test_many_changes_while_a_row_waits_add_no_rows(db_session, worker_ctx):
+    first = accept(db_session, worker_ctx)
+    before = len(rows(db_session))
+    settle(db_session, first.action_id)
+    second = accept(db_session, worker_ctx, sha="2" * 40)
+    settle(db_session, second.action_id)
+    kinds = [row.kind for row in rows(db_session)]
+    # One comment row for the whole pull request; one Deployment, one status and one commit status row
+    # per action, however often each changed.
+    assert kinds.count("comment") == 1
+    assert kinds.count("deployment") == 2 and kinds.count("deployment_status") == 2
+    assert len(kinds) == before + 3
+
+
+def test_rows_are_sent_through_pygithub_to_githubs_api_description(db_session, worker_ctx, github_mock):
+    worker_ctx.github = token_client(github_mock.url)
+    accepted = accept(db_session, worker_ctx)
+    settle(db_session, accepted.action_id)
+    results = deliver_due(db_session, worker_ctx)
+    assert results.count("delivered") == 4, results
+    by_kind = {row.kind: row for row in rows(db_session)}
+    assert by_kind["deployment"].result == {"github_deployment": 1}  # the id in the example Prism answers
+    assert by_kind["deployment_status"].result == {"state": "success"}
+    assert by_kind["commit_status"].result == {"state": "success"}
+    record = db_session.scalars(select(PullRequestRecord)).one()
+    assert record.comment_id is not None and record.comment_digest
+    # Nothing left to send, and the same state is not sent again.
+    assert deliver_due(db_session, worker_ctx) == []
+    outbox.request_sticky_comment(db_session.connection(), "acme/probe", 7)
+    db_session.commit()
+    assert deliver_due(db_session, worker_ctx) == ["skipped"]
+    assert rows(db_session)[-1].result["skipped"] == "the comment says this already"
+
+
+def test_without_credentials_rows_are_skipped_with_the_reason(db_session, worker_ctx):
+    worker_ctx.github = None
+    accept(db_session, worker_ctx)
+    assert set(deliver_due(db_session, worker_ctx)) == {"skipped"}
+    assert {row.result["skipped"] for row in rows(db_session)} == {"no GitHub credentials are set"}
+
+
+def test_github_answering_502_delays_every_row_and_loses_none(db_session, worker_ctx, github_mock, redis_client):
+    with FlakyProxy(github_mock.url) as proxy:
+        worker_ctx.github = token_client(proxy.url)
+        proxy.down = True
+        accepted = accept(db_session, worker_ctx)
+        settle(db_session, accepted.action_id)
+        archived = accept(db_session, worker_ctx, number=8)
+        settle(db_session, archived.action_id, ActionState.FAILED)
+        expected = len(rows(db_session))
+        for _ in range(3):
+            deliver_due(db_session, worker_ctx)
+        assert proxy.refused >= expected and proxy.forwarded == []
+        waiting = rows(db_session)
+        assert all(row.state is O.PENDING for row in waiting)
+        # Each failed try pushed its row back further: 5 s, then 10 s, then 20 s.
+        assert {row.attempts for row in waiting if row.kind == "comment"} == {3}
+        assert all("502" in row.last_error for row in waiting if row.kind == "comment")
+        proxy.down = False
+        scheduler = Scheduler(worker_ctx)
+        for _ in range(4):  # the scheduler queues what is due; the workers send it
+            make_due(db_session)
+            report = TickReport()
+            scheduler.sweep_outbox(report, db_now(db_session))
+            for row_id in report.outbox:
+                outbox_jobs.deliver_outbox_row(row_id, ctx=worker_ctx)
+        final = rows(db_session)
+        assert [row.kind for row in final if row.state is not O.DELIVERED] == []
+        assert len(final) == expected
+        counts = proxy.counts()
+        # Exactly once each: two comments, two Deployments, and one status and commit status per action;
+        # each create that had failed first looks for what its unanswered tries might have made.
+        assert counts == {
+            "GET /repos/acme/probe/deployments": 2,
+            "GET /repos/acme/probe/issues/{n}/comments": 2,
+            "POST /repos/acme/probe/deployments": 2,
+            "POST /repos/acme/probe/deployments/{n}/statuses": 2,
+            "POST /repos/acme/probe/issues/{n}/comments": 2,
+            "POST /repos/acme/probe/statuses/{sha}": 2,
+        }, counts
+        statuses = [body["state"] for method, path, body in proxy.forwarded if path.endswith("/statuses")
+                    and "deployments" in path]
+        assert sorted(statuses) == ["failure", "success"]
+
+
+def test_a_retried_comment_looks_for_the_one_an_unanswered_try_posted(db_session, worker_ctx, github_mock):
+    worker_ctx.github = token_client(github_mock.url)
+    outbox.request_sticky_comment(db_session.connection(), "acme/probe", 3)
+    db_session.commit()
+    assert len(rows(db_session)) == 1
+    db_session.execute(update(OutboxRow).values(attempts=1))  # one try went out; its answer never came
+    db_session.commit()
+    assert deliver_due(db_session, worker_ctx) == ["delivered"]
+    record = db_session.scalars(select(PullRequestRecord)).one()
+    # Prism's example comments do not carry the marker: the list was read, then the comment posted.
+    assert record.comment_id is not None
+    assert rows(db_session)[0].attempts == 2
+
+
+def test_the_outbox_api_lists_rows_for_admins_only(client, db_session, worker_ctx):
+    from bot.tokens import Scopes, create_token
+
+    accept(db_session, worker_ctx)
+    admin = create_token(db_session, "admin-test", Scopes(admin=True))
+    reader = create_token(db_session, "reader-test", Scopes())
+    db_session.commit()
+    answer = client.get("/api/v1/outbox", headers={"Authorization": f"Bearer {admin}"})
+    assert answer.status_code == 200
+    assert {row["kind"] for row in answer.json["outbox"]} == {"comment", "deployment", "deployment_status",
+                                                              "commit_status"}
+    assert all(row["state"] == "pending" for row in answer.json["outbox"])
+    refused = client.get("/api/v1/outbox", headers={"Authorization": f"Bearer {reader}"})
+    assert refused.status_code == 403
+    bad = client.get("/api/v1/outbox?state=lost", headers={"Authorization": f"Bearer {admin}"})
+    assert bad.status_code == 400 and "unknown state 'lost'" in bad.json["error"]
