@@ -25,7 +25,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
 
-    from bot import api, db, errors, github_setup_page, health, openapi, queue, sites, webhooks
+    from bot import api, db, errors, github_setup_page, health, openapi, queue, sites, web, webhooks
 
     db.init_app(app)
     queue.init_app(app)
@@ -36,4 +36,5 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(sites.bp)
     app.register_blueprint(github_setup_page.bp)
     webhooks.init_app(app)
+    web.init_app(app)
     return app

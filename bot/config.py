@@ -60,6 +60,12 @@ class Settings:
     github_app_private_key: str = field(default="", repr=False)
     # owner/name or owner/* patterns; empty: the repositories the manifests name
     github_repositories: tuple[str, ...] = ()
+    # The status page: who may read it, and Sign in with GitHub (an OAuth App's credentials).
+    page_read: str = "public"
+    github_web_url: str = "https://github.com"
+    github_oauth_client_id: str = ""
+    github_oauth_client_secret: str = field(default="", repr=False)
+    admins: tuple[str, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -180,6 +186,17 @@ def _repositories(raw: str) -> tuple[str, ...]:
     return patterns
 
 
+_LOGIN_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
+
+
+def _logins(raw: str) -> tuple[str, ...]:
+    logins = tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+    for login in logins:
+        if not _LOGIN_RE.match(login):
+            raise ValueError(f"{login!r} is not a GitHub login (separate several with commas)")
+    return logins
+
+
 def _text(raw: str) -> str:
     return raw
 
@@ -211,6 +228,11 @@ _VARIABLES: dict[str, tuple[str, object]] = {
     "SAMI_GITHUB_APP_ID": ("github_app_id", _int(1, 2**63 - 1)),
     "SAMI_GITHUB_APP_PRIVATE_KEY": ("github_app_private_key", _private_key),
     "SAMI_GITHUB_REPOSITORIES": ("github_repositories", _repositories),
+    "SAMI_PAGE_READ": ("page_read", _choice("public", "login")),
+    "SAMI_GITHUB_WEB_URL": ("github_web_url", _github_api_url),
+    "SAMI_GITHUB_OAUTH_CLIENT_ID": ("github_oauth_client_id", _text),
+    "SAMI_GITHUB_OAUTH_CLIENT_SECRET": ("github_oauth_client_secret", _text),
+    "SAMI_ADMINS": ("admins", _logins),
 }
 
 # Settings that must be set (non-empty) in production mode.

@@ -1,0 +1,188 @@
+"""Who is looking at the status page, and what they may change.
+
+A visitor signs in with GitHub (an OAuth App's web flow) or with a Sami token; either way the
+session cookie (signed with SAMI_SECRET_KEY, HttpOnly, SameSite=Lax, Secure behind https) holds
+who they are, never a secret: a token session keeps the token's public id and is checked against
+the database on every request, so revoking the token signs the session out. Every form carries
+the session's CSRF token. GitHub users may change deployments of repositories they can write to
+(looked up with Sami's own GitHub credentials, remembered for a few minutes); SAMI_ADMINS may
+change everything and read logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import abort, current_app, g, session
+from sqlalchemy import select
+
+from bot.db import get_session
+from bot.models import ApiToken, Deployment
+from bot.tokens import Scopes
+
+log = logging.getLogger(__name__)
+PERMISSION_TTL = 300.0  # seconds a looked-up repository permission is trusted
+ONE_TIME_TTL = 3600  # seconds the embedded default's sign-in link works
+ONE_TIME_FILE = "signin-link"
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """A signed-in person: ``kind`` is github or token; ``scopes`` only for tokens."""
+
+    kind: str
+    name: str
+    admin: bool = False
+    scopes: Scopes | None = None
+
+    @property
+    def requested_by(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    @property
+    def read_scopes(self) -> Scopes | None:
+        """What this viewer may read (None: everything)."""
+        return None if self.kind == "github" or self.admin else self.scopes
+
+
+def current_viewer() -> Viewer | None:
+    """The signed-in viewer of this request, or None."""
+    if "viewer" in g:
+        return g.viewer
+    data = session.get("viewer")
+    viewer = None
+    if isinstance(data, dict) and data.get("kind") == "github":
+        login = str(data.get("login", ""))
+        viewer = Viewer("github", login, admin=login.lower() in current_app.config["SAMI"].admins)
+    elif isinstance(data, dict) and data.get("kind") == "token":
+        token = get_session().scalars(select(ApiToken).where(ApiToken.token_id == str(data.get("token_id")))).first()
+        if token is not None and token.revoked_at is None:
+            scopes = Scopes.from_dict(token.scopes)
+            viewer = Viewer("token", token.name, admin=scopes.admin, scopes=scopes)
+        else:
+            session.pop("viewer", None)
+    g.viewer = viewer
+    return viewer
+
+
+def sign_in(data: dict) -> None:
+    """Start a fresh session for ``data`` (a new CSRF token too, so one from before cannot be replayed)."""
+    session.clear()
+    session["viewer"] = data
+    session["csrf"] = secrets.token_urlsafe(32)
+    session.permanent = True
+    g.pop("viewer", None)
+
+
+def sign_out() -> None:
+    session.clear()
+    g.pop("viewer", None)
+
+
+def csrf_token() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def check_csrf(form_value: str | None) -> None:
+    """403 unless ``form_value`` is this session's CSRF token."""
+    expected = session.get("csrf")
+    if not expected or not form_value or not hmac.compare_digest(str(expected), str(form_value)):
+        abort(403, "the form's security token is missing or out of date: reload the page and try again")
+
+
+# -- what a viewer may change ---------------------------------------------------------------------
+
+_permissions: dict[tuple[str, str], tuple[float, str]] = {}
+_permissions_lock = threading.Lock()
+
+
+def _github_permission(repo: str, login: str) -> str:
+    key = (repo.lower(), login.lower())
+    now = time.monotonic()
+    with _permissions_lock:
+        cached = _permissions.get(key)
+        if cached and cached[0] > now:
+            return cached[1]
+    from bot.github.client import GitHubClient, GitHubError
+
+    client = current_app.extensions.get("sami.github")
+    if client is None:
+        client = GitHubClient.from_settings(current_app.config["SAMI"])
+        current_app.extensions["sami.github"] = client
+    if client is None:
+        return "none"
+    try:
+        permission = client.repository_permission(repo, login)
+    except GitHubError as exc:
+        log.warning("could not look up %s's permission on %s: %s", login, repo, exc)
+        return "none"
+    with _permissions_lock:
+        _permissions[key] = (now + PERMISSION_TTL, permission)
+    return permission
+
+
+def deployment_repository(deployment: Deployment, manifest) -> str | None:
+    """The repository whose writers may change ``deployment``: its manifest's, else its source's."""
+    return (getattr(manifest, "repository", None) if manifest is not None else None) or deployment.source_repo
+
+
+def may_change(viewer: Viewer | None, action: str, deployment: Deployment, manifest=None) -> bool:
+    """Whether ``viewer`` may ``action`` (deploy, archive, restore, cleanup) ``deployment``."""
+    if viewer is None:
+        return False
+    if viewer.admin:
+        return True
+    if viewer.kind == "token":
+        return viewer.scopes is not None and viewer.scopes.allows(action, deployment.service, deployment.environment)
+    repo = deployment_repository(deployment, manifest)
+    return bool(repo) and _github_permission(repo, viewer.name) in ("admin", "maintain", "write")
+
+
+# -- the embedded default's one-time sign-in link --------------------------------------------------
+
+def _digest(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def make_one_time_code(instance_dir: str, now: float | None = None) -> str:
+    """A new one-time sign-in code; only its hash is stored (0600), replacing any earlier one."""
+    code = secrets.token_urlsafe(24)
+    path = Path(instance_dir) / ONE_TIME_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"sha256": _digest(code), "expires": (now or time.time()) + ONE_TIME_TTL}, out)
+    os.replace(tmp, path)
+    return code
+
+
+def redeem_one_time_code(instance_dir: str, code: str, now: float | None = None) -> bool:
+    """True once for the current code before it expires; the code is gone afterwards either way."""
+    path = Path(instance_dir) / ONE_TIME_FILE
+    claimed = path.with_suffix(f".claimed-{os.getpid()}-{threading.get_ident()}")
+    try:
+        os.replace(path, claimed)  # atomic: of two concurrent redemptions, one gets the file
+    except FileNotFoundError:
+        return False
+    try:
+        data = json.loads(claimed.read_text())
+        if not hmac.compare_digest(str(data.get("sha256")), _digest(code or "")):
+            os.replace(claimed, path)  # a wrong guess does not burn the real code
+            return False
+        return float(data.get("expires", 0)) > (now or time.time())
+    except (ValueError, OSError):
+        return False
+    finally:
+        claimed.unlink(missing_ok=True)

@@ -1,0 +1,376 @@
+"""The status page: deployments, one deployment, services, deliveries, and the writes behind login.
+
+Server-rendered HTML that works without JavaScript; ``static/sami.js`` adds live updates from
+``/events``. Reads go through bot.queries like the API's; writes call bot.services like the API's,
+after the viewer's permission and the form's CSRF token are checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import urllib.parse
+from datetime import UTC, datetime
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from sqlalchemy import select
+from sqlalchemy.orm import undefer
+from werkzeug.exceptions import HTTPException
+
+from bot import queries, services
+from bot.api import _manifests, _services_context
+from bot.db import get_session
+from bot.errors import SamiError
+from bot.models import Action, ApiToken, Deployment
+from bot.states import DeploymentState, IllegalTransition
+from bot.tokens import Scopes, TokenError, authenticate, create_token
+from bot.web import auth, events
+
+log = logging.getLogger(__name__)
+bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
+               static_url_path="/static/page")
+MASK = "••••"
+SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "PRIVATE", "CREDENTIAL", "API_KEY", "APIKEY")
+STATE_TONE = {"Running": "ok", "Archived": "quiet", "Removed": "quiet", "Failure": "bad", "CleanupFailed": "bad"}
+WRITES = ("update", "archive", "restore", "cleanup")
+
+
+# -- helpers the templates use ----------------------------------------------------------------------
+
+def ago(value: datetime | None, now: datetime | None = None) -> str:
+    """'just now', '5 min ago', '3 h ago', '2 days ago'."""
+    if value is None:
+        return "—"
+    seconds = int(((now or datetime.now(UTC)) - value).total_seconds())
+    if seconds < 45:
+        return "just now"
+    if seconds < 3600:
+        return f"{max(1, round(seconds / 60))} min ago"
+    if seconds < 86400 * 2:
+        return f"{round(seconds / 3600)} h ago"
+    return f"{round(seconds / 86400)} days ago"
+
+
+def exact(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+
+
+def tone(state) -> str:
+    return STATE_TONE.get(str(state), "busy")
+
+
+def masked_config(values: dict | None, secret_names) -> list[tuple[str, str]]:
+    """KEY, value pairs with the values of secrets (and of keys that look like one) as ••••."""
+    names = {n.upper() for n in secret_names or ()}
+    shown = []
+    for key, value in sorted((values or {}).items()):
+        upper = str(key).upper()
+        secret = upper in names or any(word in upper for word in SECRET_WORDS)
+        shown.append((key, MASK if secret else str(value)))
+    return shown
+
+
+def duration(ms: int | None) -> str:
+    if ms is None:
+        return "—"
+    seconds = ms / 1000
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
+def github_url(repo: str | None, kind: str = "", value: object = None) -> str | None:
+    if not repo:
+        return None
+    base = current_app.config["SAMI"].github_web_url.rstrip("/")
+    path = f"/{repo}" + (f"/{kind}/{value}" if kind and value is not None else "")
+    return base + path
+
+
+def page_url(args: dict, **changes) -> str:
+    """This list's URL with ``changes`` (None removes an argument); filters stay in the URL."""
+    merged = {**args, **changes}
+    query = urllib.parse.urlencode([(k, item) for k, v in merged.items() if v not in (None, "", [])
+                                    for item in (v if isinstance(v, list) else [v])])
+    return url_for("pages.index") + (f"?{query}" if query else "")
+
+
+@bp.app_context_processor
+def _template_globals():
+    return {"viewer": auth.current_viewer(), "csrf_token": auth.csrf_token, "ago": ago, "exact": exact,
+            "tone": tone, "duration": duration, "github_url": github_url,
+            "oauth": bool(current_app.config["SAMI"].github_oauth_client_id)}
+
+
+def _needs_login() -> bool:
+    return current_app.config["SAMI"].page_read == "login" and auth.current_viewer() is None
+
+
+@bp.before_request
+def _guard():
+    if request.method == "POST":
+        auth.check_csrf(request.form.get("csrf_token"))
+    public = {"pages.login", "pages.login_token", "pages.login_github", "pages.login_github_callback",
+              "pages.login_once", "pages.login_once_redeem", "pages.static", "pages.logout"}
+    if request.endpoint not in public and _needs_login():
+        return redirect(url_for("pages.login", next=request.full_path))
+    return None
+
+
+@bp.errorhandler(HTTPException)
+def _page_error(exc: HTTPException):
+    return render_template("error.html", code=exc.code, message=exc.description), exc.code
+
+
+def _read_scopes():
+    viewer = auth.current_viewer()
+    return viewer.read_scopes if viewer else None
+
+
+def _may_read(deployment: Deployment) -> bool:
+    scopes = _read_scopes()
+    return scopes is None or scopes.admin or scopes.allows("read", deployment.service, deployment.environment)
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+@bp.get("/")
+def index():
+    """The deployments, those needing attention first; filters, search and page in the URL."""
+    try:
+        flt = queries.DeploymentFilter.from_args(request.args, default_sort="attention")
+        page = queries.list_deployments(get_session(), flt, _read_scopes())
+    except queries.QueryError as exc:
+        abort(400, exc.message)
+    counts = queries.state_counts(get_session(), flt, _read_scopes())
+    args = {k: request.args.getlist(k) if k in ("state", "service", "environment") else v
+            for k, v in request.args.items() if k != "cursor"}
+    return render_template("index.html", page=page, flt=flt, counts=counts, args=args, page_url=page_url,
+                           states=[s.value for s in DeploymentState], sorts=queries.SORTS)
+
+
+@bp.get("/deployments/<name>")
+def deployment(name: str):
+    """One deployment: state, links, source, config (secrets masked), history, and for admins the log."""
+    session_ = get_session()
+    row = session_.scalars(select(Deployment).where(Deployment.name == name)).first()
+    if row is None or not _may_read(row):
+        abort(404, f"no deployment {name!r}")
+    actions = list(session_.scalars(select(Action).where(Action.deployment_id == row.id)
+                                    .order_by(Action.id.desc()).limit(50)))
+    viewer = auth.current_viewer()
+    manifest = _manifest_of(row)
+    secret_names = manifest.secrets if manifest else ()
+    running = next((a for a in actions if not a.state.finished and a.started_at), None)
+    shown_log = None
+    log_action = running or (actions[0] if actions else None)
+    if viewer and viewer.admin and log_action is not None:
+        shown_log = session_.get(Action, log_action.id, options=[undefer(Action.log)]).log or ""
+        shown_log = shown_log[-20000:]
+    may = {kind: auth.may_change(viewer, "deploy" if kind == "update" else kind, row, manifest)
+           for kind in WRITES} if viewer else {}
+    config = {"app": masked_config({**(manifest.app_overrides if manifest else {}), **(row.app_overrides or {})},
+                                   secret_names),
+              "deployment": masked_config({**(manifest.deployment_overrides if manifest else {}),
+                                           **(row.deployment_overrides or {})}, secret_names)}
+    return render_template("deployment.html", d=row, actions=actions, config=config, secret_names=secret_names,
+                           log=shown_log, log_action=log_action, running=running, may=may, manifest=manifest)
+
+
+def _manifest_of(row: Deployment):
+    try:
+        return _manifests().current().find(row.service, row.environment)
+    except Exception:  # the page still shows what the database knows when the repo is unreadable
+        log.warning("deployments repo unreadable while showing %s", row.name, exc_info=True)
+        return None
+
+
+@bp.get("/deployments/<name>/log")
+def deployment_log(name: str):
+    """An action's log from ``offset`` on (admins), for the page's live tail."""
+    viewer = auth.current_viewer()
+    if viewer is None or not viewer.admin:
+        abort(403, "logs are for admins: they can hold what scripts print")
+    action_id = request.args.get("action", "")
+    offset = request.args.get("offset", "0")
+    if not action_id.isdigit() or not offset.isdigit():
+        abort(400, "'action' and 'offset' must be whole numbers")
+    action = get_session().get(Action, int(action_id), options=[undefer(Action.log)])
+    if action is None or action.deployment.name != name:
+        abort(404, f"no action {action_id} of {name}")
+    text = action.log or ""
+    return jsonify(log=text[int(offset):], offset=len(text), finished=action.state.finished,
+                   state=str(action.state))
+
+
+@bp.get("/services")
+def services_page():
+    """The services the deployments repo defines, and its manifest errors at file:line."""
+    scopes = _read_scopes()
+    repo = _manifests().current()
+    from bot.api import _may_read_path
+
+    everything = Scopes(admin=True)
+    manifests = [m for m in repo.manifests if scopes is None or scopes.allows("read", m.service_name, m.environment)]
+    errors = [e for e in repo.errors if _may_read_path(scopes or everything, e.path)]
+    return render_template("services.html", repo=repo, manifests=manifests, errors=errors)
+
+
+@bp.get("/deliveries")
+def deliveries():
+    """Recent GitHub deliveries and what each caused."""
+    if not queries.may_read_deliveries(_read_scopes()):
+        abort(403, "deliveries span every service: they need read on all services, or admin")
+    try:
+        page = queries.list_deliveries(get_session(), request.args)
+    except queries.QueryError as exc:
+        abort(400, exc.message)
+    return render_template("deliveries.html", page=page)
+
+
+# -- writing ----------------------------------------------------------------------------------------
+
+@bp.post("/deployments/<name>/<any(update, archive, restore, cleanup):kind>")
+def change(name: str, kind: str):
+    """A write from the page: the same services call as the API's, as the signed-in viewer."""
+    viewer = auth.current_viewer()
+    if viewer is None:
+        abort(401, "sign in to change deployments")
+    session_ = get_session()
+    row = services.get_deployment(session_, name)
+    manifest = _manifest_of(row)
+    if not auth.may_change(viewer, "deploy" if kind == "update" else kind, row, manifest):
+        abort(403, f"{viewer.name} may not {kind} {name}")
+    try:
+        if kind == "update":
+            tag = (request.form.get("tag") or "").strip()
+            if not tag:
+                raise SamiError("give the tag to deploy")
+            req = services.DeploymentRequest(service=row.service, environment=row.environment, tag=tag,
+                                             pull_request=row.pull_request, source_repo=row.source_repo,
+                                             requested_by=viewer.requested_by, origin="page")
+            result = services.request_deployment(session_, _manifests().current(), req, _services_context())
+        else:
+            operation = {"archive": services.archive_deployment, "restore": services.restore_deployment,
+                         "cleanup": services.cleanup_deployment}[kind]
+            result = operation(session_, _manifests().current(), name, _services_context(),
+                               requested_by=viewer.requested_by, origin="page")
+        flash(f"{kind} of {name} accepted (action {result.action_id}); state {result.state}", "ok")
+    except SamiError as exc:
+        session_.rollback()
+        flash(exc.message, "error")
+    except IllegalTransition as exc:
+        session_.rollback()
+        flash(str(exc), "error")
+    return redirect(url_for("pages.deployment", name=name))
+
+
+# -- signing in -------------------------------------------------------------------------------------
+
+def _next_url() -> str:
+    target = request.values.get("next") or session.get("next") or "/"
+    # Only paths of this site: never an absolute URL somewhere else.
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
+@bp.get("/login")
+def login():
+    return render_template("login.html", next=_next_url())
+
+
+@bp.post("/login/token")
+def login_token():
+    """Sign in with a Sami token; the session keeps its public id, never the token."""
+    try:
+        token = authenticate(get_session(), (request.form.get("token") or "").strip())
+    except TokenError:
+        flash("that token is not valid (or revoked): create one with sami token create", "error")
+        return redirect(url_for("pages.login", next=_next_url()))
+    get_session().commit()
+    target = _next_url()
+    auth.sign_in({"kind": "token", "token_id": token.token_id})
+    return redirect(target)
+
+
+@bp.post("/logout")
+def logout():
+    auth.sign_out()
+    return redirect(url_for("pages.index"))
+
+
+@bp.get("/login/github")
+def login_github():
+    """Send the visitor to GitHub to authorize; ``state`` ties the answer to this session."""
+    settings = current_app.config["SAMI"]
+    if not settings.github_oauth_client_id:
+        abort(404, "Sign in with GitHub is not set up (SAMI_GITHUB_OAUTH_CLIENT_ID)")
+    state = secrets.token_urlsafe(24)
+    session["oauth_state"] = state
+    session["next"] = _next_url()
+    query = urllib.parse.urlencode({"client_id": settings.github_oauth_client_id, "state": state,
+                                    "redirect_uri": _callback_url(), "allow_signup": "false"})
+    return redirect(f"{settings.github_web_url}/login/oauth/authorize?{query}")
+
+
+def _callback_url() -> str:
+    return current_app.config["SAMI"].public_url.rstrip("/") + url_for("pages.login_github_callback")
+
+
+@bp.get("/login/github/callback")
+def login_github_callback():
+    from bot.web import oauth
+
+    expected = session.pop("oauth_state", None)
+    state = request.args.get("state", "")
+    if not expected or not secrets.compare_digest(expected, state):
+        abort(400, "the sign-in answer does not belong to this browser session: start again")
+    if request.args.get("error"):
+        abort(403, f"GitHub did not sign you in: {request.args.get('error_description') or request.args['error']}")
+    try:
+        login_name = oauth.exchange(current_app.config["SAMI"], request.args.get("code", ""), _callback_url())
+    except oauth.OAuthError as exc:
+        abort(502, str(exc))
+    target = session.pop("next", "/")
+    auth.sign_in({"kind": "github", "login": login_name})
+    log.info("signed in with GitHub: %s", login_name)
+    return redirect(target if target.startswith("/") and not target.startswith("//") else "/")
+
+
+@bp.get("/login/once")
+def login_once():
+    """The embedded default's one-time link: the code travels in the URL fragment (never logged);
+    the page's script posts it, or a visitor without JavaScript pastes it."""
+    return render_template("login_once.html")
+
+
+@bp.post("/login/once")
+def login_once_redeem():
+    """Redeem the one-time code: a fresh admin token's session (revocable with sami token revoke)."""
+    code = (request.form.get("code") or "").strip()
+    if not auth.redeem_one_time_code(current_app.config["SAMI"].instance_dir, code):
+        abort(403, "this sign-in link was used already or has expired: restart the server for a new one, or "
+                   "sign in with a token")
+    name = f"page-admin-{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(2)}"
+    create_token(get_session(), name, Scopes(admin=True), created_by="one-time sign-in link")
+    get_session().commit()
+    token = get_session().scalars(select(ApiToken).where(ApiToken.name == name)).one()
+    auth.sign_in({"kind": "token", "token_id": token.token_id})
+    return redirect(url_for("pages.index"))
+
+
+@bp.get("/events")
+def live_events():
+    """Server-sent events: ``change`` with the deployments that changed (those the viewer may read)."""
+    scopes = _read_scopes()
+    if scopes is None or scopes.admin:
+        return events.stream_response(lambda change: True)
+    return events.stream_response(lambda change: scopes.allows("read", change["service"], change["environment"]))

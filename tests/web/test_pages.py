@@ -1,0 +1,179 @@
+"""The status page's views, sign-in and writes, on PostgreSQL and Redis through Flask's test client."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+
+from bot.models import Action, ApiToken, Deployment
+from bot.states import ActionState
+from bot.tokens import Scopes, create_token
+from bot.web import auth, pages
+from tests.web.conftest import csrf, request_deployment, sign_in_with_token
+
+
+def test_list_shows_state_words_links_and_filters_in_the_url(client, admin_token):
+    request_deployment(client, admin_token)
+    request_deployment(client, admin_token, environment="pull_request", pull_request=12, repository="acme/probe",
+                       sha="abc1234")
+    html = client.get("/").get_data(as_text=True)
+    assert "probe-stage" in html and "probe-pr-12" in html
+    assert 'data-state="CreatePending"' in html and ">CreatePending<" in html
+    assert 'href="https://github.com/acme/probe/pull/12"' in html
+    assert "https://probe-stage.example.test" in html
+    assert 'title="20' in html and "UTC" in html  # the exact time on hover
+    filtered = client.get("/?q=pr-12").get_data(as_text=True)
+    assert "probe-pr-12" in filtered and "probe-stage" not in filtered
+    assert 'value="pr-12"' in filtered  # the search stays in the form
+    chip = client.get("/?state=Running").get_data(as_text=True)
+    assert "No deployments match" in chip
+    assert client.get("/?sort=size").status_code == 400
+
+
+def test_list_pages_with_a_cursor_link(client, db_session):
+    for i in range(3):
+        db_session.add(Deployment(name=f"probe-pr-{i + 1}", service="probe", environment="pull_request",
+                                  type="swarm", state="Running"))
+    db_session.commit()
+    html = client.get("/?limit=2&sort=name").get_data(as_text=True)
+    assert "probe-pr-1" in html and "probe-pr-3" not in html
+    next_link = html.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0].replace("&amp;", "&")
+    assert "cursor=" in next_link and "limit=2" in next_link and "sort=name" in next_link
+    second = client.get(next_link).get_data(as_text=True)
+    assert "probe-pr-3" in second and "probe-pr-1<" not in second
+
+
+def test_detail_masks_secrets_and_shows_history(client, admin_token, db_session):
+    accepted = request_deployment(client, admin_token, overrides={"app": {}})
+    html = client.get("/deployments/probe-stage").get_data(as_text=True)
+    assert "API_TOKEN" in html and "••••" in html
+    assert f">{accepted['action_id']}<" in html and "token:admin" in html and ">api<" in html
+    assert client.get("/deployments/nothing-here").status_code == 404
+
+
+def test_masked_config_hides_secret_names_and_secret_looking_keys():
+    shown = dict(pages.masked_config({"LOG_LEVEL": "debug", "DB_PASSWORD": "hunter2", "API_TOKEN": "x"},
+                                     ["API_TOKEN"]))
+    assert shown == {"LOG_LEVEL": "debug", "DB_PASSWORD": "••••", "API_TOKEN": "••••"}
+
+
+def test_logged_out_visitors_see_no_write_buttons_and_cannot_post(client, admin_token):
+    request_deployment(client, admin_token)
+    html = client.get("/deployments/probe-stage").get_data(as_text=True)
+    assert "Archive" not in html and 'name="tag"' not in html
+    refused = client.post("/deployments/probe-stage/archive", data={"csrf_token": csrf(client)})
+    assert refused.status_code == 401
+
+
+def test_a_post_without_the_csrf_token_is_refused(client, admin_token, db_session):
+    request_deployment(client, admin_token)
+    sign_in_with_token(client, admin_token)
+    assert client.post("/deployments/probe-stage/archive").status_code == 403
+    assert client.post("/deployments/probe-stage/archive", data={"csrf_token": "forged"}).status_code == 403
+    assert db_session.scalars(select(Action).where(Action.kind == "archive")).first() is None
+
+
+def test_signed_in_token_archives_from_the_page(client, admin_token, db_session, work, record):
+    request_deployment(client, admin_token)
+    work()
+    sign_in_with_token(client, admin_token)
+    page = client.get("/deployments/probe-stage").get_data(as_text=True)
+    assert "Signed in as <strong>admin</strong>" in page and ">Archive<" in page
+    response = client.post("/deployments/probe-stage/archive", data={"csrf_token": csrf(client, "/")})
+    assert response.status_code == 302
+    followed = client.get(response.location).get_data(as_text=True)
+    assert "archive of probe-stage accepted" in followed and "ArchivePending" in followed
+    action = db_session.scalars(select(Action).where(Action.kind == "archive")).one()
+    assert action.requested_by == "token:admin" and action.origin == "page"
+    work()
+    assert "Archived" in client.get("/deployments/probe-stage").get_data(as_text=True)
+
+
+def test_a_scoped_token_sees_and_changes_only_its_scope(client, admin_token, db_session):
+    request_deployment(client, admin_token)
+    reader = create_token(db_session, "reader", Scopes(services=("other",), actions=("read", "archive")))
+    db_session.commit()
+    sign_in_with_token(client, reader)
+    assert "probe-stage" not in client.get("/").get_data(as_text=True)
+    assert client.get("/deployments/probe-stage").status_code == 404
+    refused = client.post("/deployments/probe-stage/archive", data={"csrf_token": csrf(client, "/")})
+    assert refused.status_code == 403
+
+
+def test_revoking_the_token_signs_the_session_out(client, admin_token, db_session):
+    sign_in_with_token(client, admin_token)
+    assert "Signed in as" in client.get("/").get_data(as_text=True)
+    db_session.scalars(select(ApiToken).where(ApiToken.name == "admin")).one().revoked_at = datetime.now(UTC)
+    db_session.commit()
+    assert "Signed in as" not in client.get("/").get_data(as_text=True)
+
+
+def test_a_wrong_token_does_not_sign_in(client):
+    response = client.post("/login/token", data={"token": "sami_000000000000_" + "x" * 43, "csrf_token": csrf(client)})
+    assert response.status_code == 302
+    assert "not valid" in client.get(response.location).get_data(as_text=True)
+
+
+def test_session_cookie_is_httponly_and_lax(client, admin_token):
+    client.get("/login")
+    cookie = client.get_cookie("sami_session")
+    assert cookie is not None and cookie.http_only and cookie.same_site == "Lax"
+
+
+def test_admins_see_the_log_non_admins_do_not(client, admin_token, db_session):
+    request_deployment(client, admin_token)
+    action = db_session.scalars(select(Action)).one()
+    action.log = "starting\nsecret is ********\n"
+    action.state = ActionState.RUNNING
+    action.started_at = datetime.now(UTC)
+    db_session.commit()
+    reader = create_token(db_session, "reader", Scopes(actions=("read", "deploy")))
+    db_session.commit()
+    sign_in_with_token(client, reader)
+    assert "secret is" not in client.get("/deployments/probe-stage").get_data(as_text=True)
+    assert client.get(f"/deployments/probe-stage/log?action={action.id}&offset=0").status_code == 403
+    client.post("/logout", data={"csrf_token": csrf(client, "/")})
+    sign_in_with_token(client, admin_token)
+    assert "secret is ********" in client.get("/deployments/probe-stage").get_data(as_text=True)
+    tail = client.get(f"/deployments/probe-stage/log?action={action.id}&offset=9").json
+    assert tail["log"] == "secret is ********\n" and tail["finished"] is False
+
+
+def test_read_can_require_login(app, client, admin_token):
+    app.config["SAMI"] = app.config["SAMI"].__class__(**{**app.config["SAMI"].__dict__, "page_read": "login"})
+    response = client.get("/")
+    assert response.status_code == 302 and "/login" in response.location
+    assert client.get("/events").status_code == 302
+    sign_in_with_token(client, admin_token)
+    assert client.get("/").status_code == 200
+
+
+def test_one_time_code_signs_in_once(app, client, tmp_path):
+    instance = app.config["SAMI"].instance_dir
+    code = auth.make_one_time_code(instance)
+    assert code not in (tmp_path / "instance" / auth.ONE_TIME_FILE).read_text()  # only its hash is kept
+    assert client.post("/login/once", data={"code": "wrong", "csrf_token": csrf(client)}).status_code == 403
+    first = client.post("/login/once", data={"code": code, "csrf_token": csrf(client)})
+    assert first.status_code == 302
+    assert "(admin)" in client.get("/").get_data(as_text=True)
+    other = app.test_client()
+    assert other.post("/login/once", data={"code": code, "csrf_token": csrf(other)}).status_code == 403
+
+
+def test_one_time_code_expires(tmp_path):
+    code = auth.make_one_time_code(str(tmp_path), now=1000.0)
+    assert not auth.redeem_one_time_code(str(tmp_path), code, now=1000.0 + auth.ONE_TIME_TTL + 1)
+
+
+@pytest.mark.parametrize("path", ["https://evil.example/", "//evil.example/x"])
+def test_sign_in_returns_only_to_this_site(client, admin_token, path):
+    response = client.post("/login/token", data={"token": admin_token, "csrf_token": csrf(client), "next": path})
+    assert response.location == "/"
+
+
+def test_events_answer_one_event_outside_gunicorn(client):
+    response = client.get("/events")
+    assert response.mimetype == "text/event-stream"
+    assert response.get_data(as_text=True).startswith("retry: 3000\n\nevent: hello\n")
