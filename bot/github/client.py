@@ -316,19 +316,6 @@ class GitHubClient:
         """Where the App's webhook posts, and whether it has a secret (shown as asterisks)."""
         return self._call("GET", "/app/hook/config", as_app=True)
 
-    def repository_permission(self, repo: str, login: str) -> str:
-        """What ``login`` may do in ``repo``: admin, write, read or none (GitHub's collaborator permission)."""
-        if not re.match(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$", login):
-            raise GitHubError(0, f"{login!r} is not a GitHub login")
-        try:
-            data = self._call("GET", f"/repos/{check_repository_name(repo)}/collaborators/{login}/permission",
-                              repo=repo)
-        except GitHubError as exc:
-            if exc.status == 404:  # not a collaborator, or the repository is out of reach
-                return "none"
-            raise
-        return str(data.get("permission") or "none")
-
     def authenticated_user(self) -> dict[str, Any]:
         """The user a token belongs to (token authentication only)."""
         return self._call("GET", "/user")

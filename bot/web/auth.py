@@ -123,8 +123,13 @@ def _github_permission(repo: str, login: str) -> str:
     if client is None:
         return "none"
     try:
-        permission = client.repository_permission(repo, login)
+        permission = client.permission(repo, login)
     except GitHubError as exc:
+        if exc.status != 404:  # 404: not a collaborator (or the repository is out of Sami's reach)
+            log.warning("could not look up %s's permission on %s: %s", login, repo, exc)
+            return "none"
+        permission = "none"
+    except ValueError as exc:
         log.warning("could not look up %s's permission on %s: %s", login, repo, exc)
         return "none"
     with _permissions_lock:

@@ -47,7 +47,6 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     "/app-manifests/{code}/conversions": ("post",),
     "/repos/{owner}/{repo}": ("get",),
     "/repos/{owner}/{repo}/installation": ("get",),
-    "/repos/{owner}/{repo}/collaborators/{username}/permission": ("get",),
     "/repos/{owner}/{repo}/hooks": ("get",),
     "/repos/{owner}/{repo}/hooks/{hook_id}/deliveries": ("get",),
     "/repos/{owner}/{repo}/hooks/{hook_id}/deliveries/{delivery_id}/attempts": ("post",),
