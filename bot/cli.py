@@ -7,6 +7,7 @@ import sys
 import click
 
 from bot import __version__
+from bot.client.commands import register as register_client_commands
 from bot.config import ConfigError, load_settings
 from bot.logs import configure_logging
 from bot.manifests.cli import validate
@@ -15,7 +16,16 @@ from bot.manifests.cli import validate
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sami")
 def cli() -> None:
-    """Sami: per-pull-request staging environments driven from GitHub."""
+    """Sami: per-pull-request staging environments driven from GitHub.
+
+    The server commands (serve, worker, scheduler, token, db, github) run where Sami runs; the
+    client commands (request, list, info, wait, logs, ...) drive a server from anywhere, with
+    SAMI_URL and SAMI_TOKEN or `sami login`.
+
+    \b
+    Shell completion (bash; zsh and fish likewise):
+        eval "$(_SAMI_COMPLETE=bash_source sami)"
+    """
 
 
 @cli.command()
@@ -434,6 +444,7 @@ def github_setup(org: str | None, name: str | None, port: int, timeout: float) -
 
 
 cli.add_command(validate)
+register_client_commands(cli)
 
 
 def main() -> None:

@@ -1,0 +1,134 @@
+"""What the client prints for people: tables that fit the terminal, states in colour on a terminal
+only (the word always carries the meaning), a progress line, times as "2 min ago".
+
+Scripts use ``--json`` instead; nothing here is meant to be parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import click
+
+STATE_COLOURS = {
+    "Running": "green", "succeeded": "green",
+    "Failure": "red", "CleanupFailed": "red", "failed": "red", "timed_out": "red",
+    "CreatePending": "yellow", "UpdatePending": "yellow", "ArchivePending": "yellow", "CleanupPending": "yellow",
+    "queued": "yellow", "running": "yellow",
+    "Archived": "blue", "cancelled": "bright_black", "superseded": "bright_black", "Removed": "bright_black",
+}
+ELLIPSIS = "…"
+
+
+def is_tty(stream=None) -> bool:
+    stream = stream or sys.stdout
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def state(text: str | None, colour: bool) -> str:
+    """A state word, coloured when ``colour``."""
+    text = text or "-"
+    return click.style(text, fg=STATE_COLOURS.get(text)) if colour else text
+
+
+def print_json(document) -> None:
+    click.echo(json.dumps(document, indent=2, sort_keys=True))
+
+
+def ago(value: str | None, now: datetime | None = None) -> str:
+    """An ISO timestamp as "just now", "5 min ago", "3 h ago", "2 d ago"."""
+    if not value:
+        return "-"
+    try:
+        then = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    seconds = ((now or datetime.now(UTC)) - then).total_seconds()
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h ago"
+    return f"{int(seconds // 86400)} d ago"
+
+
+def elapsed(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else \
+        f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + ELLIPSIS
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, width: int | None = None,
+          shrink: Sequence[int] = (), styles: dict[int, Callable[[str], str]] | None = None) -> str:
+    """Rows under headers, columns two spaces apart. With ``width`` (the terminal's), the columns in
+    ``shrink`` give way, the widest first, so that each line fits; cells cut show "…".
+    ``styles`` colour a column's cells after padding, so colour codes never count as width."""
+    rows = [[str(cell) if cell is not None else "-" for cell in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    if width:
+        floor = {i: max(len(headers[i]), 8) for i in shrink}
+        while sum(widths) + 2 * (len(widths) - 1) > width:
+            candidates = [i for i in shrink if widths[i] > floor[i]]
+            if not candidates:
+                break
+            widest = max(candidates, key=lambda i: widths[i])
+            widths[widest] -= 1
+    lines = []
+    for index, row in enumerate([list(headers), *rows]):
+        cells = []
+        for i, cell in enumerate(row):
+            text = _cut(cell, widths[i])
+            padded = text.ljust(widths[i]) if i < len(row) - 1 else text
+            if index and styles and i in styles:
+                padded = padded.replace(text, styles[i](text), 1)
+            cells.append(padded)
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def terminal_width() -> int | None:
+    """The terminal's width, or None when the output is not a terminal (then nothing is cut)."""
+    return shutil.get_terminal_size((100, 24)).columns if is_tty() else None
+
+
+class Progress:
+    """A progress line: on a terminal one line rewritten in place; otherwise a plain line whenever
+    the state changes and once a minute, so that CI logs show it is alive without flooding them."""
+
+    HEARTBEAT = 60.0
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = is_tty(self.stream)
+        self.last_state: str | None = None
+        self.last_line_at = 0.0
+        self.open = False
+
+    def show(self, text: str, current_state: str, seconds: float) -> None:
+        line = f"{text}: {state(current_state, self.tty)} · {elapsed(seconds)}"
+        if self.tty:
+            self.stream.write("\r\033[K" + line)
+            self.stream.flush()
+            self.open = True
+        elif current_state != self.last_state or seconds - self.last_line_at >= self.HEARTBEAT:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self.last_line_at = seconds
+        self.last_state = current_state
+
+    def done(self) -> None:
+        if self.open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open = False

@@ -1,0 +1,317 @@
+"""The client commands against a real `sami serve`: deployments that succeed and fail, following
+a running action's log, --json read back, and each error's message and exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bot.client.exits import Exit
+from tests.client.conftest import BROKEN_MANIFEST
+from tests.support.procs import wait_until
+from tests.support.sami_server import ROOT
+from tests.support.servers import free_port
+
+pytestmark = pytest.mark.slow
+
+ANSI = "\x1b["
+SAMI = str(Path(sys.executable).parent / "sami")  # the installed command: completion goes by its name
+
+
+def test_request_wait_deploys_the_static_site_and_exits_0(server):
+    done = server.run("request", "docs", "stage", "--tag", "v1", "--wait")
+    assert done.returncode == Exit.OK, done.stderr
+    assert "create docs-stage (action " in done.stdout
+    assert "docs-stage is Running" in done.stdout
+    site = f"{server.url}/sites/docs-stage/"
+    assert f"app: {site}" in done.stdout
+    assert "# check: passed" in done.stdout, "the log's tail is shown"
+    assert ANSI not in done.stdout + done.stderr, "no colour when the output is not a terminal"
+    # the progress lines: plain lines on stderr (not a terminal), one per state
+    progress = [line for line in done.stderr.splitlines() if line.startswith("create docs-stage (action")]
+    assert progress and progress[-1].split(": ", 1)[1].startswith("succeeded · ")
+    with urllib.request.urlopen(site, timeout=10) as response:
+        assert "<html" in response.read().decode().lower()
+
+
+def test_request_wait_json_has_the_stable_shape(server):
+    done = server.run("request", "docs", "pull_request", "--pull-request", "5", "--tag", "abc1234",
+                      "--repository", "acme/docs", "--ref", "feature/x", "--wait", "--json")
+    assert done.returncode == Exit.OK, done.stderr
+    document = json.loads(done.stdout)
+    assert set(document) == {"deployment", "action_id", "kind", "state", "status_url", "result"}
+    assert document["deployment"] == "docs-pr-5" and document["kind"] == "create"
+    result = document["result"]
+    assert set(result) == {"outcome", "action", "deployment", "log_tail"}
+    assert result["outcome"] == "succeeded" and result["action"]["id"] == document["action_id"]
+    assert result["deployment"]["state"] == "Running"
+    assert result["deployment"]["source"] == {"repository": "acme/docs", "pull_request": 5, "ref": "feature/x",
+                                              "sha": None}
+    # without --wait: the same keys, no result
+    again = server.run("request", "docs", "pull_request", "--pull-request", "5", "--tag", "abc1235", "--json")
+    assert again.returncode == Exit.OK, again.stderr
+    accepted = json.loads(again.stdout)
+    assert set(accepted) == set(document) and accepted["result"] is None and accepted["kind"] == "update"
+    assert server.run("wait", str(accepted["action_id"])).returncode == Exit.OK
+
+
+def test_request_wait_on_a_failing_deployment_exits_1_with_the_reason(server):
+    done = server.run("request", "probe", "pull_request", "--pull-request", "11", "--tag", "t1",
+                      "--deployment-override", "fail=create", "--wait")
+    assert done.returncode == Exit.FAILED, done.stderr
+    assert "create probe-pr-11 (action" in done.stdout and ") failed in " in done.stdout
+    assert "error: create failed (exit 1): probe: create failed on purpose" in done.stdout
+    assert "probe-pr-11 is Failure: create failed (exit 1)" in done.stdout
+    failed = server.run("request", "probe", "pull_request", "--pull-request", "11", "--tag", "t2",
+                        "--deployment-override", "fail=update", "--wait", "--json")
+    assert failed.returncode == Exit.FAILED, failed.stderr
+    document = json.loads(failed.stdout)
+    assert document["result"]["outcome"] == "failed"
+    assert document["result"]["deployment"]["state"] == "Failure"
+    assert "create failed on purpose" not in document["result"]["log_tail"]
+    assert "update failed on purpose" in document["result"]["log_tail"]
+    # KEY alone removes the override: the next update succeeds
+    fixed = server.run("request", "probe", "pull_request", "--pull-request", "11", "--tag", "t3",
+                       "--deployment-override", "fail", "--wait")
+    assert fixed.returncode == Exit.OK, fixed.stdout + fixed.stderr
+    assert "probe-pr-11 is Running" in fixed.stdout
+
+
+def _action(server, *args: str) -> int:
+    accepted = server.run(*args, "--json")
+    assert accepted.returncode == Exit.OK, accepted.stderr
+    return json.loads(accepted.stdout)["action_id"]
+
+
+def test_logs_follow_streams_a_running_action_until_it_ends(server):
+    action_id = _action(server, "request", "probe", "pull_request", "--pull-request", "12", "--tag", "t1",
+                        "--deployment-override", "sleep=4")
+    with subprocess.Popen([sys.executable, "-m", "bot.cli", "logs", str(action_id), "--follow"],
+                          env=server.client_env(server.admin), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, cwd=ROOT) as follow:
+        try:
+            lines = []
+            while not any(line.startswith("probe create of probe-pr-12") for line in lines):
+                line = follow.stdout.readline()
+                assert line, f"the output ended early: {lines} {follow.stderr.read()}"
+                lines.append(line)
+            # printed while the script still sleeps: the action is running
+            assert server.api(f"/api/v1/actions/{action_id}")["state"] == "running"
+            rest = follow.stdout.read()
+            assert follow.wait(60) == Exit.OK, follow.stderr.read()
+        finally:
+            follow.kill()
+    streamed = "".join(lines) + rest
+    assert "# check: passed" in streamed
+    whole = server.run("logs", str(action_id))
+    assert whole.returncode == Exit.OK
+    assert streamed == whole.stdout, "what was streamed is the whole log, once"
+    document = json.loads(server.run("logs", str(action_id), "--json").stdout)
+    assert document["log"] == whole.stdout and document["state"] == "succeeded" and document["finished"] is True
+
+
+def test_wait_gives_up_after_its_timeout_with_exit_5_and_the_action_goes_on(server):
+    action_id = _action(server, "request", "probe", "pull_request", "--pull-request", "13", "--tag", "t1",
+                        "--deployment-override", "sleep=4")
+    waited = server.run("wait", str(action_id), "--timeout", "1")
+    assert waited.returncode == Exit.TIMED_OUT
+    assert f"is still running after 0:01; it goes on on the server: sami wait {action_id}" in waited.stderr
+    done = server.run("wait", str(action_id), "--json")
+    assert done.returncode == Exit.OK, done.stderr
+    assert json.loads(done.stdout)["outcome"] == "succeeded"
+
+
+def test_archive_restore_cleanup_and_what_is_refused_in_between(server):
+    assert server.run("request", "probe", "pull_request", "--pull-request", "14", "--tag", "t1",
+                      "--wait").returncode == Exit.OK
+    created = server.run("create", "probe", "pull_request", "--pull-request", "14", "--tag", "t2")
+    assert created.returncode == Exit.BAD_INPUT
+    assert "deployment probe-pr-14 exists (Running): change it with `sami update probe-pr-14`" in created.stderr
+    updated = server.run("update", "probe-pr-14", "--tag", "t2", "--wait")
+    assert updated.returncode == Exit.OK, updated.stdout + updated.stderr
+    assert server.api("/api/v1/deployments/probe-pr-14")["deployment"]["tag"] == "t2"
+    archived = server.run("archive", "probe-pr-14", "--wait")
+    assert archived.returncode == Exit.OK and "probe-pr-14 is Archived" in archived.stdout
+    refused = server.run("update", "probe-pr-14", "--tag", "t3")
+    assert refused.returncode == Exit.BAD_INPUT
+    assert "is archived: restore it first (sami restore probe-pr-14)" in refused.stderr
+    assert "from Archived you can: sami restore, sami cleanup" in refused.stderr
+    restored = server.run("restore", "probe-pr-14", "--wait")
+    assert restored.returncode == Exit.OK and "probe-pr-14 is Running" in restored.stdout
+    assert server.run("archive", "probe-pr-14", "--wait").returncode == Exit.OK
+    cleaned = server.run("cleanup", "probe-pr-14", "--wait", "--json")
+    assert cleaned.returncode == Exit.OK, cleaned.stderr
+    result = json.loads(cleaned.stdout)["result"]
+    assert result["outcome"] == "succeeded" and result["deployment"] is None
+    gone = server.run("info", "probe-pr-14")
+    assert gone.returncode == Exit.NOT_FOUND
+    assert gone.stderr.strip() == "sami: no deployment named 'probe-pr-14' (list them: sami list)"
+
+
+def test_list_info_and_services_read_back_as_json_and_as_tables(server):
+    assert server.run("request", "docs", "stage", "--tag", "v1", "--wait").returncode == Exit.OK
+    listed = json.loads(server.run("list", "--service", "docs", "--json").stdout)
+    assert set(listed) == {"deployments", "next_cursor"}
+    assert "docs-stage" in [d["name"] for d in listed["deployments"]]
+    assert {d["service"] for d in listed["deployments"]} == {"docs"}
+    failures = json.loads(server.run("list", "--state", "Failure", "--json").stdout)["deployments"]
+    assert all(d["state"] == "Failure" for d in failures)
+    table = server.run("list", "--service", "docs")
+    assert table.returncode == Exit.OK
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == ["NAME", "STATE", "SERVICE", "ENVIRONMENT", "TAG", "URL", "PR", "UPDATED"]
+    row = next(r for r in rows if r.startswith("docs-stage "))
+    assert row.split()[1:5] == ["Running", "docs", "stage", "v1"]
+    info = json.loads(server.run("info", "docs-stage", "--json").stdout)
+    assert set(info) == {"deployment", "actions"}
+    assert info["deployment"]["name"] == "docs-stage" and info["actions"][0]["kind"] in ("create", "update")
+    shown = server.run("info", "docs-stage").stdout
+    assert "state:                Running" in shown and "ACTION  KIND" in shown
+    services = json.loads(server.run("services", "--json").stdout)
+    assert {(m["service"], m["environment"]) for m in services["manifests"]} >= {("docs", "stage"),
+                                                                                 ("probe", "pull_request")}
+    assert [(e["path"], e["line"], e["field"]) for e in services["errors"]] == [(BROKEN_MANIFEST, 4, "url")]
+    text = server.run("services").stdout
+    assert "1 manifest error(s):" in text
+    assert f"{BROKEN_MANIFEST}:4:6: url: expected a string, found the number 42" in text
+    # a scoped token sees its service only, and no error outside it
+    scoped = json.loads(server.run("services", "--json", token="reader").stdout)
+    assert {m["service"] for m in scoped["manifests"]} == {"docs"} and scoped["errors"] == []
+
+
+def test_an_unreachable_server_is_exit_6_naming_the_address(server):
+    url = f"http://127.0.0.1:{free_port()}"
+    done = server.run("list", url=url)
+    assert done.returncode == Exit.UNREACHABLE
+    assert done.stderr.strip() == (f"sami: cannot reach {url}: connection refused. Is the server running, and is "
+                                   "the address right (--url, SAMI_URL or sami login)?")
+    assert "Traceback" not in done.stderr
+    as_json = server.run("list", "--json", url=url)
+    assert json.loads(as_json.stdout) == {"error": done.stderr.strip().removeprefix("sami: "), "status": None,
+                                          "exit_code": 6}
+
+
+def test_a_url_that_is_not_the_server_root_says_so(server):
+    done = server.run("list", url=f"{server.url}/sites/docs-stage")
+    assert done.returncode == Exit.NOT_FOUND
+    assert "the server has no GET /api/v1/deployments: is the address the Sami server's root URL" in done.stderr
+    bad = server.run("list", url="sami.example.com")
+    assert bad.returncode == Exit.BAD_INPUT and "is not a server address" in bad.stderr
+
+
+def test_a_wrong_or_missing_token_is_exit_3_with_the_fix(server):
+    wrong = server.run("list", token="sami_not-a-real-token")
+    assert wrong.returncode == Exit.REFUSED
+    assert wrong.stderr.startswith("sami: the server refused the token (")
+    assert "check SAMI_TOKEN or --token, or run `sami login` with a valid one" in wrong.stderr
+    missing = server.run("list", token=None)
+    assert missing.returncode == Exit.REFUSED
+    assert "no token: set SAMI_TOKEN, run `sami login`, or give --token" in missing.stderr
+
+
+def test_a_token_out_of_scope_is_exit_3_naming_the_missing_scope(server):
+    done = server.run("request", "docs", "stage", "--tag", "v9", token="reader")
+    assert done.returncode == Exit.REFUSED
+    assert done.stderr.strip() == (
+        "sami: token 'docs-reader' may not deploy on docs/stage (its scopes: actions=read services=docs "
+        "environments=*). It lacks the 'deploy' scope there: ask an admin for a token with "
+        "`sami token create NAME --action deploy --service docs --environment stage`")
+    logs = server.run("logs", "1", token="reader", )
+    assert logs.returncode == Exit.REFUSED
+    assert "This needs an admin token (sami token create NAME --admin)" in logs.stderr
+    as_json = json.loads(server.run("request", "docs", "stage", "--tag", "v9", "--json", token="reader").stdout)
+    assert as_json["status"] == 403 and as_json["exit_code"] == 3
+
+
+def test_conflicts_and_bad_input_are_exit_2_naming_what_is_allowed(server):
+    assert server.run("request", "docs", "stage", "--tag", "v1", "--wait").returncode == Exit.OK
+    restore = server.run("restore", "docs-stage")
+    assert restore.returncode == Exit.BAD_INPUT
+    assert "cannot become CreatePending (from Running it can become: ArchivePending, Failure, UpdatePending)" \
+        in restore.stderr
+    assert restore.stderr.rstrip().endswith("from Running you can: sami update, sami archive")
+    as_json = json.loads(server.run("restore", "docs-stage", "--json").stdout)
+    assert as_json["status"] == 409 and as_json["exit_code"] == 2
+    unknown = server.run("request", "nope", "stage", "--tag", "v1")
+    assert unknown.returncode == Exit.BAD_INPUT
+    assert "unknown service 'nope' (known: " in unknown.stderr and "docs" in unknown.stderr
+    override = server.run("request", "docs", "stage", "--tag", "v1", "-o", "NOT_ALLOWED=1")
+    assert override.returncode == Exit.BAD_INPUT and "not allowed by the manifest" in override.stderr
+    usage = server.run("request", "docs", "stage")
+    assert usage.returncode == Exit.BAD_INPUT and "give --tag or --image" in usage.stderr
+    missing = server.run("wait", "999999")
+    assert missing.returncode == Exit.NOT_FOUND and missing.stderr.strip() == "sami: no action 999999"
+    delete = server.run("delete", "docs-stage")
+    assert delete.returncode == Exit.BAD_INPUT and "give --yes" in delete.stderr
+    running = server.run("delete", "docs-stage", "--yes")
+    assert running.returncode == Exit.BAD_INPUT and "cannot become Removed" in running.stderr
+    for output in (restore, unknown, override, usage, missing, delete, running):
+        assert "Traceback" not in output.stderr
+
+
+def test_login_saves_url_and_token_for_the_other_commands_and_only_for_that_server(server, tmp_path):
+    env = server.client_env(XDG_CONFIG_HOME=str(tmp_path / "config"))
+    del env["SAMI_URL"]
+    logged = server.run("login", "--url", server.url, stdin=server.reader + "\n", env=env)
+    assert logged.returncode == Exit.OK, logged.stderr
+    config = tmp_path / "config" / "sami" / "config.json"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert stat.S_IMODE(config.parent.stat().st_mode) == 0o700
+    assert json.loads(config.read_text()) == {"url": server.url, "token": server.reader}
+    assert server.reader not in logged.stdout + logged.stderr
+    listed = server.run("list", "--json", env=env)
+    assert listed.returncode == Exit.OK, listed.stderr
+    assert {d["service"] for d in json.loads(listed.stdout)["deployments"]} <= {"docs"}
+    # another server address does not get the saved token
+    other = server.run("list", env={**env, "SAMI_URL": f"http://127.0.0.1:{free_port()}"})
+    assert other.returncode == Exit.REFUSED and "no token" in other.stderr
+    refused = server.run("login", "--url", server.url, stdin="sami_wrong\n", env=env)
+    assert refused.returncode == Exit.REFUSED
+    assert json.loads(config.read_text())["token"] == server.reader, "a refused token is not saved"
+    assert not [p for p in config.parent.iterdir() if p.name != "config.json"]
+
+
+def test_every_client_command_has_an_example_and_the_exit_codes_in_its_help(server):
+    from bot.client.commands import COMMANDS
+
+    for command in COMMANDS:
+        shown = server.run(command.name, "--help", token=None)
+        assert shown.returncode == 0, shown.stderr
+        assert "Example:\n      sami " + command.name in shown.stdout, command.name
+        assert "Exit status:" in shown.stdout
+
+
+def test_shell_completion_offers_commands_and_deployment_names(server):
+    assert server.run("request", "docs", "stage", "--tag", "v1", "--wait").returncode == Exit.OK
+    env = server.client_env(server.admin, _SAMI_COMPLETE="bash_complete", COMP_WORDS="sami info docs-s",
+                            COMP_CWORD="2")
+    done = subprocess.run([SAMI], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert "plain,docs-stage" in done.stdout.splitlines(), done.stdout + done.stderr
+    env.update(COMP_WORDS="sami req", COMP_CWORD="1")
+    done = subprocess.run([SAMI], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.stdout.splitlines() == ["plain,request"]
+    script = subprocess.run([SAMI], env={**os.environ, "_SAMI_COMPLETE": "bash_source"}, capture_output=True,
+                            text=True, timeout=60, cwd=ROOT)
+    assert "_sami_completion()" in script.stdout
+
+
+def test_waiting_shows_progress_lines_then_ends(server):
+    """Plain progress lines (not a terminal): one per state, each with the elapsed time."""
+    action_id = _action(server, "request", "probe", "pull_request", "--pull-request", "15", "--tag", "t1",
+                        "--deployment-override", "sleep=2")
+    started = time.monotonic()
+    done = server.run("wait", str(action_id))
+    assert done.returncode == Exit.OK
+    states = [line.split(": ", 1)[1].split(" · ")[0] for line in done.stderr.splitlines()]
+    assert states[-1] == "succeeded" and "running" in states
+    assert len(states) == len(set(states)), "a line per state, not per poll"
+    assert time.monotonic() - started >= 1
+    wait_until(lambda: server.api(f"/api/v1/actions/{action_id}")["state"] == "succeeded", 10, "the action's end")

@@ -1,0 +1,61 @@
+"""The client's tables, colours and progress line, and its reading of the server's errors."""
+
+from __future__ import annotations
+
+import io
+
+from bot.client import output
+from bot.client.http import explain, next_steps
+
+ROWS = [["web-pr-1234", "Running", "https://web-pr-1234.example.test/a/very/long/path"],
+        ["docs-stage", "Failure", "http://127.0.0.1:8000/sites/docs-stage/"]]
+
+
+def test_a_table_fits_the_width_by_cutting_the_columns_that_may_shrink():
+    text = output.table(["NAME", "STATE", "URL"], ROWS, width=40, shrink=(2,))
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 40
+    assert lines[1].startswith("web-pr-1234  Running  https://") and lines[1].endswith(output.ELLIPSIS)
+    assert output.table(["NAME", "STATE", "URL"], ROWS).splitlines()[1].endswith("/a/very/long/path"), \
+        "without a width (not a terminal) nothing is cut"
+
+
+def test_colour_codes_do_not_count_as_width():
+    plain = output.table(["NAME", "STATE", "URL"], ROWS)
+    coloured = output.table(["NAME", "STATE", "URL"], ROWS, styles={1: lambda s: output.state(s, True)})
+    assert "\x1b[32mRunning\x1b[0m" in coloured and "\x1b[31mFailure\x1b[0m" in coloured
+    strip = coloured.replace("\x1b[32m", "").replace("\x1b[31m", "").replace("\x1b[0m", "")
+    assert strip == plain
+    assert output.state("Running", False) == "Running"
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_rewrites_one_line_on_a_terminal_and_prints_state_changes_otherwise():
+    tty = Terminal()
+    progress = output.Progress(tty)
+    for seconds, state in ((0, "queued"), (1, "running"), (2, "running"), (3, "succeeded")):
+        progress.show("create web-stage (action 7)", state, seconds)
+    progress.done()
+    assert tty.getvalue().count("\r\x1b[K") == 4 and tty.getvalue().endswith("0:03\n")
+    plain = io.StringIO()
+    progress = output.Progress(plain)
+    for seconds, state in ((0, "queued"), (1, "running"), (2, "running"), (61.5, "running"), (62, "succeeded")):
+        progress.show("create web-stage (action 7)", state, seconds)
+    progress.done()
+    assert plain.getvalue().splitlines() == [
+        "create web-stage (action 7): queued · 0:00", "create web-stage (action 7): running · 0:01",
+        "create web-stage (action 7): running · 1:01", "create web-stage (action 7): succeeded · 1:02"]
+
+
+def test_a_409_names_the_commands_that_the_state_allows():
+    assert next_steps("Archived") == "from Archived you can: sami restore, sami cleanup"
+    assert next_steps("CleanupFailed") == "from CleanupFailed you can: sami cleanup, sami delete"
+    assert next_steps("UpdatePending", 7) == "follow it with `sami wait 7`, or stop it with `sami cancel 7`"
+    message = explain(409, "deployment 'x' is archived: restore it first (POST /api/v1/deployments/x/restore)",
+                      {"state": "Archived"}, "POST", "/api/v1/deployments")
+    assert message == ("deployment 'x' is archived: restore it first (sami restore x); from Archived you can: "
+                       "sami restore, sami cleanup")
