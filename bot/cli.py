@@ -52,6 +52,8 @@ def serve(bind: str, workers: int | None, threads: int, migrate: bool) -> None:
         raise click.UsageError(
             "the embedded default (no SAMI_REDIS_URL) runs in one process: use --workers 1"
         )
+    if settings.embedded and settings.mode == "development":
+        _announce_sign_in_link(settings)
 
     class _Server(BaseApplication):
         def load_config(self):
@@ -79,6 +81,21 @@ def serve(bind: str, workers: int | None, threads: int, migrate: bool) -> None:
             return app
 
     _Server().run()
+
+
+def _announce_sign_in_link(settings) -> None:
+    """The embedded default's one-time sign-in link, so a newcomer can drive deployments from the page.
+
+    The code rides in the URL's fragment, which browsers do not send, so it never reaches an access
+    log; the server keeps only its hash, and it works once, within the hour. Its session is a fresh
+    admin token's (``sami token list`` shows it, ``sami token revoke`` ends it).
+    """
+    from bot.web.auth import ONE_TIME_TTL, make_one_time_code
+
+    code = make_one_time_code(settings.instance_dir)
+    click.echo(f"Sign in to the status page (one-time link, valid {ONE_TIME_TTL // 60} minutes): "
+               f"{settings.public_url.rstrip('/')}/login/once#{code}")
+    sys.stdout.flush()
 
 
 def _announce_webhook_secret(settings) -> None:

@@ -23,7 +23,7 @@ def exchange(settings: Settings, code: str, redirect_uri: str, timeout: float = 
     try:
         response = requests.post(f"{settings.github_web_url}/login/oauth/access_token", timeout=timeout,
                                  headers={"Accept": "application/json"},
-                                 data={"client_id": settings.github_oauth_client_id,
+                                 json={"client_id": settings.github_oauth_client_id,
                                        "client_secret": settings.github_oauth_client_secret,
                                        "code": code, "redirect_uri": redirect_uri})
         data = response.json()

@@ -222,7 +222,45 @@ def services_page():
     everything = Scopes(admin=True)
     manifests = [m for m in repo.manifests if scopes is None or scopes.allows("read", m.service_name, m.environment)]
     errors = [e for e in repo.errors if _may_read_path(scopes or everything, e.path)]
-    return render_template("services.html", repo=repo, manifests=manifests, errors=errors)
+    viewer = auth.current_viewer()
+    deployable = {(m.service_name, m.environment) for m in manifests if viewer and not _for_pull_requests(m)
+                  and auth.may_change(viewer, "deploy", _would_be(m), m)}
+    return render_template("services.html", repo=repo, manifests=manifests, errors=errors, deployable=deployable)
+
+
+def _for_pull_requests(manifest) -> bool:
+    return manifest.is_pull_request_environment
+
+
+def _would_be(manifest) -> Deployment:
+    """The deployment a manifest would make (not stored): what permission checks look at."""
+    return Deployment(name="", service=manifest.service_name, environment=manifest.environment,
+                      source_repo=manifest.repository)
+
+
+@bp.post("/services/deploy")
+def deploy():
+    """Create or update the deployment of a service in an environment at a tag, as the viewer."""
+    viewer = auth.current_viewer()
+    if viewer is None:
+        abort(401, "sign in to deploy")
+    service, environment = request.form.get("service", ""), request.form.get("environment", "")
+    tag = (request.form.get("tag") or "").strip()
+    manifest = _manifests().current().find(service, environment)
+    if manifest is None or _for_pull_requests(manifest):
+        abort(404, f"no manifest for {service!r} in {environment!r} to deploy from here")
+    if not auth.may_change(viewer, "deploy", _would_be(manifest), manifest):
+        abort(403, f"{viewer.name} may not deploy {service} in {environment}")
+    req = services.DeploymentRequest(service=service, environment=environment, tag=tag or None,
+                                     requested_by=viewer.requested_by, origin="page")
+    try:
+        result = services.request_deployment(get_session(), _manifests().current(), req, _services_context())
+    except SamiError as exc:
+        get_session().rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("pages.services_page"))
+    flash(f"{result.kind} of {result.deployment} accepted (action {result.action_id})", "ok")
+    return redirect(url_for("pages.deployment", name=result.deployment))
 
 
 @bp.get("/deliveries")
