@@ -132,6 +132,21 @@ SCHEMAS: dict[str, dict] = {
                            "attempts": {"type": ["integer", "null"]}, "received_at": ISO_TIME,
                            "processed_at": ISO_TIME}}}},
     },
+    "OutboxList": {
+        "type": "object", "required": ["outbox"],
+        "properties": {"outbox": {"type": "array", "items": {
+            "type": "object", "required": ["id", "key", "kind", "repository", "state", "attempts"],
+            "properties": {"id": {"type": "integer"}, "key": {"type": "string"}, "kind": {"type": "string", "enum": [
+                "comment", "reaction", "reply", "deployment", "deployment_status", "inactive", "commit_status",
+                "commit_status_validation"]},
+                           "repository": {"type": "string"}, "pull_request": {"type": ["integer", "null"]},
+                           "deployment_id": {"type": ["integer", "null"]}, "action_id": {"type": ["integer", "null"]},
+                           "state": {"type": "string", "enum": ["pending", "delivering", "delivered", "skipped",
+                                                               "failed"]},
+                           "attempts": {"type": "integer"}, "due_at": ISO_TIME, "last_error": TEXT_OR_NULL,
+                           "result": {"type": ["object", "null"]}, "created_at": ISO_TIME,
+                           "delivered_at": ISO_TIME}}}},
+    },
     "Deleted": {"type": "object", "required": ["deleted"], "properties": {"deleted": {"type": "string"}}},
 }
 
@@ -258,6 +273,15 @@ PATHS: dict[str, dict] = {
                            "received", "processing", "processed", "ignored", "failed", "retrying"]}},
                        LIMIT_PARAM, CURSOR_PARAM],
         "responses": {"200": _json("DeliveryList", "the deliveries"), **_errors(403)},
+    }},
+    "/api/v1/outbox": {"get": {
+        "operationId": "listOutbox", "tags": ["github"],
+        "summary": "GitHub side effects (comments, reactions, Deployments, statuses) and their delivery, newest "
+                   "first (admin)",
+        "parameters": [{"name": "state", "in": "query", "schema": {"type": "string", "enum": [
+                           "pending", "delivering", "delivered", "skipped", "failed"]}},
+                       {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}],
+        "responses": {"200": _json("OutboxList", "the outbox rows"), **_errors(400, 403)},
     }},
     "/api/v1/services": {"get": {
         "operationId": "listServices", "tags": ["services"],
