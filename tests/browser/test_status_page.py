@@ -1,0 +1,281 @@
+"""The status page in a real browser: Debian's Chromium driven by Playwright against a real `sami serve`
+(gunicorn, the in-process worker, PostgreSQL), with the probe control scripts doing the deployments.
+
+Screenshots of the list and a deployment, desktop and phone width, go to test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import sessionmaker
+
+from bot import db
+from bot.models import Deployment
+from bot.tokens import Scopes, create_token
+from tests.conftest import create_database
+from tests.pipeline.probe_scripts import write_probe_repo
+from tests.support.sami_server import ROOT, SamiServer, sami_env
+
+pytestmark = pytest.mark.slow
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+AXE = ROOT / "tests" / "node" / "node_modules" / "axe-core" / "axe.min.js"
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+CANARY = "canary-secret-7b2e41d9"
+
+
+class Site:
+    """The running server, an admin token for it and a session factory on its database."""
+
+    def __init__(self, server: SamiServer, admin_token: str, sessions, record: Path):
+        self.server = server
+        self.url = server.url
+        self.admin_token = admin_token
+        self.sessions = sessions
+        self.record = record
+
+    def api(self, method: str, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
+        request = urllib.request.Request(self.url + path, method=method,
+                                         data=json.dumps(body).encode() if body is not None else None,
+                                         headers={"Authorization": f"Bearer {token or self.admin_token}",
+                                                  "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def deploy(self, **body) -> dict:
+        status, answer = self.api("POST", "/api/v1/deployments", {"service": "probe", "environment": "stage",
+                                                                  "tag": "v1", **body})
+        assert status == 202, answer
+        return answer
+
+    def add(self, **fields) -> None:
+        with self.sessions() as session:
+            session.add(Deployment(type="swarm", **fields))
+            session.commit()
+
+
+@pytest.fixture(scope="module")
+def site(postgres, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser")
+    name = f"sami_browser_{uuid.uuid4().hex[:8]}"
+    url = create_database(postgres, name)
+    db.upgrade(url)
+    engine = db.make_engine(url)
+    sessions = sessionmaker(bind=engine, expire_on_commit=False)
+    with sessions() as session:
+        token = create_token(session, "admin", Scopes(admin=True))
+        session.commit()
+    record = tmp / "record"
+    repo = write_probe_repo(tmp / "deployments", record, secrets=("PROBE_TOKEN",), status_timeout="30s")
+    env = sami_env(SAMI_DATABASE_URL=url, SAMI_INSTANCE_DIR=str(tmp / "instance"), SAMI_MODE="development",
+                   SAMI_DEPLOYMENTS_REPO=str(repo), SAMI_BASE_DOMAIN="example.test", SAMI_WEBHOOK_SECRET="w" * 24,
+                   SAMI_SECRET_KEY="k" * 32, SAMI_SCRIPT_SECRET_PROBE_TOKEN=CANARY)
+    server = SamiServer(env, tmp / "serve.log")
+    server.start()
+    try:
+        yield Site(server, token, sessions, record)
+    finally:
+        server.stop()
+        engine.dispose()
+        admin = create_engine(postgres.url(), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def sign_in(page, site: Site, token: str | None = None) -> None:
+    page.goto(site.url + "/login")
+    page.get_by_label("Sami token").fill(token or site.admin_token)
+    page.get_by_role("button", name="Sign in with token").click()
+    expect(page.get_by_text("Signed in as")).to_be_visible()
+
+
+def wait_state(site: Site, name: str, *states: str, timeout: float = 60) -> str:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = site.api("GET", f"/api/v1/deployments/{name}")
+        state = body.get("deployment", {}).get("state")
+        if state in states:
+            return state
+        assert time.monotonic() < deadline, f"{name} still {state}"
+        time.sleep(0.3)
+
+
+def axe_violations(page) -> list[dict]:
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("() => axe.run(document, {resultTypes: ['violations']})")
+    return [{"id": v["id"], "impact": v["impact"], "help": v["help"],
+             "nodes": [n["target"] for n in v["nodes"]][:3]}
+            for v in result["violations"] if v["impact"] in ("serious", "critical")]
+
+
+def test_the_list_loads_filters_and_searches(page, site):
+    site.add(name="shop-stage", service="shop", environment="stage", state="Failure", tag="v9")
+    site.add(name="shop-prod", service="shop", environment="prod", state="Running", tag="v8")
+    site.add(name="blog-stage", service="blog", environment="stage", state="Archived", tag="v2")
+    page.goto(site.url + "/")
+    rows = page.locator("table.deployments tbody tr")
+    expect(rows.first).to_contain_text("shop-stage")  # Failure first
+    expect(page.locator("tr[data-deployment='blog-stage']")).to_contain_text("Archived")
+    page.locator(".chips a", has_text="Failure").click()
+    expect(page).to_have_url(re.compile(r"state=Failure"))
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("shop-stage")
+    page.goto(site.url + "/")
+    page.get_by_label("Search").fill("blog")
+    page.get_by_label("Search").press("Enter")
+    expect(page).to_have_url(re.compile(r"q=blog"))
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("blog-stage")
+    page.locator("tr[data-deployment='blog-stage'] td[data-label=Environment] a").click()
+    expect(page).to_have_url(re.compile(r"environment=stage"))
+
+
+def test_a_change_made_through_the_api_shows_on_the_open_page(page, site):
+    site.deploy(tag="v1")
+    wait_state(site, "probe-stage", "Running")
+    page.goto(site.url + "/deployments/probe-stage")
+    expect(page.locator(".head .state")).to_have_text(re.compile("Running"))
+    expect(page.locator("#live-status")).to_have_text("Live")
+    page.evaluate("() => { window.notReloaded = true; }")
+    site.deploy(tag="v2", overrides={"deployment": {"sleep": "2"}})
+    expect(page.locator(".head .state")).to_have_text(re.compile("UpdatePending"), timeout=10000)
+    expect(page.locator(".head .state")).to_have_text(re.compile("Running"), timeout=30000)
+    expect(page.locator("dd code").first).to_have_text("v2")
+    assert page.evaluate("() => window.notReloaded") is True
+
+
+def test_sign_in_and_archive_from_the_page(page, site):
+    site.deploy(tag="v1")
+    wait_state(site, "probe-stage", "Running")
+    sign_in(page, site)
+    page.goto(site.url + "/deployments/probe-stage")
+    page.get_by_role("button", name="Archive").click()
+    expect(page.get_by_role("status")).to_contain_text("archive of probe-stage accepted")
+    expect(page.locator(".head .state")).to_have_text(re.compile("Archived"), timeout=30000)
+    page.get_by_role("button", name="Restore").click()
+    expect(page.locator(".head .state")).to_have_text(re.compile("Running"), timeout=30000)
+
+
+def test_a_forged_post_without_the_csrf_token_is_refused(page, site):
+    site.deploy(tag="v1")
+    wait_state(site, "probe-stage", "Running")
+    sign_in(page, site)
+    forged = page.request.post(site.url + "/deployments/probe-stage/archive", form={"nothing": "here"},
+                               max_redirects=0)
+    assert forged.status == 403
+    assert "security token" in forged.text()
+    assert wait_state(site, "probe-stage", "Running", "UpdatePending") != "ArchivePending"
+
+
+def test_an_admin_sees_the_log_with_the_secret_masked(page, site):
+    site.deploy(tag="v3", overrides={"deployment": {"sleep": "3"}})
+    sign_in(page, site)
+    page.goto(site.url + "/deployments/probe-stage")
+    log = page.locator("#log")
+    expect(log).to_contain_text("using token ********", timeout=30000)
+    assert CANARY not in page.content()
+    wait_state(site, "probe-stage", "Running")
+    page.reload()
+    expect(page.locator("#log")).to_contain_text("probe")
+    assert CANARY not in page.content()
+
+
+def test_a_logged_out_visitor_sees_no_write_buttons_and_cannot_post(page, site):
+    site.deploy(tag="v1")
+    wait_state(site, "probe-stage", "Running")
+    page.goto(site.url + "/deployments/probe-stage")
+    expect(page.locator(".head .state")).to_be_visible()
+    expect(page.get_by_role("button", name="Archive")).to_have_count(0)
+    expect(page.get_by_role("button", name="Update")).to_have_count(0)
+    expect(page.locator("#log")).to_have_count(0)
+    page.goto(site.url + "/login")
+    csrf = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    refused = page.request.post(site.url + "/deployments/probe-stage/archive", form={"csrf_token": csrf},
+                                max_redirects=0)
+    assert refused.status == 401
+
+
+@pytest.mark.parametrize("path", ["/", "/deployments/probe-stage"])
+def test_axe_finds_no_serious_violations(page, site, path):
+    site.deploy(tag="v1")
+    wait_state(site, "probe-stage", "Running")
+    sign_in(page, site)  # signed in, so the forms are checked too
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        page.goto(site.url + path)
+        assert axe_violations(page) == [], f"{path} ({scheme})"
+
+
+def test_screenshots_of_list_and_detail(browser, site):
+    site.deploy(tag="v1")
+    wait_state(site, "probe-stage", "Running")
+    site.deploy(environment="pull_request", pull_request=42, repository="acme/probe", sha="3f2c1ab9", tag="3f2c1ab")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for width, label in ((1280, "desktop"), (390, "phone")):
+        context = browser.new_context(viewport={"width": width, "height": 900})
+        page = context.new_page()
+        sign_in(page, site)
+        page.goto(site.url + "/")
+        expect(page.locator("table.deployments")).to_be_visible()
+        page.screenshot(path=str(SCREENSHOTS / f"list-{label}.png"), full_page=True)
+        page.goto(site.url + "/deployments/probe-stage")
+        expect(page.locator(".head .state")).to_be_visible()
+        page.screenshot(path=str(SCREENSHOTS / f"detail-{label}.png"), full_page=True)
+        # nothing wider than the screen: a phone needs no sideways scrolling of the page itself
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+        context.close()
+    assert sorted(p.name for p in SCREENSHOTS.glob("*.png")) >= ["detail-desktop.png", "detail-phone.png",
+                                                                 "list-desktop.png", "list-phone.png"]
+
+
+def test_the_printed_one_time_link_signs_a_newcomer_in_to_deploy(browser, site):
+    match = re.search(r"one-time link, valid \d+ minutes\): (http://\S+/login/once#\S+)", site.server.output())
+    assert match, site.server.output()[-2000:]
+    link = match[1].replace("http://127.0.0.1:8000", site.url)
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(link)
+    expect(page.get_by_text("Signed in as")).to_contain_text("(admin)")
+    assert "#" not in page.url
+    page.goto(site.url + "/services")
+    page.get_by_role("button", name="Deploy probe").click()
+    expect(page).to_have_url(re.compile(r"/deployments/probe-stage$"))
+    expect(page.locator(".head .state")).to_have_text(re.compile("Running"), timeout=30000)
+    again = browser.new_context()
+    second = again.new_page()
+    second.goto(link)
+    expect(second.get_by_role("heading")).to_contain_text("Not allowed")
+    again.close()
+    context.close()
