@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -120,11 +121,9 @@ def sign_in(page, site: Site, token: str | None = None) -> None:
 
 
 def wait_state(site: Site, name: str, *states: str, timeout: float = 60) -> str:
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
-        status, body = site.api("GET", f"/api/v1/deployments/{name}")
+        _, body = site.api("GET", f"/api/v1/deployments/{name}")
         state = body.get("deployment", {}).get("state")
         if state in states:
             return state
