@@ -203,6 +203,80 @@ def operation(name: str, kind: str):
     return _accepted(result)
 
 
+@bp.post("/api/v1/deployments/<name>/rollback")
+@token_required
+def rollback(name: str):
+    """Update a deployment back to an earlier succeeded config (``action_id``, or the previous good one)."""
+    body = _json_body() if request.content_length else {}
+    unknown = sorted(set(body) - {"action_id"})
+    if unknown:
+        raise SamiError(f"unknown field(s) {', '.join(unknown)} (known: action_id)")
+    to_action_id = _field(body, "action_id", int)
+    session = get_session()
+    deployment = services.get_deployment(session, name)
+    require("deploy", deployment.service, deployment.environment)
+    result = services.rollback_deployment(session, _manifests().current(), name, _services_context(),
+                                          to_action_id=to_action_id, requested_by=_requested_by(), origin="api")
+    return _accepted(result)
+
+
+@bp.post("/api/v1/deployments/<name>/clone")
+@token_required
+def clone(name: str):
+    """A new deployment with this one's service, tag/image and overrides, in another environment or name."""
+    body = _json_body()
+    unknown = sorted(set(body) - {"environment", "name"})
+    if unknown:
+        raise SamiError(f"unknown field(s) {', '.join(unknown)} (known: environment, name)")
+    environment, new_name = _field(body, "environment", str), _field(body, "name", str)
+    session = get_session()
+    source = services.get_deployment(session, name)
+    require("read", source.service, source.environment)
+    require("deploy", source.service, environment or source.environment)
+    result = services.clone_deployment(session, _manifests().current(), name, _services_context(),
+                                       environment=environment, new_name=new_name, requested_by=_requested_by(),
+                                       origin="api")
+    return _accepted(result)
+
+
+ACTIONS_PAGE = 50
+# The scope that cancelling an action of each kind needs: the one that asks for it.
+CANCEL_SCOPE = {"create": "deploy", "update": "deploy", "archive": "archive", "restore": "restore",
+                "cleanup": "cleanup"}
+
+
+@bp.post("/api/v1/actions/<int:action_id>/cancel")
+@token_required
+def cancel(action_id: int):
+    """Cancel a queued action, or stop a running one's script (it ends cancelled within seconds)."""
+    session = get_session()
+    action = session.get(Action, action_id)
+    if action is None:
+        raise NotFound(f"no action {action_id}")
+    require(CANCEL_SCOPE.get(action.kind, "admin"), action.deployment.service, action.deployment.environment)
+    action = services.cancel_action(session, action_id, _services_context(), requested_by=_requested_by(),
+                                    origin="api")
+    return jsonify(action_to_dict(action))
+
+
+@bp.get("/api/v1/deployments/<name>/actions")
+@token_required
+def list_actions(name: str):
+    """A deployment's actions, newest first, a page at a time (``limit``, ``cursor``)."""
+    session = get_session()
+    deployment = services.get_deployment(session, name)
+    require("read", deployment.service, deployment.environment)
+    limit = int(request.args.get("limit", ACTIONS_PAGE))
+    query = select(Action).where(Action.deployment_id == deployment.id)
+    if request.args.get("cursor"):
+        query = query.where(Action.id < int(request.args["cursor"]))
+    rows = session.scalars(query.order_by(Action.id.desc()).limit(limit + 1)).all()
+    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
+    return jsonify(actions=[action_to_dict(a) for a in rows[:limit]], next_cursor=next_cursor)
+
+
+
+
 @bp.delete("/api/v1/deployments/<name>")
 @token_required
 def delete(name: str):
@@ -239,6 +313,7 @@ def action_to_dict(action: Action, with_log: bool = False) -> dict:
         "config": action.config, "exit_code": action.exit_code, "error": action.error,
         "created_at": _iso(action.created_at), "started_at": _iso(action.started_at),
         "finished_at": _iso(action.finished_at), "duration_ms": action.duration_ms,
+        "cancel_requested_at": _iso(action.cancel_requested_at), "cancel_requested_by": action.cancel_requested_by,
     }
     if with_log:
         data["log"] = action.log

@@ -162,6 +162,10 @@ class Action(Base):
     heartbeat_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     duration_ms: Mapped[int | None] = mapped_column(Integer)
+    # A cancel asked for while the action runs: its worker sees it on its next tick and stops the
+    # script (it may run on another host, so the request goes through the database).
+    cancel_requested_at: Mapped[datetime | None]
+    cancel_requested_by: Mapped[str | None] = mapped_column(String(255))
 
     deployment: Mapped[Deployment] = relationship(back_populates="actions")
 

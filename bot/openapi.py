@@ -89,6 +89,7 @@ SCHEMAS: dict[str, dict] = {
             "config": {"type": ["object", "null"]}, "exit_code": {"type": ["integer", "null"]},
             "error": TEXT_OR_NULL, "created_at": ISO_TIME, "started_at": ISO_TIME, "finished_at": ISO_TIME,
             "duration_ms": {"type": ["integer", "null"]},
+            "cancel_requested_at": ISO_TIME, "cancel_requested_by": TEXT_OR_NULL,
             "log": {"type": ["string", "null"], "description": "admin tokens only; secret values masked"},
             "log_truncated": {"type": ["boolean", "null"]},
         },
@@ -96,6 +97,11 @@ SCHEMAS: dict[str, dict] = {
     "DeploymentList": {
         "type": "object", "required": ["deployments", "next_cursor"],
         "properties": {"deployments": {"type": "array", "items": {"$ref": "#/components/schemas/Deployment"}},
+                       "next_cursor": TEXT_OR_NULL},
+    },
+    "ActionList": {
+        "type": "object", "required": ["actions", "next_cursor"],
+        "properties": {"actions": {"type": "array", "items": {"$ref": "#/components/schemas/Action"}},
                        "next_cursor": TEXT_OR_NULL},
     },
     "DeploymentDetail": {
@@ -253,6 +259,46 @@ PATHS: dict[str, dict] = {
         "restore", "Restore an archived deployment with its last tag and overrides (restore scope)")},
     "/api/v1/deployments/{name}/cleanup": {"post": _operation(
         "cleanup", "Remove an archived deployment and what it owns (cleanup scope)")},
+    "/api/v1/deployments/{name}/rollback": {"post": {
+        "operationId": "rollbackDeployment", "tags": ["deployments"],
+        "summary": "Update a deployment back to the tag/image and overrides of an earlier succeeded create or "
+                   "update: action_id's, or by default the previous good config (deploy scope)",
+        "parameters": [NAME_PARAM],
+        "requestBody": {"required": False, "content": {"application/json": {"schema": {
+            "type": "object", "additionalProperties": False,
+            "properties": {"action_id": {"type": "integer", "minimum": 1,
+                                         "description": "the succeeded create or update to go back to"}}}}}},
+        "responses": {"202": _json("Accepted", "accepted: an update action with that config is queued"),
+                      **_errors(403, 404, 409, 413, 503)},
+    }},
+    "/api/v1/deployments/{name}/clone": {"post": {
+        "operationId": "cloneDeployment", "tags": ["deployments"],
+        "summary": "Create a deployment with this one's service, tag/image and overrides in another environment "
+                   "(named <service>-<environment>) and/or under another name (deploy scope there, read here)",
+        "parameters": [NAME_PARAM],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "additionalProperties": False, "minProperties": 1,
+            "properties": {"environment": {"type": "string"}, "name": NAME}}}}},
+        "responses": {"202": _json("Accepted", "accepted: the clone's create action is queued"),
+                      **_errors(403, 404, 409, 413, 503)},
+    }},
+    "/api/v1/deployments/{name}/actions": {"get": {
+        "operationId": "listDeploymentActions", "tags": ["actions"],
+        "summary": "A deployment's actions, newest first (read scope)",
+        "parameters": [NAME_PARAM, LIMIT_PARAM,
+                       {"name": "cursor", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                        "description": "the next_cursor of the previous page"}],
+        "responses": {"200": _json("ActionList", "one page of actions"), **_errors(403, 404)},
+    }},
+    "/api/v1/actions/{action_id}/cancel": {"post": {
+        "operationId": "cancelAction", "tags": ["actions"],
+        "summary": "Cancel a queued action (it never runs), or stop a running one: its script's process group "
+                   "gets TERM, then KILL, and it ends cancelled, its deployment in Failure (reason cancelled). "
+                   "Needs the scope of the action's kind (deploy for create and update)",
+        "parameters": [ACTION_PARAM],
+        "responses": {"200": _json("Action", "the action: cancelled, or still running with cancel_requested_at"),
+                      **_errors(403, 404, 409)},
+    }},
     "/api/v1/actions/{action_id}": {"get": {
         "operationId": "showAction", "tags": ["actions"],
         "summary": "One action's state (read scope); its log for admin tokens", "parameters": [ACTION_PARAM],

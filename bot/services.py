@@ -21,7 +21,16 @@ from bot import naming
 from bot.errors import Conflict, NotFound, SamiError
 from bot.manifests import DeploymentsRepo, Manifest
 from bot.models import Action, Deployment
-from bot.states import ActionState, DeploymentState, IllegalTransition, transition
+from bot.states import (
+    PENDING_STATES,
+    ActionState,
+    DeploymentState,
+    FailureReason,
+    IllegalTransition,
+    after_cancel,
+    transition,
+    transition_action,
+)
 
 log = logging.getLogger(__name__)
 S = DeploymentState
@@ -454,3 +463,151 @@ def delete_deployment(session: Session, name: str, *, requested_by: str, origin:
     session.commit()
     log.info("deleted the record of %s", name, extra={"deployment": name})
     return name
+
+
+# --- rollback, clone, cancel -----------------------------------------------------------------
+
+CONFIG_KINDS = ("create", "update")
+
+
+def _config_key(config: Mapping) -> tuple:
+    """What a rollback restores of an action's config: its tag or image and its overrides."""
+    return (config.get("tag"), config.get("image"), sorted((config.get("app_overrides") or {}).items()),
+            sorted((config.get("deployment_overrides") or {}).items()))
+
+
+def _rollback_target(session: Session, deployment: Deployment, to_action_id: int | None) -> Action:
+    """The succeeded create/update action to roll back to: ``to_action_id``, or by default the
+    newest one whose config differs from the deployment's current one (the previous good config)."""
+    if to_action_id is not None:
+        action = session.get(Action, to_action_id)
+        if action is None or action.deployment_id != deployment.id:
+            raise NotFound(f"deployment {deployment.name!r} has no action {to_action_id} "
+                           f"(its actions: GET /api/v1/deployments/{deployment.name}/actions)")
+        if action.kind not in CONFIG_KINDS or action.state is not ActionState.SUCCEEDED:
+            raise Conflict(f"action {to_action_id} is a {action.state} {action.kind}: a rollback goes back to the "
+                           f"config of a succeeded create or update", state=str(deployment.state))
+        return action
+    history = session.scalars(select(Action).where(Action.deployment_id == deployment.id,
+                                                   Action.kind.in_(CONFIG_KINDS))
+                              .order_by(Action.id.desc()).limit(500)).all()
+    if history:
+        current = _config_key(history[0].config or {})
+        for action in history:
+            if action.state is ActionState.SUCCEEDED and _config_key(action.config or {}) != current:
+                return action
+    raise Conflict(f"deployment {deployment.name!r} has no earlier successful config to roll back to "
+                   f"(one comes from a succeeded create or update with another tag or overrides)",
+                   state=str(deployment.state))
+
+
+def rollback_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *,
+                        to_action_id: int | None = None, requested_by: str, origin: str) -> Accepted:
+    """Update a deployment back to the tag/image and overrides of an earlier succeeded create or
+    update (the previous good config, or action ``to_action_id``), with the current manifests."""
+    deployment = get_deployment(session, name, lock=True)
+    target = _rollback_target(session, deployment, to_action_id)
+    manifest = _manifest(repo, deployment.service, deployment.environment)
+    if deployment.state is S.ARCHIVED:
+        raise Conflict(f"deployment {name!r} is archived: restore it first "
+                       f"(POST /api/v1/deployments/{name}/restore)", state=str(deployment.state))
+    transition(deployment, S.UPDATE_PENDING)  # 409 naming the allowed transitions otherwise
+    config = target.config or {}
+    deployment.tag, deployment.image = config.get("tag"), config.get("image")
+    # Stored as what differs from the manifest's defaults, as a request would have left them.
+    deployment.app_overrides = {k: v for k, v in (config.get("app_overrides") or {}).items()
+                                if manifest.app_overrides.get(k) != v}
+    deployment.deployment_overrides = {k: v for k, v in (config.get("deployment_overrides") or {}).items()
+                                       if manifest.deployment_overrides.get(k) != v}
+    deployment.sha = config.get("sha") or deployment.sha
+    deployment.type = str(manifest.type)
+    deployment.manifest_sha = repo.sha
+    deployment.links = deployment_links(manifest, deployment, ctx)
+    action = _record(session, deployment, "update", requested_by=requested_by, origin=origin,
+                     config={**action_config(deployment, manifest, repo), "rollback_to": target.id})
+    _supersede_queued_updates(session, deployment, action)
+    return _commit_and_queue(session, ctx, deployment, action)
+
+
+def clone_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *,
+                     environment: str | None = None, new_name: str | None = None, requested_by: str,
+                     origin: str) -> Accepted:
+    """Create a new deployment of ``name``'s service with its tag/image and overrides, in another
+    environment (named ``<service>-<environment>``) and/or under ``new_name``."""
+    source = get_deployment(session, name)
+    if environment is None and new_name is None:
+        raise RequestError("give the clone's 'environment', its 'name', or both")
+    environment = environment or source.environment
+    try:
+        naming.check_environment(environment)
+        if environment == "pull_request":
+            raise naming.InvalidName("a clone cannot be a pull request environment: those follow their pull request")
+        clone_name = naming.check_name(new_name) if new_name else naming.deployment_name(source.service, environment)
+    except naming.InvalidName as exc:
+        raise RequestError(str(exc)) from None
+    manifest = _manifest(repo, source.service, environment)
+    app_overrides = _check_overrides("app", source.app_overrides, manifest.allowed_app_overrides)
+    deployment_overrides = _check_overrides("deployment", source.deployment_overrides,
+                                            manifest.allowed_deployment_overrides)
+    keep_image = bool(source.image and manifest.image and naming.split_image(source.image)[0] == manifest.image)
+    image, tag = _image_and_tag(manifest, None if keep_image else source.tag, source.image if keep_image else None)
+
+    deployment = _lock_or_create(session, clone_name, source.service, environment, str(manifest.type))
+    if deployment.state is not S.REMOVED:
+        raise Conflict(f"deployment name {clone_name!r} is taken (it is {deployment.state}); choose another "
+                       f"'name'", state=str(deployment.state))
+    deployment.service, deployment.environment = source.service, environment
+    transition(deployment, S.CREATE_PENDING)
+    deployment.type = str(manifest.type)
+    deployment.tag, deployment.image = tag, image
+    deployment.app_overrides = _merge({}, app_overrides)
+    deployment.deployment_overrides = _merge({}, deployment_overrides)
+    deployment.source_repo, deployment.ref, deployment.sha = source.source_repo, source.ref, source.sha
+    deployment.pull_request = None
+    deployment.manifest_sha = repo.sha
+    deployment.links = deployment_links(manifest, deployment, ctx)
+    action = _record(session, deployment, "create", requested_by=requested_by, origin=origin,
+                     config={**action_config(deployment, manifest, repo), "clone_of": source.name})
+    return _commit_and_queue(session, ctx, deployment, action)
+
+
+def cancel_action(session: Session, action_id: int, ctx: Context, *, requested_by: str, origin: str) -> Action:
+    """Cancel a queued action (it never runs), or ask the worker running one to stop its script.
+
+    A queued action is cancelled at once and, when it was its deployment's pending work, the
+    deployment settles as ``states.after_cancel`` says. A running one gets ``cancel_requested_at``:
+    its worker sees it within a tick, stops the script's process group (TERM, then KILL) and ends
+    the action ``cancelled``; the answer shows the action still running, with the request.
+    """
+    if origin not in ORIGINS:
+        raise ValueError(f"unknown origin {origin!r}")
+    found = session.get(Action, action_id)
+    if found is None:
+        raise NotFound(f"no action {action_id}")
+    # The deployment's row first (the lock every decision about it takes), then the action's, so a
+    # worker's claim (an UPDATE of the action row) waits for this decision.
+    deployment = _lock_deployment(session, found.deployment.name)
+    action = session.scalars(select(Action).where(Action.id == action_id).with_for_update()
+                             .execution_options(populate_existing=True)).one()
+    who = requested_by[:255]
+    if action.state is ActionState.QUEUED:
+        transition_action(action, ActionState.CANCELLED)
+        action.error = f"cancelled by {who} before it ran"
+        others = session.scalar(select(exists().where(
+            Action.deployment_id == deployment.id, Action.id != action.id,
+            Action.state.in_((ActionState.QUEUED, ActionState.RUNNING)))))
+        if not others and deployment.state in PENDING_STATES:
+            wanted = after_cancel(action.kind, ran=False)
+            transition(deployment, wanted, reason=FailureReason.CANCELLED,
+                       message=f"action {action.id} ({action.kind}) was cancelled by {who} before it ran")
+    elif action.state is ActionState.RUNNING:
+        if action.cancel_requested_at is None:
+            action.cancel_requested_at = datetime.now(UTC)
+            action.cancel_requested_by = who
+    else:
+        raise Conflict(f"action {action_id} is {action.state}: only a queued or running action can be cancelled",
+                       state=str(deployment.state), action_state=str(action.state))
+    session.commit()
+    log.info("cancel of action %s (%s) by %s: it is %s", action.id, action.kind, who, action.state,
+             extra={"deployment": deployment.name, "action_id": action.id})
+    return action

@@ -28,6 +28,8 @@ class FailureReason(enum.StrEnum):
     TAG_MISMATCH = "tag_mismatch"
     TIMED_OUT = "timed_out"
     GENERIC = "generic"
+    # its action was cancelled (while queued or while its script ran)
+    CANCELLED = "cancelled"
 
 
 S = DeploymentState
@@ -64,11 +66,29 @@ TRANSITIONS: frozenset[tuple[DeploymentState, DeploymentState]] = frozenset(
         (S.ARCHIVED, S.CLEANUP_PENDING),
         (S.CLEANUP_PENDING, S.REMOVED),
         (S.CLEANUP_PENDING, S.CLEANUP_FAILED),
+        # a restore or cleanup cancelled before it ran leaves the deployment archived
+        (S.CREATE_PENDING, S.ARCHIVED),
+        (S.CLEANUP_PENDING, S.ARCHIVED),
         # a failed cleanup can be retried, or the record deleted by an admin
         (S.CLEANUP_FAILED, S.CLEANUP_PENDING),
         (S.CLEANUP_FAILED, S.REMOVED),
     }
 )
+
+
+def after_cancel(kind: str, ran: bool) -> DeploymentState:
+    """Where a deployment goes when its pending action of ``kind`` is cancelled.
+
+    Before its script ran, a restore or cleanup changed nothing: the deployment is Archived again.
+    Any other cancelled action (and a restore whose script was stopped midway) leaves a Failure
+    with the reason ``cancelled``: what runs is unknown until the next check, which moves a
+    healthy one back to Running. A cleanup stopped midway is a CleanupFailed, to retry or delete.
+    """
+    if kind == "cleanup":
+        return S.CLEANUP_FAILED if ran else S.ARCHIVED
+    if kind == "restore" and not ran:
+        return S.ARCHIVED
+    return S.FAILURE
 
 
 class IllegalTransition(Exception):

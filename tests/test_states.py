@@ -17,16 +17,17 @@ from bot.states import (
     FailureReason,
     IllegalActionTransition,
     IllegalTransition,
+    after_cancel,
     transition,
     transition_action,
 )
 
 # The graph as the README documents it, written out here so the module is checked against it.
 EXPECTED = {
-    "CreatePending": {"Running", "Failure", "UpdatePending"},
+    "CreatePending": {"Running", "Failure", "UpdatePending", "Archived"},
     "UpdatePending": {"Running", "Failure", "UpdatePending"},
     "ArchivePending": {"Archived", "Failure"},
-    "CleanupPending": {"Removed", "CleanupFailed"},
+    "CleanupPending": {"Removed", "CleanupFailed", "Archived"},
     "Running": {"Failure", "UpdatePending", "ArchivePending"},
     "Failure": {"Running", "Failure", "UpdatePending", "ArchivePending"},
     "Archived": {"CreatePending", "CleanupPending"},
@@ -129,3 +130,20 @@ def test_readme_diagram_matches_the_state_machine():
         if match and "[*]" not in match.groups():
             edges.add((match.group(1), match.group(2)))
     assert edges == {(a.value, b.value) for a, b in TRANSITIONS}
+
+
+@pytest.mark.parametrize(("kind", "ran", "wanted"), [
+    ("create", False, DeploymentState.FAILURE), ("create", True, DeploymentState.FAILURE),
+    ("update", False, DeploymentState.FAILURE), ("archive", True, DeploymentState.FAILURE),
+    ("restore", False, DeploymentState.ARCHIVED), ("restore", True, DeploymentState.FAILURE),
+    ("cleanup", False, DeploymentState.ARCHIVED), ("cleanup", True, DeploymentState.CLEANUP_FAILED),
+])
+def test_after_cancel_is_a_transition_from_the_pending_state(kind, ran, wanted):
+    pending = {"create": DeploymentState.CREATE_PENDING, "update": DeploymentState.UPDATE_PENDING,
+               "archive": DeploymentState.ARCHIVE_PENDING, "restore": DeploymentState.CREATE_PENDING,
+               "cleanup": DeploymentState.CLEANUP_PENDING}[kind]
+    assert after_cancel(kind, ran) is wanted
+    deployment = _deployment(pending)
+    transition(deployment, wanted, reason=FailureReason.CANCELLED)
+    if wanted is DeploymentState.FAILURE:
+        assert deployment.failure_reason is FailureReason.CANCELLED

@@ -26,6 +26,7 @@ from bot.states import (
     ActionState,
     DeploymentState,
     FailureReason,
+    after_cancel,
     can_transition,
     transition,
     transition_action,
@@ -34,7 +35,7 @@ from workers.actionlog import ActionLog
 from workers.context import WorkerContext, get_context
 from workers.executor import ExecutorError, Target, prepare_manifest_dir
 from workers.lease import LeaseLost, claim_lease, db_now, release_lease, renew_lease, worker_identity
-from workers.runner import ScriptNotFound, ScriptResult
+from workers.runner import ScriptNotFound, ScriptResult, StopScript
 
 log = logging.getLogger(__name__)
 S = DeploymentState
@@ -50,6 +51,13 @@ SCRIPT_FOR = {"create": "create", "update": "update", "restore": "unarchive", "a
 # before each new try; after the last one it fails.
 REPO_RETRY_DELAYS = (5, 15, 30, 60, 120)
 ACTION_DIR_PREFIX = "sami-action-"
+# How often a running action looks for a cancel request (the request is a database column, so a
+# cancel reaches the worker on whichever host runs it).
+CANCEL_POLL_SECONDS = 1.0
+
+
+class Cancelled(StopScript):
+    """Someone cancelled the running action: its script's group is stopped (TERM, then KILL)."""
 
 
 def action_dir_prefix(action_id: int) -> str:
@@ -148,6 +156,7 @@ class Run:
         self.last_beat = time.monotonic()
         self.claimed = False
         self.script_started = False
+        self.cancel_checked = 0.0
 
     def beat(self, force: bool = False) -> None:
         """Renew the lease (and, while the action runs, its heartbeat); raise LeaseLost if it is gone."""
@@ -158,9 +167,22 @@ class Run:
                 raise LeaseLost(f"lost the lease of {self.deployment_name}")
 
     def tick(self) -> None:
-        """Called often while a script runs: output reaches the log, the heartbeat the row."""
+        """Called often while a script runs: output reaches the log, the heartbeat the row, and a
+        cancel request stops the script."""
         self.log.flush_if_due()
+        self.check_cancel()
         self.beat()
+
+    def check_cancel(self, force: bool = False) -> None:
+        """Raise Cancelled if someone asked to cancel this action (looked up at most once a second)."""
+        if not force and time.monotonic() - self.cancel_checked < CANCEL_POLL_SECONDS:
+            return
+        self.cancel_checked = time.monotonic()
+        with self.ctx.session() as session:
+            requested_by = session.execute(select(Action.cancel_requested_by).where(
+                Action.id == self.action_id, Action.cancel_requested_at.is_not(None))).scalar()
+        if requested_by is not None:
+            raise Cancelled(f"cancelled by {requested_by}")
 
     def claim(self) -> bool:
         """queued -> running, only if still queued (another worker may have taken it)."""
@@ -207,6 +229,7 @@ class Run:
 
     def script(self, operation: str, prepared: Prepared, extra: tuple[str, ...] = (), quiet: bool = False,
                timeout: float | None = None) -> ScriptResult:
+        self.check_cancel(force=True)
         self.mark_script_started()
         if not quiet:
             self.log.line(f"$ {operation}")
@@ -290,6 +313,10 @@ def execute_action(ctx: WorkerContext, action_id: int, owner: str) -> bool:
                         run.deployment_name, extra={"action_id": action_id})
             run.log.flush()
             return False
+        except Cancelled as exc:
+            run.log.line(f"# {exc}: the script was stopped")
+            outcome = Outcome(ActionState.CANCELLED, after_cancel(run.kind, ran=run.script_started),
+                              FailureReason.CANCELLED, f"action {action_id} ({run.kind}) {exc}")
         except (ExecutorError, ScriptNotFound) as exc:
             run.log.line(f"error: {exc}")
             outcome = _failed(run.kind, str(exc))
