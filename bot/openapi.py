@@ -168,12 +168,13 @@ def _json(schema_name: str, description: str) -> dict:
 def _errors(*statuses: int) -> dict:
     """Error answers an operation can give (every authenticated one can answer 401, and 400 for a query
     parameter it does not know)."""
-    statuses = tuple(sorted({400, *statuses}))
+    statuses = tuple(sorted({400, 414, *statuses}))
     descriptions = {400: "the request is invalid (the message says what to change)",
                     401: "no valid token (send Authorization: Bearer <token>)",
                     403: "the token's scopes do not allow this (the message names the missing scope)",
                     404: "no such deployment or action", 409: "the deployment's state does not allow this now",
-                    413: "the body is too large", 503: "the deployments repo cannot be read right now"}
+                    413: "the body is too large", 414: "the request line (path and query) is too long",
+                    503: "the deployments repo cannot be read right now"}
     return {str(status): _json("Error", descriptions[status]) for status in (401, *statuses)}
 
 
