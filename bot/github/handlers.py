@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from bot.github import pulls, pushes
+from bot.github import conversation, pulls, pushes  # noqa: F401  (conversation: its handlers register)
 from bot.github.router import Event, HandlerContext, Retry, handles
 from bot.manifests import DeploymentsRepoError, PrDeploy
 

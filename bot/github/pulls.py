@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot import naming, services
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 _SHA_RE = re.compile(r"^[0-9a-f]{40}\Z")
 # The outcome word of an environment that could not be archived yet (an action is pending on it).
 WAITING = "waiting"
+# The outcome word of a fork's environment that waits for a writer's approval of its head commit.
+HELD = "held"
 
 
 class PayloadError(ValueError):
@@ -137,6 +140,7 @@ def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, 
         return []
     if not repository_allowed(pr.repository, settings.github_repositories, repo):
         return [f"ignored: {pr.repository} is not in SAMI_GITHUB_REPOSITORIES"]
+    remember(session, pr)
     done = []
     for manifest in manifests:
         try:
@@ -153,8 +157,14 @@ def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, 
 def _sync_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: PullRequest,
               ctx: services.Context, *, requested_by: str, origin: str, delivery_id: str | None) -> str:
     name = manifest.deployment_name(pr.number)
-    short = pr.head_sha[:7]
     why_not = unwanted_because(manifest, pr)
+    if why_not is not None and pr.state == "open" and pr.fork and not manifest.pr_forks:
+        # A fork's code is untrusted: it is deployed only at a commit a writer approved with `/sami deploy`.
+        if approved(session, pr):
+            why_not = None
+        else:
+            return f"{HELD} {name}: fork ({pr.head_repository or 'deleted repository'}) at {pr.head_sha[:7]} waits " \
+                   f"for a writer's /sami deploy"
     if why_not is not None:
         ensured = services.ensure_archived(session, repo, name, ctx, requested_by=requested_by, origin=origin,
                                            delivery_id=delivery_id)
@@ -167,6 +177,15 @@ def _sync_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: P
         return f"unchanged {name}: {ensured.reason}"
     if manifest.require_checks:
         return f"skipped {manifest.service_name}: require_checks is set and Sami does not read check results yet"
+    return deploy_one(session, repo, manifest, pr, ctx, requested_by=requested_by, origin=origin,
+                      delivery_id=delivery_id)
+
+
+def deploy_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: PullRequest, ctx: services.Context,
+               *, requested_by: str, origin: str, delivery_id: str | None) -> str:
+    """Bring ``manifest``'s environment of ``pr`` to its head commit (create, restore or update); one line."""
+    name = manifest.deployment_name(pr.number)
+    short = pr.head_sha[:7]
     request = services.DeploymentRequest(
         service=manifest.service_name, environment=manifest.environment, requested_by=requested_by,
         origin=origin, tag=manifest.render_pr_tag(sha=pr.head_sha, number=pr.number, branch=pr.head_ref),
@@ -178,6 +197,28 @@ def _sync_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: P
     if ensured.done == "restored":
         return f"restored {name} at {short}"
     return f"{ensured.done} {name} {'at' if ensured.done == 'created' else 'to'} {short}"
+
+
+def approved(session: Session, pr: PullRequest) -> bool:
+    """Whether a writer approved the pull request's head commit (`/sami deploy` on a fork)."""
+    from bot.models import PullRequestRecord
+
+    found = session.scalar(select(PullRequestRecord.approved_sha).where(
+        PullRequestRecord.repository == pr.repository, PullRequestRecord.number == pr.number))
+    return found is not None and found == pr.head_sha
+
+
+def remember(session: Session, pr: PullRequest) -> None:
+    """Keep the pull request's head commit and fork-ness for its sticky comment (a new head of a fork
+    waits for a new approval, and the comment says so)."""
+    from bot.github.outbox import pull_request_record, request_sticky_comment
+
+    record = pull_request_record(session, pr.repository, pr.number)
+    if (record.head_sha, record.fork) != (pr.head_sha, pr.fork):
+        record.head_sha, record.fork = pr.head_sha, pr.fork
+        if pr.fork:
+            request_sticky_comment(session.connection(), pr.repository, pr.number)
+    session.commit()
 
 
 def _ref(branch: str) -> str | None:

@@ -175,9 +175,10 @@ def test_label_mode(db_session, dispatch, work, record, probe_repo, worker_ctx):
     assert runs(record) == [f"create probe-pr-5 {tag}", f"archive probe-pr-5 {tag}", f"unarchive probe-pr-5 {tag}"]
 
 
-def test_forks_are_skipped_unless_allowed(db_session, dispatch, work, probe_repo, worker_ctx):
+def test_forks_wait_for_approval_unless_allowed(db_session, dispatch, work, probe_repo, worker_ctx):
     event = pr_event("opened", fork_of="someone/probe")
-    assert dispatch(event) == "skipped probe: fork (someone/probe); the manifest's pr_forks is off"
+    assert dispatch(event) == (f"held probe-pr-5: fork (someone/probe) at {sha(1)[:7]} waits for a writer's "
+                               "/sami deploy")
     assert deployment(db_session) is None
     set_pr_deploy(probe_repo, worker_ctx, pr_forks=True)
     assert dispatch(event) == f"created probe-pr-5 at {sha(1)[:7]}"

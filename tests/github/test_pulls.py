@@ -154,10 +154,13 @@ TABLE = [
     ("api", S.RUNNING, HEAD, {"labels": {"bug"}}, "webhook", "archived api-pr-7 (not labeled preview)",
      S.ARCHIVE_PENDING, ["archive"]),
     # forks
-    ("web", None, None, {"fork": True}, "webhook", "skipped web: fork (someone/web); the manifest's pr_forks is off",
-     None, []),
-    ("web", S.RUNNING, HEAD, {"fork": True}, "reconcile", "archived web-pr-7 (fork (someone/web); the manifest's "
-     "pr_forks is off)", S.ARCHIVE_PENDING, ["archive"]),
+    # (a fork waits for a writer's approval of its head commit; what runs already is left as it is)
+    ("web", None, None, {"fork": True}, "webhook", f"held web-pr-7: fork (someone/web) at {SHORT} waits for a "
+     "writer's /sami deploy", None, []),
+    ("web", S.RUNNING, OLD, {"fork": True}, "reconcile", f"held web-pr-7: fork (someone/web) at {SHORT} waits for a "
+     "writer's /sami deploy", S.RUNNING, []),
+    ("web", S.RUNNING, HEAD, {"fork": True, "state": "closed"}, "webhook", "archived web-pr-7 (closed)",
+     S.ARCHIVE_PENDING, ["archive"]),
     ("docs", None, None, {"fork": True, "repository": "acme/docs"}, "webhook", f"created docs-pr-7 at {SHORT}",
      S.CREATE_PENDING, ["create"]),
     # require_checks: not deployed until check results are read
@@ -182,6 +185,21 @@ def test_decisions(db_session, repo, ctx, service, before, sha, changes, origin,
     for action in recorded:
         assert (action.requested_by, action.origin, action.delivery_id) == ("github:octocat", origin, "delivery-1")
         assert action.state is ActionState.QUEUED
+
+
+def test_a_writers_approval_deploys_a_fork_at_that_commit_only(db_session, repo, ctx):
+    from bot.github.outbox import pull_request_record
+
+    record = pull_request_record(db_session, "acme/web", 7)
+    record.approved_sha = HEAD
+    db_session.commit()
+    assert line_of(sync(db_session, repo, ctx, pull(fork=True)), "web") == f"created web-pr-7 at {SHORT}"
+    newer = "f" * 40
+    assert line_of(sync(db_session, repo, ctx, pull(fork=True, sha=newer)), "web") == (
+        "held web-pr-7: fork (someone/web) at fffffff waits for a writer's /sami deploy")
+    assert [a.kind for a in actions(db_session, "web-pr-7")] == ["create"]
+    record = pull_request_record(db_session, "acme/web", 7)
+    assert (record.head_sha, record.fork, record.approved_sha) == (newer, True, HEAD)
 
 
 def test_the_head_commit_gives_the_tag_image_ref_and_source(db_session, repo, ctx):

@@ -1,0 +1,241 @@
+"""`/sami` commands in pull request comments: check who asks, answer on GitHub, call the services.
+
+The handler verifies and translates; what a command does is decided by bot.services (and
+bot.github.pulls for "this pull request's environments"). Every answer (a reaction, a reply, the
+sticky comment's "last command" line) is an outbox row written in the transaction of what caused
+it, so GitHub being down delays the answer and loses none of it.
+
+Only comments just created count: an edited comment, and comments by bots (Sami's own sticky
+comment and replies included), never trigger anything. State-changing commands need write,
+maintain or admin permission on the repository, read through the API and remembered for
+``PERMISSION_TTL`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from bot import services
+from bot.errors import SamiError
+from bot.github import commands, outbox, pulls
+from bot.github import comment as sticky
+from bot.github.client import GitHubError
+from bot.github.router import Event, HandlerContext, Retry, handles
+from bot.manifests import Manifest
+from bot.models import Deployment
+from bot.states import DeploymentState
+
+log = logging.getLogger(__name__)
+
+WRITERS = frozenset({"admin", "maintain", "write"})
+PERMISSION_TTL = 60.0
+GITHUB_RETRY_SECONDS = 30
+
+
+class PermissionCache:
+    """Permissions read through the API, remembered briefly per (repository, login)."""
+
+    def __init__(self, ttl: float = PERMISSION_TTL):
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._known: dict[tuple[str, str], tuple[str, float]] = {}
+
+    def get(self, github, repository: str, login: str) -> str:
+        key = (repository.lower(), login.lower())
+        with self._lock:
+            found = self._known.get(key)
+            if found and found[1] > time.monotonic():
+                return found[0]
+        permission = github.permission(repository, login)
+        with self._lock:
+            self._known[key] = (permission, time.monotonic() + self.ttl)
+        return permission
+
+
+permissions = PermissionCache()
+
+
+def _is_bot(comment: dict) -> bool:
+    user = comment.get("user") or {}
+    body = str(comment.get("body") or "")
+    return (user.get("type") == "Bot" or str(user.get("login") or "").endswith("[bot]")
+            or body.startswith(sticky.MARKER) or body.startswith("<!-- sami:reply"))
+
+
+def _reply(ctx: HandlerContext, event: Event, number: int, text: str, suffix: str = "") -> None:
+    outbox.add(ctx.session, key=f"reply:{event.delivery_id}{suffix}", kind="reply", repository=event.repository or "",
+               pull_request=number, payload={"body": text})
+
+
+def _react(ctx: HandlerContext, event: Event, comment_id: int, content: str) -> None:
+    outbox.add(ctx.session, key=f"reaction:{comment_id}:{content}", kind="reaction",
+               repository=event.repository or "", payload={"comment_id": comment_id, "content": content})
+
+
+def _last_command(ctx: HandlerContext, repository: str, number: int, text: str, author: str, result: str) -> None:
+    record = outbox.pull_request_record(ctx.session, repository, number)
+    record.last_command = {"text": text[:200], "author": author, "result": result[:200]}
+    outbox.request_sticky_comment(ctx.session.connection(), repository, number, delay=0)
+
+
+@handles("issue_comment", "created")
+def comment_created(event: Event, ctx: HandlerContext) -> str:
+    """A new comment on a pull request with `/sami` commands runs them for a writer; others are answered why not."""
+    payload = event.payload
+    issue = payload.get("issue") or {}
+    comment = payload.get("comment") or {}
+    if not issue.get("pull_request"):
+        return "ignored: a comment on an issue, not on a pull request"
+    if _is_bot(comment):
+        return "ignored: a comment by a bot"
+    parsed = commands.parse_comment(comment.get("body"))
+    if not parsed.commands and not parsed.errors:
+        return "ignored: no /sami command in the comment"
+    repository, number, comment_id = event.repository or "", int(issue["number"]), int(comment["id"])
+    author = str((comment.get("user") or {}).get("login") or event.sender or "someone")
+    written = "; ".join(str(c) for c in parsed.commands) or "/sami"
+    if parsed.errors:
+        lines = [f"- line {e.line}: {e.message}" if e.line else f"- {e.message}" for e in parsed.errors]
+        _reply(ctx, event, number, "Sami did not run this comment's commands:\n\n" + "\n".join(lines)
+               + "\n\nComment `/sami help` for the commands.")
+        _react(ctx, event, comment_id, "confused")
+        ctx.session.commit()
+        return f"refused: {parsed.errors[0].message}"
+    if ctx.github is None:
+        return "ignored: Sami has no GitHub credentials, so it cannot check who may run commands"
+    if any(c.state_changing for c in parsed.commands):
+        try:
+            permission = permissions.get(ctx.github, repository, author)
+        except GitHubError as exc:
+            if exc.status == 0 or exc.status >= 500:
+                raise Retry(GITHUB_RETRY_SECONDS, f"the permission of {author} could not be read: {exc}") from None
+            permission = "none"
+        if permission not in WRITERS:
+            why = (f"{author} has {permission} permission on {repository}; changing environments needs write, "
+                   "maintain or admin")
+            _reply(ctx, event, number, f"Sami refused `{written}`: {why}.")
+            _react(ctx, event, comment_id, "confused")
+            _last_command(ctx, repository, number, written, author, f"refused: {why}")
+            ctx.session.commit()
+            return f"refused: {why}"
+    _react(ctx, event, comment_id, "eyes")
+    ctx.session.commit()
+    runner = _Runner(event, ctx, repository, number, author)
+    results = [runner.run(command) for command in parsed.commands]
+    problems = [line for line in results if line.startswith(("failed", "refused"))]
+    summary = "; ".join(results)
+    if problems:
+        _reply(ctx, event, number, "Sami could not do everything this comment asked:\n\n"
+               + "\n".join(f"- {line}" for line in problems), suffix=":problems")
+    if runner.changing and not runner.queued:
+        # Nothing to wait for: the answer is complete now (with actions, the outbox's hook reacts when they settle).
+        _react(ctx, event, comment_id, "confused" if problems else "rocket")
+    _last_command(ctx, repository, number, written, author, summary[:200])
+    ctx.session.commit()
+    return summary
+
+
+class _Runner:
+    """Runs the commands of one comment on one pull request."""
+
+    def __init__(self, event: Event, ctx: HandlerContext, repository: str, number: int, author: str):
+        self.event, self.ctx, self.repository, self.number, self.author = event, ctx, repository, number, author
+        self.queued = 0
+        self.changing = False
+        self._pr: pulls.PullRequest | None = None
+
+    @property
+    def who(self) -> dict:
+        return {"requested_by": f"github:{self.author}", "origin": "webhook", "delivery_id": self.event.delivery_id}
+
+    def pull_request(self) -> pulls.PullRequest:
+        if self._pr is None:
+            self._pr = pulls.PullRequest.from_payload(self.ctx.github.get_pull_request(self.repository, self.number),
+                                                      self.repository)
+        return self._pr
+
+    def manifests(self, command: commands.Command) -> list[Manifest] | str:
+        available = pulls.pull_request_manifests(self.ctx.manifests.current(), self.repository)
+        if not command.services:
+            return available or f"no service deploys pull requests of {self.repository}"
+        by_name = {m.service_name: m for m in available}
+        unknown = [s for s in command.services if s not in by_name]
+        if unknown:
+            names = ", ".join(sorted(by_name)) or "none"
+            return f"{', '.join(unknown)}: no pull request environment for {self.repository} (services: {names})"
+        return [by_name[s] for s in command.services]
+
+    def run(self, command: commands.Command) -> str:
+        verb = commands.Verb(command.verb)
+        if verb is commands.Verb.HELP:
+            services_ = [m.service_name for m in pulls.pull_request_manifests(self.ctx.manifests.current(),
+                                                                              self.repository)]
+            _reply(self.ctx, self.event, self.number, commands.help_text(services_), suffix=":help")
+            return "help sent"
+        if verb is commands.Verb.STATUS:
+            outbox.request_sticky_comment(self.ctx.session.connection(), self.repository, self.number, delay=0)
+            return "status refreshed"
+        self.changing = True
+        chosen = self.manifests(command)
+        if isinstance(chosen, str):
+            return f"refused {command}: {chosen}"
+        try:
+            if verb in (commands.Verb.DEPLOY, commands.Verb.UPDATE):
+                pr = self.pull_request()
+                if pr.state != "open":
+                    return f"refused {command}: the pull request is closed"
+                if verb is commands.Verb.DEPLOY and pr.fork:
+                    record = outbox.pull_request_record(self.ctx.session, self.repository, self.number)
+                    record.approved_sha, record.approved_by = pr.head_sha, self.author
+                    record.head_sha, record.fork = pr.head_sha, True
+                    self.ctx.session.commit()
+                return "; ".join(self._each(chosen, lambda m: self._deploy(m, pr, verb)))
+            operation: Callable = {commands.Verb.ARCHIVE: services.archive_deployment,
+                                   commands.Verb.RESTORE: services.restore_deployment}.get(verb) or _rollback
+            return "; ".join(self._each(chosen, lambda m: self._accepted(
+                operation(self.ctx.session, self.ctx.manifests.current(), m.deployment_name(self.number),
+                          self.ctx.services, **self.who), verb)))
+        except GitHubError as exc:
+            raise Retry(GITHUB_RETRY_SECONDS, f"the pull request could not be read: {exc}") from None
+
+    def _each(self, manifests: list[Manifest], do: Callable[[Manifest], str]) -> list[str]:
+        done = []
+        for manifest in manifests:
+            try:
+                done.append(do(manifest))
+            except SamiError as exc:
+                self.ctx.session.rollback()
+                done.append(f"failed {manifest.deployment_name(self.number)}: {exc}")
+        return done
+
+    def _accepted(self, accepted: services.Accepted, verb: commands.Verb) -> str:
+        self.queued += 1
+        return f"{verb} of {accepted.deployment} queued (action {accepted.action_id})"
+
+    def _deploy(self, manifest: Manifest, pr: pulls.PullRequest, verb: commands.Verb) -> str:
+        name = manifest.deployment_name(self.number)
+        existing = self.ctx.session.query(Deployment).filter(Deployment.name == name).first()
+        if verb is commands.Verb.UPDATE and (existing is None or existing.state is DeploymentState.REMOVED):
+            return f"refused update of {manifest.service_name}: {name} is not deployed (comment /sami deploy)"
+        line = pulls.deploy_one(self.ctx.session, self.ctx.manifests.current(), manifest, pr, self.ctx.services,
+                                **self.who)
+        if line.startswith("unchanged") and verb is commands.Verb.UPDATE and "already at" in line:
+            # `update` deploys the same commit again.
+            accepted = services.refresh_deployment(self.ctx.session, self.ctx.manifests.current(), name,
+                                                   self.ctx.services, **self.who)
+            self.queued += 1
+            return f"updated {accepted.deployment} again at {pr.head_sha[:7]}"
+        if not line.startswith("unchanged"):
+            self.queued += 1
+        return line
+
+
+def _rollback(session, repo, name, ctx, *, requested_by: str, origin: str, delivery_id: str | None = None
+              ) -> services.Accepted:
+    rollback = getattr(services, "rollback_deployment", None)
+    if rollback is None:
+        raise SamiError("rollback is not available in this version of Sami")
+    return rollback(session, repo, name, ctx, requested_by=requested_by, origin=origin)
