@@ -235,7 +235,5 @@ class _Runner:
 
 def _rollback(session, repo, name, ctx, *, requested_by: str, origin: str, delivery_id: str | None = None
               ) -> services.Accepted:
-    rollback = getattr(services, "rollback_deployment", None)
-    if rollback is None:
-        raise SamiError("rollback is not available in this version of Sami")
-    return rollback(session, repo, name, ctx, requested_by=requested_by, origin=origin)
+    """Back to the last successful deploy before the current one (the services decide which)."""
+    return services.rollback_deployment(session, repo, name, ctx, requested_by=requested_by, origin=origin)
