@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from bot.github import conversation, pulls, pushes  # noqa: F401  (conversation: its handlers register)
+from bot.github import conversation, outbox, pulls, pushes  # noqa: F401  (conversation: its handlers register)
 from bot.github.router import Event, HandlerContext, Retry, handles
 from bot.manifests import DeploymentsRepoError, PrDeploy
 
@@ -101,7 +101,24 @@ def push(event: Event, ctx: HandlerContext) -> str:
             requested_by=f"github:{event.sender}", origin="webhook", delivery_id=event.delivery_id)
     except DeploymentsRepoError as exc:
         raise Retry(REPO_RETRY_SECONDS, f"the deployments repo could not be read at {after[:7]}: {exc}") from None
+    _validation_status(ctx, name, result)
     return _push_outcome(result)
+
+
+def _validation_status(ctx: HandlerContext, repository: str, result: pushes.PushResult) -> None:
+    """The commit status ``sami/validate`` on the pushed commit: its manifest errors (file:line), or valid."""
+    if result.errors:
+        count = len(result.errors)
+        state = "failure"
+        description = f"{count} manifest error{'s' if count > 1 else ''}, nothing deployed: {result.errors[0]}"
+    else:
+        state, description = "success", "manifests valid"
+    target = f"{ctx.settings.public_url.rstrip('/')}/api/v1/services"
+    outbox.add(ctx.session, key=f"validation:{repository}@{result.sha}", kind="commit_status_validation",
+               repository=repository, payload={"sha": result.sha, "state": state, "context": "sami/validate",
+                                               "description": description[:outbox.DESCRIPTION],
+                                               "target_url": target})
+    ctx.session.commit()
 
 
 def _push_outcome(result: pushes.PushResult) -> str:

@@ -224,3 +224,17 @@ def test_the_outbox_api_lists_rows_for_admins_only(client, db_session, worker_ct
     assert refused.status_code == 403
     bad = client.get("/api/v1/outbox?state=lost", headers={"Authorization": f"Bearer {admin}"})
     assert bad.status_code == 400 and "'lost'" in bad.json["error"]
+
+
+def test_a_validation_status_is_sent_to_the_pushed_commit(db_session, worker_ctx, github_mock):
+    worker_ctx.github = token_client(github_mock.url)
+    outbox.add(db_session, key=f"validation:acme/deployments@{HEAD}", kind="commit_status_validation",
+               repository="acme/deployments", payload={"sha": HEAD, "state": "failure", "context": "sami/validate",
+                                                       "description": "1 manifest error: services/a/sami.yaml:3: x",
+                                                       "target_url": "https://sami.example.test/api/v1/services"})
+    # Recorded once however often the push is delivered.
+    outbox.add(db_session, key=f"validation:acme/deployments@{HEAD}", kind="commit_status_validation",
+               repository="acme/deployments", payload={})
+    db_session.commit()
+    assert deliver_due(db_session, worker_ctx) == ["delivered"]
+    assert rows(db_session)[0].result == {"state": "failure"}

@@ -166,6 +166,15 @@ def test_invalid_manifests_deploy_nothing(db_session, dispatch, probe_repo, depl
                               "services/probe/swarm/stage/sami.yaml:")
     assert "unknown key 'timout'; did you mean 'timeout'?" in outcome and "{sha7}" in outcome
     assert updates(db_session) == []
+    # The pushed commit gets a failing commit status naming the first error with its file and line.
+    from bot.models import OutboxRow
+
+    [status] = db_session.scalars(select(OutboxRow).where(OutboxRow.kind == "commit_status_validation")).all()
+    assert (status.payload["sha"], status.payload["state"], status.payload["context"]) == (bad, "failure",
+                                                                                           "sami/validate")
+    assert status.payload["description"].startswith("2 manifest errors, nothing deployed: "
+                                                    "services/probe/swarm/stage/sami.yaml:")
+    assert len(status.payload["description"]) <= 140
 
 
 def test_pushes_sami_does_not_follow_are_ignored(db_session, dispatch, probe_repo, deployed):
