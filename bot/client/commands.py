@@ -427,8 +427,8 @@ def _first_link(deployment: dict) -> str:
 
 
 @click.command("list")
-@click.option("--service", help="Only this service.")
-@click.option("--environment", help="Only this environment.")
+@click.option("--service", "services_", multiple=True, help="Only this service (repeat for several).")
+@click.option("--environment", "environments", multiple=True, help="Only this environment (repeat for several).")
 @click.option("--state", "states", multiple=True, type=click.Choice([str(s) for s in DeploymentState]),
               help="Only deployments in this state (repeat).")
 @click.option("--pull-request", type=click.IntRange(1), metavar="N", help="Only this pull request's deployments.")
@@ -440,7 +440,7 @@ def _first_link(deployment: dict) -> str:
 @click.option("--cursor", help="Where the previous page ended (its next_cursor).")
 @click.option("--include-removed", is_flag=True, help="Removed deployments too.")
 @client_command
-def list_(out: Out, service, environment, states, pull_request, repository, query, sort, limit, cursor,
+def list_(out: Out, services_, environments, states, pull_request, repository, query, sort, limit, cursor,
           include_removed) -> Exit:
     """List deployments, with filters.
 
@@ -448,11 +448,12 @@ def list_(out: Out, service, environment, states, pull_request, repository, quer
     Example:
         sami list --state Failure --state CleanupFailed
         sami list --service web --sort -updated --json
+        sami list --sort attention --limit 20
     """
     answer = out.client.get("/api/v1/deployments", {
-        "service": service, "environment": environment, "state": list(states), "pull_request": pull_request,
-        "repository": repository, "q": query, "sort": sort, "limit": limit, "cursor": cursor,
-        "all": "1" if include_removed else None})
+        "service": list(services_), "environment": list(environments), "state": list(states),
+        "pull_request": pull_request, "repository": repository, "q": query, "sort": sort, "limit": limit,
+        "cursor": cursor, "all": "1" if include_removed else None})
     deployments = answer.get("deployments", [])
     document = {"deployments": deployments, "next_cursor": answer.get("next_cursor")}
     if out.as_json:

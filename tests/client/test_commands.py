@@ -315,3 +315,31 @@ def test_waiting_shows_progress_lines_then_ends(server):
     assert len(states) == len(set(states)), "a line per state, not per poll"
     assert time.monotonic() - started >= 1
     wait_until(lambda: server.api(f"/api/v1/actions/{action_id}")["state"] == "succeeded", 10, "the action's end")
+
+
+def test_list_filters_sorts_and_pages_as_the_server_does(server):
+    for number in (21, 22, 23):
+        assert server.run("request", "probe", "pull_request", "--pull-request", str(number), "--tag", f"t{number}",
+                          "--repository", "acme/probe", "--wait").returncode == Exit.OK
+    names = []
+    cursor = None
+    while True:
+        args = ["list", "--service", "probe", "--service", "docs", "--repository", "acme/probe",
+                "-q", "probe-pr-2", "--limit", "2", "--json"]
+        page = json.loads(server.run(*args, *(["--cursor", cursor] if cursor else [])).stdout)
+        assert len(page["deployments"]) <= 2
+        names += [d["name"] for d in page["deployments"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert names == ["probe-pr-21", "probe-pr-22", "probe-pr-23"]
+    one = json.loads(server.run("list", "--pull-request", "22", "--json").stdout)["deployments"]
+    assert [d["name"] for d in one] == ["probe-pr-22"]
+    newest = json.loads(server.run("list", "--service", "probe", "--sort", "-updated", "--json").stdout)
+    stamps = [d["updated_at"] for d in newest["deployments"]]
+    assert stamps == sorted(stamps, reverse=True)
+    table = server.run("list", "--service", "probe", "-q", "probe-pr-2", "--limit", "1")
+    assert table.returncode == Exit.OK and len(table.stdout.splitlines()) == 2
+    assert table.stderr.startswith("more: add --cursor ")
+    bad = server.run("list", "--cursor", "not-a-cursor")
+    assert bad.returncode == Exit.BAD_INPUT and "start again without it" in bad.stderr
