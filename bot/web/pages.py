@@ -88,6 +88,12 @@ def duration(ms: int | None) -> str:
     return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
+def web_link(url: object) -> str | None:
+    """``url`` if it is an http(s) address: a link a script reported must not run script in the page."""
+    text = str(url or "")
+    return text if text.lower().startswith(("http://", "https://")) else None
+
+
 def github_url(repo: str | None, kind: str = "", value: object = None) -> str | None:
     if not repo:
         return None
@@ -107,7 +113,7 @@ def page_url(args: dict, **changes) -> str:
 @bp.app_context_processor
 def _template_globals():
     return {"viewer": auth.current_viewer(), "csrf_token": auth.csrf_token, "ago": ago, "exact": exact,
-            "tone": tone, "duration": duration, "github_url": github_url,
+            "tone": tone, "duration": duration, "github_url": github_url, "web_link": web_link,
             "oauth": bool(current_app.config["SAMI"].github_oauth_client_id)}
 
 

@@ -200,3 +200,13 @@ def test_services_page_shows_manifest_errors_at_file_and_line(client, probe_repo
     (broken / "sami.yaml").write_text("version: v1beta\nservice_name: broken\ntype: swarm\nbogus: 1\n")
     html = client.get("/services").get_data(as_text=True)
     assert "services/broken/swarm/stage/sami.yaml:" in html
+
+
+def test_only_http_links_become_anchors(client, db_session):
+    db_session.add(Deployment(name="probe-stage", service="probe", environment="stage", type="swarm", state="Running",
+                              links=[{"name": "app", "url": "javascript:alert(1)"},
+                                     {"name": "docs", "url": "https://docs.example.test"}]))
+    db_session.commit()
+    for path in ("/", "/deployments/probe-stage"):
+        html = client.get(path).get_data(as_text=True)
+        assert "javascript:" not in html and 'href="https://docs.example.test"' in html
