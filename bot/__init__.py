@@ -25,7 +25,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
 
-    from bot import api, db, errors, github_setup_page, health, openapi, queue, sites, web, webhooks
+    from bot import api, db, errors, github_setup_page, health, metrics, openapi, queue, sites, web, webhooks
 
     db.init_app(app)
     queue.init_app(app)
@@ -37,4 +37,5 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(github_setup_page.bp)
     webhooks.init_app(app)
     web.init_app(app)
+    metrics.init_app(app)
     return app

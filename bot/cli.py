@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 import click
@@ -35,11 +36,17 @@ def cli() -> None:
 @click.option("--threads", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.option("--migrate/--no-migrate", default=False, help="Apply database migrations first.")
 def serve(bind: str, workers: int | None, threads: int, migrate: bool) -> None:
-    """Serve the web application with gunicorn."""
+    """Serve the web application with gunicorn.
+
+    On SIGTERM it stops accepting, lets in-flight requests finish (up to SAMI_SHUTDOWN_GRACE
+    seconds) and, in the embedded default, hands a running action back to the queue.
+    """
     from gunicorn.app.base import BaseApplication
 
     settings = load_settings()
     configure_logging(settings)
+    # Before anything imports prometheus_client: every gunicorn process writes its samples here.
+    metrics_dir = _metrics_folder()
     if migrate:
         from bot import db
 
@@ -67,6 +74,11 @@ def serve(bind: str, workers: int | None, threads: int, migrate: bool) -> None:
                 "timeout": 60,
                 # Server-sent events keep connections open; gthread handles them.
                 "keepalive": 5,
+                # SIGTERM: stop accepting, finish in-flight requests for this long, then stop.
+                "graceful_timeout": settings.shutdown_grace,
+                "worker_exit": _web_process_exit,
+                "child_exit": _web_process_gone,
+                "on_exit": lambda _arbiter: shutil.rmtree(metrics_dir, ignore_errors=True),
             }.items():
                 self.cfg.set(key, value)
 
@@ -96,6 +108,34 @@ def _announce_sign_in_link(settings) -> None:
     click.echo(f"Sign in to the status page (one-time link, valid {ONE_TIME_TTL // 60} minutes): "
                f"{settings.public_url.rstrip('/')}/login/once#{code}")
     sys.stdout.flush()
+
+
+def _metrics_folder() -> str:
+    """A private, empty folder for this server's metrics samples, named in PROMETHEUS_MULTIPROC_DIR
+    (prometheus_client's multiprocess mode): /metrics adds up every gunicorn process's."""
+    import os
+    import tempfile
+
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before its multiprocess folder was set")
+    path = tempfile.mkdtemp(prefix="sami-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+def _web_process_exit(_arbiter, _worker) -> None:
+    """gunicorn's worker_exit hook (in the web process, its requests done): stop the embedded worker."""
+    if "workers.embedded" in sys.modules:
+        from workers.embedded import stop_embedded
+
+        stop_embedded()
+
+
+def _web_process_gone(_arbiter, worker) -> None:
+    """gunicorn's child_exit hook (in the master): a web process ended; its live gauges go."""
+    from bot.metrics import child_exited
+
+    child_exited(worker.pid)
 
 
 def _announce_webhook_secret(settings) -> None:
@@ -151,22 +191,37 @@ def db_current() -> None:
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
 @click.option("--name", default=None, help="Worker name (default: host and pid).")
 def worker(burst: bool, name: str | None) -> None:
-    """Run a worker that executes queued actions and checks (needs SAMI_REDIS_URL)."""
-    from rq import SimpleWorker
+    """Run a worker that executes queued actions and checks (needs SAMI_REDIS_URL).
 
+    On SIGTERM it takes no new job; the running action has SAMI_SHUTDOWN_GRACE seconds to finish,
+    then it is handed back to the queue (a second SIGTERM hands it back at once).
+    """
     from workers.context import build_context, set_context
     from workers.queue import ACTIONS_QUEUE, CHECKS_QUEUE, RQBroker, connect_redis
+    from workers.shutdown import GracefulWorker
 
     settings = load_settings()
     configure_logging(settings)
     if settings.embedded:
         raise click.UsageError("set SAMI_REDIS_URL: without Redis, `sami serve` runs the worker itself")
     connection = connect_redis(settings)
-    set_context(build_context(settings, broker=RQBroker(connection)))
+    context = build_context(settings, broker=RQBroker(connection))
+    set_context(context)
+    _serve_process_metrics(settings, context)
     # No fork per job: the process keeps its database pool, and scripts run in their own
     # process groups anyway.
-    SimpleWorker([ACTIONS_QUEUE, CHECKS_QUEUE], connection=connection, name=name).work(
-        burst=burst, logging_level=settings.log_level.upper())
+    GracefulWorker([ACTIONS_QUEUE, CHECKS_QUEUE], connection=connection, name=name,
+                   grace=settings.shutdown_grace).work(burst=burst, logging_level=settings.log_level.upper())
+
+
+def _serve_process_metrics(settings, context) -> None:
+    """With SAMI_METRICS_PORT, this worker or scheduler serves its own /metrics on that port."""
+    if not settings.metrics_port:
+        return
+    from bot.metrics import StateCollector, serve_metrics
+
+    serve_metrics(settings.metrics_port, settings.metrics_token,
+                  extra=[StateCollector(context.session, lambda: context.broker)])
 
 
 @cli.command()
@@ -174,17 +229,29 @@ def worker(burst: bool, name: str | None) -> None:
               help="Seconds between ticks.")
 @click.option("--once", is_flag=True, help="Run one tick and print what it did.")
 def scheduler(interval: float, once: bool) -> None:
-    """Run the scheduler: queue sweep, reaper, status checks, retention cleanup."""
+    """Run the scheduler: queue sweep, reaper, status checks, retention cleanup.
+
+    On SIGTERM it finishes the tick under way, if any, and stops.
+    """
+    import signal
+
     from workers.context import build_context
     from workers.scheduler import Scheduler
 
     settings = load_settings()
     configure_logging(settings)
-    runner = Scheduler(build_context(settings), interval=interval)
+    context = build_context(settings)
+    runner = Scheduler(context, interval=interval)
     if once:
         click.echo(runner.tick())
         return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: runner.stop())
+    _serve_process_metrics(settings, context)
+    log_started = f"scheduler running (every {interval:g} s); SIGTERM stops it after the tick under way"
+    click.echo(log_started, err=True)
     runner.run_forever()
+    click.echo("scheduler stopped", err=True)
 
 
 @cli.group()

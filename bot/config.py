@@ -66,6 +66,9 @@ class Settings:
     github_oauth_client_id: str = ""
     github_oauth_client_secret: str = field(default="", repr=False)
     admins: tuple[str, ...] = ()
+    metrics_token: str = field(default="", repr=False)
+    metrics_port: int = 0  # workers and the scheduler serve /metrics here; 0: they do not
+    shutdown_grace: int = 25
 
     @property
     def embedded(self) -> bool:
@@ -233,6 +236,9 @@ _VARIABLES: dict[str, tuple[str, object]] = {
     "SAMI_GITHUB_OAUTH_CLIENT_ID": ("github_oauth_client_id", _text),
     "SAMI_GITHUB_OAUTH_CLIENT_SECRET": ("github_oauth_client_secret", _text),
     "SAMI_ADMINS": ("admins", _logins),
+    "SAMI_METRICS_TOKEN": ("metrics_token", _text),
+    "SAMI_METRICS_PORT": ("metrics_port", _int(0, 65535)),
+    "SAMI_SHUTDOWN_GRACE": ("shutdown_grace", _int(0, 24 * 3600)),
 }
 
 # Settings that must be set (non-empty) in production mode.

@@ -1,6 +1,7 @@
 """The gunicorn worker `sami serve` runs: gunicorn's threaded worker, except that the errors
 gunicorn answers itself, before the application sees the request (request line too long, header
-fields too large, a malformed request), are JSON like every other API error instead of HTML."""
+fields too large, a malformed request), are JSON like every other API error instead of HTML, and
+on SIGTERM new connections are refused at once while in-flight requests finish."""
 
 from __future__ import annotations
 
@@ -31,7 +32,16 @@ class _AnswerRecorder:
 
 
 class JSONErrorWorker(ThreadWorker):
-    """gunicorn's ``gthread`` worker with JSON error answers."""
+    """gunicorn's ``gthread`` worker with JSON error answers and a prompt close of its listeners."""
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive:
+            # Stopping: close this process's copies of the listening sockets now, not once the
+            # in-flight requests are done, so that new connections are refused (a client or a load
+            # balancer tries elsewhere) instead of waiting in the backlog until they are reset.
+            for listener in self.sockets:
+                listener.close()
 
     def handle_error(self, req, client, addr, exc) -> None:
         recorder = _AnswerRecorder()

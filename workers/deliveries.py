@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
+from bot import metrics
 from bot.github import router
 from bot.models import Delivery, DeliveryStatus
 from bot.services import Context
@@ -124,6 +125,7 @@ def process_delivery(delivery_row_id: int, ctx: WorkerContext | None = None) -> 
                     processed_at=None if status is D.RETRYING else db_now(session))
             .execution_options(synchronize_session=False))
         session.commit()
+    metrics.DELIVERIES_PROCESSED.labels(event.name, str(status)).inc()
     if status is not D.FAILED and status is not D.RETRYING:
         log.info("delivery %s (%s): %s", event.delivery_id, what, outcome, extra=extra)
     return str(status)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import exists, select, update
 
+from bot import metrics
 from bot.manifests import DeploymentsRepo, DeploymentsRepoError, Manifest
 from bot.models import Action, Deployment
 from bot.states import (
@@ -36,6 +37,7 @@ from workers.context import WorkerContext, get_context
 from workers.executor import ExecutorError, Target, prepare_manifest_dir
 from workers.lease import LeaseLost, claim_lease, db_now, release_lease, renew_lease, worker_identity
 from workers.runner import ScriptNotFound, ScriptResult, StopScript
+from workers.shutdown import STOPPING, HandBack, requeue
 
 log = logging.getLogger(__name__)
 S = DeploymentState
@@ -159,7 +161,10 @@ class Run:
         self.cancel_checked = 0.0
 
     def beat(self, force: bool = False) -> None:
-        """Renew the lease (and, while the action runs, its heartbeat); raise LeaseLost if it is gone."""
+        """Renew the lease (and, while the action runs, its heartbeat); raise LeaseLost if it is gone,
+        HandBack if the worker is stopping."""
+        if self.claimed:
+            STOPPING.check()
         if force or time.monotonic() - self.last_beat >= HEARTBEAT_SECONDS:
             self.last_beat = time.monotonic()
             if not renew_lease(self.ctx.session, self.deployment_id, self.owner,
@@ -281,6 +286,7 @@ def execute_action(ctx: WorkerContext, action_id: int, owner: str) -> bool:
         if action is None or action.state is not ActionState.QUEUED:
             return True
         run = Run(ctx, action, action.deployment, owner)
+        accepted_at = action.created_at
     with ExitStack() as stack:
         # The slow part (reading manifests may fetch from git) comes before the action is claimed,
         # so a claimed action always has a fresh heartbeat.
@@ -300,6 +306,8 @@ def execute_action(ctx: WorkerContext, action_id: int, owner: str) -> bool:
             return False
         if not run.claim():
             return True  # another worker took it
+        metrics.action_started(run.kind, accepted_at)
+        started = time.monotonic()
         log.info("running %s of %s (action %s)", run.kind, run.deployment_name, action_id,
                  extra={"action_id": action_id, "deployment": run.deployment_name})
         try:
@@ -308,6 +316,10 @@ def execute_action(ctx: WorkerContext, action_id: int, owner: str) -> bool:
                 outcome = _failed(run.kind, problem)
             else:
                 outcome = _perform(run, prepared)
+        except HandBack:
+            run.log.flush()
+            requeue(ctx.session, action_id, owner)
+            return False  # drain lets the lease go; the sweep queues the action again
         except LeaseLost:
             log.warning("action %s: lease of %s lost; leaving the action to the reaper", action_id,
                         run.deployment_name, extra={"action_id": action_id})
@@ -326,6 +338,7 @@ def execute_action(ctx: WorkerContext, action_id: int, owner: str) -> bool:
             outcome = _failed(run.kind, f"internal error: {type(exc).__name__}")
         run.log.flush()
         changed = _finish(run, outcome)
+        metrics.action_finished(run.kind, outcome.state, time.monotonic() - started)
         run.settled()
         if changed and prepared is not None:
             _after_state_change(run, prepared, *changed)

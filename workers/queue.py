@@ -153,6 +153,7 @@ class InProcessBroker:
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="sami-worker")
         self._lock = threading.Lock()
         self._live: set[str] = set()
+        self._waiting = 0
 
     def job_is_live(self, job_id: str, started_counts: bool = True) -> bool:
         # Threads of this process cannot die on their own: a job in the set is waiting or running.
@@ -164,8 +165,11 @@ class InProcessBroker:
             if job_id in self._live:
                 return True
             self._live.add(job_id)
+            self._waiting += 1
 
         def run():
+            with self._lock:
+                self._waiting -= 1
             try:
                 module, _, name = func.rpartition(".")
                 getattr(importlib.import_module(module), name)(*args, ctx=self.context)
@@ -196,8 +200,13 @@ class InProcessBroker:
     def ping(self) -> None:
         return None
 
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    def waiting(self) -> int:
+        """Jobs submitted and not started yet (the queue depth)."""
+        with self._lock:
+            return self._waiting
+
+    def shutdown(self, wait: bool = False) -> None:
+        self._executor.shutdown(wait=wait, cancel_futures=True)
 
 
 def connect_redis(settings: Settings) -> redis.Redis:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot import metrics
+
 log = logging.getLogger(__name__)
 
 MASK = "********"
@@ -176,6 +178,7 @@ def run_control_script(
             if now >= deadline and not timed_out:
                 timed_out = True
                 log.warning("control script %s timed out after %.0f s", os.path.basename(argv[0]), timeout)
+                metrics.SCRIPT_TIMEOUTS.labels(os.path.basename(argv[0])).inc()
                 _stop_group(process, kill_grace)
             if on_tick and now >= next_tick:
                 next_tick = now + tick_seconds

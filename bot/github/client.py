@@ -28,6 +28,7 @@ import requests
 from github import Auth
 from urllib3.util.retry import Retry
 
+from bot import metrics
 from bot.config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -432,6 +433,7 @@ class GitHubClient:
             except GitHubError:
                 raise
             except (requests.RequestException, OSError) as exc:
+                metrics.github_call(verb, 0, key, None)
                 raise GitHubError(0, f"{verb} {_path_only(path)}: could not reach GitHub at {self.base_url} "
                                      f"({type(exc).__name__})") from None
             if status == 401 and attempt == 1 and isinstance(key, int):
@@ -442,6 +444,7 @@ class GitHubClient:
                 continue
             break
         self._note_rate_limit(key, response_headers)
+        metrics.github_call(verb, status, key, response_headers.get("x-ratelimit-remaining"))
         data = _json(text)
         if status >= 400:
             error = _error(verb, path, status, response_headers, data)
