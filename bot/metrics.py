@@ -280,7 +280,7 @@ def cleanup_multiprocess(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def serve_metrics(port: int, token: str, extra=(), host: str = "0.0.0.0") -> threading.Thread:  # noqa: S104
+def serve_metrics(port: int, token: str, extra=(), host: str = "0.0.0.0") -> threading.Thread | None:  # noqa: S104
     """Serve ``/metrics`` of this process (a worker, the scheduler) on ``port``, in a thread."""
     from wsgiref.simple_server import make_server
 
@@ -298,7 +298,12 @@ def serve_metrics(port: int, token: str, extra=(), host: str = "0.0.0.0") -> thr
         start_response("200 OK", [("Content-Type", content_type)])
         return [body]
 
-    server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+    try:
+        server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+    except OSError as exc:
+        # The process's work matters more than its metrics: say so loudly and go on without them.
+        log.error("metrics: cannot listen on %s:%d (%s); this process serves no /metrics", host, port, exc.strerror)
+        return None
     thread = threading.Thread(target=server.serve_forever, name="sami-metrics", daemon=True)
     thread.start()
     log.info("metrics on http://%s:%d/metrics", host, server.server_port)

@@ -654,3 +654,40 @@ def test_lint_refuses_values_the_schema_refuses(helm):
 def test_schema_accepts_the_alternatives(helm, values):
     result = helm.template(values)
     assert result.returncode == 0, result.stderr
+
+
+# -- metrics and shutdown
+
+
+def test_pods_are_scraped_where_their_metrics_are(rendered):
+    """The web pods serve /metrics on their http port; workers and the scheduler on SAMI_METRICS_PORT."""
+    docs = rendered["defaults"]
+    for component, port in (("web", 8000), ("worker", 9100), ("scheduler", 9100)):
+        doc = workload(docs, component)
+        annotations = doc["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == str(port)
+        assert annotations["prometheus.io/path"] == "/metrics"
+        assert port in [p["containerPort"] for p in container(doc)["ports"]], component
+        if component != "web":
+            assert load_settings(container_environ(docs, doc)).metrics_port == port
+
+
+def test_metrics_port_zero_serves_none(helm):
+    docs = helm.render({"metrics": {"port": 0}})
+    for component in ("worker", "scheduler"):
+        doc = workload(docs, component)
+        assert "ports" not in container(doc)
+        assert "prometheus.io/scrape" not in doc["spec"]["template"]["metadata"]["annotations"]
+        assert load_settings(container_environ(docs, doc)).metrics_port == 0
+
+
+def test_workers_hand_back_their_action_before_kubernetes_kills_them(rendered, helm):
+    docs = rendered["defaults"]
+    worker = workload(docs, "worker")
+    grace = load_settings(container_environ(docs, worker)).shutdown_grace
+    assert grace == 570
+    assert pod_spec(worker)["terminationGracePeriodSeconds"] >= grace + 15
+    result = helm.template({"workers": {"shutdownGrace": 600, "terminationGracePeriodSeconds": 600}})
+    assert result.returncode != 0
+    assert "terminationGracePeriodSeconds must be at least workers.shutdownGrace + 15" in result.stderr

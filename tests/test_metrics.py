@@ -208,3 +208,25 @@ def _answers(url: str) -> bool:
         return call(url)[0] == 200
     except OSError:
         return False
+
+
+def test_the_sample_dashboard_names_only_metrics_sami_exports():
+    import re
+
+    from prometheus_client import Counter, Gauge, Histogram
+
+    from bot import metrics
+
+    exported = set(re.findall(r'GaugeMetricFamily\(\s*"(sami_\w+)"', Path(metrics.__file__).read_text()))
+    for item in vars(metrics).values():
+        if isinstance(item, Counter):
+            exported.add(f"{item._name}_total")
+        elif isinstance(item, Histogram):
+            exported.update(f"{item._name}_{suffix}" for suffix in ("bucket", "count", "sum"))
+        elif isinstance(item, Gauge):
+            exported.add(item._name)
+    dashboard = json.loads((ROOT / "examples" / "grafana" / "sami-dashboard.json").read_text())
+    named = {name for panel in dashboard["panels"] for target in panel["targets"]
+             for name in re.findall(r"\bsami_\w+", target["expr"])}
+    assert named, "the dashboard queries Sami's metrics"
+    assert named <= exported, named - exported

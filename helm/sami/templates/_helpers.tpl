@@ -191,3 +191,13 @@ checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sh
 checksum/secret: {{ dict "secrets" .Values.secrets "postgresql" .Values.postgresql.auth.password | toJson | sha256sum }}
 {{- end }}
 {{- end -}}
+
+{{/* prometheus.io annotations of a pod whose /metrics is on port (list . PORT). */}}
+{{- define "sami.scrapeAnnotations" -}}
+{{- $root := index . 0 -}}
+{{- if and $root.Values.metrics.podAnnotations (index . 1) }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ index . 1 | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end }}
