@@ -43,7 +43,10 @@ bp = Blueprint("pages", __name__, template_folder="templates", static_folder="st
 MASK = "••••"
 SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "PRIVATE", "CREDENTIAL", "API_KEY", "APIKEY")
 STATE_TONE = {"Running": "ok", "Archived": "quiet", "Removed": "quiet", "Failure": "bad", "CleanupFailed": "bad"}
-WRITES = ("update", "archive", "restore", "cleanup")
+WRITES = ("update", "archive", "restore", "cleanup", "rollback")
+# The permission each write needs, as the API asks for it (rollback and cancelling an update: deploy).
+NEEDS = {"update": "deploy", "rollback": "deploy", "create": "deploy", "archive": "archive", "restore": "restore",
+         "cleanup": "cleanup"}
 
 
 # -- helpers the templates use ----------------------------------------------------------------------
@@ -182,14 +185,16 @@ def deployment(name: str):
     if viewer and viewer.admin and log_action is not None:
         shown_log = session_.get(Action, log_action.id, options=[undefer(Action.log)]).log or ""
         shown_log = shown_log[-20000:]
-    may = {kind: auth.may_change(viewer, "deploy" if kind == "update" else kind, row, manifest)
-           for kind in WRITES} if viewer else {}
+    may = {kind: auth.may_change(viewer, NEEDS[kind], row, manifest) for kind in WRITES} if viewer else {}
+    cancellable = {a.id for a in actions if viewer and not a.state.finished
+                   and auth.may_change(viewer, NEEDS.get(a.kind, "admin"), row, manifest)}
     config = {"app": masked_config({**(manifest.app_overrides if manifest else {}), **(row.app_overrides or {})},
                                    secret_names),
               "deployment": masked_config({**(manifest.deployment_overrides if manifest else {}),
                                            **(row.deployment_overrides or {})}, secret_names)}
     return render_template("deployment.html", d=row, actions=actions, config=config, secret_names=secret_names,
-                           log=shown_log, log_action=log_action, running=running, may=may, manifest=manifest)
+                           log=shown_log, log_action=log_action, running=running, may=may, manifest=manifest,
+                           cancellable=cancellable)
 
 
 def _manifest_of(row: Deployment):
@@ -283,7 +288,7 @@ def deliveries():
 
 # -- writing ----------------------------------------------------------------------------------------
 
-@bp.post("/deployments/<name>/<any(update, archive, restore, cleanup):kind>")
+@bp.post("/deployments/<name>/<any(update, archive, restore, cleanup, rollback):kind>")
 def change(name: str, kind: str):
     """A write from the page: the same services call as the API's, as the signed-in viewer."""
     viewer = auth.current_viewer()
@@ -292,7 +297,7 @@ def change(name: str, kind: str):
     session_ = get_session()
     row = services.get_deployment(session_, name)
     manifest = _manifest_of(row)
-    if not auth.may_change(viewer, "deploy" if kind == "update" else kind, row, manifest):
+    if not auth.may_change(viewer, NEEDS[kind], row, manifest):
         abort(403, f"{viewer.name} may not {kind} {name}")
     try:
         if kind == "update":
@@ -303,6 +308,13 @@ def change(name: str, kind: str):
                                              pull_request=row.pull_request, source_repo=row.source_repo,
                                              requested_by=viewer.requested_by, origin="page")
             result = services.request_deployment(session_, _manifests().current(), req, _services_context())
+        elif kind == "rollback":
+            to = request.form.get("action_id") or None
+            if to is not None and not to.isdigit():
+                raise SamiError("'action_id' must be an action's number")
+            result = services.rollback_deployment(session_, _manifests().current(), name, _services_context(),
+                                                  to_action_id=int(to) if to else None,
+                                                  requested_by=viewer.requested_by, origin="page")
         else:
             operation = {"archive": services.archive_deployment, "restore": services.restore_deployment,
                          "cleanup": services.cleanup_deployment}[kind]
@@ -315,6 +327,31 @@ def change(name: str, kind: str):
     except IllegalTransition as exc:
         session_.rollback()
         flash(str(exc), "error")
+    return redirect(url_for("pages.deployment", name=name))
+
+
+@bp.post("/deployments/<name>/actions/<int:action_id>/cancel")
+def cancel(name: str, action_id: int):
+    """Cancel a queued action, or stop a running one's script."""
+    viewer = auth.current_viewer()
+    if viewer is None:
+        abort(401, "sign in to cancel actions")
+    session_ = get_session()
+    action = session_.get(Action, action_id)
+    if action is None or action.deployment.name != name:
+        abort(404, f"no action {action_id} of {name}")
+    if not auth.may_change(viewer, NEEDS.get(action.kind, "admin"), action.deployment,
+                           _manifest_of(action.deployment)):
+        abort(403, f"{viewer.name} may not cancel {action.kind} actions of {name}")
+    try:
+        action = services.cancel_action(session_, action_id, _services_context(), requested_by=viewer.requested_by,
+                                        origin="page")
+        flash(f"action {action_id} ({action.kind}) is {action.state}"
+              + (": its script is being stopped" if action.cancel_requested_at and not action.state.finished else ""),
+              "ok")
+    except SamiError as exc:
+        session_.rollback()
+        flash(exc.message, "error")
     return redirect(url_for("pages.deployment", name=name))
 
 

@@ -210,3 +210,40 @@ def test_only_http_links_become_anchors(client, db_session):
     for path in ("/", "/deployments/probe-stage"):
         html = client.get(path).get_data(as_text=True)
         assert "javascript:" not in html and 'href="https://docs.example.test"' in html
+
+
+def test_roll_back_from_the_page(client, admin_token, db_session, work):
+    request_deployment(client, admin_token, tag="v1")
+    work()
+    request_deployment(client, admin_token, tag="v2")
+    work()
+    sign_in_with_token(client, admin_token)
+    assert ">Roll back<" in client.get("/deployments/probe-stage").get_data(as_text=True)
+    response = client.post("/deployments/probe-stage/rollback", data={"csrf_token": csrf(client, "/")})
+    assert response.status_code == 302
+    assert "rollback of probe-stage accepted" in client.get(response.location).get_data(as_text=True)
+    action = db_session.scalars(select(Action).order_by(Action.id.desc())).first()
+    assert action.config["tag"] == "v1" and action.config["rollback_to"] and action.origin == "page"
+
+
+def test_cancel_a_queued_action_from_the_page(client, admin_token, db_session):
+    accepted = request_deployment(client, admin_token)
+    sign_in_with_token(client, admin_token)
+    html = client.get("/deployments/probe-stage").get_data(as_text=True)
+    assert f'aria-label="Cancel action {accepted["action_id"]}"' in html
+    response = client.post(f"/deployments/probe-stage/actions/{accepted['action_id']}/cancel",
+                           data={"csrf_token": csrf(client, "/")})
+    assert response.status_code == 302
+    assert "is cancelled" in client.get(response.location).get_data(as_text=True)
+    assert db_session.get(Action, accepted["action_id"]).state is ActionState.CANCELLED
+    again = client.post(f"/deployments/probe-stage/actions/{accepted['action_id']}/cancel",
+                        data={"csrf_token": csrf(client, "/")})
+    assert "only a queued or running action can be cancelled" in client.get(again.location).get_data(as_text=True)
+
+
+def test_logged_out_visitors_cannot_cancel(client, admin_token):
+    accepted = request_deployment(client, admin_token)
+    assert "Cancel action" not in client.get("/deployments/probe-stage").get_data(as_text=True)
+    refused = client.post(f"/deployments/probe-stage/actions/{accepted['action_id']}/cancel",
+                          data={"csrf_token": csrf(client)})
+    assert refused.status_code == 401
