@@ -32,7 +32,16 @@ from bot.github.redeliver import (
 from bot.manifests import prune_trees
 from bot.models import Action, Delivery, DeliveryStatus, Deployment
 from bot.services import Context, cleanup_deployment, ensure_archived
-from bot.states import LIVE_STATES, PENDING_STATES, ActionState, DeploymentState, transition, transition_action
+from bot.states import (
+    LIVE_STATES,
+    PENDING_STATES,
+    ActionState,
+    DeploymentState,
+    FailureReason,
+    after_cancel,
+    transition,
+    transition_action,
+)
 from workers.context import WorkerContext
 from workers.deliveries import sweepable
 from workers.jobs import action_dir_prefix, script_label
@@ -154,7 +163,11 @@ class Scheduler:
                     continue  # it came back to life or finished meanwhile
                 worker = action.worker
                 leftovers = _stop_leftovers(action.id, worker, action.script_pgid)
-                if action.script_started_at is None:
+                if action.cancel_requested_at is not None:
+                    # Cancelled while its worker was gone: it ends as asked, and never runs again.
+                    _settle_cancelled(session, deployment, action)
+                    report.reaped.append(action.id)
+                elif action.script_started_at is None:
                     transition_action(action, ActionState.QUEUED)
                     report.requeued.append(action.id)
                 else:
@@ -174,7 +187,7 @@ class Scheduler:
                     deployment.lease_expires_at = None
                 session.commit()
                 log.warning("reaped action %s of %s (%s)", action.id, deployment.name,
-                            "re-queued" if action.state is ActionState.QUEUED else "failed",
+                            "re-queued" if action.state is ActionState.QUEUED else str(action.state),
                             extra={"action_id": action.id, "deployment": deployment.name})
         with self.ctx.session() as session:
             # Leases of workers that died outside an action (a check job).
@@ -360,3 +373,15 @@ def _stop_leftovers(action_id: int, worker: str | None, pgid: int | None) -> str
         shutil.rmtree(folder, ignore_errors=True)
         done.append(f"removed {folder.name}")
     return "; ".join(done)
+
+
+def _settle_cancelled(session, deployment: Deployment, action: Action) -> None:
+    """End a running action someone cancelled after its worker stopped responding."""
+    transition_action(action, ActionState.CANCELLED)
+    action.error = f"action {action.id} ({action.kind}) cancelled by {action.cancel_requested_by}"
+    action.log = Action.log + "\n# cancelled; its worker had stopped responding\n"
+    others = session.scalar(select(exists().where(
+        Action.deployment_id == deployment.id, Action.state == ActionState.QUEUED)))
+    if not others and deployment.state in PENDING_STATES:
+        transition(deployment, after_cancel(action.kind, ran=action.script_started_at is not None),
+                   reason=FailureReason.CANCELLED, message=action.error)

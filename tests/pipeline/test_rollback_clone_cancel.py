@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bot import services
@@ -20,6 +21,7 @@ from bot.tokens import Scopes, create_token
 from tests.pipeline.conftest import read_record
 from tests.pipeline.test_processes import own_redis, pid_file, stack  # noqa: F401  (fixtures)
 from tests.support.procs import alive
+from workers.scheduler import Scheduler
 
 S = DeploymentState
 WHO = dict(requested_by="test", origin="cli")
@@ -186,6 +188,26 @@ def test_cancelling_one_of_two_queued_actions_leaves_the_deployment_pending(db_s
     d = deployment(db_session)
     assert d.state is S.RUNNING and action(db_session, create.action_id).state is ActionState.SUCCEEDED
     assert "update probe-stage v2" not in read_record(record)
+
+
+def test_a_cancel_requested_while_its_worker_died_ends_the_action_cancelled(db_session, worker_ctx, services_ctx,
+                                                                              work, record):
+    accepted = request(db_session, worker_ctx, services_ctx, "v1")
+    long_ago = datetime.now(UTC) - timedelta(minutes=5)
+    db_session.execute(update(Action).where(Action.id == accepted.action_id).values(
+        state=ActionState.RUNNING, started_at=long_ago, heartbeat_at=long_ago, worker="dead-worker"))
+    db_session.execute(update(Deployment).values(lease_owner="dead-worker", lease_expires_at=long_ago))
+    db_session.commit()
+    running = services.cancel_action(db_session, accepted.action_id, services_ctx, **WHO)
+    assert running.state is ActionState.RUNNING and running.cancel_requested_by == "test"
+    report = Scheduler(worker_ctx).tick()
+    assert report.reaped == [accepted.action_id] and report.requeued == []
+    a = action(db_session, accepted.action_id)
+    assert a.state is ActionState.CANCELLED and a.error == f"action {a.id} (create) cancelled by test"
+    d = deployment(db_session)
+    assert d.state is S.FAILURE and d.failure_reason is FailureReason.CANCELLED
+    work()
+    assert not any(line.startswith(("config_check", "create")) for line in read_record(record))  # not run again
 
 
 # --- the API ---------------------------------------------------------------------------------
