@@ -202,12 +202,19 @@ def render_comment(session: Session, repository: str, number: int, record: PullR
         action = session.scalars(select(Action).where(Action.deployment_id == deployment.id)
                                  .order_by(Action.id.desc()).limit(1)).first()
         url = next((link.get("url") for link in deployment.links or () if link.get("url")), None)
+        previous = None
+        if deployment.state is DeploymentState.UPDATE_PENDING:
+            done = session.scalars(select(Action.config).where(
+                Action.deployment_id == deployment.id, Action.state == ActionState.SUCCEEDED,
+                Action.kind.in_(tuple(DEPLOYING_KINDS))).order_by(Action.id.desc()).limit(1)).first()
+            previous = (done or {}).get("tag")
+            previous = previous if previous != deployment.tag else None
         rows.append(sticky.EnvironmentRow(
             service=deployment.service, name=deployment.name, state=deployment.state,
             failure_reason=deployment.failure_reason, url=url, tag=deployment.tag, sha=deployment.sha,
             updated_at=deployment.status_changed_at, action_id=action.id if action else None,
             action_state=action.state if action else None, action_kind=action.kind if action else None,
-            page_url=sender.page(deployment.name, action.id if action else None)))
+            page_url=sender.page(deployment.name, action.id if action else None), previous_tag=previous))
     head = record.head_sha or next((d.sha for d in sorted(deployments, key=lambda d: d.updated_at) if d.sha), None)
     last = record.last_command
     last_command = sticky.LastCommand(last["text"], last["author"], last["result"]) if last else None
