@@ -7,6 +7,7 @@ after the viewer's permission and the form's CSRF token are checked.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import urllib.parse
@@ -186,6 +187,8 @@ def deployment(name: str):
         shown_log = session_.get(Action, log_action.id, options=[undefer(Action.log)]).log or ""
         shown_log = shown_log[-20000:]
     may = {kind: auth.may_change(viewer, NEEDS[kind], row, manifest) for kind in WRITES} if viewer else {}
+    if may.get("rollback") and len(_good_configs(actions)) < 2:
+        may["rollback"] = False  # nothing earlier to go back to (the service says so too)
     cancellable = {a.id for a in actions if viewer and not a.state.finished
                    and auth.may_change(viewer, NEEDS.get(a.kind, "admin"), row, manifest)}
     config = {"app": masked_config({**(manifest.app_overrides if manifest else {}), **(row.app_overrides or {})},
@@ -195,6 +198,13 @@ def deployment(name: str):
     return render_template("deployment.html", d=row, actions=actions, config=config, secret_names=secret_names,
                            log=shown_log, log_action=log_action, running=running, may=may, manifest=manifest,
                            cancellable=cancellable)
+
+
+def _good_configs(actions) -> set[str]:
+    """The distinct configs (tag, image, overrides) succeeded creates and updates ran with."""
+    return {json.dumps([a.config.get(k) for k in ("tag", "image", "app_overrides", "deployment_overrides")],
+                       sort_keys=True, default=str)
+            for a in actions if a.kind in ("create", "update") and str(a.state) == "succeeded" and a.config}
 
 
 def _manifest_of(row: Deployment):

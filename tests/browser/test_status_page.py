@@ -254,9 +254,11 @@ def test_screenshots_of_list_and_detail(browser, site):
         page.screenshot(path=str(SCREENSHOTS / f"detail-{label}.png"), full_page=True)
         # nothing wider than the screen: a phone needs no sideways scrolling of the page itself
         assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+        page.emulate_media(color_scheme="dark")
+        page.screenshot(path=str(SCREENSHOTS / f"detail-{label}-dark.png"), full_page=True)
         context.close()
-    assert sorted(p.name for p in SCREENSHOTS.glob("*.png")) >= ["detail-desktop.png", "detail-phone.png",
-                                                                 "list-desktop.png", "list-phone.png"]
+    assert {p.name for p in SCREENSHOTS.glob("*.png")} >= {"detail-desktop.png", "detail-phone.png", "list-desktop.png",
+                                                           "list-phone.png", "detail-desktop-dark.png"}
 
 
 def test_the_printed_one_time_link_signs_a_newcomer_in_to_deploy(browser, site):

@@ -215,9 +215,10 @@ def test_only_http_links_become_anchors(client, db_session):
 def test_roll_back_from_the_page(client, admin_token, db_session, work):
     request_deployment(client, admin_token, tag="v1")
     work()
+    sign_in_with_token(client, admin_token)
+    assert ">Roll back<" not in client.get("/deployments/probe-stage").get_data(as_text=True)  # nothing earlier
     request_deployment(client, admin_token, tag="v2")
     work()
-    sign_in_with_token(client, admin_token)
     assert ">Roll back<" in client.get("/deployments/probe-stage").get_data(as_text=True)
     response = client.post("/deployments/probe-stage/rollback", data={"csrf_token": csrf(client, "/")})
     assert response.status_code == 302
