@@ -400,22 +400,36 @@ def clone(out: Out, name, environment, new_name, wait, timeout, interval) -> Exi
 
 @click.command()
 @click.argument("action_id", type=click.IntRange(1))
+@wait_options
 @client_command
-def cancel(out: Out, action_id) -> Exit:
-    """Cancel action ACTION_ID: a queued one does not start, a running one's script is stopped.
+def cancel(out: Out, action_id, wait, timeout, interval) -> Exit:
+    """Cancel action ACTION_ID: a queued one never runs; a running one's script is stopped within
+    seconds. With --wait, exit 0 once it has ended cancelled.
 
     \b
     Example:
-        sami cancel 118
+        sami cancel 118 --wait
     """
     action = out.client.post(f"/api/v1/actions/{action_id}/cancel")
     action.pop("log", None)
+    label = f"action {action_id} ({action['kind']} {action['deployment']})"
+    if not wait:
+        if out.as_json:
+            output.print_json({"action": action, "result": None})
+        elif action["state"] == "cancelled":
+            out.say(f"{label} is {output.state('cancelled', out.colour)}")
+        else:
+            out.say(f"{label}: cancel requested, its script stops within seconds (sami wait {action_id})")
+        return Exit.OK
+    result = follow(out, action_id, timeout, interval)
+    report(out, result)
     if out.as_json:
-        output.print_json(action)
-    else:
-        out.say(f"action {action_id} ({action['kind']} {action['deployment']}) is "
-                f"{output.state(action['state'], out.colour)}")
-    return Exit.OK
+        output.print_json({"action": action, "result": result})
+    if result["outcome"] == "cancelled":
+        return Exit.OK
+    click.echo(f"sami: {label} ended {result['outcome']} before it could be stopped", err=True)
+    # it succeeded after all: not what was asked for
+    return Exit.FAILED if result["outcome"] == "succeeded" else ACTION_EXITS.get(result["outcome"], Exit.FAILED)
 
 
 # --- reading ------------------------------------------------------------------------------

@@ -343,3 +343,48 @@ def test_list_filters_sorts_and_pages_as_the_server_does(server):
     assert table.stderr.startswith("more: add --cursor ")
     bad = server.run("list", "--cursor", "not-a-cursor")
     assert bad.returncode == Exit.BAD_INPUT and "start again without it" in bad.stderr
+
+
+def test_rollback_goes_back_to_the_previous_good_tag_or_a_given_action(server):
+    first = _action(server, "request", "probe", "pull_request", "--pull-request", "41", "--tag", "t1")
+    assert server.run("wait", str(first)).returncode == Exit.OK
+    assert server.run("update", "probe-pr-41", "--tag", "t2", "--wait").returncode == Exit.OK
+    back = server.run("rollback", "probe-pr-41", "--wait", "--json")
+    assert back.returncode == Exit.OK, back.stderr
+    document = json.loads(back.stdout)
+    assert document["result"]["deployment"]["tag"] == "t1" and document["result"]["deployment"]["state"] == "Running"
+    to = server.run("rollback", "probe-pr-41", "--to", str(first), "--wait")
+    assert to.returncode == Exit.OK and "probe-pr-41 is Running" in to.stdout
+    missing = server.run("rollback", "nope-stage")
+    assert missing.returncode == Exit.NOT_FOUND
+
+
+def test_clone_makes_a_new_deployment_with_the_same_configuration(server):
+    assert server.run("request", "docs", "stage", "--tag", "v7", "--wait").returncode == Exit.OK
+    cloned = server.run("clone", "docs-stage", "--name", "docs-copy", "--wait")
+    assert cloned.returncode == Exit.OK, cloned.stdout + cloned.stderr
+    assert "docs-copy is Running" in cloned.stdout
+    copy = server.api("/api/v1/deployments/docs-copy")["deployment"]
+    assert (copy["service"], copy["environment"], copy["tag"]) == ("docs", "stage", "v7")
+    again = server.run("clone", "docs-stage", "--name", "docs-copy")
+    assert again.returncode == Exit.BAD_INPUT and "is taken" in again.stderr
+    nothing = server.run("clone", "docs-stage")
+    assert nothing.returncode == Exit.BAD_INPUT and "give the clone's 'environment', its 'name', or both" \
+        in nothing.stderr
+
+
+def test_cancel_stops_a_running_action(server):
+    action_id = _action(server, "request", "probe", "pull_request", "--pull-request", "42", "--tag", "t1",
+                        "--deployment-override", "sleep=30")
+    wait_until(lambda: server.api(f"/api/v1/actions/{action_id}")["state"] == "running", 30, "the action to run")
+    started = time.monotonic()
+    cancelled = server.run("cancel", str(action_id), "--wait")
+    assert cancelled.returncode == Exit.OK, cancelled.stdout + cancelled.stderr
+    assert time.monotonic() - started < 25, "the script was stopped, not waited for"
+    assert f"create probe-pr-42 (action {action_id}) cancelled" in cancelled.stdout
+    assert server.api(f"/api/v1/actions/{action_id}")["state"] == "cancelled"
+    waited = server.run("wait", str(action_id))
+    assert waited.returncode == Exit.FAILED, "waiting on a cancelled action says it did not succeed"
+    again = server.run("cancel", str(action_id))
+    assert again.returncode == Exit.BAD_INPUT
+    assert "only a queued or running action can be cancelled" in again.stderr
