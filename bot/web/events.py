@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from flask import Flask, Response, current_app, request
 from sqlalchemy import func, select
@@ -46,6 +46,14 @@ MAX_STREAMS = 5000
 LOOKBACK = timedelta(seconds=30)
 # Larger than any stream will send: gunicorn then frames nothing and appends nothing.
 ENDLESS = str(2**62)
+
+
+# How a state looks: ok (green), bad (red), quiet (grey), busy (amber, everything pending).
+STATE_TONE = {"Running": "ok", "Archived": "quiet", "Removed": "quiet", "Failure": "bad", "CleanupFailed": "bad"}
+
+
+def tone(state) -> str:
+    return STATE_TONE.get(str(state), "busy")
 
 
 def sse(event: str, data: object) -> bytes:
@@ -218,7 +226,9 @@ class Hub:
             if self.versions.get(name) != version:
                 self.versions[name] = version
                 changes.append({"name": name, "service": service, "environment": environment,
-                                "state": str(state), "tag": tag, "updated_at": updated_at.isoformat()})
+                                "state": str(state), "tone": tone(state), "tag": tag,
+                                "updated_at": updated_at.isoformat(),
+                                "updated_exact": updated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")})
             if self.last_change is None or updated_at > self.last_change:
                 self.last_change = updated_at
         return [] if first else changes

@@ -37,13 +37,13 @@ from bot.models import Action, ApiToken, Deployment
 from bot.states import DeploymentState, IllegalTransition
 from bot.tokens import Scopes, TokenError, authenticate, create_token
 from bot.web import auth, events
+from bot.web.events import tone
 
 log = logging.getLogger(__name__)
 bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/page")
 MASK = "••••"
 SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "PRIVATE", "CREDENTIAL", "API_KEY", "APIKEY")
-STATE_TONE = {"Running": "ok", "Archived": "quiet", "Removed": "quiet", "Failure": "bad", "CleanupFailed": "bad"}
 WRITES = ("update", "archive", "restore", "cleanup", "rollback")
 # The permission each write needs, as the API asks for it (rollback and cancelling an update: deploy).
 NEEDS = {"update": "deploy", "rollback": "deploy", "create": "deploy", "archive": "archive", "restore": "restore",
@@ -68,10 +68,6 @@ def ago(value: datetime | None, now: datetime | None = None) -> str:
 
 def exact(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
-
-
-def tone(state) -> str:
-    return STATE_TONE.get(str(state), "busy")
 
 
 def masked_config(values: dict | None, secret_names) -> list[tuple[str, str]]:

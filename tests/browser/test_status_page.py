@@ -175,6 +175,23 @@ def test_a_change_made_through_the_api_shows_on_the_open_page(page, site):
     assert page.evaluate("() => window.notReloaded") is True
 
 
+def test_the_open_list_takes_changes_in_place(page, site):
+    site.deploy(tag="v1")
+    wait_state(site, "probe-stage", "Running")
+    page.goto(site.url + "/?service=probe")
+    expect(page.locator("#live-status")).to_have_text("Live")
+    page.evaluate("() => { window.notReloaded = true; }")
+    row = page.locator("tr[data-deployment='probe-stage']")
+    site.deploy(tag="v5", overrides={"deployment": {"sleep": "2"}})
+    expect(row.locator(".state")).to_have_text("UpdatePending", timeout=10000)
+    expect(row.locator("[data-label=Tag] code")).to_have_text("v5")
+    expect(row.locator(".state")).to_have_text("Running", timeout=30000)
+    expect(page.locator("#live-notice")).to_be_hidden()
+    site.add(name="fresh-stage", service="fresh", environment="stage", state="CreatePending")
+    expect(page.locator("#live-notice")).to_be_visible(timeout=10000)
+    assert page.evaluate("() => window.notReloaded") is True
+
+
 def test_sign_in_and_archive_from_the_page(page, site):
     site.deploy(tag="v1")
     wait_state(site, "probe-stage", "Running")

@@ -8,11 +8,16 @@
 
   function say(text) { if (status) { status.textContent = text; } }
 
-  function visible(names) {
-    if (document.querySelector(".deployments") || document.querySelector(".empty")) {
-      if (location.pathname === "/") { return true; }  // a change may add a row to this list
-    }
-    return names.some(function (name) { return document.querySelector('[data-deployment="' + CSS.escape(name) + '"]'); });
+  function row(name) { return document.querySelector('tr[data-deployment="' + CSS.escape(name) + '"]'); }
+
+  // A list row takes the change in place; the event carries what the row shows.
+  function updateRow(tr, d) {
+    var badge = tr.querySelector(".state");
+    if (badge) { badge.textContent = d.state; badge.className = "state " + d.tone; badge.dataset.state = d.state; }
+    var tag = tr.querySelector('[data-label="Tag"] code');
+    if (tag) { tag.textContent = d.tag || "\u2014"; }
+    var when = tr.querySelector('[data-label="Updated"] time');
+    if (when) { when.dateTime = d.updated_at; when.title = d.updated_exact; when.textContent = "just now"; }
   }
 
   function refresh() {
@@ -42,8 +47,19 @@
     source.addEventListener("hello", function () { say("Live"); });
     source.addEventListener("change", function (event) {
       var data = JSON.parse(event.data);
-      var names = (data.deployments || []).map(function (d) { return d.name; });
-      if (visible(names) && !pending) { pending = setTimeout(refresh, 200); }
+      var onList = !!document.querySelector("table.deployments, .empty") && location.pathname === "/";
+      var missing = false;
+      (data.deployments || []).forEach(function (d) {
+        var tr = row(d.name);
+        if (tr) { updateRow(tr, d); } else if (onList) { missing = true; }
+        // the open deployment's page fetches itself again: its history and log have news too
+        if (document.querySelector('.head[data-deployment="' + CSS.escape(d.name) + '"]') && !pending) {
+          pending = setTimeout(refresh, 200);
+        }
+      });
+      var notice = document.getElementById("live-notice");
+      if (missing && notice) { notice.hidden = false; }  // a link, not a fetch: 500 open lists stay quiet
+      say("Updated " + new Date().toLocaleTimeString());
     });
     source.onerror = function () { say("Reconnecting…"); };
   }
