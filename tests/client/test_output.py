@@ -59,3 +59,16 @@ def test_a_409_names_the_commands_that_the_state_allows():
                       {"state": "Archived"}, "POST", "/api/v1/deployments")
     assert message == ("deployment 'x' is archived: restore it first (sami restore x); from Archived you can: "
                        "sami restore, sami cleanup")
+
+
+def test_the_readme_lists_every_exit_status():
+    from pathlib import Path
+
+    from bot.client.exits import DESCRIPTIONS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("| exit status | meaning |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split("|")[1:3] for line in table.strip().splitlines()[1:]]
+    assert [int(code) for code, _ in rows] == [int(code) for code in DESCRIPTIONS]
+    for (_, meaning), description in zip(rows, DESCRIPTIONS.values(), strict=True):
+        assert meaning.strip().replace("`", "").startswith(description.split(" (")[0].split(",")[0])
