@@ -307,6 +307,8 @@ class PullRequestRecord(Base):
     comment_digest: Mapped[str | None] = mapped_column(String(64))
     # {"text", "author", "result"} of the last command, shown in the sticky comment.
     last_command: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # require_checks: {"sha", "state" (success, pending, failure), "summary", "services"} of the head commit.
+    checks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     __table_args__ = (UniqueConstraint("repository", "number"),)

@@ -281,6 +281,21 @@ class GitHubClient:
         return self._call("POST", f"/repos/{check_repository_name(repo)}/deployments/{int(deployment_id)}/statuses",
                           repo=repo, body=body, expect=(201,))
 
+    def check_runs(self, repo: str, sha: str) -> list[dict[str, Any]]:
+        """The check runs of commit ``sha`` (the first 100; a commit rarely has more)."""
+        if not re.fullmatch(r"[0-9a-f]{40}", sha or ""):
+            raise ValueError(f"{sha!r} is not a commit sha")
+        answer = self._call("GET", f"/repos/{check_repository_name(repo)}/commits/{sha}/check-runs?"
+                                   f"per_page={PER_PAGE}", repo=repo)
+        return list((answer or {}).get("check_runs") or [])
+
+    def combined_status(self, repo: str, sha: str) -> dict[str, Any]:
+        """The combined commit status of ``sha``: its ``state`` and the latest status per context."""
+        if not re.fullmatch(r"[0-9a-f]{40}", sha or ""):
+            raise ValueError(f"{sha!r} is not a commit sha")
+        return self._call("GET", f"/repos/{check_repository_name(repo)}/commits/{sha}/status?per_page={PER_PAGE}",
+                          repo=repo)
+
     def create_commit_status(self, repo: str, sha: str, *, state: str, context: str, description: str,
                              target_url: str | None = None) -> dict[str, Any]:
         """A commit status (pending, success, failure, error) named ``context`` on ``sha``."""

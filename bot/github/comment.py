@@ -283,6 +283,13 @@ def _approval_notice(head_sha: str | None) -> str:
             "a new push needs a new approval.")
 
 
+def _ci_failed_notice(head_sha: str | None, summary: str) -> str:
+    sha = short_sha(head_sha)
+    commit = f"commit {code(sha)}" if sha else "this commit"
+    return (f"> 🔴 **CI failed** at {commit}: {escape_text(summary, 200)}. Nothing is deployed until its checks "
+            "pass; a new push is checked again.")
+
+
 def _length(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
@@ -290,7 +297,7 @@ def _length(text: str) -> int:
 def render_sticky_comment(rows: Sequence[EnvironmentRow], *, pr_number: int, head_sha: str | None,
                           now: datetime, public_url: str | None = None, awaiting_approval: bool = False,
                           last_command: LastCommand | None = None, max_rows: int = MAX_ROWS,
-                          limit: int = MAX_COMMENT_CHARS) -> str:
+                          limit: int = MAX_COMMENT_CHARS, ci_failed: str | None = None) -> str:
     """The sticky comment's Markdown for pull request ``pr_number``; the same input gives the same text."""
     sha = short_sha(head_sha)
     title = f"### Sami environments for #{int(pr_number)}"
@@ -299,6 +306,8 @@ def render_sticky_comment(rows: Sequence[EnvironmentRow], *, pr_number: int, hea
     head = [MARKER, title, ""]
     if awaiting_approval:
         head += [_approval_notice(head_sha), ""]
+    if ci_failed:
+        head += [_ci_failed_notice(head_sha, ci_failed), ""]
 
     ordered = sorted(rows, key=lambda r: (str(r.service), str(r.name), r.action_id or 0))
     status_page = link("status page", public_url) if safe_url(public_url) else None

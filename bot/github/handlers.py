@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import select
+
 from bot.github import conversation, outbox, pulls, pushes  # noqa: F401  (conversation: its handlers register)
+from bot.github.client import GitHubError
 from bot.github.router import Event, HandlerContext, Retry, handles
 from bot.manifests import DeploymentsRepoError, PrDeploy
 
@@ -24,7 +27,8 @@ PENDING_RETRY_SECONDS = 60  # a delivery waiting for a pending action to settle
 def _sync(event: Event, ctx: HandlerContext, pr: pulls.PullRequest) -> str:
     repo = ctx.manifests.current()
     done = pulls.sync_pull_request(ctx.session, repo, pr, ctx.services, requested_by=f"github:{event.sender}",
-                                   origin="webhook", delivery_id=event.delivery_id, settings=ctx.settings)
+                                   origin="webhook", delivery_id=event.delivery_id, settings=ctx.settings,
+                                   github=ctx.github)
     if any(line.startswith(pulls.WAITING + " ") for line in done):
         # A pull request closed while its environment still deploys: the whole sync is tried again
         # once that may have settled (it is idempotent, so what was done already is not done twice).
@@ -73,6 +77,42 @@ def pull_request_label(event: Event, ctx: HandlerContext) -> str:
         return f"ignored: label {label!r} deploys nothing in {pr.repository}"
     # The payload's label list may predate the change; the event's own label says what changed.
     return _sync(event, ctx, pr.with_label(label, event.action == "labeled"))
+
+
+# --- checks (require_checks) -----------------------------------------------------------------
+
+@handles("check_suite", "completed")
+@handles("workflow_run", "completed")
+@handles("status")
+def checks_changed(event: Event, ctx: HandlerContext) -> str:
+    """A check of a commit settled: pull requests at that commit that wait for CI read their checks again."""
+    payload = event.payload
+    if event.name == "status":
+        if str(payload.get("context") or "").startswith("sami/"):
+            return "ignored: Sami's own commit status"
+        sha = payload.get("sha")
+    else:
+        sha = (payload.get(event.name) or {}).get("head_sha")
+    if not isinstance(sha, str) or not sha or not event.repository:
+        return "ignored: no commit named"
+    from bot.models import PullRequestRecord
+
+    waiting = [record for record in ctx.session.scalars(select(PullRequestRecord).where(
+        PullRequestRecord.repository == event.repository, PullRequestRecord.head_sha == sha))
+        if record.checks and record.checks.get("sha") == sha and record.checks.get("state") != "success"]
+    if not waiting:
+        return f"ignored: no pull request waits for the checks of {sha[:7]}"
+    if ctx.github is None:
+        return "ignored: Sami has no GitHub credentials to read the checks"
+    done = []
+    for record in waiting:
+        try:
+            item = ctx.github.get_pull_request(event.repository, record.number)
+        except GitHubError as exc:
+            raise Retry(REPO_RETRY_SECONDS, f"pull request {record.number} could not be read: {exc}") from None
+        pr = pulls.PullRequest.from_payload(item, event.repository)
+        done.append(_sync(event, ctx, pr))
+    return "; ".join(done)
 
 
 # --- pushes ----------------------------------------------------------------------------------

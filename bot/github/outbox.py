@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -216,12 +216,20 @@ def render_comment(session: Session, repository: str, number: int, record: PullR
             action_state=action.state if action else None, action_kind=action.kind if action else None,
             page_url=sender.page(deployment.name, action.id if action else None), previous_tag=previous))
     head = record.head_sha or next((d.sha for d in sorted(deployments, key=lambda d: d.updated_at) if d.sha), None)
+    checks = record.checks if record.checks and record.checks.get("sha") == head else None
+    ci_failed = checks["summary"] if checks and checks.get("state") == "failure" else None
+    if checks and checks.get("state") == "pending":
+        waiting = set(checks.get("services") or ())
+        shown = {row.service for row in rows}
+        rows = [replace(row, waiting_for="CI") if row.service in waiting else row for row in rows]
+        rows += [sticky.EnvironmentRow(service=service, name=f"{service}-pr-{number}", state=DeploymentState.REMOVED,
+                                       waiting_for="CI", sha=head) for service in sorted(waiting - shown)]
     last = record.last_command
     last_command = sticky.LastCommand(last["text"], last["author"], last["result"]) if last else None
     awaiting = bool(record.fork and record.head_sha and record.approved_sha != record.head_sha)
     return sticky.render_sticky_comment(rows, pr_number=number, head_sha=head, now=now,
                                         public_url=sender.public_url.rstrip("/") + "/deployments",
-                                        awaiting_approval=awaiting, last_command=last_command)
+                                        awaiting_approval=awaiting, last_command=last_command, ci_failed=ci_failed)
 
 
 def _send_comment(session: Session, row: OutboxRow, sender: Sender) -> dict[str, Any]:

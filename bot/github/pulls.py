@@ -127,7 +127,8 @@ def unwanted_because(manifest: Manifest, pr: PullRequest) -> str | None:
 
 
 def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, ctx: services.Context, *,
-                      requested_by: str, origin: str, delivery_id: str | None = None, settings) -> list[str]:
+                      requested_by: str, origin: str, delivery_id: str | None = None, settings,
+                      github=None) -> list[str]:
     """Make the pull request's environments match its current state; say what was done, one line each.
 
     Open and wanted: create, restore or update ``<service>-pr-<n>`` to the head commit's tag.
@@ -141,11 +142,12 @@ def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, 
     if not repository_allowed(pr.repository, settings.github_repositories, repo):
         return [f"ignored: {pr.repository} is not in SAMI_GITHUB_REPOSITORIES"]
     remember(session, pr)
+    gate = CheckGate(session, pr, github)
     done = []
     for manifest in manifests:
         try:
             done.append(_sync_one(session, repo, manifest, pr, ctx, requested_by=requested_by, origin=origin,
-                                  delivery_id=delivery_id))
+                                  delivery_id=delivery_id, gate=gate))
         except SamiError as exc:  # one service's problem does not hide the others'
             session.rollback()
             done.append(f"failed {manifest.deployment_name(pr.number)}: {exc}")
@@ -155,7 +157,8 @@ def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, 
 
 
 def _sync_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: PullRequest,
-              ctx: services.Context, *, requested_by: str, origin: str, delivery_id: str | None) -> str:
+              ctx: services.Context, *, requested_by: str, origin: str, delivery_id: str | None,
+              gate: CheckGate | None = None) -> str:
     name = manifest.deployment_name(pr.number)
     why_not = unwanted_because(manifest, pr)
     if why_not is not None and pr.state == "open" and pr.fork and not manifest.pr_forks:
@@ -176,7 +179,9 @@ def _sync_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: P
             return f"{WAITING} {name}: {ensured.reason}"
         return f"unchanged {name}: {ensured.reason}"
     if manifest.require_checks:
-        return f"skipped {manifest.service_name}: require_checks is set and Sami does not read check results yet"
+        blocked = gate.blocks(manifest) if gate is not None else (HELD, "require_checks is set; no checks were read")
+        if blocked:
+            return f"{blocked[0]} {name}: {blocked[1]}"
     return deploy_one(session, repo, manifest, pr, ctx, requested_by=requested_by, origin=origin,
                       delivery_id=delivery_id)
 
@@ -226,3 +231,43 @@ def _ref(branch: str) -> str | None:
         return naming.check_ref(branch)
     except naming.InvalidName:
         return None  # kept only when it is a name scripts and logs can show as it is
+
+
+class CheckGate:
+    """``require_checks``: the head commit's checks, read through the API once per sync (events arrive
+    late or out of order, so their content is never trusted), and remembered for the sticky comment."""
+
+    def __init__(self, session: Session, pr: PullRequest, github):
+        self.session, self.pr, self.github = session, pr, github
+        self._verdict = None
+        self.services: list[str] = []
+
+    def blocks(self, manifest: Manifest) -> tuple[str, str] | None:
+        """None when the head commit's checks are green; else (outcome word, why): held while they run,
+        refused when one failed."""
+        from bot.github import checks
+
+        if self.github is None:
+            return HELD, "require_checks is set and Sami has no GitHub credentials to read the checks"
+        if self._verdict is None:
+            self._verdict = checks.read(self.github, self.pr.repository, self.pr.head_sha)
+        verdict = self._verdict
+        self.services.append(manifest.service_name)
+        self._remember(verdict)
+        short = self.pr.head_sha[:7]
+        if verdict.state == checks.SUCCESS:
+            return None
+        if verdict.state == checks.FAILURE:
+            return "refused", f"CI failed at {short} ({verdict.summary}); nothing is deployed until the checks pass"
+        return HELD, f"waiting for CI at {short} ({verdict.summary})"
+
+    def _remember(self, verdict) -> None:
+        from bot.github.outbox import pull_request_record, request_sticky_comment
+
+        record = pull_request_record(self.session, self.pr.repository, self.pr.number)
+        wanted = {"sha": self.pr.head_sha, "state": verdict.state, "summary": verdict.summary[:300],
+                  "services": sorted(set(self.services))}
+        if record.checks != wanted:
+            record.checks = wanted
+            request_sticky_comment(self.session.connection(), self.pr.repository, self.pr.number)
+        self.session.commit()

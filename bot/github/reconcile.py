@@ -92,7 +92,7 @@ def _reconcile_repository(sessions: Callable[[], Session], repo: DeploymentsRepo
     numbers = set()
     for item in open_pulls:
         numbers.add(item.get("number"))
-        _sync(sessions, repo, ctx, settings, repository, item, report)
+        _sync(sessions, repo, ctx, settings, repository, item, report, github)
     with sessions() as session:
         live = session.scalars(
             select(Deployment.pull_request).where(
@@ -113,11 +113,11 @@ def _reconcile_repository(sessions: Callable[[], Session], repo: DeploymentsRepo
         if item.get("number") != number:
             report.errors.append(f"{repository}#{number}: GitHub answered with pull request {item.get('number')}")
             continue
-        _sync(sessions, repo, ctx, settings, repository, item, report)
+        _sync(sessions, repo, ctx, settings, repository, item, report, github)
 
 
 def _sync(sessions: Callable[[], Session], repo: DeploymentsRepo, ctx: Context, settings: Settings,
-          repository: str, item: dict, report: ReconcileReport) -> None:
+          repository: str, item: dict, report: ReconcileReport, github=None) -> None:
     if not pull_request_manifests(repo, repository):
         return
     try:
@@ -128,7 +128,7 @@ def _sync(sessions: Callable[[], Session], repo: DeploymentsRepo, ctx: Context, 
     with sessions() as session:
         try:
             done = sync_pull_request(session, repo, pr, ctx, requested_by=REQUESTED_BY, origin=ORIGIN,
-                                     settings=settings)
+                                     settings=settings, github=github)
         except Exception as exc:  # one pull request's trouble does not stop the others
             session.rollback()
             log.exception("reconciling %s#%s failed", repository, pr.number)

@@ -163,9 +163,9 @@ TABLE = [
      S.ARCHIVE_PENDING, ["archive"]),
     ("docs", None, None, {"fork": True, "repository": "acme/docs"}, "webhook", f"created docs-pr-7 at {SHORT}",
      S.CREATE_PENDING, ["create"]),
-    # require_checks: not deployed until check results are read
-    ("gated", None, None, {"repository": "acme/gated"}, "webhook", "skipped gated: require_checks is set and Sami "
-     "does not read check results yet", None, []),
+    # require_checks: not deployed until check results are read (here without GitHub credentials: never)
+    ("gated", None, None, {"repository": "acme/gated"}, "webhook", "held gated-pr-7: require_checks is set and Sami "
+     "has no GitHub credentials to read the checks", None, []),
     ("gated", S.RUNNING, HEAD, {"repository": "acme/gated", "state": "closed"}, "webhook",
      "archived gated-pr-7 (closed)", S.ARCHIVE_PENDING, ["archive"]),
 ]

@@ -59,6 +59,8 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     "/repos/{owner}/{repo}/deployments": ("get", "post"),
     "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses": ("post",),
     "/repos/{owner}/{repo}/statuses/{sha}": ("post",),
+    "/repos/{owner}/{repo}/commits/{ref}/check-runs": ("get",),
+    "/repos/{owner}/{repo}/commits/{ref}/status": ("get",),
     "/user": ("get",),
 }
 TRIM_VERSION = "1"  # change when trim() changes, to rebuild cached copies
