@@ -46,6 +46,20 @@ def due_rows(session, now: datetime, limit: int = 500) -> list[int]:
     return list(session.scalars(select(OutboxRow.id).where(claimable(now)).order_by(OutboxRow.id).limit(limit)))
 
 
+KEEP_SENT = timedelta(days=14)  # sent and skipped rows are kept this long, for GET /api/v1/outbox
+
+
+def prune(session, now: datetime) -> int:
+    """Delete rows sent or skipped more than KEEP_SENT ago (failed ones stay, to be looked at)."""
+    from sqlalchemy import delete
+
+    removed = session.execute(delete(OutboxRow).where(OutboxRow.state.in_((O.DELIVERED, O.SKIPPED)),
+                                                      OutboxRow.delivered_at < now - KEEP_SENT)
+                              .execution_options(synchronize_session=False)).rowcount or 0
+    session.commit()
+    return removed
+
+
 def deliver_outbox_row(row_id: int, ctx: WorkerContext | None = None) -> str | None:
     """Queue job: send outbox row ``row_id`` once; returns its new state, or None when it was not this
     job's to send (sent already, or not due)."""

@@ -47,6 +47,7 @@ from workers.deliveries import sweepable
 from workers.jobs import action_dir_prefix, script_label
 from workers.lease import db_now, on_this_host
 from workers.outbox import due_rows
+from workers.outbox import prune as prune_outbox
 from workers.queue import delivery_job_id, outbox_job_id
 from workers.runner import kill_script_group
 
@@ -88,6 +89,7 @@ class Scheduler:
         self.interval = interval
         self._stop = threading.Event()
         self._pruned_at: datetime | None = None
+        self._outbox_pruned_at: datetime | None = None
         self._expired_at: datetime | None = None
         self._reconcile_at: datetime | None = None
         self._redeliver_at: datetime | None = None
@@ -133,9 +135,13 @@ class Scheduler:
                 report.deliveries.append(row_id)
 
     def sweep_outbox(self, report: TickReport, now: datetime) -> None:
-        """Queue the GitHub side effects that are due: new, coalesced, retried, or lost by a dead worker."""
+        """Queue the GitHub side effects that are due: new, coalesced, retried, or lost by a dead worker;
+        hourly, forget those sent long ago."""
         with self.ctx.session() as session:
             rows = due_rows(session, now)
+            if self._outbox_pruned_at is None or now - self._outbox_pruned_at >= PRUNE_EVERY:
+                self._outbox_pruned_at = now
+                prune_outbox(session, now)
         for row_id in rows:
             # A running job of a due row is a dead worker's (the claim protects against two senders).
             if self.ctx.broker.job_is_live(outbox_job_id(row_id), started_counts=False):

@@ -238,3 +238,16 @@ def test_a_validation_status_is_sent_to_the_pushed_commit(db_session, worker_ctx
     db_session.commit()
     assert deliver_due(db_session, worker_ctx) == ["delivered"]
     assert rows(db_session)[0].result == {"state": "failure"}
+
+
+def test_rows_sent_long_ago_are_forgotten_and_failed_ones_kept(db_session, worker_ctx):
+    worker_ctx.github = None
+    accept(db_session, worker_ctx)
+    deliver_due(db_session, worker_ctx)  # all skipped: no credentials
+    kept = rows(db_session)[0]
+    db_session.execute(update(OutboxRow).where(OutboxRow.id == kept.id).values(state=O.FAILED))
+    db_session.commit()
+    later = db_now(db_session) + outbox_jobs.KEEP_SENT + timedelta(minutes=1)
+    assert outbox_jobs.prune(db_session, db_now(db_session)) == 0
+    assert outbox_jobs.prune(db_session, later) == 3
+    assert [row.id for row in rows(db_session)] == [kept.id]
