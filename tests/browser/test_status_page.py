@@ -273,6 +273,11 @@ def test_screenshots_of_list_and_detail(browser, site):
         assert page.evaluate("() => document.documentElement.scrollWidth") <= width
         page.emulate_media(color_scheme="dark")
         page.screenshot(path=str(SCREENSHOTS / f"detail-{label}-dark.png"), full_page=True)
+        page.emulate_media(color_scheme="light")
+        page.goto(site.url + "/services")
+        expect(page.get_by_role("heading", name="Services")).to_be_visible()
+        page.screenshot(path=str(SCREENSHOTS / f"services-{label}.png"), full_page=True)
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width
         context.close()
     assert {p.name for p in SCREENSHOTS.glob("*.png")} >= {"detail-desktop.png", "detail-phone.png", "list-desktop.png",
                                                            "list-phone.png", "detail-desktop-dark.png"}

@@ -222,9 +222,11 @@ def test_roll_back_from_the_page(client, admin_token, db_session, work):
     assert ">Roll back<" in client.get("/deployments/probe-stage").get_data(as_text=True)
     response = client.post("/deployments/probe-stage/rollback", data={"csrf_token": csrf(client, "/")})
     assert response.status_code == 302
-    assert "rollback of probe-stage accepted" in client.get(response.location).get_data(as_text=True)
+    followed = client.get(response.location).get_data(as_text=True)
+    assert "rollback of probe-stage accepted" in followed
     action = db_session.scalars(select(Action).order_by(Action.id.desc())).first()
     assert action.config["tag"] == "v1" and action.config["rollback_to"] and action.origin == "page"
+    assert f"(roll back to #{action.config['rollback_to']})" in followed
 
 
 def test_cancel_a_queued_action_from_the_page(client, admin_token, db_session):
