@@ -556,7 +556,10 @@ def clone_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Co
     if deployment.state is not S.REMOVED:
         raise Conflict(f"deployment name {clone_name!r} is taken (it is {deployment.state}); choose another "
                        f"'name'", state=str(deployment.state))
-    deployment.service, deployment.environment = source.service, environment
+    if (deployment.service, deployment.environment) != (source.service, environment):
+        # a removed deployment's row keeps its history: its name stays with its service and environment
+        raise Conflict(f"deployment name {clone_name!r} belongs to service {deployment.service!r} in environment "
+                       f"{deployment.environment!r} (removed); choose another 'name'", state=str(deployment.state))
     transition(deployment, S.CREATE_PENDING)
     deployment.type = str(manifest.type)
     deployment.tag, deployment.image = tag, image

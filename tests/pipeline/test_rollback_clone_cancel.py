@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from datetime import UTC, datetime, timedelta
 
+import jsonschema
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from bot import services
+from bot import openapi, services
 from bot.errors import Conflict, NotFound
 from bot.models import Action, Deployment
 from bot.states import ActionState, DeploymentState, FailureReason
@@ -146,6 +148,20 @@ def test_clone_under_a_new_name_and_its_refusals(db_session, worker_ctx, service
                                   **WHO)
     with pytest.raises(NotFound):
         services.clone_deployment(db_session, repo, "nothing-here", services_ctx, environment="qa", **WHO)
+    # A removed deployment's name stays with its service and environment.
+    services.archive_deployment(db_session, repo, "probe-demo", services_ctx, **WHO)
+    work()
+    services.cleanup_deployment(db_session, repo, "probe-demo", services_ctx, **WHO)
+    work()
+    assert deployment(db_session, "probe-demo").state is S.REMOVED
+    again = services.clone_deployment(db_session, repo, "probe-stage", services_ctx, new_name="probe-demo", **WHO)
+    assert again.kind == "create"
+    # as if probe-demo had been a removed deployment of another environment
+    db_session.execute(update(Deployment).where(Deployment.name == "probe-demo").values(state=S.REMOVED,
+                                                                                        environment="qa"))
+    db_session.commit()
+    with pytest.raises(Conflict, match="belongs to service 'probe' in environment 'qa'"):
+        services.clone_deployment(db_session, repo, "probe-stage", services_ctx, new_name="probe-demo", **WHO)
 
 
 # --- cancel (queued) -------------------------------------------------------------------------
@@ -225,8 +241,16 @@ def tokens(db_session):
 
 
 def call(client, token, method, path, body=None):
-    return client.open(path, method=method, headers={"Authorization": f"Bearer {token}"},
-                       data=None if body is None else json.dumps(body), content_type="application/json")
+    """One API call; its answer is checked against the OpenAPI document's schema for its status."""
+    response = client.open(path, method=method, headers={"Authorization": f"Bearer {token}"},
+                           data=None if body is None else json.dumps(body), content_type="application/json")
+    document = openapi.spec()
+    template = next(t for t in document["paths"] if re.fullmatch(re.sub(r"{\w+}", "[^/]+", t), path.split("?")[0]))
+    answers = document["paths"][template][method.lower()]["responses"]
+    assert str(response.status_code) in answers, f"{method} {path}: {response.status_code} is not in the document"
+    schema = answers[str(response.status_code)]["content"]["application/json"]["schema"]
+    jsonschema.validate(response.json, {**schema, "components": document["components"]})
+    return response
 
 
 def test_api_rollback_clone_cancel_and_their_errors(client, tokens, db_session, worker_ctx, services_ctx, work,
