@@ -204,6 +204,37 @@ def test_sign_in_and_archive_from_the_page(page, site):
     expect(page.locator(".head .state")).to_have_text(re.compile("Running"), timeout=30000)
 
 
+def test_the_page_works_from_the_keyboard(page, site):
+    site.deploy(tag="v1")
+    wait_state(site, "probe-stage", "Running")
+    sign_in(page, site)
+    page.goto(site.url + "/")
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    for _ in range(60):  # from the skip link on, through the filters, to the deployment's link
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.textContent") == "probe-stage":
+            break
+    else:
+        raise AssertionError("probe-stage's link is not reachable with Tab")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/deployments/probe-stage$"))
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.textContent") == "Archive":
+            break
+    else:
+        raise AssertionError("the Archive button is not reachable with Tab")
+    focus = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert focus != "none"  # where the focus is shows
+    page.keyboard.press("Enter")
+    expect(page.locator(".head .state")).to_have_text(re.compile("ArchivePending|Archived"))
+    expect(page.locator(".head .state")).to_have_text(re.compile("Archived"), timeout=30000)
+    site.api("POST", "/api/v1/deployments/probe-stage/restore")
+    wait_state(site, "probe-stage", "Running")
+
+
 def test_a_forged_post_without_the_csrf_token_is_refused(page, site):
     site.deploy(tag="v1")
     wait_state(site, "probe-stage", "Running")
