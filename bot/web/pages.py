@@ -110,7 +110,7 @@ def page_url(args: dict, **changes) -> str:
     return url_for("pages.index") + (f"?{query}" if query else "")
 
 
-@bp.app_context_processor
+@bp.context_processor
 def _template_globals():
     return {"viewer": auth.current_viewer(), "csrf_token": auth.csrf_token, "ago": ago, "exact": exact,
             "tone": tone, "duration": duration, "github_url": github_url, "web_link": web_link,
