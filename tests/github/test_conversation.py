@@ -15,6 +15,7 @@ import yaml
 from sqlalchemy import select, update
 
 import bot.github.handlers  # noqa: F401  (registers the handlers)
+from bot import services
 from bot.github import conversation, router
 from bot.github.comment import MARKER
 from bot.models import Action, Delivery, Deployment, OutboxRow, OutboxState
@@ -202,3 +203,42 @@ def test_help_is_a_reply_naming_the_services(dispatch, db_session, worker_ctx, g
     assert dispatch(comment_payload("/sami help")) == "help sent"
     [reply] = db_session.scalars(select(OutboxRow).where(OutboxRow.kind == "reply")).all()
     assert "`/sami deploy [service…]`" in reply.payload["body"] and "Services: `probe`." in reply.payload["body"]
+
+
+def test_a_writer_rolls_back_archives_and_restores_from_comments(dispatch, db_session, worker_ctx, work, github_mock):
+    from tests.github.test_handlers import pr_event
+
+    worker_ctx.github = token_client(github_mock.url)
+    assert dispatch(comment_payload("/sami deploy probe")) == f"created probe-pr-{NUMBER} at {HEAD[:7]}"
+    work()
+    pushed = pr_event("synchronize", number=NUMBER, head="2" * 40)
+    pushed.payload["repository"]["full_name"] = REPOSITORY
+    pushed.payload["pull_request"]["base"]["repo"]["full_name"] = REPOSITORY
+    pushed.payload["pull_request"]["head"]["repo"]["full_name"] = REPOSITORY
+    handler_ctx = router.HandlerContext(
+        session=db_session, manifests=worker_ctx.manifests, settings=worker_ctx.settings, github=worker_ctx.github,
+        services=services.Context.from_settings(worker_ctx.settings, worker_ctx.broker))
+    assert router.dispatch(pushed, handler_ctx) == f"updated probe-pr-{NUMBER} to 2222222"
+    work()
+
+    def deployment() -> Deployment:
+        db_session.expire_all()
+        return db_session.scalars(select(Deployment).where(Deployment.name == f"probe-pr-{NUMBER}")).one()
+
+    assert deployment().tag == "2" * 40
+    answer = dispatch(comment_payload("/sami rollback probe"))
+    assert answer.startswith(f"rollback of probe-pr-{NUMBER} queued (action ")
+    work()
+    assert (deployment().state, deployment().tag) == (DeploymentState.RUNNING, HEAD)
+    assert dispatch(comment_payload("/sami archive")).startswith(f"archive of probe-pr-{NUMBER} queued")
+    work()
+    assert deployment().state is DeploymentState.ARCHIVED
+    assert dispatch(comment_payload("/sami restore")).startswith(f"restore of probe-pr-{NUMBER} queued")
+    work()
+    assert deployment().state is DeploymentState.RUNNING
+    # An archive while an update is queued is answered with why, not queued.
+    assert dispatch(comment_payload("/sami update")) == f"updated probe-pr-{NUMBER} again at {HEAD[:7]}"
+    assert "failed" in dispatch(comment_payload("/sami archive"))
+    kinds = [a.kind for a in db_session.scalars(select(Action).order_by(Action.id))]
+    # A rollback is an update back to the earlier config (its tag is checked above).
+    assert kinds == ["create", "update", "update", "archive", "restore", "update"]
