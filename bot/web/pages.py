@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import urllib.parse
 from datetime import UTC, datetime
@@ -211,6 +212,11 @@ def _manifest_of(row: Deployment):
         return None
 
 
+def _whole_number(text: str) -> bool:
+    """Digits 0-9 only, at most 18 of them (``str.isdigit`` also holds for '²', which ``int`` refuses)."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 @bp.get("/deployments/<name>/log")
 def deployment_log(name: str):
     """An action's log from ``offset`` on (admins), for the page's live tail."""
@@ -219,7 +225,7 @@ def deployment_log(name: str):
         abort(403, "logs are for admins: they can hold what scripts print")
     action_id = request.args.get("action", "")
     offset = request.args.get("offset", "0")
-    if not action_id.isdigit() or not offset.isdigit():
+    if not _whole_number(action_id) or not _whole_number(offset):
         abort(400, "'action' and 'offset' must be whole numbers")
     action = get_session().get(Action, int(action_id), options=[undefer(Action.log)])
     if action is None or action.deployment.name != name:
@@ -316,7 +322,7 @@ def change(name: str, kind: str):
             result = services.request_deployment(session_, _manifests().current(), req, _services_context())
         elif kind == "rollback":
             to = request.form.get("action_id") or None
-            if to is not None and not to.isdigit():
+            if to is not None and not _whole_number(to):
                 raise SamiError("'action_id' must be an action's number")
             result = services.rollback_deployment(session_, _manifests().current(), name, _services_context(),
                                                   to_action_id=int(to) if to else None,
@@ -364,9 +370,17 @@ def cancel(name: str, action_id: int):
 # -- signing in -------------------------------------------------------------------------------------
 
 def _next_url() -> str:
-    target = request.values.get("next") or session.get("next") or "/"
-    # Only paths of this site: never an absolute URL somewhere else.
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    return safe_next(request.values.get("next") or session.get("next") or "/")
+
+
+_LOCAL_PATH = re.compile(r"/(?![/\\])[\x21-\x7e]*")
+
+
+def safe_next(target: str) -> str:
+    """``target`` when it is a path of this site, else ``/``: never a URL somewhere else. Browsers drop
+    tabs and newlines from a URL and read a backslash as a slash (``/<TAB>/evil`` is ``//evil``), so
+    only printable ASCII without spaces or backslashes is kept (a browser sends a page's path encoded)."""
+    return target if _LOCAL_PATH.fullmatch(target) and "\\" not in target else "/"
 
 
 @bp.get("/login")
@@ -429,7 +443,7 @@ def login_github_callback():
     target = session.pop("next", "/")
     auth.sign_in({"kind": "github", "login": login_name})
     log.info("signed in with GitHub: %s", login_name)
-    return redirect(target if target.startswith("/") and not target.startswith("//") else "/")
+    return redirect(safe_next(target))
 
 
 @bp.get("/login/once")

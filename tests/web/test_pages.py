@@ -167,10 +167,20 @@ def test_one_time_code_expires(tmp_path):
     assert not auth.redeem_one_time_code(str(tmp_path), code, now=1000.0 + auth.ONE_TIME_TTL + 1)
 
 
-@pytest.mark.parametrize("path", ["https://evil.example/", "//evil.example/x"])
+@pytest.mark.parametrize("path", ["https://evil.example/", "//evil.example/x", "/\t/evil.example/x",
+                                  "/\\evil.example/x", "/\n/evil.example/x", "/\r\nSet-Cookie: x=1",
+                                  "/\x00/evil.example"])
 def test_sign_in_returns_only_to_this_site(client, admin_token, path):
+    # Browsers drop tabs and newlines from URLs and read '\\' as '/': '/<TAB>/evil' is '//evil'.
     response = client.post("/login/token", data={"token": admin_token, "csrf_token": csrf(client), "next": path})
+    assert response.status_code == 302
     assert response.location == "/"
+
+
+def test_sign_in_returns_to_the_page_it_came_from(client, admin_token):
+    path = "/deployments/probe-stage?x=%C3%BC&y=1"
+    response = client.post("/login/token", data={"token": admin_token, "csrf_token": csrf(client), "next": path})
+    assert response.location == path
 
 
 def test_events_answer_one_event_outside_gunicorn(client):
@@ -250,3 +260,19 @@ def test_logged_out_visitors_cannot_cancel(client, admin_token):
     refused = client.post(f"/deployments/probe-stage/actions/{accepted['action_id']}/cancel",
                           data={"csrf_token": csrf(client)})
     assert refused.status_code == 401
+
+
+@pytest.mark.parametrize("number", ["²", "-1", "1.0", "9" * 40])
+def test_page_numbers_that_are_not_whole_numbers_are_refused(client, admin_token, db_session, number):
+    # str.isdigit() holds for '²', which int() cannot read: such input is a 400, never a 500.
+    request_deployment(client, admin_token)
+    sign_in_with_token(client, admin_token)
+    log = client.get("/deployments/probe-stage/log", query_string={"action": number, "offset": "0"})
+    assert log.status_code in (400, 404), log.get_data(as_text=True)
+    offset = client.get("/deployments/probe-stage/log", query_string={"action": "1", "offset": number})
+    assert offset.status_code in (400, 404), offset.get_data(as_text=True)
+    rollback = client.post("/deployments/probe-stage/rollback",
+                           data={"csrf_token": csrf(client, "/"), "action_id": number})
+    assert rollback.status_code == 302, rollback.get_data(as_text=True)
+    flashed = client.get(rollback.location).get_data(as_text=True)
+    assert "action_id" in flashed or "no action" in flashed
