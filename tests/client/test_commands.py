@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.client import output
 from bot.client.exits import Exit
 from tests.client.conftest import BROKEN_MANIFEST
 from tests.support.procs import wait_until
@@ -253,8 +255,8 @@ def test_conflicts_and_bad_input_are_exit_2_naming_what_is_allowed(server):
     assert delete.returncode == Exit.BAD_INPUT and "give --yes" in delete.stderr
     running = server.run("delete", "docs-stage", "--yes")
     assert running.returncode == Exit.BAD_INPUT and "cannot become Removed" in running.stderr
-    for output in (restore, unknown, override, usage, missing, delete, running):
-        assert "Traceback" not in output.stderr
+    for done in (restore, unknown, override, usage, missing, delete, running):
+        assert "Traceback" not in done.stderr
 
 
 def test_login_saves_url_and_token_for_the_other_commands_and_only_for_that_server(server, tmp_path):
@@ -388,3 +390,49 @@ def test_cancel_stops_a_running_action(server):
     again = server.run("cancel", str(action_id))
     assert again.returncode == Exit.BAD_INPUT
     assert "only a queued or running action can be cancelled" in again.stderr
+
+
+def _on_terminal(server, *args: str, columns: int) -> tuple[int, str]:
+    """Run `sami ARGS` with its output on a pseudo-terminal ``columns`` wide; its status and output."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = server.client_env(server.admin)
+    env.pop("COLUMNS", None)
+    env.pop("LINES", None)
+    with subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=env, stdin=subprocess.DEVNULL,
+                          stdout=follower, stderr=follower, cwd=ROOT) as process:
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the other side is closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        status = process.wait(60)
+    os.close(leader)
+    return status, b"".join(chunks).decode()
+
+
+def test_on_a_terminal_tables_fit_its_width_states_are_coloured_and_progress_is_rewritten(server):
+    assert server.run("request", "docs", "stage", "--tag", "v1", "--wait").returncode == Exit.OK
+    status, shown = _on_terminal(server, "list", "--service", "docs", columns=70)
+    assert status == Exit.OK, shown
+    lines = shown.replace("\r\n", "\n").rstrip("\n").split("\n")
+    assert "\x1b[32mRunning\x1b[0m" in shown
+    visible = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in lines]
+    assert max(len(line) for line in visible) <= 70, visible
+    assert any(output.ELLIPSIS in line for line in visible), "the URL column was cut to fit"
+    action_id = _action(server, "request", "probe", "pull_request", "--pull-request", "51", "--tag", "t1",
+                        "--deployment-override", "sleep=2")
+    status, shown = _on_terminal(server, "wait", str(action_id), columns=100)
+    assert status == Exit.OK, shown
+    assert shown.count("\r\x1b[K") >= 2, "one line, rewritten in place"
+    assert f"create probe-pr-51 (action {action_id}): \x1b[32msucceeded\x1b[0m" in shown
