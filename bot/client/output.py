@@ -77,13 +77,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, width: int |
     rows = [[str(cell) if cell is not None else "-" for cell in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     if width:
-        floor = {i: max(len(headers[i]), 8) for i in shrink}
-        while sum(widths) + 2 * (len(widths) - 1) > width:
-            candidates = [i for i in shrink if widths[i] > floor[i]]
-            if not candidates:
-                break
-            widest = max(candidates, key=lambda i: widths[i])
-            widths[widest] -= 1
+        # First down to 8 characters each, then, on a narrow terminal, down to their headers' width.
+        for floors in ({i: max(len(headers[i]), 8) for i in shrink}, {i: max(len(headers[i]), 4) for i in shrink}):
+            while sum(widths) + 2 * (len(widths) - 1) > width:
+                candidates = [i for i in shrink if widths[i] > floors[i]]
+                if not candidates:
+                    break
+                widest = max(candidates, key=lambda i: widths[i])
+                widths[widest] -= 1
     lines = []
     for index, row in enumerate([list(headers), *rows]):
         cells = []

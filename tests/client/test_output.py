@@ -72,3 +72,9 @@ def test_the_readme_lists_every_exit_status():
     assert [int(code) for code, _ in rows] == [int(code) for code in DESCRIPTIONS]
     for (_, meaning), description in zip(rows, DESCRIPTIONS.values(), strict=True):
         assert meaning.strip().replace("`", "").startswith(description.split(" (")[0].split(",")[0])
+
+
+def test_on_a_narrow_terminal_the_columns_give_way_down_to_their_headers():
+    text = output.table(["NAME", "STATE", "URL"], ROWS, width=24, shrink=(0, 2))
+    assert max(len(line) for line in text.splitlines()) <= 24
+    assert text.splitlines()[1] == "web-p…  Running  https:…", "STATE, not in shrink, stays whole"
