@@ -66,6 +66,7 @@ class Settings:
     github_oauth_client_id: str = ""
     github_oauth_client_secret: str = field(default="", repr=False)
     admins: tuple[str, ...] = ()
+    admin_team: str = ""  # org/team-slug whose members are admins of the page
     metrics_token: str = field(default="", repr=False)
     metrics_port: int = 0  # workers and the scheduler serve /metrics here; 0: they do not
     shutdown_grace: int = 25
@@ -200,6 +201,12 @@ def _logins(raw: str) -> tuple[str, ...]:
     return logins
 
 
+def _team(raw: str) -> str:
+    if not re.match(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9][A-Za-z0-9_-]{0,99}$", raw):
+        raise ValueError(f"{raw!r} is not org/team-slug (example: acme/platform)")
+    return raw
+
+
 def _text(raw: str) -> str:
     return raw
 
@@ -236,6 +243,7 @@ _VARIABLES: dict[str, tuple[str, object]] = {
     "SAMI_GITHUB_OAUTH_CLIENT_ID": ("github_oauth_client_id", _text),
     "SAMI_GITHUB_OAUTH_CLIENT_SECRET": ("github_oauth_client_secret", _text),
     "SAMI_ADMINS": ("admins", _logins),
+    "SAMI_ADMIN_TEAM": ("admin_team", _team),
     "SAMI_METRICS_TOKEN": ("metrics_token", _text),
     "SAMI_METRICS_PORT": ("metrics_port", _int(0, 65535)),
     "SAMI_SHUTDOWN_GRACE": ("shutdown_grace", _int(0, 24 * 3600)),

@@ -332,6 +332,13 @@ class GitHubClient:
         """Where the App's webhook posts, and whether it has a secret (shown as asterisks)."""
         return self._call("GET", "/app/hook/config", as_app=True)
 
+    def team_membership(self, org: str, team_slug: str, login: str) -> dict[str, Any]:
+        """``login``'s membership of ``org``'s team ``team_slug`` (GitHubError 404 when none)."""
+        for part in (org, team_slug, login):
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}", part or ""):
+                raise ValueError(f"{part!r} is not a GitHub organization, team or login name")
+        return self._call("GET", f"/orgs/{org}/teams/{team_slug}/memberships/{login}")
+
     def authenticated_user(self) -> dict[str, Any]:
         """The user a token belongs to (token authentication only)."""
         return self._call("GET", "/user")

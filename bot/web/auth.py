@@ -62,7 +62,10 @@ def current_viewer() -> Viewer | None:
     viewer = None
     if isinstance(data, dict) and data.get("kind") == "github":
         login = str(data.get("login", ""))
-        viewer = Viewer("github", login, admin=login.lower() in current_app.config["SAMI"].admins)
+        settings = current_app.config["SAMI"]
+        # Team membership is looked up at sign-in (with the person's token) and holds for the session.
+        team_admin = bool(data.get("team_admin")) and bool(settings.admin_team)
+        viewer = Viewer("github", login, admin=login.lower() in settings.admins or team_admin)
     elif isinstance(data, dict) and data.get("kind") == "token":
         token = get_session().scalars(select(ApiToken).where(ApiToken.token_id == str(data.get("token_id")))).first()
         if token is not None and token.revoked_at is None:

@@ -417,8 +417,11 @@ def login_github():
     state = secrets.token_urlsafe(24)
     session["oauth_state"] = state
     session["next"] = _next_url()
-    query = urllib.parse.urlencode({"client_id": settings.github_oauth_client_id, "state": state,
-                                    "redirect_uri": _callback_url(), "allow_signup": "false"})
+    wanted = {"client_id": settings.github_oauth_client_id, "state": state, "redirect_uri": _callback_url(),
+              "allow_signup": "false"}
+    if settings.admin_team:
+        wanted["scope"] = "read:org"  # to see the person's membership of the admin team
+    query = urllib.parse.urlencode(wanted)
     return redirect(f"{settings.github_web_url}/login/oauth/authorize?{query}")
 
 
@@ -437,12 +440,12 @@ def login_github_callback():
     if request.args.get("error"):
         abort(403, f"GitHub did not sign you in: {request.args.get('error_description') or request.args['error']}")
     try:
-        login_name = oauth.exchange(current_app.config["SAMI"], request.args.get("code", ""), _callback_url())
+        who = oauth.exchange(current_app.config["SAMI"], request.args.get("code", ""), _callback_url())
     except oauth.OAuthError as exc:
         abort(502, str(exc))
     target = session.pop("next", "/")
-    auth.sign_in({"kind": "github", "login": login_name})
-    log.info("signed in with GitHub: %s", login_name)
+    auth.sign_in({"kind": "github", "login": who.login, "team_admin": who.in_admin_team})
+    log.info("signed in with GitHub: %s%s", who.login, " (admin team)" if who.in_admin_team else "")
     return redirect(safe_next(target))
 
 

@@ -45,6 +45,7 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     "/app/hook/deliveries/{delivery_id}/attempts": ("post",),
     "/app/installations/{installation_id}/access_tokens": ("post",),
     "/app-manifests/{code}/conversions": ("post",),
+    "/orgs/{org}/teams/{team_slug}/memberships/{username}": ("get",),
     "/repos/{owner}/{repo}": ("get",),
     "/repos/{owner}/{repo}/installation": ("get",),
     "/repos/{owner}/{repo}/hooks": ("get",),

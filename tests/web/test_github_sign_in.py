@@ -4,6 +4,7 @@ serving GitHub's API description."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import urllib.parse
 
@@ -93,3 +94,28 @@ def test_github_user_without_permission_may_not(client, db_session, app, github_
         refused = client.post("/deployments/probe-stage/archive", data={"csrf_token": csrf(client, "/")})
         assert refused.status_code == 403
         assert no_access.calls("GET", "/repos/acme/probe/collaborators/octocat/permission")
+
+
+def _with(app, **changes):
+    app.config["SAMI"] = dataclasses.replace(app.config["SAMI"], **changes)
+
+
+def test_members_of_the_admin_team_are_admins(app, client, github_mock):
+    _with(app, admin_team="acme/platform")
+    _, query = sign_in_with_github(client)
+    assert query["scope"] == "read:org"
+    # Prism answers GitHub's example membership (active): octocat is an admin of the page
+    assert "(admin)" in client.get("/").get_data(as_text=True)
+    assert re.search(r"get /orgs/acme/teams/platform/memberships/octocat", github_mock.log())
+
+
+def test_others_are_not_admins(app, client, oauth_fake):
+    with FakeGitHub() as api:  # Prism's examples cannot say "not a member" (404)
+        api.on("GET", "/user", Reply(200, {"login": "mona", "id": 2}))
+        api.on("GET", "/orgs/acme/teams/platform/memberships/mona", Reply(404, {"message": "Not Found"}))
+        _with(app, admin_team="acme/platform", github_api_url=api.url)
+        sign_in_with_github(client)
+        html = client.get("/").get_data(as_text=True)
+        assert "Signed in as <strong>mona</strong>" in html and "(admin)" not in html
+        (lookup,) = api.calls("GET", "/orgs/acme/teams/platform/memberships/mona")
+        assert lookup.authorization.endswith(OAUTH_CANARY)  # asked with the person's token, not Sami's
