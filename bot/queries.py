@@ -29,7 +29,8 @@ MAX_LIMIT = 200
 ATTENTION_STATES = (DeploymentState.FAILURE, DeploymentState.CLEANUP_FAILED)
 SORTS = ("name", "-updated", "state", "attention")
 _REPOSITORY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}\Z")
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
+# Service and environment names; "_" for the pull_request environment.
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
 
 
 class QueryError(SamiError):

@@ -335,6 +335,9 @@ def test_list_filters_sorts_and_pages_as_the_server_does(server):
         if not cursor:
             break
     assert names == ["probe-pr-21", "probe-pr-22", "probe-pr-23"]
+    previews = json.loads(server.run("list", "--environment", "pull_request", "--service", "probe", "-q", "probe-pr-2",
+                                     "--json").stdout)["deployments"]
+    assert [d["name"] for d in previews] == ["probe-pr-21", "probe-pr-22", "probe-pr-23"]
     one = json.loads(server.run("list", "--pull-request", "22", "--json").stdout)["deployments"]
     assert [d["name"] for d in one] == ["probe-pr-22"]
     newest = json.loads(server.run("list", "--service", "probe", "--sort", "-updated", "--json").stdout)
