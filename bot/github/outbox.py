@@ -299,6 +299,10 @@ def _send_reply(session: Session, row: OutboxRow, sender: Sender) -> dict[str, A
 def _send_deployment(session: Session, row: OutboxRow, sender: Sender) -> dict[str, Any]:
     payload = row.payload
     deployment = session.get(Deployment, row.deployment_id) if row.deployment_id else None
+    action = session.get(Action, row.action_id) if row.action_id else None
+    if action is not None and action.started_at is None and action.state in (A.SUPERSEDED, A.CANCELLED):
+        # Never ran: a newer commit replaced it before GitHub heard of it. Nothing to show there.
+        return {"skipped": f"the action was {action.state} before it started"}
     description = f"Sami: {deployment.name if deployment else payload['environment']} (action {row.action_id})"
     if row.attempts > 1:  # an earlier try may have created it without its answer reaching Sami
         for item in sender.github.list_deployments(row.repository, sha=payload["ref"],
@@ -380,6 +384,8 @@ def _send_commit_status(session: Session, row: OutboxRow, sender: Sender) -> dic
     deployment = session.get(Deployment, row.deployment_id)
     if action is None or deployment is None or created is None:
         return {"skipped": "the action is gone"}
+    if created.state is OutboxState.SKIPPED:
+        return {"skipped": "the action never ran"}
     state = COMMIT_STATES[ActionState(action.state)]
     if _last_sent(session, "commit_status", action.id) == state:
         return {"skipped": f"GitHub shows {state} already"}

@@ -255,3 +255,21 @@ def test_rows_sent_long_ago_are_forgotten_and_failed_ones_kept(db_session, worke
     assert outbox_jobs.prune(db_session, db_now(db_session)) == 0
     assert outbox_jobs.prune(db_session, later) == 3
     assert [row.id for row in rows(db_session)] == [kept.id]
+
+
+def test_an_update_superseded_before_it_ran_makes_no_github_deployment(db_session, worker_ctx, github_mock):
+    worker_ctx.github = token_client(github_mock.url)
+    first = accept(db_session, worker_ctx)
+    settle(db_session, first.action_id)
+    deliver_due(db_session, worker_ctx)
+    older = accept(db_session, worker_ctx, sha="2" * 40)
+    newer = accept(db_session, worker_ctx, sha="3" * 40)  # supersedes the queued older update
+    assert db_session.get(Action, older.action_id).state is ActionState.SUPERSEDED
+    deliver_due(db_session, worker_ctx)
+    by_action = {(row.kind, row.action_id): row for row in rows(db_session)}
+    assert by_action[("deployment", older.action_id)].result == {
+        "skipped": "the action was superseded before it started"}
+    assert by_action[("deployment_status", older.action_id)].result == {
+        "skipped": "its GitHub Deployment could not be created"}
+    assert by_action[("commit_status", older.action_id)].result == {"skipped": "the action never ran"}
+    assert by_action[("deployment", newer.action_id)].state is O.DELIVERED
