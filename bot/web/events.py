@@ -215,18 +215,19 @@ class Hub:
             first = self.signature is None
             self.signature = signature
             query = select(Deployment.name, Deployment.service, Deployment.environment, Deployment.state,
-                           Deployment.tag, Deployment.version, Deployment.updated_at)
+                           Deployment.failure_reason, Deployment.tag, Deployment.version, Deployment.updated_at)
             if self.last_change is not None:
                 query = query.where(Deployment.updated_at >= self.last_change - LOOKBACK)
             rows = session.execute(query).all()
         finally:
             session.close()
         changes = []
-        for name, service, environment, state, tag, version, updated_at in rows:
+        for name, service, environment, state, reason, tag, version, updated_at in rows:
             if self.versions.get(name) != version:
                 self.versions[name] = version
                 changes.append({"name": name, "service": service, "environment": environment,
-                                "state": str(state), "tone": tone(state), "tag": tag,
+                                "state": str(state), "reason": str(reason) if reason else None,
+                                "tone": tone(state), "tag": tag,
                                 "updated_at": updated_at.isoformat(),
                                 "updated_exact": updated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")})
             if self.last_change is None or updated_at > self.last_change:

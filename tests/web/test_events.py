@@ -85,6 +85,7 @@ def test_streams_do_not_hold_threads_and_all_see_a_change(server, own_database_u
             changes = [data for event, data in events_in(seen[i]) if event == "change"]
             assert changes and changes[0]["deployments"][0]["name"] == "live-stage"
             assert changes[0]["deployments"][0]["state"] == "CreatePending"
+            assert changes[0]["deployments"][0]["tone"] == "busy" and changes[0]["deployments"][0]["reason"] is None
     finally:
         for sock in streams:
             sock.close()

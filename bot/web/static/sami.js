@@ -13,7 +13,17 @@
   // A list row takes the change in place; the event carries what the row shows.
   function updateRow(tr, d) {
     var badge = tr.querySelector(".state");
-    if (badge) { badge.textContent = d.state; badge.className = "state " + d.tone; badge.dataset.state = d.state; }
+    if (badge) {
+      badge.textContent = d.state;
+      if (d.reason) {
+        var small = document.createElement("small");
+        small.textContent = "(" + d.reason + ")";
+        badge.appendChild(document.createTextNode(" "));
+        badge.appendChild(small);
+      }
+      badge.className = "state " + d.tone;
+      badge.dataset.state = d.state;
+    }
     var tag = tr.querySelector('[data-label="Tag"] code');
     if (tag) { tag.textContent = d.tag || "\u2014"; }
     var when = tr.querySelector('[data-label="Updated"] time');
