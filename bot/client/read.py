@@ -1,0 +1,204 @@
+"""The client commands that read: list, info, logs, wait, services."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from bot.client import output
+from bot.client.common import Out, client_command, complete_deployment
+from bot.client.exits import ACTION_EXITS, Exit
+from bot.client.follow import follow, report
+from bot.client.http import ClientError
+from bot.states import DeploymentState
+
+
+def _first_link(deployment: dict) -> str:
+    links = deployment.get("links") or []
+    return links[0].get("url", "-") if links else "-"
+
+
+@click.command("list")
+@click.option("--service", "services_", multiple=True, help="Only this service (repeat for several).")
+@click.option("--environment", "environments", multiple=True, help="Only this environment (repeat for several).")
+@click.option("--state", "states", multiple=True, type=click.Choice([str(s) for s in DeploymentState]),
+              help="Only deployments in this state (repeat).")
+@click.option("--pull-request", type=click.IntRange(1), metavar="N", help="Only this pull request's deployments.")
+@click.option("--repository", metavar="OWNER/NAME", help="Only deployments of this application repository.")
+@click.option("--search", "-q", "query", help="Names (and tags) containing this text.")
+@click.option("--sort", type=click.Choice(["name", "-updated", "state", "attention"]),
+              help="The order (default: by name).")
+@click.option("--limit", type=click.IntRange(1, 200), help="At most this many (the server's default: 50).")
+@click.option("--cursor", help="Where the previous page ended (its next_cursor).")
+@click.option("--include-removed", is_flag=True, help="Removed deployments too.")
+@client_command
+def list_(out: Out, services_, environments, states, pull_request, repository, query, sort, limit, cursor,
+          include_removed) -> Exit:
+    """List deployments, with filters.
+
+    \b
+    Example:
+        sami list --state Failure --state CleanupFailed
+        sami list --service web --sort -updated --json
+        sami list --sort attention --limit 20
+    """
+    answer = out.client.get("/api/v1/deployments", {
+        "service": list(services_), "environment": list(environments), "state": list(states),
+        "pull_request": pull_request, "repository": repository, "q": query, "sort": sort, "limit": limit,
+        "cursor": cursor, "all": "1" if include_removed else None})
+    deployments = answer.get("deployments", [])
+    document = {"deployments": deployments, "next_cursor": answer.get("next_cursor")}
+    if out.as_json:
+        output.print_json(document)
+        return Exit.OK
+    if not deployments:
+        out.say("no deployments")
+    else:
+        rows = [[d["name"], d["state"], d["service"], d["environment"], d.get("tag"), _first_link(d),
+                 d["source"].get("pull_request") or "-", output.ago(d.get("updated_at"))] for d in deployments]
+        out.say(output.table(["NAME", "STATE", "SERVICE", "ENVIRONMENT", "TAG", "URL", "PR", "UPDATED"], rows,
+                             width=output.terminal_width(), shrink=(4, 5, 0),
+                             styles={1: lambda s: output.state(s, out.colour)}))
+    if document["next_cursor"]:
+        click.echo(f"more: add --cursor {document['next_cursor']}", err=True)
+    return Exit.OK
+
+
+@click.command()
+@click.argument("name", shell_complete=complete_deployment)
+@client_command
+def info(out: Out, name) -> Exit:
+    """Show deployment NAME: state, links, configuration, source and its latest actions.
+
+    \b
+    Example:
+        sami info web-pr-42
+    """
+    answer = out.client.get(f"/api/v1/deployments/{name}")
+    if out.as_json:
+        output.print_json({"deployment": answer["deployment"], "actions": answer.get("actions", [])})
+        return Exit.OK
+    d = answer["deployment"]
+    status = output.state(d["state"], out.colour)
+    if d.get("failure_reason"):
+        status += f" ({d['failure_reason']})"
+    fields = [("name", d["name"]), ("state", status), ("message", d.get("status_message")),
+              ("service", d["service"]), ("environment", d["environment"]), ("type", d.get("type")),
+              ("tag", d.get("tag")), ("image", d.get("image"))]
+    for kind in ("app", "deployment"):
+        values = (d.get("overrides") or {}).get(kind) or {}
+        if values:
+            fields.append((f"{kind} overrides", ", ".join(f"{k}={v}" for k, v in sorted(values.items()))))
+    for link in d.get("links") or []:
+        fields.append((link.get("name", "link"), link.get("url")))
+    source = d.get("source") or {}
+    for key in ("repository", "pull_request", "ref", "sha"):
+        if source.get(key):
+            fields.append((key.replace("_", " "), source[key]))
+    fields += [("updated", f"{output.ago(d.get('updated_at'))} ({d.get('updated_at')})"),
+               ("created", d.get("created_at"))]
+    for label, value in fields:
+        if value not in (None, ""):
+            out.say(f"{label + ':':<22}{value}")
+    actions = answer.get("actions", [])
+    if actions:
+        out.say()
+        rows = [[a["id"], a["kind"], a["state"], a.get("requested_by"), output.ago(a.get("created_at")),
+                 f"{a['duration_ms'] / 1000:.1f} s" if a.get("duration_ms") is not None else "-",
+                 a.get("error") or ""] for a in actions]
+        out.say(output.table(["ACTION", "KIND", "STATE", "BY", "REQUESTED", "TOOK", "ERROR"], rows,
+                             width=output.terminal_width(), shrink=(6, 3),
+                             styles={2: lambda s: output.state(s, out.colour)}))
+    return Exit.OK
+
+
+@click.command()
+@click.argument("action_id", type=click.IntRange(1))
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the action ends.")
+@click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, hidden=True)
+@click.option("--timeout", type=click.FloatRange(1, 86400), default=1800, show_default=True,
+              help="With --follow: give up after this many seconds (exit 5).")
+@client_command
+def logs(out: Out, action_id, follow, interval, timeout) -> Exit:
+    """Print action ACTION_ID's output (admin: logs may hold secrets).
+
+    With --follow, new output is printed as it comes until the action ends; the exit status is
+    then the action's (0 succeeded, 1 failed, 5 timed out).
+
+    \b
+    Example:
+        sami logs 118 --follow
+    """
+    client = out.client
+    started = time.monotonic()
+    answer = client.get(f"/api/v1/actions/{action_id}/log")
+    text = answer["log"]
+    if not out.as_json:
+        click.echo(text, nl=False)
+    while follow and not answer["finished"]:
+        if time.monotonic() - started > timeout:
+            raise ClientError(f"action {action_id} is still {answer['state']} after {output.elapsed(timeout)}",
+                              Exit.TIMED_OUT)
+        time.sleep(interval)
+        answer = client.get(f"/api/v1/actions/{action_id}/log", {"offset": len(text)})
+        text += answer["log"]
+        if not out.as_json and answer["log"]:
+            click.echo(answer["log"], nl=False)
+    if out.as_json:
+        output.print_json({"action_id": action_id, "state": answer["state"], "finished": answer["finished"],
+                           "truncated": answer.get("truncated", False), "log": text})
+    elif text and not text.endswith("\n"):
+        click.echo()
+    if follow:
+        return ACTION_EXITS.get(answer["state"], Exit.FAILED)
+    return Exit.OK
+
+
+@click.command()
+@click.argument("action_id", type=click.IntRange(1))
+@click.option("--timeout", type=click.FloatRange(1, 86400), default=1800, show_default=True,
+              help="Give up waiting after this many seconds (exit 5).")
+@click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, hidden=True)
+@client_command
+def wait(out: Out, action_id, timeout, interval) -> Exit:
+    """Wait for action ACTION_ID to end: a progress line, then the log's last lines and the
+    deployment's state and links. The exit status says how it ended.
+
+    \b
+    Example:
+        sami wait 118 --timeout 600
+    """
+    result = follow(out, action_id, timeout, interval)
+    code = report(out, result)
+    if out.as_json:
+        output.print_json(result)
+    return code
+
+
+@click.command()
+@client_command
+def services(out: Out) -> Exit:
+    """List the services and environments the deployments repo defines, and its manifest errors.
+
+    \b
+    Example:
+        sami services
+    """
+    answer = out.client.get("/api/v1/services")
+    if out.as_json:
+        output.print_json({"sha": answer.get("sha"), "manifests": answer.get("manifests", []),
+                           "errors": answer.get("errors", [])})
+        return Exit.OK
+    rows = [[m["service"], m["environment"], m["type"], m.get("pr_deploy"), m["path"]]
+            for m in answer.get("manifests", [])]
+    out.say(output.table(["SERVICE", "ENVIRONMENT", "TYPE", "PR DEPLOY", "MANIFEST"], rows,
+                         width=output.terminal_width(), shrink=(4,)) if rows else "no services")
+    errors = answer.get("errors", [])
+    if errors:
+        out.say()
+        out.say(output.state("Failure", out.colour).replace("Failure", f"{len(errors)} manifest error(s):"))
+        for e in errors:
+            where = e["path"] + "".join(f":{e[k]}" for k in ("line", "column") if e.get(k))
+            out.say(f"  {where}: {e['message']}")
+    return Exit.OK
