@@ -33,6 +33,11 @@ _REPOSITORY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,10
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
 
 
+def _whole(text: str) -> bool:
+    """Digits 0-9 only, at most 18 (``str.isdigit`` also holds for '²', which ``int`` refuses)."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 class QueryError(SamiError):
     """A filter, sort or cursor that cannot be used (400, saying which and what is allowed)."""
 
@@ -72,7 +77,7 @@ class DeploymentFilter:
         pull_request = None
         if args.get("pull_request"):
             raw = args["pull_request"]
-            if not raw.isdigit() or not 1 <= int(raw) <= 2**31 - 1:
+            if not _whole(raw) or not 1 <= int(raw) <= 2**31 - 1:
                 raise QueryError(f"'pull_request' must be a pull request number, got {raw!r}")
             pull_request = int(raw)
         repository = args.get("repository") or None
@@ -85,7 +90,7 @@ class DeploymentFilter:
         limit = DEFAULT_LIMIT
         if args.get("limit"):
             raw = args["limit"]
-            if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+            if not _whole(raw) or not 1 <= int(raw) <= MAX_LIMIT:
                 raise QueryError(f"'limit' must be a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
             limit = int(raw)
         return cls(services=services, environments=environments, states=tuple(states), pull_request=pull_request,
@@ -158,11 +163,14 @@ def _decode_cursor(cursor: str, sort: str, kinds: Sequence[str]) -> list:
     for value, kind in zip(key, kinds, strict=True):
         try:
             if kind == "int":
-                if not isinstance(value, int) or isinstance(value, bool):
+                if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
                     raise ValueError
                 values.append(value)
             elif kind == "time":
-                values.append(datetime.fromisoformat(value))
+                moment = datetime.fromisoformat(value)
+                if moment.tzinfo is None:
+                    raise ValueError
+                values.append(moment)
             elif isinstance(value, str):
                 values.append(value)
             else:
@@ -249,7 +257,7 @@ def list_deliveries(session: Session, args) -> Page:
     limit = DEFAULT_LIMIT
     if args.get("limit"):
         raw = args["limit"]
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        if not _whole(raw) or not 1 <= int(raw) <= MAX_LIMIT:
             raise QueryError(f"'limit' must be a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
         limit = int(raw)
     if args.get("cursor"):

@@ -92,6 +92,8 @@ def test_scopes_limit_the_list(db_session, deployments):
     ({"sort": "size"}, "unknown sort"),
     ({"limit": "500"}, "from 1 to 200"),
     ({"pull_request": "x"}, "pull request number"),
+    ({"pull_request": "²"}, "pull request number"),
+    ({"limit": "²"}, "from 1 to 200"),
     ({"repository": "no-slash"}, "owner/name"),
     ({"service": "Web!"}, "lowercase name"),
     ({"cursor": "garbage"}, "start again"),
@@ -99,6 +101,15 @@ def test_scopes_limit_the_list(db_session, deployments):
 def test_bad_arguments_say_what_is_allowed(db_session, args, message):
     with pytest.raises(queries.QueryError, match=message):
         flt = queries.DeploymentFilter.from_args(MultiDict(args))
+        queries.list_deployments(db_session, flt, None)
+
+
+@pytest.mark.parametrize(("sort", "key"), [("-updated", ["2026-01-01T00:00:00", 1]),  # no time zone
+                                         ("name", ["a", 2**70]), ("name", ["a", True]),
+                                         ("attention", [0, "2026-01-01T00:00:00+00:00"])])
+def test_forged_cursors_are_refused(db_session, sort, key):
+    flt = queries.DeploymentFilter.from_args(MultiDict({"sort": sort, "cursor": queries.encode_cursor(sort, key)}))
+    with pytest.raises(queries.QueryError, match="start again"):
         queries.list_deployments(db_session, flt, None)
 
 
@@ -160,6 +171,7 @@ def test_api_deliveries_newest_first_paged(client, db_session, deliveries):
     assert "payload" not in first.json["deliveries"][0]
     rest = client.get(f"/api/v1/deliveries?cursor={first.json['next_cursor']}", headers=auth).json
     assert [d["delivery_id"] for d in rest["deliveries"]] == ["d-1", "d-0"] and rest["next_cursor"] is None
+    assert client.get("/api/v1/deliveries?limit=%C2%B2", headers=auth).status_code == 400
     failed = client.get("/api/v1/deliveries?status=failed", headers=auth).json["deliveries"]
     assert [d["delivery_id"] for d in failed] == ["d-4", "d-2", "d-0"]
 
