@@ -23,4 +23,12 @@ def site(name: str, path: str = "index.html"):
     if path.endswith("/"):
         path += "index.html"
     # send_from_directory refuses paths that leave the folder.
-    return send_from_directory(root.resolve(), path, max_age=0)
+    response = send_from_directory(root.resolve(), path, max_age=0)
+    # A site shares Sami's address but not its trust: the sandbox gives its pages an origin of their own,
+    # so their scripts cannot read the status page or act with a visitor's session.
+    response.headers["Content-Security-Policy"] = SITE_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+SITE_POLICY = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"

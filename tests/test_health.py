@@ -81,3 +81,19 @@ def test_static_sites_cannot_be_left(client, app, tmp_path):
         with client.get(path) as response:
             assert response.status_code == 404, path
             assert "not for the web" not in response.get_data(as_text=True)
+
+
+def test_static_sites_run_in_an_origin_of_their_own(client, app):
+    # A site is served from Sami's own address: without a sandbox its scripts could read the status page
+    # with the visitor's session (CSRF token included) and archive or clean up deployments as them.
+    from pathlib import Path
+
+    release = Path(app.config["SAMI"].static_root) / "docs-stage" / "releases" / "v1"
+    release.mkdir(parents=True)
+    (release / "index.html").write_text("<script>fetch('/deployments/docs-stage')</script>")
+    (Path(app.config["SAMI"].static_root) / "docs-stage" / "current").symlink_to(release)
+    with client.get("/sites/docs-stage/") as response:
+        assert response.status_code == 200
+        policy = response.headers["Content-Security-Policy"]
+        assert policy.split(";")[0].split()[0] == "sandbox" and "allow-same-origin" not in policy
+        assert response.headers["X-Content-Type-Options"] == "nosniff"

@@ -133,6 +133,14 @@ def _guard():
     return None
 
 
+@bp.after_request
+def _not_framed(response):
+    """Its buttons change deployments: no other page may frame it and catch a click (clickjacking)."""
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+    return response
+
+
 @bp.errorhandler(HTTPException)
 def _page_error(exc: HTTPException):
     return render_template("error.html", code=exc.code, message=exc.description), exc.code

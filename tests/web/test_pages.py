@@ -276,3 +276,14 @@ def test_page_numbers_that_are_not_whole_numbers_are_refused(client, admin_token
     assert rollback.status_code == 302, rollback.get_data(as_text=True)
     flashed = client.get(rollback.location).get_data(as_text=True)
     assert "action_id" in flashed or "no action" in flashed
+
+
+@pytest.mark.parametrize("path", ["/", "/login", "/services", "/deployments/probe-stage"])
+def test_pages_cannot_be_framed_by_another_page(client, admin_token, path):
+    # Its buttons change deployments: another page (a preview environment on a sibling host is same-site,
+    # so the Lax session cookie goes along) must not lay them under a decoy and catch a click.
+    request_deployment(client, admin_token)
+    response = client.get(path)
+    assert response.status_code == 200
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
