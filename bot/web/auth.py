@@ -100,7 +100,7 @@ def csrf_token() -> str:
 def check_csrf(form_value: str | None) -> None:
     """403 unless ``form_value`` is this session's CSRF token."""
     expected = session.get("csrf")
-    if not expected or not form_value or not hmac.compare_digest(str(expected), str(form_value)):
+    if not expected or not form_value or not hmac.compare_digest(str(expected).encode(), str(form_value).encode()):
         abort(403, "the form's security token is missing or out of date: reload the page and try again")
 
 

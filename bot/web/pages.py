@@ -443,7 +443,7 @@ def login_github_callback():
 
     expected = session.pop("oauth_state", None)
     state = request.args.get("state", "")
-    if not expected or not secrets.compare_digest(expected, state):
+    if not expected or not secrets.compare_digest(expected.encode(), state.encode()):
         abort(400, "the sign-in answer does not belong to this browser session: start again")
     if request.args.get("error"):
         abort(403, f"GitHub did not sign you in: {request.args.get('error_description') or request.args['error']}")

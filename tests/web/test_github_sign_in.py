@@ -65,6 +65,8 @@ def test_sign_in_exchanges_the_code_and_keeps_no_github_token(client, oauth_fake
 def test_a_foreign_state_is_refused(client):
     client.get("/login/github")
     assert client.get("/login/github/callback?code=x&state=not-ours").status_code == 400
+    client.get("/login/github")
+    assert client.get("/login/github/callback?code=x&state=%C3%BCber").status_code == 400
 
 
 def test_github_user_with_write_permission_may_change(client, db_session, github_mock):

@@ -72,6 +72,7 @@ def test_a_post_without_the_csrf_token_is_refused(client, admin_token, db_sessio
     sign_in_with_token(client, admin_token)
     assert client.post("/deployments/probe-stage/archive").status_code == 403
     assert client.post("/deployments/probe-stage/archive", data={"csrf_token": "forged"}).status_code == 403
+    assert client.post("/deployments/probe-stage/archive", data={"csrf_token": "fälscht"}).status_code == 403
     assert db_session.scalars(select(Action).where(Action.kind == "archive")).first() is None
 
 
