@@ -110,6 +110,11 @@ def _json_body() -> dict:
     return body
 
 
+# What a JSON value of a Python type is called in an error a person reads.
+JSON_KINDS = {str: "a string (text)", int: "a whole number", bool: "true or false", dict: "an object ({...})",
+              list: "a list ([...])", float: "a number with a fraction"}
+
+
 def _field(body: Mapping, name: str, kind: type | tuple, required: bool = False):
     value = body.get(name)
     if value is None:
@@ -117,8 +122,9 @@ def _field(body: Mapping, name: str, kind: type | tuple, required: bool = False)
             raise SamiError(f"'{name}' is required")
         return None
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        wanted = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise SamiError(f"'{name}' must be a {wanted}")
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        wanted = " or ".join(JSON_KINDS.get(k, k.__name__) for k in kinds)
+        raise SamiError(f"'{name}' must be {wanted}, not {JSON_KINDS.get(type(value), type(value).__name__)}")
     return value
 
 

@@ -110,3 +110,15 @@ def test_services_refuse_a_pull_request_number_beyond_the_database(db_session, w
                                      requested_by="test", origin="webhook")
     with pytest.raises(services.RequestError, match="'pull_request' must be a whole number from 1 to 2147483647"):
         services.request_deployment(db_session, worker_ctx.manifests.current(), req, services_ctx)
+
+
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("service", 7, "'service' must be a string (text), not a whole number"),
+    ("overrides", [], "'overrides' must be an object ({...}), not a list"),
+    ("tag", True, "'tag' must be a string (text), not true or false"),
+])
+def test_a_field_of_the_wrong_type_is_named_in_words(client, token, field, value, words):
+    response = post(client, token, json.dumps({**STAGE, field: value}))
+    assert response.status_code == 400, response.data[:300]
+    assert response.json["error"].startswith(words), response.json["error"]
+    assert "must be a str" not in response.json["error"].replace("a string", "")
