@@ -502,9 +502,11 @@ def _rollback_target(session: Session, deployment: Deployment, to_action_id: int
 
 
 def rollback_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *,
-                        to_action_id: int | None = None, requested_by: str, origin: str) -> Accepted:
+                        to_action_id: int | None = None, requested_by: str, origin: str,
+                        delivery_id: str | None = None) -> Accepted:
     """Update a deployment back to the tag/image and overrides of an earlier succeeded create or
-    update (the previous good config, or action ``to_action_id``), with the current manifests."""
+    update (the previous good config, or action ``to_action_id``), with the current manifests.
+    ``delivery_id`` ties the action to the webhook delivery (a `/sami rollback` comment) that asked."""
     deployment = get_deployment(session, name, lock=True)
     target = _rollback_target(session, deployment, to_action_id)
     manifest = _manifest(repo, deployment.service, deployment.environment)
@@ -524,7 +526,8 @@ def rollback_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx:
     deployment.manifest_sha = repo.sha
     deployment.links = deployment_links(manifest, deployment, ctx)
     action = _record(session, deployment, "update", requested_by=requested_by, origin=origin,
-                     config={**action_config(deployment, manifest, repo), "rollback_to": target.id})
+                     config={**action_config(deployment, manifest, repo), "rollback_to": target.id},
+                     delivery_id=delivery_id)
     _supersede_queued_updates(session, deployment, action)
     return _commit_and_queue(session, ctx, deployment, action)
 

@@ -130,8 +130,10 @@ def comment_created(event: Event, ctx: HandlerContext) -> str:
     if problems:
         _reply(ctx, event, number, "Sami could not do everything this comment asked:\n\n"
                + "\n".join(f"- {line}" for line in problems), suffix=":problems")
-    if runner.changing and not runner.queued:
-        # Nothing to wait for: the answer is complete now (with actions, the outbox's hook reacts when they settle).
+    held = any(line.startswith(pulls.HELD) for line in results)
+    if runner.changing and not runner.queued and not held:
+        # Nothing to wait for: the answer is complete now (with actions, the outbox's hook reacts when they settle;
+        # a deploy held for CI keeps its 👀 until it runs).
         _react(ctx, event, comment_id, "confused" if problems else "rocket")
     _last_command(ctx, repository, number, written, author, summary[:200])
     ctx.session.commit()
@@ -146,6 +148,7 @@ class _Runner:
         self.queued = 0
         self.changing = False
         self._pr: pulls.PullRequest | None = None
+        self._gate: pulls.CheckGate | None = None
 
     @property
     def who(self) -> dict:
@@ -155,6 +158,7 @@ class _Runner:
         if self._pr is None:
             self._pr = pulls.PullRequest.from_payload(self.ctx.github.get_pull_request(self.repository, self.number),
                                                       self.repository)
+            pulls.remember(self.ctx.session, self._pr)  # the sticky comment shows this head (and its checks)
         return self._pr
 
     def manifests(self, command: commands.Command) -> list[Manifest] | str:
@@ -220,6 +224,17 @@ class _Runner:
         existing = self.ctx.session.query(Deployment).filter(Deployment.name == name).first()
         if verb is commands.Verb.UPDATE and (existing is None or existing.state is DeploymentState.REMOVED):
             return f"refused update of {manifest.service_name}: {name} is not deployed (comment /sami deploy)"
+        if manifest.require_checks:
+            # A command deploys the head commit too, so it waits for green checks as a push does.
+            if self._gate is None:
+                self._gate = pulls.CheckGate(self.ctx.session, pr, self.ctx.github)
+            blocked = self._gate.blocks(manifest)
+            if blocked:
+                word, why = blocked
+                if word == pulls.HELD:
+                    why += ("; it deploys when they pass" if self._resumes(manifest, pr)
+                            else f"; comment /sami {verb} again when they pass")
+                return f"{word} {name}: {why}"
         line = pulls.deploy_one(self.ctx.session, self.ctx.manifests.current(), manifest, pr, self.ctx.services,
                                 **self.who)
         if line.startswith("unchanged") and verb is commands.Verb.UPDATE and "already at" in line:
@@ -233,7 +248,17 @@ class _Runner:
         return line
 
 
+    def _resumes(self, manifest: Manifest, pr: pulls.PullRequest) -> bool:
+        """Whether the check events that turn the commit green deploy it without another command: the
+        pull request wants the environment anyway (or is a fork whose head commit a writer approved)."""
+        why_not = pulls.unwanted_because(manifest, pr)
+        if why_not is None:
+            return True
+        return pr.fork and why_not.startswith("fork") and pulls.approved(self.ctx.session, pr)
+
+
 def _rollback(session, repo, name, ctx, *, requested_by: str, origin: str, delivery_id: str | None = None
               ) -> services.Accepted:
     """Back to the last successful deploy before the current one (the services decide which)."""
-    return services.rollback_deployment(session, repo, name, ctx, requested_by=requested_by, origin=origin)
+    return services.rollback_deployment(session, repo, name, ctx, requested_by=requested_by, origin=origin,
+                                        delivery_id=delivery_id)

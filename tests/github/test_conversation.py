@@ -228,6 +228,9 @@ def test_a_writer_rolls_back_archives_and_restores_from_comments(dispatch, db_se
     assert deployment().tag == "2" * 40
     answer = dispatch(comment_payload("/sami rollback probe"))
     assert answer.startswith(f"rollback of probe-pr-{NUMBER} queued (action ")
+    # The rollback belongs to the comment's delivery, so its reaction settles (🚀 or 😕) when it ends.
+    rollback = db_session.get(Action, int(answer.rsplit(" ", 1)[1].rstrip(")")))
+    assert rollback.delivery_id is not None and rollback.config["rollback_to"]
     work()
     assert (deployment().state, deployment().tag) == (DeploymentState.RUNNING, HEAD)
     assert dispatch(comment_payload("/sami archive")).startswith(f"archive of probe-pr-{NUMBER} queued")

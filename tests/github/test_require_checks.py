@@ -150,3 +150,44 @@ def test_sami_s_own_statuses_trigger_nothing(dispatch):
     payload["context"] = "sami/probe"
     event = router.Event(name="status", action=None, delivery_id=str(uuid.uuid4()), payload=payload)
     assert dispatch(event) == "ignored: Sami's own commit status"
+
+
+def comment_event(body: str, comment_id: int, number: int = 5) -> router.Event:
+    """GitHub's example ``issue_comment`` delivery, made a writer's comment on pull request #5 of acme/probe."""
+    payload = github_payloads.example("issue_comment", "created")
+    payload["repository"]["full_name"] = REPOSITORY
+    payload["issue"]["number"] = number
+    payload["issue"]["pull_request"] = {"url": f"https://api.github.com/repos/{REPOSITORY}/pulls/{number}"}
+    payload["comment"]["body"] = body
+    payload["comment"]["id"] = comment_id
+    return router.Event(name="issue_comment", action="created", delivery_id=str(uuid.uuid4()), payload=payload)
+
+
+def test_a_deploy_command_waits_for_green_checks_too(db_session, dispatch, worker_ctx, monkeypatch):
+    from bot.github import conversation
+
+    monkeypatch.setattr(conversation, "permissions", conversation.PermissionCache())
+    with RecordingFakeChecks() as fake:
+        worker_ctx.github = token_client(fake.url)
+        login = github_payloads.example("issue_comment", "created")["comment"]["user"]["login"]
+        fake.on("GET", f"/repos/{REPOSITORY}/collaborators/{login}/permission",
+                Reply(200, {"permission": "write", "user": {"login": login}}))
+        fake.pull_request(5, sha(1))
+        fake.answer(sha(1), run("build", "failure"))
+        assert dispatch(comment_event("/sami deploy", 1)) == (
+            f"refused probe-pr-5: CI failed at {sha(1)[:7]} (build: failure); nothing is deployed until the checks "
+            "pass")
+        assert actions(db_session) == []
+
+        fake.answer(sha(1), run("build"))
+        assert dispatch(comment_event("/sami deploy", 2)) == (
+            f"held probe-pr-5: waiting for CI at {sha(1)[:7]} (1 running: build); it deploys when they pass")
+        assert actions(db_session) == []
+        assert "| probe | ⏳ Waiting for CI |" in sticky_text(db_session, worker_ctx)
+        # The held command keeps its 👀: no final reaction until something runs.
+        reactions = db_session.scalars(select(outbox.OutboxRow.payload).where(outbox.OutboxRow.kind == "reaction")
+                                       .order_by(outbox.OutboxRow.id))
+        assert [(r["comment_id"], r["content"]) for r in reactions] == [(1, "eyes"), (1, "confused"), (2, "eyes")]
+
+        fake.answer(sha(1), run("build", "success"))
+        assert dispatch(check_suite(sha(1))) == f"created probe-pr-5 at {sha(1)[:7]}"
