@@ -34,7 +34,7 @@ from datetime import UTC, timedelta
 from flask import Flask, Response, current_app, request
 from sqlalchemy import func, select
 
-from bot.models import Deployment
+from bot.models import ApiToken, Deployment
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
@@ -61,12 +61,13 @@ def sse(event: str, data: object) -> bytes:
 
 
 class _Stream:
-    __slots__ = ("may_read", "pending", "sock")
+    __slots__ = ("may_read", "pending", "sock", "token_id")
 
-    def __init__(self, sock: socket.socket, may_read: Callable[[dict], bool]):
+    def __init__(self, sock: socket.socket, may_read: Callable[[dict], bool], token_id: str | None = None):
         self.sock = sock
         self.may_read = may_read
         self.pending = b""
+        self.token_id = token_id  # the Sami token the viewer signed in with: revoking it closes the stream
 
 
 class Hub:
@@ -91,8 +92,8 @@ class Hub:
 
     # -- called from request threads ---------------------------------------------------------------
 
-    def adopt(self, sock: socket.socket, may_read: Callable[[dict], bool]) -> None:
-        self._send_to_hub(("adopt", sock, may_read))
+    def adopt(self, sock: socket.socket, may_read: Callable[[dict], bool], token_id: str | None = None) -> None:
+        self._send_to_hub(("adopt", sock, may_read, token_id))
 
     def count(self) -> int:
         return len(self.streams)
@@ -133,16 +134,19 @@ class Hub:
             except queue.Empty:
                 return
             if item[0] == "adopt":
-                _, sock, may_read = item
+                _, sock, may_read, token_id = item
                 if len(self.streams) >= MAX_STREAMS:
                     sock.close()
                     continue
                 sock.setblocking(False)
-                stream = _Stream(sock, may_read)
+                stream = _Stream(sock, may_read, token_id)
                 self.streams[sock.fileno()] = stream
                 self.selector.register(sock, selectors.EVENT_READ, stream)
             elif item[0] == "changes":
                 self._broadcast(None, item[1])
+            elif item[0] == "revoked":
+                for stream in [s for s in self.streams.values() if s.token_id in item[1]]:
+                    self._drop(stream)
 
     def _readable(self, stream: _Stream) -> None:
         try:
@@ -200,9 +204,26 @@ class Hub:
                 changes = self.poll()
                 if changes:
                     self._send_to_hub(("changes", changes))
+                revoked = self.revoked_tokens()
+                if revoked:
+                    self._send_to_hub(("revoked", revoked))
             except Exception:
                 log.warning("event poller could not read the database; trying again", exc_info=True)
             time.sleep(max(0.05, self.poll_seconds - (time.monotonic() - started)))
+
+    def revoked_tokens(self) -> set[str]:
+        """The tokens of open streams that were revoked (or deleted) since: the page signs those sessions
+        out at their next request, and their streams are closed too (a page reconnects, and is refused)."""
+        held = {stream.token_id for stream in list(self.streams.values()) if stream.token_id}
+        if not held:
+            return set()
+        session = self.session_factory()
+        try:
+            live = set(session.scalars(select(ApiToken.token_id).where(ApiToken.token_id.in_(held),
+                                                                       ApiToken.revoked_at.is_(None))))
+        finally:
+            session.close()
+        return held - live
 
     def poll(self) -> list[dict]:
         """The deployments changed since the last poll (none on the first, which only takes note)."""
@@ -263,7 +284,7 @@ def _hand_over(environ) -> socket.socket | None:
     return ours
 
 
-def stream_response(may_read: Callable[[dict], bool]) -> Response:
+def stream_response(may_read: Callable[[dict], bool], token_id: str | None = None) -> Response:
     """The answer to ``GET /events``: the handed-over stream under gunicorn, one event elsewhere."""
     app = current_app._get_current_object()
     environ = request.environ
@@ -277,6 +298,6 @@ def stream_response(may_read: Callable[[dict], bool]) -> Response:
         yield f"retry: {RETRY_MS}\n\n".encode() + sse("hello", {"live": True})
         sock = _hand_over(environ)
         if sock is not None:
-            hub.adopt(sock, may_read)
+            hub.adopt(sock, may_read, token_id)
 
     return Response(body(), mimetype="text/event-stream", headers={**headers, "Content-Length": ENDLESS})

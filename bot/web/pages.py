@@ -483,6 +483,9 @@ def login_once_redeem():
 def live_events():
     """Server-sent events: ``change`` with the deployments that changed (those the viewer may read)."""
     scopes = _read_scopes()
+    signed_in = session.get("viewer")
+    token_id = str(signed_in["token_id"]) if isinstance(signed_in, dict) and signed_in.get("kind") == "token" else None
     if scopes is None or scopes.admin:
-        return events.stream_response(lambda change: True)
-    return events.stream_response(lambda change: scopes.allows("read", change["service"], change["environment"]))
+        return events.stream_response(lambda change: True, token_id)
+    return events.stream_response(lambda change: scopes.allows("read", change["service"], change["environment"]),
+                                  token_id)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import sessionmaker
 
 from bot import db
 from bot.models import Deployment
-from bot.tokens import Scopes, create_token
+from bot.tokens import Scopes, create_token, revoke_token
 from tests.support.sami_server import SamiServer, sami_env
 
 STREAMS = 24  # three times the threads of the server below
@@ -126,4 +126,48 @@ def test_a_scoped_viewer_gets_only_its_changes(server, own_database_url):
     finally:
         scoped.close()
         everything.close()
+        engine.dispose()
+
+
+def test_revoking_the_token_closes_its_open_streams(server, own_database_url):
+    # The page signs a revoked token out at its next request; an open stream must not go on
+    # telling that viewer about every change (in SAMI_PAGE_READ=login mode, nobody else may read them).
+    engine = db.make_engine(own_database_url)
+    factory = sessionmaker(bind=engine)
+    with factory() as session:
+        token = create_token(session, "soon-revoked", Scopes(services=("web",), actions=("read",)))
+        session.commit()
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("GET", "/login")
+    response = connection.getresponse()
+    cookie = response.getheader("Set-Cookie").split(";", 1)[0]
+    csrf = response.read().decode().split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    connection.request("POST", "/login/token", body=f"token={token}&csrf_token={csrf}",
+                       headers={"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"})
+    response = connection.getresponse()
+    assert response.status == 302
+    cookie = response.getheader("Set-Cookie").split(";", 1)[0]
+    response.read()
+    connection.close()
+    revoked, anonymous = open_stream(server.port, cookie), open_stream(server.port)
+    try:
+        read_until(revoked, b"event: hello")
+        seen_anonymous = read_until(anonymous, b"event: hello")
+        with factory() as session:
+            revoke_token(session, "soon-revoked")
+            session.commit()
+        revoked.settimeout(10)
+        rest = b""
+        while chunk := revoked.recv(65536):  # the server closes it: recv answers b"" (a timeout fails the test)
+            rest += chunk
+        assert b"event: change" not in rest
+        time.sleep(1.5)
+        with factory() as session:
+            session.add(Deployment(name="web-stage", service="web", environment="stage", type="swarm",
+                                   state="CreatePending"))
+            session.commit()
+        assert b"web-stage" in read_until(anonymous, b"web-stage", seen_anonymous)  # other streams go on
+    finally:
+        revoked.close()
+        anonymous.close()
         engine.dispose()
