@@ -265,7 +265,10 @@ def _admin_session():
     from bot import db as database
 
     settings = load_settings()
-    return Session(database.make_engine(settings.database_url))
+    engine = database.make_engine(settings.database_url)
+    if database.current_revision(engine) is None:
+        raise click.ClickException("the database has no tables yet: run `sami db upgrade` first")
+    return Session(engine)
 
 
 @token.command("create")

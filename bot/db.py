@@ -73,10 +73,15 @@ def downgrade(url: str, revision: str, connection=None) -> None:
 
 def current_revision(engine: Engine) -> str | None:
     """The migration the database is at, or None if it has none."""
+    with engine.connect() as connection:
+        return revision_of(connection)
+
+
+def revision_of(connection) -> str | None:
+    """The migration the database behind ``connection`` is at, or None if it has none."""
     from alembic.runtime.migration import MigrationContext
 
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+    return MigrationContext.configure(connection).get_current_revision()
 
 
 def init_app(app: Flask, engine: Engine | None = None, session_factory=None) -> None:

@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, jsonify
 from bot import db, queue
 
 bp = Blueprint("health", __name__)
+NOT_MIGRATED = "not migrated: run `sami db upgrade` (or `sami serve --migrate`)"
 log = logging.getLogger(__name__)
 
 
@@ -25,8 +26,11 @@ def readyz():
     once Redis is back, so taking the web process out of its load balancer would only lose them."""
     checks: dict[str, str] = {}
     try:
-        db.ping(db.get_session())
-        checks["database"] = "ok"
+        session = db.get_session()
+        db.ping(session)
+        # A database without Sami's tables answers, but every request would fail: say what to run.
+        migrated = db.revision_of(session.connection()) is not None
+        checks["database"] = "ok" if migrated else NOT_MIGRATED
     except Exception as exc:
         log.warning("readiness: database unreachable: %s", type(exc).__name__)
         checks["database"] = "unreachable"
@@ -36,8 +40,8 @@ def readyz():
     except Exception as exc:
         log.warning("readiness: redis unreachable: %s", type(exc).__name__)
         checks["redis"] = "unreachable"
-    if checks["database"] == "unreachable":
-        down = sorted(name for name, state in checks.items() if state == "unreachable")
+    if checks["database"] != "ok":
+        down = sorted(name for name, state in checks.items() if state in ("unreachable", NOT_MIGRATED))
         return jsonify(status="unavailable", down=down, checks=checks), 503
     if checks["redis"] == "unreachable":
         return jsonify(status="degraded", degraded=["redis"], checks=checks)

@@ -55,6 +55,16 @@ def test_token_create_list_revoke(sami):
     assert missing.returncode == 1 and "no token named 'nope'" in missing.stderr
 
 
+def test_token_create_before_migrating_says_what_to_run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
+    env["SAMI_INSTANCE_DIR"] = str(tmp_path / "instance")
+    result = subprocess.run([str(SAMI), "token", "create", "me", "--admin"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip() == "Error: the database has no tables yet: run `sami db upgrade` first"
+
+
 def test_validate_through_the_main_command(sami, tmp_path):
     assert sami("validate", str(ROOT / "examples" / "deployments")).stdout.strip() == "9 manifests valid"
     broken = tmp_path / "broken" / "services" / "web" / "swarm" / "stage"

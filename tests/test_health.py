@@ -56,6 +56,19 @@ def test_embedded_default_is_ready_without_services(tmp_path):
     assert response.json["checks"] == {"database": "ok", "redis": "ok (embedded)"}
 
 
+def test_readyz_says_to_migrate_a_database_without_tables(tmp_path):
+    # A server started before `sami db upgrade` answers every request 500: readiness says why.
+    from bot import db
+
+    app = create_app({"mode": "test", "instance_dir": str(tmp_path), "redis_url": ""})
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["down"] == ["database"]
+    assert response.json["checks"]["database"] == "not migrated: run `sami db upgrade` (or `sami serve --migrate`)"
+    db.upgrade(app.config["SAMI"].database_url)
+    assert app.test_client().get("/readyz").status_code == 200
+
+
 def test_errors_are_json(client):
     response = client.get("/no/such/page")
     assert response.status_code == 404
