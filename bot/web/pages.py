@@ -129,7 +129,7 @@ def _guard():
     public = {"pages.login", "pages.login_token", "pages.login_github", "pages.login_github_callback",
               "pages.login_once", "pages.login_once_redeem", "pages.static", "pages.logout"}
     if request.endpoint not in public and _needs_login():
-        return redirect(url_for("pages.login", next=request.full_path))
+        return redirect(url_for("pages.login", next=request.full_path.removesuffix("?")))
     return None
 
 

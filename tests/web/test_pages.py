@@ -147,6 +147,9 @@ def test_read_can_require_login(app, client, admin_token):
     response = client.get("/")
     assert response.status_code == 302 and "/login" in response.location
     assert client.get("/events").status_code == 302
+    # the way back after signing in is the page asked for, without a dangling '?'
+    assert client.get("/deployments/probe-stage").location == "/login?next=/deployments/probe-stage"
+    assert client.get("/?q=a").location == "/login?next=/?q%3Da"
     sign_in_with_token(client, admin_token)
     assert client.get("/").status_code == 200
 
