@@ -201,11 +201,12 @@ def worker(burst: bool, name: str | None) -> None:
     from workers.shutdown import GracefulWorker
 
     settings = load_settings()
-    configure_logging(settings)
     if settings.embedded:
         raise click.UsageError("set SAMI_REDIS_URL: without Redis, `sami serve` runs the worker itself")
+    sessions = _migrated_sessions(settings)  # before logging is set up: the check's own lines are noise
+    configure_logging(settings)
     connection = connect_redis(settings)
-    context = build_context(settings, broker=RQBroker(connection))
+    context = build_context(settings, broker=RQBroker(connection), session_factory=sessions)
     set_context(context)
     _serve_process_metrics(settings, context)
     # No fork per job: the process keeps its database pool, and scripts run in their own
@@ -239,8 +240,9 @@ def scheduler(interval: float, once: bool) -> None:
     from workers.scheduler import Scheduler
 
     settings = load_settings()
+    sessions = _migrated_sessions(settings)  # before logging is set up: the check's own lines are noise
     configure_logging(settings)
-    context = build_context(settings)
+    context = build_context(settings, session_factory=sessions)
     runner = Scheduler(context, interval=interval)
     if once:
         click.echo(runner.tick())
@@ -259,16 +261,27 @@ def token() -> None:
     """API tokens: create (shown once), list, revoke."""
 
 
+def _migrated_engine(settings):
+    """The database's engine; a one-line error when it was never migrated (every query would fail)."""
+    from bot import db as database
+
+    engine = database.make_engine(settings.database_url)
+    if database.current_revision(engine) is None:
+        engine.dispose()
+        raise click.ClickException("the database has no tables: run `sami db upgrade`")
+    return engine
+
+
+def _migrated_sessions(settings):
+    from sqlalchemy.orm import sessionmaker
+
+    return sessionmaker(bind=_migrated_engine(settings), expire_on_commit=False)
+
+
 def _admin_session():
     from sqlalchemy.orm import Session
 
-    from bot import db as database
-
-    settings = load_settings()
-    engine = database.make_engine(settings.database_url)
-    if database.current_revision(engine) is None:
-        raise click.ClickException("the database has no tables yet: run `sami db upgrade` first")
-    return Session(engine)
+    return Session(_migrated_engine(load_settings()))
 
 
 @token.command("create")

@@ -62,7 +62,20 @@ def test_token_create_before_migrating_says_what_to_run(tmp_path):
                             timeout=60)
     assert result.returncode == 1
     assert result.stdout == ""
-    assert result.stderr.strip() == "Error: the database has no tables yet: run `sami db upgrade` first"
+    assert result.stderr.strip() == "Error: the database has no tables: run `sami db upgrade`"
+
+
+@pytest.mark.parametrize("command", [["worker"], ["scheduler"], ["scheduler", "--once"]])
+def test_worker_and_scheduler_on_a_database_never_migrated_stop_saying_what_to_run(command, postgres, redis_url,
+                                                                                  tmp_path):
+    """Not a worker waiting for a job it would fail, nor a scheduler logging a traceback every tick."""
+    url = create_database(postgres, "sami_cli_never_migrated")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
+    env.update(SAMI_DATABASE_URL=url, SAMI_REDIS_URL=redis_url, SAMI_INSTANCE_DIR=str(tmp_path / "instance"))
+    result = subprocess.run([str(SAMI), *command], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Error: the database has no tables: run `sami db upgrade`"
+    assert result.stdout == ""
 
 
 def test_validate_through_the_main_command(sami, tmp_path):
