@@ -16,7 +16,7 @@ from sqlalchemy.orm import undefer
 
 from bot import naming, openapi, queries, services
 from bot.db import get_session
-from bot.errors import NotFound, SamiError
+from bot.errors import SamiError
 from bot.models import Action, Deployment
 from bot.queue import get_broker
 from bot.tokens import Scopes, TokenError, authenticate
@@ -70,8 +70,8 @@ def _manifests():
     return store
 
 
-def _services_context() -> services.Context:
-    return services.Context.from_settings(current_app.config["SAMI"], get_broker(current_app))
+def _services_context(may_read=None) -> services.Context:
+    return services.Context.from_settings(current_app.config["SAMI"], get_broker(current_app), may_read)
 
 
 def token_required(view):
@@ -101,6 +101,38 @@ def require(action: str, service: str | None = None, environment: str | None = N
     if not scopes.allows(action, service, environment):
         where = f" on {service or '*'}/{environment or '*'}" if service or environment else ""
         raise Forbidden(f"token {g.token.name!r} may not {action}{where} (its scopes: {scopes.describe()})")
+
+
+def _scopes() -> Scopes:
+    return Scopes.from_dict(g.token.scopes)
+
+
+def _knows(acting: str | None = None):
+    """Whether the request's token may know of a deployment of (service, environment): it may read
+    it, or do ``acting`` to it (a deploy-only token may cancel its updates). What it may not know of
+    is answered as if it did not exist, so that no answer confirms a deployment out of its scope."""
+    scopes = _scopes()
+    return lambda service, environment: (scopes.allows("read", service, environment)
+                                         or (acting is not None and scopes.allows(acting, service, environment)))
+
+
+def _deployment(session, name: str, acting: str | None = None) -> Deployment:
+    """The deployment ``name``, or 404 as for a missing one when the token may not know of it."""
+    deployment = services.get_deployment(session, name)
+    if not _knows(acting)(deployment.service, deployment.environment):
+        raise services.unknown_deployment(name)
+    return deployment
+
+
+def _action(session, action_id: int, acting=None, options=()) -> Action:
+    """The action ``action_id``, or 404 as for a missing one when the token may not know of its
+    deployment. ``acting`` is the scope the request needs, or a function of the action giving it."""
+    action = session.get(Action, action_id, options=list(options))
+    if action is not None:
+        scope = acting(action) if callable(acting) else acting
+        if _knows(scope)(action.deployment.service, action.deployment.environment):
+            return action
+    raise services.unknown_action(action_id)
 
 
 def _json_body() -> dict:
@@ -188,7 +220,8 @@ def deployment_request():
     body = _json_body()
     req = deployment_request_from_body(body, _requested_by(), "api")
     require("deploy", req.service, req.environment)
-    result = services.request_deployment(get_session(), _manifests().current(), req, _services_context())
+    result = services.request_deployment(get_session(), _manifests().current(), req,
+                                         _services_context(_knows("deploy")))
     return _accepted(result)
 
 
@@ -202,7 +235,7 @@ def operation(name: str, kind: str):
     """Archive a live deployment (scale to zero, keep its data), restore an archived one, or
     clean up an archived one (remove it and what it owns)."""
     session = get_session()
-    deployment = services.get_deployment(session, name)
+    deployment = _deployment(session, name, kind)
     require(kind, deployment.service, deployment.environment)
     result = OPERATIONS[kind](session, _manifests().current(), name, _services_context(),
                               requested_by=_requested_by(), origin="api")
@@ -219,7 +252,7 @@ def rollback(name: str):
         raise SamiError(f"unknown field(s) {', '.join(unknown)} (known: action_id)")
     to_action_id = _field(body, "action_id", int)
     session = get_session()
-    deployment = services.get_deployment(session, name)
+    deployment = _deployment(session, name, "deploy")
     require("deploy", deployment.service, deployment.environment)
     result = services.rollback_deployment(session, _manifests().current(), name, _services_context(),
                                           to_action_id=to_action_id, requested_by=_requested_by(), origin="api")
@@ -236,10 +269,9 @@ def clone(name: str):
         raise SamiError(f"unknown field(s) {', '.join(unknown)} (known: environment, name)")
     environment, new_name = _field(body, "environment", str), _field(body, "name", str)
     session = get_session()
-    source = services.get_deployment(session, name)
-    require("read", source.service, source.environment)
+    source = _deployment(session, name)  # the clone copies its config: read on the source
     require("deploy", source.service, environment or source.environment)
-    result = services.clone_deployment(session, _manifests().current(), name, _services_context(),
+    result = services.clone_deployment(session, _manifests().current(), name, _services_context(_knows("deploy")),
                                        environment=environment, new_name=new_name, requested_by=_requested_by(),
                                        origin="api")
     return _accepted(result)
@@ -256,9 +288,7 @@ CANCEL_SCOPE = {"create": "deploy", "update": "deploy", "archive": "archive", "r
 def cancel(action_id: int):
     """Cancel a queued action, or stop a running one's script (it ends cancelled within seconds)."""
     session = get_session()
-    action = session.get(Action, action_id)
-    if action is None:
-        raise NotFound(f"no action {action_id}")
+    action = _action(session, action_id, lambda a: CANCEL_SCOPE.get(a.kind, "admin"))
     require(CANCEL_SCOPE.get(action.kind, "admin"), action.deployment.service, action.deployment.environment)
     action = services.cancel_action(session, action_id, _services_context(), requested_by=_requested_by(),
                                     origin="api")
@@ -270,8 +300,7 @@ def cancel(action_id: int):
 def list_actions(name: str):
     """A deployment's actions, newest first, a page at a time (``limit``, ``cursor``)."""
     session = get_session()
-    deployment = services.get_deployment(session, name)
-    require("read", deployment.service, deployment.environment)
+    deployment = _deployment(session, name)
     limit = int(request.args.get("limit", ACTIONS_PAGE))
     query = select(Action).where(Action.deployment_id == deployment.id)
     if request.args.get("cursor"):
@@ -359,8 +388,7 @@ def list_deliveries():
 @token_required
 def show_deployment(name: str):
     """One deployment with its latest actions."""
-    deployment = services.get_deployment(get_session(), name)
-    require("read", deployment.service, deployment.environment)
+    deployment = _deployment(get_session(), name)
     actions = get_session().scalars(select(Action).where(Action.deployment_id == deployment.id)
                                     .order_by(Action.id.desc()).limit(50)).all()
     return jsonify(deployment=deployment_to_dict(deployment),
@@ -371,12 +399,8 @@ def show_deployment(name: str):
 @token_required
 def show_action(action_id: int):
     """An action's state; its log only for admin tokens."""
-    with_log = Scopes.from_dict(g.token.scopes).admin
-    action = get_session().get(Action, action_id, options=[undefer(Action.log)] if with_log else [])
-    if action is None:
-        raise NotFound(f"no action {action_id}")
-    require("read", action.deployment.service, action.deployment.environment)
-
+    with_log = _scopes().admin
+    action = _action(get_session(), action_id, options=[undefer(Action.log)] if with_log else [])
     return jsonify(action_to_dict(action, with_log=with_log))
 
 
@@ -385,9 +409,7 @@ def show_action(action_id: int):
 def action_log(action_id: int):
     """An action's captured output (admin): ``?offset=N`` returns what came after byte N."""
     require("admin")
-    action = get_session().get(Action, action_id, options=[undefer(Action.log)])
-    if action is None:
-        raise NotFound(f"no action {action_id}")
+    action = _action(get_session(), action_id, options=[undefer(Action.log)])
     offset = request.args.get("offset", "0")
     if not offset.isdigit():
         raise SamiError("'offset' must be a whole number")

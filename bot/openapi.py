@@ -171,8 +171,12 @@ def _errors(*statuses: int) -> dict:
     statuses = tuple(sorted({400, 414, *statuses}))
     descriptions = {400: "the request is invalid (the message says what to change)",
                     401: "no valid token (send Authorization: Bearer <token>)",
-                    403: "the token's scopes do not allow this (the message names the missing scope)",
-                    404: "no such deployment or action", 409: "the deployment's state does not allow this now",
+                    403: "the token's scopes do not allow this (the message names the missing scope); it may "
+                         "read the deployment or action, or the request names none",
+                    404: "no such deployment or action, or one the token may neither read nor do this to: both "
+                         "are answered alike, so an answer never confirms what lies outside a token's scope",
+                    409: "the deployment's state does not allow this now, the action already ended, or the name is "
+                         "taken (by a deployment the token may not read: only 'is not available')",
                     413: "the body is too large", 414: "the request line (path and query) is too long",
                     503: "the deployments repo cannot be read right now"}
     return {str(status): _json("Error", descriptions[status]) for status in (401, *statuses)}

@@ -9,7 +9,7 @@ it later: nothing accepted is lost.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -78,16 +78,26 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Context:
-    """What the services need besides the session: settings values and the queue."""
+    """What the services need besides the session: settings values, the queue, and what the caller
+    may read.
+
+    ``may_read(service, environment)`` says whether the caller may know of a deployment of that
+    service and environment: an answer about a name taken by one it may not read says only that
+    the name is not available. None: the caller reads everything (webhooks, the CLI, the scheduler).
+    """
 
     project_name: str
     base_domain: str
     namespace: str
     broker: object  # workers.queue.Broker; typed loosely to keep the web layer free of RQ imports
+    may_read: Callable[[str, str], bool] | None = None
 
     @classmethod
-    def from_settings(cls, settings, broker) -> Context:
-        return cls(settings.project_name, settings.base_domain, settings.namespace, broker)
+    def from_settings(cls, settings, broker, may_read: Callable[[str, str], bool] | None = None) -> Context:
+        return cls(settings.project_name, settings.base_domain, settings.namespace, broker, may_read)
+
+    def sees(self, deployment: Deployment) -> bool:
+        return self.may_read is None or self.may_read(deployment.service, deployment.environment)
 
 
 def deployment_links(manifest: Manifest, deployment: Deployment, ctx: Context) -> list[dict[str, str]]:
@@ -258,6 +268,8 @@ def request_deployment(session: Session, repo: DeploymentsRepo, request: Deploym
     deployment = _lock_or_create(session, name, request.service, request.environment, str(manifest.type))
     if (deployment.service, deployment.environment) != (request.service, request.environment):
         # e.g. service web + environment api-stage and service web-api + environment stage
+        if not ctx.sees(deployment):
+            raise Conflict(f"deployment name {name!r} is not available; rename the environment or the service")
         raise Conflict(f"deployment name {name!r} is taken by service {deployment.service!r} in environment "
                        f"{deployment.environment!r}; rename the environment or the service")
     if deployment.state is S.REMOVED:
@@ -305,6 +317,17 @@ def action_config(deployment: Deployment, manifest: Manifest, repo: DeploymentsR
     }
 
 
+def unknown_deployment(name: str) -> NotFound:
+    """The answer about a deployment that does not exist, or that the caller may not read: alike,
+    so that an answer never confirms that a deployment out of a token's scope exists."""
+    return NotFound(f"no deployment named {name!r} (list them: GET /api/v1/deployments)")
+
+
+def unknown_action(action_id: int) -> NotFound:
+    """The answer about an action that does not exist, or that the caller may not read (alike)."""
+    return NotFound(f"no action {action_id}")
+
+
 def get_deployment(session: Session, name: str, *, lock: bool = False) -> Deployment:
     try:
         naming.check_name(name)
@@ -313,7 +336,7 @@ def get_deployment(session: Session, name: str, *, lock: bool = False) -> Deploy
     deployment = _lock_deployment(session, name) if lock else session.scalars(
         select(Deployment).where(Deployment.name == name)).first()
     if deployment is None or deployment.state is S.REMOVED:
-        raise NotFound(f"no deployment named {name!r} (list them: GET /api/v1/deployments)")
+        raise unknown_deployment(name)
     return deployment
 
 
@@ -556,10 +579,14 @@ def clone_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Co
     image, tag = _image_and_tag(manifest, None if keep_image else source.tag, source.image if keep_image else None)
 
     deployment = _lock_or_create(session, clone_name, source.service, environment, str(manifest.type))
+    free = deployment.state is S.REMOVED and (deployment.service, deployment.environment) == (source.service,
+                                                                                                environment)
+    if not free and not ctx.sees(deployment):  # neither its state nor whose it is
+        raise Conflict(f"deployment name {clone_name!r} is not available; choose another 'name'")
     if deployment.state is not S.REMOVED:
         raise Conflict(f"deployment name {clone_name!r} is taken (it is {deployment.state}); choose another "
                        f"'name'", state=str(deployment.state))
-    if (deployment.service, deployment.environment) != (source.service, environment):
+    if not free:
         # a removed deployment's row keeps its history: its name stays with its service and environment
         raise Conflict(f"deployment name {clone_name!r} belongs to service {deployment.service!r} in environment "
                        f"{deployment.environment!r} (removed); choose another 'name'", state=str(deployment.state))
@@ -589,7 +616,7 @@ def cancel_action(session: Session, action_id: int, ctx: Context, *, requested_b
         raise ValueError(f"unknown origin {origin!r}")
     found = session.get(Action, action_id)
     if found is None:
-        raise NotFound(f"no action {action_id}")
+        raise unknown_action(action_id)
     # The deployment's row first (the lock every decision about it takes), then the action's, so a
     # worker's claim (an UPDATE of the action row) waits for this decision.
     deployment = _lock_deployment(session, found.deployment.name)

@@ -193,11 +193,12 @@ def test_read_scope_is_limited_to_the_tokens_services_and_environments(client, a
     auth = {"Authorization": f"Bearer {pr_only}"}
     names = [d["name"] for d in client.get("/api/v1/deployments", headers=auth).json["deployments"]]
     assert names == ["probe-pr-3"]
-    assert client.get("/api/v1/deployments/probe-stage", headers=auth).status_code == 403
+    # out of its scope is answered as unknown (404), not confirmed by a 403
+    assert client.get("/api/v1/deployments/probe-stage", headers=auth).status_code == 404
     assert client.get("/api/v1/deployments/probe-pr-3", headers=auth).status_code == 200
     stage_action = client.get("/api/v1/deployments/probe-stage",
                               headers={"Authorization": f"Bearer {admin_token}"}).json["actions"][0]["id"]
-    assert client.get(f"/api/v1/actions/{stage_action}", headers=auth).status_code == 403
+    assert client.get(f"/api/v1/actions/{stage_action}", headers=auth).status_code == 404
     assert client.get(f"/api/v1/actions/{accepted['action_id']}", headers=auth).status_code == 200
 
 
