@@ -638,7 +638,7 @@ def cancel_action(session: Session, action_id: int, ctx: Context, *, requested_b
             action.cancel_requested_at = datetime.now(UTC)
             action.cancel_requested_by = who
     else:
-        raise Conflict(f"action {action_id} is {action.state}: only a queued or running action can be cancelled",
+        raise Conflict(f"action {action_id} already ended ({action.state}); there is nothing to cancel",
                        state=str(deployment.state), action_state=str(action.state))
     session.commit()
     log.info("cancel of action %s (%s) by %s: it is %s", action.id, action.kind, who, action.state,

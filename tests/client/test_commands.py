@@ -392,7 +392,7 @@ def test_cancel_stops_a_running_action(server):
     assert waited.returncode == Exit.FAILED, "waiting on a cancelled action says it did not succeed"
     again = server.run("cancel", str(action_id))
     assert again.returncode == Exit.BAD_INPUT
-    assert "only a queued or running action can be cancelled" in again.stderr
+    assert f"action {action_id} already ended (cancelled); there is nothing to cancel" in again.stderr
 
 
 def _on_terminal(server, *args: str, columns: int) -> tuple[int, str]:

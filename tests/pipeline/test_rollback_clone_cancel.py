@@ -177,8 +177,9 @@ def test_a_cancelled_queued_create_never_runs(db_session, worker_ctx, services_c
     assert read_record(record) == []
     assert action(db_session, accepted.action_id).state is ActionState.CANCELLED
     assert action(db_session, accepted.action_id).started_at is None
-    with pytest.raises(Conflict, match="is cancelled: only a queued or running action"):
+    with pytest.raises(Conflict) as refused:
         services.cancel_action(db_session, accepted.action_id, services_ctx, **WHO)
+    assert refused.value.message == f"action {accepted.action_id} already ended (cancelled); there is nothing to cancel"
 
 
 def test_a_cancelled_queued_restore_leaves_it_archived(db_session, worker_ctx, services_ctx, work, record):
@@ -284,7 +285,13 @@ def test_api_rollback_clone_cancel_and_their_errors(client, tokens, db_session, 
     d = call(client, reader, "GET", "/api/v1/deployments/probe-stage").json["deployment"]
     assert d["state"] == "Failure" and d["failure_reason"] == "cancelled"
     response = call(client, deployer, "POST", f"/api/v1/actions/{queued}/cancel")
-    assert response.status_code == 409 and "is cancelled" in response.json["error"]
+    assert response.status_code == 409
+    assert response.json["error"] == f"action {queued} already ended (cancelled); there is nothing to cancel"
+    response = call(client, deployer, "POST", f"/api/v1/actions/{first['action_id']}/cancel")
+    assert response.status_code == 409
+    assert response.json["error"] == (f"action {first['action_id']} already ended (succeeded); "
+                                      "there is nothing to cancel")
+    assert response.json["action_state"] == "succeeded"
     assert call(client, deployer, "POST", "/api/v1/actions/999999/cancel").status_code == 404
 
     # 409 with the transitions the state allows

@@ -255,7 +255,7 @@ def test_cancel_a_queued_action_from_the_page(client, admin_token, db_session):
     assert db_session.get(Action, accepted["action_id"]).state is ActionState.CANCELLED
     again = client.post(f"/deployments/probe-stage/actions/{accepted['action_id']}/cancel",
                         data={"csrf_token": csrf(client, "/")})
-    assert "only a queued or running action can be cancelled" in client.get(again.location).get_data(as_text=True)
+    assert "already ended (cancelled); there is nothing to cancel" in client.get(again.location).get_data(as_text=True)
 
 
 def test_logged_out_visitors_cannot_cancel(client, admin_token):
