@@ -10,6 +10,7 @@ from collections.abc import Callable
 import click
 
 from bot.client import output
+from bot.client.exits import Exit
 from bot.client.http import Client, ClientError
 from bot.client.settings import Connection
 
@@ -27,6 +28,7 @@ class Out:
     def client(self) -> Client:
         if self._client is None:
             connection = Connection.resolve(self.url, self.token)
+            connection.check_token()
             self._client = Client(connection.url, connection.token)
         return self._client
 
@@ -63,6 +65,19 @@ def client_command(function: Callable) -> Callable:
         sys.exit(int(code or 0))
 
     return wrapper
+
+
+def parse_action_id(value: str, name: str = "ACTION_ID") -> int:
+    """An action id given on the command line, or a one-line error (exit 2) saying what one is.
+
+    Checked here rather than by click, whose message ("not a valid integer range") says nothing of ids.
+    """
+    hint = "(an action's id, as `sami info NAME` lists them)"
+    if not (value.isascii() and value.isdigit()):
+        raise ClientError(f"{name} must be a whole number {hint}", Exit.BAD_INPUT)
+    if int(value) < 1:
+        raise ClientError(f"{name} must be 1 or more {hint}", Exit.BAD_INPUT)
+    return int(value)
 
 
 def complete_deployment(ctx, param, incomplete: str) -> list[str]:

@@ -7,11 +7,13 @@ import time
 import click
 
 from bot.client import output
-from bot.client.common import Out, client_command, complete_deployment
+from bot.client.common import Out, client_command, complete_deployment, parse_action_id
 from bot.client.exits import ACTION_EXITS, Exit
 from bot.client.follow import follow, report
 from bot.client.http import ClientError
 from bot.states import DeploymentState
+
+LABEL_WIDTH = 22  # `sami info`'s field labels, padded: "deployment overrides:" is the longest
 
 
 def _first_link(deployment: dict) -> str:
@@ -90,8 +92,10 @@ def info(out: Out, name) -> Exit:
         values = (d.get("overrides") or {}).get(kind) or {}
         if values:
             fields.append((f"{kind} overrides", ", ".join(f"{k}={v}" for k, v in sorted(values.items()))))
-    for link in d.get("links") or []:
-        fields.append((link.get("name", "link"), link.get("url")))
+    links = [(link.get("name") or "link", link.get("url")) for link in d.get("links") or []]
+    if links:  # under one label, names in a column of their own: a name may be longer than any label
+        width = max(len(name) for name, _ in links) + 2
+        fields.append(("links", "\n".join(f"{name:<{width}}{url}" for name, url in links)))
     source = d.get("source") or {}
     for key in ("repository", "pull_request", "ref", "sha"):
         if source.get(key):
@@ -100,7 +104,10 @@ def info(out: Out, name) -> Exit:
                ("created", d.get("created_at"))]
     for label, value in fields:
         if value not in (None, ""):
-            out.say(f"{label + ':':<22}{value}")
+            first, *more = str(value).split("\n")
+            out.say(f"{label + ':':<{LABEL_WIDTH}}{first}")
+            for line in more:
+                out.say(" " * LABEL_WIDTH + line)
     actions = answer.get("actions", [])
     if actions:
         out.say()
@@ -114,7 +121,7 @@ def info(out: Out, name) -> Exit:
 
 
 @click.command()
-@click.argument("action_id", type=click.IntRange(1))
+@click.argument("action_id")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the action ends.")
 @click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, hidden=True)
 @click.option("--timeout", type=click.FloatRange(1, 86400), default=1800, show_default=True,
@@ -130,6 +137,7 @@ def logs(out: Out, action_id, follow, interval, timeout) -> Exit:
     Example:
         sami logs 118 --follow
     """
+    action_id = parse_action_id(action_id)
     client = out.client
     started = time.monotonic()
     answer = client.get(f"/api/v1/actions/{action_id}/log")
@@ -156,7 +164,7 @@ def logs(out: Out, action_id, follow, interval, timeout) -> Exit:
 
 
 @click.command()
-@click.argument("action_id", type=click.IntRange(1))
+@click.argument("action_id")
 @click.option("--timeout", type=click.FloatRange(1, 86400), default=1800, show_default=True,
               help="Give up waiting after this many seconds (exit 5).")
 @click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, hidden=True)
@@ -169,7 +177,7 @@ def wait(out: Out, action_id, timeout, interval) -> Exit:
     Example:
         sami wait 118 --timeout 600
     """
-    result = follow(out, action_id, timeout, interval)
+    result = follow(out, parse_action_id(action_id), timeout, interval)
     code = report(out, result)
     if out.as_json:
         output.print_json(result)

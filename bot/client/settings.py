@@ -59,6 +59,7 @@ class Connection:
     url: str
     token: str | None
     url_from: str  # where the URL came from, for error messages
+    token_saved_for: str | None = None  # the server a saved token is for, when it is not this one
 
     @classmethod
     def resolve(cls, url: str | None, token: str | None) -> Connection:
@@ -69,8 +70,18 @@ class Connection:
         saved = read_config() if not (url and token) else {}
         saved_url = saved.get("url", "").rstrip("/")
         if url:
-            same = saved_url and url.rstrip("/") == saved_url
-            return cls(url, token or (saved.get("token") if same else None), "--url or SAMI_URL")
+            if token or not saved.get("token"):
+                return cls(url, token, "--url or SAMI_URL")
+            if url.rstrip("/") == saved_url:
+                return cls(url, saved["token"], "--url or SAMI_URL")
+            return cls(url, None, "--url or SAMI_URL", token_saved_for=saved_url)
         if saved_url:
             return cls(saved_url, token or saved.get("token"), str(config_path()))
         return cls(DEFAULT_URL, token, "the default")
+
+    def check_token(self) -> None:
+        """ClientError when there is no token for this server but one saved for another: say whose it is."""
+        if not self.token and self.token_saved_for:
+            url = self.url.rstrip("/")
+            raise ClientError(f"the saved token is for {self.token_saved_for}; pass --token or SAMI_TOKEN for {url}, "
+                              f"or run `sami login --url {url}`", Exit.REFUSED)

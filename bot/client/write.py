@@ -11,7 +11,7 @@ import click
 
 from bot import naming
 from bot.client import output
-from bot.client.common import Out, client_command, complete_deployment, wait_options
+from bot.client.common import Out, client_command, complete_deployment, parse_action_id, wait_options
 from bot.client.exits import ACTION_EXITS, Exit
 from bot.client.follow import accepted, follow, report
 from bot.client.http import ClientError
@@ -188,7 +188,7 @@ def delete(out: Out, name, yes) -> Exit:
 
 @click.command()
 @click.argument("name", shell_complete=complete_deployment)
-@click.option("--to", "to_action", type=click.IntRange(1), metavar="ACTION_ID",
+@click.option("--to", "to_action", metavar="ACTION_ID",
               help="The action whose configuration to go back to (default: the last one that succeeded before).")
 @wait_options
 @client_command
@@ -200,7 +200,7 @@ def rollback(out: Out, name, to_action, wait, timeout, interval) -> Exit:
         sami rollback web-stage --wait
         sami rollback web-stage --to 118
     """
-    body = {"action_id": to_action} if to_action else {}
+    body = {"action_id": parse_action_id(to_action, "--to")} if to_action is not None else {}
     return accepted(out, out.client.post(f"/api/v1/deployments/{name}/rollback", body), wait, timeout, interval)
 
 
@@ -222,7 +222,7 @@ def clone(out: Out, name, environment, new_name, wait, timeout, interval) -> Exi
 
 
 @click.command()
-@click.argument("action_id", type=click.IntRange(1))
+@click.argument("action_id")
 @wait_options
 @client_command
 def cancel(out: Out, action_id, wait, timeout, interval) -> Exit:
@@ -233,6 +233,7 @@ def cancel(out: Out, action_id, wait, timeout, interval) -> Exit:
     Example:
         sami cancel 118 --wait
     """
+    action_id = parse_action_id(action_id)
     action = out.client.post(f"/api/v1/actions/{action_id}/cancel")
     action.pop("log", None)
     label = f"action {action_id} ({action['kind']} {action['deployment']})"

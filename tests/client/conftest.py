@@ -22,6 +22,7 @@ from tests.support.sami_server import ROOT, SamiServer, sami, sami_env
 from tests.support.servers import free_port
 
 BROKEN_MANIFEST = "services/broken/static_file/stage/sami.yaml"
+LONG_LINK = "dashboard of the whole stack"
 
 
 @dataclass
@@ -56,6 +57,11 @@ class Server:
 def deployments_repo(root: Path) -> Path:
     shutil.copytree(ROOT / "examples" / "deployments", root)
     write_probe_repo(root, root.parent / "probe-record", timeout="60s", status_timeout="10s")
+    # a third link, with a name longer than `sami info`'s labels
+    info = root / "scripts" / "probe" / "info"
+    links = 'echo "logs,https://logs.example.test/$name"'
+    assert links in info.read_text()
+    info.write_text(info.read_text().replace(links, f'{links}; echo "{LONG_LINK},https://grafana.example.test/d/$name"'))
     broken = root / BROKEN_MANIFEST
     broken.parent.mkdir(parents=True)
     broken.write_text("version: v1beta\nservice_name: broken\ntype: static_file\nurl: 42\n")

@@ -17,7 +17,7 @@ import pytest
 
 from bot.client import output
 from bot.client.exits import Exit
-from tests.client.conftest import BROKEN_MANIFEST
+from tests.client.conftest import BROKEN_MANIFEST, LONG_LINK
 from tests.support.procs import wait_until
 from tests.support.sami_server import ROOT
 from tests.support.servers import free_port
@@ -272,13 +272,48 @@ def test_login_saves_url_and_token_for_the_other_commands_and_only_for_that_serv
     listed = server.run("list", "--json", env=env)
     assert listed.returncode == Exit.OK, listed.stderr
     assert {d["service"] for d in json.loads(listed.stdout)["deployments"]} <= {"docs"}
-    # another server address does not get the saved token
-    other = server.run("list", env={**env, "SAMI_URL": f"http://127.0.0.1:{free_port()}"})
-    assert other.returncode == Exit.REFUSED and "no token" in other.stderr
+    # another server address does not get the saved token, and the message says whose it is
+    elsewhere = f"http://127.0.0.1:{free_port()}"
+    for other in (server.run("list", "--url", elsewhere, env=env),
+                  server.run("list", env={**env, "SAMI_URL": elsewhere + "/"})):
+        assert other.returncode == Exit.REFUSED
+        assert other.stderr.strip() == (f"sami: the saved token is for {server.url}; pass --token or SAMI_TOKEN for "
+                                        f"{elsewhere}, or run `sami login --url {elsewhere}`")
     refused = server.run("login", "--url", server.url, stdin="sami_wrong\n", env=env)
     assert refused.returncode == Exit.REFUSED
     assert json.loads(config.read_text())["token"] == server.reader, "a refused token is not saved"
     assert not [p for p in config.parent.iterdir() if p.name != "config.json"]
+
+
+@pytest.mark.parametrize("command", [["cancel"], ["logs"], ["wait"], ["rollback", "docs-stage", "--to"]])
+def test_an_action_id_that_is_not_a_whole_number_is_exit_2_saying_what_it_is(server, command):
+    name = command[-1] if command[-1].startswith("--") else "ACTION_ID"
+    for value, wanted in (("abc", "a whole number"), ("1.5", "a whole number"), ("0", "1 or more")):
+        done = server.run(*command, value)
+        assert done.returncode == Exit.BAD_INPUT
+        assert done.stderr == f"sami: {name} must be {wanted} (an action's id, as `sami info NAME` lists them)\n"
+        assert done.stdout == ""
+    as_json = server.run(*command, "abc", "--json")
+    assert as_json.returncode == Exit.BAD_INPUT
+    assert json.loads(as_json.stdout) == {"error": f"{name} must be a whole number (an action's id, as `sami info "
+                                                   "NAME` lists them)", "status": None, "exit_code": 2}
+
+
+def test_info_aligns_every_field_and_lists_the_links_under_one_label(server):
+    assert server.run("request", "probe", "pull_request", "--pull-request", "21", "--tag", "t1",
+                      "--wait").returncode == Exit.OK
+    shown = server.run("info", "probe-pr-21")
+    assert shown.returncode == Exit.OK, shown.stderr
+    fields = shown.stdout.split("\n\n")[0].splitlines()
+    column = len("state:                ")
+    for line in fields:
+        label, value = line[:column], line[column:]
+        assert re.fullmatch(r"[a-z ]+: *| *", label) and value[:1] not in ("", " "), line
+    links = [line[column:] for line in fields[fields.index(next(f for f in fields if f.startswith("links:"))):]][:3]
+    width = len(LONG_LINK) + 2
+    assert links == [f"{'app':<{width}}https://probe-pr-21.example.test",
+                     f"{'logs':<{width}}https://logs.example.test/probe-pr-21",
+                     f"{LONG_LINK:<{width}}https://grafana.example.test/d/probe-pr-21"]
 
 
 def test_every_client_command_has_an_example_and_the_exit_codes_in_its_help(server):
