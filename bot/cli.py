@@ -100,7 +100,8 @@ def _announce_sign_in_link(settings) -> None:
 
     The code rides in the URL's fragment, which browsers do not send, so it never reaches an access
     log; the server keeps only its hash, and it works once, within the hour. Its session is a fresh
-    admin token's (``sami token list`` shows it, ``sami token revoke`` ends it).
+    admin token's (``sami token list`` shows it; signing out of the page revokes it, as ``sami token
+    revoke`` does).
     """
     from bot.web.auth import ONE_TIME_TTL, make_one_time_code
 

@@ -27,12 +27,13 @@ from sqlalchemy import select
 
 from bot.db import get_session
 from bot.models import ApiToken, Deployment
-from bot.tokens import Scopes
+from bot.tokens import Scopes, revoke_token
 
 log = logging.getLogger(__name__)
 PERMISSION_TTL = 300.0  # seconds a looked-up repository permission is trusted
 ONE_TIME_TTL = 3600  # seconds the embedded default's sign-in link works
 ONE_TIME_FILE = "signin-link"
+ONE_TIME_CREATOR = "one-time sign-in link"  # the created_by of the admin tokens the link makes
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,15 @@ def sign_in(data: dict) -> None:
 
 
 def sign_out() -> None:
+    """End the session. A token the one-time link made for it is revoked too: nobody else holds it
+    (it was never shown), so it would only pile up; a token the person typed in stays theirs."""
+    data = session.get("viewer")
+    if isinstance(data, dict) and data.get("kind") == "token":
+        db = get_session()
+        token = db.scalars(select(ApiToken).where(ApiToken.token_id == str(data.get("token_id")))).first()
+        if token is not None and token.created_by == ONE_TIME_CREATOR:
+            revoke_token(db, token.name)
+            db.commit()
     session.clear()
     g.pop("viewer", None)
 

@@ -466,13 +466,14 @@ def login_once():
 
 @bp.post("/login/once")
 def login_once_redeem():
-    """Redeem the one-time code: a fresh admin token's session (revocable with sami token revoke)."""
+    """Redeem the one-time code: a fresh admin token's session, revoked when it signs out (or with sami
+    token revoke)."""
     code = (request.form.get("code") or "").strip()
     if not auth.redeem_one_time_code(current_app.config["SAMI"].instance_dir, code):
         abort(403, "this sign-in link was used already or has expired: restart the server for a new one, or "
                    "sign in with a token")
     name = f"page-admin-{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(2)}"
-    create_token(get_session(), name, Scopes(admin=True), created_by="one-time sign-in link")
+    create_token(get_session(), name, Scopes(admin=True), created_by=auth.ONE_TIME_CREATOR)
     get_session().commit()
     token = get_session().scalars(select(ApiToken).where(ApiToken.name == name)).one()
     auth.sign_in({"kind": "token", "token_id": token.token_id})

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import sessionmaker
 
 from bot import db
-from bot.models import Deployment
+from bot.models import ApiToken, Deployment
 from bot.tokens import Scopes, create_token
 from tests.conftest import create_database
 from tests.pipeline.probe_scripts import write_probe_repo
@@ -332,4 +332,46 @@ def test_the_printed_one_time_link_signs_a_newcomer_in_to_deploy(browser, site):
     second.goto(link)
     expect(second.get_by_role("heading")).to_contain_text("Not allowed")
     again.close()
+    # signing out revokes the admin token the link made: nobody else holds it, so they do not pile up
+    with site.sessions() as session:
+        made = session.scalars(select(ApiToken).where(ApiToken.created_by == "one-time sign-in link")).all()
+    assert [(t.name.startswith("page-admin-"), t.revoked_at) for t in made] == [(True, None)]
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("link", name="Sign in")).to_be_visible()
+    with site.sessions() as session:
+        assert session.get(ApiToken, made[0].id).revoked_at is not None
     context.close()
+
+
+def test_signing_out_keeps_a_token_that_was_typed_in(page, site):
+    with site.sessions() as session:
+        typed = create_token(session, f"typed-{uuid.uuid4().hex[:6]}", Scopes(actions=("read",)))
+        session.commit()
+    sign_in(page, site, typed)
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("link", name="Sign in")).to_be_visible()
+    assert site.api("GET", "/api/v1/deployments", token=typed)[0] == 200
+    sign_in(page, site, typed)
+
+
+@pytest.mark.parametrize("path", ["/", "/deployments/probe-stage", "/services", "/deliveries", "/login"])
+def test_a_page_load_logs_no_console_errors_and_its_icon_loads(page, site, path):
+    site.deploy(tag="v1")
+    wait_state(site, "probe-stage", "Running")
+    errors = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    sign_in(page, site)
+    errors.clear()
+    page.goto(site.url + path)
+    expect(page.locator("#live-status")).to_have_text("Live")  # the page's script has run and connected
+    # Headless Chromium asks for no icon; a browser on a desktop asks for the one the page names, else /favicon.ico.
+    icon = page.evaluate("""async () => {
+        const link = document.querySelector('link[rel~="icon"]');
+        const response = await fetch(link ? link.href : '/favicon.ico');
+        return {named: !!link, status: response.status, type: response.headers.get('content-type'),
+                body: await response.text()};
+    }""")
+    assert (icon["named"], icon["status"], icon["type"].split(";")[0]) == (True, 200, "image/svg+xml"), icon
+    assert icon["body"].lstrip().startswith("<svg")
+    assert errors == []
