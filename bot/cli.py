@@ -45,6 +45,7 @@ def serve(bind: str, workers: int | None, threads: int, migrate: bool) -> None:
 
     settings = load_settings()
     configure_logging(settings)
+    _warn_if_metrics_open(settings)
     # Before anything imports prometheus_client: every gunicorn process writes its samples here.
     metrics_dir = _metrics_folder()
     if migrate:
@@ -93,6 +94,15 @@ def serve(bind: str, workers: int | None, threads: int, migrate: bool) -> None:
             return app
 
     _Server().run()
+
+
+def _warn_if_metrics_open(settings) -> None:
+    """Production serving /metrics to anyone is allowed (a private network may be enough) but said once, at start."""
+    if settings.mode == "production" and not settings.metrics_token:
+        import logging
+
+        logging.getLogger("bot.metrics").warning(
+            "/metrics is open to anyone who can reach it: set SAMI_METRICS_TOKEN to require a bearer token")
 
 
 def _announce_sign_in_link(settings) -> None:
@@ -222,6 +232,7 @@ def _serve_process_metrics(settings, context) -> None:
         return
     from bot.metrics import StateCollector, serve_metrics
 
+    _warn_if_metrics_open(settings)
     serve_metrics(settings.metrics_port, settings.metrics_token,
                   extra=[StateCollector(context.session, lambda: context.broker)])
 

@@ -252,6 +252,12 @@ _VARIABLES: dict[str, tuple[str, object]] = {
 # Settings that must be set (non-empty) in production mode.
 _REQUIRED_IN_PRODUCTION = ("SAMI_DATABASE_URL", "SAMI_SECRET_KEY", "SAMI_WEBHOOK_SECRET")
 
+# The shortest secret production accepts, in characters: a short one can be guessed, and with it
+# page sessions (SAMI_SECRET_KEY) or webhook signatures (SAMI_WEBHOOK_SECRET) forged. GitHub's
+# docs generate webhook secrets from 20 random bytes; the metrics token (optional) guards a scrape.
+MIN_SECRET_LENGTHS = {"SAMI_SECRET_KEY": 32, "SAMI_WEBHOOK_SECRET": 20, "SAMI_METRICS_TOKEN": 20}
+_HOW_TO_MAKE_ONE = "python3 -c 'import secrets; print(secrets.token_hex(32))'"
+
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides) -> Settings:
     """Build Settings from ``SAMI_*`` variables; raise ConfigError naming the first bad one."""
@@ -276,6 +282,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides) -> Sett
             name = _VARIABLES[variable][0]
             if not getattr(settings, name):
                 raise ConfigError(variable, "required in production mode (SAMI_MODE=production)")
+        for variable, minimum in MIN_SECRET_LENGTHS.items():
+            value = getattr(settings, _VARIABLES[variable][0])
+            if value and len(value) < minimum:
+                raise ConfigError(variable, f"must be at least {minimum} characters in production "
+                                            f"(make one: {_HOW_TO_MAKE_ONE})")
     return _fill_defaults(settings)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from bot.cli import cli
+from bot.config import ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +35,15 @@ def test_compose_file_has_every_process(rendered):
     web = rendered["services"]["web"]
     assert web["environment"]["SAMI_MODE"] == "production"
     assert web["environment"]["SAMI_REDIS_URL"] == "redis://redis:6379/0"
+
+
+def test_env_example_leaves_the_secrets_to_be_made(rendered):
+    """A copied .env.example cannot run production on placeholder secrets; made ones run it."""
+    environ = {k: "" if v is None else str(v) for k, v in rendered["services"]["web"]["environment"].items()}
+    with pytest.raises(ConfigError, match=r"^SAMI_SECRET_KEY: required in production mode"):
+        load_settings(environ)
+    made = {**environ, "SAMI_SECRET_KEY": secrets.token_hex(32), "SAMI_WEBHOOK_SECRET": secrets.token_hex(32)}
+    assert load_settings(made).mode == "production"
 
 
 def test_compose_commands_exist_in_the_cli(rendered):

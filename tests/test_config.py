@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import pytest
 from sqlalchemy.engine import make_url
 
 from bot import db
-from bot.config import ConfigError, database_url, load_settings
+from bot.config import MIN_SECRET_LENGTHS, ConfigError, database_url, load_settings
+from tests.support.sami_server import PRODUCTION_SECRET_KEY, PRODUCTION_WEBHOOK_SECRET, SamiServer, sami, sami_env
+
+PRODUCTION = {"SAMI_MODE": "production", "SAMI_DATABASE_URL": "postgresql://sami@db/sami",
+              "SAMI_SECRET_KEY": PRODUCTION_SECRET_KEY, "SAMI_WEBHOOK_SECRET": PRODUCTION_WEBHOOK_SECRET}
+MAKE_ONE = "(make one: python3 -c 'import secrets; print(secrets.token_hex(32))')"
 
 
 def test_defaults_are_the_embedded_default(tmp_path):
@@ -84,12 +91,59 @@ def test_production_requires_its_secrets(missing):
     environ = {
         "SAMI_MODE": "production",
         "SAMI_DATABASE_URL": "postgresql://sami@db/sami",
-        "SAMI_SECRET_KEY": "k",
-        "SAMI_WEBHOOK_SECRET": "w",
+        "SAMI_SECRET_KEY": PRODUCTION_SECRET_KEY,
+        "SAMI_WEBHOOK_SECRET": PRODUCTION_WEBHOOK_SECRET,
     }
     del environ[missing]
     with pytest.raises(ConfigError, match=f"^{missing}: required in production mode"):
         load_settings(environ)
+
+
+@pytest.mark.parametrize(("variable", "minimum"), [
+    ("SAMI_SECRET_KEY", 32), ("SAMI_WEBHOOK_SECRET", 20), ("SAMI_METRICS_TOKEN", 20)])
+def test_production_refuses_short_secrets_saying_how_to_make_one(variable, minimum):
+    assert MIN_SECRET_LENGTHS[variable] == minimum
+    with pytest.raises(ConfigError) as refused:
+        load_settings({**PRODUCTION, variable: "s" * (minimum - 1)})
+    assert str(refused.value) == (f"{variable}: must be at least {minimum} characters in production {MAKE_ONE}")
+    settings = load_settings({**PRODUCTION, variable: "s" * minimum})
+    assert len(getattr(settings, variable.removeprefix("SAMI_").lower())) == minimum
+
+
+@pytest.mark.parametrize("mode", ["development", "test"])
+def test_other_modes_keep_short_secrets(mode):
+    settings = load_settings({"SAMI_MODE": mode, "SAMI_SECRET_KEY": "k", "SAMI_WEBHOOK_SECRET": "w",
+                              "SAMI_METRICS_TOKEN": "m"})
+    assert (settings.secret_key, settings.webhook_secret, settings.metrics_token) == ("k", "w", "m")
+
+
+def test_sami_serve_in_production_refuses_a_short_webhook_secret(tmp_path):
+    env = sami_env(**{**PRODUCTION, "SAMI_DATABASE_URL": f"sqlite:///{tmp_path / 'sami.sqlite3'}",
+                      "SAMI_INSTANCE_DIR": str(tmp_path), "SAMI_WEBHOOK_SECRET": "abc"})
+    result = sami("serve", "--bind", "127.0.0.1:0", env=env, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"sami: configuration error: SAMI_WEBHOOK_SECRET: must be at least 20 characters in production {MAKE_ONE}"]
+    assert "abc" not in result.stderr.replace("SAMI_WEBHOOK_SECRET", "")
+
+
+@pytest.mark.parametrize("token", ["", "m" * 32])
+def test_production_serve_says_once_when_metrics_are_open(tmp_path, token):
+    env = sami_env(**{**PRODUCTION, "SAMI_DATABASE_URL": f"sqlite:///{tmp_path / 'sami.sqlite3'}",
+                      "SAMI_INSTANCE_DIR": str(tmp_path), "SAMI_METRICS_TOKEN": token})
+    with SamiServer(env, tmp_path / "serve.log", "--migrate") as server:
+        for _ in range(3):  # scrapes add no warning: it is said once, at start
+            try:
+                status = urllib.request.urlopen(f"{server.url}/metrics", timeout=10).status
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+            assert status == (401 if token else 200)
+    warnings = [line for line in server.output().splitlines() if "/metrics is open" in line]
+    if token:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1, server.output()
+        assert "WARNING" in warnings[0] and "SAMI_METRICS_TOKEN" in warnings[0]
 
 
 def _run_sami(args, env_overrides):
@@ -105,7 +159,8 @@ def _run_sami(args, env_overrides):
     ({"SAMI_DATABASE_URL": "postgresql+psycopg://sami@db/sami"}, "SAMI_DATABASE_URL"),
     ({"SAMI_DATABASE_URL": "mysql://sami@db/sami"}, "SAMI_DATABASE_URL"),
     ({"SAMI_MODE": "production", "SAMI_DATABASE_URL": "postgresql://x@y/z",
-      "SAMI_SECRET_KEY": "k"}, "SAMI_WEBHOOK_SECRET"),
+      "SAMI_SECRET_KEY": PRODUCTION_SECRET_KEY}, "SAMI_WEBHOOK_SECRET"),
+    ({**PRODUCTION, "SAMI_SECRET_KEY": "short"}, "SAMI_SECRET_KEY"),
 ])
 @pytest.mark.parametrize("command", [["serve"], ["db", "upgrade"]])
 def test_bad_configuration_stops_the_process_with_one_line(env, variable, command):

@@ -20,6 +20,7 @@ import yaml
 
 from bot.cli import cli
 from bot.config import _VARIABLES, load_settings
+from tests.support.sami_server import PRODUCTION_SECRET_KEY, PRODUCTION_WEBHOOK_SECRET
 from workers.executor import PASSED_ENVIRONMENT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -447,7 +448,7 @@ def test_pods_get_every_setting_of_the_full_values(rendered):
 def test_existing_secret_is_what_the_pods_read(rendered):
     docs = rendered["external-existing-secret"]
     own = {"SAMI_DATABASE_URL": "postgresql://sami:pw@db.example.test/sami", "SAMI_REDIS_URL": "redis://r:6379/0",
-           "SAMI_WEBHOOK_SECRET": "webhook-secret", "SAMI_SECRET_KEY": "session-key"}
+           "SAMI_WEBHOOK_SECRET": PRODUCTION_WEBHOOK_SECRET, "SAMI_SECRET_KEY": PRODUCTION_SECRET_KEY}
     for component in SAMI_WORKLOADS:
         environ = container_environ(docs, workload(docs, component), {"sami-secrets": own})
         assert load_settings(environ).redis_url == "redis://r:6379/0"
@@ -469,7 +470,7 @@ def test_checksum_annotations_roll_the_pods_when_settings_change(helm, rendered)
     assert _checksums(helm.render()) == {base}, "the same values give the same checksums"
     (changed,) = _checksums(helm.render({"config": {"logLevel": "debug"}}))
     assert changed[0] != base[0] and changed[1] == base[1]
-    (secret_changed,) = _checksums(helm.render({"secrets": {"webhookSecret": "another-secret"}}))
+    (secret_changed,) = _checksums(helm.render({"secrets": {"webhookSecret": "another-webhook-secret-0123456789"}}))
     assert secret_changed[0] == base[0] and secret_changed[1] != base[1]
     (existing,) = _checksums(rendered["external-existing-secret"])
     assert existing[1] is None
@@ -628,6 +629,8 @@ SCHEMA_FAILURES = {
     "rbac-without-namespaces": ({"rbac": {"create": True}}, "/rbac/namespaces"),
     "password-unsafe-in-a-url": ({"postgresql": {"auth": {"password": "p@ss/word"}}}, "/postgresql/auth/password"),
     "numeric-image-tag": ({"image": {"tag": 1.5}}, "/image/tag"),
+    "short-webhook-secret": ({"secrets": {"webhookSecret": "w" * 19}}, "/secrets/webhookSecret"),
+    "short-session-key": ({"secrets": {"secretKey": "k" * 31}}, "/secrets/secretKey"),
 }
 
 

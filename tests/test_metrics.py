@@ -20,7 +20,15 @@ from tests.pipeline.probe_scripts import write_probe_repo
 from tests.support.github_payloads import body as payload_body
 from tests.support.github_payloads import delivery_headers, example
 from tests.support.procs import wait_until
-from tests.support.sami_server import ROOT, SamiServer, post, sami, sami_env
+from tests.support.sami_server import (
+    PRODUCTION_SECRET_KEY,
+    PRODUCTION_WEBHOOK_SECRET,
+    ROOT,
+    SamiServer,
+    post,
+    sami,
+    sami_env,
+)
 from tests.support.servers import RedisServer, free_port
 
 pytestmark = pytest.mark.slow
@@ -203,11 +211,36 @@ def _multiproc_folder(pid: int) -> str | None:
     return None
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, token: str | None = None) -> bool:
     try:
-        return call(url)[0] == 200
+        return call(url, token)[0] == 200
     except OSError:
         return False
+
+
+@pytest.mark.parametrize("token", ["", "metrics-scrape-token-0123456789"], ids=["open", "token"])
+def test_a_production_scheduler_says_once_at_start_when_its_metrics_are_open(tmp_path, token):
+    port = free_port()
+    env = sami_env(SAMI_MODE="production", SAMI_DATABASE_URL=f"sqlite:///{tmp_path / 'sami.sqlite3'}",
+                   SAMI_INSTANCE_DIR=str(tmp_path / "instance"), SAMI_SECRET_KEY=PRODUCTION_SECRET_KEY,
+                   SAMI_WEBHOOK_SECRET=PRODUCTION_WEBHOOK_SECRET, SAMI_METRICS_PORT=str(port),
+                   SAMI_METRICS_TOKEN=token)
+    sami("db", "upgrade", env=env)
+    url = f"http://127.0.0.1:{port}/metrics"
+    with open(tmp_path / "scheduler.log", "wb") as log:
+        scheduler = subprocess.Popen([sys.executable, "-m", "bot.cli", "scheduler", "--interval", "0.5"], env=env,
+                                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: _answers(url, token), 30, "the scheduler's metrics port")
+            for _ in range(3):  # scrapes and ticks add no warning
+                assert scrape(url, token or None)
+        finally:
+            scheduler.terminate()
+            scheduler.wait(30)
+    output = (tmp_path / "scheduler.log").read_text()
+    warnings = [line for line in output.splitlines() if "/metrics is open" in line]
+    assert len(warnings) == (0 if token else 1), output
+    assert all("WARNING" in line and "SAMI_METRICS_TOKEN" in line for line in warnings)
 
 
 def test_the_sample_dashboard_names_only_metrics_sami_exports():

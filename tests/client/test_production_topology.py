@@ -11,7 +11,7 @@ import pytest
 
 from bot.client.exits import Exit
 from tests.client.conftest import deployments_repo
-from tests.support.sami_server import ROOT, SamiServer, sami, sami_env
+from tests.support.sami_server import PRODUCTION_SECRET_KEY, ROOT, SamiServer, sami, sami_env
 from tests.support.servers import RedisServer, free_port
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,7 @@ def own_redis():
 def test_request_wait_with_postgresql_redis_and_a_worker_process(own_database_url, own_redis, tmp_path):
     port = free_port()
     env = sami_env(SAMI_MODE="production", SAMI_DATABASE_URL=own_database_url, SAMI_REDIS_URL=own_redis.url(0),
-                   SAMI_SECRET_KEY="client-test-session-key", SAMI_WEBHOOK_SECRET="client-test-webhook-secret",
+                   SAMI_SECRET_KEY=PRODUCTION_SECRET_KEY, SAMI_WEBHOOK_SECRET="client-test-webhook-secret",
                    SAMI_INSTANCE_DIR=str(tmp_path / "instance"),
                    SAMI_DEPLOYMENTS_REPO=str(deployments_repo(tmp_path / "repo")),
                    SAMI_BASE_DOMAIN=f"127.0.0.1:{port}", SAMI_PUBLIC_URL=f"http://127.0.0.1:{port}",

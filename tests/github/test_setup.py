@@ -24,6 +24,7 @@ from bot.config import load_settings
 from bot.github import setup
 from bot.github.client import GitHubClient, GitHubError, convert_app_manifest
 from tests.support.github_mock import Reply
+from tests.support.sami_server import PRODUCTION_SECRET_KEY, PRODUCTION_WEBHOOK_SECRET
 from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -217,7 +218,8 @@ def test_githubs_refusal_is_one_line_and_writes_nothing(tmp_path, token_fake, st
 
 @pytest.mark.parametrize("config, status, reason", [
     ({"mode": "test"}, 403, "development mode only"),
-    ({"mode": "production", "database_url": "sqlite:///x.db"}, 403, "development mode only"),
+    ({"mode": "production", "database_url": "sqlite:///x.db", "secret_key": PRODUCTION_SECRET_KEY,
+      "webhook_secret": PRODUCTION_WEBHOOK_SECRET}, 403, "development mode only"),
     ({"github_token": "ghp_x"}, 409, "configured already"),
     ({"github_app_id": 7}, 409, "configured already"),
 ])

@@ -23,7 +23,7 @@ from bot.models import Delivery, DeliveryStatus
 from tests.conftest import create_database
 from tests.support import github_payloads
 from tests.support.procs import wait_until
-from tests.support.sami_server import ROOT, SamiServer, post, sami, sami_env
+from tests.support.sami_server import PRODUCTION_SECRET_KEY, ROOT, SamiServer, post, sami, sami_env
 from tests.support.servers import RedisServer
 from workers.queue import ACTIONS_QUEUE
 
@@ -40,7 +40,7 @@ class Stack:
         self.redis = redis
         self.database_url = database_url
         self.env = sami_env(SAMI_MODE="production", SAMI_DATABASE_URL=database_url, SAMI_REDIS_URL=redis.url(0),
-                            SAMI_SECRET_KEY="server-test-session-key", SAMI_WEBHOOK_SECRET=SECRET,
+                            SAMI_SECRET_KEY=PRODUCTION_SECRET_KEY, SAMI_WEBHOOK_SECRET=SECRET,
                             SAMI_INSTANCE_DIR=str(tmp_path / "instance"), SAMI_LOG_LEVEL="warning")
         self.server = SamiServer(self.env, tmp_path / "serve.log")
         self.engine = create_engine(database_url)

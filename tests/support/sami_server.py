@@ -14,6 +14,11 @@ from tests.support.servers import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Secrets as long as production mode asks (bot/config.py's MIN_SECRET_LENGTHS), for tests that run it.
+PRODUCTION_SECRET_KEY = "test-session-signing-key-0123456789abcdef"
+PRODUCTION_WEBHOOK_SECRET = "test-webhook-secret-0123456789abcdef"
+
+
 def sami_env(**settings: str) -> dict[str, str]:
     """This process's environment without its SAMI_* variables, plus ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
