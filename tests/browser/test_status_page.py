@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from sqlalchemy.orm import sessionmaker
 from bot import db
 from bot.models import ApiToken, Deployment
 from bot.tokens import Scopes, create_token
+from bot.web.pages import ago
 from tests.conftest import create_database
 from tests.pipeline.probe_scripts import write_probe_repo
 from tests.support.sami_server import ROOT, SamiServer, sami_env
@@ -131,6 +133,12 @@ def wait_state(site: Site, name: str, *states: str, timeout: float = 60) -> str:
         time.sleep(0.3)
 
 
+def expect_live(page) -> None:
+    """The page's script has run and its event stream is connected: it says "Live" on connecting, and "Updated …"
+    once a change arrives (a deployment the test before started may still be sending its last ones)."""
+    expect(page.locator("#live-status")).to_have_text(re.compile(r"^(Live|Updated .+)$"))
+
+
 def axe_violations(page) -> list[dict]:
     page.add_script_tag(path=str(AXE))
     result = page.evaluate("() => axe.run(document, {resultTypes: ['violations']})")
@@ -166,7 +174,7 @@ def test_a_change_made_through_the_api_shows_on_the_open_page(page, site):
     wait_state(site, "probe-stage", "Running")
     page.goto(site.url + "/deployments/probe-stage")
     expect(page.locator(".head .state")).to_have_text(re.compile("Running"))
-    expect(page.locator("#live-status")).to_have_text("Live")
+    expect_live(page)
     page.evaluate("() => { window.notReloaded = true; }")
     site.deploy(tag="v2", overrides={"deployment": {"sleep": "2"}})
     expect(page.locator(".head .state")).to_have_text(re.compile("UpdatePending"), timeout=10000)
@@ -179,7 +187,7 @@ def test_the_open_list_takes_changes_in_place(page, site):
     site.deploy(tag="v1")
     wait_state(site, "probe-stage", "Running")
     page.goto(site.url + "/?service=probe")
-    expect(page.locator("#live-status")).to_have_text("Live")
+    expect_live(page)
     page.evaluate("() => { window.notReloaded = true; }")
     row = page.locator("tr[data-deployment='probe-stage']")
     site.deploy(tag="v5", overrides={"deployment": {"sleep": "2"}})
@@ -190,6 +198,67 @@ def test_the_open_list_takes_changes_in_place(page, site):
     site.add(name="fresh-stage", service="fresh", environment="stage", state="CreatePending")
     expect(page.locator("#live-notice")).to_be_visible(timeout=10000)
     assert page.evaluate("() => window.notReloaded") is True
+
+
+def test_relative_times_count_up_on_an_open_page(page, site):
+    site.deploy(tag="v1")
+    wait_state(site, "probe-stage", "Running")
+    page.goto(site.url + "/")
+    when = page.locator("tr[data-deployment='probe-stage'] [data-label=Updated] time")
+    expect(when).to_have_text("just now")
+    now = datetime.now(UTC)
+    for back in (timedelta(seconds=10), timedelta(minutes=2, seconds=5), timedelta(hours=3, seconds=100),
+                 timedelta(days=3, seconds=100)):
+        then = now - back
+        when.evaluate("(el, value) => { el.setAttribute('datetime', value); }", then.isoformat())
+        page.evaluate("() => window.samiRefreshTimes()")  # what the page runs every 30 s
+        expect(when).to_have_text(ago(then, now))  # the same words as the server's
+    assert ago(now - timedelta(minutes=2, seconds=5), now) == "2 min ago"
+
+
+def test_a_phone_sees_each_deployment_as_a_dense_card(browser, site):
+    site.deploy(tag="v1")
+    wait_state(site, "probe-stage", "Running")
+    site.add(name="bare-stage", service="bare", environment="stage", state="CreatePending")  # no tag, links or PR
+    context = browser.new_context(viewport={"width": 390, "height": 900})
+    page = context.new_page()
+    page.goto(site.url + "/")
+    card = page.locator("tr[data-deployment='probe-stage']")
+
+    def top(label: str) -> float:
+        return card.locator(f"[data-label='{label}']").bounding_box()["y"]
+
+    def line(label: str) -> float:
+        box = card.locator(f"[data-label='{label}']").bounding_box()
+        return box["y"] + box["height"] / 2
+
+    # three lines: state and name; service · environment · tag; links, updated
+    assert abs(line("State") - line("Name")) < 6
+    assert abs(line("Service") - line("Environment")) < 6 and abs(line("Service") - line("Tag")) < 6
+    assert abs(line("Links") - line("Updated")) < 6
+    assert top("Name") < top("Service") < top("Links")
+    expect(card.locator("[data-label='Pull request']")).to_be_hidden()  # "—" is left out
+    assert card.bounding_box()["height"] < 100, card.bounding_box()
+    bare = page.locator("tr[data-deployment='bare-stage']")
+    for label in ("Tag", "Links", "Pull request"):
+        expect(bare.locator(f"[data-label='{label}']")).to_be_hidden()
+    expect(bare).not_to_contain_text("—", use_inner_text=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "list-phone-sparse.png"), full_page=True)
+    # the sort label stays with its select when the form wraps
+    label, control = page.locator("label[for=sort]").bounding_box(), page.locator("#sort").bounding_box()
+    assert abs((label["y"] + label["height"] / 2) - (control["y"] + control["height"] / 2)) < 6
+    assert 0 < control["x"] - (label["x"] + label["width"]) < 20
+    # the desktop keeps the table with every column, "—" included
+    page.set_viewport_size({"width": 1280, "height": 900})
+    expect(page.locator("table.deployments thead")).to_be_visible()
+    expect(bare.locator("[data-label='Tag']")).to_have_text("—")
+    tag_y, name_y = (bare.locator(f"[data-label='{label}']").bounding_box()["y"] for label in ("Tag", "Name"))
+    assert abs(tag_y - name_y) < 2  # one table row, not a card
+    with site.sessions() as session:
+        session.delete(session.scalar(select(Deployment).where(Deployment.name == "bare-stage")))
+        session.commit()
+    context.close()
 
 
 def test_sign_in_and_archive_from_the_page(page, site):
@@ -274,10 +343,12 @@ def test_a_logged_out_visitor_sees_no_write_buttons_and_cannot_post(page, site):
     assert refused.status == 401
 
 
+@pytest.mark.parametrize("width", [1280, 390])
 @pytest.mark.parametrize("path", ["/", "/deployments/probe-stage"])
-def test_axe_finds_no_serious_violations(page, site, path):
+def test_axe_finds_no_serious_violations(page, site, path, width):
     site.deploy(tag="v1")
     wait_state(site, "probe-stage", "Running")
+    page.set_viewport_size({"width": width, "height": 900})
     sign_in(page, site)  # signed in, so the forms are checked too
     for scheme in ("light", "dark"):
         page.emulate_media(color_scheme=scheme)
@@ -364,7 +435,7 @@ def test_a_page_load_logs_no_console_errors_and_its_icon_loads(page, site, path)
     sign_in(page, site)
     errors.clear()
     page.goto(site.url + path)
-    expect(page.locator("#live-status")).to_have_text("Live")  # the page's script has run and connected
+    expect_live(page)  # the page's script has run and connected
     # Headless Chromium asks for no icon; a browser on a desktop asks for the one the page names, else /favicon.ico.
     icon = page.evaluate("""async () => {
         const link = document.querySelector('link[rel~="icon"]');

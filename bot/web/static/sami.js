@@ -25,7 +25,10 @@
       badge.dataset.state = d.state;
     }
     var tag = tr.querySelector('[data-label="Tag"] code');
-    if (tag) { tag.textContent = d.tag || "\u2014"; }
+    if (tag) {
+      tag.textContent = d.tag || "\u2014";
+      tag.parentNode.classList.toggle("absent", !d.tag);  // a phone's card leaves out what is not there
+    }
     var when = tr.querySelector('[data-label="Updated"] time');
     if (when) { when.dateTime = d.updated_at; when.title = d.updated_exact; when.textContent = "just now"; }
   }
@@ -92,6 +95,30 @@
     }).catch(function () { logTimer = setTimeout(tailLog, 5000); });
   }
 
+  // "2 min ago" counts up on an open page; the words match the server's (bot/web/pages.py `ago`),
+  // the datetime attribute is the truth and the server-rendered text stays for pages without this file.
+  function round(x) {  // Python's round: halves go to the even number
+    var r = Math.round(x);
+    return (x % 1 === 0.5 && r % 2 !== 0) ? r - 1 : r;
+  }
+
+  function ago(then, now) {
+    var seconds = Math.trunc((now - then) / 1000);
+    if (seconds < 45) { return "just now"; }
+    if (seconds < 3600) { return Math.max(1, round(seconds / 60)) + " min ago"; }
+    if (seconds < 86400 * 2) { return round(seconds / 3600) + " h ago"; }
+    return round(seconds / 86400) + " days ago";
+  }
+
+  function refreshTimes() {
+    var now = Date.now();
+    document.querySelectorAll("time[datetime]").forEach(function (el) {
+      var then = Date.parse(el.dateTime);
+      if (!isNaN(then)) { el.textContent = ago(then, now); }
+    });
+  }
+  window.samiRefreshTimes = refreshTimes;
+
   function onceLink() {
     var form = document.getElementById("once-form");
     if (!form || location.hash.length < 2) { return; }
@@ -100,5 +127,5 @@
     form.submit();
   }
 
-  document.addEventListener("DOMContentLoaded", function () { onceLink(); connect(); tailLog(); });
+  document.addEventListener("DOMContentLoaded", function () { onceLink(); connect(); tailLog(); setInterval(refreshTimes, 30000); });
 })();
