@@ -33,6 +33,16 @@ _REPOSITORY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,10
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
 
 
+def _limit(args: Mapping[str, str]) -> int:
+    """``?limit=``: rows on a page, DEFAULT_LIMIT when not given."""
+    raw = args.get("limit")
+    if not raw:
+        return DEFAULT_LIMIT
+    if not _whole(raw) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise QueryError(f"'limit' must be a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
+    return int(raw)
+
+
 def _whole(text: str) -> bool:
     """Digits 0-9 only, at most 18 (``str.isdigit`` also holds for '²', which ``int`` refuses)."""
     return text.isascii() and text.isdigit() and len(text) <= 18
@@ -87,12 +97,7 @@ class DeploymentFilter:
         sort = args.get("sort") or default_sort
         if sort not in SORTS:
             raise QueryError(f"unknown sort {sort!r} (sorts: {', '.join(SORTS)})")
-        limit = DEFAULT_LIMIT
-        if args.get("limit"):
-            raw = args["limit"]
-            if not _whole(raw) or not 1 <= int(raw) <= MAX_LIMIT:
-                raise QueryError(f"'limit' must be a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
-            limit = int(raw)
+        limit = _limit(args)
         return cls(services=services, environments=environments, states=tuple(states), pull_request=pull_request,
                    repository=repository, q=q, sort=sort, limit=limit, cursor=args.get("cursor") or None,
                    include_removed=args.get("all") in ("1", "true"))
@@ -254,12 +259,7 @@ def list_deliveries(session: Session, args) -> Page:
         if status not in DELIVERY_STATUSES:
             raise QueryError(f"unknown status {status!r} (statuses: {', '.join(DELIVERY_STATUSES)})")
         query = query.where(Delivery.status == status)
-    limit = DEFAULT_LIMIT
-    if args.get("limit"):
-        raw = args["limit"]
-        if not _whole(raw) or not 1 <= int(raw) <= MAX_LIMIT:
-            raise QueryError(f"'limit' must be a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
-        limit = int(raw)
+    limit = _limit(args)
     if args.get("cursor"):
         (last_id,) = _decode_cursor(args["cursor"], "deliveries", ["int"])
         query = query.where(Delivery.id < last_id)

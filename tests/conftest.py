@@ -99,6 +99,13 @@ def redis_server():
 
 
 @pytest.fixture
+def own_redis():
+    """A Redis server of the test's own, for tests whose worker processes take every queue's jobs."""
+    with running(RedisServer()) as server:
+        yield server
+
+
+@pytest.fixture
 def redis_url(redis_server):
     """The test's Redis database index, empty at the start and flushed at the end."""
     client = redis_lib.Redis.from_url(redis_server.url(TEST_REDIS_DB))

@@ -8,8 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -25,29 +23,17 @@ from tests.support.sami_server import (
     PRODUCTION_WEBHOOK_SECRET,
     ROOT,
     SamiServer,
+    call,
     post,
     sami,
     sami_env,
 )
-from tests.support.servers import RedisServer, free_port
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
 
 SECRET = "metrics-test-webhook-secret"
 METRICS_TOKEN = "metrics-test-scrape-token"
-
-
-def call(url, token=None, body=None):
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if body else "GET")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def scrape(url: str, token: str | None = METRICS_TOKEN) -> dict[tuple[str, frozenset], float]:
@@ -127,14 +113,6 @@ def test_embedded_metrics_count_deliveries_actions_and_deployments(tmp_path):
     assert value(after, "sami_deployments", state="Running") == 1
     assert value(after, "sami_database_up") == 1
     assert ("sami_queue_depth", frozenset({("queue", "embedded")})) in after
-
-
-@pytest.fixture
-def own_redis():
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_web_processes_add_up_and_a_worker_serves_its_own_metrics(tmp_path, own_database_url, own_redis):

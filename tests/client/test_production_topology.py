@@ -12,17 +12,9 @@ import pytest
 from bot.client.exits import Exit
 from tests.client.conftest import deployments_repo
 from tests.support.sami_server import PRODUCTION_SECRET_KEY, ROOT, SamiServer, sami, sami_env
-from tests.support.servers import RedisServer, free_port
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def own_redis():
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_request_wait_with_postgresql_redis_and_a_worker_process(own_database_url, own_redis, tmp_path):

@@ -64,3 +64,17 @@ def app_client(url: str, app_key) -> GitHubClient:
 
 def token_client(url: str) -> GitHubClient:
     return GitHubClient(url, token=CANARY_TOKEN, seconds_between_writes=0)
+
+
+@pytest.fixture
+def dispatch(db_session, worker_ctx, services_ctx):
+    """Run a webhook event's handler as the delivery job would, in the test's session; its outcome line.
+    (worker_ctx and services_ctx come from the modules that use the real pipeline's fixtures.)"""
+    from bot.github import router
+
+    def send(event: router.Event) -> str:
+        ctx = router.HandlerContext(session=db_session, manifests=worker_ctx.manifests, services=services_ctx,
+                                    settings=worker_ctx.settings, github=worker_ctx.github)
+        return router.dispatch(event, ctx)
+
+    return send

@@ -30,16 +30,6 @@ def fresh_permissions(monkeypatch):
     monkeypatch.setattr(conversation, "permissions", conversation.PermissionCache())
 
 
-@pytest.fixture
-def dispatch(db_session, worker_ctx, services_ctx):
-    def send(event: router.Event) -> str:
-        ctx = router.HandlerContext(session=db_session, manifests=worker_ctx.manifests, services=services_ctx,
-                                    settings=worker_ctx.settings, github=worker_ctx.github)
-        return router.dispatch(event, ctx)
-
-    return send
-
-
 def comment(body: str) -> router.Event:
     payload = comment_payload(body)
     payload["repository"]["full_name"] = REPOSITORY

@@ -67,16 +67,6 @@ class RecordingFakeChecks(FakeGitHub):
         self.on("GET", f"/repos/{REPOSITORY}/pulls/{number}", Reply(200, payload))
 
 
-@pytest.fixture
-def dispatch(db_session, worker_ctx, services_ctx):
-    def send(event: router.Event) -> str:
-        ctx = router.HandlerContext(session=db_session, manifests=worker_ctx.manifests, services=services_ctx,
-                                    settings=worker_ctx.settings, github=worker_ctx.github)
-        return router.dispatch(event, ctx)
-
-    return send
-
-
 def check_suite(head: str) -> router.Event:
     payload = github_payloads.example("check_suite", "completed")
     payload["repository"]["full_name"] = REPOSITORY

@@ -26,14 +26,6 @@ from tests.support.servers import RedisServer
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def own_redis():
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
-
-
 class Stack:
     """A web app (in this process), worker and scheduler processes on one database and Redis."""
 

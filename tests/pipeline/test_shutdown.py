@@ -22,17 +22,9 @@ from tests.support.github_payloads import body as payload_body
 from tests.support.github_payloads import delivery_headers, example
 from tests.support.procs import alive, wait_until
 from tests.support.sami_server import SamiServer, post, sami, sami_env
-from tests.support.servers import RedisServer, free_port
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def own_redis():
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

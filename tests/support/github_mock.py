@@ -210,7 +210,27 @@ class Recorded:
         return self.headers.get("authorization", "")
 
 
-class FakeGitHub:
+class _LoopbackServer:
+    """An HTTP server on a free loopback port, serving ``_handler()`` in a thread while in a ``with``."""
+
+    def __init__(self):
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+
+    def _handler(self) -> type:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class FakeGitHub(_LoopbackServer):
     """A recording fake GitHub: scripted replies per ``METHOD /path``, every request recorded.
 
     Replies for a route are used in order, the last one again for later requests. An App's
@@ -227,17 +247,7 @@ class FakeGitHub:
         self.expired: set[str] = set()
         self.token_lifetime = 3600.0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-
-    def __enter__(self) -> FakeGitHub:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__()
 
     def on(self, method: str, path: str, *replies: Reply) -> None:
         """Answer ``method path`` with ``replies`` in order; ``path?a=1&b=2`` (sorted, not encoded) answers
@@ -322,7 +332,7 @@ class FakeGitHub:
 # -- a fault in front of the real mock ----------------------------------------------------------
 
 
-class FlakyProxy:
+class FlakyProxy(_LoopbackServer):
     """A reverse proxy in front of Prism that answers 502 while ``down`` is set, as GitHub does in an
     outage, and otherwise forwards each request as it is. It counts the requests it forwarded (those
     that reached the mock), per ``METHOD /path``: what GitHub would have acted on."""
@@ -333,17 +343,7 @@ class FlakyProxy:
         self.refused = 0
         self.forwarded: list[tuple[str, str, Any]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-
-    def __enter__(self) -> FlakyProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__()
 
     def counts(self) -> dict[str, int]:
         """Forwarded requests per ``METHOD /path`` with numbers replaced by ``{n}``."""

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from tests.support.servers import free_port
@@ -102,3 +105,17 @@ def post(url: str, path: str, data: bytes, headers: dict[str, str], timeout: flo
         return response.status, response.read()
     finally:
         connection.close()
+
+
+def call(url: str, token: str | None = None, body: dict | None = None) -> tuple[int, str]:
+    """GET ``url`` (or POST ``body`` as JSON) with an optional bearer token: (status, text)."""
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if body else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()

@@ -91,13 +91,9 @@ def test_streams_do_not_hold_threads_and_all_see_a_change(server, own_database_u
             sock.close()
 
 
-def test_a_scoped_viewer_gets_only_its_changes(server, own_database_url):
-    engine = db.make_engine(own_database_url)
-    factory = sessionmaker(bind=engine)
-    with factory() as session:
-        token = create_token(session, "web-reader", Scopes(services=("web",), actions=("read",)))
-        session.commit()
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+def sign_in_with_token(port: int, token: str) -> str:
+    """Sign in on the page's form with a Sami token; the session cookie."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     connection.request("GET", "/login")
     response = connection.getresponse()
     cookie = response.getheader("Set-Cookie").split(";", 1)[0]
@@ -109,6 +105,16 @@ def test_a_scoped_viewer_gets_only_its_changes(server, own_database_url):
     cookie = response.getheader("Set-Cookie").split(";", 1)[0]
     response.read()
     connection.close()
+    return cookie
+
+
+def test_a_scoped_viewer_gets_only_its_changes(server, own_database_url):
+    engine = db.make_engine(own_database_url)
+    factory = sessionmaker(bind=engine)
+    with factory() as session:
+        token = create_token(session, "web-reader", Scopes(services=("web",), actions=("read",)))
+        session.commit()
+    cookie = sign_in_with_token(server.port, token)
     scoped, everything = open_stream(server.port, cookie), open_stream(server.port)
     try:
         seen_scoped, seen_all = read_until(scoped, b"event: hello"), read_until(everything, b"event: hello")
@@ -137,18 +143,7 @@ def test_revoking_the_token_closes_its_open_streams(server, own_database_url):
     with factory() as session:
         token = create_token(session, "soon-revoked", Scopes(services=("web",), actions=("read",)))
         session.commit()
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    connection.request("GET", "/login")
-    response = connection.getresponse()
-    cookie = response.getheader("Set-Cookie").split(";", 1)[0]
-    csrf = response.read().decode().split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-    connection.request("POST", "/login/token", body=f"token={token}&csrf_token={csrf}",
-                       headers={"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"})
-    response = connection.getresponse()
-    assert response.status == 302
-    cookie = response.getheader("Set-Cookie").split(";", 1)[0]
-    response.read()
-    connection.close()
+    cookie = sign_in_with_token(server.port, token)
     revoked, anonymous = open_stream(server.port, cookie), open_stream(server.port)
     try:
         read_until(revoked, b"event: hello")
