@@ -21,7 +21,7 @@ from bot.models import Action, Deployment
 from bot.states import ActionState, DeploymentState, FailureReason
 from bot.tokens import Scopes, create_token
 from tests.pipeline.conftest import read_record
-from tests.pipeline.test_processes import own_redis, pid_file, stack  # noqa: F401  (fixtures)
+from tests.pipeline.test_processes import pid_file, stack  # noqa: F401  (fixtures)
 from tests.support.procs import alive
 from workers.scheduler import Scheduler
 
