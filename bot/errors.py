@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
@@ -33,6 +34,14 @@ class NotFound(SamiError):
 
 class Conflict(SamiError):
     status = 409
+
+
+def failure_text(exc: Exception) -> str:
+    """What an outcome says of an unexpected error: its type and message, but only the type of a
+    database error, whose message holds SQL and the values sent (the log has them)."""
+    if isinstance(exc, SQLAlchemyError):
+        return f"{type(exc).__name__} from the database (the server log has the details)"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def error_response(status: int, message: str, **details):

@@ -117,7 +117,9 @@ class Received:
 
 
 def _text(value: object, length: int) -> str | None:
-    return value[:length] if isinstance(value, str) and value else None
+    # NUL cannot be stored in a text column: such a field is kept with U+FFFD in its place (the
+    # payload keeps what was sent, and processing ignores the delivery as malformed).
+    return value[:length].replace("\x00", "\ufffd") if isinstance(value, str) and value else None
 
 
 def _field(payload: dict, name: str, key: str) -> object:

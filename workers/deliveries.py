@@ -18,6 +18,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from bot import metrics
+from bot.errors import failure_text
 from bot.github import router
 from bot.models import Delivery, DeliveryStatus
 from bot.services import Context
@@ -113,7 +114,7 @@ def process_delivery(delivery_row_id: int, ctx: WorkerContext | None = None) -> 
             log.info("delivery %s (%s): %s", row.delivery_id, what, outcome, extra=extra)
         except Exception as exc:
             session.rollback()
-            outcome = _mask(f"failed: {type(exc).__name__}: {exc}", ctx.settings)
+            outcome = _mask(f"failed: {failure_text(exc)}", ctx.settings)
             status = D.FAILED
             details = _mask("".join(traceback.format_exception(exc)), ctx.settings)
             log.error("delivery %s (%s) failed:\n%s", row.delivery_id, what, details, extra=extra)

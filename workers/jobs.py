@@ -21,6 +21,7 @@ from pathlib import Path
 from sqlalchemy import exists, select, update
 
 from bot import metrics
+from bot.errors import failure_text
 from bot.manifests import DeploymentsRepo, DeploymentsRepoError, Manifest
 from bot.models import Action, Deployment
 from bot.states import (
@@ -334,7 +335,7 @@ def execute_action(ctx: WorkerContext, action_id: int, owner: str) -> bool:
             outcome = _failed(run.kind, str(exc))
         except Exception as exc:
             log.exception("action %s failed unexpectedly", action_id, extra={"action_id": action_id})
-            run.log.line(f"internal error: {type(exc).__name__}: {exc}")
+            run.log.line(f"internal error: {failure_text(exc)}")
             outcome = _failed(run.kind, f"internal error: {type(exc).__name__}")
         run.log.flush()
         changed = _finish(run, outcome)

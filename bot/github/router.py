@@ -16,6 +16,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from bot.github.payloads import payload_problem
+
 log = logging.getLogger(__name__)
 
 
@@ -30,11 +32,17 @@ class Event:
 
     @property
     def repository(self) -> str | None:
-        return (self.payload.get("repository") or {}).get("full_name")
+        return _name(self.payload, "repository", "full_name")
 
     @property
     def sender(self) -> str | None:
-        return (self.payload.get("sender") or {}).get("login")
+        return _name(self.payload, "sender", "login")
+
+
+def _name(payload: dict[str, Any], field: str, key: str) -> str | None:
+    value = payload.get(field)
+    name = value.get(key) if isinstance(value, dict) else None
+    return name if isinstance(name, str) else None
 
 
 @dataclass
@@ -69,6 +77,9 @@ def handles(event: str, *actions: str | None) -> Callable[[Handler], Handler]:
 
 def dispatch(event: Event, ctx: HandlerContext) -> str:
     """Run the handler of ``event``; the outcome says what it did, or why nothing was done."""
+    problem = payload_problem(event.name, event.payload)
+    if problem is not None:
+        return f"ignored: the payload is not as GitHub sends it ({problem})"
     handler = ROUTES.get((event.name, event.action)) or ROUTES.get((event.name, "*"))
     if handler is None:
         known = sorted({name for name, _ in ROUTES})

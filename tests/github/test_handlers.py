@@ -231,7 +231,8 @@ def test_what_does_not_concern_sami_is_ignored_with_a_reason(db_session, dispatc
         "ignored: Sami does not act on pull_request.assigned"
     broken = pr_event("opened")
     broken.payload["pull_request"]["head"]["sha"] = "main"
-    assert dispatch(broken) == "ignored: not a pull request Sami can read (head sha 'main' is not a commit sha)"
+    assert dispatch(broken) == ("ignored: the payload is not as GitHub sends it (pull_request.head.sha: 'main' is not "
+                                "a commit sha (40 hex digits))")
     assert deployment(db_session) is None
 
 
