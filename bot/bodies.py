@@ -7,7 +7,7 @@ import typing as t
 
 import flask
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream
 
@@ -23,7 +23,15 @@ class _StreamWithinLimit(LimitedStream):
         super().__init__(stream, limit + 1, is_max=True)
 
     def readinto(self, b) -> int | None:  # type: ignore[override]
-        count = super().readinto(b)
+        try:
+            count = super().readinto(b)
+        except HTTPException:
+            raise
+        except Exception as exc:
+            # The server could not read the body as it was framed (gunicorn: InvalidChunkSize,
+            # ChunkMissingTerminator, NoMoreData): the client's fault, whatever the server calls it.
+            raise BadRequest(f"the request body could not be read ({type(exc).__name__}): send it with a "
+                             "Content-Length, or in valid chunked framing") from None
         if self.is_exhausted:
             raise RequestEntityTooLarge()
         return count
@@ -55,6 +63,12 @@ class JSONProvider(DefaultJSONProvider):
     an internal error."""
 
     def loads(self, s: str | bytes, **kwargs: t.Any) -> t.Any:
+        if isinstance(s, bytes | bytearray):
+            # JSON travels in UTF-8 (RFC 8259); Python's json would also guess UTF-16 and UTF-32.
+            try:
+                s = bytes(s).decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError("it is not UTF-8, the encoding JSON is sent in") from None
         try:
             return super().loads(s, **kwargs)
         except RecursionError:

@@ -134,3 +134,15 @@ def test_a_malformed_request_is_a_json_400(server):
     status, body = raw(port, b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n")
     assert status == 400
     assert body["error"].startswith("bad request: Invalid HTTP Version")
+
+
+@pytest.mark.parametrize("path", ["/webhooks/github", "/deployment_request"])
+@pytest.mark.parametrize("framing", [b"zz\r\n", b"5\r\nabcdeXX", b"-1\r\n"])
+def test_a_body_in_broken_chunked_framing_is_a_json_400(server, path, framing):
+    port, token = server
+    status, body = raw(port, (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+                              "X-Hub-Signature-256: sha256=00\r\nContent-Type: application/json\r\n"
+                              "Transfer-Encoding: chunked\r\n\r\n").encode() + framing)
+    assert status == 400, body
+    assert body["error"].startswith("the request body could not be read (")
+    assert body["error"].endswith("): send it with a Content-Length, or in valid chunked framing")
