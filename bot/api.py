@@ -157,6 +157,8 @@ def _field(body: Mapping, name: str, kind: type | tuple, required: bool = False)
         kinds = kind if isinstance(kind, tuple) else (kind,)
         wanted = " or ".join(JSON_KINDS.get(k, k.__name__) for k in kinds)
         raise SamiError(f"'{name}' must be {wanted}, not {JSON_KINDS.get(type(value), type(value).__name__)}")
+    if isinstance(value, int) and not isinstance(value, bool) and not services.MIN_INT64 <= value <= services.MAX_INT64:
+        raise SamiError(f"'{name}' must be a whole number from {services.MIN_INT64} to {services.MAX_INT64} (64 bits)")
     return value
 
 

@@ -38,6 +38,8 @@ S = DeploymentState
 ORIGINS = ("api", "webhook", "cli", "page", "schedule", "reconcile")
 # Deployments.pull_request is a 32-bit integer column.
 MAX_PULL_REQUEST = 2**31 - 1
+# Whole numbers Sami takes in requests: what a script (or a database id) can hold.
+MIN_INT64, MAX_INT64 = -(2**63), 2**63 - 1
 
 
 class RequestError(SamiError):
@@ -147,6 +149,9 @@ def _check_overrides(kind: str, given: Mapping[str, object], allowed: tuple[str,
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise RequestError(f"{kind} override {key!r} must be a string or a whole number (null removes it); "
                                f"give other values as the text the service expects, e.g. \"true\" or \"1.5\"")
+        if isinstance(value, int) and not MIN_INT64 <= value <= MAX_INT64:
+            raise RequestError(f"{kind} override {key!r} must be a whole number a script can take: from {MIN_INT64} "
+                               f"to {MAX_INT64} (64 bits); give a larger value as text")
         text = value if isinstance(value, str) else str(value)
         if len(text) > 4096:
             raise RequestError(f"{kind} override {key!r} is longer than 4096 characters")

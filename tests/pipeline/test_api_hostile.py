@@ -122,3 +122,41 @@ def test_a_field_of_the_wrong_type_is_named_in_words(client, token, field, value
     assert response.status_code == 400, response.data[:300]
     assert response.json["error"].startswith(words), response.json["error"]
     assert "must be a str" not in response.json["error"].replace("a string", "")
+
+
+@pytest.mark.parametrize(("encoding", "problem"), [
+    ("utf-16", "it is not UTF-8, the encoding JSON is sent in"),
+    ("utf-32", "it is not UTF-8, the encoding JSON is sent in"),
+    # Without a byte order mark, UTF-16 of ASCII text is valid UTF-8 (with NULs), and not JSON.
+    ("utf-16-le", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+])
+def test_a_body_in_another_encoding_than_utf8_is_a_400(client, token, db_session, encoding, problem):
+    response = post(client, token, json.dumps(STAGE).encode(encoding))
+    assert response.status_code == 400, response.json
+    assert response.json["error"] == f"the body must be a JSON object, and this is not valid JSON: {problem}"
+    assert db_session.scalars(select(Deployment)).all() == []
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 10**400, -(10**400)],
+                         ids=["2^63", "-2^63-1", "10^400", "-10^400"])
+def test_an_override_number_beyond_64_bits_is_a_400_naming_it(client, token, db_session, value):
+    response = post(client, token, json.dumps({**STAGE, "overrides": {"app": {"LOG_LEVEL": value}}}))
+    assert response.status_code == 400, response.json
+    assert response.json["error"].startswith("app override 'LOG_LEVEL' must be a whole number a script can take: "
+                                             "from -9223372036854775808 to 9223372036854775807 (64 bits)")
+    assert db_session.scalars(select(Deployment)).all() == []
+
+
+@pytest.mark.parametrize("value", [2**63 - 1, -(2**63)])
+def test_override_numbers_at_the_64_bit_limits_are_taken(client, token, db_session, value):
+    response = post(client, token, json.dumps({**STAGE, "overrides": {"app": {"LOG_LEVEL": value}}}))
+    assert response.status_code == 202, response.json
+    assert db_session.scalar(select(Deployment.app_overrides)) == {"LOG_LEVEL": str(value)}
+
+
+def test_an_action_id_beyond_64_bits_is_a_400_naming_it(client, token):
+    response = client.post("/api/v1/deployments/probe-stage/rollback", data=json.dumps({"action_id": 2**63}),
+                           headers={"Authorization": f"Bearer {token}"}, content_type="application/json")
+    assert response.status_code == 400, response.json
+    assert response.json["error"] == "'action_id' must be a whole number from -9223372036854775808 to " \
+                                     "9223372036854775807 (64 bits)"
