@@ -48,10 +48,12 @@ def serve(bind: str, workers: int | None, threads: int, migrate: bool) -> None:
     _warn_if_metrics_open(settings)
     # Before anything imports prometheus_client: every gunicorn process writes its samples here.
     metrics_dir = _metrics_folder()
-    if migrate:
-        from bot import db
+    from bot import db
 
+    if migrate:
         db.upgrade(settings.database_url)
+    else:
+        db.check_reachable(settings.database_url)  # a database that does not answer: one line, not 500s
     if workers is None:
         workers = 1 if settings.embedded else 2
     if settings.embedded and settings.mode == "development" and not settings.webhook_secret:
@@ -560,12 +562,37 @@ register_client_commands(cli)
 
 
 def main() -> None:
-    """Entry point: a configuration error is one line naming the variable, not a traceback."""
+    """Entry point: a configuration error, or a database or Redis that cannot be reached, is one line
+    saying what to check, not a traceback."""
     try:
         cli.main(standalone_mode=True)
     except ConfigError as exc:
         click.echo(f"sami: configuration error: {exc}", err=True)
         sys.exit(2)
+    except Exception as exc:
+        problem = unreachable(exc)
+        if problem is None:
+            raise
+        click.echo(f"sami: {problem}", err=True)
+        sys.exit(1)
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """What to check when ``exc`` says the database or Redis could not be reached; None for any other error.
+
+    Only modules already imported are consulted: such an error can only come from one of them.
+    """
+    database_errors = sys.modules.get("sqlalchemy.exc")
+    if database_errors and isinstance(exc, database_errors.OperationalError | database_errors.InterfaceError):
+        from bot import db as database
+
+        return database.unreachable_message(load_settings().database_url, exc)
+    redis_errors = sys.modules.get("redis.exceptions")
+    if redis_errors and isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
+        from workers.queue import redis_unreachable_message
+
+        return redis_unreachable_message(load_settings().redis_url, exc)
+    return None
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from flask import Flask, current_app, g
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from bot.config import database_url
 
@@ -105,6 +106,31 @@ def _close_session(_exc=None) -> None:
     session = g.pop("db_session", None)
     if session is not None:
         session.close()
+
+
+def check_reachable(url: str) -> None:
+    """Raise the driver's error unless the database at ``url`` accepts a connection."""
+    engine = make_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
+
+
+def unreachable_message(url: str, exc: Exception) -> str:
+    """One line on a database that did not answer: where Sami looked, why it failed, what to check."""
+    parsed = make_url(database_url(url))
+    if parsed.get_backend_name() == "sqlite":
+        where = f"the SQLite database {parsed.database}"
+        check = "that its folder exists and is writable"
+    else:
+        host = parsed.host or "the local socket"
+        where = f"the database at {host}:{parsed.port or 5432}" + (f" ({parsed.database})" if parsed.database else "")
+        check = "that PostgreSQL runs there and accepts connections, and the user, password and database name"
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    reason = reason[0].rsplit(": ", 1)[-1] if reason else type(exc).__name__
+    return f"cannot reach {where}: {reason}; check SAMI_DATABASE_URL, {check}"
 
 
 def ping(session: Session) -> None:

@@ -41,3 +41,5 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
+    # Alembic names each of its plugins at INFO whenever its commands are imported: noise at every start.
+    logging.getLogger("alembic.runtime.plugins").setLevel(max(logging.WARNING, root.level))

@@ -15,6 +15,7 @@ from sqlalchemy import inspect
 
 from bot import db
 from tests.conftest import create_database
+from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # The installed console script, as a user calls it: the one beside this interpreter.
@@ -124,3 +125,31 @@ def test_db_upgrade_with_a_driver_sami_lacks_is_one_line(url, tmp_path):
     assert result.returncode == 2
     assert result.stderr.splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("sami: configuration error: SAMI_DATABASE_URL: ")
+
+
+UNREACHABLE_DATABASE = ("sami: cannot reach the database at 127.0.0.1:{port} (none): Connection refused; check "
+                        "SAMI_DATABASE_URL, that PostgreSQL runs there and accepts connections, and the user, password "
+                        "and database name")
+
+
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["db", "current"], ["serve"], ["worker"], ["scheduler"],
+                                     ["scheduler", "--once"], ["token", "list"]])
+def test_a_database_that_does_not_answer_is_one_line_naming_it(command, tmp_path, redis_url):
+    port = free_port()  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
+    env.update(SAMI_DATABASE_URL=f"postgresql://nobody:hunter2-secret@127.0.0.1:{port}/none", SAMI_REDIS_URL=redis_url,
+               SAMI_INSTANCE_DIR=str(tmp_path / "instance"))
+    result = subprocess.run([str(SAMI), *command], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [UNREACHABLE_DATABASE.format(port=port)]
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_a_redis_that_does_not_answer_is_one_line_naming_it(sami, tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
+    env.update(SAMI_INSTANCE_DIR=str(tmp_path / "instance"), SAMI_REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    result = subprocess.run([str(SAMI), "worker", "--burst"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"sami: cannot reach Redis at 127.0.0.1:{port}: Connection refused; check "
+                                          "SAMI_REDIS_URL and that Redis runs there"]

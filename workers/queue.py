@@ -215,6 +215,16 @@ def connect_redis(settings: Settings) -> redis.Redis:
                                 health_check_interval=30)
 
 
+def redis_unreachable_message(url: str, exc: Exception) -> str:
+    """One line on a Redis that did not answer: where Sami looked, why it failed, what to check."""
+    connection = redis.connection.parse_url(url) if url.startswith(("redis://", "rediss://")) else {}
+    where = f"{connection.get('host', 'localhost')}:{connection.get('port', 6379)}" if connection else url
+    text = str(exc).strip().splitlines()
+    # redis-py says "Error 111 connecting to host:port. Connection refused.": the last sentence is why.
+    reason = text[0].rstrip(".").rsplit(". ", 1)[-1] if text else type(exc).__name__
+    return f"cannot reach Redis at {where}: {reason}; check SAMI_REDIS_URL and that Redis runs there"
+
+
 def make_broker(settings: Settings) -> RQBroker | InProcessBroker:
     """RQ on the configured Redis; without one (the embedded default), threads of this process."""
     if settings.redis_url:
