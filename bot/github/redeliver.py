@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.github.client import GitHubClient, GitHubError, RateLimited, RepositoryHook
+from bot.github.client import DeadlinePassed, GitHubClient, GitHubError, RateLimited, RepositoryHook
 from bot.github.pulls import repository_allowed
 from bot.manifests import DeploymentsRepo
 from bot.models import Delivery
@@ -183,7 +183,7 @@ def sami_hooks(github: GitHubClient, repositories: Iterable[str], public_url: st
         try:
             found = [h for h in github.repository_hooks(repository)
                      if str((h.get("config") or {}).get("url") or "").rstrip("/") == target]
-        except RateLimited:
+        except (RateLimited, DeadlinePassed):
             raise
         except GitHubError as exc:
             report.failed[repository] = exc.message
@@ -203,7 +203,7 @@ def redeliver_missed(sessions: Callable[[], Session], github: GitHubClient, memo
         for hook in sami_hooks(github, repositories, public_url, report):
             try:
                 attempts = github.list_hook_deliveries(since=since, hook=hook)
-            except RateLimited:
+            except (RateLimited, DeadlinePassed):
                 raise
             except GitHubError as exc:
                 report.failed[hook.repository if hook else "app webhook"] = exc.message
@@ -221,7 +221,7 @@ def redeliver_missed(sessions: Callable[[], Session], github: GitHubClient, memo
                 github.redeliver(missed.delivery_id, hook=missed.hook)
             except GitHubError as exc:
                 memory.release(missed.guid)
-                if isinstance(exc, RateLimited):
+                if isinstance(exc, (RateLimited, DeadlinePassed)):
                     raise
                 report.failed[missed.guid] = exc.message
                 continue
@@ -230,6 +230,8 @@ def redeliver_missed(sessions: Callable[[], Session], github: GitHubClient, memo
     except RateLimited as exc:
         report.retry_after = exc.retry_after
         report.failed["rate limit"] = exc.message
+    except DeadlinePassed as exc:
+        report.failed["deadline"] = exc.message  # what is left waits for the next round
     return report
 
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from bot.github.client import Deadline
 from bot.github.reconcile import RECONCILE_EVERY, reconcile_pull_requests, reconciled_repositories
 from bot.models import Action, Deployment
 from bot.states import DeploymentState
@@ -145,6 +146,35 @@ def test_an_empty_list_still_archives_only_what_github_says_is_closed(db_session
     report = reconcile(worker_ctx, services_ctx, github)
     assert report.errors == ["acme/probe#3: GET /repos/acme/probe/pulls/3: GitHub answered 502: Bad Gateway"]
     assert report.done == []
+    assert states(db_session) == {"probe-pr-3": S.RUNNING, "probe-pr-4": S.RUNNING}
+
+
+def test_a_round_past_its_deadline_stops_and_archives_nothing(db_session, worker_ctx, services_ctx, token_fake,
+                                                             github, two_running):
+    # The round's clock ticks once per request GitHub receives: the deadline passes after the listing.
+    token_fake.on("GET", PULLS, Reply(200, []))
+    token_fake.on("GET", PULLS + "/3", Reply(200, pr(3, "closed")))
+    token_fake.on("GET", PULLS + "/4", Reply(200, pr(4, "closed")))
+    actions = action_count(db_session)
+    with github.deadline(Deadline.after(1, clock=lambda: len(token_fake.requests))):
+        report = reconcile(worker_ctx, services_ctx, github)
+    assert [r.path for r in token_fake.requests] == [PULLS]
+    assert report.skipped == {"acme/probe": "left for the next round: this round's deadline passed"}
+    assert report.repositories == [] and report.done == []
+    assert states(db_session) == {"probe-pr-3": S.RUNNING, "probe-pr-4": S.RUNNING}
+    assert action_count(db_session) == actions
+    # Outside the block the client has no deadline: the next round finishes the work.
+    assert reconcile(worker_ctx, services_ctx, github).done == ["archived probe-pr-3 (closed)",
+                                                               "archived probe-pr-4 (closed)"]
+
+
+def test_a_deadline_before_the_listing_is_no_empty_list(db_session, worker_ctx, services_ctx, token_fake, github,
+                                                        two_running):
+    token_fake.on("GET", PULLS, Reply(200, []))
+    with github.deadline(Deadline.after(0)):
+        report = reconcile(worker_ctx, services_ctx, github)
+    assert token_fake.requests == []
+    assert report.skipped == {"acme/probe": "left for the next round: this round's deadline passed"}
     assert states(db_session) == {"probe-pr-3": S.RUNNING, "probe-pr-4": S.RUNNING}
 
 

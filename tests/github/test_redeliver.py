@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from bot.github.client import RepositoryHook
+from bot.github.client import Deadline, RepositoryHook
 from bot.github.redeliver import (
     LocalAskedMemory,
     RedisAskedMemory,
@@ -124,6 +124,18 @@ def test_a_rate_limit_stops_the_round(app_fake, app_key, session_factory, record
     assert report.retry_after == 60 and report.asked == []
     assert redelivered(app_fake) == [f"{DELIVERIES}/11/attempts"]  # g4 waits for the next round
     assert not memory.asked("g1-connect-failed")
+
+
+def test_a_round_past_its_deadline_asks_for_nothing_more(app_fake, app_key, session_factory, recorded):
+    # The round's clock ticks once per request GitHub receives: the deadline passes after both pages.
+    client, memory = app_client(app_fake.url, app_key), LocalAskedMemory()
+    with client.deadline(Deadline.after(2, clock=lambda: len(app_fake.requests))):
+        report = redeliver_missed(session_factory, client, memory, since=NOW - timedelta(hours=1))
+    assert [r.method for r in app_fake.requests] == ["GET", "GET"] and redelivered(app_fake) == []
+    assert report.asked == [] and list(report.failed) == ["deadline"]
+    assert not memory.asked("g1-connect-failed")  # left for the next round, which asks
+    assert redeliver_missed(session_factory, client, memory, since=NOW - timedelta(hours=1)).asked == [
+        "g1-connect-failed", "g4-failed-twice"]
 
 
 def test_a_failed_listing_redelivers_nothing(fake_github, app_key, session_factory):
