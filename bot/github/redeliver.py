@@ -7,7 +7,7 @@ got through (every attempt failed: status code 400 and above, or 0 when GitHub c
 and that has no Delivery row, asks for one redelivery.
 
 What was asked is remembered for ASK_WINDOW in Redis (a key per GUID with a time to live, set
-only if absent, so two schedulers do not both ask), not in the deliveries table: a Delivery row
+only if absent, so two workers do not both ask), not in the deliveries table: a Delivery row
 means "received", and a row written for a delivery that was not would make the webhook endpoint
 drop the very redelivery as a duplicate. Losing that memory costs one extra request at most,
 which the delivery id makes harmless.

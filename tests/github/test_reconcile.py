@@ -198,24 +198,29 @@ def test_repositories_outside_the_allowlist_are_not_asked_about(worker_ctx, serv
     assert report.repositories == [] and token_fake.requests == []
 
 
-def test_the_scheduler_reconciles_every_few_minutes_and_waits_out_a_rate_limit(db_session, worker_ctx, token_fake,
-                                                                               github):
+def test_the_scheduler_queues_a_round_every_few_minutes_and_a_rate_limit_holds_it_back(db_session, worker_ctx,
+                                                                                         work, token_fake, github):
     scheduler = Scheduler(worker_ctx)
     now = db_now(db_session)
     scheduler.reconcile(report := TickReport(), now)  # no client: nothing to do
-    assert token_fake.requests == [] and report.reconciled == []
+    assert report.rounds == []
     worker_ctx.github = github
     token_fake.on("GET", PULLS, Reply(200, [pr(5)]),
                   Reply(429, {"message": "slow down"}, {"Retry-After": "900"}), Reply(200, [pr(5)]))
     scheduler.reconcile(report, now)
-    assert report.reconciled == [f"created probe-pr-5 at {pr(5)['head']['sha'][:7]}"]
+    assert report.rounds == ["reconcile"] and token_fake.requests == []  # queued, not run by the scheduler
+    work()
+    assert states(db_session) == {"probe-pr-5": S.RUNNING}
     scheduler.reconcile(report, now + RECONCILE_EVERY - timedelta(seconds=1))
+    work()
     assert len(token_fake.requests) == 1
     scheduler.reconcile(report, now + RECONCILE_EVERY)  # rate limited: come back in 900 s
-    scheduler.reconcile(report, now + RECONCILE_EVERY * 2)
-    assert len(token_fake.requests) == 2
+    work()
+    scheduler.reconcile(report, now + RECONCILE_EVERY * 2)  # queued, and held back by the worker
+    work()
+    assert len(token_fake.requests) == 2 and report.rounds == ["reconcile"] * 3
     # The client itself sends nothing before GitHub's time either; this test's clock is the database's.
     worker_ctx.github = token_client(token_fake.url)
     scheduler.reconcile(report, now + RECONCILE_EVERY + timedelta(seconds=900))
+    work()
     assert len(token_fake.requests) == 3
-
