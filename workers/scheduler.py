@@ -20,8 +20,6 @@ from pathlib import Path
 
 from sqlalchemy import exists, func, select, update
 
-from bot.github.reconcile import RECONCILE_EVERY
-from bot.github.redeliver import REDELIVER_EVERY
 from bot.manifests import prune_trees
 from bot.models import Action, Delivery, DeliveryStatus, Deployment
 from bot.services import Context, cleanup_deployment, ensure_archived
@@ -283,21 +281,21 @@ class Scheduler:
             log.info("pruned %d old deployments-repo trees", len(removed))
 
     def reconcile(self, report: TickReport, now: datetime) -> None:
-        """Every RECONCILE_EVERY, queue a round that makes pull request environments match GitHub's open
-        pull requests."""
+        """Every SAMI_RECONCILE_INTERVAL seconds, queue a round that makes pull request environments match
+        GitHub's open pull requests."""
         if self.ctx.github is None or (self._reconcile_at and now < self._reconcile_at):
             return
         if self.ctx.broker.enqueue_github_round("reconcile", now.isoformat()):
-            self._reconcile_at = now + RECONCILE_EVERY
+            self._reconcile_at = now + timedelta(seconds=self.ctx.settings.reconcile_interval)
             report.rounds.append("reconcile")
 
     def redeliver(self, report: TickReport, now: datetime) -> None:
-        """Every REDELIVER_EVERY, queue a round that asks GitHub to redeliver failed webhook deliveries Sami
-        has no record of."""
+        """Every SAMI_REDELIVER_INTERVAL seconds, queue a round that asks GitHub to redeliver failed webhook
+        deliveries Sami has no record of."""
         if self.ctx.github is None or (self._redeliver_at and now < self._redeliver_at):
             return
         if self.ctx.broker.enqueue_github_round("redeliver", now.isoformat()):
-            self._redeliver_at = now + REDELIVER_EVERY
+            self._redeliver_at = now + timedelta(seconds=self.ctx.settings.redeliver_interval)
             report.rounds.append("redeliver")
 
     # -- running -------------------------------------------------------------------------------

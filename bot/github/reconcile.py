@@ -1,7 +1,7 @@
 """Level-triggered repair of pull request environments: GitHub's open pull requests against Sami's.
 
 Webhooks get lost (Sami was down, a delivery failed, an event came out of order). Every
-``RECONCILE_EVERY``, for each repository a pull_request manifest names and the allowlist admits,
+SAMI_RECONCILE_INTERVAL seconds, for each repository a pull_request manifest names and the allowlist admits,
 the scheduler lists its open pull requests and syncs each one, then looks up, one by one, the pull
 requests of live environments missing from that list, and syncs them too (a closed one is
 archived). Syncing changes nothing where Sami is already right.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -34,7 +33,6 @@ from bot.states import DeploymentState
 log = logging.getLogger(__name__)
 S = DeploymentState
 
-RECONCILE_EVERY = timedelta(minutes=5)
 REQUESTED_BY = "schedule:reconcile"
 ORIGIN = "reconcile"
 # Environments that exist for a pull request and that a closed pull request would archive.

@@ -33,9 +33,8 @@ from bot.models import Delivery
 
 log = logging.getLogger(__name__)
 
-REDELIVER_EVERY = timedelta(minutes=10)
-LOOKBACK = timedelta(hours=1)  # how far back a scheduled round looks
-FIRST_LOOKBACK = timedelta(hours=24)  # ... and the first round after the scheduler starts
+LOOKBACK = timedelta(hours=1)  # a round looks back this far before the last one that read everything
+FIRST_LOOKBACK = timedelta(hours=24)  # ... and a round when no earlier one read everything
 MAX_LOOKBACK = timedelta(days=3)  # GitHub keeps deliveries this long
 ASK_WINDOW = timedelta(minutes=30)  # one redelivery request per GUID in this window
 WEBHOOK_PATH = "/webhooks/github"

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.github.client import Deadline
-from bot.github.reconcile import RECONCILE_EVERY, reconcile_pull_requests, reconciled_repositories
+from bot.github.reconcile import reconcile_pull_requests, reconciled_repositories
 from bot.models import Action, Deployment
 from bot.states import DeploymentState
 from tests.github.conftest import token_client
@@ -202,6 +202,7 @@ def test_the_scheduler_queues_a_round_every_few_minutes_and_a_rate_limit_holds_i
                                                                                          work, token_fake, github):
     scheduler = Scheduler(worker_ctx)
     now = db_now(db_session)
+    every = timedelta(seconds=worker_ctx.settings.reconcile_interval)
     scheduler.reconcile(report := TickReport(), now)  # no client: nothing to do
     assert report.rounds == []
     worker_ctx.github = github
@@ -211,16 +212,16 @@ def test_the_scheduler_queues_a_round_every_few_minutes_and_a_rate_limit_holds_i
     assert report.rounds == ["reconcile"] and token_fake.requests == []  # queued, not run by the scheduler
     work()
     assert states(db_session) == {"probe-pr-5": S.RUNNING}
-    scheduler.reconcile(report, now + RECONCILE_EVERY - timedelta(seconds=1))
+    scheduler.reconcile(report, now + every - timedelta(seconds=1))
     work()
     assert len(token_fake.requests) == 1
-    scheduler.reconcile(report, now + RECONCILE_EVERY)  # rate limited: come back in 900 s
+    scheduler.reconcile(report, now + every)  # rate limited: come back in 900 s
     work()
-    scheduler.reconcile(report, now + RECONCILE_EVERY * 2)  # queued, and held back by the worker
+    scheduler.reconcile(report, now + every * 2)  # queued, and held back by the worker
     work()
     assert len(token_fake.requests) == 2 and report.rounds == ["reconcile"] * 3
     # The client itself sends nothing before GitHub's time either; this test's clock is the database's.
     worker_ctx.github = token_client(token_fake.url)
-    scheduler.reconcile(report, now + RECONCILE_EVERY + timedelta(seconds=900))
+    scheduler.reconcile(report, now + every + timedelta(seconds=900))
     work()
     assert len(token_fake.requests) == 3

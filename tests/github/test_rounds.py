@@ -4,6 +4,7 @@ so a GitHub that hangs holds up no reaper, sweep or check; a worker runs them, u
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -94,3 +95,23 @@ def test_the_embedded_broker_runs_the_rounds_on_its_threads(db_session, settings
         time.sleep(0.05)
     ctx.broker.shutdown()
     assert sorted(r.path for r in token_fake.requests) == ["/repos/acme/probe/hooks", PULLS]
+
+
+def test_the_rounds_come_as_often_as_the_settings_say(db_session, worker_ctx, work, token_fake):
+    worker_ctx.settings = replace(worker_ctx.settings, reconcile_interval=60, redeliver_interval=7200)
+    worker_ctx.github = token_client(token_fake.url)
+    scheduler = Scheduler(worker_ctx)
+    now = db_now(db_session)
+
+    def queued(seconds_later: int) -> list[str]:
+        report = TickReport()
+        scheduler.reconcile(report, now + timedelta(seconds=seconds_later))
+        scheduler.redeliver(report, now + timedelta(seconds=seconds_later))
+        work()  # the rounds run (GitHub answers 404 to all), so the next copy is a new job
+        return report.rounds
+
+    assert queued(0) == ["reconcile", "redeliver"]
+    assert queued(59) == []
+    assert queued(60) == ["reconcile"]
+    assert queued(7199) == ["reconcile"]
+    assert queued(7200) == ["redeliver"]  # reconciliation is next due at 7259
