@@ -211,7 +211,7 @@ class Scheduler:
             rows = session.execute(
                 select(Deployment.id, Deployment.state, Deployment.checked_at).where(
                     Deployment.state.in_([*LIVE_STATES, S.ARCHIVE_PENDING]), Deployment.lease_owner.is_(None),
-                    ~busy)
+                    ~busy, Deployment.check_retry_at.is_(None) | (Deployment.check_retry_at <= now))
                 .order_by(Deployment.checked_at.asc().nulls_first()).limit(CHECKS_PER_TICK * 2)).all()
         for deployment_id, state, checked_at in rows:
             if len(report.checks) + len(report.archive_checks) >= CHECKS_PER_TICK:
