@@ -80,9 +80,7 @@ def _periodic(ctx: WorkerContext, deployment_id: int, kind: str, owner: str) -> 
             return
         busy = session.scalar(select(exists().where(
             Action.deployment_id == deployment_id, Action.state.in_((ActionState.QUEUED, ActionState.RUNNING)))))
-        wanted = (kind == "archive_check" and deployment.state is S.ARCHIVE_PENDING) or \
-            (kind == "check" and deployment.state in LIVE_STATES)
-        if busy or not wanted:
+        if busy or not _wanted(kind, deployment.state):
             return
         manifest = repo.find(deployment.service, deployment.environment)
         if manifest is None:
@@ -138,6 +136,11 @@ def _periodic(ctx: WorkerContext, deployment_id: int, kind: str, owner: str) -> 
                      extra={"deployment": deployment.name})
 
 
+def _wanted(kind: str, state: DeploymentState) -> bool:
+    """Whether a deployment in ``state`` gets periodic ``kind``: check when live, archive_check when archiving."""
+    return (kind == "archive_check" and state is S.ARCHIVE_PENDING) or (kind == "check" and state in LIVE_STATES)
+
+
 def check_backoff(interval: int, failures: int) -> int:
     """Seconds until the next try of a check that could not start ``failures`` times in a row: the check
     interval, doubling, up to CHECK_BACKOFF_CAP (or the interval, when that is longer)."""
@@ -155,8 +158,7 @@ def _note_failure(ctx: WorkerContext, deployment_id: int, kind: str, reason: str
         delay = check_backoff(ctx.settings.check_interval, deployment.check_failures)
         deployment.checked_at = now
         deployment.check_retry_at = now + timedelta(seconds=delay)
-        if (kind == "archive_check" and deployment.state is S.ARCHIVE_PENDING) or \
-                (kind == "check" and deployment.state in LIVE_STATES):
+        if _wanted(kind, deployment.state):
             note_check_failing(deployment, kind, reason)
         session.commit()
         return deployment.name, delay
