@@ -105,6 +105,9 @@ class Deployment(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
     checked_at: Mapped[datetime | None]
+    # Periodic checks in a row that could not start; the next one waits until check_retry_at.
+    check_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    check_retry_at: Mapped[datetime | None]
     archived_at: Mapped[datetime | None]
     # Who may run scripts on this deployment now (one worker at a time), until when.
     lease_owner: Mapped[str | None] = mapped_column(String(255))

@@ -134,6 +134,17 @@ def transition(deployment, wanted: DeploymentState, *, reason: FailureReason | N
     return current
 
 
+def note_check_failing(deployment, kind: str, reason: str) -> None:
+    """Say why the periodic ``kind`` (check or archive_check) of ``deployment`` cannot run; its state stays,
+    since nothing is known about what runs."""
+    deployment.status_message = f"{kind} failing: {reason}"[:1000]
+
+
+def clear_check_failing(deployment, message: str | None = None) -> None:
+    """The periodic check of ``deployment`` runs again: ``message`` replaces the note that it could not."""
+    deployment.status_message = message
+
+
 class ActionState(enum.StrEnum):
     """Where one requested operation is: queued, running, or one of its ends."""
 

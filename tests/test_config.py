@@ -43,6 +43,13 @@ def test_variables_are_parsed():
     assert settings.namespace == "staging"
 
 
+def test_the_github_rounds_intervals_are_settings():
+    defaults = load_settings({})
+    assert (defaults.reconcile_interval, defaults.redeliver_interval) == (300, 600)
+    settings = load_settings({"SAMI_RECONCILE_INTERVAL": "120", "SAMI_REDELIVER_INTERVAL": "3600"})
+    assert (settings.reconcile_interval, settings.redeliver_interval) == (120, 3600)
+
+
 @pytest.mark.parametrize(("variable", "value", "problem"), [
     ("SAMI_DATABASE_URL", "::not a url::", "not a database URL"),
     ("SAMI_DATABASE_URL", "mysql://x/y", "unsupported database 'mysql'"),
@@ -54,6 +61,8 @@ def test_variables_are_parsed():
     ("SAMI_SCRIPT_TIMEOUT", "0", "must be between 1 and 86400"),
     ("SAMI_MODE", "staging", "must be one of development, production, test"),
     ("SAMI_NAMESPACE", "Bad_Name", "lowercase letters"),
+    ("SAMI_RECONCILE_INTERVAL", "10", "must be between 60 and 86400"),
+    ("SAMI_REDELIVER_INTERVAL", "100000", "must be between 60 and 86400"),
 ])
 def test_bad_values_name_the_variable(variable, value, problem):
     with pytest.raises(ConfigError) as info:

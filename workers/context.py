@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot import db
 from bot.config import Settings, load_settings
 from bot.github.client import GitHubClient
+from bot.github.redeliver import AskedMemory, asked_memory
+from bot.github.rounds import RoundMarks, round_marks
 from bot.manifest_store import ManifestStore
 from workers.executor import Executor
 from workers.queue import InProcessBroker, make_broker
@@ -26,6 +28,9 @@ class WorkerContext:
     manifests: ManifestStore
     executor: Executor
     github: GitHubClient | None = None  # None when no GitHub credentials are set
+    # What the GitHub rounds remember between runs: shared through Redis, or by this process's jobs.
+    asked: AskedMemory | None = None
+    rounds: RoundMarks | None = None
 
     def session(self) -> Session:
         return self.session_factory()
@@ -45,13 +50,16 @@ def build_context(settings: Settings, broker=None, session_factory: sessionmaker
         Path(settings.static_root).mkdir(exist_ok=True)
     if session_factory is None:
         session_factory = sessionmaker(bind=db.make_engine(settings.database_url), expire_on_commit=False)
+    broker = broker if broker is not None else make_broker(settings)
     context = WorkerContext(
         settings=settings,
         session_factory=session_factory,
-        broker=broker if broker is not None else make_broker(settings),
+        broker=broker,
         manifests=ManifestStore.from_settings(settings),
         executor=Executor(settings),
         github=GitHubClient.from_settings(settings),
+        asked=asked_memory(broker),
+        rounds=round_marks(broker),
     )
     if isinstance(context.broker, InProcessBroker) and context.broker.context is None:
         context.broker.context = context  # its jobs run with this context

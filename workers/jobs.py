@@ -443,6 +443,8 @@ def _finish(run: Run, outcome: Outcome) -> tuple[DeploymentState, DeploymentStat
                 transition(deployment, outcome.deployment_state, reason=outcome.reason, message=outcome.message)
                 if outcome.deployment_state in (S.RUNNING, S.FAILURE):
                     deployment.checked_at = db_now(session)
+                    # A script ran: periodic checks go back to the plain interval.
+                    deployment.check_failures, deployment.check_retry_at = 0, None
             else:
                 log.warning("%s is %s; not moving it to %s after action %s", deployment.name,
                             deployment.state, outcome.deployment_state, action.id)

@@ -36,6 +36,11 @@ PROCESS_DELIVERY = "workers.deliveries.process_delivery"
 # GitHub side effects go on the checks queue: short requests that must not wait behind scripts.
 DELIVER_OUTBOX = "workers.outbox.deliver_outbox_row"
 OUTBOX_JOB_TIMEOUT = 120
+# The scheduler's GitHub rounds go on the checks queue too: a deadline keeps them short, and a GitHub
+# that hangs then holds up a worker for a while, never the scheduler's tick.
+GITHUB_ROUNDS = {"reconcile": "workers.github_rounds.reconcile_round",
+                 "redeliver": "workers.github_rounds.redeliver_round"}
+GITHUB_ROUND_JOB_TIMEOUT = 600  # seconds; past its deadline a round only waits for its last request
 DELIVERY_JOB_TIMEOUT = 300  # seconds; a handler stuck on GitHub longer than this fails the delivery
 WAITING_JOB_STATES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.CREATED}
 
@@ -48,6 +53,11 @@ def delivery_job_id(delivery_row_id: int) -> str:
 def outbox_job_id(row_id: int) -> str:
     """The job id of an outbox row's sending."""
     return f"outbox-{row_id}"
+
+
+def github_round_job_id(name: str) -> str:
+    """The job id of GitHub round ``name``: one at a time, so a second copy while one waits or runs is a no-op."""
+    return f"github-{name}"
 
 
 def _mark_enqueued(session: Session, action_id: int) -> None:
@@ -138,6 +148,15 @@ class RQBroker:
             log.warning("could not queue outbox row %s: %s", row_id, type(exc).__name__)
             return False
 
+    def enqueue_github_round(self, name: str, round_at: str) -> bool:
+        """Queue GitHub round ``name`` as of ``round_at`` (an ISO time); a no-op while one waits or runs."""
+        try:
+            return self._enqueue(self.checks, GITHUB_ROUNDS[name], github_round_job_id(name), round_at,
+                                 timeout=GITHUB_ROUND_JOB_TIMEOUT)
+        except redis.RedisError as exc:
+            log.warning("could not queue the GitHub %s round: %s", name, type(exc).__name__)
+            return False
+
     def ping(self) -> None:
         self.connection.ping()
 
@@ -196,6 +215,9 @@ class InProcessBroker:
 
     def enqueue_outbox(self, row_id: int, started_counts: bool = True) -> bool:
         return self._submit(outbox_job_id(row_id), DELIVER_OUTBOX, row_id)
+
+    def enqueue_github_round(self, name: str, round_at: str) -> bool:
+        return self._submit(github_round_job_id(name), GITHUB_ROUNDS[name], round_at)
 
     def ping(self) -> None:
         return None

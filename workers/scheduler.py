@@ -1,5 +1,6 @@
 """Periodic work: the queue sweep, the reaper, status checks, archive checks, retention and the
-archive of idle pull request environments.
+archive of idle pull request environments; the GitHub rounds are queued here and run by workers, so
+that GitHub's answers (or its silence) never hold up a tick.
 
 Every step is idempotent (conditional updates, the state machine, live-job checks), so running
 more than one scheduler is safe; with Redis, a short lock also keeps two from doing one tick.
@@ -19,16 +20,6 @@ from pathlib import Path
 
 from sqlalchemy import exists, func, select, update
 
-from bot.github.reconcile import RECONCILE_EVERY, reconcile_pull_requests
-from bot.github.redeliver import (
-    FIRST_LOOKBACK,
-    LOOKBACK,
-    MAX_LOOKBACK,
-    REDELIVER_EVERY,
-    asked_memory,
-    redeliver_missed,
-    watched_repositories,
-)
 from bot.manifests import prune_trees
 from bot.models import Action, Delivery, DeliveryStatus, Deployment
 from bot.services import Context, cleanup_deployment, ensure_archived
@@ -75,8 +66,7 @@ class TickReport:
     cleanups: list[str] = field(default_factory=list)
     leases_freed: list[int] = field(default_factory=list)
     deliveries: list[int] = field(default_factory=list)
-    reconciled: list[str] = field(default_factory=list)
-    redelivered: list[str] = field(default_factory=list)
+    rounds: list[str] = field(default_factory=list)  # GitHub rounds queued: reconcile, redeliver
     outbox: list[int] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
 
@@ -93,8 +83,6 @@ class Scheduler:
         self._expired_at: datetime | None = None
         self._reconcile_at: datetime | None = None
         self._redeliver_at: datetime | None = None
-        self._redelivered_to: datetime | None = None
-        self._asked = asked_memory(ctx.broker)
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -223,7 +211,7 @@ class Scheduler:
             rows = session.execute(
                 select(Deployment.id, Deployment.state, Deployment.checked_at).where(
                     Deployment.state.in_([*LIVE_STATES, S.ARCHIVE_PENDING]), Deployment.lease_owner.is_(None),
-                    ~busy)
+                    ~busy, Deployment.check_retry_at.is_(None) | (Deployment.check_retry_at <= now))
                 .order_by(Deployment.checked_at.asc().nulls_first()).limit(CHECKS_PER_TICK * 2)).all()
         for deployment_id, state, checked_at in rows:
             if len(report.checks) + len(report.archive_checks) >= CHECKS_PER_TICK:
@@ -293,33 +281,22 @@ class Scheduler:
             log.info("pruned %d old deployments-repo trees", len(removed))
 
     def reconcile(self, report: TickReport, now: datetime) -> None:
-        """Every RECONCILE_EVERY, make pull request environments match GitHub's open pull requests."""
+        """Every SAMI_RECONCILE_INTERVAL seconds, queue a round that makes pull request environments match
+        GitHub's open pull requests."""
         if self.ctx.github is None or (self._reconcile_at and now < self._reconcile_at):
             return
-        self._reconcile_at = now + RECONCILE_EVERY
-        result = reconcile_pull_requests(self.ctx.session, self.ctx.manifests.current(), self.ctx.github,
-                                         Context.from_settings(self.ctx.settings, self.ctx.broker), self.ctx.settings)
-        if result.retry_after:
-            self._reconcile_at = max(self._reconcile_at, now + timedelta(seconds=result.retry_after))
-        report.reconciled.extend(result.done)
+        if self.ctx.broker.enqueue_github_round("reconcile", now.isoformat()):
+            self._reconcile_at = now + timedelta(seconds=self.ctx.settings.reconcile_interval)
+            report.rounds.append("reconcile")
 
     def redeliver(self, report: TickReport, now: datetime) -> None:
-        """Every REDELIVER_EVERY, ask GitHub to redeliver failed webhook deliveries Sami has no record of."""
+        """Every SAMI_REDELIVER_INTERVAL seconds, queue a round that asks GitHub to redeliver failed webhook
+        deliveries Sami has no record of."""
         if self.ctx.github is None or (self._redeliver_at and now < self._redeliver_at):
             return
-        # Back to an hour before the last full round; the first round after a start covers a day of downtime.
-        since = max(self._redelivered_to - LOOKBACK if self._redelivered_to else now - FIRST_LOOKBACK,
-                    now - MAX_LOOKBACK)
-        self._redeliver_at = now + REDELIVER_EVERY
-        repositories = [] if self.ctx.github.mode == "app" else watched_repositories(
-            self.ctx.manifests.current(), self.ctx.settings.github_repositories)
-        result = redeliver_missed(self.ctx.session, self.ctx.github, self._asked, since=since,
-                                  repositories=repositories, public_url=self.ctx.settings.public_url)
-        if result.retry_after:
-            self._redeliver_at = max(self._redeliver_at, now + timedelta(seconds=result.retry_after))
-        elif not result.failed:
-            self._redelivered_to = now
-        report.redelivered.extend(result.asked)
+        if self.ctx.broker.enqueue_github_round("redeliver", now.isoformat()):
+            self._redeliver_at = now + timedelta(seconds=self.ctx.settings.redeliver_interval)
+            report.rounds.append("redeliver")
 
     # -- running -------------------------------------------------------------------------------
 
@@ -358,7 +335,7 @@ class Scheduler:
                     self._stop.wait(self.interval)
                     continue
                 if (report.queued or report.reaped or report.outbox or report.requeued or report.cleanups
-                        or report.deliveries or report.reconciled or report.redelivered or report.expired):
+                        or report.deliveries or report.rounds or report.expired):
                     log.info("scheduler: %s", report)
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 

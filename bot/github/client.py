@@ -4,9 +4,10 @@ Built on PyGithub's requester: authentication as a GitHub App (a JWT signed with
 exchanged for an installation access token per installation) or with a plain token, the base URL
 of GitHub or a GitHub Enterprise Server, connection pooling. On top of it, a narrow interface
 that returns GitHub's JSON as plain dicts (the same shapes webhook payloads carry), conditional
-requests with ETags, and errors as two small exceptions: ``RateLimited`` (wait ``retry_after``
-seconds; nothing here sleeps) and ``GitHubError`` (status and message). Tokens and JWTs never
-appear in logs, exception messages or reprs.
+requests with ETags, a deadline per round of requests, and errors as small exceptions:
+``RateLimited`` (wait ``retry_after`` seconds; nothing here sleeps), ``DeadlinePassed`` (the round's
+time is up; the request was not sent) and ``GitHubError`` (status and message). Tokens and JWTs
+never appear in logs, exception messages or reprs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import threading
 import time
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -73,6 +75,30 @@ class RateLimited(GitHubError):
     def __init__(self, retry_after: float, message: str, status: int = 403):
         super().__init__(status, message)
         self.retry_after = retry_after
+
+
+class DeadlinePassed(GitHubError):
+    """The round's deadline passed before this request: it was not sent, and what is left waits for the next round."""
+
+    def __init__(self, message: str):
+        super().__init__(0, message)
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """The time a round of requests stops: none is sent once ``clock()`` reaches ``at``."""
+
+    at: float
+    clock: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def after(cls, seconds: float, clock: Callable[[], float] = time.monotonic) -> Deadline:
+        """The deadline ``seconds`` from now on ``clock``."""
+        return cls(clock() + seconds, clock)
+
+    def passed(self) -> bool:
+        """Whether the round's time is up."""
+        return self.clock() >= self.at
 
 
 @dataclass(frozen=True)
@@ -179,6 +205,8 @@ class GitHubClient:
         self._tokens = _InstallationTokens(self)
         self._etags: OrderedDict[str, tuple[str, list[Any], str | None]] = OrderedDict()
         self._blocked_until: dict[object, float] = {}  # auth key -> monotonic time the primary limit resets
+        # The deadline of the round each thread is in: threads share the client, not their rounds.
+        self._round = threading.local()
         if self.app_id:
             self._app_auth: Auth.Auth | None = Auth.AppAuth(self.app_id, private_key)
             self._token_auth: Auth.Auth | None = None
@@ -202,6 +230,19 @@ class GitHubClient:
     def __repr__(self) -> str:
         who = f"App {self.app_id}" if self.app_id else "token"
         return f"<GitHubClient {self.base_url} ({who})>"
+
+    @contextmanager
+    def deadline(self, deadline: Deadline) -> Iterator[None]:
+        """Inside the block, this thread's requests raise DeadlinePassed, unsent, once ``deadline`` passes.
+
+        A request already sent when it passes runs to its answer or its timeout.
+        """
+        outer = getattr(self._round, "deadline", None)
+        self._round.deadline = deadline
+        try:
+            yield
+        finally:
+            self._round.deadline = outer
 
     # -- pull requests ---------------------------------------------------------------------------
 
@@ -441,6 +482,9 @@ class GitHubClient:
     def _send(self, verb: str, path: str, *, as_app: bool = False, repo: str | None = None, body: Any = None,
               headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
         """One request; returns (status, headers, JSON) for statuses below 400, raises for the rest."""
+        deadline = getattr(self._round, "deadline", None)
+        if deadline is not None and deadline.passed():
+            raise DeadlinePassed(f"{verb} {_path_only(path)}: the round's deadline passed (not sent)")
         key, client = self._requester(as_app=as_app, repo=repo)
         blocked = self._blocked_until.get(key)
         if blocked is not None and blocked > time.monotonic():

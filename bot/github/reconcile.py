@@ -1,7 +1,7 @@
 """Level-triggered repair of pull request environments: GitHub's open pull requests against Sami's.
 
 Webhooks get lost (Sami was down, a delivery failed, an event came out of order). Every
-``RECONCILE_EVERY``, for each repository a pull_request manifest names and the allowlist admits,
+SAMI_RECONCILE_INTERVAL seconds, for each repository a pull_request manifest names and the allowlist admits,
 the scheduler lists its open pull requests and syncs each one, then looks up, one by one, the pull
 requests of live environments missing from that list, and syncs them too (a closed one is
 archived). Syncing changes nothing where Sami is already right.
@@ -9,7 +9,8 @@ archived). Syncing changes nothing where Sami is already right.
 An error from GitHub never counts as "no pull requests" (Argo CD #11464 archived every preview
 environment on a failed listing): a repository whose listing fails in any way, on any page, or
 is rate limited, is skipped for the round and nothing of it is archived. An environment is
-archived only when GitHub, asked about that very pull request, says it is closed.
+archived only when GitHub, asked about that very pull request, says it is closed. A round run
+under the client's deadline stops where the deadline finds it; the rest waits for the next round.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot.config import Settings
-from bot.github.client import GitHubClient, GitHubError, RateLimited
+from bot.github.client import DeadlinePassed, GitHubClient, GitHubError, RateLimited
 from bot.github.pulls import PayloadError, PullRequest, pull_request_manifests, repository_allowed, sync_pull_request
 from bot.manifests import DeploymentsRepo, PrDeploy
 from bot.models import Deployment
@@ -33,7 +33,6 @@ from bot.states import DeploymentState
 log = logging.getLogger(__name__)
 S = DeploymentState
 
-RECONCILE_EVERY = timedelta(minutes=5)
 REQUESTED_BY = "schedule:reconcile"
 ORIGIN = "reconcile"
 # Environments that exist for a pull request and that a closed pull request would archive.
@@ -64,12 +63,17 @@ def reconciled_repositories(repo: DeploymentsRepo, settings: Settings) -> list[s
 
 def reconcile_pull_requests(sessions: Callable[[], Session], repo: DeploymentsRepo, github: GitHubClient,
                             ctx: Context, settings: Settings) -> ReconcileReport:
-    """One round over every reconciled repository; stops early when GitHub's rate limit is hit."""
+    """One round over every reconciled repository; stops early when GitHub's rate limit is hit or the
+    client's deadline passes."""
     report = ReconcileReport()
     repositories = reconciled_repositories(repo, settings)
     for index, repository in enumerate(repositories):
         try:
             _reconcile_repository(sessions, repo, github, ctx, settings, repository, report)
+        except DeadlinePassed:
+            for later in repositories[index:]:
+                report.skipped[later] = "left for the next round: this round's deadline passed"
+            break
         except RateLimited as exc:
             # One limit for every repository of these credentials: the rest wait for the next round.
             report.retry_after = exc.retry_after
@@ -105,7 +109,7 @@ def _reconcile_repository(sessions: Callable[[], Session], repo: DeploymentsRepo
         # Missing from the open list: closed, most likely; archive only on GitHub's word about it.
         try:
             item = github.get_pull_request(repository, number)
-        except RateLimited:
+        except (RateLimited, DeadlinePassed):
             raise
         except GitHubError as exc:
             report.errors.append(f"{repository}#{number}: {exc.message}")
@@ -129,6 +133,9 @@ def _sync(sessions: Callable[[], Session], repo: DeploymentsRepo, ctx: Context, 
         try:
             done = sync_pull_request(session, repo, pr, ctx, requested_by=REQUESTED_BY, origin=ORIGIN,
                                      settings=settings, github=github)
+        except (RateLimited, DeadlinePassed):
+            session.rollback()
+            raise  # the round stops; this pull request's checks are read again next round
         except Exception as exc:  # one pull request's trouble does not stop the others
             session.rollback()
             log.exception("reconciling %s#%s failed", repository, pr.number)

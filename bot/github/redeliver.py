@@ -7,7 +7,7 @@ got through (every attempt failed: status code 400 and above, or 0 when GitHub c
 and that has no Delivery row, asks for one redelivery.
 
 What was asked is remembered for ASK_WINDOW in Redis (a key per GUID with a time to live, set
-only if absent, so two schedulers do not both ask), not in the deliveries table: a Delivery row
+only if absent, so two workers do not both ask), not in the deliveries table: a Delivery row
 means "received", and a row written for a delivery that was not would make the webhook endpoint
 drop the very redelivery as a duplicate. Losing that memory costs one extra request at most,
 which the delivery id makes harmless.
@@ -26,16 +26,15 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.github.client import GitHubClient, GitHubError, RateLimited, RepositoryHook
+from bot.github.client import DeadlinePassed, GitHubClient, GitHubError, RateLimited, RepositoryHook
 from bot.github.pulls import repository_allowed
 from bot.manifests import DeploymentsRepo
 from bot.models import Delivery
 
 log = logging.getLogger(__name__)
 
-REDELIVER_EVERY = timedelta(minutes=10)
-LOOKBACK = timedelta(hours=1)  # how far back a scheduled round looks
-FIRST_LOOKBACK = timedelta(hours=24)  # ... and the first round after the scheduler starts
+LOOKBACK = timedelta(hours=1)  # a round looks back this far before the last one that read everything
+FIRST_LOOKBACK = timedelta(hours=24)  # ... and a round when no earlier one read everything
 MAX_LOOKBACK = timedelta(days=3)  # GitHub keeps deliveries this long
 ASK_WINDOW = timedelta(minutes=30)  # one redelivery request per GUID in this window
 WEBHOOK_PATH = "/webhooks/github"
@@ -183,7 +182,7 @@ def sami_hooks(github: GitHubClient, repositories: Iterable[str], public_url: st
         try:
             found = [h for h in github.repository_hooks(repository)
                      if str((h.get("config") or {}).get("url") or "").rstrip("/") == target]
-        except RateLimited:
+        except (RateLimited, DeadlinePassed):
             raise
         except GitHubError as exc:
             report.failed[repository] = exc.message
@@ -203,7 +202,7 @@ def redeliver_missed(sessions: Callable[[], Session], github: GitHubClient, memo
         for hook in sami_hooks(github, repositories, public_url, report):
             try:
                 attempts = github.list_hook_deliveries(since=since, hook=hook)
-            except RateLimited:
+            except (RateLimited, DeadlinePassed):
                 raise
             except GitHubError as exc:
                 report.failed[hook.repository if hook else "app webhook"] = exc.message
@@ -221,7 +220,7 @@ def redeliver_missed(sessions: Callable[[], Session], github: GitHubClient, memo
                 github.redeliver(missed.delivery_id, hook=missed.hook)
             except GitHubError as exc:
                 memory.release(missed.guid)
-                if isinstance(exc, RateLimited):
+                if isinstance(exc, (RateLimited, DeadlinePassed)):
                     raise
                 report.failed[missed.guid] = exc.message
                 continue
@@ -230,6 +229,8 @@ def redeliver_missed(sessions: Callable[[], Session], github: GitHubClient, memo
     except RateLimited as exc:
         report.retry_after = exc.retry_after
         report.failed["rate limit"] = exc.message
+    except DeadlinePassed as exc:
+        report.failed["deadline"] = exc.message  # what is left waits for the next round
     return report
 
 

@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from bot.github.reconcile import RECONCILE_EVERY, reconcile_pull_requests, reconciled_repositories
+from bot.github.client import Deadline
+from bot.github.reconcile import reconcile_pull_requests, reconciled_repositories
 from bot.models import Action, Deployment
 from bot.states import DeploymentState
 from tests.github.conftest import token_client
@@ -148,6 +149,35 @@ def test_an_empty_list_still_archives_only_what_github_says_is_closed(db_session
     assert states(db_session) == {"probe-pr-3": S.RUNNING, "probe-pr-4": S.RUNNING}
 
 
+def test_a_round_past_its_deadline_stops_and_archives_nothing(db_session, worker_ctx, services_ctx, token_fake,
+                                                             github, two_running):
+    # The round's clock ticks once per request GitHub receives: the deadline passes after the listing.
+    token_fake.on("GET", PULLS, Reply(200, []))
+    token_fake.on("GET", PULLS + "/3", Reply(200, pr(3, "closed")))
+    token_fake.on("GET", PULLS + "/4", Reply(200, pr(4, "closed")))
+    actions = action_count(db_session)
+    with github.deadline(Deadline.after(1, clock=lambda: len(token_fake.requests))):
+        report = reconcile(worker_ctx, services_ctx, github)
+    assert [r.path for r in token_fake.requests] == [PULLS]
+    assert report.skipped == {"acme/probe": "left for the next round: this round's deadline passed"}
+    assert report.repositories == [] and report.done == []
+    assert states(db_session) == {"probe-pr-3": S.RUNNING, "probe-pr-4": S.RUNNING}
+    assert action_count(db_session) == actions
+    # Outside the block the client has no deadline: the next round finishes the work.
+    assert reconcile(worker_ctx, services_ctx, github).done == ["archived probe-pr-3 (closed)",
+                                                               "archived probe-pr-4 (closed)"]
+
+
+def test_a_deadline_before_the_listing_is_no_empty_list(db_session, worker_ctx, services_ctx, token_fake, github,
+                                                        two_running):
+    token_fake.on("GET", PULLS, Reply(200, []))
+    with github.deadline(Deadline.after(0)):
+        report = reconcile(worker_ctx, services_ctx, github)
+    assert token_fake.requests == []
+    assert report.skipped == {"acme/probe": "left for the next round: this round's deadline passed"}
+    assert states(db_session) == {"probe-pr-3": S.RUNNING, "probe-pr-4": S.RUNNING}
+
+
 def test_a_304_keeps_the_cached_list(db_session, worker_ctx, services_ctx, token_fake, github, two_running):
     token_fake.on("GET", PULLS, Reply(200, [pr(4), pr(3)], {"ETag": '"open-v1"'}), Reply(304, None))
     actions = action_count(db_session)
@@ -168,24 +198,30 @@ def test_repositories_outside_the_allowlist_are_not_asked_about(worker_ctx, serv
     assert report.repositories == [] and token_fake.requests == []
 
 
-def test_the_scheduler_reconciles_every_few_minutes_and_waits_out_a_rate_limit(db_session, worker_ctx, token_fake,
-                                                                               github):
+def test_the_scheduler_queues_a_round_every_few_minutes_and_a_rate_limit_holds_it_back(db_session, worker_ctx,
+                                                                                         work, token_fake, github):
     scheduler = Scheduler(worker_ctx)
     now = db_now(db_session)
+    every = timedelta(seconds=worker_ctx.settings.reconcile_interval)
     scheduler.reconcile(report := TickReport(), now)  # no client: nothing to do
-    assert token_fake.requests == [] and report.reconciled == []
+    assert report.rounds == []
     worker_ctx.github = github
     token_fake.on("GET", PULLS, Reply(200, [pr(5)]),
                   Reply(429, {"message": "slow down"}, {"Retry-After": "900"}), Reply(200, [pr(5)]))
     scheduler.reconcile(report, now)
-    assert report.reconciled == [f"created probe-pr-5 at {pr(5)['head']['sha'][:7]}"]
-    scheduler.reconcile(report, now + RECONCILE_EVERY - timedelta(seconds=1))
+    assert report.rounds == ["reconcile"] and token_fake.requests == []  # queued, not run by the scheduler
+    work()
+    assert states(db_session) == {"probe-pr-5": S.RUNNING}
+    scheduler.reconcile(report, now + every - timedelta(seconds=1))
+    work()
     assert len(token_fake.requests) == 1
-    scheduler.reconcile(report, now + RECONCILE_EVERY)  # rate limited: come back in 900 s
-    scheduler.reconcile(report, now + RECONCILE_EVERY * 2)
-    assert len(token_fake.requests) == 2
+    scheduler.reconcile(report, now + every)  # rate limited: come back in 900 s
+    work()
+    scheduler.reconcile(report, now + every * 2)  # queued, and held back by the worker
+    work()
+    assert len(token_fake.requests) == 2 and report.rounds == ["reconcile"] * 3
     # The client itself sends nothing before GitHub's time either; this test's clock is the database's.
     worker_ctx.github = token_client(token_fake.url)
-    scheduler.reconcile(report, now + RECONCILE_EVERY + timedelta(seconds=900))
+    scheduler.reconcile(report, now + every + timedelta(seconds=900))
+    work()
     assert len(token_fake.requests) == 3
-

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from bot.github.client import RepositoryHook
+from bot.github.client import Deadline, RepositoryHook
 from bot.github.redeliver import (
     LocalAskedMemory,
     RedisAskedMemory,
@@ -24,6 +24,7 @@ from bot.github.redeliver import (
 from bot.models import Delivery
 from tests.github.conftest import app_client, token_client
 from tests.support.github_mock import Reply
+from workers.github_rounds import redeliver_round
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 DELIVERIES = "/app/hook/deliveries"
@@ -126,6 +127,18 @@ def test_a_rate_limit_stops_the_round(app_fake, app_key, session_factory, record
     assert not memory.asked("g1-connect-failed")
 
 
+def test_a_round_past_its_deadline_asks_for_nothing_more(app_fake, app_key, session_factory, recorded):
+    # The round's clock ticks once per request GitHub receives: the deadline passes after both pages.
+    client, memory = app_client(app_fake.url, app_key), LocalAskedMemory()
+    with client.deadline(Deadline.after(2, clock=lambda: len(app_fake.requests))):
+        report = redeliver_missed(session_factory, client, memory, since=NOW - timedelta(hours=1))
+    assert [r.method for r in app_fake.requests] == ["GET", "GET"] and redelivered(app_fake) == []
+    assert report.asked == [] and list(report.failed) == ["deadline"]
+    assert not memory.asked("g1-connect-failed")  # left for the next round, which asks
+    assert redeliver_missed(session_factory, client, memory, since=NOW - timedelta(hours=1)).asked == [
+        "g1-connect-failed", "g4-failed-twice"]
+
+
 def test_a_failed_listing_redelivers_nothing(fake_github, app_key, session_factory):
     fake_github.on("GET", DELIVERIES, Reply(500, {"message": "Server Error"}))
     report = redeliver_missed(session_factory, app_client(fake_github.url, app_key), LocalAskedMemory(),
@@ -171,34 +184,44 @@ def test_listing_webhook_deliveries_matches_githubs_description(github_mock, app
                                                    "https://example.com/webhooks/github"}
 
 
-# -- the scheduler ---------------------------------------------------------------------------------
+# -- the round as a queue job ----------------------------------------------------------------------
 
 
-def test_the_scheduler_looks_back_a_day_first_then_an_hour_before_its_last_round(
-        app_fake, app_key, session_factory, recorded, tmp_path):
+@pytest.fixture
+def worker(app_fake, app_key, session_factory, redis_client, tmp_path):
+    """A new worker context each call, as another worker process has: what they share is in Redis."""
     from bot.config import settings_from_mapping
-    from workers.scheduler import Scheduler, TickReport
+    from workers.context import build_context
+    from workers.queue import RQBroker
 
-    class Context:  # what the redeliver step reads of a worker context
-        github = app_client(app_fake.url, app_key)
-        session = staticmethod(session_factory)
-        broker = object()  # no Redis: the scheduler remembers in its process
+    def build():
         settings = settings_from_mapping({"instance_dir": str(tmp_path)})
+        ctx = build_context(settings, broker=RQBroker(redis_client), session_factory=session_factory)
+        ctx.github = app_client(app_fake.url, app_key)
+        return ctx
 
-    scheduler = Scheduler(Context())
-    first = TickReport()
-    scheduler.redeliver(first, NOW)
+    return build
+
+
+def test_a_round_looks_back_a_day_first_then_an_hour_before_the_last_full_round(app_fake, recorded, worker):
+    first = redeliver_round(NOW.isoformat(), ctx=worker())
     # Five hours ago is inside the first round's day.
-    assert first.redelivered == ["g0-too-old", "g1-connect-failed", "g4-failed-twice"]
+    assert first.asked == ["g0-too-old", "g1-connect-failed", "g4-failed-twice"]
     app_fake.on("GET", DELIVERIES, Reply(200, [attempt(90, "g8-new", 502, 30), attempt(80, "g7-older", 502, 90),
                                                *HISTORY]))
     app_fake.on("POST", f"{DELIVERIES}/90/attempts", Reply(202, {}))
-    later = TickReport()
-    scheduler.redeliver(later, NOW + timedelta(minutes=5))  # not due yet
-    assert later.redelivered == []
-    scheduler.redeliver(later, NOW + timedelta(minutes=10))
+    later = redeliver_round((NOW + timedelta(minutes=10)).isoformat(), ctx=worker())
     # Back to an hour before the last round: g7 (90 minutes old) is out of reach, the rest asked already.
-    assert later.redelivered == ["g8-new"]
+    assert later.asked == ["g8-new"]
+
+
+def test_a_rate_limited_round_holds_back_the_next_rounds_of_every_worker(app_fake, recorded, worker):
+    app_fake.on("GET", DELIVERIES, Reply(429, {"message": "slow down"}, {"Retry-After": "600"}))
+    assert redeliver_round(NOW.isoformat(), ctx=worker()).retry_after == 600
+    assert redeliver_round((NOW + timedelta(minutes=9)).isoformat(), ctx=worker()) is None
+    assert len(app_fake.requests) == 1
+    assert redeliver_round((NOW + timedelta(minutes=10)).isoformat(), ctx=worker()) is not None
+    assert len(app_fake.requests) == 2
 
 
 # -- the command ---------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -395,3 +396,47 @@ class FlakyProxy(_LoopbackServer):
                 pass
 
         return Handler
+
+
+# -- a GitHub that hangs -------------------------------------------------------------------------
+
+
+class SilentGitHub:
+    """A GitHub that accepts connections and never answers, as a hung one does: a real listening
+    socket that holds every connection open, unread, and counts them."""
+
+    def __init__(self):
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self._socket.settimeout(0.05)  # the accept loop looks at ``_stop`` this often
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self._held: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def accepted(self) -> int:
+        """Connections accepted so far."""
+        with self._lock:
+            return len(self._held)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except TimeoutError:
+                continue
+            with self._lock:
+                self._held.append(connection)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._socket.close()
+        with self._lock:
+            for connection in self._held:
+                connection.close()
