@@ -1,6 +1,7 @@
 """The GitHub outbox: rows written in the transaction of the state change that causes them, coalesced,
 sent through PyGithub to Prism serving GitHub's API description, retried with backoff while GitHub
-answers 502, and sent exactly once in the end."""
+answers 502, and sent exactly once in the end. Answers Prism cannot give (a refusal, a rate limit) come
+from the recording fake GitHub."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from bot.states import ActionState, DeploymentState, transition, transition_acti
 from tests.github import webhook_fixtures
 from tests.github.conftest import token_client
 from tests.pipeline.probe_scripts import write_probe_repo
-from tests.support.github_mock import FlakyProxy
+from tests.support.github_mock import FlakyProxy, Reply
 from workers import outbox as outbox_jobs
 from workers.context import build_context, set_context
 from workers.lease import db_now
@@ -273,3 +274,64 @@ def test_an_update_superseded_before_it_ran_makes_no_github_deployment(db_sessio
         "skipped": "its GitHub Deployment could not be created"}
     assert by_action[("commit_status", older.action_id)].result == {"skipped": "the action never ran"}
     assert by_action[("deployment", newer.action_id)].state is O.DELIVERED
+
+
+def add_validation_status(db_session) -> OutboxRow:
+    """A one-off row that makes one request: the deployments repo commit's validation status."""
+    outbox.add(db_session, key=f"validation:acme/deployments@{HEAD}", kind="commit_status_validation",
+               repository="acme/deployments", payload={"sha": HEAD, "state": "success", "context": "sami/validate",
+                                                       "description": "manifests valid"})
+    db_session.commit()
+    return rows(db_session)[0]
+
+
+REFUSED = {
+    "422": Reply(422, {"message": "Validation Failed", "errors": [{"resource": "Status", "code": "custom"}]}),
+    "404": Reply(404, {"message": "Not Found"}),
+    "403 without rate-limit headers": Reply(403, {"message": "Resource not accessible by integration"}),
+}
+
+
+@pytest.mark.parametrize("answer", REFUSED)
+def test_a_request_github_refuses_fails_its_row_after_one_try(db_session, worker_ctx, token_fake, answer):
+    status_path = f"/repos/acme/deployments/statuses/{HEAD}"
+    token_fake.on("POST", status_path, REFUSED[answer])
+    worker_ctx.github = token_client(token_fake.url)
+    add_validation_status(db_session)
+    assert deliver_due(db_session, worker_ctx) == ["failed"]
+    [row] = rows(db_session)
+    assert (row.state, row.attempts, row.delivered_at) == (O.FAILED, 1, None)
+    reply = REFUSED[answer]
+    assert f"GitHub answered {reply.status}: {reply.body['message']}" in row.last_error
+    # Sending it again would be refused again: it is not tried again.
+    assert deliver_due(db_session, worker_ctx) == []
+    assert len(token_fake.calls("POST", status_path)) == 1
+
+
+BUSY = {
+    "429": Reply(429, {"message": "Too Many Requests"}),
+    "500": Reply(500, {"message": "Server Error"}),
+    "502": Reply(502, {"message": "Server Error"}),
+    "503": Reply(503, {"message": "Service Unavailable"}),
+    "403 with the rate limit used up": Reply(403, {"message": "API rate limit exceeded"},
+                                             {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "0"}),
+}
+
+
+@pytest.mark.parametrize("answer", BUSY)
+def test_a_request_github_could_not_take_now_is_tried_again_later(db_session, worker_ctx, token_fake, answer):
+    status_path = f"/repos/acme/deployments/statuses/{HEAD}"
+    token_fake.on("POST", status_path, BUSY[answer], Reply(201, {"id": 1, "state": "success"}))
+    worker_ctx.github = token_client(token_fake.url)
+    add_validation_status(db_session)
+    tried_at = db_now(db_session)
+    [job] = outbox_jobs.due_rows(db_session, tried_at)
+    assert outbox_jobs.deliver_outbox_row(job, ctx=worker_ctx) == "pending"
+    [row] = rows(db_session)
+    assert (row.state, row.attempts) == (O.PENDING, 1)
+    assert row.due_at >= tried_at + timedelta(seconds=outbox_jobs.FIRST_BACKOFF)
+    assert ("rate limit is used up" if "rate limit" in answer else f"GitHub answered {BUSY[answer].status}") \
+        in row.last_error
+    assert outbox_jobs.due_rows(db_session, db_now(db_session)) == []  # not before its time
+    assert deliver_due(db_session, worker_ctx) == ["delivered"]
+    assert len(token_fake.calls("POST", status_path)) == 2
