@@ -335,3 +335,29 @@ def test_a_request_github_could_not_take_now_is_tried_again_later(db_session, wo
     assert outbox_jobs.due_rows(db_session, db_now(db_session)) == []  # not before its time
     assert deliver_due(db_session, worker_ctx) == ["delivered"]
     assert len(token_fake.calls("POST", status_path)) == 2
+
+
+def test_a_failed_try_whose_newer_row_waits_is_skipped_not_put_back(db_session, worker_ctx, github_mock):
+    outbox.request_sticky_comment(db_session.connection(), "acme/probe", 3)
+    db_session.commit()
+    [older] = rows(db_session)
+    # Its first worker died while sending it; meanwhile the pull request changed again.
+    db_session.execute(update(OutboxRow).where(OutboxRow.id == older.id).values(
+        state=O.DELIVERING, attempts=1,
+        claimed_at=db_now(db_session) - outbox_jobs.STALE_DELIVERING - timedelta(seconds=1)))
+    outbox.request_sticky_comment(db_session.connection(), "acme/probe", 3)
+    db_session.commit()
+    [newer] = [row for row in rows(db_session) if row.id != older.id]
+    with FlakyProxy(github_mock.url) as proxy:
+        worker_ctx.github = token_client(proxy.url)
+        proxy.down = True
+        # Retried on its own it would wait beside the newer row, which the index of waiting rows refuses.
+        assert outbox_jobs.deliver_outbox_row(older.id, ctx=worker_ctx) == "skipped"
+        assert proxy.refused == 1
+        by_id = {row.id: row for row in rows(db_session)}
+        assert by_id[older.id].state is O.SKIPPED
+        assert by_id[older.id].result == {"skipped": "a newer row sends the latest state"}
+        assert by_id[newer.id].state is O.PENDING
+        proxy.down = False
+        assert deliver_due(db_session, worker_ctx) == ["delivered"]
+    assert [method for method, _, _ in proxy.forwarded].count("POST") == 1
