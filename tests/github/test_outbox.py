@@ -5,12 +5,14 @@ from the recording fake GitHub."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.orm import sessionmaker
 
-from bot import services
+from bot import db, services
 from bot.config import settings_from_mapping
 from bot.github import outbox
 from bot.models import Action, Deployment, OutboxRow, OutboxState, PullRequestRecord
@@ -361,3 +363,70 @@ def test_a_failed_try_whose_newer_row_waits_is_skipped_not_put_back(db_session, 
         proxy.down = False
         assert deliver_due(db_session, worker_ctx) == ["delivered"]
     assert [method for method, _, _ in proxy.forwarded].count("POST") == 1
+
+
+@pytest.fixture
+def own_worker_ctx(test_config, own_database_url, redis_client):
+    """A worker context on a database of the test's own, for jobs running at once in threads with
+    connections of their own, as two workers' jobs do."""
+    engine = db.make_engine(own_database_url)
+    ctx = build_context(settings_from_mapping({**test_config, "database_url": own_database_url}),
+                        broker=RQBroker(redis_client),
+                        session_factory=sessionmaker(bind=engine, expire_on_commit=False))
+    yield ctx
+    engine.dispose()
+
+
+@pytest.mark.parametrize("answered_first", ["the stale try", "the new try"])
+def test_a_try_whose_claim_went_stale_leaves_the_row_to_the_new_claim(own_worker_ctx, token_fake, answered_first):
+    ctx = own_worker_ctx
+    ctx.github = token_client(token_fake.url)
+    stale_answer, new_answer = threading.Event(), threading.Event()
+    token_fake.on("POST", f"/repos/acme/deployments/statuses/{HEAD}",
+                  Reply(422, {"message": "Validation Failed"}, held_until=stale_answer),
+                  Reply(201, {"id": 2, "state": "success"}, held_until=new_answer))
+    with ctx.session() as session:
+        row_id = add_validation_status(session).id
+    returned: dict[str, object] = {}
+
+    def job(name: str) -> threading.Thread:
+        def run() -> None:
+            try:
+                returned[name] = outbox_jobs.deliver_outbox_row(row_id, ctx=ctx)
+            except Exception as exc:  # reported by the assertions below
+                returned[name] = exc
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    def row() -> OutboxRow:
+        with ctx.session() as session:
+            return session.get(OutboxRow, row_id)
+
+    jobs = {"the stale try": job("the stale try")}
+    try:
+        assert token_fake.wait_for_requests(1)
+        # GitHub takes so long to answer that the claim is taken for a dead worker's, and claimed again.
+        with ctx.session() as session:
+            session.execute(update(OutboxRow).where(OutboxRow.id == row_id).values(
+                claimed_at=row().claimed_at - outbox_jobs.STALE_DELIVERING - timedelta(seconds=1)))
+            session.commit()
+        jobs["the new try"] = job("the new try")
+        assert token_fake.wait_for_requests(2)
+        new_claim = row().claimed_at
+        answers = {"the stale try": stale_answer, "the new try": new_answer}
+        answers[answered_first].set()
+        jobs[answered_first].join()
+        if answered_first == "the stale try":
+            assert (row().state, row().claimed_at, row().last_error) == (O.DELIVERING, new_claim, None)
+        else:
+            assert row().state is O.DELIVERED
+    finally:
+        stale_answer.set()
+        new_answer.set()
+        for thread in jobs.values():
+            thread.join()
+    final = row()
+    assert (final.state, final.attempts, final.last_error, final.result) == (O.DELIVERED, 2, None,
+                                                                            {"state": "success"})
+    assert returned["the new try"] == "delivered"

@@ -185,6 +185,8 @@ class PrismServer:
 
 # -- the recording fake ------------------------------------------------------------------------
 
+HOLD_LIMIT = 120.0  # a held answer is given after this long even if the test never released it
+
 
 @dataclass
 class Reply:
@@ -193,6 +195,9 @@ class Reply:
     status: int = 200
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Answered only once this is set: a request GitHub is still working on, for tests of what happens
+    # meanwhile.
+    held_until: threading.Event | None = None
 
 
 @dataclass
@@ -233,9 +238,10 @@ class _LoopbackServer:
 class FakeGitHub(_LoopbackServer):
     """A recording fake GitHub: scripted replies per ``METHOD /path``, every request recorded.
 
-    Replies for a route are used in order, the last one again for later requests. An App's
-    requests are checked the way GitHub checks them: its JWT must verify with the App's public
-    key, and installation tokens must be ones this fake issued and has not expired.
+    Replies for a route are used in order, the last one again for later requests; a reply can be held
+    back until the test releases it (``Reply.held_until``). An App's requests are checked the way
+    GitHub checks them: its JWT must verify with the App's public key, and installation tokens must
+    be ones this fake issued and has not expired.
     """
 
     def __init__(self, app_id: int | None = None, public_key: Any = None):
@@ -247,6 +253,7 @@ class FakeGitHub(_LoopbackServer):
         self.expired: set[str] = set()
         self.token_lifetime = 3600.0
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         super().__init__()
 
     def on(self, method: str, path: str, *replies: Reply) -> None:
@@ -258,6 +265,11 @@ class FakeGitHub(_LoopbackServer):
         with self._lock:
             return [r for r in self.requests if (method is None or r.method == method)
                     and (path is None or r.path == path)]
+
+    def wait_for_requests(self, count: int, timeout: float = 60.0) -> bool:
+        """Whether ``count`` requests have arrived, waiting for them up to ``timeout`` seconds."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: len(self.requests) >= count, timeout)
 
     def issue_token(self, installation_id: int) -> Reply:
         token = f"ghs_canary{len(self.tokens):04d}{installation_id:06d}"
@@ -311,6 +323,9 @@ class FakeGitHub(_LoopbackServer):
                 with fake._lock:
                     fake.requests.append(recorded)
                     reply = fake._reply(recorded)
+                    fake._arrived.notify_all()
+                if reply.held_until is not None:
+                    reply.held_until.wait(HOLD_LIMIT)
                 body = b"" if reply.body is None or reply.status == 304 else json.dumps(reply.body).encode()
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
