@@ -231,6 +231,21 @@ def test_the_page_refuses_outside_development_or_with_credentials(tmp_path, toke
     assert token_fake.calls() == []
 
 
+@pytest.mark.parametrize(("github_timeout", "waited"), [(5, 30), (120, 120)])
+def test_the_conversion_waits_for_githubs_answer_as_long_as_sami_github_timeout_says_or_longer(
+        tmp_path, app_key, github_timeout, waited):
+    states = setup.StateStore(tmp_path / setup.STATE_FOLDER)
+    asked: list[dict] = []
+
+    def conversion(code, **options):
+        asked.append(options)
+        return {"id": 1, "slug": "a", "html_url": "https://github.com/apps/a", "client_id": "c", "pem": app_key[0]}
+
+    setup.complete("the-code", states.issue(), states=states, api_url="https://github.example.com/api/v3",
+                   instance_dir=tmp_path / "instance", timeout=github_timeout, convert=conversion)
+    assert asked == [{"base_url": "https://github.example.com/api/v3", "timeout": waited}]
+
+
 def test_a_malformed_code_is_not_sent(token_fake):
     with pytest.raises(GitHubError, match="malformed"):
         convert_app_manifest("../../user", base_url=token_fake.url)
