@@ -23,7 +23,7 @@ from bot import create_app
 from bot.config import load_settings
 from bot.github import setup
 from bot.github.client import GitHubClient, GitHubError, convert_app_manifest
-from tests.support.github_mock import Reply
+from tests.support.github_mock import ANSWER_TIMEOUT, Reply
 from tests.support.sami_server import PRODUCTION_SECRET_KEY, PRODUCTION_WEBHOOK_SECRET
 from tests.support.servers import free_port
 
@@ -37,7 +37,8 @@ EXAMPLE_WEBHOOK_SECRET = "e340154128314309424b7c8e90325147d99fdafa"
 def page_app(tmp_path, api_url="https://api.github.com", **config):
     return create_app({"mode": "development", "instance_dir": str(tmp_path / "instance"),
                        "database_url": f"sqlite:///{tmp_path / 'sami.sqlite3'}", "webhook_secret": "s",
-                       "secret_key": "k", "public_url": PUBLIC_URL, "github_api_url": api_url, **config})
+                       "secret_key": "k", "public_url": PUBLIC_URL, "github_api_url": api_url,
+                       "github_timeout": ANSWER_TIMEOUT, **config})
 
 
 def form_of(page: str) -> tuple[str, dict]:
@@ -270,7 +271,7 @@ def start_setup(tmp_path, api_url, *args, **env):
     port = free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
     environ.update(SAMI_INSTANCE_DIR=str(tmp_path / "instance"), SAMI_GITHUB_API_URL=api_url,
-                   SAMI_PUBLIC_URL=PUBLIC_URL, **env)
+                   SAMI_PUBLIC_URL=PUBLIC_URL, SAMI_GITHUB_TIMEOUT=str(ANSWER_TIMEOUT), **env)
     process = subprocess.Popen([sys.executable, "-m", "bot.cli", "github", "setup", "--port", str(port), *args],
                                env=environ, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"

@@ -36,6 +36,10 @@ NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 SPEC_SOURCE = NODE_DIR / "node_modules" / "@octokit" / "openapi" / "generated" / "api.github.com.json"
 PRISM = NODE_DIR / "node_modules" / ".bin" / "prism"
 GITHUB = "https://api.github.com"
+# Seconds a test's GitHub client (and the proxy in front of Prism) waits for an answer. Prism shares the
+# machine's CPU with everything else: a loaded machine has stalled it past production's 10 s, and a
+# slow answer must make a test slower, never make it take GitHub for unreachable.
+ANSWER_TIMEOUT = 120
 
 # The operations Sami's GitHub client calls; the served description holds these and nothing else.
 OPERATIONS: dict[str, tuple[str, ...]] = {
@@ -391,7 +395,7 @@ class FlakyProxy(_LoopbackServer):
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                 answer = requests.request(self.command, proxy.target + self.path, data=raw or None, headers=headers,
-                                          timeout=30)
+                                          timeout=ANSWER_TIMEOUT)
                 with proxy._lock:
                     proxy.forwarded.append((self.command, urllib.parse.urlsplit(self.path).path,
                                             json.loads(raw) if raw else None))
