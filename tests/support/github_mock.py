@@ -13,6 +13,7 @@ error on page 2, a rate limit, a 304, an expired installation token): a small HT
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -328,8 +329,14 @@ class FakeGitHub(_LoopbackServer):
                     fake.requests.append(recorded)
                     reply = fake._reply(recorded)
                     fake._arrived.notify_all()
-                if reply.held_until is not None:
-                    reply.held_until.wait(HOLD_LIMIT)
+                if reply.held_until is None:
+                    self._answer(reply)
+                    return
+                reply.held_until.wait(HOLD_LIMIT)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up waiting
+                    self._answer(reply)
+
+            def _answer(self, reply: Reply) -> None:
                 body = b"" if reply.body is None or reply.status == 304 else json.dumps(reply.body).encode()
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
