@@ -57,6 +57,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     github_api_url: str = "https://api.github.com"
+    github_timeout: int = 10  # seconds to wait for each answer from GitHub
     github_token: str = field(default="", repr=False)
     github_app_id: int | None = None
     github_app_private_key: str = field(default="", repr=False)
@@ -238,6 +239,7 @@ _VARIABLES: dict[str, tuple[str, object]] = {
     "SAMI_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error")),
     "SAMI_LOG_FORMAT": ("log_format", _choice("text", "json")),
     "SAMI_GITHUB_API_URL": ("github_api_url", _github_api_url),
+    "SAMI_GITHUB_TIMEOUT": ("github_timeout", _int(1, 600)),
     "SAMI_GITHUB_TOKEN": ("github_token", _text),
     "SAMI_GITHUB_APP_ID": ("github_app_id", _int(1, 2**63 - 1)),
     "SAMI_GITHUB_APP_PRIVATE_KEY": ("github_app_private_key", _private_key),

@@ -65,7 +65,8 @@ def done() -> Response:
     settings = current_app.config["SAMI"]
     try:
         result = setup.complete(request.args.get("code"), request.args.get("state"), states=_states(),
-                                api_url=settings.github_api_url, instance_dir=settings.instance_dir)
+                                api_url=settings.github_api_url, instance_dir=settings.instance_dir,
+                                timeout=settings.github_timeout)
     except setup.SetupError as exc:
         return _html(setup.error_page(str(exc)), exc.status)
     return _html(setup.done_page(result, show_secret=True))

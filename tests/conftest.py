@@ -12,6 +12,7 @@ from sqlalchemy.orm import sessionmaker
 
 from bot import create_app, db
 from tests.support.docker import swarm_session  # noqa: F401  (the private Swarm, started on first use)
+from tests.support.github_mock import ANSWER_TIMEOUT
 from tests.support.servers import PostgresServer, RedisServer, running
 
 TEST_DATABASE = "sami_test"
@@ -131,6 +132,7 @@ def test_config(database_url, redis_url, tmp_path):
         "instance_dir": str(tmp_path / "instance"),
         "webhook_secret": WEBHOOK_SECRET,
         "secret_key": "test-secret-key",
+        "github_timeout": ANSWER_TIMEOUT,
     }
 
 

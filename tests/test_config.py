@@ -211,11 +211,15 @@ def test_github_settings_are_parsed_and_secrets_stay_out_of_reprs(tmp_path):
     for canary in ("ghp_canary", "whsec-canary", "sk-canary", "PRIVATE KEY"):
         assert canary not in repr(settings)
     assert load_settings({}).github_api_url == "https://api.github.com"
+    assert load_settings({}).github_timeout == 10
+    assert load_settings({"SAMI_GITHUB_TIMEOUT": "45"}).github_timeout == 45
 
 
 @pytest.mark.parametrize(("variable", "value", "problem"), [
     ("SAMI_GITHUB_API_URL", "api.github.com", "not an http(s) URL"),
     ("SAMI_GITHUB_APP_ID", "app", "expected a whole number"),
+    ("SAMI_GITHUB_TIMEOUT", "0", "must be between 1 and 600"),
+    ("SAMI_GITHUB_TIMEOUT", "ten", "expected a whole number"),
     ("SAMI_GITHUB_APP_PRIVATE_KEY", "/no/such/key.pem", "neither a PEM private key nor a readable file"),
     ("SAMI_GITHUB_APP_PRIVATE_KEY", "-----BEGIN CERTIFICATE-----", "not a PEM private key"),
     ("SAMI_GITHUB_REPOSITORIES", "acme", "'acme' is not owner/name or owner/*"),

@@ -62,7 +62,7 @@ def prune(session, now: datetime) -> int:
 
 def deliver_outbox_row(row_id: int, ctx: WorkerContext | None = None) -> str | None:
     """Queue job: send outbox row ``row_id`` once; returns its new state, or None when it was not this
-    job's to send (sent already, or not due)."""
+    job's to send (sent already, or not due) or no longer this job's to settle (its claim went stale)."""
     ctx = ctx or get_context()
     with ctx.session() as session:
         now = db_now(session)
@@ -95,10 +95,14 @@ def deliver_outbox_row(row_id: int, ctx: WorkerContext | None = None) -> str | N
         if state in (O.DELIVERED, O.SKIPPED):
             values["delivered_at"] = db_now(session)
         # Written only while the claim is still this job's.
-        session.execute(update(OutboxRow).where(OutboxRow.id == row_id, OutboxRow.state == O.DELIVERING,
-                                                OutboxRow.claimed_at == now)
-                        .values(state=state, **values).execution_options(synchronize_session=False))
+        written = session.execute(update(OutboxRow).where(OutboxRow.id == row_id, OutboxRow.state == O.DELIVERING,
+                                                          OutboxRow.claimed_at == now)
+                                  .values(state=state, **values).execution_options(synchronize_session=False))
         session.commit()
+        if written.rowcount != 1:
+            log.warning("outbox row %s (%s): the claim went stale and another job took the row; this try's "
+                        "outcome (%s) is not recorded", row_id, row.key, state)
+            return None
         level = logging.WARNING if state in (O.FAILED, O.PENDING) else logging.INFO
         log.log(level, "outbox row %s (%s): %s%s", row_id, row.key, state,
                 f" ({values.get('last_error')})" if values.get("last_error") else "")

@@ -224,6 +224,7 @@ class GitHubClient:
             _check_private_key(settings.github_app_private_key)
         elif not settings.github_token:
             return None
+        options.setdefault("timeout", settings.github_timeout)
         return cls(settings.github_api_url, token=settings.github_token, app_id=settings.github_app_id,
                    private_key=settings.github_app_private_key, **options)
 

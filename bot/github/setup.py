@@ -39,6 +39,8 @@ STATE_TTL = 600.0  # seconds a state is good for: the person has ten minutes on 
 ENV_FILE = "github-app.env"
 STATE_FOLDER = "github-setup-states"
 NAME_LIMIT = 34  # GitHub's longest App name
+# The code is sent once and never retried (GitHub takes it once): its answer is waited for at least this long.
+CONVERSION_TIMEOUT = 30.0
 
 # What Sami's client and webhook handlers need (README, "Connecting GitHub").
 PERMISSIONS = {
@@ -291,6 +293,7 @@ def write_app_files(instance_dir: str | Path, app: CreatedApp) -> SetupResult:
 
 
 def complete(code: str | None, state: str | None, *, states: StateStore, api_url: str, instance_dir: str | Path,
+             timeout: float = CONVERSION_TIMEOUT,
              convert: Callable[..., dict[str, Any]] = convert_app_manifest) -> SetupResult:
     """GitHub came back with ``code`` and ``state``: check the state, convert the code, write the files.
 
@@ -300,7 +303,7 @@ def complete(code: str | None, state: str | None, *, states: StateStore, api_url
     if not code:
         raise SetupError("GitHub sent no code back (was the App created?): start the setup again")
     try:
-        data = convert(code, base_url=api_url)
+        data = convert(code, base_url=api_url, timeout=max(CONVERSION_TIMEOUT, timeout))
     except GitHubError as exc:
         if exc.status == 404:
             raise SetupError("GitHub does not know the code (it is used already, or older than an hour): start "

@@ -65,7 +65,8 @@ class LocalSetup:
     def _done(self, query: dict[str, str]) -> tuple[int, str]:
         try:
             self.result = setup.complete(query.get("code"), query.get("state"), states=self.states,
-                                         api_url=self.settings.github_api_url, instance_dir=self.settings.instance_dir)
+                                         api_url=self.settings.github_api_url, instance_dir=self.settings.instance_dir,
+                                         timeout=self.settings.github_timeout)
         except setup.StateRejected as exc:
             self.note(f"refused a return to {self.url}done: {exc}")
             return 400, setup.error_page(str(exc))

@@ -24,12 +24,13 @@ class SignedIn:
     in_admin_team: bool
 
 
-def exchange(settings: Settings, code: str, redirect_uri: str, timeout: float = 10) -> SignedIn:
+def exchange(settings: Settings, code: str, redirect_uri: str) -> SignedIn:
     """Who authorized ``code``: their login, and whether they are in SAMI_ADMIN_TEAM."""
     if not code or len(code) > 200:
         raise OAuthError("GitHub's answer carried no authorization code: start the sign-in again")
     try:
-        response = requests.post(f"{settings.github_web_url}/login/oauth/access_token", timeout=timeout,
+        response = requests.post(f"{settings.github_web_url}/login/oauth/access_token",
+                                 timeout=settings.github_timeout,
                                  headers={"Accept": "application/json"},
                                  json={"client_id": settings.github_oauth_client_id,
                                        "client_secret": settings.github_oauth_client_secret,
@@ -42,7 +43,7 @@ def exchange(settings: Settings, code: str, redirect_uri: str, timeout: float = 
         reason = data.get("error_description") or data.get("error") if isinstance(data, dict) else None
         raise OAuthError(f"GitHub refused the sign-in: {reason or response.status_code}; check "
                          "SAMI_GITHUB_OAUTH_CLIENT_ID and SAMI_GITHUB_OAUTH_CLIENT_SECRET")
-    client = GitHubClient(settings.github_api_url, token=token)
+    client = GitHubClient(settings.github_api_url, token=token, timeout=settings.github_timeout)
     try:
         user = client.authenticated_user()
     except GitHubError as exc:

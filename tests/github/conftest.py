@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.github.client import GitHubClient
-from tests.support.github_mock import FakeGitHub, PrismServer, trimmed_spec
+from tests.support.github_mock import ANSWER_TIMEOUT, FakeGitHub, PrismServer, trimmed_spec
 
 APP_ID = 4242
 CANARY_TOKEN = "ghp_canaryTOKEN0123456789abcdefghijklmnop"
@@ -59,11 +59,11 @@ def token_fake():
 
 
 def app_client(url: str, app_key) -> GitHubClient:
-    return GitHubClient(url, app_id=APP_ID, private_key=app_key[0], seconds_between_writes=0)
+    return GitHubClient(url, app_id=APP_ID, private_key=app_key[0], seconds_between_writes=0, timeout=ANSWER_TIMEOUT)
 
 
 def token_client(url: str) -> GitHubClient:
-    return GitHubClient(url, token=CANARY_TOKEN, seconds_between_writes=0)
+    return GitHubClient(url, token=CANARY_TOKEN, seconds_between_writes=0, timeout=ANSWER_TIMEOUT)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from bot.github.check import github_check
 from bot.manifest_store import ManifestStore
 from tests.github.conftest import app_client, token_client
 from tests.pipeline.probe_scripts import write_probe_repo
-from tests.support.github_mock import Reply
+from tests.support.github_mock import ANSWER_TIMEOUT, Reply
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMI = "https://sami.example.com"
@@ -126,7 +126,8 @@ def test_sami_github_check_prints_a_line_each_and_exits_by_them(fake_github, app
     fake_github.on("GET", "/app/hook/config", Reply(200, HOOK))
     env = {"SAMI_INSTANCE_DIR": settings.instance_dir, "SAMI_DEPLOYMENTS_REPO": settings.deployments_repo,
            "SAMI_PUBLIC_URL": SAMI, "SAMI_WEBHOOK_SECRET": "s3cret", "SAMI_GITHUB_API_URL": fake_github.url,
-           "SAMI_GITHUB_APP_ID": "4242", "SAMI_GITHUB_APP_PRIVATE_KEY": app_key[0]}
+           "SAMI_GITHUB_APP_ID": "4242", "SAMI_GITHUB_APP_PRIVATE_KEY": app_key[0],
+           "SAMI_GITHUB_TIMEOUT": str(ANSWER_TIMEOUT)}
     passed = sami(tmp_path, env, "github", "check")
     assert passed.returncode == 0, passed.stderr
     assert [line.split()[0] for line in passed.stdout.splitlines()] == ["ok"] * 5

@@ -316,6 +316,21 @@ def test_no_credentials_no_client_and_an_app_wins_over_a_token(app_key, tmp_path
     assert repr(app) == "<GitHubClient https://github.example.com/api/v3 (App 4242)>"
 
 
+def test_the_client_waits_for_an_answer_as_long_as_sami_github_timeout_says(token_fake, tmp_path):
+    answered = threading.Event()
+    token_fake.on("GET", "/repos/acme/web", Reply(200, {"full_name": "acme/web"}, held_until=answered))
+    client = GitHubClient.from_settings(settings_from_mapping({
+        "github_token": CANARY_TOKEN, "github_api_url": token_fake.url, "github_timeout": 1,
+        "instance_dir": str(tmp_path)}))
+    try:
+        with pytest.raises(GitHubError) as caught:
+            client.get_repository("acme/web")
+    finally:
+        answered.set()
+    assert caught.value.status == 0 and "could not reach GitHub" in caught.value.message
+    assert len(token_fake.calls("GET", "/repos/acme/web")) == 1  # it reached GitHub; no answer came in time
+
+
 @pytest.mark.parametrize(("config", "variable"), [
     ({"github_app_id": "12"}, "SAMI_GITHUB_APP_PRIVATE_KEY"),
     ({"github_app_private_key": "KEY"}, "SAMI_GITHUB_APP_ID"),

@@ -1,15 +1,18 @@
 """The GitHub outbox: rows written in the transaction of the state change that causes them, coalesced,
 sent through PyGithub to Prism serving GitHub's API description, retried with backoff while GitHub
-answers 502, and sent exactly once in the end."""
+answers 502, and sent exactly once in the end. Answers Prism cannot give (a refusal, a rate limit) come
+from the recording fake GitHub."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.orm import sessionmaker
 
-from bot import services
+from bot import db, services
 from bot.config import settings_from_mapping
 from bot.github import outbox
 from bot.models import Action, Deployment, OutboxRow, OutboxState, PullRequestRecord
@@ -17,7 +20,7 @@ from bot.states import ActionState, DeploymentState, transition, transition_acti
 from tests.github import webhook_fixtures
 from tests.github.conftest import token_client
 from tests.pipeline.probe_scripts import write_probe_repo
-from tests.support.github_mock import FlakyProxy
+from tests.support.github_mock import FlakyProxy, Reply
 from workers import outbox as outbox_jobs
 from workers.context import build_context, set_context
 from workers.lease import db_now
@@ -273,3 +276,158 @@ def test_an_update_superseded_before_it_ran_makes_no_github_deployment(db_sessio
         "skipped": "its GitHub Deployment could not be created"}
     assert by_action[("commit_status", older.action_id)].result == {"skipped": "the action never ran"}
     assert by_action[("deployment", newer.action_id)].state is O.DELIVERED
+
+
+def add_validation_status(db_session) -> OutboxRow:
+    """A one-off row that makes one request: the deployments repo commit's validation status."""
+    outbox.add(db_session, key=f"validation:acme/deployments@{HEAD}", kind="commit_status_validation",
+               repository="acme/deployments", payload={"sha": HEAD, "state": "success", "context": "sami/validate",
+                                                       "description": "manifests valid"})
+    db_session.commit()
+    return rows(db_session)[0]
+
+
+REFUSED = {
+    "422": Reply(422, {"message": "Validation Failed", "errors": [{"resource": "Status", "code": "custom"}]}),
+    "404": Reply(404, {"message": "Not Found"}),
+    "403 without rate-limit headers": Reply(403, {"message": "Resource not accessible by integration"}),
+}
+
+
+@pytest.mark.parametrize("answer", REFUSED)
+def test_a_request_github_refuses_fails_its_row_after_one_try(db_session, worker_ctx, token_fake, answer):
+    status_path = f"/repos/acme/deployments/statuses/{HEAD}"
+    token_fake.on("POST", status_path, REFUSED[answer])
+    worker_ctx.github = token_client(token_fake.url)
+    add_validation_status(db_session)
+    assert deliver_due(db_session, worker_ctx) == ["failed"]
+    [row] = rows(db_session)
+    assert (row.state, row.attempts, row.delivered_at) == (O.FAILED, 1, None)
+    reply = REFUSED[answer]
+    assert f"GitHub answered {reply.status}: {reply.body['message']}" in row.last_error
+    # Sending it again would be refused again: it is not tried again.
+    assert deliver_due(db_session, worker_ctx) == []
+    assert len(token_fake.calls("POST", status_path)) == 1
+
+
+BUSY = {
+    "429": Reply(429, {"message": "Too Many Requests"}),
+    "500": Reply(500, {"message": "Server Error"}),
+    "502": Reply(502, {"message": "Server Error"}),
+    "503": Reply(503, {"message": "Service Unavailable"}),
+    "403 with the rate limit used up": Reply(403, {"message": "API rate limit exceeded"},
+                                             {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "0"}),
+}
+
+
+@pytest.mark.parametrize("answer", BUSY)
+def test_a_request_github_could_not_take_now_is_tried_again_later(db_session, worker_ctx, token_fake, answer):
+    status_path = f"/repos/acme/deployments/statuses/{HEAD}"
+    token_fake.on("POST", status_path, BUSY[answer], Reply(201, {"id": 1, "state": "success"}))
+    worker_ctx.github = token_client(token_fake.url)
+    add_validation_status(db_session)
+    tried_at = db_now(db_session)
+    [job] = outbox_jobs.due_rows(db_session, tried_at)
+    assert outbox_jobs.deliver_outbox_row(job, ctx=worker_ctx) == "pending"
+    [row] = rows(db_session)
+    assert (row.state, row.attempts) == (O.PENDING, 1)
+    assert row.due_at >= tried_at + timedelta(seconds=outbox_jobs.FIRST_BACKOFF)
+    assert ("rate limit is used up" if "rate limit" in answer else f"GitHub answered {BUSY[answer].status}") \
+        in row.last_error
+    assert outbox_jobs.due_rows(db_session, db_now(db_session)) == []  # not before its time
+    assert deliver_due(db_session, worker_ctx) == ["delivered"]
+    assert len(token_fake.calls("POST", status_path)) == 2
+
+
+def test_a_failed_try_whose_newer_row_waits_is_skipped_not_put_back(db_session, worker_ctx, github_mock):
+    outbox.request_sticky_comment(db_session.connection(), "acme/probe", 3)
+    db_session.commit()
+    [older] = rows(db_session)
+    # Its first worker died while sending it; meanwhile the pull request changed again.
+    db_session.execute(update(OutboxRow).where(OutboxRow.id == older.id).values(
+        state=O.DELIVERING, attempts=1,
+        claimed_at=db_now(db_session) - outbox_jobs.STALE_DELIVERING - timedelta(seconds=1)))
+    outbox.request_sticky_comment(db_session.connection(), "acme/probe", 3)
+    db_session.commit()
+    [newer] = [row for row in rows(db_session) if row.id != older.id]
+    with FlakyProxy(github_mock.url) as proxy:
+        worker_ctx.github = token_client(proxy.url)
+        proxy.down = True
+        # Retried on its own it would wait beside the newer row, which the index of waiting rows refuses.
+        assert outbox_jobs.deliver_outbox_row(older.id, ctx=worker_ctx) == "skipped"
+        assert proxy.refused == 1
+        by_id = {row.id: row for row in rows(db_session)}
+        assert by_id[older.id].state is O.SKIPPED
+        assert by_id[older.id].result == {"skipped": "a newer row sends the latest state"}
+        assert by_id[newer.id].state is O.PENDING
+        proxy.down = False
+        assert deliver_due(db_session, worker_ctx) == ["delivered"]
+    assert [method for method, _, _ in proxy.forwarded].count("POST") == 1
+
+
+@pytest.fixture
+def own_worker_ctx(test_config, own_database_url, redis_client):
+    """A worker context on a database of the test's own, for jobs running at once in threads with
+    connections of their own, as two workers' jobs do."""
+    engine = db.make_engine(own_database_url)
+    ctx = build_context(settings_from_mapping({**test_config, "database_url": own_database_url}),
+                        broker=RQBroker(redis_client),
+                        session_factory=sessionmaker(bind=engine, expire_on_commit=False))
+    yield ctx
+    engine.dispose()
+
+
+@pytest.mark.parametrize("answered_first", ["the stale try", "the new try"])
+def test_a_try_whose_claim_went_stale_leaves_the_row_to_the_new_claim(own_worker_ctx, token_fake, answered_first):
+    ctx = own_worker_ctx
+    ctx.github = token_client(token_fake.url)
+    stale_answer, new_answer = threading.Event(), threading.Event()
+    token_fake.on("POST", f"/repos/acme/deployments/statuses/{HEAD}",
+                  Reply(422, {"message": "Validation Failed"}, held_until=stale_answer),
+                  Reply(201, {"id": 2, "state": "success"}, held_until=new_answer))
+    with ctx.session() as session:
+        row_id = add_validation_status(session).id
+    returned: dict[str, object] = {}
+
+    def job(name: str) -> threading.Thread:
+        def run() -> None:
+            try:
+                returned[name] = outbox_jobs.deliver_outbox_row(row_id, ctx=ctx)
+            except Exception as exc:  # reported by the assertions below
+                returned[name] = exc
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    def row() -> OutboxRow:
+        with ctx.session() as session:
+            return session.get(OutboxRow, row_id)
+
+    jobs = {"the stale try": job("the stale try")}
+    try:
+        assert token_fake.wait_for_requests(1)
+        # GitHub takes so long to answer that the claim is taken for a dead worker's, and claimed again.
+        with ctx.session() as session:
+            session.execute(update(OutboxRow).where(OutboxRow.id == row_id).values(
+                claimed_at=row().claimed_at - outbox_jobs.STALE_DELIVERING - timedelta(seconds=1)))
+            session.commit()
+        jobs["the new try"] = job("the new try")
+        assert token_fake.wait_for_requests(2)
+        new_claim = row().claimed_at
+        answers = {"the stale try": stale_answer, "the new try": new_answer}
+        answers[answered_first].set()
+        jobs[answered_first].join()
+        if answered_first == "the stale try":
+            assert (row().state, row().claimed_at, row().last_error) == (O.DELIVERING, new_claim, None)
+        else:
+            assert row().state is O.DELIVERED
+    finally:
+        stale_answer.set()
+        new_answer.set()
+        for thread in jobs.values():
+            thread.join()
+    final = row()
+    assert (final.state, final.attempts, final.last_error, final.result) == (O.DELIVERED, 2, None,
+                                                                            {"state": "success"})
+    # The stale job's answer was not its to write: it reports nothing.
+    assert returned == {"the stale try": None, "the new try": "delivered"}

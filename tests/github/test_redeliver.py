@@ -23,7 +23,7 @@ from bot.github.redeliver import (
 )
 from bot.models import Delivery
 from tests.github.conftest import app_client, token_client
-from tests.support.github_mock import Reply
+from tests.support.github_mock import ANSWER_TIMEOUT, Reply
 from workers.github_rounds import redeliver_round
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -230,7 +230,8 @@ def test_a_rate_limited_round_holds_back_the_next_rounds_of_every_worker(app_fak
 def test_sami_github_redeliver_lists_asks_and_remembers(app_fake, app_key, tmp_path, redis_url):
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("SAMI_")},
            "SAMI_INSTANCE_DIR": str(tmp_path / "instance"), "SAMI_REDIS_URL": redis_url,
-           "SAMI_GITHUB_API_URL": app_fake.url, "SAMI_GITHUB_APP_ID": "4242", "SAMI_GITHUB_APP_PRIVATE_KEY": app_key[0]}
+           "SAMI_GITHUB_API_URL": app_fake.url, "SAMI_GITHUB_APP_ID": "4242", "SAMI_GITHUB_APP_PRIVATE_KEY": app_key[0],
+           "SAMI_GITHUB_TIMEOUT": str(ANSWER_TIMEOUT)}
 
     def sami(*args):
         return subprocess.run([sys.executable, "-m", "bot.cli", *args], env=env, capture_output=True, text=True,

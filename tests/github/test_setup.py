@@ -23,7 +23,7 @@ from bot import create_app
 from bot.config import load_settings
 from bot.github import setup
 from bot.github.client import GitHubClient, GitHubError, convert_app_manifest
-from tests.support.github_mock import Reply
+from tests.support.github_mock import ANSWER_TIMEOUT, Reply
 from tests.support.sami_server import PRODUCTION_SECRET_KEY, PRODUCTION_WEBHOOK_SECRET
 from tests.support.servers import free_port
 
@@ -37,7 +37,8 @@ EXAMPLE_WEBHOOK_SECRET = "e340154128314309424b7c8e90325147d99fdafa"
 def page_app(tmp_path, api_url="https://api.github.com", **config):
     return create_app({"mode": "development", "instance_dir": str(tmp_path / "instance"),
                        "database_url": f"sqlite:///{tmp_path / 'sami.sqlite3'}", "webhook_secret": "s",
-                       "secret_key": "k", "public_url": PUBLIC_URL, "github_api_url": api_url, **config})
+                       "secret_key": "k", "public_url": PUBLIC_URL, "github_api_url": api_url,
+                       "github_timeout": ANSWER_TIMEOUT, **config})
 
 
 def form_of(page: str) -> tuple[str, dict]:
@@ -231,6 +232,21 @@ def test_the_page_refuses_outside_development_or_with_credentials(tmp_path, toke
     assert token_fake.calls() == []
 
 
+@pytest.mark.parametrize(("github_timeout", "waited"), [(5, 30), (120, 120)])
+def test_the_conversion_waits_for_githubs_answer_as_long_as_sami_github_timeout_says_or_longer(
+        tmp_path, app_key, github_timeout, waited):
+    states = setup.StateStore(tmp_path / setup.STATE_FOLDER)
+    asked: list[dict] = []
+
+    def conversion(code, **options):
+        asked.append(options)
+        return {"id": 1, "slug": "a", "html_url": "https://github.com/apps/a", "client_id": "c", "pem": app_key[0]}
+
+    setup.complete("the-code", states.issue(), states=states, api_url="https://github.example.com/api/v3",
+                   instance_dir=tmp_path / "instance", timeout=github_timeout, convert=conversion)
+    assert asked == [{"base_url": "https://github.example.com/api/v3", "timeout": waited}]
+
+
 def test_a_malformed_code_is_not_sent(token_fake):
     with pytest.raises(GitHubError, match="malformed"):
         convert_app_manifest("../../user", base_url=token_fake.url)
@@ -255,7 +271,7 @@ def start_setup(tmp_path, api_url, *args, **env):
     port = free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
     environ.update(SAMI_INSTANCE_DIR=str(tmp_path / "instance"), SAMI_GITHUB_API_URL=api_url,
-                   SAMI_PUBLIC_URL=PUBLIC_URL, **env)
+                   SAMI_PUBLIC_URL=PUBLIC_URL, SAMI_GITHUB_TIMEOUT=str(ANSWER_TIMEOUT), **env)
     process = subprocess.Popen([sys.executable, "-m", "bot.cli", "github", "setup", "--port", str(port), *args],
                                env=environ, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"

@@ -46,7 +46,10 @@ if ! mkdir "$state/running" 2>/dev/null; then
 fi
 echo "$op $name $tag" >> "$record"
 echo "probe $op of $name at $tag"
-if [ "$SAMI_SECRET_PROBE_TOKEN" != "" ]; then echo "using token $SAMI_SECRET_PROBE_TOKEN"; fi
+if [ "$SAMI_SECRET_PROBE_TOKEN" != "" ]; then
+  echo "using token $SAMI_SECRET_PROBE_TOKEN"
+  echo "$SAMI_SECRET_PROBE_TOKEN"
+fi
 case "$op" in
   create|update|unarchive|archive|cleanup) sleep "$sleep_for" ;;
 esac

@@ -161,9 +161,9 @@ def test_newer_updates_supersede_queued_ones(db_session, worker_ctx, services_ct
     assert updates == ["update probe-stage v4"]
 
 
+@pytest.mark.parametrize("canary", ["canary-7f3a9c1e-secret", "c4n4ry-8"])
 def test_secret_values_never_reach_logs_or_the_api(db_session, worker_ctx, services_ctx, work, probe_repo,
-                                                    record, monkeypatch, client, app):
-    canary = "canary-7f3a9c1e-secret"
+                                                    record, monkeypatch, client, app, canary):
     manifest = probe_repo / "services/probe/swarm/stage/sami.yaml"
     manifest.write_text(manifest.read_text() + "secrets: [PROBE_TOKEN]\n")
     worker_ctx.manifests.current(refresh=True)
@@ -173,6 +173,7 @@ def test_secret_values_never_reach_logs_or_the_api(db_session, worker_ctx, servi
     a = action(db_session, accepted.action_id)
     assert a.state is ActionState.SUCCEEDED
     assert "using token ********" in a.log
+    assert "\n********\n" in a.log  # printed alone on its line
     rows = db_session.execute(select(Action.log, Action.config, Action.error)).all()
     assert canary not in repr(rows)
     assert canary not in repr(db_session.execute(select(Deployment.__table__)).all())

@@ -13,6 +13,7 @@ error on page 2, a rate limit, a 304, an expired installation token): a small HT
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -37,6 +38,10 @@ NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 SPEC_SOURCE = NODE_DIR / "node_modules" / "@octokit" / "openapi" / "generated" / "api.github.com.json"
 PRISM = NODE_DIR / "node_modules" / ".bin" / "prism"
 GITHUB = "https://api.github.com"
+# Seconds a test's GitHub client (and the proxy in front of Prism) waits for an answer. Prism shares the
+# machine's CPU with everything else: a loaded machine has stalled it past production's 10 s, and a
+# slow answer must make a test slower, never make it take GitHub for unreachable.
+ANSWER_TIMEOUT = 120
 
 # The operations Sami's GitHub client calls; the served description holds these and nothing else.
 OPERATIONS: dict[str, tuple[str, ...]] = {
@@ -186,6 +191,8 @@ class PrismServer:
 
 # -- the recording fake ------------------------------------------------------------------------
 
+HOLD_LIMIT = 120.0  # a held answer is given after this long even if the test never released it
+
 
 @dataclass
 class Reply:
@@ -194,6 +201,9 @@ class Reply:
     status: int = 200
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Answered only once this is set: a request GitHub is still working on, for tests of what happens
+    # meanwhile.
+    held_until: threading.Event | None = None
 
 
 @dataclass
@@ -234,9 +244,10 @@ class _LoopbackServer:
 class FakeGitHub(_LoopbackServer):
     """A recording fake GitHub: scripted replies per ``METHOD /path``, every request recorded.
 
-    Replies for a route are used in order, the last one again for later requests. An App's
-    requests are checked the way GitHub checks them: its JWT must verify with the App's public
-    key, and installation tokens must be ones this fake issued and has not expired.
+    Replies for a route are used in order, the last one again for later requests; a reply can be held
+    back until the test releases it (``Reply.held_until``). An App's requests are checked the way
+    GitHub checks them: its JWT must verify with the App's public key, and installation tokens must
+    be ones this fake issued and has not expired.
     """
 
     def __init__(self, app_id: int | None = None, public_key: Any = None):
@@ -248,6 +259,7 @@ class FakeGitHub(_LoopbackServer):
         self.expired: set[str] = set()
         self.token_lifetime = 3600.0
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         super().__init__()
 
     def on(self, method: str, path: str, *replies: Reply) -> None:
@@ -259,6 +271,11 @@ class FakeGitHub(_LoopbackServer):
         with self._lock:
             return [r for r in self.requests if (method is None or r.method == method)
                     and (path is None or r.path == path)]
+
+    def wait_for_requests(self, count: int, timeout: float = 60.0) -> bool:
+        """Whether ``count`` requests have arrived, waiting for them up to ``timeout`` seconds."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: len(self.requests) >= count, timeout)
 
     def issue_token(self, installation_id: int) -> Reply:
         token = f"ghs_canary{len(self.tokens):04d}{installation_id:06d}"
@@ -312,6 +329,15 @@ class FakeGitHub(_LoopbackServer):
                 with fake._lock:
                     fake.requests.append(recorded)
                     reply = fake._reply(recorded)
+                    fake._arrived.notify_all()
+                if reply.held_until is None:
+                    self._answer(reply)
+                    return
+                reply.held_until.wait(HOLD_LIMIT)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up waiting
+                    self._answer(reply)
+
+            def _answer(self, reply: Reply) -> None:
                 body = b"" if reply.body is None or reply.status == 304 else json.dumps(reply.body).encode()
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
@@ -377,7 +403,7 @@ class FlakyProxy(_LoopbackServer):
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                 answer = requests.request(self.command, proxy.target + self.path, data=raw or None, headers=headers,
-                                          timeout=30)
+                                          timeout=ANSWER_TIMEOUT)
                 with proxy._lock:
                     proxy.forwarded.append((self.command, urllib.parse.urlsplit(self.path).path,
                                             json.loads(raw) if raw else None))

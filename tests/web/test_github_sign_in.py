@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 import urllib.parse
 
 import pytest
@@ -60,6 +61,19 @@ def test_sign_in_exchanges_the_code_and_keeps_no_github_token(client, oauth_fake
     assert "Signed in as <strong>octocat</strong>" in html  # Prism's example user
     cookie = client.get_cookie("sami_session").value
     assert OAUTH_CANARY not in cookie and "gho_" not in cookie
+
+
+def test_the_sign_in_waits_for_github_as_long_as_sami_github_timeout_says(app, client, oauth_fake):
+    answered = threading.Event()
+    oauth_fake.on("POST", "/login/oauth/access_token", Reply(200, {"access_token": OAUTH_CANARY},
+                                                                held_until=answered))
+    _with(app, github_timeout=1)
+    try:
+        done, _ = sign_in_with_github(client)
+    finally:
+        answered.set()
+    assert done.status_code == 502
+    assert "could not reach GitHub to finish the sign-in (ReadTimeout)" in done.get_data(as_text=True)
 
 
 def test_a_foreign_state_is_refused(client):

@@ -8,9 +8,14 @@ import threading
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from bot.models import Action, Deployment
+from bot.states import DeploymentState
 from tests.support.procs import alive
-from workers.runner import MASK, Masker, ScriptNotFound, StopScript, run_control_script
+from workers.actionlog import ActionLog
+from workers.runner import MASK, MIN_MASKED_LENGTH, Masker, ScriptNotFound, StopScript, run_control_script
 
 ENV = {"PATH": "/usr/bin:/bin"}
 
@@ -58,6 +63,61 @@ def test_secrets_are_masked_in_output_and_callbacks(tmp_path):
     assert "canary-5ecret-value" not in result.stdout + result.stderr + "".join(seen)
     assert result.stdout == f"token={MASK}\n"
     assert f"! {MASK}\n" in seen
+
+
+# Secret values as a manifest's secrets may hold them: any printable text on one line, without leading or
+# trailing blanks (those are not masked) and without the mask's own character.
+SECRETS = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"), blacklist_characters="*"),
+                  min_size=MIN_MASKED_LENGTH, max_size=64).filter(lambda value: value == value.strip())
+
+# The secret alone on a line, at its start, in its middle, at its end, written in two parts, and on stderr.
+PRINT_EVERYWHERE = """printf '%s\\n' "$SECRET"
+printf '%s is the value\\n' "$SECRET"
+printf 'using %s here\\n' "$SECRET"
+printf 'token=%s\\n' "$SECRET"
+printf '%s' "$SECRET_HEAD"; sleep 0.05; printf '%s\\n' "$SECRET_TAIL"
+printf '%s\\n' "$SECRET" >&2
+"""
+
+
+@pytest.fixture
+def action_id(db_session):
+    deployment = Deployment(name="web-stage", service="web", environment="stage", type="swarm",
+                            state=DeploymentState.UPDATE_PENDING)
+    db_session.add(deployment)
+    db_session.commit()
+    action = Action(deployment_id=deployment.id, kind="update", requested_by="test", origin="cli")
+    db_session.add(action)
+    db_session.commit()
+    return action.id
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(secret=SECRETS, split=st.floats(0.01, 0.99))
+def test_a_secret_is_masked_wherever_it_is_printed(tmp_path, session_factory, db_session, action_id, secret, split):
+    cut = max(1, min(len(secret) - 1, round(len(secret) * split)))
+    env = {**ENV, "SECRET": secret, "SECRET_HEAD": secret[:cut], "SECRET_TAIL": secret[cut:]}
+    # What the worker does with a script's output: live lines appended to the action's stored log.
+    db_session.execute(Action.__table__.update().where(Action.id == action_id).values(log=""))
+    db_session.commit()
+    stored = ActionLog(session_factory, action_id)
+    live: list[str] = []
+
+    def on_output(line: str) -> None:
+        live.append(line)
+        stored.write(line)
+
+    result = run_control_script([script(tmp_path, PRINT_EVERYWHERE)], env=env, timeout=20, secrets=[secret],
+                                on_output=on_output)
+    stored.flush()
+    printed = [secret, f"{secret} is the value", f"using {secret} here", f"token={secret}", secret]
+    expected = [line.replace(secret, MASK) + "\n" for line in printed]
+    assert result.stdout.splitlines(keepends=True) == expected
+    assert result.stderr == f"{MASK}\n"
+    assert sorted(live) == sorted([*expected, f"! {MASK}\n"])
+    db_session.expire_all()
+    log = db_session.get(Action, action_id).log
+    assert log == "".join(live)
 
 
 def test_masker_masks_longest_first_and_ignores_tiny_values():
