@@ -1,3 +1,3 @@
-from bot import create_app
+from bot.web import create_app
 
 app = create_app()

@@ -72,7 +72,7 @@ def serve(bind: str, workers: int | None, threads: int, migrate: bool) -> None:
                 "workers": workers,
                 "threads": threads,
                 # gthread, answering gunicorn's own errors (414, 431, 400) with JSON.
-                "worker_class": "bot.gunicorn_worker.JSONErrorWorker",
+                "worker_class": "bot.web.gunicorn_worker.JSONErrorWorker",
                 "accesslog": "-",
                 "timeout": 60,
                 # Server-sent events keep connections open; gthread handles them.
@@ -86,7 +86,7 @@ def serve(bind: str, workers: int | None, threads: int, migrate: bool) -> None:
                 self.cfg.set(key, value)
 
         def load(self):
-            from bot import create_app
+            from bot.web import create_app
 
             app = create_app()
             if settings.embedded:
@@ -153,7 +153,7 @@ def _web_process_gone(_arbiter, worker) -> None:
 
 def _announce_webhook_secret(settings) -> None:
     """The embedded default's generated webhook secret: shown once, when it is made (not logged)."""
-    from bot.webhooks import embedded_secret
+    from bot.web.webhooks import embedded_secret
 
     secret, created, path = embedded_secret(settings.instance_dir)
     if created:
@@ -382,7 +382,7 @@ def github_send(event: str, payload, url: str, secret: str, delivery: str | None
     import json
     import uuid
 
-    from bot.webhooks import signature
+    from bot.web.webhooks import signature
 
     if not secret:
         raise click.UsageError("no webhook secret: set SAMI_WEBHOOK_SECRET (the embedded default's is in "

@@ -1,4 +1,5 @@
-"""Prometheus metrics: every metric Sami exports is defined here, and served on ``/metrics``.
+"""Prometheus metrics: every metric Sami exports is defined here (the web process serves them on
+``/metrics``: bot.web.metrics).
 
 Counters and histograms are updated where things happen (webhook intake, delivery processing,
 actions, control scripts, GitHub calls); the queue depth and the deployments by state are read
@@ -35,6 +36,10 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+
+from bot.models import Action, Deployment
+from bot.states import ActionState, DeploymentState
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +120,6 @@ class StateCollector:
         return []  # not probed at registration: the database may not be up yet
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from sqlalchemy import func, select
-
-        from bot.models import Action, Deployment
-        from bot.states import ActionState, DeploymentState
-
         deployments = GaugeMetricFamily("sami_deployments", "Deployments by state", labels=["state"])
         queued = GaugeMetricFamily("sami_actions_queued", "Actions accepted and not yet started (the database's "
                                    "view: it includes actions the queue lost and the sweep will queue again)")
@@ -199,56 +199,6 @@ def authorized(header: str | None, token: str) -> bool:
 def render(extra=()) -> tuple[bytes, str]:
     """The text exposition and its content type."""
     return generate_latest(registry_for_scrape(extra)), CONTENT_TYPE_LATEST
-
-
-def init_app(app) -> None:
-    """Serve ``GET /metrics`` and count webhook deliveries and HTTP answers."""
-    from flask import Response, current_app, jsonify, request
-
-    from bot import queue
-
-    # Looked up at scrape time: tests hand the app another session factory after it is made.
-    collector = StateCollector(lambda: app.extensions["sami.db"](), lambda: queue.get_broker(app))
-
-    @app.get("/metrics")
-    def metrics():
-        token = current_app.config["SAMI"].metrics_token
-        if not authorized(request.headers.get("Authorization"), token):
-            response = jsonify(error="metrics need Authorization: Bearer <SAMI_METRICS_TOKEN>", status=401)
-            response.status_code = 401
-            response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
-            return response
-        body, content_type = render([collector])
-        return Response(body, content_type=content_type)
-
-    @app.after_request
-    def count(response):
-        endpoint = request.endpoint or "unmatched"
-        if endpoint != "metrics":
-            HTTP_REQUESTS.labels(endpoint, f"{response.status_code // 100}xx").inc()
-        if endpoint == "webhooks.receive_github":
-            WEBHOOK_DELIVERIES.labels(_event(), _intake_outcome(response)).inc()
-        return response
-
-
-def _event() -> str:
-    from flask import request
-
-    from bot.webhooks import EVENT_RE
-
-    event = request.headers.get("X-GitHub-Event", "")
-    return event if EVENT_RE.match(event) else "invalid"
-
-
-def _intake_outcome(response) -> str:
-    status = response.status_code
-    if status == 202:
-        body = response.get_json(silent=True) or {}
-        return "queued" if body.get("status") == "queued" else "received"
-    if status == 200:
-        body = response.get_json(silent=True) or {}
-        return "duplicate" if body.get("duplicate") else "pong"
-    return {401: "bad_signature", 503: "not_configured"}.get(status, "rejected")
 
 
 # -- processes -----------------------------------------------------------------------------------

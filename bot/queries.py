@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlalchemy import and_, case, false, func, or_, select
 from sqlalchemy.orm import Session
 
-from bot.errors import SamiError
+from bot.errors import Invalid
 from bot.models import Delivery, Deployment
 from bot.states import DeploymentState
 from bot.tokens import Scopes
@@ -48,7 +48,7 @@ def _whole(text: str) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= 18
 
 
-class QueryError(SamiError):
+class QueryError(Invalid):
     """A filter, sort or cursor that cannot be used (400, saying which and what is allowed)."""
 
 

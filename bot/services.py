@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bot import naming
-from bot.errors import Conflict, NotFound, SamiError
+from bot.errors import Conflict, Invalid, NotFound
 from bot.manifests import DeploymentsRepo, Manifest
 from bot.models import Action, Deployment
 from bot.states import (
@@ -40,12 +40,6 @@ ORIGINS = ("api", "webhook", "cli", "page", "schedule", "reconcile")
 MAX_PULL_REQUEST = 2**31 - 1
 # Whole numbers Sami takes in requests: what a script (or a database id) can hold.
 MIN_INT64, MAX_INT64 = -(2**63), 2**63 - 1
-
-
-class RequestError(SamiError):
-    """The request names something unknown or not allowed (400)."""
-
-    status = 400
 
 
 @dataclass(frozen=True)
@@ -115,13 +109,13 @@ def _manifest(repo: DeploymentsRepo, service: str, environment: str) -> Manifest
         return manifest
     environments = sorted(m.environment for m in repo.manifests if m.service_name == service)
     if environments:
-        raise RequestError(f"service {service!r} has no {environment!r} environment "
+        raise Invalid(f"service {service!r} has no {environment!r} environment "
                            f"(it has: {', '.join(environments)})")
     broken = [e for e in repo.errors if e.path.startswith(f"services/{service}/")]
     if broken:
-        raise RequestError(f"the manifest of service {service!r} is invalid: {broken[0]}")
+        raise Invalid(f"the manifest of service {service!r} is invalid: {broken[0]}")
     services = sorted({m.service_name for m in repo.manifests})
-    raise RequestError(f"unknown service {service!r} (known: {', '.join(services) or 'none'})")
+    raise Invalid(f"unknown service {service!r} (known: {', '.join(services) or 'none'})")
 
 
 def _check_overrides(kind: str, given: Mapping[str, object], allowed: tuple[str, ...]) -> dict[str, str | None]:
@@ -133,30 +127,30 @@ def _check_overrides(kind: str, given: Mapping[str, object], allowed: tuple[str,
     are objects and lists: an override is one KEY=VALUE argument.
     """
     if not isinstance(given, Mapping):
-        raise RequestError(f"{kind} overrides must be an object of KEY: value")
+        raise Invalid(f"{kind} overrides must be an object of KEY: value")
     checked: dict[str, str | None] = {}
     for key, value in given.items():
         try:
             naming.check_override_key(key)
         except naming.InvalidName as exc:
-            raise RequestError(str(exc)) from None
+            raise Invalid(str(exc)) from None
         if key not in allowed:
-            raise RequestError(f"{kind} override {key!r} is not allowed by the manifest "
+            raise Invalid(f"{kind} override {key!r} is not allowed by the manifest "
                                f"(allowed: {', '.join(allowed) or 'none'})")
         if value is None:
             checked[key] = None
             continue
         if isinstance(value, bool) or not isinstance(value, str | int):
-            raise RequestError(f"{kind} override {key!r} must be a string or a whole number (null removes it); "
+            raise Invalid(f"{kind} override {key!r} must be a string or a whole number (null removes it); "
                                f"give other values as the text the service expects, e.g. \"true\" or \"1.5\"")
         if isinstance(value, int) and not MIN_INT64 <= value <= MAX_INT64:
-            raise RequestError(f"{kind} override {key!r} must be a whole number a script can take: from {MIN_INT64} "
+            raise Invalid(f"{kind} override {key!r} must be a whole number a script can take: from {MIN_INT64} "
                                f"to {MAX_INT64} (64 bits); give a larger value as text")
         text = value if isinstance(value, str) else str(value)
         if len(text) > 4096:
-            raise RequestError(f"{kind} override {key!r} is longer than 4096 characters")
+            raise Invalid(f"{kind} override {key!r} is longer than 4096 characters")
         if "\n" in text or "\x00" in text:
-            raise RequestError(f"{kind} override {key!r} must be one line")
+            raise Invalid(f"{kind} override {key!r} must be one line")
         checked[key] = text
     return checked
 
@@ -168,25 +162,25 @@ def _merge(current: Mapping[str, str], changes: Mapping[str, str | None]) -> dic
 
 def _image_and_tag(manifest: Manifest, tag: str | None, image: str | None) -> tuple[str | None, str]:
     if tag is not None and image is not None:
-        raise RequestError("give 'tag' or 'image', not both: an image carries its own tag "
+        raise Invalid("give 'tag' or 'image', not both: an image carries its own tag "
                            "(name:tag, name@sha256:... or name:tag@sha256:...)")
     try:
         if image:
             name, image_tag, digest = naming.split_image(image)
             if manifest.image and name != manifest.image:
-                raise RequestError(f"image {name!r} is not this service's image ({manifest.image!r})")
+                raise Invalid(f"image {name!r} is not this service's image ({manifest.image!r})")
             # A digest alone names the deployment's tag by its first 12 hex digits.
             tag = image_tag or (digest.split(":", 1)[1][:12] if digest else None)
             if not tag:
-                raise RequestError("the image has no tag: give name:tag or name@sha256:..., or 'tag' alone for "
+                raise Invalid("the image has no tag: give name:tag or name@sha256:..., or 'tag' alone for "
                                    "this service's image")
             return image, naming.check_tag(tag)
         if not tag:
-            raise RequestError("give 'tag' or 'image'")
+            raise Invalid("give 'tag' or 'image'")
         naming.check_tag(tag)
         return (f"{manifest.image}:{tag}" if manifest.image else None), tag
     except naming.InvalidName as exc:
-        raise RequestError(str(exc)) from None
+        raise Invalid(str(exc)) from None
 
 
 def _lock_deployment(session: Session, name: str) -> Deployment | None:
@@ -250,11 +244,11 @@ def _commit_and_queue(session: Session, ctx: Context, deployment: Deployment, ac
 
 
 def _target(repo: DeploymentsRepo, request: DeploymentRequest) -> tuple[str, Manifest]:
-    """The deployment name a request is for, and the manifest it deploys with (RequestError if none)."""
+    """The deployment name a request is for, and the manifest it deploys with (Invalid if none)."""
     try:
         name = naming.deployment_name(request.service, request.environment, request.pull_request)
     except naming.InvalidName as exc:
-        raise RequestError(str(exc)) from None
+        raise Invalid(str(exc)) from None
     return name, _manifest(repo, request.service, request.environment)
 
 
@@ -263,7 +257,7 @@ def request_deployment(session: Session, repo: DeploymentsRepo, request: Deploym
     """Create the deployment, or update it to a new tag/image or overrides."""
     if request.pull_request is not None and not (isinstance(request.pull_request, int)
                                                  and 1 <= request.pull_request <= MAX_PULL_REQUEST):
-        raise RequestError(f"'pull_request' must be a whole number from 1 to {MAX_PULL_REQUEST}")
+        raise Invalid(f"'pull_request' must be a whole number from 1 to {MAX_PULL_REQUEST}")
     name, manifest = _target(repo, request)
     image, tag = _image_and_tag(manifest, request.tag, request.image)
     app_overrides = _check_overrides("app", request.app_overrides, manifest.allowed_app_overrides)
@@ -337,7 +331,7 @@ def get_deployment(session: Session, name: str, *, lock: bool = False) -> Deploy
     try:
         naming.check_name(name)
     except naming.InvalidName as exc:
-        raise RequestError(str(exc)) from None
+        raise Invalid(str(exc)) from None
     deployment = _lock_deployment(session, name) if lock else session.scalars(
         select(Deployment).where(Deployment.name == name)).first()
     if deployment is None or deployment.state is S.REMOVED:
@@ -356,7 +350,7 @@ def _operation(session: Session, repo: DeploymentsRepo, name: str, kind: str, wa
                        state=str(deployment.state), action_id=busy)
     manifest = repo.find(deployment.service, deployment.environment)
     if manifest is None and kind != "cleanup":
-        raise RequestError(f"the deployments repo no longer has a manifest for {deployment.service} "
+        raise Invalid(f"the deployments repo no longer has a manifest for {deployment.service} "
                            f"{deployment.environment}; only cleanup is possible")
     transition(deployment, wanted)
     config = action_config(deployment, manifest, repo) if manifest else {
@@ -567,7 +561,7 @@ def clone_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Co
     environment (named ``<service>-<environment>``) and/or under ``new_name``."""
     source = get_deployment(session, name)
     if environment is None and new_name is None:
-        raise RequestError("give the clone's 'environment', its 'name', or both")
+        raise Invalid("give the clone's 'environment', its 'name', or both")
     environment = environment or source.environment
     try:
         naming.check_environment(environment)
@@ -575,7 +569,7 @@ def clone_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Co
             raise naming.InvalidName("a clone cannot be a pull request environment: those follow their pull request")
         clone_name = naming.check_name(new_name) if new_name else naming.deployment_name(source.service, environment)
     except naming.InvalidName as exc:
-        raise RequestError(str(exc)) from None
+        raise Invalid(str(exc)) from None
     manifest = _manifest(repo, source.service, environment)
     app_overrides = _check_overrides("app", source.app_overrides, manifest.allowed_app_overrides)
     deployment_overrides = _check_overrides("deployment", source.deployment_overrides,

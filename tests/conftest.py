@@ -10,7 +10,7 @@ import redis as redis_lib
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import sessionmaker
 
-from bot import create_app, db
+from bot.web import create_app, db
 from tests.support.docker import swarm_session  # noqa: F401  (the private Swarm, started on first use)
 from tests.support.github_mock import ANSWER_TIMEOUT
 from tests.support.servers import PostgresServer, RedisServer, running

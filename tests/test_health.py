@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot import create_app
+from bot.web import create_app
 from tests.support.servers import free_port
 
 

@@ -270,7 +270,7 @@ def test_default_image_is_sami_at_app_version(rendered):
 def test_web_probes_are_sami_health_routes(rendered):
     from flask import Flask
 
-    from bot import health
+    from bot.web import health
 
     app = Flask(__name__)
     app.register_blueprint(health.bp)
@@ -597,7 +597,7 @@ def test_notes_give_the_next_steps(helm):
     assert one(helm.render(files=["full-values.yaml"]), "Deployment", "sami-web")
     assert "sami github check" in notes
     assert "scheduler" in notes and "idempotent" in notes
-    from bot import webhooks
+    from bot.web import webhooks
 
     assert any(rule == "/webhooks/github" for rule in _blueprint_rules(webhooks.bp))
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from bot import create_app, openapi
+from bot.web import create_app, openapi
 
 DESCRIBED_PREFIXES = ("/api/v1/", "/deployment_request")
 
@@ -37,8 +37,8 @@ def test_every_api_route_is_described_and_nothing_else(app):
     in_app = app_operations(app)
     described = document_operations(openapi.spec())
     assert in_app, "the app has no API routes?"
-    assert sorted(in_app - described) == [], "routes missing from bot/openapi.py"
-    assert sorted(described - in_app) == [], "bot/openapi.py describes routes the app does not have"
+    assert sorted(in_app - described) == [], "routes missing from bot/web/openapi.py"
+    assert sorted(described - in_app) == [], "bot/web/openapi.py describes routes the app does not have"
 
 
 def test_the_comparison_sees_a_missing_route(app):

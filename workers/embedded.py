@@ -7,7 +7,7 @@ import threading
 
 from flask import Flask
 
-from bot import queue
+from bot.web import queue
 from workers.context import WorkerContext, build_context
 from workers.queue import InProcessBroker
 from workers.scheduler import Scheduler

@@ -83,10 +83,10 @@ def seed(config: dict, actions: int, log_kb: int) -> dict:
     from sqlalchemy import insert, select, update
     from sqlalchemy.orm import Session
 
-    from bot import create_app, db
     from bot.models import Action, Deployment
     from bot.states import ActionState, DeploymentState
     from bot.tokens import Scopes, create_token
+    from bot.web import create_app, db
 
     db.upgrade(config["database_url"])
     engine = db.make_engine(config["database_url"])
@@ -117,7 +117,7 @@ def seed(config: dict, actions: int, log_kb: int) -> dict:
 
 def timed(config: dict, token: str, requests: int) -> dict:
     """Milliseconds of each POST /deployment_request and GET /api/v1/deployments/NAME."""
-    from bot import create_app
+    from bot.web import create_app
 
     client = create_app(config).test_client()
     headers = {"Authorization": f"Bearer {token}"}

@@ -46,7 +46,7 @@ from bot import db  # noqa: E402
 from bot.config import settings_from_mapping  # noqa: E402
 from bot.github.client import GitHubClient  # noqa: E402
 from bot.models import OutboxRow, OutboxState  # noqa: E402
-from bot.webhooks import parse_delivery, record_delivery  # noqa: E402
+from bot.web.webhooks import parse_delivery, record_delivery  # noqa: E402
 from tests.pipeline.probe_scripts import write_probe_repo  # noqa: E402
 from tests.support import github_payloads  # noqa: E402
 from tests.support.github_mock import FlakyProxy, PrismServer, trimmed_spec  # noqa: E402

@@ -111,8 +111,8 @@ class WorkerStack:
         env.update({"SAMI_DATABASE_URL": self.url, "SAMI_REDIS_URL": self.redis_url,
                     "SAMI_DEPLOYMENTS_REPO": str(self.repo), "SAMI_INSTANCE_DIR": instance,
                     "SAMI_LOG_LEVEL": "warning"})
-        from bot import create_app
         from bot.tokens import Scopes, create_token
+        from bot.web import create_app
 
         self.engine = create_engine(self.url)
         with Session(self.engine) as session:

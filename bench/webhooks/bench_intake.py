@@ -111,7 +111,7 @@ end
 """
 
 # The same gunicorn settings `sami serve` uses (bot/cli.py).
-GUNICORN = {"workers": 2, "threads": 8, "worker_class": "bot.gunicorn_worker.JSONErrorWorker", "accesslog": "-",
+GUNICORN = {"workers": 2, "threads": 8, "worker_class": "bot.web.gunicorn_worker.JSONErrorWorker", "accesslog": "-",
             "timeout": 60, "keepalive": 5}
 
 

@@ -9,7 +9,7 @@ from bot.github.client import CheckLine, GitHubClient, GitHubError
 from bot.github.redeliver import WEBHOOK_PATH, watched_repositories
 from bot.manifest_store import ManifestStore
 from bot.manifests import DeploymentsRepoError
-from bot.webhooks import EMBEDDED_KEY_FILE
+from bot.web.webhooks import EMBEDDED_KEY_FILE
 
 
 def github_check(settings: Settings, github: GitHubClient | None, store: ManifestStore) -> list[CheckLine]:

@@ -7,7 +7,7 @@ else's code gets in) and trades the code for the App's id, private key and webho
 it writes to the instance folder for the operator to load into Sami's environment.
 
 What is here has no web framework in it: the manifest, GitHub's web host, the state store, the
-conversion's result and the files. The page (``bot/github_setup_page.py``) and ``sami github
+conversion's result and the files. The page (``bot/web/setup.py``) and ``sami github
 setup`` (a server of its own on 127.0.0.1) both use it.
 """
 

@@ -1,4 +1,9 @@
-"""The status page: its blueprint, session cookie settings and live updates."""
+"""The web layer: every blueprint Sami serves (the API, webhooks, the OpenAPI document, health,
+static sites, the GitHub App setup, the status page and its live events), and ``create_app``.
+
+It verifies, validates and answers; deciding belongs to the services, and it never calls GitHub
+(but for the sign-in's own exchange) or runs a script.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,48 @@ from datetime import timedelta
 
 from flask import Flask
 
+from bot import db
+from bot.config import Settings, load_settings, settings_from_mapping
+from bot.web import (
+    api,
+    bodies,
+    errors,
+    health,
+    metrics,
+    openapi,
+    pages,
+    queue,
+    setup,
+    sites,
+    webhooks,
+)
 
-def init_app(app: Flask) -> None:
-    """Register the page and set its session cookie: HttpOnly, SameSite=Lax, Secure behind https."""
-    from bot.web import pages
 
-    settings = app.config["SAMI"]
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the web application from ``SAMI_*`` variables, or from ``test_config`` in tests."""
+    settings: Settings = load_settings() if test_config is None else settings_from_mapping(test_config)
+    app = Flask(__name__, instance_path=settings.instance_dir, instance_relative_config=False)
+    # Bodies: the size limit holds for chunked ones too; malformed or too deeply nested JSON is a 400.
+    app.request_class = bodies.Request
+    app.json = bodies.JSONProvider(app)
     app.config.update(
+        SAMI=settings,
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        TESTING=settings.mode == "test",
+        JSON_SORT_KEYS=False,
+        # The status page's session cookie: HttpOnly, SameSite=Lax, Secure behind https.
         SESSION_COOKIE_NAME="sami_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"),
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
     )
-    app.register_blueprint(pages.bp)
+    db.init_app(app)
+    queue.init_app(app)
+    errors.init_app(app)
+    for blueprint in (health.bp, api.bp, openapi.bp, sites.bp, setup.bp, pages.bp):
+        app.register_blueprint(blueprint)
+    webhooks.init_app(app)
+    metrics.init_app(app)
+    return app

@@ -31,13 +31,13 @@ from sqlalchemy.orm import undefer
 from werkzeug.exceptions import HTTPException
 
 from bot import queries, services
-from bot.api import _manifests, _services_context
 from bot.db import get_session
-from bot.errors import SamiError
+from bot.errors import Invalid, SamiError
 from bot.models import Action, ApiToken, Deployment
 from bot.states import DeploymentState, IllegalTransition
 from bot.tokens import Scopes, TokenError, authenticate, create_token
 from bot.web import auth, events
+from bot.web.api import _manifests, _services_context
 from bot.web.events import tone
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ def services_page():
     """The services the deployments repo defines, and its manifest errors at file:line."""
     scopes = _read_scopes()
     repo = _manifests().current()
-    from bot.api import _may_read_path
+    from bot.web.api import _may_read_path
 
     everything = Scopes(admin=True)
     manifests = [m for m in repo.manifests if scopes is None or scopes.allows("read", m.service_name, m.environment)]
@@ -323,7 +323,7 @@ def change(name: str, kind: str):
         if kind == "update":
             tag = (request.form.get("tag") or "").strip()
             if not tag:
-                raise SamiError("give the tag to deploy")
+                raise Invalid("give the tag to deploy")
             req = services.DeploymentRequest(service=row.service, environment=row.environment, tag=tag,
                                              pull_request=row.pull_request, source_repo=row.source_repo,
                                              requested_by=viewer.requested_by, origin="page")
@@ -331,7 +331,7 @@ def change(name: str, kind: str):
         elif kind == "rollback":
             to = request.form.get("action_id") or None
             if to is not None and not _whole_number(to):
-                raise SamiError("'action_id' must be an action's number")
+                raise Invalid("'action_id' must be an action's number")
             result = services.rollback_deployment(session_, _manifests().current(), name, _services_context(),
                                                   to_action_id=int(to) if to else None,
                                                   requested_by=viewer.requested_by, origin="page")

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from bot import db
 from bot.github import router
 from bot.models import Delivery, DeliveryStatus
-from bot.webhooks import parse_delivery, record_delivery
+from bot.web.webhooks import parse_delivery, record_delivery
 from tests.conftest import WEBHOOK_SECRET
 from tests.github import webhook_fixtures
 from tests.github.webhook_fixtures import deliveries, queued_jobs

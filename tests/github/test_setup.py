@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from bot import create_app
 from bot.config import load_settings
 from bot.github import setup
 from bot.github.client import GitHubClient, GitHubError, convert_app_manifest
+from bot.web import create_app
 from tests.support.github_mock import ANSWER_TIMEOUT, Reply
 from tests.support.sami_server import PRODUCTION_SECRET_KEY, PRODUCTION_WEBHOOK_SECRET
 from tests.support.servers import free_port

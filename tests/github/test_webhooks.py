@@ -8,8 +8,8 @@ import json
 import pytest
 from sqlalchemy import text
 
-from bot import create_app
 from bot.models import DeliveryStatus
+from bot.web import create_app
 from tests.conftest import WEBHOOK_SECRET
 from tests.github import webhook_fixtures
 from tests.github.webhook_fixtures import deliveries, post, queued_jobs

@@ -8,10 +8,10 @@ import pytest
 from rq.job import Job
 from sqlalchemy import select
 
-from bot import create_app
 from bot.models import Action, Deployment
 from bot.states import ActionState, DeploymentState
 from bot.tokens import Scopes, create_token
+from bot.web import create_app
 from tests.support.servers import free_port
 
 

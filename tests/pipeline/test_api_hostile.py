@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from bot import services
+from bot.errors import Invalid
 from bot.models import Deployment
 from bot.tokens import Scopes, create_token
 
@@ -108,7 +109,7 @@ def test_override_values_are_text_or_whole_numbers(client, token, db_session, va
 def test_services_refuse_a_pull_request_number_beyond_the_database(db_session, worker_ctx, services_ctx):
     req = services.DeploymentRequest(service="probe", environment="pull_request", tag="v1", pull_request=2**31,
                                      requested_by="test", origin="webhook")
-    with pytest.raises(services.RequestError, match="'pull_request' must be a whole number from 1 to 2147483647"):
+    with pytest.raises(Invalid, match="'pull_request' must be a whole number from 1 to 2147483647"):
         services.request_deployment(db_session, worker_ctx.manifests.current(), req, services_ctx)
 
 

@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session, undefer
 
-from bot import create_app
 from bot.models import Action, Deployment
 from bot.states import ActionState, DeploymentState
 from bot.tokens import Scopes, create_token
+from bot.web import create_app
 from tests.pipeline.probe_scripts import write_probe_repo
 from tests.support.procs import alive, wait_until
 from tests.support.servers import RedisServer

@@ -15,11 +15,12 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from bot import openapi, services
-from bot.errors import Conflict, NotFound
+from bot import services
+from bot.errors import Conflict, Invalid, NotFound
 from bot.models import Action, Deployment
 from bot.states import ActionState, DeploymentState, FailureReason
 from bot.tokens import Scopes, create_token
+from bot.web import openapi
 from tests.pipeline.conftest import read_record
 from tests.pipeline.test_processes import pid_file, stack  # noqa: F401  (fixtures)
 from tests.support.procs import alive
@@ -139,11 +140,11 @@ def test_clone_under_a_new_name_and_its_refusals(db_session, worker_ctx, service
     with pytest.raises(Conflict, match="'probe-demo' is taken"):
         services.clone_deployment(db_session, repo, "probe-stage", services_ctx, new_name="probe-demo", **WHO)
     db_session.rollback()
-    with pytest.raises(services.RequestError, match="has no 'qa' environment"):
+    with pytest.raises(Invalid, match="has no 'qa' environment"):
         services.clone_deployment(db_session, repo, "probe-stage", services_ctx, environment="qa", **WHO)
-    with pytest.raises(services.RequestError, match="is not a deployment name"):
+    with pytest.raises(Invalid, match="is not a deployment name"):
         services.clone_deployment(db_session, repo, "probe-stage", services_ctx, new_name="Bad_Name", **WHO)
-    with pytest.raises(services.RequestError, match="pull request"):
+    with pytest.raises(Invalid, match="pull request"):
         services.clone_deployment(db_session, repo, "probe-stage", services_ctx, environment="pull_request",
                                   **WHO)
     with pytest.raises(NotFound):

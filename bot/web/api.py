@@ -14,25 +14,19 @@ from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import undefer
 
-from bot import naming, openapi, queries, services
+from bot import naming, queries, services
 from bot.db import get_session
-from bot.errors import SamiError
+from bot.errors import Invalid
 from bot.models import Action, Deployment
-from bot.queue import get_broker
 from bot.tokens import Scopes, TokenError, authenticate
+from bot.web import openapi
+from bot.web.errors import Forbidden, Unauthorized
+from bot.web.queue import get_broker
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 SHA_RE = re.compile(r"^[0-9a-f]{7,64}\Z")
 REPOSITORY_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}\Z")
-
-
-class Unauthorized(SamiError):
-    status = 401
-
-
-class Forbidden(SamiError):
-    status = 403
 
 
 # Control characters (NUL above all: PostgreSQL refuses it in text) have no place in a query value.
@@ -51,13 +45,13 @@ def _check_query():
     unknown = sorted(set(request.args) - set(declared))
     if unknown:
         known = f"known: {', '.join(sorted(declared))}" if declared else "it takes none"
-        raise SamiError(f"unknown query parameter(s) {', '.join(map(repr, unknown))} ({known})")
+        raise Invalid(f"unknown query parameter(s) {', '.join(map(repr, unknown))} ({known})")
     for name, values in request.args.lists():
         if any(CONTROL_RE.search(value) for value in values):
-            raise SamiError(f"query parameter {name!r} contains control characters")
+            raise Invalid(f"query parameter {name!r} contains control characters")
         problem = openapi.query_problem(name, declared[name], values)
         if problem:
-            raise SamiError(problem)
+            raise Invalid(problem)
 
 
 def _manifests():
@@ -136,9 +130,9 @@ def _action(session, action_id: int, acting=None, options=()) -> Action:
 
 
 def _json_body() -> dict:
-    body = request.get_json()  # malformed JSON: 400 (bot.bodies), too long: 413
+    body = request.get_json()  # malformed JSON: 400 (bot.web.bodies), too long: 413
     if not isinstance(body, dict):
-        raise SamiError("the body must be a JSON object, not a " + type(body).__name__)
+        raise Invalid("the body must be a JSON object, not a " + type(body).__name__)
     return body
 
 
@@ -151,14 +145,14 @@ def _field(body: Mapping, name: str, kind: type | tuple, required: bool = False)
     value = body.get(name)
     if value is None:
         if required:
-            raise SamiError(f"'{name}' is required")
+            raise Invalid(f"'{name}' is required")
         return None
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         kinds = kind if isinstance(kind, tuple) else (kind,)
         wanted = " or ".join(JSON_KINDS.get(k, k.__name__) for k in kinds)
-        raise SamiError(f"'{name}' must be {wanted}, not {JSON_KINDS.get(type(value), type(value).__name__)}")
+        raise Invalid(f"'{name}' must be {wanted}, not {JSON_KINDS.get(type(value), type(value).__name__)}")
     if isinstance(value, int) and not isinstance(value, bool) and not services.MIN_INT64 <= value <= services.MAX_INT64:
-        raise SamiError(f"'{name}' must be a whole number from {services.MIN_INT64} to {services.MAX_INT64} (64 bits)")
+        raise Invalid(f"'{name}' must be a whole number from {services.MIN_INT64} to {services.MAX_INT64} (64 bits)")
     return value
 
 
@@ -180,31 +174,31 @@ def deployment_request_from_body(body: Mapping, requested_by: str, origin: str) 
     known = {"service", "environment", "tag", "image", "ref", "sha", "pull_request", "overrides", "repository"}
     unknown = sorted(set(body) - known)
     if unknown:
-        raise SamiError(f"unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        raise Invalid(f"unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     overrides = _field(body, "overrides", dict) or {}
     unknown = sorted(set(overrides) - {"app", "deployment"})
     if unknown:
-        raise SamiError("'overrides' takes 'app' and 'deployment' objects")
+        raise Invalid("'overrides' takes 'app' and 'deployment' objects")
     app_overrides = overrides.get("app") or {}
     deployment_overrides = overrides.get("deployment") or {}
     if not isinstance(app_overrides, dict) or not isinstance(deployment_overrides, dict):
-        raise SamiError("'overrides.app' and 'overrides.deployment' must be objects of KEY: value")
+        raise Invalid("'overrides.app' and 'overrides.deployment' must be objects of KEY: value")
     sha = _field(body, "sha", str)
     if sha is not None and not SHA_RE.match(sha):
-        raise SamiError("'sha' must be a commit sha (7 to 64 hex digits)")
+        raise Invalid("'sha' must be a commit sha (7 to 64 hex digits)")
     ref = _field(body, "ref", str)
     if ref is not None:
         try:
             naming.check_ref(ref)
         except naming.InvalidName as exc:
-            raise SamiError(str(exc)) from None
+            raise Invalid(str(exc)) from None
     pull_request = body.get("pull_request")
     if pull_request is not None and (not isinstance(pull_request, int) or isinstance(pull_request, bool)
                                      or not 1 <= pull_request <= services.MAX_PULL_REQUEST):
-        raise SamiError(f"'pull_request' must be a whole number from 1 to {services.MAX_PULL_REQUEST}")
+        raise Invalid(f"'pull_request' must be a whole number from 1 to {services.MAX_PULL_REQUEST}")
     repository = _field(body, "repository", str)
     if repository is not None and not REPOSITORY_RE.match(repository):
-        raise SamiError("'repository' must be owner/name")
+        raise Invalid("'repository' must be owner/name")
     return services.DeploymentRequest(
         service=_field(body, "service", str, required=True),
         environment=_field(body, "environment", str, required=True),
@@ -251,7 +245,7 @@ def rollback(name: str):
     body = _json_body() if request.content_length else {}
     unknown = sorted(set(body) - {"action_id"})
     if unknown:
-        raise SamiError(f"unknown field(s) {', '.join(unknown)} (known: action_id)")
+        raise Invalid(f"unknown field(s) {', '.join(unknown)} (known: action_id)")
     to_action_id = _field(body, "action_id", int)
     session = get_session()
     deployment = _deployment(session, name, "deploy")
@@ -268,7 +262,7 @@ def clone(name: str):
     body = _json_body()
     unknown = sorted(set(body) - {"environment", "name"})
     if unknown:
-        raise SamiError(f"unknown field(s) {', '.join(unknown)} (known: environment, name)")
+        raise Invalid(f"unknown field(s) {', '.join(unknown)} (known: environment, name)")
     environment, new_name = _field(body, "environment", str), _field(body, "name", str)
     session = get_session()
     source = _deployment(session, name)  # the clone copies its config: read on the source
@@ -414,7 +408,7 @@ def action_log(action_id: int):
     action = _action(get_session(), action_id, options=[undefer(Action.log)])
     offset = request.args.get("offset", "0")
     if not offset.isdigit():
-        raise SamiError("'offset' must be a whole number")
+        raise Invalid("'offset' must be a whole number")
     text = action.log or ""
     return jsonify(action_id=action.id, state=str(action.state), offset=len(text), log=text[int(offset):],
                    finished=action.state.finished, truncated=action.log_truncated)
@@ -465,10 +459,10 @@ def list_outbox():
     states = request.args.getlist("state")
     unknown = sorted(set(states) - set(OUTBOX_STATES))
     if unknown:
-        raise SamiError(f"unknown state {unknown[0]!r} (states: {', '.join(OUTBOX_STATES)})")
+        raise Invalid(f"unknown state {unknown[0]!r} (states: {', '.join(OUTBOX_STATES)})")
     limit = request.args.get("limit", "100")
     if not limit.isdigit() or not 1 <= int(limit) <= 500:
-        raise SamiError("'limit' must be a whole number from 1 to 500")
+        raise Invalid("'limit' must be a whole number from 1 to 500")
     query = select(OutboxRow).order_by(OutboxRow.id.desc()).limit(int(limit))
     if states:
         query = query.where(OutboxRow.state.in_(states))

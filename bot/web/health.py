@@ -6,7 +6,8 @@ import logging
 
 from flask import Blueprint, current_app, jsonify
 
-from bot import db, queue
+from bot import db
+from bot.web import queue
 
 bp = Blueprint("health", __name__)
 NOT_MIGRATED = "not migrated: run `sami db upgrade` (or `sami serve --migrate`)"

@@ -31,9 +31,10 @@ from sqlalchemy.orm import Session
 
 from bot.config import Settings
 from bot.db import get_session
-from bot.errors import SamiError
+from bot.errors import Invalid
 from bot.models import Delivery, DeliveryStatus
-from bot.queue import get_broker
+from bot.web.errors import Unauthorized, WebError
+from bot.web.queue import get_broker
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
@@ -45,10 +46,6 @@ EVENT_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 DELIVERY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}\Z")
 NOT_CONFIGURED = ("GitHub webhooks are off: no webhook secret is set. Set SAMI_WEBHOOK_SECRET to the secret "
              "of the GitHub webhook (or GitHub App) and restart Sami")
-
-
-class Unauthorized(SamiError):
-    status = 401
 
 
 # --- the secret -------------------------------------------------------------------------------
@@ -181,7 +178,7 @@ def _header(name: str, pattern: re.Pattern, example: str) -> str:
     value = request.headers.get(name, "")
     if not pattern.match(value):
         state = "missing" if not value else "invalid"
-        raise SamiError(f"{name} header {state}: GitHub sends it with every delivery (e.g. {example})")
+        raise Invalid(f"{name} header {state}: GitHub sends it with every delivery (e.g. {example})")
     return value
 
 
@@ -203,16 +200,16 @@ def _refuse_constant(name: str):
 def _payload(body: bytes) -> tuple[dict[str, Any], str]:
     """The payload and its text; 400 unless the body is a JSON object in UTF-8."""
     if request.mimetype == "application/x-www-form-urlencoded":
-        raise SamiError("the body is form-encoded: set the webhook's content type to application/json on GitHub")
+        raise Invalid("the body is form-encoded: set the webhook's content type to application/json on GitHub")
     try:
         text = body.decode()
         payload = current_app.json.loads(text, parse_constant=_refuse_constant)
     except UnicodeDecodeError:
-        raise SamiError("the body must be a JSON object in UTF-8, as GitHub sends it") from None
+        raise Invalid("the body must be a JSON object in UTF-8, as GitHub sends it") from None
     except ValueError as exc:
-        raise SamiError(f"the body must be a JSON object, and this is not valid JSON: {exc}") from None
+        raise Invalid(f"the body must be a JSON object, and this is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
-        raise SamiError("the body must be a JSON object, not a " + type(payload).__name__)
+        raise Invalid("the body must be a JSON object, not a " + type(payload).__name__)
     return payload, text
 
 
@@ -221,7 +218,7 @@ def receive_github():
     """Verify a GitHub delivery, record it, queue its processing; 202 (200 for a ping or a duplicate)."""
     secret: bytes = current_app.extensions.get("sami.webhook_secret", b"")
     if not secret:
-        raise SamiError(NOT_CONFIGURED, status=503)
+        raise WebError(NOT_CONFIGURED, status=503)
     body = request.get_data(cache=False)  # longer than the limit: 413
     _verify(secret, body)
     event = _header("X-GitHub-Event", EVENT_RE, "pull_request")

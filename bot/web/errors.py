@@ -1,0 +1,88 @@
+"""JSON error answers: every error says what went wrong and what to do next."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from sqlalchemy.orm.exc import StaleDataError
+from werkzeug.exceptions import HTTPException
+
+from bot.errors import Conflict, Invalid, NotFound, SamiError
+from bot.manifests import DeploymentsRepoError
+from bot.states import IllegalTransition
+
+log = logging.getLogger(__name__)
+
+
+class WebError(SamiError):
+    """A refusal only the web layer makes (no token, out of scope, a feature turned off), with its status."""
+
+    status = 400
+
+    def __init__(self, message: str, *, status: int | None = None, **details):
+        super().__init__(message, **details)
+        if status is not None:
+            self.status = status
+
+
+class Unauthorized(WebError):
+    status = 401
+
+
+class Forbidden(WebError):
+    status = 403
+
+
+# The status of each kind of refusal the services make.
+STATUSES: tuple[tuple[type[SamiError], int], ...] = ((Invalid, 400), (NotFound, 404), (Conflict, 409))
+
+
+def status_of(exc: Exception) -> int:
+    """The HTTP status that answers ``exc``."""
+    if isinstance(exc, WebError):
+        return exc.status
+    return next((status for kind, status in STATUSES if isinstance(exc, kind)), 400)
+
+
+def error_response(status: int, message: str, **details):
+    body = {"error": message, "status": status}
+    body.update(details)
+    return jsonify(body), status
+
+
+def init_app(app: Flask) -> None:
+    """Answer every error with JSON."""
+
+    @app.errorhandler(SamiError)
+    def _sami_error(exc: SamiError):
+        return error_response(status_of(exc), exc.message, **exc.details)
+
+    @app.errorhandler(IllegalTransition)
+    def _illegal_transition(exc: IllegalTransition):
+        return error_response(409, str(exc), state=str(exc.current))
+
+    @app.errorhandler(DeploymentsRepoError)
+    def _repo_unreadable(exc: DeploymentsRepoError):
+        log.warning("deployments repo unreadable: %s", exc)
+        return error_response(503, f"the deployments repo cannot be read right now ({exc}); try again later")
+
+    @app.errorhandler(StaleDataError)
+    def _stale(exc: StaleDataError):
+        return error_response(409, "the deployment changed while this request was handled: try again")
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        messages = {
+            413: f"request body too large: at most {app.config['MAX_CONTENT_LENGTH']} bytes",
+            404: "no such page or API endpoint",
+            405: f"method not allowed here; use {', '.join(sorted(exc.valid_methods or []))}"
+            if getattr(exc, "valid_methods", None)
+            else "method not allowed here",
+        }
+        return error_response(exc.code or 500, messages.get(exc.code, exc.description))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal error; the server log has the details")
