@@ -9,8 +9,8 @@ import click
 
 from bot import __version__
 from bot.client.commands import register as register_client_commands
-from bot.config import ConfigError, load_settings
-from bot.logs import configure_logging
+from bot.core.config import ConfigError, load_settings
+from bot.core.logs import configure_logging
 from bot.manifests.cli import validate
 
 
@@ -48,7 +48,7 @@ def serve(bind: str, workers: int | None, threads: int, migrate: bool) -> None:
     _warn_if_metrics_open(settings)
     # Before anything imports prometheus_client: every gunicorn process writes its samples here.
     metrics_dir = _metrics_folder()
-    from bot import db
+    from bot.core import db
 
     if migrate:
         db.upgrade(settings.database_url)
@@ -103,7 +103,7 @@ def _warn_if_metrics_open(settings) -> None:
     if settings.mode == "production" and not settings.metrics_token:
         import logging
 
-        logging.getLogger("bot.metrics").warning(
+        logging.getLogger("bot.core.metrics").warning(
             "/metrics is open to anyone who can reach it: set SAMI_METRICS_TOKEN to require a bearer token")
 
 
@@ -146,7 +146,7 @@ def _web_process_exit(_arbiter, _worker) -> None:
 
 def _web_process_gone(_arbiter, worker) -> None:
     """gunicorn's child_exit hook (in the master): a web process ended; its live gauges go."""
-    from bot.metrics import child_exited
+    from bot.core.metrics import child_exited
 
     child_exited(worker.pid)
 
@@ -172,7 +172,7 @@ def db() -> None:
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
-    from bot import db as database
+    from bot.core import db as database
 
     settings = load_settings()
     database.upgrade(settings.database_url, revision)
@@ -183,7 +183,7 @@ def db_upgrade(revision: str) -> None:
 @click.argument("revision")
 def db_downgrade(revision: str) -> None:
     """Revert migrations down to REVISION (``base`` drops every table)."""
-    from bot import db as database
+    from bot.core import db as database
 
     settings = load_settings()
     database.downgrade(settings.database_url, revision)
@@ -193,7 +193,7 @@ def db_downgrade(revision: str) -> None:
 @db.command("current")
 def db_current() -> None:
     """Print the migration the database is at."""
-    from bot import db as database
+    from bot.core import db as database
 
     settings = load_settings()
     engine = database.make_engine(settings.database_url)
@@ -232,7 +232,7 @@ def _serve_process_metrics(settings, context) -> None:
     """With SAMI_METRICS_PORT, this worker or scheduler serves its own /metrics on that port."""
     if not settings.metrics_port:
         return
-    from bot.metrics import StateCollector, serve_metrics
+    from bot.core.metrics import StateCollector, serve_metrics
 
     _warn_if_metrics_open(settings)
     serve_metrics(settings.metrics_port, settings.metrics_token,
@@ -277,7 +277,7 @@ def token() -> None:
 
 def _migrated_engine(settings):
     """The database's engine; a one-line error when it was never migrated (every query would fail)."""
-    from bot import db as database
+    from bot.core import db as database
 
     engine = database.make_engine(settings.database_url)
     if database.current_revision(engine) is None:
@@ -469,7 +469,7 @@ def github_redeliver(hours: float, dry_run: bool) -> None:
 
     from sqlalchemy.orm import sessionmaker
 
-    from bot import db as database
+    from bot.core import db as database
     from bot.github.client import GitHubClient
     from bot.github.redeliver import LocalAskedMemory, RedisAskedMemory, redeliver_missed, watched_repositories
     from bot.manifest_store import ManifestStore
@@ -584,7 +584,7 @@ def unreachable(exc: BaseException) -> str | None:
     """
     database_errors = sys.modules.get("sqlalchemy.exc")
     if database_errors and isinstance(exc, database_errors.OperationalError | database_errors.InterfaceError):
-        from bot import db as database
+        from bot.core import db as database
 
         return database.unreachable_message(load_settings().database_url, exc)
     redis_errors = sys.modules.get("redis.exceptions")

@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from bot.config import Settings
+from bot.core.config import Settings
 from bot.manifests import (
     DeploymentsRepo,
     DeploymentsRepoError,

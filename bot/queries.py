@@ -18,9 +18,9 @@ from datetime import datetime
 from sqlalchemy import and_, case, false, func, or_, select
 from sqlalchemy.orm import Session
 
-from bot.errors import Invalid
-from bot.models import Delivery, Deployment
-from bot.states import DeploymentState
+from bot.core.errors import Invalid
+from bot.core.models import Delivery, Deployment
+from bot.core.states import DeploymentState
 from bot.tokens import Scopes
 
 DEFAULT_LIMIT = 50

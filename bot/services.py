@@ -17,11 +17,10 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from bot import naming
-from bot.errors import Conflict, Invalid, NotFound
-from bot.manifests import DeploymentsRepo, Manifest
-from bot.models import Action, Deployment
-from bot.states import (
+from bot.core import naming
+from bot.core.errors import Conflict, Invalid, NotFound
+from bot.core.models import Action, Deployment
+from bot.core.states import (
     PENDING_STATES,
     ActionState,
     DeploymentState,
@@ -31,6 +30,7 @@ from bot.states import (
     transition,
     transition_action,
 )
+from bot.manifests import DeploymentsRepo, Manifest
 
 log = logging.getLogger(__name__)
 S = DeploymentState

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.models import ApiToken
+from bot.core.models import ApiToken
 
 PREFIX = "sami"
 TOKEN_RE = re.compile(r"^sami_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")

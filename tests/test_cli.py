@@ -13,7 +13,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from bot import db
+from bot.core import db
 from tests.conftest import create_database
 from tests.support.servers import free_port
 

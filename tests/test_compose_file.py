@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from bot.cli import cli
-from bot.config import ConfigError, load_settings
+from bot.core.config import ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,8 +11,8 @@ import urllib.request
 import pytest
 from sqlalchemy.engine import make_url
 
-from bot import db
-from bot.config import MIN_SECRET_LENGTHS, ConfigError, database_url, load_settings
+from bot.core import db
+from bot.core.config import MIN_SECRET_LENGTHS, ConfigError, database_url, load_settings
 from tests.support.sami_server import PRODUCTION_SECRET_KEY, PRODUCTION_WEBHOOK_SECRET, SamiServer, sami, sami_env
 
 PRODUCTION = {"SAMI_MODE": "production", "SAMI_DATABASE_URL": "postgresql://sami@db/sami",

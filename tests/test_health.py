@@ -46,7 +46,7 @@ def test_readyz_names_the_database_when_it_is_down(test_config):
 
 
 def test_embedded_default_is_ready_without_services(tmp_path):
-    from bot import db
+    from bot.core import db
 
     config = {"mode": "test", "instance_dir": str(tmp_path), "redis_url": ""}
     app = create_app(config)
@@ -58,7 +58,7 @@ def test_embedded_default_is_ready_without_services(tmp_path):
 
 def test_readyz_says_to_migrate_a_database_without_tables(tmp_path):
     # A server started before `sami db upgrade` answers every request 500: readiness says why.
-    from bot import db
+    from bot.core import db
 
     app = create_app({"mode": "test", "instance_dir": str(tmp_path), "redis_url": ""})
     response = app.test_client().get("/readyz")

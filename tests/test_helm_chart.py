@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from bot.cli import cli
-from bot.config import _VARIABLES, load_settings
+from bot.core.config import _VARIABLES, load_settings
 from tests.support.sami_server import PRODUCTION_SECRET_KEY, PRODUCTION_WEBHOOK_SECRET
 from workers.executor import PASSED_ENVIRONMENT
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from bot.logs import JsonFormatter
+from bot.core.logs import JsonFormatter
 
 
 def test_json_lines_carry_context_ids():

@@ -226,7 +226,7 @@ def test_the_sample_dashboard_names_only_metrics_sami_exports():
 
     from prometheus_client import Counter, Gauge, Histogram
 
-    from bot import metrics
+    from bot.core import metrics
 
     exported = set(re.findall(r'GaugeMetricFamily\(\s*"(sami_\w+)"', Path(metrics.__file__).read_text()))
     for item in vars(metrics).values():

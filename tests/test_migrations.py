@@ -11,8 +11,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import CheckConstraint, inspect
 
-from bot import db
-from bot.models import Base
+from bot.core import db
+from bot.core.models import Base
 from tests.conftest import create_database
 
 TABLES = {"deployments", "actions", "deliveries", "api_tokens", "outbox", "github_pull_requests", "alembic_version"}

@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm.exc import StaleDataError
 
-from bot.models import Action, Delivery, Deployment
-from bot.states import ActionState, DeploymentState
+from bot.core.models import Action, Delivery, Deployment
+from bot.core.states import ActionState, DeploymentState
 
 
 def _deployment(**kwargs):

@@ -1,4 +1,4 @@
-"""Names: the manifest loader and bot.naming accept the same environments and deployment names."""
+"""Names: the manifest loader and bot.core.naming accept the same environments and deployment names."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot import naming
+from bot.core import naming
 from bot.manifests import load_deployments_repo
 
 MANIFEST = """\

@@ -8,8 +8,8 @@ import pytest
 from werkzeug.datastructures import MultiDict
 
 from bot import queries
-from bot.models import Delivery, DeliveryStatus, Deployment
-from bot.states import DeploymentState as S
+from bot.core.models import Delivery, DeliveryStatus, Deployment
+from bot.core.states import DeploymentState as S
 from bot.tokens import Scopes, create_token
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bot.states import (
+from bot.core.states import (
     ACTION_TRANSITIONS,
     TRANSITIONS,
     ActionState,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from bot.models import ApiToken
+from bot.core.models import ApiToken
 from bot.tokens import Scopes, TokenError, authenticate, create_token, revoke_token
 
 

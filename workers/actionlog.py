@@ -9,7 +9,7 @@ from collections.abc import Callable
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from bot.models import Action
+from bot.core.models import Action
 
 MAX_LOG_BYTES = 1024 * 1024
 # The longest a line waits in memory. The runner ticks more often than this, so output reaches

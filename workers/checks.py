@@ -16,10 +16,8 @@ from pathlib import Path
 from sqlalchemy import exists, select
 from sqlalchemy.orm.exc import StaleDataError
 
-from bot.manifests import DeploymentsRepoError
-from bot.models import Action, Deployment
-from bot.services import action_config
-from bot.states import (
+from bot.core.models import Action, Deployment
+from bot.core.states import (
     LIVE_STATES,
     ActionState,
     DeploymentState,
@@ -28,6 +26,8 @@ from bot.states import (
     note_check_failing,
     transition,
 )
+from bot.manifests import DeploymentsRepoError
+from bot.services import action_config
 from workers.context import WorkerContext, get_context
 from workers.executor import ExecutorError, prepare_manifest_dir
 from workers.jobs import (

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot import db
-from bot.config import Settings, load_settings
+from bot.core import db
+from bot.core.config import Settings, load_settings
 from bot.github.client import GitHubClient
 from bot.github.redeliver import AskedMemory, asked_memory
 from bot.github.rounds import RoundMarks, round_marks

@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from bot import metrics
-from bot.errors import failure_text
+from bot.core import metrics
+from bot.core.errors import failure_text
+from bot.core.models import Delivery, DeliveryStatus
 from bot.github import router
-from bot.models import Delivery, DeliveryStatus
 from bot.services import Context
 from workers.context import WorkerContext, get_context
 from workers.lease import db_now

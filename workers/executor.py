@@ -13,8 +13,8 @@ from pathlib import Path
 import yaml
 
 import control_scripts
-from bot import naming
-from bot.config import Settings
+from bot.core import naming
+from bot.core.config import Settings
 from bot.manifests import DeploymentsRepo, Manifest, folder
 from bot.manifests.folder import MAX_FOLDER_ENTRIES, FolderScan
 from workers.runner import MIN_MASKED_LENGTH, SUPERVISOR_LABEL, ScriptResult, run_control_script

@@ -20,11 +20,10 @@ from pathlib import Path
 
 from sqlalchemy import exists, select, update
 
-from bot import metrics
-from bot.errors import failure_text
-from bot.manifests import DeploymentsRepo, DeploymentsRepoError, Manifest
-from bot.models import Action, Deployment
-from bot.states import (
+from bot.core import metrics
+from bot.core.errors import failure_text
+from bot.core.models import Action, Deployment
+from bot.core.states import (
     ActionState,
     DeploymentState,
     FailureReason,
@@ -33,6 +32,7 @@ from bot.states import (
     transition,
     transition_action,
 )
+from bot.manifests import DeploymentsRepo, DeploymentsRepoError, Manifest
 from workers.actionlog import ActionLog
 from workers.context import WorkerContext, get_context
 from workers.executor import ExecutorError, Target, prepare_manifest_dir

@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from bot.models import Action, Deployment
-from bot.states import ActionState
+from bot.core.models import Action, Deployment
+from bot.core.states import ActionState
 from workers.runner import StopScript
 
 LEASE_SECONDS = 60

@@ -14,9 +14,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
+from bot.core.models import OutboxRow, OutboxState
 from bot.github import outbox
 from bot.github.client import GitHubError, RateLimited
-from bot.models import OutboxRow, OutboxState
 from workers.context import WorkerContext, get_context
 from workers.lease import db_now
 

@@ -20,8 +20,8 @@ from rq.job import Job, JobStatus
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from bot.config import Settings
-from bot.models import Action
+from bot.core.config import Settings
+from bot.core.models import Action
 
 log = logging.getLogger(__name__)
 

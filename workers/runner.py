@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot import metrics
+from bot.core import metrics
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,8 @@ from pathlib import Path
 
 from sqlalchemy import exists, func, select, update
 
-from bot.manifests import prune_trees
-from bot.models import Action, Delivery, DeliveryStatus, Deployment
-from bot.services import Context, cleanup_deployment, ensure_archived
-from bot.states import (
+from bot.core.models import Action, Delivery, DeliveryStatus, Deployment
+from bot.core.states import (
     LIVE_STATES,
     PENDING_STATES,
     ActionState,
@@ -33,6 +31,8 @@ from bot.states import (
     transition,
     transition_action,
 )
+from bot.manifests import prune_trees
+from bot.services import Context, cleanup_deployment, ensure_archived
 from workers.context import WorkerContext
 from workers.deliveries import sweepable
 from workers.jobs import action_dir_prefix, script_label

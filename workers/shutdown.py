@@ -20,8 +20,8 @@ from rq import SimpleWorker
 from rq.worker import WorkerStatus
 from sqlalchemy import select
 
-from bot.models import Action
-from bot.states import ActionState, transition_action
+from bot.core.models import Action
+from bot.core.states import ActionState, transition_action
 from workers.runner import StopScript
 
 log = logging.getLogger(__name__)

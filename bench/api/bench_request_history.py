@@ -83,8 +83,8 @@ def seed(config: dict, actions: int, log_kb: int) -> dict:
     from sqlalchemy import insert, select, update
     from sqlalchemy.orm import Session
 
-    from bot.models import Action, Deployment
-    from bot.states import ActionState, DeploymentState
+    from bot.core.models import Action, Deployment
+    from bot.core.states import ActionState, DeploymentState
     from bot.tokens import Scopes, create_token
     from bot.web import create_app, db
 

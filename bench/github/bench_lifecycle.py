@@ -42,10 +42,10 @@ from sqlalchemy import select, update  # noqa: E402
 from sqlalchemy.orm import sessionmaker  # noqa: E402
 
 import bot.github.handlers  # noqa: E402,F401  (registers the handlers)
-from bot import db  # noqa: E402
-from bot.config import settings_from_mapping  # noqa: E402
+from bot.core import db  # noqa: E402
+from bot.core.config import settings_from_mapping  # noqa: E402
+from bot.core.models import OutboxRow, OutboxState  # noqa: E402
 from bot.github.client import GitHubClient  # noqa: E402
-from bot.models import OutboxRow, OutboxState  # noqa: E402
 from bot.web.webhooks import parse_delivery, record_delivery  # noqa: E402
 from tests.pipeline.probe_scripts import write_probe_repo  # noqa: E402
 from tests.support import github_payloads  # noqa: E402

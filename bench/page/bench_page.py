@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.orm import sessionmaker  # noqa: E402
 
-from bot import db  # noqa: E402
+from bot.core import db  # noqa: E402
 from bot.tokens import Scopes, create_token  # noqa: E402
 from tests.support.sami_server import SamiServer, sami_env  # noqa: E402
 from tests.support.servers import PostgresServer, RedisServer, running  # noqa: E402

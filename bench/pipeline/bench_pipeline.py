@@ -29,11 +29,11 @@ from rq import SimpleWorker  # noqa: E402
 from sqlalchemy import create_engine, select, text  # noqa: E402
 from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
-from bot import db  # noqa: E402
-from bot.config import settings_from_mapping  # noqa: E402
-from bot.models import Action, Deployment  # noqa: E402
+from bot.core import db  # noqa: E402
+from bot.core.config import settings_from_mapping  # noqa: E402
+from bot.core.models import Action, Deployment  # noqa: E402
+from bot.core.states import DeploymentState  # noqa: E402
 from bot.services import Context, DeploymentRequest, request_deployment  # noqa: E402
-from bot.states import DeploymentState  # noqa: E402
 from tests.support.servers import PostgresServer, RedisServer  # noqa: E402
 from workers.context import build_context, set_context  # noqa: E402
 from workers.queue import ACTIONS_QUEUE, CHECKS_QUEUE, RQBroker  # noqa: E402

@@ -9,12 +9,12 @@ from collections.abc import Callable
 
 import click
 
-from bot import naming
 from bot.client import output
 from bot.client.common import Out, client_command, complete_deployment, parse_action_id, wait_options
 from bot.client.exits import ACTION_EXITS, Exit
 from bot.client.follow import accepted, follow, report
 from bot.client.http import ClientError
+from bot.core import naming
 
 
 def _overrides(pairs: tuple[str, ...], option: str) -> dict[str, str | None]:

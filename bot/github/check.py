@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.config import Settings
+from bot.core.config import Settings
 from bot.github.client import CheckLine, GitHubClient, GitHubError
 from bot.github.redeliver import WEBHOOK_PATH, watched_repositories
 from bot.manifest_store import ManifestStore

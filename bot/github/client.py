@@ -30,8 +30,8 @@ import requests
 from github import Auth
 from urllib3.util.retry import Retry
 
-from bot import metrics
-from bot.config import ConfigError, Settings
+from bot.core import metrics
+from bot.core.config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 

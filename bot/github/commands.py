@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from bot.naming import MAX_SERVICE, SERVICE_RE
+from bot.core.naming import MAX_SERVICE, SERVICE_RE
 
 PREFIX = "/sami"
 MAX_COMMENT_BYTES = 64 * 1024

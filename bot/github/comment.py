@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bot.states import ActionState, DeploymentState, FailureReason
+from bot.core.states import ActionState, DeploymentState, FailureReason
 
 MARKER = "<!-- sami:sticky-comment -->"
 # GitHub refuses a comment body over 65,536 characters; counted here in UTF-16 units, never fewer.

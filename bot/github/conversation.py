@@ -19,14 +19,14 @@ import time
 from collections.abc import Callable
 
 from bot import services
-from bot.errors import SamiError
+from bot.core.errors import SamiError
+from bot.core.models import Deployment
+from bot.core.states import DeploymentState
 from bot.github import commands, outbox, pulls
 from bot.github import comment as sticky
 from bot.github.client import GitHubError
 from bot.github.router import Event, HandlerContext, Retry, handles
 from bot.manifests import Manifest
-from bot.models import Deployment
-from bot.states import DeploymentState
 
 log = logging.getLogger(__name__)
 

@@ -95,7 +95,7 @@ def checks_changed(event: Event, ctx: HandlerContext) -> str:
         sha = (payload.get(event.name) or {}).get("head_sha")
     if not isinstance(sha, str) or not sha or not event.repository:
         return "ignored: no commit named"
-    from bot.models import PullRequestRecord
+    from bot.core.models import PullRequestRecord
 
     waiting = [record for record in ctx.session.scalars(select(PullRequestRecord).where(
         PullRequestRecord.repository == event.repository, PullRequestRecord.head_sha == sha))

@@ -2,7 +2,7 @@
 
 One mechanism writes the rows that follow state changes: a SQLAlchemy ``after_flush`` hook on every
 session. Whenever a flush writes a deployment's or an action's state (and states are written only
-through bot.states), the hook adds the rows that change implies, with the flush's own connection, so
+through bot.core.states), the hook adds the rows that change implies, with the flush's own connection, so
 they commit or roll back with it. No caller can forget them, and no state change is reported that
 did not commit. Rows that follow commands (a reaction, a reply) are written by the command handler
 in its transaction with ``add``.
@@ -30,9 +30,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from bot.core.models import Action, Delivery, Deployment, OutboxRow, OutboxState, PullRequestRecord
+from bot.core.states import ActionState, DeploymentState
 from bot.github import comment as sticky
-from bot.models import Action, Delivery, Deployment, OutboxRow, OutboxState, PullRequestRecord
-from bot.states import ActionState, DeploymentState
 
 log = logging.getLogger(__name__)
 A = ActionState

@@ -19,8 +19,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot import naming, services
-from bot.errors import SamiError
+from bot import services
+from bot.core import naming
+from bot.core.errors import SamiError
 from bot.manifests import DeploymentsRepo, Manifest, PrDeploy
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ def deploy_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: 
 
 def approved(session: Session, pr: PullRequest) -> bool:
     """Whether a writer approved the pull request's head commit (`/sami deploy` on a fork)."""
-    from bot.models import PullRequestRecord
+    from bot.core.models import PullRequestRecord
 
     found = session.scalar(select(PullRequestRecord.approved_sha).where(
         PullRequestRecord.repository == pr.repository, PullRequestRecord.number == pr.number))

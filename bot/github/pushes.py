@@ -24,11 +24,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot import services
-from bot.errors import SamiError
+from bot.core.errors import SamiError
+from bot.core.models import Deployment
+from bot.core.states import DeploymentState
 from bot.manifest_store import ManifestStore
 from bot.manifests import DeploymentsRepo, DeploymentsRepoError, Manifest, ManifestError
-from bot.models import Deployment
-from bot.states import DeploymentState
 
 log = logging.getLogger(__name__)
 S = DeploymentState

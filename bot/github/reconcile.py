@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.config import Settings
+from bot.core.config import Settings
+from bot.core.models import Deployment
+from bot.core.states import DeploymentState
 from bot.github.client import DeadlinePassed, GitHubClient, GitHubError, RateLimited
 from bot.github.pulls import PayloadError, PullRequest, pull_request_manifests, repository_allowed, sync_pull_request
 from bot.manifests import DeploymentsRepo, PrDeploy
-from bot.models import Deployment
 from bot.services import Context
-from bot.states import DeploymentState
 
 log = logging.getLogger(__name__)
 S = DeploymentState

@@ -26,10 +26,10 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.core.models import Delivery
 from bot.github.client import DeadlinePassed, GitHubClient, GitHubError, RateLimited, RepositoryHook
 from bot.github.pulls import repository_allowed
 from bot.manifests import DeploymentsRepo
-from bot.models import Delivery
 
 log = logging.getLogger(__name__)
 

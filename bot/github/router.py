@@ -53,7 +53,7 @@ class HandlerContext:
     session: Session
     manifests: Any  # bot.manifest_store.ManifestStore
     services: Any  # bot.services.Context
-    settings: Any  # bot.config.Settings
+    settings: Any  # bot.core.config.Settings
     github: Any = None  # bot.github.client.GitHubClient
 
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bot.config import Settings
+from bot.core.config import Settings
 from bot.github.client import GitHubError, convert_app_manifest
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
-from bot.config import Settings
+from bot.core.config import Settings
 from bot.github import setup
 
 log = logging.getLogger(__name__)

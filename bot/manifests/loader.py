@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from bot import naming
+from bot.core import naming
 
 from . import folder, yamlsafe
 from .model import (
@@ -65,7 +65,7 @@ Path_ = tuple[str | int, ...]
 
 
 def is_valid_environment(name: str) -> bool:
-    """True for stage, production, pull_request and other DNS labels (bot.naming's rule).
+    """True for stage, production, pull_request and other DNS labels (bot.core.naming's rule).
 
     Other names are lowercase letters, digits and '-' starting with a letter, not ending with
     '-', without '--', and not pr-<number> (reserved for pull request deployments).

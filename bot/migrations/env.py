@@ -3,8 +3,8 @@
 from alembic import context
 from sqlalchemy import pool
 
-from bot.db import make_engine
-from bot.models import Base
+from bot.core.db import make_engine
+from bot.core.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -11,8 +11,8 @@ from datetime import timedelta
 
 from flask import Flask
 
-from bot import db
-from bot.config import Settings, load_settings, settings_from_mapping
+from bot.core import db
+from bot.core.config import Settings, load_settings, settings_from_mapping
 from bot.web import (
     api,
     bodies,

@@ -14,10 +14,11 @@ from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import undefer
 
-from bot import naming, queries, services
-from bot.db import get_session
-from bot.errors import Invalid
-from bot.models import Action, Deployment
+from bot import queries, services
+from bot.core import naming
+from bot.core.db import get_session
+from bot.core.errors import Invalid
+from bot.core.models import Action, Deployment
 from bot.tokens import Scopes, TokenError, authenticate
 from bot.web import openapi
 from bot.web.errors import Forbidden, Unauthorized
@@ -452,8 +453,8 @@ OUTBOX_STATES = ("pending", "delivering", "delivered", "skipped", "failed")
 def list_outbox():
     """GitHub side effects and their delivery state, newest first (admin). ``?state=`` (repeatable),
     ``?limit=`` (default 100, at most 500)."""
+    from bot.core.models import OutboxRow
     from bot.github.outbox import row_to_dict
-    from bot.models import OutboxRow
 
     require("admin")
     states = request.args.getlist("state")

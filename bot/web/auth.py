@@ -25,8 +25,8 @@ from pathlib import Path
 from flask import abort, current_app, g, session
 from sqlalchemy import select
 
-from bot.db import get_session
-from bot.models import ApiToken, Deployment
+from bot.core.db import get_session
+from bot.core.models import ApiToken, Deployment
 from bot.tokens import Scopes, revoke_token
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,9 @@ from flask import Flask, jsonify
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
-from bot.errors import Conflict, Invalid, NotFound, SamiError
+from bot.core.errors import Conflict, Invalid, NotFound, SamiError
+from bot.core.states import IllegalTransition
 from bot.manifests import DeploymentsRepoError
-from bot.states import IllegalTransition
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from datetime import UTC, timedelta
 from flask import Flask, Response, current_app, request
 from sqlalchemy import func, select
 
-from bot.models import ApiToken, Deployment
+from bot.core.models import ApiToken, Deployment
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0

@@ -6,7 +6,7 @@ import logging
 
 from flask import Blueprint, current_app, jsonify
 
-from bot import db
+from bot.core import db
 from bot.web import queue
 
 bp = Blueprint("health", __name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Response, current_app, jsonify, request
 
-from bot import metrics
+from bot.core import metrics
 from bot.web import queue
 from bot.web.webhooks import EVENT_RE
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import requests
 
-from bot.config import Settings
+from bot.core.config import Settings
 from bot.github.client import GitHubClient, GitHubError
 
 

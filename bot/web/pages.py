@@ -31,10 +31,10 @@ from sqlalchemy.orm import undefer
 from werkzeug.exceptions import HTTPException
 
 from bot import queries, services
-from bot.db import get_session
-from bot.errors import Invalid, SamiError
-from bot.models import Action, ApiToken, Deployment
-from bot.states import DeploymentState, IllegalTransition
+from bot.core.db import get_session
+from bot.core.errors import Invalid, SamiError
+from bot.core.models import Action, ApiToken, Deployment
+from bot.core.states import DeploymentState, IllegalTransition
 from bot.tokens import Scopes, TokenError, authenticate, create_token
 from bot.web import auth, events
 from bot.web.api import _manifests, _services_context

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from flask import Blueprint, abort, current_app, send_from_directory
 
-from bot.naming import NAME_RE
+from bot.core.naming import NAME_RE
 
 bp = Blueprint("sites", __name__)
 

@@ -29,10 +29,10 @@ from sqlalchemy import Text, bindparam, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from bot.config import Settings
-from bot.db import get_session
-from bot.errors import Invalid
-from bot.models import Delivery, DeliveryStatus
+from bot.core.config import Settings
+from bot.core.db import get_session
+from bot.core.errors import Invalid
+from bot.core.models import Delivery, DeliveryStatus
 from bot.web.errors import Unauthorized, WebError
 from bot.web.queue import get_broker
 

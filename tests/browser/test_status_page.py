@@ -20,8 +20,8 @@ from playwright.sync_api import expect, sync_playwright
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import sessionmaker
 
-from bot import db
-from bot.models import ApiToken, Deployment
+from bot.core import db
+from bot.core.models import ApiToken, Deployment
 from bot.tokens import Scopes, create_token
 from bot.web.pages import ago
 from tests.conftest import create_database

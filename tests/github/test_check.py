@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import settings_from_mapping
+from bot.core.config import settings_from_mapping
 from bot.github.check import github_check
 from bot.manifest_store import ManifestStore
 from tests.github.conftest import app_client, token_client

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from bot.config import ConfigError, settings_from_mapping
+from bot.core.config import ConfigError, settings_from_mapping
 from bot.github.client import GitHubClient, GitHubError, RateLimited, RepositoryHook
 from tests.github.conftest import APP_ID, CANARY_TOKEN, app_client, token_client
 from tests.support.github_mock import Reply

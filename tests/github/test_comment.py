@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.core.states import ActionState, DeploymentState, FailureReason
 from bot.github.comment import (
     MARKER,
     MAX_COMMENT_CHARS,
@@ -21,7 +22,6 @@ from bot.github.comment import (
     safe_url,
     state_badge,
 )
-from bot.states import ActionState, DeploymentState, FailureReason
 
 GOLDEN = Path(__file__).parent / "golden"
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -16,10 +16,10 @@ from sqlalchemy import select, update
 
 import bot.github.handlers  # noqa: F401  (registers the handlers)
 from bot import services
+from bot.core.models import Action, Delivery, Deployment, OutboxRow, OutboxState
+from bot.core.states import ActionState, DeploymentState
 from bot.github import conversation, router
 from bot.github.comment import MARKER
-from bot.models import Action, Delivery, Deployment, OutboxRow, OutboxState
-from bot.states import ActionState, DeploymentState
 from tests.github.conftest import token_client
 from tests.github.webhook_fixtures import post, queued_jobs
 from tests.pipeline import conftest as pipeline

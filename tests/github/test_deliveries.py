@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from bot import db
+from bot.core import db
+from bot.core.models import Delivery, DeliveryStatus
 from bot.github import router
-from bot.models import Delivery, DeliveryStatus
 from bot.web.webhooks import parse_delivery, record_delivery
 from tests.conftest import WEBHOOK_SECRET
 from tests.github import webhook_fixtures

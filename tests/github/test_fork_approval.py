@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 
 import bot.github.handlers  # noqa: F401  (registers the handlers)
+from bot.core.models import Action, PullRequestRecord
 from bot.github import conversation, outbox, router
-from bot.models import Action, PullRequestRecord
 from tests.github.conftest import token_client
 from tests.github.test_conversation import comment_payload
 from tests.github.test_handlers import pr_event, sha

@@ -15,9 +15,9 @@ from sqlalchemy import select, update
 
 import bot.github.handlers  # noqa: F401  (registers the handlers)
 from bot import services
+from bot.core.models import Action, Deployment
+from bot.core.states import ActionState, DeploymentState
 from bot.github import router
-from bot.models import Action, Deployment
-from bot.states import ActionState, DeploymentState
 from tests.pipeline import conftest as pipeline
 from tests.pipeline.conftest import read_record
 from tests.support import github_payloads

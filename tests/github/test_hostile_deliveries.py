@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select, text
 
+from bot.core.models import DeliveryStatus, Deployment
 from bot.github import router
-from bot.models import DeliveryStatus, Deployment
 from bot.tokens import Scopes, create_token
 from tests.github import webhook_fixtures
 from tests.github.webhook_fixtures import deliveries, post

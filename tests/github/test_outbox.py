@@ -12,11 +12,12 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
-from bot import db, services
-from bot.config import settings_from_mapping
+from bot import services
+from bot.core import db
+from bot.core.config import settings_from_mapping
+from bot.core.models import Action, Deployment, OutboxRow, OutboxState, PullRequestRecord
+from bot.core.states import ActionState, DeploymentState, transition, transition_action
 from bot.github import outbox
-from bot.models import Action, Deployment, OutboxRow, OutboxState, PullRequestRecord
-from bot.states import ActionState, DeploymentState, transition, transition_action
 from tests.github import webhook_fixtures
 from tests.github.conftest import token_client
 from tests.pipeline.probe_scripts import write_probe_repo

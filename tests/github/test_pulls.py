@@ -13,11 +13,11 @@ import yaml
 from sqlalchemy import select
 
 from bot import services
-from bot.config import Settings
+from bot.core.config import Settings
+from bot.core.models import Action, Deployment
+from bot.core.states import ActionState, DeploymentState
 from bot.github.pulls import PayloadError, PullRequest, repository_allowed, sync_pull_request
 from bot.manifests import DeploymentsRepo, load_deployments_repo
-from bot.models import Action, Deployment
-from bot.states import ActionState, DeploymentState
 from tests.support import github_payloads
 
 S = DeploymentState

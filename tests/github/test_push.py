@@ -16,10 +16,10 @@ from sqlalchemy import select
 
 import bot.github.handlers  # noqa: F401  (registers the handlers)
 from bot import services
+from bot.core.models import Action, Deployment
+from bot.core.states import ActionState, DeploymentState
 from bot.github import pushes, router
 from bot.manifests import load_deployments_repo
-from bot.models import Action, Deployment
-from bot.states import ActionState, DeploymentState
 from tests.pipeline import conftest as pipeline
 from tests.pipeline.conftest import read_record
 from tests.support import github_payloads
@@ -167,7 +167,7 @@ def test_invalid_manifests_deploy_nothing(db_session, dispatch, probe_repo, depl
     assert "unknown key 'timout'; did you mean 'timeout'?" in outcome and "{sha7}" in outcome
     assert updates(db_session) == []
     # The pushed commit gets a failing commit status naming the first error with its file and line.
-    from bot.models import OutboxRow
+    from bot.core.models import OutboxRow
 
     [status] = db_session.scalars(select(OutboxRow).where(OutboxRow.kind == "commit_status_validation")).all()
     assert (status.payload["sha"], status.payload["state"], status.payload["context"]) == (bad, "failure",

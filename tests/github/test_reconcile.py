@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from bot.core.models import Action, Deployment
+from bot.core.states import DeploymentState
 from bot.github.client import Deadline
 from bot.github.reconcile import reconcile_pull_requests, reconciled_repositories
-from bot.models import Action, Deployment
-from bot.states import DeploymentState
 from tests.github.conftest import token_client
 from tests.pipeline import conftest as pipeline
 from tests.support.github_mock import Reply

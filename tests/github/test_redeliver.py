@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
+from bot.core.models import Delivery
 from bot.github.client import Deadline, RepositoryHook
 from bot.github.redeliver import (
     LocalAskedMemory,
@@ -21,7 +22,6 @@ from bot.github.redeliver import (
     missed_deliveries,
     redeliver_missed,
 )
-from bot.models import Delivery
 from tests.github.conftest import app_client, token_client
 from tests.support.github_mock import ANSWER_TIMEOUT, Reply
 from workers.github_rounds import redeliver_round
@@ -196,7 +196,7 @@ def test_listing_webhook_deliveries_matches_githubs_description(github_mock, app
 @pytest.fixture
 def worker(app_fake, app_key, session_factory, redis_client, tmp_path):
     """A new worker context each call, as another worker process has: what they share is in Redis."""
-    from bot.config import settings_from_mapping
+    from bot.core.config import settings_from_mapping
     from workers.context import build_context
     from workers.queue import RQBroker
 

@@ -13,9 +13,9 @@ import yaml
 from sqlalchemy import select
 
 import bot.github.handlers  # noqa: F401  (registers the handlers)
+from bot.core.models import Action, Deployment, PullRequestRecord
+from bot.core.states import DeploymentState
 from bot.github import checks, outbox, router
-from bot.models import Action, Deployment, PullRequestRecord
-from bot.states import DeploymentState
 from tests.github.conftest import token_client
 from tests.github.test_handlers import pr_event, sha
 from tests.pipeline import conftest as pipeline

@@ -12,9 +12,9 @@ from rq import Queue
 from sqlalchemy import select, update
 
 from bot import services
+from bot.core.models import Action, Deployment
+from bot.core.states import ActionState, DeploymentState
 from bot.github.client import GitHubClient
-from bot.models import Action, Deployment
-from bot.states import ActionState, DeploymentState
 from tests.github.conftest import CANARY_TOKEN, token_client
 from tests.pipeline import conftest as pipeline
 from tests.support.github_mock import Reply, SilentGitHub

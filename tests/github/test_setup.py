@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from bot.config import load_settings
+from bot.core.config import load_settings
 from bot.github import setup
 from bot.github.client import GitHubClient, GitHubError, convert_app_manifest
 from bot.web import create_app

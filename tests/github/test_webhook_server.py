@@ -18,8 +18,8 @@ from rq import Queue
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from bot import db
-from bot.models import Delivery, DeliveryStatus
+from bot.core import db
+from bot.core.models import Delivery, DeliveryStatus
 from tests.conftest import create_database
 from tests.support import github_payloads
 from tests.support.procs import wait_until

@@ -8,7 +8,7 @@ import json
 import pytest
 from sqlalchemy import text
 
-from bot.models import DeliveryStatus
+from bot.core.models import DeliveryStatus
 from bot.web import create_app
 from tests.conftest import WEBHOOK_SECRET
 from tests.github import webhook_fixtures

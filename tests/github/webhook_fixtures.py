@@ -11,8 +11,8 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from sqlalchemy import select
 
-from bot.config import settings_from_mapping
-from bot.models import Delivery
+from bot.core.config import settings_from_mapping
+from bot.core.models import Delivery
 from tests.conftest import WEBHOOK_SECRET
 from tests.support import github_payloads
 from workers.context import build_context, set_context

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot import naming
+from bot.core import naming
 from bot.manifests import load_deployments_repo
 from bot.manifests.loader import pr_tag_template_problem
 from bot.manifests.model import tag_safe_branch

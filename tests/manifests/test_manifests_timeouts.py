@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import load_settings
+from bot.core.config import load_settings
 from bot.manifests import load_deployments_repo
 from workers.executor import Executor, Target, prepare_manifest_dir
 

@@ -8,7 +8,7 @@ from rq import SimpleWorker
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
-from bot.config import settings_from_mapping
+from bot.core.config import settings_from_mapping
 from bot.services import Context
 from tests.pipeline.probe_scripts import write_probe_repo
 from workers.context import build_context, set_context

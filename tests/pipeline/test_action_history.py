@@ -10,8 +10,8 @@ import re
 import pytest
 from sqlalchemy import event, select, update
 
-from bot.models import Action, Deployment
-from bot.states import ActionState, DeploymentState
+from bot.core.models import Action, Deployment
+from bot.core.states import ActionState, DeploymentState
 from bot.tokens import Scopes, create_token
 
 LOG = "x" * 100_000

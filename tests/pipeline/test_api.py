@@ -8,8 +8,8 @@ import pytest
 from rq.job import Job
 from sqlalchemy import select
 
-from bot.models import Action, Deployment
-from bot.states import ActionState, DeploymentState
+from bot.core.models import Action, Deployment
+from bot.core.states import ActionState, DeploymentState
 from bot.tokens import Scopes, create_token
 from bot.web import create_app
 from tests.support.servers import free_port

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from bot import services
-from bot.errors import Invalid
-from bot.models import Deployment
+from bot.core.errors import Invalid
+from bot.core.models import Deployment
 from bot.tokens import Scopes, create_token
 
 STAGE = {"service": "probe", "environment": "stage", "tag": "v1"}

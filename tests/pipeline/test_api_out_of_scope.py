@@ -10,8 +10,8 @@ import shutil
 
 import pytest
 
-from bot.models import Action, Deployment
-from bot.states import ActionState, DeploymentState
+from bot.core.models import Action, Deployment
+from bot.core.states import ActionState, DeploymentState
 from bot.tokens import Scopes, create_token
 
 MISSING_NAME, MISSING_ACTION = "nope-stage", 999999

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select, update
 
 from bot import services
-from bot.models import Deployment
-from bot.states import DeploymentState
+from bot.core.models import Deployment
+from bot.core.states import DeploymentState
 from workers.scheduler import Scheduler
 
 S = DeploymentState

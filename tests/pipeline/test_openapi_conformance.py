@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlalchemy import create_engine, text
 
-from bot import db
+from bot.core import db
 from bot.web import openapi
 from tests.conftest import create_database
 from tests.support.sami_server import SamiServer, post, sami, sami_env

@@ -10,8 +10,8 @@ from rq.job import Job, JobStatus
 from sqlalchemy import select, update
 
 from bot import services
-from bot.models import Action, Deployment
-from bot.states import ActionState, DeploymentState, FailureReason
+from bot.core.models import Action, Deployment
+from bot.core.states import ActionState, DeploymentState, FailureReason
 from tests.pipeline.conftest import read_record
 from tests.support.procs import alive
 from workers.scheduler import Scheduler, TickReport

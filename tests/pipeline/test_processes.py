@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session, undefer
 
-from bot.models import Action, Deployment
-from bot.states import ActionState, DeploymentState
+from bot.core.models import Action, Deployment
+from bot.core.states import ActionState, DeploymentState
 from bot.tokens import Scopes, create_token
 from bot.web import create_app
 from tests.pipeline.probe_scripts import write_probe_repo

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select, update
 
 from bot import services
-from bot.models import Action, Deployment
-from bot.states import ActionState, DeploymentState
+from bot.core.models import Action, Deployment
+from bot.core.states import ActionState, DeploymentState
 from workers.scheduler import Scheduler, TickReport
 
 S = DeploymentState

@@ -16,9 +16,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bot import services
-from bot.errors import Conflict, Invalid, NotFound
-from bot.models import Action, Deployment
-from bot.states import ActionState, DeploymentState, FailureReason
+from bot.core.errors import Conflict, Invalid, NotFound
+from bot.core.models import Action, Deployment
+from bot.core.states import ActionState, DeploymentState, FailureReason
 from bot.tokens import Scopes, create_token
 from bot.web import openapi
 from tests.pipeline.conftest import read_record

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, undefer
 
-from bot.models import Action, Deployment
-from bot.states import ActionState, DeploymentState
+from bot.core.models import Action, Deployment
+from bot.core.states import ActionState, DeploymentState
 from tests.pipeline.probe_scripts import write_probe_repo
 from tests.pipeline.test_processes import Stack
 from tests.support.github_payloads import body as payload_body

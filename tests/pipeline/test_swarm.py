@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from bot import services
-from bot.models import Deployment
-from bot.states import DeploymentState
+from bot.core.models import Deployment
+from bot.core.states import DeploymentState
 from tests.support.docker import DockerSwarm, free_port
 
 pytestmark = [pytest.mark.swarm, pytest.mark.slow]

@@ -17,7 +17,7 @@ from tests.support.servers import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-# Secrets as long as production mode asks (bot/config.py's MIN_SECRET_LENGTHS), for tests that run it.
+# Secrets as long as production mode asks (bot/core/config.py's MIN_SECRET_LENGTHS), for tests that run it.
 PRODUCTION_SECRET_KEY = "test-session-signing-key-0123456789abcdef"
 PRODUCTION_WEBHOOK_SECRET = "test-webhook-secret-0123456789abcdef"
 

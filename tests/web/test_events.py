@@ -11,8 +11,8 @@ import time
 import pytest
 from sqlalchemy.orm import sessionmaker
 
-from bot import db
-from bot.models import Deployment
+from bot.core import db
+from bot.core.models import Deployment
 from bot.tokens import Scopes, create_token, revoke_token
 from tests.support.sami_server import SamiServer, sami_env
 

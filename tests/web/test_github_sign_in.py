@@ -11,7 +11,7 @@ import urllib.parse
 
 import pytest
 
-from bot.models import Deployment
+from bot.core.models import Deployment
 from bot.web import auth
 from tests.support.github_mock import FakeGitHub, Reply
 from tests.web.conftest import csrf

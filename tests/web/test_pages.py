@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
-from bot.models import Action, ApiToken, Deployment
-from bot.states import ActionState
+from bot.core.models import Action, ApiToken, Deployment
+from bot.core.states import ActionState
 from bot.tokens import Scopes, create_token
 from bot.web import auth, pages
 from tests.web.conftest import csrf, request_deployment, sign_in_with_token

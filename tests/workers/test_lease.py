@@ -12,8 +12,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from bot.models import Action, Deployment
-from bot.states import ActionState, DeploymentState
+from bot.core.models import Action, Deployment
+from bot.core.states import ActionState, DeploymentState
 from workers.lease import LEASE_SECONDS, claim_lease, db_now, release_lease, renew_lease
 
 
@@ -103,7 +103,7 @@ def test_a_renewal_fails_once_the_action_is_no_longer_this_workers(session_facto
 CLAIM = """
 import sys
 from sqlalchemy.orm import sessionmaker
-from bot import db
+from bot.core import db
 from workers.lease import claim_lease
 sessions = sessionmaker(bind=db.make_engine(sys.argv[1]))
 print("taken" if claim_lease(sessions, int(sys.argv[2]), sys.argv[3]) else "refused")

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from bot.config import settings_from_mapping
+from bot.core.config import settings_from_mapping
 from tests.support.servers import free_port
 from workers.context import build_context
 from workers.queue import InProcessBroker

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.models import Action, Deployment
-from bot.states import DeploymentState
+from bot.core.models import Action, Deployment
+from bot.core.states import DeploymentState
 from tests.support.procs import alive
 from workers.actionlog import ActionLog
 from workers.runner import MASK, MIN_MASKED_LENGTH, Masker, ScriptNotFound, StopScript, run_control_script

@@ -7,7 +7,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from bot.config import Settings
+from bot.core.config import Settings
 
 CONTEXT_FIELDS = ("delivery_id", "deployment", "action_id")
 

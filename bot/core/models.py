@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy import text as sa_text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from bot.states import ActionState, DeploymentState, FailureReason
+from bot.core.states import ActionState, DeploymentState, FailureReason
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MODES = ("development", "production", "test")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 

@@ -38,8 +38,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
-from bot.models import Action, Deployment
-from bot.states import ActionState, DeploymentState
+from bot.core.models import Action, Deployment
+from bot.core.states import ActionState, DeploymentState
 
 log = logging.getLogger(__name__)
 
