@@ -309,7 +309,7 @@ def token_create(name, services, environments, actions, admin) -> None:
     """Create token NAME and print it (it is stored hashed and cannot be shown again)."""
     import getpass
 
-    from bot.tokens import Scopes, TokenError, create_token
+    from bot.services.tokens import Scopes, TokenError, create_token
 
     scopes = Scopes(services=services or ("*",), environments=environments or ("*",),
                     actions=actions or ("deploy", "read"), admin=admin)
@@ -329,7 +329,7 @@ def token_list(as_json: bool) -> None:
     """List tokens (names and scopes, never secrets)."""
     import json
 
-    from bot.tokens import Scopes, list_tokens
+    from bot.services.tokens import Scopes, list_tokens
 
     with _admin_session() as session:
         rows = [{"name": t.name, "scopes": Scopes.from_dict(t.scopes).describe(),
@@ -348,7 +348,7 @@ def token_list(as_json: bool) -> None:
 @click.argument("name")
 def token_revoke(name: str) -> None:
     """Revoke token NAME: it stops working at once."""
-    from bot.tokens import TokenError, revoke_token
+    from bot.services.tokens import TokenError, revoke_token
 
     with _admin_session() as session:
         try:

@@ -1,4 +1,4 @@
-"""The deployment list and deliveries queries (bot/queries.py) and their API endpoints, on PostgreSQL."""
+"""The deployment list and deliveries queries (bot/services/queries.py) and their API endpoints, on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from werkzeug.datastructures import MultiDict
 
-from bot import queries
 from bot.core.models import Delivery, DeliveryStatus, Deployment
 from bot.core.states import DeploymentState as S
-from bot.tokens import Scopes, create_token
+from bot.services import queries
+from bot.services.tokens import Scopes, create_token
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

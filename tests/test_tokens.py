@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.core.models import ApiToken
-from bot.tokens import Scopes, TokenError, authenticate, create_token, revoke_token
+from bot.services.tokens import Scopes, TokenError, authenticate, create_token, revoke_token
 
 
 def test_token_is_stored_hashed_and_authenticates(db_session):

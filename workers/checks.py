@@ -27,7 +27,7 @@ from bot.core.states import (
     transition,
 )
 from bot.manifests import DeploymentsRepoError
-from bot.services import action_config
+from bot.services.deployments import action_config
 from workers.context import WorkerContext, get_context
 from workers.executor import ExecutorError, prepare_manifest_dir
 from workers.jobs import (

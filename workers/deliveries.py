@@ -21,7 +21,7 @@ from bot.core import metrics
 from bot.core.errors import failure_text
 from bot.core.models import Delivery, DeliveryStatus
 from bot.github import router
-from bot.services import Context
+from bot.services.deployments import Context
 from workers.context import WorkerContext, get_context
 from workers.lease import db_now
 

@@ -17,7 +17,7 @@ from bot.github.redeliver import (
     redeliver_missed,
     watched_repositories,
 )
-from bot.services import Context
+from bot.services.deployments import Context
 from workers.context import WorkerContext, get_context
 
 log = logging.getLogger(__name__)

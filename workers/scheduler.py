@@ -32,7 +32,7 @@ from bot.core.states import (
     transition_action,
 )
 from bot.manifests import prune_trees
-from bot.services import Context, cleanup_deployment, ensure_archived
+from bot.services.deployments import Context, cleanup_deployment, ensure_archived
 from workers.context import WorkerContext
 from workers.deliveries import sweepable
 from workers.jobs import action_dir_prefix, script_label

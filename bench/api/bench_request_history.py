@@ -85,7 +85,7 @@ def seed(config: dict, actions: int, log_kb: int) -> dict:
 
     from bot.core.models import Action, Deployment
     from bot.core.states import ActionState, DeploymentState
-    from bot.tokens import Scopes, create_token
+    from bot.services.tokens import Scopes, create_token
     from bot.web import create_app, db
 
     db.upgrade(config["database_url"])

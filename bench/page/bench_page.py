@@ -37,7 +37,7 @@ from sqlalchemy import text  # noqa: E402
 from sqlalchemy.orm import sessionmaker  # noqa: E402
 
 from bot.core import db  # noqa: E402
-from bot.tokens import Scopes, create_token  # noqa: E402
+from bot.services.tokens import Scopes, create_token  # noqa: E402
 from tests.support.sami_server import SamiServer, sami_env  # noqa: E402
 from tests.support.servers import PostgresServer, RedisServer, running  # noqa: E402
 

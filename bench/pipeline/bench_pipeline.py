@@ -33,7 +33,7 @@ from bot.core import db  # noqa: E402
 from bot.core.config import settings_from_mapping  # noqa: E402
 from bot.core.models import Action, Deployment  # noqa: E402
 from bot.core.states import DeploymentState  # noqa: E402
-from bot.services import Context, DeploymentRequest, request_deployment  # noqa: E402
+from bot.services.deployments import Context, DeploymentRequest, request_deployment  # noqa: E402
 from tests.support.servers import PostgresServer, RedisServer  # noqa: E402
 from workers.context import build_context, set_context  # noqa: E402
 from workers.queue import ACTIONS_QUEUE, CHECKS_QUEUE, RQBroker  # noqa: E402
@@ -111,7 +111,7 @@ class WorkerStack:
         env.update({"SAMI_DATABASE_URL": self.url, "SAMI_REDIS_URL": self.redis_url,
                     "SAMI_DEPLOYMENTS_REPO": str(self.repo), "SAMI_INSTANCE_DIR": instance,
                     "SAMI_LOG_LEVEL": "warning"})
-        from bot.tokens import Scopes, create_token
+        from bot.services.tokens import Scopes, create_token
         from bot.web import create_app
 
         self.engine = create_engine(self.url)

@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable
 
-from bot import services
 from bot.core.errors import SamiError
 from bot.core.models import Deployment
 from bot.core.states import DeploymentState
@@ -27,6 +26,7 @@ from bot.github import comment as sticky
 from bot.github.client import GitHubError
 from bot.github.router import Event, HandlerContext, Retry, handles
 from bot.manifests import Manifest
+from bot.services import deployments
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +197,8 @@ class _Runner:
                     record.head_sha, record.fork = pr.head_sha, True
                     self.ctx.session.commit()
                 return "; ".join(self._each(chosen, lambda m: self._deploy(m, pr, verb)))
-            operation: Callable = {commands.Verb.ARCHIVE: services.archive_deployment,
-                                   commands.Verb.RESTORE: services.restore_deployment}.get(verb) or _rollback
+            operation: Callable = {commands.Verb.ARCHIVE: deployments.archive_deployment,
+                                   commands.Verb.RESTORE: deployments.restore_deployment}.get(verb) or _rollback
             return "; ".join(self._each(chosen, lambda m: self._accepted(
                 operation(self.ctx.session, self.ctx.manifests.current(), m.deployment_name(self.number),
                           self.ctx.services, **self.who), verb)))
@@ -215,7 +215,7 @@ class _Runner:
                 done.append(f"failed {manifest.deployment_name(self.number)}: {exc}")
         return done
 
-    def _accepted(self, accepted: services.Accepted, verb: commands.Verb) -> str:
+    def _accepted(self, accepted: deployments.Accepted, verb: commands.Verb) -> str:
         self.queued += 1
         return f"{verb} of {accepted.deployment} queued (action {accepted.action_id})"
 
@@ -239,7 +239,7 @@ class _Runner:
                                 **self.who)
         if line.startswith("unchanged") and verb is commands.Verb.UPDATE and "already at" in line:
             # `update` deploys the same commit again.
-            accepted = services.refresh_deployment(self.ctx.session, self.ctx.manifests.current(), name,
+            accepted = deployments.refresh_deployment(self.ctx.session, self.ctx.manifests.current(), name,
                                                    self.ctx.services, **self.who)
             self.queued += 1
             return f"updated {accepted.deployment} again at {pr.head_sha[:7]}"
@@ -258,7 +258,7 @@ class _Runner:
 
 
 def _rollback(session, repo, name, ctx, *, requested_by: str, origin: str, delivery_id: str | None = None
-              ) -> services.Accepted:
+              ) -> deployments.Accepted:
     """Back to the last successful deploy before the current one (the services decide which)."""
-    return services.rollback_deployment(session, repo, name, ctx, requested_by=requested_by, origin=origin,
+    return deployments.rollback_deployment(session, repo, name, ctx, requested_by=requested_by, origin=origin,
                                         delivery_id=delivery_id)

@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot import services
 from bot.core import naming
 from bot.core.errors import SamiError
 from bot.manifests import DeploymentsRepo, Manifest, PrDeploy
+from bot.services import deployments
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def unwanted_because(manifest: Manifest, pr: PullRequest) -> str | None:
     return None
 
 
-def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, ctx: services.Context, *,
+def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, ctx: deployments.Context, *,
                       requested_by: str, origin: str, delivery_id: str | None = None, settings,
                       github=None) -> list[str]:
     """Make the pull request's environments match its current state; say what was done, one line each.
@@ -158,7 +158,7 @@ def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, 
 
 
 def _sync_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: PullRequest,
-              ctx: services.Context, *, requested_by: str, origin: str, delivery_id: str | None,
+              ctx: deployments.Context, *, requested_by: str, origin: str, delivery_id: str | None,
               gate: CheckGate | None = None) -> str:
     name = manifest.deployment_name(pr.number)
     why_not = unwanted_because(manifest, pr)
@@ -170,11 +170,11 @@ def _sync_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: P
             return f"{HELD} {name}: fork ({pr.head_repository or 'deleted repository'}) at {pr.head_sha[:7]} waits " \
                    f"for a writer's /sami deploy"
     if why_not is not None:
-        ensured = services.ensure_archived(session, repo, name, ctx, requested_by=requested_by, origin=origin,
+        ensured = deployments.ensure_archived(session, repo, name, ctx, requested_by=requested_by, origin=origin,
                                            delivery_id=delivery_id)
         if ensured.done:
             return f"archived {name} ({why_not})"
-        if ensured.reason == services.NOT_DEPLOYED:
+        if ensured.reason == deployments.NOT_DEPLOYED:
             return f"skipped {manifest.service_name}: {why_not}"
         if ensured.waiting:
             return f"{WAITING} {name}: {ensured.reason}"
@@ -187,17 +187,17 @@ def _sync_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: P
                       delivery_id=delivery_id)
 
 
-def deploy_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: PullRequest, ctx: services.Context,
+def deploy_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: PullRequest, ctx: deployments.Context,
                *, requested_by: str, origin: str, delivery_id: str | None) -> str:
     """Bring ``manifest``'s environment of ``pr`` to its head commit (create, restore or update); one line."""
     name = manifest.deployment_name(pr.number)
     short = pr.head_sha[:7]
-    request = services.DeploymentRequest(
+    request = deployments.DeploymentRequest(
         service=manifest.service_name, environment=manifest.environment, requested_by=requested_by,
         origin=origin, tag=manifest.render_pr_tag(sha=pr.head_sha, number=pr.number, branch=pr.head_ref),
         ref=_ref(pr.head_ref), sha=pr.head_sha, pull_request=pr.number, source_repo=pr.repository,
         delivery_id=delivery_id)
-    ensured = services.ensure_deployed(session, repo, request, ctx, revive=origin != "reconcile")
+    ensured = deployments.ensure_deployed(session, repo, request, ctx, revive=origin != "reconcile")
     if ensured.done is None:
         return f"unchanged {name}: {ensured.reason}"
     if ensured.done == "restored":

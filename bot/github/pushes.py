@@ -23,12 +23,12 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot import services
 from bot.core.errors import SamiError
 from bot.core.models import Deployment
 from bot.core.states import DeploymentState
 from bot.manifest_store import ManifestStore
 from bot.manifests import DeploymentsRepo, DeploymentsRepoError, Manifest, ManifestError
+from bot.services import deployments
 
 log = logging.getLogger(__name__)
 S = DeploymentState
@@ -150,7 +150,7 @@ UPDATABLE = (S.RUNNING, S.FAILURE, S.CREATE_PENDING, S.UPDATE_PENDING)
 
 
 def update_changed_deployments(session: Session, store: ManifestStore, before: str, after: str,
-                               ctx: services.Context, *, requested_by: str, origin: str,
+                               ctx: deployments.Context, *, requested_by: str, origin: str,
                                delivery_id: str | None = None) -> PushResult:
     """Read the manifests at ``after``; unless they have errors, update every deployment whose folder
     differs from the tree it was last deployed with (``before``'s when that tree is unknown).
@@ -198,7 +198,7 @@ def update_changed_deployments(session: Session, store: ManifestStore, before: s
             unchanged += 1
             continue
         try:
-            services.refresh_deployment(session, repo, name, ctx, requested_by=requested_by, origin=origin,
+            deployments.refresh_deployment(session, repo, name, ctx, requested_by=requested_by, origin=origin,
                                         delivery_id=delivery_id)
             updated.append(name)
         except SamiError as exc:  # e.g. the new manifest no longer allows its image

@@ -28,7 +28,7 @@ from bot.core.states import DeploymentState
 from bot.github.client import DeadlinePassed, GitHubClient, GitHubError, RateLimited
 from bot.github.pulls import PayloadError, PullRequest, pull_request_manifests, repository_allowed, sync_pull_request
 from bot.manifests import DeploymentsRepo, PrDeploy
-from bot.services import Context
+from bot.services.deployments import Context
 
 log = logging.getLogger(__name__)
 S = DeploymentState

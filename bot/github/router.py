@@ -52,7 +52,7 @@ class HandlerContext:
 
     session: Session
     manifests: Any  # bot.manifest_store.ManifestStore
-    services: Any  # bot.services.Context
+    services: Any  # bot.services.deployments.Context
     settings: Any  # bot.core.config.Settings
     github: Any = None  # bot.github.client.GitHubClient
 

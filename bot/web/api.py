@@ -14,12 +14,12 @@ from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import undefer
 
-from bot import queries, services
 from bot.core import naming
 from bot.core.db import get_session
 from bot.core.errors import Invalid
 from bot.core.models import Action, Deployment
-from bot.tokens import Scopes, TokenError, authenticate
+from bot.services import deployments, queries
+from bot.services.tokens import Scopes, TokenError, authenticate
 from bot.web import openapi
 from bot.web.errors import Forbidden, Unauthorized
 from bot.web.queue import get_broker
@@ -65,8 +65,8 @@ def _manifests():
     return store
 
 
-def _services_context(may_read=None) -> services.Context:
-    return services.Context.from_settings(current_app.config["SAMI"], get_broker(current_app), may_read)
+def _services_context(may_read=None) -> deployments.Context:
+    return deployments.Context.from_settings(current_app.config["SAMI"], get_broker(current_app), may_read)
 
 
 def token_required(view):
@@ -113,9 +113,9 @@ def _knows(acting: str | None = None):
 
 def _deployment(session, name: str, acting: str | None = None) -> Deployment:
     """The deployment ``name``, or 404 as for a missing one when the token may not know of it."""
-    deployment = services.get_deployment(session, name)
+    deployment = deployments.get_deployment(session, name)
     if not _knows(acting)(deployment.service, deployment.environment):
-        raise services.unknown_deployment(name)
+        raise deployments.unknown_deployment(name)
     return deployment
 
 
@@ -127,7 +127,7 @@ def _action(session, action_id: int, acting=None, options=()) -> Action:
         scope = acting(action) if callable(acting) else acting
         if _knows(scope)(action.deployment.service, action.deployment.environment):
             return action
-    raise services.unknown_action(action_id)
+    raise deployments.unknown_action(action_id)
 
 
 def _json_body() -> dict:
@@ -152,8 +152,9 @@ def _field(body: Mapping, name: str, kind: type | tuple, required: bool = False)
         kinds = kind if isinstance(kind, tuple) else (kind,)
         wanted = " or ".join(JSON_KINDS.get(k, k.__name__) for k in kinds)
         raise Invalid(f"'{name}' must be {wanted}, not {JSON_KINDS.get(type(value), type(value).__name__)}")
-    if isinstance(value, int) and not isinstance(value, bool) and not services.MIN_INT64 <= value <= services.MAX_INT64:
-        raise Invalid(f"'{name}' must be a whole number from {services.MIN_INT64} to {services.MAX_INT64} (64 bits)")
+    low, high = deployments.MIN_INT64, deployments.MAX_INT64
+    if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
+        raise Invalid(f"'{name}' must be a whole number from {low} to {high} (64 bits)")
     return value
 
 
@@ -165,12 +166,12 @@ def _status_url(action_id: int) -> str:
     return f"{current_app.config['SAMI'].public_url.rstrip('/')}/api/v1/actions/{action_id}"
 
 
-def _accepted(result: services.Accepted):
+def _accepted(result: deployments.Accepted):
     return jsonify(deployment=result.deployment, action_id=result.action_id, kind=result.kind,
                    state=result.state, status_url=_status_url(result.action_id)), 202
 
 
-def deployment_request_from_body(body: Mapping, requested_by: str, origin: str) -> services.DeploymentRequest:
+def deployment_request_from_body(body: Mapping, requested_by: str, origin: str) -> deployments.DeploymentRequest:
     """Validate a request body's shape into a DeploymentRequest (meaning is checked by services)."""
     known = {"service", "environment", "tag", "image", "ref", "sha", "pull_request", "overrides", "repository"}
     unknown = sorted(set(body) - known)
@@ -195,12 +196,12 @@ def deployment_request_from_body(body: Mapping, requested_by: str, origin: str) 
             raise Invalid(str(exc)) from None
     pull_request = body.get("pull_request")
     if pull_request is not None and (not isinstance(pull_request, int) or isinstance(pull_request, bool)
-                                     or not 1 <= pull_request <= services.MAX_PULL_REQUEST):
-        raise Invalid(f"'pull_request' must be a whole number from 1 to {services.MAX_PULL_REQUEST}")
+                                     or not 1 <= pull_request <= deployments.MAX_PULL_REQUEST):
+        raise Invalid(f"'pull_request' must be a whole number from 1 to {deployments.MAX_PULL_REQUEST}")
     repository = _field(body, "repository", str)
     if repository is not None and not REPOSITORY_RE.match(repository):
         raise Invalid("'repository' must be owner/name")
-    return services.DeploymentRequest(
+    return deployments.DeploymentRequest(
         service=_field(body, "service", str, required=True),
         environment=_field(body, "environment", str, required=True),
         tag=_field(body, "tag", str), image=_field(body, "image", str),
@@ -217,13 +218,13 @@ def deployment_request():
     body = _json_body()
     req = deployment_request_from_body(body, _requested_by(), "api")
     require("deploy", req.service, req.environment)
-    result = services.request_deployment(get_session(), _manifests().current(), req,
+    result = deployments.request_deployment(get_session(), _manifests().current(), req,
                                          _services_context(_knows("deploy")))
     return _accepted(result)
 
 
-OPERATIONS = {"archive": services.archive_deployment, "restore": services.restore_deployment,
-              "cleanup": services.cleanup_deployment}
+OPERATIONS = {"archive": deployments.archive_deployment, "restore": deployments.restore_deployment,
+              "cleanup": deployments.cleanup_deployment}
 
 
 @bp.post("/api/v1/deployments/<name>/<any(archive, restore, cleanup):kind>")
@@ -251,7 +252,7 @@ def rollback(name: str):
     session = get_session()
     deployment = _deployment(session, name, "deploy")
     require("deploy", deployment.service, deployment.environment)
-    result = services.rollback_deployment(session, _manifests().current(), name, _services_context(),
+    result = deployments.rollback_deployment(session, _manifests().current(), name, _services_context(),
                                           to_action_id=to_action_id, requested_by=_requested_by(), origin="api")
     return _accepted(result)
 
@@ -268,7 +269,7 @@ def clone(name: str):
     session = get_session()
     source = _deployment(session, name)  # the clone copies its config: read on the source
     require("deploy", source.service, environment or source.environment)
-    result = services.clone_deployment(session, _manifests().current(), name, _services_context(_knows("deploy")),
+    result = deployments.clone_deployment(session, _manifests().current(), name, _services_context(_knows("deploy")),
                                        environment=environment, new_name=new_name, requested_by=_requested_by(),
                                        origin="api")
     return _accepted(result)
@@ -287,7 +288,7 @@ def cancel(action_id: int):
     session = get_session()
     action = _action(session, action_id, lambda a: CANCEL_SCOPE.get(a.kind, "admin"))
     require(CANCEL_SCOPE.get(action.kind, "admin"), action.deployment.service, action.deployment.environment)
-    action = services.cancel_action(session, action_id, _services_context(), requested_by=_requested_by(),
+    action = deployments.cancel_action(session, action_id, _services_context(), requested_by=_requested_by(),
                                     origin="api")
     return jsonify(action_to_dict(action))
 
@@ -314,7 +315,7 @@ def list_actions(name: str):
 def delete(name: str):
     """Forget a deployment whose cleanup failed (admin)."""
     require("admin")
-    services.delete_deployment(get_session(), name, requested_by=_requested_by(), origin="api")
+    deployments.delete_deployment(get_session(), name, requested_by=_requested_by(), origin="api")
     return jsonify(deleted=name)
 
 
@@ -356,7 +357,7 @@ def action_to_dict(action: Action, with_log: bool = False) -> dict:
 @bp.get("/api/v1/deployments")
 @token_required
 def list_deployments():
-    """Deployments the token may read, filtered, sorted and paged (see bot.queries)."""
+    """Deployments the token may read, filtered, sorted and paged (see bot.services.queries)."""
     require("read")
     flt = queries.DeploymentFilter.from_args(request.args)
     page = queries.list_deployments(get_session(), flt, Scopes.from_dict(g.token.scopes))

@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from bot.core.db import get_session
 from bot.core.models import ApiToken, Deployment
-from bot.tokens import Scopes, revoke_token
+from bot.services.tokens import Scopes, revoke_token
 
 log = logging.getLogger(__name__)
 PERMISSION_TTL = 300.0  # seconds a looked-up repository permission is trusted

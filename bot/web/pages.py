@@ -1,7 +1,7 @@
 """The status page: deployments, one deployment, services, deliveries, and the writes behind login.
 
 Server-rendered HTML that works without JavaScript; ``static/sami.js`` adds live updates from
-``/events``. Reads go through bot.queries like the API's; writes call bot.services like the API's,
+``/events``. Reads go through bot.services.queries like the API's; writes call bot.services like the API's,
 after the viewer's permission and the form's CSRF token are checked.
 """
 
@@ -30,12 +30,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import undefer
 from werkzeug.exceptions import HTTPException
 
-from bot import queries, services
 from bot.core.db import get_session
 from bot.core.errors import Invalid, SamiError
 from bot.core.models import Action, ApiToken, Deployment
 from bot.core.states import DeploymentState, IllegalTransition
-from bot.tokens import Scopes, TokenError, authenticate, create_token
+from bot.services import deployments, queries
+from bot.services.tokens import Scopes, TokenError, authenticate, create_token
 from bot.web import auth, events
 from bot.web.api import _manifests, _services_context
 from bot.web.events import tone
@@ -282,10 +282,10 @@ def deploy():
         abort(404, f"no manifest for {service!r} in {environment!r} to deploy from here")
     if not auth.may_change(viewer, "deploy", _would_be(manifest), manifest):
         abort(403, f"{viewer.name} may not deploy {service} in {environment}")
-    req = services.DeploymentRequest(service=service, environment=environment, tag=tag or None,
+    req = deployments.DeploymentRequest(service=service, environment=environment, tag=tag or None,
                                      requested_by=viewer.requested_by, origin="page")
     try:
-        result = services.request_deployment(get_session(), _manifests().current(), req, _services_context())
+        result = deployments.request_deployment(get_session(), _manifests().current(), req, _services_context())
     except SamiError as exc:
         get_session().rollback()
         flash(exc.message, "error")
@@ -315,7 +315,7 @@ def change(name: str, kind: str):
     if viewer is None:
         abort(401, "sign in to change deployments")
     session_ = get_session()
-    row = services.get_deployment(session_, name)
+    row = deployments.get_deployment(session_, name)
     manifest = _manifest_of(row)
     if not auth.may_change(viewer, NEEDS[kind], row, manifest):
         abort(403, f"{viewer.name} may not {kind} {name}")
@@ -324,20 +324,20 @@ def change(name: str, kind: str):
             tag = (request.form.get("tag") or "").strip()
             if not tag:
                 raise Invalid("give the tag to deploy")
-            req = services.DeploymentRequest(service=row.service, environment=row.environment, tag=tag,
+            req = deployments.DeploymentRequest(service=row.service, environment=row.environment, tag=tag,
                                              pull_request=row.pull_request, source_repo=row.source_repo,
                                              requested_by=viewer.requested_by, origin="page")
-            result = services.request_deployment(session_, _manifests().current(), req, _services_context())
+            result = deployments.request_deployment(session_, _manifests().current(), req, _services_context())
         elif kind == "rollback":
             to = request.form.get("action_id") or None
             if to is not None and not _whole_number(to):
                 raise Invalid("'action_id' must be an action's number")
-            result = services.rollback_deployment(session_, _manifests().current(), name, _services_context(),
+            result = deployments.rollback_deployment(session_, _manifests().current(), name, _services_context(),
                                                   to_action_id=int(to) if to else None,
                                                   requested_by=viewer.requested_by, origin="page")
         else:
-            operation = {"archive": services.archive_deployment, "restore": services.restore_deployment,
-                         "cleanup": services.cleanup_deployment}[kind]
+            operation = {"archive": deployments.archive_deployment, "restore": deployments.restore_deployment,
+                         "cleanup": deployments.cleanup_deployment}[kind]
             result = operation(session_, _manifests().current(), name, _services_context(),
                                requested_by=viewer.requested_by, origin="page")
         flash(f"{kind} of {name} accepted (action {result.action_id}); state {result.state}", "ok")
@@ -364,7 +364,7 @@ def cancel(name: str, action_id: int):
                            _manifest_of(action.deployment)):
         abort(403, f"{viewer.name} may not cancel {action.kind} actions of {name}")
     try:
-        action = services.cancel_action(session_, action_id, _services_context(), requested_by=viewer.requested_by,
+        action = deployments.cancel_action(session_, action_id, _services_context(), requested_by=viewer.requested_by,
                                         origin="page")
         flash(f"action {action_id} ({action.kind}) is {action.state}"
               + (": its script is being stopped" if action.cancel_requested_at and not action.state.finished else ""),

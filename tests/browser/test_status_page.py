@@ -22,7 +22,7 @@ from sqlalchemy.orm import sessionmaker
 
 from bot.core import db
 from bot.core.models import ApiToken, Deployment
-from bot.tokens import Scopes, create_token
+from bot.services.tokens import Scopes, create_token
 from bot.web.pages import ago
 from tests.conftest import create_database
 from tests.pipeline.probe_scripts import write_probe_repo

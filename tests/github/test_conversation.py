@@ -15,11 +15,11 @@ import yaml
 from sqlalchemy import select, update
 
 import bot.github.handlers  # noqa: F401  (registers the handlers)
-from bot import services
 from bot.core.models import Action, Delivery, Deployment, OutboxRow, OutboxState
 from bot.core.states import ActionState, DeploymentState
 from bot.github import conversation, router
 from bot.github.comment import MARKER
+from bot.services import deployments
 from tests.github.conftest import token_client
 from tests.github.webhook_fixtures import post, queued_jobs
 from tests.pipeline import conftest as pipeline
@@ -217,7 +217,7 @@ def test_a_writer_rolls_back_archives_and_restores_from_comments(dispatch, db_se
     pushed.payload["pull_request"]["head"]["repo"]["full_name"] = REPOSITORY
     handler_ctx = router.HandlerContext(
         session=db_session, manifests=worker_ctx.manifests, settings=worker_ctx.settings, github=worker_ctx.github,
-        services=services.Context.from_settings(worker_ctx.settings, worker_ctx.broker))
+        services=deployments.Context.from_settings(worker_ctx.settings, worker_ctx.broker))
     assert router.dispatch(pushed, handler_ctx) == f"updated probe-pr-{NUMBER} to 2222222"
     work()
 

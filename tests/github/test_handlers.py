@@ -14,10 +14,10 @@ import yaml
 from sqlalchemy import select, update
 
 import bot.github.handlers  # noqa: F401  (registers the handlers)
-from bot import services
 from bot.core.models import Action, Deployment
 from bot.core.states import ActionState, DeploymentState
 from bot.github import router
+from bot.services import deployments
 from tests.pipeline import conftest as pipeline
 from tests.pipeline.conftest import read_record
 from tests.support import github_payloads
@@ -191,7 +191,7 @@ def test_environments_idle_past_their_ttl_are_archived(db_session, dispatch, wor
     set_pr_deploy(probe_repo, worker_ctx, ttl="1h")
     dispatch(pr_event("opened", number=5))
     dispatch(pr_event("opened", number=6))
-    services.request_deployment(db_session, worker_ctx.manifests.current(), services.DeploymentRequest(
+    deployments.request_deployment(db_session, worker_ctx.manifests.current(), deployments.DeploymentRequest(
         service="probe", environment="stage", tag="v1", requested_by="test", origin="cli"), services_ctx)
     work()
     # pull request 6 moved on half an hour ago; stage has no ttl.

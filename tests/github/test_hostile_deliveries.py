@@ -8,7 +8,7 @@ from sqlalchemy import select, text
 
 from bot.core.models import DeliveryStatus, Deployment
 from bot.github import router
-from bot.tokens import Scopes, create_token
+from bot.services.tokens import Scopes, create_token
 from tests.github import webhook_fixtures
 from tests.github.webhook_fixtures import deliveries, post
 from tests.support import github_payloads

@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
-from bot import services
 from bot.core import db
 from bot.core.config import settings_from_mapping
 from bot.core.models import Action, Deployment, OutboxRow, OutboxState, PullRequestRecord
 from bot.core.states import ActionState, DeploymentState, transition, transition_action
 from bot.github import outbox
+from bot.services import deployments
 from tests.github import webhook_fixtures
 from tests.github.conftest import token_client
 from tests.pipeline.probe_scripts import write_probe_repo
@@ -48,15 +48,15 @@ def worker_ctx(settings, session_factory, redis_client):
     set_context(None)
 
 
-def pr_request(number: int = 7, sha: str = HEAD) -> services.DeploymentRequest:
-    return services.DeploymentRequest(service="probe", environment="pull_request", requested_by="github:octocat",
+def pr_request(number: int = 7, sha: str = HEAD) -> deployments.DeploymentRequest:
+    return deployments.DeploymentRequest(service="probe", environment="pull_request", requested_by="github:octocat",
                                       origin="webhook", tag=sha, sha=sha, pull_request=number,
                                       source_repo="acme/probe")
 
 
-def accept(db_session, worker_ctx, number: int = 7, sha: str = HEAD) -> services.Accepted:
-    ctx = services.Context.from_settings(worker_ctx.settings, None)  # recorded, not queued: the test runs it
-    return services.request_deployment(db_session, worker_ctx.manifests.current(), pr_request(number, sha), ctx)
+def accept(db_session, worker_ctx, number: int = 7, sha: str = HEAD) -> deployments.Accepted:
+    ctx = deployments.Context.from_settings(worker_ctx.settings, None)  # recorded, not queued: the test runs it
+    return deployments.request_deployment(db_session, worker_ctx.manifests.current(), pr_request(number, sha), ctx)
 
 
 def rows(db_session) -> list[OutboxRow]:
@@ -217,7 +217,7 @@ def test_a_retried_comment_looks_for_the_one_an_unanswered_try_posted(db_session
 
 
 def test_the_outbox_api_lists_rows_for_admins_only(client, db_session, worker_ctx):
-    from bot.tokens import Scopes, create_token
+    from bot.services.tokens import Scopes, create_token
 
     accept(db_session, worker_ctx)
     admin = create_token(db_session, "admin-test", Scopes(admin=True))

@@ -12,12 +12,12 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from bot import services
 from bot.core.config import Settings
 from bot.core.models import Action, Deployment
 from bot.core.states import ActionState, DeploymentState
 from bot.github.pulls import PayloadError, PullRequest, repository_allowed, sync_pull_request
 from bot.manifests import DeploymentsRepo, load_deployments_repo
+from bot.services import deployments
 from tests.support import github_payloads
 
 S = DeploymentState
@@ -54,8 +54,8 @@ def repo(tmp_path) -> DeploymentsRepo:
 
 
 @pytest.fixture
-def ctx() -> services.Context:
-    return services.Context("sami", "example.test", "sami", broker=None)
+def ctx() -> deployments.Context:
+    return deployments.Context("sami", "example.test", "sami", broker=None)
 
 
 def pull(repository="acme/web", number=7, state="open", merged=False, sha=HEAD, labels=(), fork=False) -> PullRequest:

@@ -15,11 +15,11 @@ import yaml
 from sqlalchemy import select
 
 import bot.github.handlers  # noqa: F401  (registers the handlers)
-from bot import services
 from bot.core.models import Action, Deployment
 from bot.core.states import ActionState, DeploymentState
 from bot.github import pushes, router
 from bot.manifests import load_deployments_repo
+from bot.services import deployments
 from tests.pipeline import conftest as pipeline
 from tests.pipeline.conftest import read_record
 from tests.support import github_payloads
@@ -84,15 +84,15 @@ def deployed(db_session, worker_ctx, services_ctx, work, probe_repo):
     """probe-stage at v1 and probe-pr-3 at pr3, both Running, deployed from the first commit."""
     repo = worker_ctx.manifests.current(refresh=True)
     for environment, tag, pr in (("stage", "v1", None), ("pull_request", "pr3", 3)):
-        services.request_deployment(db_session, repo, services.DeploymentRequest(
+        deployments.request_deployment(db_session, repo, deployments.DeploymentRequest(
             service="probe", environment=environment, tag=tag, pull_request=pr, sha="f" * 40, requested_by="test",
             origin="cli"), services_ctx)
     work()
-    assert {d.name: d.state for d in deployments(db_session)} == {"probe-pr-3": S.RUNNING, "probe-stage": S.RUNNING}
+    assert {d.name: d.state for d in deployment_rows(db_session)} == {"probe-pr-3": S.RUNNING, "probe-stage": S.RUNNING}
     return repo.sha
 
 
-def deployments(db_session) -> list[Deployment]:
+def deployment_rows(db_session) -> list[Deployment]:
     db_session.expire_all()
     return list(db_session.scalars(select(Deployment).order_by(Deployment.name)))
 
@@ -120,7 +120,7 @@ def test_a_push_updates_the_deployments_whose_folder_changed(db_session, dispatc
     assert (update.requested_by, update.origin, update.delivery_id) == ("github:Codertocat", "webhook",
                                                                         event.delivery_id)
     work()
-    stage = deployments(db_session)[1]
+    stage = deployment_rows(db_session)[1]
     assert (stage.state, stage.tag, stage.manifest_sha, stage.sha) == (S.RUNNING, "v1", second, "f" * 40)
     assert "update probe-stage v1" in read_record(record)
 
@@ -141,7 +141,7 @@ def test_a_push_updates_the_deployments_whose_folder_changed(db_session, dispatc
     assert dispatch(push_event(third, fourth)) == (
         f"deployments repo at {fourth[:7]}: updated probe-pr-3, probe-stage; 0 unchanged")
     work()
-    pr3 = deployments(db_session)[0]
+    pr3 = deployment_rows(db_session)[0]
     assert (pr3.state, pr3.tag, pr3.pull_request, pr3.manifest_sha) == (S.RUNNING, "pr3", 3, fourth)
     assert [line for line in read_record(record) if line.startswith("update")] == [
         "update probe-stage v1", "update probe-pr-3 pr3", "update probe-stage v1"]
@@ -281,20 +281,20 @@ def test_folder_digests_see_every_change_of_a_deployments_folder(probe_repo):
 def test_a_refresh_keeps_the_deployments_image(db_session, worker_ctx, services_ctx, probe_repo):
     digest = "sha256:" + "ab" * 32
     repo = worker_ctx.manifests.current(refresh=True)
-    services.request_deployment(db_session, repo, services.DeploymentRequest(
+    deployments.request_deployment(db_session, repo, deployments.DeploymentRequest(
         service="probe", environment="stage", image=f"local/probe@{digest}", requested_by="test", origin="cli",
         app_overrides={"LOG_LEVEL": "debug"}), services_ctx)
-    accepted = services.refresh_deployment(db_session, repo, "probe-stage", services_ctx, requested_by="github:x",
+    accepted = deployments.refresh_deployment(db_session, repo, "probe-stage", services_ctx, requested_by="github:x",
                                            origin="webhook", delivery_id="d-1")
     assert accepted.kind == "update"
-    stage = deployments(db_session)[0]
+    stage = deployment_rows(db_session)[0]
     assert (stage.image, stage.tag, stage.app_overrides) == (f"local/probe@{digest}", "ab" * 6, {"LOG_LEVEL": "debug"})
     # The manifest names another image: the deployment's tag goes with it.
     edit(probe_repo / "services/probe/swarm/stage/sami.yaml", lambda d: d.update(image="local/renamed"))
     commit(probe_repo)
-    services.refresh_deployment(db_session, worker_ctx.manifests.current(refresh=True), "probe-stage", services_ctx,
+    deployments.refresh_deployment(db_session, worker_ctx.manifests.current(refresh=True), "probe-stage", services_ctx,
                                 requested_by="github:x", origin="webhook")
-    stage = deployments(db_session)[0]
+    stage = deployment_rows(db_session)[0]
     assert (stage.image, stage.tag, stage.app_overrides) == ("local/renamed:" + "ab" * 6, "ab" * 6,
                                                              {"LOG_LEVEL": "debug"})
     assert [a.config["image"] for a in updates(db_session)] == [f"local/probe@{digest}", "local/renamed:" + "ab" * 6]

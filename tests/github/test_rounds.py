@@ -11,10 +11,10 @@ import pytest
 from rq import Queue
 from sqlalchemy import select, update
 
-from bot import services
 from bot.core.models import Action, Deployment
 from bot.core.states import ActionState, DeploymentState
 from bot.github.client import GitHubClient
+from bot.services import deployments
 from tests.github.conftest import CANARY_TOKEN, token_client
 from tests.pipeline import conftest as pipeline
 from tests.support.github_mock import Reply, SilentGitHub
@@ -38,10 +38,10 @@ def silent():
 
 
 def request(db_session, worker_ctx, services_ctx, environment: str, pull_request: int | None = None):
-    req = services.DeploymentRequest(service="probe", environment=environment, tag="v1", requested_by="test",
+    req = deployments.DeploymentRequest(service="probe", environment=environment, tag="v1", requested_by="test",
                                      origin="cli", pull_request=pull_request,
                                      source_repo="acme/probe" if pull_request else None)
-    return services.request_deployment(db_session, worker_ctx.manifests.current(), req, services_ctx)
+    return deployments.request_deployment(db_session, worker_ctx.manifests.current(), req, services_ctx)
 
 
 def test_a_silent_github_holds_up_no_tick(db_session, worker_ctx, services_ctx, work, redis_client, silent):

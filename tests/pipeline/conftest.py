@@ -9,7 +9,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 
 from bot.core.config import settings_from_mapping
-from bot.services import Context
+from bot.services.deployments import Context
 from tests.pipeline.probe_scripts import write_probe_repo
 from workers.context import build_context, set_context
 from workers.queue import ACTIONS_QUEUE, CHECKS_QUEUE, RQBroker

@@ -12,7 +12,7 @@ from sqlalchemy import event, select, update
 
 from bot.core.models import Action, Deployment
 from bot.core.states import ActionState, DeploymentState
-from bot.tokens import Scopes, create_token
+from bot.services.tokens import Scopes, create_token
 
 LOG = "x" * 100_000
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from bot.core.models import Action, Deployment
 from bot.core.states import ActionState, DeploymentState
-from bot.tokens import Scopes, create_token
+from bot.services.tokens import Scopes, create_token
 from bot.web import create_app
 from tests.support.servers import free_port
 

@@ -10,10 +10,10 @@ import json
 import pytest
 from sqlalchemy import select
 
-from bot import services
 from bot.core.errors import Invalid
 from bot.core.models import Deployment
-from bot.tokens import Scopes, create_token
+from bot.services import deployments
+from bot.services.tokens import Scopes, create_token
 
 STAGE = {"service": "probe", "environment": "stage", "tag": "v1"}
 
@@ -107,10 +107,10 @@ def test_override_values_are_text_or_whole_numbers(client, token, db_session, va
 
 
 def test_services_refuse_a_pull_request_number_beyond_the_database(db_session, worker_ctx, services_ctx):
-    req = services.DeploymentRequest(service="probe", environment="pull_request", tag="v1", pull_request=2**31,
+    req = deployments.DeploymentRequest(service="probe", environment="pull_request", tag="v1", pull_request=2**31,
                                      requested_by="test", origin="webhook")
     with pytest.raises(Invalid, match="'pull_request' must be a whole number from 1 to 2147483647"):
-        services.request_deployment(db_session, worker_ctx.manifests.current(), req, services_ctx)
+        deployments.request_deployment(db_session, worker_ctx.manifests.current(), req, services_ctx)
 
 
 @pytest.mark.parametrize(("field", "value", "words"), [

@@ -12,7 +12,7 @@ import pytest
 
 from bot.core.models import Action, Deployment
 from bot.core.states import ActionState, DeploymentState
-from bot.tokens import Scopes, create_token
+from bot.services.tokens import Scopes, create_token
 
 MISSING_NAME, MISSING_ACTION = "nope-stage", 999999
 

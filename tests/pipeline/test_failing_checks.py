@@ -11,9 +11,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from bot import services
 from bot.core.models import Deployment
 from bot.core.states import DeploymentState
+from bot.services import deployments
 from workers.scheduler import Scheduler
 
 S = DeploymentState
@@ -30,9 +30,9 @@ def deployment(db_session) -> Deployment:
 @pytest.fixture
 def running(db_session, worker_ctx, services_ctx, work) -> Deployment:
     """probe-stage, Running, last checked an hour ago: its check is due."""
-    req = services.DeploymentRequest(service="probe", environment="stage", tag="v1", requested_by="test",
+    req = deployments.DeploymentRequest(service="probe", environment="stage", tag="v1", requested_by="test",
                                      origin="cli")
-    services.request_deployment(db_session, worker_ctx.manifests.current(), req, services_ctx)
+    deployments.request_deployment(db_session, worker_ctx.manifests.current(), req, services_ctx)
     work()
     db_session.execute(update(Deployment).where(Deployment.name == "probe-stage")
                        .values(checked_at=deployment(db_session).checked_at - timedelta(hours=1)))

@@ -9,9 +9,9 @@ import pytest
 from rq.job import Job, JobStatus
 from sqlalchemy import select, update
 
-from bot import services
 from bot.core.models import Action, Deployment
 from bot.core.states import ActionState, DeploymentState, FailureReason
+from bot.services import deployments
 from tests.pipeline.conftest import read_record
 from tests.support.procs import alive
 from workers.scheduler import Scheduler, TickReport
@@ -20,9 +20,9 @@ S = DeploymentState
 
 
 def request(db_session, worker_ctx, services_ctx, tag="v1", **kwargs):
-    req = services.DeploymentRequest(service="probe", environment=kwargs.pop("environment", "stage"),
+    req = deployments.DeploymentRequest(service="probe", environment=kwargs.pop("environment", "stage"),
                                      tag=tag, requested_by="test", origin="cli", **kwargs)
-    return services.request_deployment(db_session, worker_ctx.manifests.current(), req, services_ctx)
+    return deployments.request_deployment(db_session, worker_ctx.manifests.current(), req, services_ctx)
 
 
 def deployment(db_session, name="probe-stage") -> Deployment:
@@ -66,22 +66,22 @@ def test_create_update_archive_restore_cleanup(db_session, worker_ctx, services_
     assert "update probe-stage v2" in read_record(record)
 
     ctx = dict(requested_by="test", origin="cli")
-    services.archive_deployment(db_session, worker_ctx.manifests.current(), "probe-stage", services_ctx, **ctx)
+    deployments.archive_deployment(db_session, worker_ctx.manifests.current(), "probe-stage", services_ctx, **ctx)
     assert deployment(db_session).state is S.ARCHIVE_PENDING
     work()
     d = deployment(db_session)
     assert d.state is S.ARCHIVED and d.archived_at is not None
 
-    services.restore_deployment(db_session, worker_ctx.manifests.current(), "probe-stage", services_ctx, **ctx)
+    deployments.restore_deployment(db_session, worker_ctx.manifests.current(), "probe-stage", services_ctx, **ctx)
     work()
     assert deployment(db_session).state is S.RUNNING
     assert "unarchive probe-stage v2" in read_record(record)
 
-    services.archive_deployment(db_session, worker_ctx.manifests.current(), "probe-stage", services_ctx, **ctx)
+    deployments.archive_deployment(db_session, worker_ctx.manifests.current(), "probe-stage", services_ctx, **ctx)
     work()
     assert deployment(db_session).state is S.ARCHIVED, [
         (a.id, a.kind, a.state, a.error, a.log) for a in deployment(db_session).actions]
-    services.cleanup_deployment(db_session, worker_ctx.manifests.current(), "probe-stage", services_ctx, **ctx)
+    deployments.cleanup_deployment(db_session, worker_ctx.manifests.current(), "probe-stage", services_ctx, **ctx)
     work()
     assert deployment(db_session).state is S.REMOVED
     assert "cleanup probe-stage v2" in read_record(record)
@@ -177,7 +177,7 @@ def test_secret_values_never_reach_logs_or_the_api(db_session, worker_ctx, servi
     rows = db_session.execute(select(Action.log, Action.config, Action.error)).all()
     assert canary not in repr(rows)
     assert canary not in repr(db_session.execute(select(Deployment.__table__)).all())
-    from bot.tokens import Scopes, create_token
+    from bot.services.tokens import Scopes, create_token
 
     admin = create_token(db_session, "admin", Scopes(admin=True))
     db_session.commit()
@@ -331,7 +331,7 @@ def test_reaper_fails_an_action_whose_worker_died_in_its_script(db_session, work
 def test_retention_cleans_up_long_archived_deployments(db_session, worker_ctx, services_ctx, work):
     request(db_session, worker_ctx, services_ctx)
     work()
-    services.archive_deployment(db_session, worker_ctx.manifests.current(), "probe-stage", services_ctx,
+    deployments.archive_deployment(db_session, worker_ctx.manifests.current(), "probe-stage", services_ctx,
                                 requested_by="t", origin="cli")
     work()
     assert deployment(db_session).state is S.ARCHIVED

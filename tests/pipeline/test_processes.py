@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, undefer
 
 from bot.core.models import Action, Deployment
 from bot.core.states import ActionState, DeploymentState
-from bot.tokens import Scopes, create_token
+from bot.services.tokens import Scopes, create_token
 from bot.web import create_app
 from tests.pipeline.probe_scripts import write_probe_repo
 from tests.support.procs import alive, wait_until

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from bot import services
 from bot.core.models import Action, Deployment
 from bot.core.states import ActionState, DeploymentState
+from bot.services import deployments
 from workers.scheduler import Scheduler, TickReport
 
 S = DeploymentState
@@ -46,9 +46,9 @@ def elsewhere(probe_repo, tmp_path):
 
 def accepted_at(db_session, worker_ctx, services_ctx, sha: str) -> int:
     """A create accepted with the manifests of commit ``sha`` (as after a push Sami has not read)."""
-    req = services.DeploymentRequest(service="probe", environment="stage", tag="v1", requested_by="test",
+    req = deployments.DeploymentRequest(service="probe", environment="stage", tag="v1", requested_by="test",
                                      origin="cli")
-    action_id = services.request_deployment(db_session, worker_ctx.manifests.current(), req, services_ctx).action_id
+    action_id = deployments.request_deployment(db_session, worker_ctx.manifests.current(), req, services_ctx).action_id
     config = {**db_session.get(Action, action_id).config, "manifest_sha": sha}
     db_session.execute(update(Action).where(Action.id == action_id).values(config=config))
     db_session.commit()

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bot import services
 from bot.core.models import Deployment
 from bot.core.states import DeploymentState
+from bot.services import deployments
 from tests.support.docker import DockerSwarm, free_port
 
 pytestmark = [pytest.mark.swarm, pytest.mark.slow]
@@ -65,9 +65,9 @@ def test_swarm_service_through_every_state(swarm, db_session, worker_ctx, servic
     repo = worker_ctx.manifests.current()
 
     def deploy(tag):
-        req = services.DeploymentRequest(service="web", environment="stage", tag=tag, requested_by="test",
+        req = deployments.DeploymentRequest(service="web", environment="stage", tag=tag, requested_by="test",
                                          origin="cli", deployment_overrides={"port": str(port)})
-        return services.request_deployment(db_session, repo, req, services_ctx)
+        return deployments.request_deployment(db_session, repo, req, services_ctx)
 
     who = {"requested_by": "test", "origin": "cli"}
     try:
@@ -85,23 +85,23 @@ def test_swarm_service_through_every_state(swarm, db_session, worker_ctx, servic
                               "--format", "{{.Image}}").split()
         assert sorted(images) == ["local/web:tag-b", "local/web:tag-b"]
 
-        services.archive_deployment(db_session, repo, "web-stage", services_ctx, **who)
+        deployments.archive_deployment(db_session, repo, "web-stage", services_ctx, **who)
         work()
         assert state(db_session).state is S.ARCHIVED
         replicas = swarm.output("service", "ls", "--filter", "label=com.docker.stack.namespace=web-stage",
                                 "--format", "{{.Replicas}}").split()
         assert replicas == ["0/0", "0/0"]
 
-        services.restore_deployment(db_session, repo, "web-stage", services_ctx, **who)
+        deployments.restore_deployment(db_session, repo, "web-stage", services_ctx, **who)
         work()
         assert state(db_session).state is S.RUNNING
         assert "<h1>web tag-b</h1>" in get(f"http://127.0.0.1:{port}/")
 
-        services.archive_deployment(db_session, repo, "web-stage", services_ctx, **who)
+        deployments.archive_deployment(db_session, repo, "web-stage", services_ctx, **who)
         work()
         assert state(db_session).state is S.ARCHIVED, [(a.id, a.kind, a.state, a.log[-300:])
                                                        for a in state(db_session).actions[-2:]]
-        services.cleanup_deployment(db_session, repo, "web-stage", services_ctx, **who)
+        deployments.cleanup_deployment(db_session, repo, "web-stage", services_ctx, **who)
         work()
         assert state(db_session).state is S.REMOVED
         assert "web-stage" not in swarm.output("stack", "ls", "--format", "{{.Name}}").split()

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from bot.tokens import Scopes, create_token
+from bot.services.tokens import Scopes, create_token
 from tests.github.conftest import github_mock, prism_server  # noqa: F401
 from tests.pipeline.conftest import probe_repo, record, services_ctx, settings, work, worker_ctx  # noqa: F401
 from tests.pipeline.probe_scripts import write_probe_repo

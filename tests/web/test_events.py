@@ -13,7 +13,7 @@ from sqlalchemy.orm import sessionmaker
 
 from bot.core import db
 from bot.core.models import Deployment
-from bot.tokens import Scopes, create_token, revoke_token
+from bot.services.tokens import Scopes, create_token, revoke_token
 from tests.support.sami_server import SamiServer, sami_env
 
 STREAMS = 24  # three times the threads of the server below

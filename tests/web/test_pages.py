@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from bot.core.models import Action, ApiToken, Deployment
 from bot.core.states import ActionState
-from bot.tokens import Scopes, create_token
+from bot.services.tokens import Scopes, create_token
 from bot.web import auth, pages
 from tests.web.conftest import csrf, request_deployment, sign_in_with_token
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from bot.core.errors import Invalid
 from bot.core.models import Delivery, Deployment
 from bot.core.states import DeploymentState
-from bot.tokens import Scopes
+from bot.services.tokens import Scopes
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
