@@ -50,6 +50,8 @@ class Settings:
     script_timeout: int = 1800
     status_timeout: int = 600
     check_interval: int = 60
+    # Seconds an update from a pull request push waits for newer pushes to replace it; 0: none.
+    pr_debounce_seconds: int = 5
     retention_days: int = 14
     max_request_bytes: int = 1024 * 1024
     log_level: str = "INFO"
@@ -229,6 +231,7 @@ _VARIABLES: dict[str, tuple[str, object]] = {
     "SAMI_SCRIPT_TIMEOUT": ("script_timeout", _int(1, 24 * 3600)),
     "SAMI_STATUS_TIMEOUT": ("status_timeout", _int(1, 24 * 3600)),
     "SAMI_CHECK_INTERVAL": ("check_interval", _int(5, 24 * 3600)),
+    "SAMI_PR_DEBOUNCE_SECONDS": ("pr_debounce_seconds", _int(0, 3600)),
     "SAMI_RETENTION_DAYS": ("retention_days", _int(0, 3650)),
     "SAMI_MAX_REQUEST_BYTES": ("max_request_bytes", _int(1024, 64 * 1024 * 1024)),
     "SAMI_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error")),

@@ -131,6 +131,8 @@ def test_config(database_url, redis_url, tmp_path):
         "instance_dir": str(tmp_path / "instance"),
         "webhook_secret": WEBHOOK_SECRET,
         "secret_key": "test-secret-key",
+        # Pushes deploy at once; the tests of the wait for newer pushes set their own window.
+        "pr_debounce_seconds": 0,
     }
 
 

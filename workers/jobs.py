@@ -73,8 +73,9 @@ def script_label(action_id: int) -> str:
 
 
 def next_queued_action(ctx: WorkerContext, deployment_id: int) -> int | None:
-    """The deployment's oldest queued action, unless it waits to be retried (then nothing runs
-    before it: actions on one deployment run in the order they were accepted)."""
+    """The deployment's oldest queued action, unless it may not start yet: it waits to be retried,
+    or for newer pushes to replace it (then nothing runs before it: actions on one deployment run
+    in the order they were accepted, and its scheduled job or the sweep starts it when due)."""
     with ctx.session() as session:
         row = session.execute(
             select(Action.id, Action.retry_at).where(Action.deployment_id == deployment_id,
