@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 from rq import SimpleWorker
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
@@ -409,3 +410,24 @@ def test_the_sweep_starts_a_waiting_update_that_no_scheduler_queued(db_session, 
     work()
     assert runs(record) == [f"create probe-pr-5 {sha(1)}", f"update probe-pr-5 {sha(2)}"]
     assert deployment(db_session).state is S.RUNNING
+
+
+def test_an_update_waits_for_a_worker_from_the_end_of_its_window(db_session, dispatch, work, work_when_due, window,
+                                                                 redis_client):
+    def quick_starts() -> float:  # updates that waited for a worker 30 s or less
+        return REGISTRY.get_sample_value("sami_action_queue_wait_seconds_bucket", {"kind": "update", "le": "30.0"}) or 0
+
+    dispatch(pr_event("opened", head=sha(1)))
+    work()
+    dispatch(pr_event("synchronize", head=sha(2)))
+    work()
+    waiting = actions(db_session)[-1]
+    # Accepted an hour ago; its window ends now, and a worker starts it at once.
+    db_session.execute(update(Action).where(Action.id == waiting.id)
+                       .values(created_at=db_now(db_session) - timedelta(hours=1)))
+    db_session.commit()
+    window_ends(db_session, redis_client)
+    before = quick_starts()
+    work_when_due()
+    assert actions(db_session)[-1].state is ActionState.SUCCEEDED
+    assert quick_starts() == before + 1
