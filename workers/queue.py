@@ -2,8 +2,8 @@
 
 PostgreSQL holds every action; the queue only carries action ids. A failed enqueue is logged
 and left to the scheduler's sweep, which re-queues every queued action the queue does not hold.
-An action that may not start yet (``delay``) is scheduled: by RQ's scheduler (which `sami worker`
-runs), or by a timer in the embedded default; the sweep queues it if that is lost.
+An action that may not start yet (``delay``) is scheduled: queued by RQ's scheduler (which `sami
+worker` runs), or by a timer in the embedded default; the sweep queues it if that is lost.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import math
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import redis
 from rq import Queue
@@ -89,7 +91,10 @@ class RQBroker:
             Job.fetch(job_id, connection=self.connection).delete()
         options = dict(job_id=job_id, result_ttl=0, failure_ttl=24 * 3600, description=f"{func}{args}")
         if delay > 0:
-            queue.enqueue_in(timedelta(seconds=delay), func, *args, job_timeout=timeout, **options)
+            # RQ's schedule counts whole seconds (it drops the fraction): the next whole second is the
+            # first moment the job cannot be queued before the action may start.
+            at = datetime.fromtimestamp(math.ceil(time.time() + delay), UTC)
+            queue.enqueue_at(at, func, *args, job_timeout=timeout, **options)
         else:
             queue.enqueue_call(func, args=args, timeout=timeout, **options)
         return True

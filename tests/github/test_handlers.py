@@ -431,3 +431,14 @@ def test_an_update_waits_for_a_worker_from_the_end_of_its_window(db_session, dis
     work_when_due()
     assert actions(db_session)[-1].state is ActionState.SUCCEEDED
     assert quick_starts() == before + 1
+
+
+def test_a_waiting_update_is_scheduled_no_earlier_than_its_time(db_session, dispatch, work, window, redis_client):
+    dispatch(pr_event("opened", head=sha(1)))
+    work()
+    dispatch(pr_event("synchronize", head=sha(2)))
+    waiting = actions(db_session)[-1]
+    # RQ's schedule counts whole seconds: a job queued within the second before its time would find
+    # its action not due yet, and leave it to the sweep.
+    scheduled = ScheduledJobRegistry(ACTIONS_QUEUE, connection=redis_client).get_scheduled_time(str(waiting.id))
+    assert waiting.retry_at <= scheduled <= waiting.retry_at + timedelta(seconds=2)
