@@ -223,9 +223,11 @@ def worker(burst: bool, name: str | None) -> None:
     set_context(context)
     _serve_process_metrics(settings, context)
     # No fork per job: the process keeps its database pool, and scripts run in their own
-    # process groups anyway.
+    # process groups anyway. RQ's scheduler (one process for all workers, by a lock in Redis)
+    # queues actions that may not start yet when their time comes.
     GracefulWorker([ACTIONS_QUEUE, CHECKS_QUEUE], connection=connection, name=name,
-                   grace=settings.shutdown_grace).work(burst=burst, logging_level=settings.log_level.upper())
+                   grace=settings.shutdown_grace).work(burst=burst, logging_level=settings.log_level.upper(),
+                                                       with_scheduler=True)
 
 
 def _serve_process_metrics(settings, context) -> None:
@@ -445,7 +447,7 @@ def github_check() -> None:
     """
     from bot.github.check import github_check as check
     from bot.github.client import GitHubClient
-    from bot.manifest_store import ManifestStore
+    from bot.manifests.store import ManifestStore
 
     settings = load_settings()
     lines = check(settings, GitHubClient.from_settings(settings), ManifestStore.from_settings(settings))
@@ -472,7 +474,7 @@ def github_redeliver(hours: float, dry_run: bool) -> None:
     from bot.core import db as database
     from bot.github.client import GitHubClient
     from bot.github.redeliver import LocalAskedMemory, RedisAskedMemory, redeliver_missed, watched_repositories
-    from bot.manifest_store import ManifestStore
+    from bot.manifests.store import ManifestStore
 
     settings = load_settings()
     client = GitHubClient.from_settings(settings)

@@ -133,6 +133,8 @@ def test_config(database_url, redis_url, tmp_path):
         "webhook_secret": WEBHOOK_SECRET,
         "secret_key": "test-secret-key",
         "github_timeout": ANSWER_TIMEOUT,
+        # Pushes deploy at once; the tests of the wait for newer pushes set their own window.
+        "pr_debounce_seconds": 0,
     }
 
 

@@ -35,12 +35,15 @@ def test_variables_are_parsed():
         "SAMI_SCRIPT_TIMEOUT": "120",
         "SAMI_LOG_FORMAT": "JSON",
         "SAMI_NAMESPACE": "staging",
+        "SAMI_PR_DEBOUNCE_SECONDS": "0",
     })
     assert settings.database_url == "postgresql+psycopg2://sami@db/sami"
     assert not settings.embedded
     assert settings.script_timeout == 120
     assert settings.log_format == "json"
     assert settings.namespace == "staging"
+    assert settings.pr_debounce_seconds == 0
+    assert load_settings({}).pr_debounce_seconds == 5
 
 
 def test_the_github_rounds_intervals_are_settings():
@@ -59,6 +62,7 @@ def test_the_github_rounds_intervals_are_settings():
     ("SAMI_REDIS_URL", "localhost:6379", "not a Redis URL"),
     ("SAMI_SCRIPT_TIMEOUT", "soon", "expected a whole number"),
     ("SAMI_SCRIPT_TIMEOUT", "0", "must be between 1 and 86400"),
+    ("SAMI_PR_DEBOUNCE_SECONDS", "-1", "must be between 0 and 3600"),
     ("SAMI_MODE", "staging", "must be one of development, production, test"),
     ("SAMI_NAMESPACE", "Bad_Name", "lowercase letters"),
     ("SAMI_RECONCILE_INTERVAL", "10", "must be between 60 and 86400"),
@@ -182,7 +186,7 @@ def test_bad_configuration_stops_the_process_with_one_line(env, variable, comman
 
 
 def test_the_deployments_token_reaches_git_and_stays_out_of_reprs(tmp_path):
-    from bot.manifest_store import ManifestStore
+    from bot.manifests.store import ManifestStore
 
     settings = load_settings({"SAMI_DEPLOYMENTS_TOKEN": "ghp_canary_token_value",
                               "SAMI_INSTANCE_DIR": str(tmp_path)})

@@ -438,6 +438,7 @@ def test_pods_get_every_setting_of_the_full_values(rendered):
     assert settings.max_request_bytes == 2097152
     assert settings.check_interval == 30
     assert (settings.reconcile_interval, settings.redeliver_interval) == (120, 1800)
+    assert settings.pr_debounce_seconds == 10
     assert settings.github_app_id == 123456789
     assert settings.github_repositories == ("acme/web", "acme/api", "tools/*")
     assert settings.database_url == "postgresql+psycopg2://sami:leak-check-db-password@db.example.com:5432/sami"
@@ -628,6 +629,7 @@ SCHEMA_FAILURES = {
     "check-interval-too-short": ({"config": {"checkInterval": 1}}, "/config/checkInterval"),
     "reconcile-interval-too-short": ({"config": {"reconcileInterval": 10}}, "/config/reconcileInterval"),
     "redeliver-interval-too-long": ({"config": {"redeliverInterval": 100000}}, "/config/redeliverInterval"),
+    "negative-debounce": ({"config": {"prDebounceSeconds": -1}}, "/config/prDebounceSeconds"),
     "ingress-without-hosts": ({"ingress": {"enabled": True, "hosts": []}}, "/ingress/hosts"),
     "rbac-without-namespaces": ({"rbac": {"create": True}}, "/rbac/namespaces"),
     "password-unsafe-in-a-url": ({"postgresql": {"auth": {"password": "p@ss/word"}}}, "/postgresql/auth/password"),

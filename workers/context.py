@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.manifests.store import ManifestStore
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.core import db
@@ -13,7 +14,6 @@ from bot.core.config import Settings, load_settings
 from bot.github.client import GitHubClient
 from bot.github.redeliver import AskedMemory, asked_memory
 from bot.github.rounds import RoundMarks, round_marks
-from bot.manifest_store import ManifestStore
 from workers.executor import Executor
 from workers.queue import InProcessBroker, make_broker
 

@@ -74,8 +74,9 @@ def script_label(action_id: int) -> str:
 
 
 def next_queued_action(ctx: WorkerContext, deployment_id: int) -> int | None:
-    """The deployment's oldest queued action, unless it waits to be retried (then nothing runs
-    before it: actions on one deployment run in the order they were accepted)."""
+    """The deployment's oldest queued action, unless it may not start yet: it waits to be retried,
+    or for newer pushes to replace it (then nothing runs before it: actions on one deployment run
+    in the order they were accepted, and its scheduled job or the sweep starts it when due)."""
     with ctx.session() as session:
         row = session.execute(
             select(Action.id, Action.retry_at).where(Action.deployment_id == deployment_id,
@@ -287,7 +288,8 @@ def execute_action(ctx: WorkerContext, action_id: int, owner: str) -> bool:
         if action is None or action.state is not ActionState.QUEUED:
             return True
         run = Run(ctx, action, action.deployment, owner)
-        accepted_at = action.created_at
+        # Its wait for a worker starts when it may start: a retry's or a pushed update's wait is on purpose.
+        may_start_at = max(action.created_at, action.retry_at) if action.retry_at else action.created_at
     with ExitStack() as stack:
         # The slow part (reading manifests may fetch from git) comes before the action is claimed,
         # so a claimed action always has a fresh heartbeat.
@@ -307,7 +309,7 @@ def execute_action(ctx: WorkerContext, action_id: int, owner: str) -> bool:
             return False
         if not run.claim():
             return True  # another worker took it
-        metrics.action_started(run.kind, accepted_at)
+        metrics.action_started(run.kind, may_start_at)
         started = time.monotonic()
         log.info("running %s of %s (action %s)", run.kind, run.deployment_name, action_id,
                  extra={"action_id": action_id, "deployment": run.deployment_name})

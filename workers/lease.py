@@ -11,11 +11,11 @@ import os
 import socket
 import threading
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import or_, update
 
+from bot.core.db import db_now
 from bot.core.models import Action, Deployment
 from bot.core.states import ActionState
 from workers.runner import StopScript
@@ -25,14 +25,6 @@ LEASE_SECONDS = 60
 
 class LeaseLost(StopScript):
     """This worker no longer holds the deployment's lease: stop, and write nothing more."""
-
-
-def db_now(session: Session) -> datetime:
-    """The database's current time (UTC): the one clock every machine agrees on."""
-    if session.get_bind().dialect.name == "sqlite":
-        return datetime.now(UTC)  # SQLite is the embedded default: one machine, one clock
-    # clock_timestamp(), not now(): now() stands still for the whole transaction.
-    return session.scalar(select(func.clock_timestamp())).astimezone(UTC)
 
 
 def worker_identity() -> str:

@@ -2,6 +2,8 @@
 
 PostgreSQL holds every action; the queue only carries action ids. A failed enqueue is logged
 and left to the scheduler's sweep, which re-queues every queued action the queue does not hold.
+An action that may not start yet (``delay``) is scheduled: queued by RQ's scheduler (which `sami
+worker` runs), or by a timer in the embedded default; the sweep queues it if that is lost.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import math
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -75,31 +79,43 @@ class RQBroker:
         self.actions = Queue(ACTIONS_QUEUE, connection=connection)
         self.checks = Queue(CHECKS_QUEUE, connection=connection)
 
-    def job_is_live(self, job_id: str, started_counts: bool = True) -> bool:
-        """Whether the job waits on the queue (or, with ``started_counts``, is being run)."""
+    def job_is_live(self, job_id: str, started_counts: bool = True, scheduled_counts: bool = True) -> bool:
+        """Whether the job waits on the queue (or, with ``started_counts``, is being run; with
+        ``scheduled_counts``, is scheduled for later)."""
         try:
             status = Job.fetch(job_id, connection=self.connection).get_status(refresh=False)
         except NoSuchJobError:
             return False
+        if status == JobStatus.SCHEDULED:
+            return scheduled_counts
         return status in WAITING_JOB_STATES or (started_counts and status == JobStatus.STARTED)
 
     def _enqueue(self, queue: Queue, func: str, job_id: str, *args, started_counts: bool = True,
-                 timeout: int = -1) -> bool:
+                 timeout: int = -1, delay: float = 0.0) -> bool:
         # A job a dead worker had started stays "started" in RQ for minutes; callers that know no
-        # worker holds the deployment (the sweep, the reaper) replace it.
-        if self.job_is_live(job_id, started_counts):
+        # worker holds the deployment (the sweep, the reaper) replace it. Work asked for now replaces
+        # a job scheduled for later (its time came and RQ's scheduler has not moved it, or it moved up).
+        if self.job_is_live(job_id, started_counts, scheduled_counts=delay > 0):
             return True
         with contextlib.suppress(NoSuchJobError):
             Job.fetch(job_id, connection=self.connection).delete()
-        queue.enqueue_call(func, args=args, job_id=job_id, timeout=timeout, result_ttl=0,
-                           failure_ttl=24 * 3600, description=f"{func}{args}")
+        options = dict(job_id=job_id, result_ttl=0, failure_ttl=24 * 3600, description=f"{func}{args}")
+        if delay > 0:
+            # RQ's schedule counts whole seconds (it drops the fraction): the next whole second is the
+            # first moment the job cannot be queued before the action may start.
+            at = datetime.fromtimestamp(math.ceil(time.time() + delay), UTC)
+            queue.enqueue_at(at, func, *args, job_timeout=timeout, **options)
+        else:
+            queue.enqueue_call(func, args=args, timeout=timeout, **options)
         return True
 
-    def enqueue_action(self, session: Session | None, action_id: int, started_counts: bool = True) -> bool:
-        """Queue action ``action_id``; False (and the sweep retries) when Redis is unreachable."""
+    def enqueue_action(self, session: Session | None, action_id: int, started_counts: bool = True,
+                       delay: float = 0.0) -> bool:
+        """Queue action ``action_id``, to start ``delay`` seconds from now; False (and the sweep
+        queues it when it is due) when Redis is unreachable."""
         try:
             self._enqueue(self.actions, RUN_ACTION, str(action_id), action_id,
-                          started_counts=started_counts)
+                          started_counts=started_counts, delay=delay)
         except redis.RedisError as exc:
             log.warning("could not queue action %s (%s); the sweep will queue it", action_id,
                         type(exc).__name__, extra={"action_id": action_id})
@@ -172,15 +188,36 @@ class InProcessBroker:
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="sami-worker")
         self._lock = threading.Lock()
         self._live: set[str] = set()
+        self._timers: dict[str, threading.Timer] = {}
         self._waiting = 0
 
-    def job_is_live(self, job_id: str, started_counts: bool = True) -> bool:
+    def job_is_live(self, job_id: str, started_counts: bool = True, scheduled_counts: bool = True) -> bool:
         # Threads of this process cannot die on their own: a job in the set is waiting or running.
         with self._lock:
-            return job_id in self._live
+            return job_id in self._live or (scheduled_counts and job_id in self._timers)
+
+    def _submit_later(self, job_id: str, delay: float, func: str, *args) -> bool:
+        """Submit the job after ``delay`` seconds, from a timer thread (no worker thread waits)."""
+        with self._lock:
+            if job_id in self._live or job_id in self._timers:
+                return True
+            timer = threading.Timer(delay, self._fire, args=(job_id, func, *args))
+            timer.daemon = True
+            self._timers[job_id] = timer
+        timer.start()
+        return True
+
+    def _fire(self, job_id: str, func: str, *args) -> None:
+        with self._lock:
+            if self._timers.pop(job_id, None) is None:
+                return  # submitted already, or shut down
+        self._submit(job_id, func, *args)
 
     def _submit(self, job_id: str, func: str, *args) -> bool:
         with self._lock:
+            timer = self._timers.pop(job_id, None)
+            if timer is not None:
+                timer.cancel()  # asked for now: it does not wait for its time any more
             if job_id in self._live:
                 return True
             self._live.add(job_id)
@@ -201,8 +238,12 @@ class InProcessBroker:
         self._executor.submit(run)
         return True
 
-    def enqueue_action(self, session: Session | None, action_id: int, started_counts: bool = True) -> bool:
-        self._submit(str(action_id), RUN_ACTION, action_id)
+    def enqueue_action(self, session: Session | None, action_id: int, started_counts: bool = True,
+                       delay: float = 0.0) -> bool:
+        if delay > 0:
+            self._submit_later(str(action_id), delay, RUN_ACTION, action_id)
+        else:
+            self._submit(str(action_id), RUN_ACTION, action_id)
         if session is not None:
             _mark_enqueued(session, action_id)
         return True
@@ -228,6 +269,10 @@ class InProcessBroker:
             return self._waiting
 
     def shutdown(self, wait: bool = False) -> None:
+        with self._lock:
+            timers, self._timers = list(self._timers.values()), {}
+        for timer in timers:
+            timer.cancel()  # the next start's sweep queues what is still queued in the database
         self._executor.shutdown(wait=wait, cancel_futures=True)
 
 

@@ -87,7 +87,8 @@ class Scheduler:
     # -- steps ---------------------------------------------------------------------------------
 
     def sweep(self, report: TickReport, now: datetime) -> None:
-        """Queue every accepted action the queue does not hold (Redis was down, or lost it)."""
+        """Queue every accepted action that is due and that the queue does not hold (Redis was down,
+        or lost it, or no scheduler moved its job when its time came)."""
         leased = (Deployment.lease_owner.is_not(None)) & (Deployment.lease_expires_at >= now)
         with self.ctx.session() as session:
             rows = session.execute(
@@ -101,8 +102,9 @@ class Scheduler:
             if deployment_id in seen:
                 continue
             seen.add(deployment_id)
-            # No worker holds this deployment, so a "started" job belonged to a dead worker.
-            if self.ctx.broker.job_is_live(str(action_id), started_counts=False):
+            # No worker holds this deployment, so a "started" job belonged to a dead worker; and the
+            # action is due, so a job still scheduled for later lost the scheduler that was to queue it.
+            if self.ctx.broker.job_is_live(str(action_id), started_counts=False, scheduled_counts=False):
                 continue
             with self.ctx.session() as session:
                 if self.ctx.broker.enqueue_action(session, action_id, started_counts=False):

@@ -147,7 +147,9 @@ def measure(postgres, redis_server, prism, slow: bool, workdir: Path) -> dict:
         "mode": "test", "database_url": url, "redis_url": redis_server.url(2 if slow else 3),
         "instance_dir": str(workdir / name / "instance"), "webhook_secret": "bench", "secret_key": "bench",
         "deployments_repo": str(repo), "base_domain": "example.test", "public_url": "https://sami.example.test",
-        "static_root": str(workdir / name / "sites")})
+        "static_root": str(workdir / name / "sites"),
+        # Each push is deployed before the next comes: pushes further apart than the wait for newer ones.
+        "pr_debounce_seconds": 0})
     redis_client = connect_redis(settings)
     redis_client.flushdb()
     engine = db.make_engine(url)

@@ -1,7 +1,8 @@
-"""Pipeline benchmarks: bot overhead per action, accepted -> script started latency, and a swarm
-deployment through Sami against doing it by hand. Each compares side by side in one run.
+"""Pipeline benchmarks: bot overhead per action, accepted -> script started latency, a burst of pull
+requests with quick pushes through signed webhooks, and a swarm deployment through Sami against
+doing it by hand. Each compares side by side in one run.
 
-    .venv/bin/python bench/pipeline/bench_pipeline.py [--actions 40] [--latency 200] [--swarm 3]
+    .venv/bin/python bench/pipeline/bench_pipeline.py [--actions 40] [--latency 200] [--burst 200] [--swarm 3]
 
 Needs what the test suite needs (PostgreSQL, Redis; root and docker.io for --swarm): it starts
 private servers on free ports and stops them at the end.
@@ -10,14 +11,19 @@ private servers on free ports and stops them at the end.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,13 +37,15 @@ from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
 from bot.core import db  # noqa: E402
 from bot.core.config import settings_from_mapping  # noqa: E402
-from bot.core.models import Action, Deployment  # noqa: E402
+from bot.core.models import Action, Delivery, DeliveryStatus, Deployment  # noqa: E402
 from bot.core.states import DeploymentState  # noqa: E402
 from bot.services.deployments import Context, DeploymentRequest, request_deployment  # noqa: E402
+from tests.support import github_payloads  # noqa: E402
 from tests.support.servers import PostgresServer, RedisServer  # noqa: E402
 from workers.context import build_context, set_context  # noqa: E402
 from workers.queue import ACTIONS_QUEUE, CHECKS_QUEUE, RQBroker  # noqa: E402
 
+WEBHOOK_SECRET = secrets.token_hex(16)
 NOOP_OPERATIONS = ("config_check", "create", "update", "check", "info", "archive", "unarchive",
                    "archive_check", "cleanup")
 
@@ -99,9 +107,11 @@ class Servers:
 
 
 class WorkerStack:
-    """A database, Redis index, web app (in this process) and `sami worker` processes."""
+    """A database, Redis index, web app (in this process), `sami worker` processes and, with
+    ``scheduler``, a `sami scheduler`; ``settings`` adds SAMI_* variables of the workers and the scheduler."""
 
-    def __init__(self, servers: Servers, tmp: Path, redis_db: int, workers: int, name: str):
+    def __init__(self, servers: Servers, tmp: Path, redis_db: int, workers: int, name: str,
+                 settings: dict[str, str] | None = None, scheduler: bool = False):
         self.repo = write_repo(tmp / f"{name}-repo")
         self.url = servers.database()
         self.redis_url = servers.redis.url(redis_db)
@@ -110,7 +120,7 @@ class WorkerStack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
         env.update({"SAMI_DATABASE_URL": self.url, "SAMI_REDIS_URL": self.redis_url,
                     "SAMI_DEPLOYMENTS_REPO": str(self.repo), "SAMI_INSTANCE_DIR": instance,
-                    "SAMI_LOG_LEVEL": "warning"})
+                    "SAMI_LOG_LEVEL": "warning", **(settings or {})})
         from bot.services.tokens import Scopes, create_token
         from bot.web import create_app
 
@@ -118,11 +128,14 @@ class WorkerStack:
         with Session(self.engine) as session:
             self.token = create_token(session, "bench", Scopes(admin=True))
             session.commit()
-        self.client = create_app({"mode": "test", "database_url": self.url, "redis_url": self.redis_url,
-                                  "deployments_repo": str(self.repo), "instance_dir": instance}).test_client()
-        self.processes = [subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env,
+        self.app = create_app({"mode": "test", "database_url": self.url, "redis_url": self.redis_url,
+                               "deployments_repo": str(self.repo), "instance_dir": instance,
+                               "webhook_secret": WEBHOOK_SECRET})
+        self.client = self.app.test_client()
+        commands = [["worker"]] * workers + ([["scheduler", "--interval", "2"]] if scheduler else [])
+        self.processes = [subprocess.Popen([sys.executable, "-m", "bot.cli", *command], env=env,
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                          for _ in range(workers)]
+                          for command in commands]
         time.sleep(3)  # let the workers start
 
     def request(self, body: dict) -> int:
@@ -203,6 +216,89 @@ def bench_latency(servers: Servers, count: int, tmp: Path, workers: int = 2, int
     return {"requests": count, "workers": workers, "per_second": round(1 / interval, 1),
             "p50_ms": round(percentile(latencies, 50), 1), "p99_ms": round(percentile(latencies, 99), 1),
             "max_ms": round(max(latencies), 1)}
+
+
+def commit(pr: int, push: int) -> str:
+    """A distinct head commit sha for push ``push`` (0: the one the pull request was opened at)."""
+    return hashlib.sha256(f"{pr}-{push}".encode()).hexdigest()[:40]
+
+
+def pull_request_event(action: str, pr: int, head: str) -> bytes:
+    """GitHub's example ``pull_request.<action>`` delivery, moved to acme/bench pull request ``pr``."""
+    payload = github_payloads.example("pull_request", action)
+    payload["number"] = pr
+    payload["repository"]["full_name"] = "acme/bench"
+    pull = payload["pull_request"]
+    pull["number"] = pr
+    pull["base"]["repo"]["full_name"] = pull["head"]["repo"]["full_name"] = "acme/bench"
+    pull["head"]["sha"] = head
+    pull["state"] = "open"
+    return github_payloads.body(payload)
+
+
+def bench_burst(servers: Servers, prs: int, pushes: int, gap: float, window: int, tmp: Path, workers: int = 2,
+                senders: int = 25) -> dict:
+    """``prs`` pull requests opened and pushed to ``pushes`` times each, ``gap`` seconds apart (``senders``
+    pull requests at a time), through signed webhooks to the web app, processed by `sami worker`
+    processes and a `sami scheduler` with SAMI_PR_DEBOUNCE_SECONDS=``window``: scripts run per pull
+    request (create and updates), and the time from a pull request's last push to its environment
+    running it."""
+    stack = WorkerStack(servers, tmp, redis_db=6 if window else 5, workers=workers, name=f"burst-{window}",
+                        settings={"SAMI_PR_DEBOUNCE_SECONDS": str(window)}, scheduler=True)
+    last_push: dict[int, datetime] = {}
+
+    def post(action: str, pr: int, head: str) -> None:
+        data = pull_request_event(action, pr, head)
+        response = stack.app.test_client().post("/webhooks/github", data=data, headers=github_payloads.delivery_headers(
+            "pull_request", data, WEBHOOK_SECRET))
+        assert response.status_code == 202, response.get_data(as_text=True)
+
+    def series(pr: int) -> None:
+        post("opened", pr, commit(pr, 0))
+        for push in range(1, pushes + 1):
+            time.sleep(gap)
+            post("synchronize", pr, commit(pr, push))
+        last_push[pr] = datetime.now(UTC)
+
+    def settled() -> bool:
+        with Session(stack.engine) as session:
+            waiting = session.scalar(select(Delivery.id).where(Delivery.status.in_(
+                (DeliveryStatus.RECEIVED, DeliveryStatus.PROCESSING, DeliveryStatus.RETRYING))).limit(1))
+            busy = session.scalar(select(Action.id).where(Action.finished_at.is_(None)).limit(1))
+            return waiting is None and busy is None and session.scalar(
+                select(Deployment.id).where(Deployment.lease_owner.is_not(None)).limit(1)) is None
+
+    try:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(senders) as pool:
+            list(pool.map(series, range(1, prs + 1)))
+        sent_in = time.perf_counter() - started
+        deadline = time.monotonic() + 600
+        while not settled():
+            assert time.monotonic() < deadline, "the burst did not settle within 10 minutes"
+            time.sleep(0.5)
+        with Session(stack.engine) as session:
+            deployments = {d.pull_request: d for d in session.scalars(select(Deployment))}
+            ran = session.execute(select(Deployment.pull_request, Action.finished_at).join(Action)
+                                  .where(Action.script_started_at.is_not(None),
+                                         Action.kind.in_(("create", "update")))).all()
+            failed = session.scalar(select(Delivery.id).where(Delivery.status == DeliveryStatus.FAILED).limit(1))
+    finally:
+        stack.close()
+    runs = Counter(pr for pr, _ in ran)
+    last_done = {}
+    for pr, finished in ran:
+        last_done[pr] = max(last_done.get(pr, finished), finished)
+    lag = [(last_done[pr] - last_push[pr]).total_seconds() * 1000 for pr in last_push]
+    wrong = [(pr, str(d.state), next((f"push {n}" for n in range(pushes + 1) if commit(pr, n) == d.sha), d.sha))
+             for pr, d in deployments.items() if d.state is not DeploymentState.RUNNING or d.sha != commit(pr, pushes)]
+    return {"window_s": window, "pull_requests": prs, "pushes_each": pushes, "gap_s": gap,
+            "sent_in_s": round(sent_in, 1),
+            "scripts_per_pr": dict(sorted(Counter(runs.values()).items())), "max_scripts": max(runs.values()),
+            "failed_deliveries": failed is not None,
+            "not_running_at_last_push": wrong[:5] + ([f"{len(wrong) - 5} more"] if len(wrong) > 5 else []),
+            "last_push_to_done_p50_ms": round(percentile(lag, 50)),
+            "last_push_to_done_p99_ms": round(percentile(lag, 99)), "last_push_to_done_max_ms": round(max(lag))}
 
 
 def bench_swarm(servers: Servers, runs: int, tmp: Path) -> dict:
@@ -298,6 +394,12 @@ def main() -> None:
     parser.add_argument("--actions", type=int, default=40, help="updates for the overhead benchmark")
     parser.add_argument("--latency", type=int, default=200, help="requests for the latency benchmark")
     parser.add_argument("--rate", type=float, default=10.0, help="requests per second in the latency benchmark")
+    parser.add_argument("--burst", type=int, default=200, help="pull requests in the push burst benchmark (0: skip)")
+    parser.add_argument("--pushes", type=int, default=5, help="quick pushes to each pull request in the burst")
+    parser.add_argument("--gap", type=float, default=1.0, help="seconds between a pull request's pushes")
+    parser.add_argument("--senders", type=int, default=25, help="pull requests pushed to at the same time")
+    parser.add_argument("--window", type=int, default=5,
+                        help="SAMI_PR_DEBOUNCE_SECONDS of the burst, compared with 0 (no wait)")
     parser.add_argument("--swarm", type=int, default=3, help="runs of the swarm comparison (0: skip)")
     args = parser.parse_args()
     results = {}
@@ -307,6 +409,11 @@ def main() -> None:
         print("overhead", results["overhead"], flush=True)
         results["latency"] = bench_latency(servers, args.latency, tmp, interval=1 / args.rate)
         print("latency", results["latency"], flush=True)
+        if args.burst:
+            for window in (0, args.window):
+                results[f"burst_window_{window}"] = bench_burst(servers, args.burst, args.pushes, args.gap, window, tmp,
+                                                                senders=args.senders)
+                print(f"burst window {window}", results[f"burst_window_{window}"], flush=True)
         if args.swarm:
             results["swarm"] = bench_swarm(servers, args.swarm, tmp)
             print("swarm", results["swarm"], flush=True)

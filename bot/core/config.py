@@ -52,6 +52,8 @@ class Settings:
     check_interval: int = 60
     reconcile_interval: int = 300  # seconds between reconciliation rounds against GitHub
     redeliver_interval: int = 600  # seconds between rounds looking for missed webhook deliveries
+    # Seconds an update from a pull request push waits for newer pushes to replace it; 0: none.
+    pr_debounce_seconds: int = 5
     retention_days: int = 14
     max_request_bytes: int = 1024 * 1024
     log_level: str = "INFO"
@@ -234,6 +236,7 @@ _VARIABLES: dict[str, tuple[str, object]] = {
     "SAMI_CHECK_INTERVAL": ("check_interval", _int(5, 24 * 3600)),
     "SAMI_RECONCILE_INTERVAL": ("reconcile_interval", _int(60, 24 * 3600)),
     "SAMI_REDELIVER_INTERVAL": ("redeliver_interval", _int(60, 24 * 3600)),
+    "SAMI_PR_DEBOUNCE_SECONDS": ("pr_debounce_seconds", _int(0, 3600)),
     "SAMI_RETENTION_DAYS": ("retention_days", _int(0, 3650)),
     "SAMI_MAX_REQUEST_BYTES": ("max_request_bytes", _int(1024, 64 * 1024 * 1024)),
     "SAMI_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error")),

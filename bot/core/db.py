@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from flask import Flask, current_app, g
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -136,3 +137,11 @@ def unreachable_message(url: str, exc: Exception) -> str:
 def ping(session: Session) -> None:
     """Raise if the database does not answer."""
     session.execute(text("SELECT 1"))
+
+
+def db_now(session: Session) -> datetime:
+    """The database's current time (UTC): the one clock every machine agrees on."""
+    if session.get_bind().dialect.name == "sqlite":
+        return datetime.now(UTC)  # SQLite is the embedded default: one machine, one clock
+    # clock_timestamp(), not now(): now() stands still for the whole transaction.
+    return session.scalar(select(func.clock_timestamp())).astimezone(UTC)

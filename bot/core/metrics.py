@@ -61,7 +61,9 @@ ACTION_DURATION = Histogram(
     "sami_action_duration_seconds", "Time from an action's start on a worker to its end, by kind", ["kind"],
     buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600))
 ACTION_QUEUE_WAIT = Histogram(
-    "sami_action_queue_wait_seconds", "Time from an action's acceptance to its start on a worker, by kind",
+    "sami_action_queue_wait_seconds",
+    "Time from an action's acceptance (or the end of its wait for a retry or newer pushes) to its start on a worker, "
+    "by kind",
     ["kind"], buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800))
 SCRIPT_TIMEOUTS = Counter(
     "sami_script_timeouts", "Control scripts stopped by their timeout, by operation (create, check, ...)",
@@ -87,9 +89,9 @@ def _seconds_since(moment: datetime | None) -> float:
     return max(0.0, (datetime.now(UTC) - moment).total_seconds())
 
 
-def action_started(kind: str, created_at: datetime | None) -> None:
-    """A worker claimed an action accepted at ``created_at``."""
-    ACTION_QUEUE_WAIT.labels(kind).observe(_seconds_since(created_at))
+def action_started(kind: str, may_start_at: datetime | None) -> None:
+    """A worker claimed an action that could start from ``may_start_at`` on."""
+    ACTION_QUEUE_WAIT.labels(kind).observe(_seconds_since(may_start_at))
 
 
 def action_finished(kind: str, result: str, seconds: float) -> None:

@@ -155,7 +155,8 @@ class Action(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
     # The process group of the running script, so a reaper on the worker's host can stop it.
     script_pgid: Mapped[int | None] = mapped_column(Integer)
-    # Tries that could not start (the deployments repo was unreadable), and when to try again.
+    # Tries that could not start (the deployments repo was unreadable). retry_at: the action does not
+    # start before then (the next try, or the end of a pushed update's wait for newer pushes).
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     retry_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -7,8 +7,8 @@ from pathlib import Path
 from bot.core.config import Settings
 from bot.github.client import CheckLine, GitHubClient, GitHubError
 from bot.github.redeliver import WEBHOOK_PATH, watched_repositories
-from bot.manifest_store import ManifestStore
 from bot.manifests import DeploymentsRepoError
+from bot.manifests.store import ManifestStore
 from bot.web.webhooks import EMBEDDED_KEY_FILE
 
 

@@ -26,9 +26,10 @@ PENDING_RETRY_SECONDS = 60  # a delivery waiting for a pending action to settle
 
 def _sync(event: Event, ctx: HandlerContext, pr: pulls.PullRequest) -> str:
     repo = ctx.manifests.current()
+    # Pushes come in series (a rebase, fixups): an update waits a moment for the next one to replace it.
     done = pulls.sync_pull_request(ctx.session, repo, pr, ctx.services, requested_by=f"github:{event.sender}",
                                    origin="webhook", delivery_id=event.delivery_id, settings=ctx.settings,
-                                   github=ctx.github)
+                                   github=ctx.github, debounce=ctx.settings.pr_debounce_seconds)
     if any(line.startswith(pulls.WAITING + " ") for line in done):
         # A pull request closed while its environment still deploys: the whole sync is tried again
         # once that may have settled (it is idempotent, so what was done already is not done twice).

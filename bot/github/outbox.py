@@ -30,6 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from bot.core.db import db_now
 from bot.core.models import Action, Delivery, Deployment, OutboxRow, OutboxState, PullRequestRecord
 from bot.core.states import ActionState, DeploymentState
 from bot.github import comment as sticky
@@ -131,8 +132,10 @@ def _action_rows(connection: Connection, action: Action, deployment: Deployment)
     if action.kind in DEPLOYING_KINDS and sha:
         environment = (f"{deployment.service}-pr-{deployment.pull_request}" if deployment.pull_request
                        else deployment.environment)
+        # An action that may not start yet is shown on GitHub once it may: a newer push may replace it first.
         _insert(connection, key=f"deployment:{action.id}", kind="deployment", repository=repository,
-                payload={"ref": sha, "environment": environment, "transient": bool(deployment.pull_request)}, **ids)
+                payload={"ref": sha, "environment": environment, "transient": bool(deployment.pull_request)},
+                delay=_seconds_to_start(action, datetime.now(UTC)), **ids)
         _latest(connection, "deployment_status", f"deployment_status:{action.id}", repository, **ids)
         _latest(connection, "commit_status", f"commit_status:{action.id}", repository, **ids)
     elif action.kind in STOPPING_KINDS and state is A.SUCCEEDED:
@@ -156,6 +159,13 @@ def _settle_reaction(connection: Connection, delivery_id: str) -> None:
     ok = all(ActionState(s) in (A.SUCCEEDED, A.SUPERSEDED) for s in states)
     _insert(connection, key=f"reaction:{comment_id}:settled", kind="reaction", repository=delivery.repository,
             payload={"comment_id": comment_id, "content": "rocket" if ok else "confused"})
+
+
+def _seconds_to_start(action: Action, now: datetime) -> float:
+    """Seconds until a queued action may start (it waits for a retry, or for newer pushes); 0 if it may."""
+    if ActionState(action.state) is not A.QUEUED or action.retry_at is None:
+        return 0.0
+    return max(0.0, (action.retry_at - now).total_seconds())
 
 
 # --- sending rows -----------------------------------------------------------------------------
@@ -296,13 +306,28 @@ def _send_reply(session: Session, row: OutboxRow, sender: Sender) -> dict[str, A
     return {"comment_id": int(created["id"])}
 
 
+def _never_ran(action: Action | None) -> bool:
+    """Whether the action ended before it started: a newer commit replaced it, or someone cancelled it."""
+    return action is not None and action.started_at is None and action.state in (A.SUPERSEDED, A.CANCELLED)
+
+
+def _wait_for_start(session: Session, action: Action | None) -> None:
+    """Postpone a row about an action that may not start yet: until then a newer push may replace it."""
+    if action is None:
+        return
+    wait = _seconds_to_start(action, db_now(session))
+    if wait > 0:
+        raise Postpone(wait, f"action {action.id} may not start for {wait:.0f} s")
+
+
 def _send_deployment(session: Session, row: OutboxRow, sender: Sender) -> dict[str, Any]:
     payload = row.payload
     deployment = session.get(Deployment, row.deployment_id) if row.deployment_id else None
     action = session.get(Action, row.action_id) if row.action_id else None
-    if action is not None and action.started_at is None and action.state in (A.SUPERSEDED, A.CANCELLED):
+    if _never_ran(action):
         # Never ran: a newer commit replaced it before GitHub heard of it. Nothing to show there.
         return {"skipped": f"the action was {action.state} before it started"}
+    _wait_for_start(session, action)
     description = f"Sami: {deployment.name if deployment else payload['environment']} (action {row.action_id})"
     if row.attempts > 1:  # an earlier try may have created it without its answer reaching Sami
         for item in sender.github.list_deployments(row.repository, sha=payload["ref"],
@@ -384,8 +409,9 @@ def _send_commit_status(session: Session, row: OutboxRow, sender: Sender) -> dic
     deployment = session.get(Deployment, row.deployment_id)
     if action is None or deployment is None or created is None:
         return {"skipped": "the action is gone"}
-    if created.state is OutboxState.SKIPPED:
+    if created.state is OutboxState.SKIPPED or (created.state is not OutboxState.DELIVERED and _never_ran(action)):
         return {"skipped": "the action never ran"}
+    _wait_for_start(session, action)
     state = COMMIT_STATES[ActionState(action.state)]
     if _last_sent(session, "commit_status", action.id) == state:
         return {"skipped": f"GitHub shows {state} already"}

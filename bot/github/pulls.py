@@ -129,10 +129,11 @@ def unwanted_because(manifest: Manifest, pr: PullRequest) -> str | None:
 
 def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, ctx: deployments.Context, *,
                       requested_by: str, origin: str, delivery_id: str | None = None, settings,
-                      github=None) -> list[str]:
+                      github=None, debounce: float = 0) -> list[str]:
     """Make the pull request's environments match its current state; say what was done, one line each.
 
-    Open and wanted: create, restore or update ``<service>-pr-<n>`` to the head commit's tag.
+    Open and wanted: create, restore or update ``<service>-pr-<n>`` to the head commit's tag (an
+    update waits ``debounce`` seconds, so that the next pushes of a series replace it).
     Closed, or no longer wanted (deploy label removed, a fork where forks are off): archive it.
     Webhook events bring back an environment archived at the same commit (a reopen, a label);
     the reconciler (``origin="reconcile"``) only repairs, so it leaves those archived.
@@ -148,7 +149,7 @@ def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, 
     for manifest in manifests:
         try:
             done.append(_sync_one(session, repo, manifest, pr, ctx, requested_by=requested_by, origin=origin,
-                                  delivery_id=delivery_id, gate=gate))
+                                  delivery_id=delivery_id, gate=gate, debounce=debounce))
         except SamiError as exc:  # one service's problem does not hide the others'
             session.rollback()
             done.append(f"failed {manifest.deployment_name(pr.number)}: {exc}")
@@ -159,7 +160,7 @@ def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, 
 
 def _sync_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: PullRequest,
               ctx: deployments.Context, *, requested_by: str, origin: str, delivery_id: str | None,
-              gate: CheckGate | None = None) -> str:
+              gate: CheckGate | None = None, debounce: float = 0) -> str:
     name = manifest.deployment_name(pr.number)
     why_not = unwanted_because(manifest, pr)
     if why_not is not None and pr.state == "open" and pr.fork and not manifest.pr_forks:
@@ -184,19 +185,20 @@ def _sync_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: P
         if blocked:
             return f"{blocked[0]} {name}: {blocked[1]}"
     return deploy_one(session, repo, manifest, pr, ctx, requested_by=requested_by, origin=origin,
-                      delivery_id=delivery_id)
+                      delivery_id=delivery_id, debounce=debounce)
 
 
 def deploy_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: PullRequest, ctx: deployments.Context,
-               *, requested_by: str, origin: str, delivery_id: str | None) -> str:
-    """Bring ``manifest``'s environment of ``pr`` to its head commit (create, restore or update); one line."""
+               *, requested_by: str, origin: str, delivery_id: str | None, debounce: float = 0) -> str:
+    """Bring ``manifest``'s environment of ``pr`` to its head commit (create, restore or update; an update
+    waits ``debounce`` seconds for a newer push to replace it); one line."""
     name = manifest.deployment_name(pr.number)
     short = pr.head_sha[:7]
     request = deployments.DeploymentRequest(
         service=manifest.service_name, environment=manifest.environment, requested_by=requested_by,
         origin=origin, tag=manifest.render_pr_tag(sha=pr.head_sha, number=pr.number, branch=pr.head_ref),
         ref=_ref(pr.head_ref), sha=pr.head_sha, pull_request=pr.number, source_repo=pr.repository,
-        delivery_id=delivery_id)
+        delivery_id=delivery_id, debounce_seconds=debounce)
     ensured = deployments.ensure_deployed(session, repo, request, ctx, revive=origin != "reconcile")
     if ensured.done is None:
         return f"unchanged {name}: {ensured.reason}"

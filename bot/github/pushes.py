@@ -26,8 +26,8 @@ from sqlalchemy.orm import Session
 from bot.core.errors import SamiError
 from bot.core.models import Deployment
 from bot.core.states import DeploymentState
-from bot.manifest_store import ManifestStore
 from bot.manifests import DeploymentsRepo, DeploymentsRepoError, Manifest, ManifestError
+from bot.manifests.store import ManifestStore
 from bot.services import deployments
 
 log = logging.getLogger(__name__)

@@ -51,7 +51,7 @@ class HandlerContext:
     settings and the GitHub client (None where none is configured)."""
 
     session: Session
-    manifests: Any  # bot.manifest_store.ManifestStore
+    manifests: Any  # bot.manifests.store.ManifestStore
     services: Any  # bot.services.deployments.Context
     settings: Any  # bot.core.config.Settings
     github: Any = None  # bot.github.client.GitHubClient

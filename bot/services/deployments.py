@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bot.core import naming
+from bot.core.db import db_now
 from bot.core.errors import Conflict, Invalid, NotFound
 from bot.core.models import Action, Deployment
 from bot.core.states import (
@@ -59,6 +60,9 @@ class DeploymentRequest:
     app_overrides: Mapping[str, str] = field(default_factory=dict)
     deployment_overrides: Mapping[str, str] = field(default_factory=dict)
     delivery_id: str | None = None
+    # Seconds an update waits before it starts, so that a newer request can replace it (pushes to a
+    # pull request come in series); 0 starts it at once.
+    debounce_seconds: float = 0
 
 
 @dataclass(frozen=True)
@@ -210,13 +214,14 @@ def _lock_or_create(session: Session, name: str, service: str, environment: str,
 
 
 def _record(session: Session, deployment: Deployment, kind: str, *, requested_by: str, origin: str,
-            config: dict, delivery_id: str | None = None) -> Action:
+            config: dict, delivery_id: str | None = None, not_before: datetime | None = None) -> Action:
     if origin not in ORIGINS:
         raise ValueError(f"unknown origin {origin!r}")
     # By the deployment's id, not deployment.actions.append: that would load every earlier action
     # (the whole history) while the deployment's row is locked.
     action = Action(deployment_id=deployment.id, kind=kind, state=ActionState.QUEUED,
-                    requested_by=requested_by[:255], origin=origin, delivery_id=delivery_id, config=config)
+                    requested_by=requested_by[:255], origin=origin, delivery_id=delivery_id, config=config,
+                    retry_at=not_before)
     session.add(action)
     session.flush()
     return action
@@ -235,10 +240,36 @@ def _supersede_queued_updates(session: Session, deployment: Deployment, keep: Ac
     return result.rowcount or 0
 
 
-def _commit_and_queue(session: Session, ctx: Context, deployment: Deployment, action: Action) -> Accepted:
+@dataclass(frozen=True)
+class Start:
+    """When a new action may start: ``not_before`` (None: at once), ``delay`` seconds from now."""
+
+    not_before: datetime | None = None
+    delay: float = 0.0
+
+
+def _debounced_start(session: Session, deployment: Deployment, seconds: float) -> Start:
+    """When a debounced update may start: when the queued update it replaces was to start (the
+    window the first push of a series opened), or else ``seconds`` from now."""
+    if seconds <= 0:
+        return Start()
+    waiting = session.execute(
+        select(Action.retry_at).where(Action.deployment_id == deployment.id, Action.state == ActionState.QUEUED,
+                                      Action.kind == "update")
+        .order_by(Action.id.desc()).limit(1)).first()
+    now = db_now(session)
+    not_before = waiting.retry_at if waiting is not None else now + timedelta(seconds=seconds)
+    if not_before is None:
+        return Start()  # the update it replaces was due already: this one does not wait longer
+    return Start(not_before, max(0.0, (not_before - now).total_seconds()))
+
+
+def _commit_and_queue(session: Session, ctx: Context, deployment: Deployment, action: Action,
+                      start: Start = Start()) -> Accepted:
     session.commit()
-    queued = ctx.broker.enqueue_action(session, action.id) if ctx.broker is not None else False
-    log.info("accepted %s of %s as action %s (queued: %s)", action.kind, deployment.name, action.id, queued,
+    queued = ctx.broker.enqueue_action(session, action.id, delay=start.delay) if ctx.broker is not None else False
+    log.info("accepted %s of %s as action %s (queued: %s%s)", action.kind, deployment.name, action.id, queued,
+             f", starts in {start.delay:.0f} s" if start.delay else "",
              extra={"deployment": deployment.name, "action_id": action.id})
     return Accepted(deployment.name, action.id, action.kind, str(deployment.state), queued)
 
@@ -294,11 +325,13 @@ def request_deployment(session: Session, repo: DeploymentsRepo, request: Deploym
     deployment.sha = request.sha or deployment.sha
     deployment.manifest_sha = repo.sha
     deployment.links = deployment_links(manifest, deployment, ctx)
+    start = _debounced_start(session, deployment, request.debounce_seconds) if kind == "update" else Start()
     action = _record(session, deployment, kind, requested_by=request.requested_by, origin=request.origin,
-                     delivery_id=request.delivery_id, config=action_config(deployment, manifest, repo))
+                     delivery_id=request.delivery_id, config=action_config(deployment, manifest, repo),
+                     not_before=start.not_before)
     if kind == "update":
         _supersede_queued_updates(session, deployment, action)
-    return _commit_and_queue(session, ctx, deployment, action)
+    return _commit_and_queue(session, ctx, deployment, action, start)
 
 
 def action_config(deployment: Deployment, manifest: Manifest, repo: DeploymentsRepo) -> dict:

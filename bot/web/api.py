@@ -56,7 +56,7 @@ def _check_query():
 
 
 def _manifests():
-    from bot.manifest_store import ManifestStore
+    from bot.manifests.store import ManifestStore
 
     store = current_app.extensions.get("sami.manifests")
     if store is None:

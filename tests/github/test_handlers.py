@@ -5,22 +5,31 @@ running the probe control scripts of tests/pipeline."""
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import REGISTRY
+from rq import SimpleWorker
+from rq.job import Job
+from rq.registry import ScheduledJobRegistry
 from sqlalchemy import select, update
 
 import bot.github.handlers  # noqa: F401  (registers the handlers)
+from bot.core.db import db_now
 from bot.core.models import Action, Deployment
 from bot.core.states import ActionState, DeploymentState
 from bot.github import router
 from bot.services import deployments
+from bot.services.tokens import Scopes, create_token
 from tests.pipeline import conftest as pipeline
 from tests.pipeline.conftest import read_record
 from tests.support import github_payloads
+from workers.queue import ACTIONS_QUEUE, CHECKS_QUEUE
 from workers.scheduler import Scheduler, TickReport
 
 # The pipeline's fixtures: the probe deployments repo, a worker context, a burst worker.
@@ -237,8 +246,6 @@ def test_what_does_not_concern_sami_is_ignored_with_a_reason(db_session, dispatc
 
 
 def test_the_allowlist_applies_to_events(db_session, dispatch, worker_ctx, monkeypatch):
-    from dataclasses import replace
-
     monkeypatch.setattr(worker_ctx, "settings", replace(worker_ctx.settings, github_repositories=("acme/web",)))
     assert dispatch(pr_event("opened")) == "ignored: acme/probe is not in SAMI_GITHUB_REPOSITORIES"
     assert deployment(db_session) is None
@@ -268,3 +275,171 @@ def test_a_pull_request_closed_while_it_deploys_is_archived_once_that_settles(db
     assert dispatch(closed).startswith("archived probe-pr-5")
     work()
     assert deployment(db_session).state is S.ARCHIVED
+
+
+# --- pushes close together: an update waits for newer pushes -------------------------------------
+
+WINDOW = 60
+
+
+@pytest.fixture
+def window(worker_ctx, monkeypatch) -> int:
+    """SAMI_PR_DEBOUNCE_SECONDS of a minute; tests move the clocks past it instead of waiting."""
+    monkeypatch.setattr(worker_ctx, "settings", replace(worker_ctx.settings, pr_debounce_seconds=WINDOW))
+    return WINDOW
+
+
+def window_ends(db_session, redis_client=None) -> list[int]:
+    """The waiting actions' time comes: their start is moved to a moment ago on the database's clock
+    and, with ``redis_client``, on RQ's schedule; returns their ids."""
+    now = db_now(db_session)
+    waiting = list(db_session.scalars(select(Action.id).where(Action.state == ActionState.QUEUED,
+                                                              Action.retry_at > now)))
+    db_session.execute(update(Action).where(Action.id.in_(waiting)).values(retry_at=now - timedelta(seconds=1)))
+    db_session.commit()
+    if redis_client is not None:
+        registry = ScheduledJobRegistry(ACTIONS_QUEUE, connection=redis_client)
+        for action_id in waiting:
+            registry.schedule(Job.fetch(str(action_id), connection=redis_client),
+                              datetime.now(UTC) - timedelta(seconds=1))
+    return waiting
+
+
+@pytest.fixture
+def work_when_due(redis_client, work):
+    """A worker with RQ's scheduler, as `sami worker` runs: jobs whose time came are queued, then run."""
+
+    def run() -> None:
+        SimpleWorker([ACTIONS_QUEUE, CHECKS_QUEUE], connection=redis_client).work(
+            burst=True, with_scheduler=True, logging_level="WARNING")
+        work()  # fails the test if a job raised
+
+    return run
+
+
+def test_pushes_within_the_window_cost_the_create_and_one_update(db_session, dispatch, work, work_when_due, record,
+                                                                  window, redis_client):
+    # A worker that runs each job as soon as it is queued: work() after the deliveries.
+    assert dispatch(pr_event("opened", head=sha(1))) == f"created probe-pr-5 at {sha(1)[:7]}"
+    assert dispatch(pr_event("synchronize", head=sha(2))) == f"updated probe-pr-5 to {sha(2)[:7]}"
+    work()
+    for n in (3, 4, 5, 6):
+        assert dispatch(pr_event("synchronize", head=sha(n))) == f"updated probe-pr-5 to {sha(n)[:7]}"
+        work()
+    # The create ran; each push replaced the update before it, which had not started.
+    assert runs(record) == [f"create probe-pr-5 {sha(1)}"]
+    updates = [a for a in actions(db_session) if a.kind == "update"]
+    assert [a.state for a in updates] == [ActionState.SUPERSEDED] * 4 + [ActionState.QUEUED]
+    # They wait until the end of the window the first push opened (a series cannot put it off).
+    first = updates[0]
+    assert timedelta(seconds=WINDOW - 10) < first.retry_at - first.created_at <= timedelta(seconds=WINDOW + 1)
+    assert {a.retry_at for a in updates} == {first.retry_at}
+    assert deployment(db_session).state is S.UPDATE_PENDING
+
+    assert window_ends(db_session, redis_client) == [updates[-1].id]
+    work_when_due()
+    d = deployment(db_session)
+    assert (d.state, d.tag, d.sha) == (S.RUNNING, sha(6), sha(6))
+    assert runs(record) == [f"create probe-pr-5 {sha(1)}", f"update probe-pr-5 {sha(6)}"]
+
+
+def test_a_push_after_the_window_waits_a_window_of_its_own(db_session, dispatch, work, work_when_due, record,
+                                                           window, redis_client):
+    dispatch(pr_event("opened", head=sha(1)))
+    work()
+    dispatch(pr_event("synchronize", head=sha(2)))
+    work()
+    window_ends(db_session, redis_client)
+    work_when_due()
+    assert runs(record) == [f"create probe-pr-5 {sha(1)}", f"update probe-pr-5 {sha(2)}"]
+
+    pushed_at = db_now(db_session)
+    assert dispatch(pr_event("synchronize", head=sha(3))) == f"updated probe-pr-5 to {sha(3)[:7]}"
+    work()
+    latest = actions(db_session)[-1]
+    assert latest.state is ActionState.QUEUED
+    assert latest.retry_at >= pushed_at + timedelta(seconds=WINDOW - 1)
+    assert len(runs(record)) == 2
+    window_ends(db_session, redis_client)
+    work_when_due()
+    d = deployment(db_session)
+    assert (d.state, d.tag) == (S.RUNNING, sha(3))
+    assert runs(record)[2:] == [f"update probe-pr-5 {sha(3)}"]
+
+
+def test_a_ci_request_is_not_delayed_and_replaces_a_waiting_push(db_session, dispatch, work, record, window,
+                                                                 client):
+    token = create_token(db_session, "ci", Scopes(services=("probe",), environments=("pull_request",),
+                                                  actions=("deploy",)))
+    db_session.commit()
+    dispatch(pr_event("opened", head=sha(1)))
+    work()
+    dispatch(pr_event("synchronize", head=sha(2)))
+    work()
+    assert runs(record) == [f"create probe-pr-5 {sha(1)}"]
+
+    response = client.post("/deployment_request", headers={"Authorization": f"Bearer {token}"},
+                           data=json.dumps({"service": "probe", "environment": "pull_request", "tag": "built-2",
+                                            "pull_request": 5}), content_type="application/json")
+    assert response.status_code == 202, response.json
+    work()  # no time passes
+    assert runs(record) == [f"create probe-pr-5 {sha(1)}", "update probe-pr-5 built-2"]
+    pushed, requested = actions(db_session)[-2:]
+    assert (pushed.state, requested.state, requested.retry_at) == (ActionState.SUPERSEDED, ActionState.SUCCEEDED,
+                                                                   None)
+    assert deployment(db_session).state is S.RUNNING
+
+
+def test_the_sweep_starts_a_waiting_update_that_no_scheduler_queued(db_session, dispatch, work, record, window,
+                                                                     worker_ctx):
+    dispatch(pr_event("opened", head=sha(1)))
+    work()
+    dispatch(pr_event("synchronize", head=sha(2)))
+    work()
+    waiting = actions(db_session)[-1]
+
+    def sweep() -> list[int]:
+        report = TickReport()
+        # A few seconds on: the sweep leaves actions accepted a moment ago to their own jobs.
+        Scheduler(worker_ctx).sweep(report, db_now(db_session) + timedelta(seconds=5))
+        return report.queued
+
+    assert sweep() == []  # not due yet
+    # Its time comes, but nothing moves its job from RQ's schedule (no worker runs RQ's scheduler).
+    window_ends(db_session)
+    assert sweep() == [waiting.id]
+    work()
+    assert runs(record) == [f"create probe-pr-5 {sha(1)}", f"update probe-pr-5 {sha(2)}"]
+    assert deployment(db_session).state is S.RUNNING
+
+
+def test_an_update_waits_for_a_worker_from_the_end_of_its_window(db_session, dispatch, work, work_when_due, window,
+                                                                 redis_client):
+    def quick_starts() -> float:  # updates that waited for a worker 30 s or less
+        return REGISTRY.get_sample_value("sami_action_queue_wait_seconds_bucket", {"kind": "update", "le": "30.0"}) or 0
+
+    dispatch(pr_event("opened", head=sha(1)))
+    work()
+    dispatch(pr_event("synchronize", head=sha(2)))
+    work()
+    waiting = actions(db_session)[-1]
+    # Accepted an hour ago; its window ends now, and a worker starts it at once.
+    db_session.execute(update(Action).where(Action.id == waiting.id)
+                       .values(created_at=db_now(db_session) - timedelta(hours=1)))
+    db_session.commit()
+    window_ends(db_session, redis_client)
+    before = quick_starts()
+    work_when_due()
+    assert actions(db_session)[-1].state is ActionState.SUCCEEDED
+    assert quick_starts() == before + 1
+
+
+def test_a_waiting_update_is_scheduled_no_earlier_than_its_time(db_session, dispatch, work, window, redis_client):
+    dispatch(pr_event("opened", head=sha(1)))
+    work()
+    dispatch(pr_event("synchronize", head=sha(2)))
+    waiting = actions(db_session)[-1]
+    # RQ's schedule counts whole seconds: a job queued within the second before its time would find
+    # its action not due yet, and leave it to the sweep.
+    scheduled = ScheduledJobRegistry(ACTIONS_QUEUE, connection=redis_client).get_scheduled_time(str(waiting.id))
+    assert waiting.retry_at <= scheduled <= waiting.retry_at + timedelta(seconds=2)

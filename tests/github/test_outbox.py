@@ -48,15 +48,16 @@ def worker_ctx(settings, session_factory, redis_client):
     set_context(None)
 
 
-def pr_request(number: int = 7, sha: str = HEAD) -> deployments.DeploymentRequest:
+def pr_request(number: int = 7, sha: str = HEAD, debounce: float = 0) -> deployments.DeploymentRequest:
     return deployments.DeploymentRequest(service="probe", environment="pull_request", requested_by="github:octocat",
                                       origin="webhook", tag=sha, sha=sha, pull_request=number,
-                                      source_repo="acme/probe")
+                                      source_repo="acme/probe", debounce_seconds=debounce)
 
 
-def accept(db_session, worker_ctx, number: int = 7, sha: str = HEAD) -> deployments.Accepted:
+def accept(db_session, worker_ctx, number: int = 7, sha: str = HEAD, debounce: float = 0) -> deployments.Accepted:
     ctx = deployments.Context.from_settings(worker_ctx.settings, None)  # recorded, not queued: the test runs it
-    return deployments.request_deployment(db_session, worker_ctx.manifests.current(), pr_request(number, sha), ctx)
+    return deployments.request_deployment(db_session, worker_ctx.manifests.current(),
+                                       pr_request(number, sha, debounce), ctx)
 
 
 def rows(db_session) -> list[OutboxRow]:
@@ -432,3 +433,46 @@ def test_a_try_whose_claim_went_stale_leaves_the_row_to_the_new_claim(own_worker
                                                                             {"state": "success"})
     # The stale job's answer was not its to write: it reports nothing.
     assert returned == {"the stale try": None, "the new try": "delivered"}
+
+
+def test_an_update_waiting_for_newer_pushes_shows_on_github_only_once_it_may_start(db_session, worker_ctx,
+                                                                                 github_mock):
+    with FlakyProxy(github_mock.url) as proxy:
+        worker_ctx.github = token_client(proxy.url)
+        first = accept(db_session, worker_ctx)
+        settle(db_session, first.action_id)
+        deliver_due(db_session, worker_ctx)
+        sent = len(proxy.forwarded)
+        older = accept(db_session, worker_ctx, sha="2" * 40, debounce=60)
+        # However often the outbox is sent while the update waits, GitHub hears nothing of it.
+        for _ in range(2):
+            deliver_due(db_session, worker_ctx)
+        waiting = {row.kind: row.state for row in rows(db_session) if row.action_id == older.action_id}
+        assert waiting == {"deployment": O.PENDING, "deployment_status": O.PENDING, "commit_status": O.PENDING}
+        assert [path for _, path, _ in proxy.forwarded[sent:] if "/deployments" in path or "/statuses/" in path] == []
+
+        # A newer push replaces it: it never shows on GitHub.
+        newer = accept(db_session, worker_ctx, sha="3" * 40, debounce=60)
+        assert db_session.get(Action, older.action_id).state is ActionState.SUPERSEDED
+        deliver_due(db_session, worker_ctx)
+        by_action = {(row.kind, row.action_id): row for row in rows(db_session)}
+        assert by_action[("deployment", older.action_id)].result == {
+            "skipped": "the action was superseded before it started"}
+        assert by_action[("commit_status", older.action_id)].result == {"skipped": "the action never ran"}
+        assert by_action[("deployment_status", older.action_id)].state is O.SKIPPED
+        assert by_action[("deployment", newer.action_id)].state is O.PENDING
+
+        # The newer one's time comes and it runs: its Deployment and statuses are sent, for its commit only.
+        db_session.execute(update(Action).where(Action.id == newer.action_id)
+                           .values(retry_at=db_now(db_session) - timedelta(seconds=1)))
+        db_session.commit()
+        settle(db_session, newer.action_id)
+        for _ in range(2):
+            deliver_due(db_session, worker_ctx)
+        by_action = {(row.kind, row.action_id): row for row in rows(db_session)}
+        assert by_action[("deployment", newer.action_id)].state is O.DELIVERED
+        assert by_action[("deployment_status", newer.action_id)].result == {"state": "success"}
+        assert by_action[("commit_status", newer.action_id)].result == {"state": "success"}
+        shown = [(path, body.get("ref")) for _, path, body in proxy.forwarded[sent:]
+                 if path.endswith("/deployments") or "/statuses/" in path]
+        assert shown == [("/repos/acme/probe/deployments", "3" * 40), (f"/repos/acme/probe/statuses/{'3' * 40}", None)]

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bot.manifests.store import ManifestStore
 
-from bot import manifest_store
-from bot.manifest_store import ManifestStore
 from bot.manifests import (
     DeploymentsRepoError,
     GitCredentials,
@@ -21,6 +20,7 @@ from bot.manifests import (
     load_deployments_repo,
     prune_trees,
 )
+from bot.manifests import store as manifest_store
 
 from .conftest import EXAMPLES, git
 

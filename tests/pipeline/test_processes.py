@@ -12,16 +12,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session, undefer
 
 from bot.core.models import Action, Deployment
 from bot.core.states import ActionState, DeploymentState
+from bot.manifests import load_deployments_repo
+from bot.services import deployments
 from bot.services.tokens import Scopes, create_token
 from bot.web import create_app
 from tests.pipeline.probe_scripts import write_probe_repo
 from tests.support.procs import alive, wait_until
 from tests.support.servers import RedisServer
+from workers.queue import RQBroker
 
 pytestmark = pytest.mark.slow
 
@@ -181,6 +185,27 @@ def test_a_worker_that_lost_its_lease_stops_its_script(stack):
     action = stack.actions()[0]
     assert action.state is ActionState.RUNNING  # settling it is no longer this worker's business
     assert stack.deployment().lease_owner == "another-worker"
+
+
+def test_a_worker_starts_an_update_that_waited_when_its_time_comes(stack):
+    stack.start("worker")
+    assert stack.request("v1")[0] == 202
+    stack.wait(lambda: stack.deployment().state is DeploymentState.RUNNING, 60, "Running")
+    # An update that may start a second from now, as a push to a pull request is accepted; no
+    # `sami scheduler` runs, so RQ's scheduler in the worker process is what queues it.
+    broker = RQBroker(redis.Redis.from_url(stack.config["redis_url"]))
+    with Session(stack.engine) as session:
+        accepted = deployments.request_deployment(
+            session, load_deployments_repo(stack.repo),
+            deployments.DeploymentRequest(service="probe", environment="stage", tag="v2", requested_by="test",
+                                       origin="webhook", debounce_seconds=1),
+            deployments.Context("sami", "example.test", "sami", broker))
+    assert accepted.queued
+    stack.wait(lambda: stack.actions()[-1].state.finished, 60, "the update")
+    update = stack.actions()[-1]
+    assert (update.id, update.state) == (accepted.action_id, ActionState.SUCCEEDED)
+    assert update.script_started_at >= update.retry_at
+    assert stack.deployment().tag == "v2"
 
 
 def test_green_runs_leave_no_working_copies(stack):
