@@ -7,13 +7,25 @@ import uuid
 
 import pytest
 import redis as redis_lib
-from sqlalchemy import create_engine, text
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.orm import Session, sessionmaker
 
-from bot.web import create_app, db
+from bot.core import db
+from bot.core.states import changes_pending
+from bot.web import create_app
 from tests.support.docker import swarm_session  # noqa: F401  (the private Swarm, started on first use)
 from tests.support.github_mock import ANSWER_TIMEOUT
 from tests.support.servers import PostgresServer, RedisServer, running
+
+
+@event.listens_for(Session, "before_commit")
+def _state_changes_commit_through_the_outbox(session: Session) -> None:
+    """A guard of the tests only: a state change committed without bot.outbox.commit would never
+    reach GitHub. Every state-changing path the tests drive fails here if it forgets."""
+    if changes_pending(session):
+        raise AssertionError("a state change was committed with session.commit(), not bot.outbox.commit(session): "
+                             "GitHub would never hear of it")
+
 
 TEST_DATABASE = "sami_test"
 TEST_REDIS_DB = 1

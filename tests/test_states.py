@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
+from sqlalchemy.orm import Session, object_session
 
+from bot.core.models import Action, Deployment
 from bot.core.states import (
     ACTION_TRANSITIONS,
     TRANSITIONS,
@@ -17,7 +18,10 @@ from bot.core.states import (
     FailureReason,
     IllegalActionTransition,
     IllegalTransition,
+    StateChange,
     after_cancel,
+    changes_pending,
+    take_changes,
     transition,
     transition_action,
 )
@@ -39,8 +43,16 @@ ALL_PAIRS = list(itertools.product(DeploymentState, DeploymentState))
 
 
 def _deployment(state):
-    return SimpleNamespace(name="web-stage", state=state, failure_reason=None, status_message=None,
-                           status_changed_at=None, archived_at=None)
+    """A deployment record in a session of its own (no database: states only records the change on it)."""
+    deployment = Deployment(name="web-stage", state=state, failure_reason=None, status_message=None)
+    Session().add(deployment)
+    return deployment
+
+
+def _action(state):
+    action = Action(state=state, started_at=None, heartbeat_at=None, finished_at=None, duration_ms=None, worker="w1")
+    Session().add(action)
+    return action
 
 
 def test_expected_table_names_every_state():
@@ -107,8 +119,7 @@ ACTION_PAIRS = list(itertools.product(ActionState, ActionState))
 @pytest.mark.parametrize(("current", "wanted"), ACTION_PAIRS,
                          ids=[f"{a}->{b}" for a, b in ACTION_PAIRS])
 def test_every_action_pair(current, wanted):
-    action = SimpleNamespace(id=7, state=current, started_at=None, heartbeat_at=None,
-                             finished_at=None, duration_ms=None, worker="w1")
+    action = _action(current)
     if wanted.value in EXPECTED_ACTIONS[current.value]:
         transition_action(action, wanted)
         assert action.state is wanted
@@ -147,3 +158,28 @@ def test_after_cancel_is_a_transition_from_the_pending_state(kind, ran, wanted):
     transition(deployment, wanted, reason=FailureReason.CANCELLED)
     if wanted is DeploymentState.FAILURE:
         assert deployment.failure_reason is FailureReason.CANCELLED
+
+
+def test_every_change_is_recorded_on_its_session_in_order_and_taken_once():
+    session = Session()
+    deployment = Deployment(id=3, name="web-stage", state=DeploymentState.RUNNING)
+    action = Action(id=8, state=ActionState.QUEUED)
+    session.add_all([deployment, action])
+    transition(deployment, DeploymentState.UPDATE_PENDING)
+    transition_action(action, ActionState.RUNNING)
+    assert changes_pending(session)
+    assert take_changes(session) == [StateChange("deployment", 3, "Running", "UpdatePending"),
+                                     StateChange("action", 8, "queued", "running")]
+    assert take_changes(session) == [] and not changes_pending(session)
+
+
+def test_a_refused_change_records_nothing():
+    deployment = _deployment(DeploymentState.ARCHIVED)
+    with pytest.raises(IllegalTransition):
+        transition(deployment, DeploymentState.RUNNING)
+    assert take_changes(object_session(deployment)) == []
+
+
+def test_a_change_outside_a_session_is_refused_rather_than_lost():
+    with pytest.raises(RuntimeError, match="outside a database session"):
+        transition(Deployment(name="web-stage", state=DeploymentState.RUNNING), DeploymentState.FAILURE)

@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import exists, select
 from sqlalchemy.orm.exc import StaleDataError
 
+from bot import outbox
 from bot.core.models import Action, Deployment
 from bot.core.states import (
     LIVE_STATES,
@@ -130,7 +131,7 @@ def _periodic(ctx: WorkerContext, deployment_id: int, kind: str, owner: str) -> 
                     transition(deployment, S.FAILURE, reason=reason, message=message)
         deployment.checked_at = db_now(session)
         deployment.check_failures, deployment.check_retry_at = 0, None
-        session.commit()
+        outbox.commit(session)
         if deployment.state is not old:
             log.info("%s: %s is %s (was %s)", kind, deployment.name, deployment.state, old,
                      extra={"deployment": deployment.name})

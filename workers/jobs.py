@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import exists, select, update
 
+from bot import outbox
 from bot.core import metrics
 from bot.core.errors import failure_text
 from bot.core.models import Action, Deployment
@@ -29,6 +30,7 @@ from bot.core.states import (
     FailureReason,
     after_cancel,
     can_transition,
+    claim_action,
     transition,
     transition_action,
 )
@@ -194,12 +196,8 @@ class Run:
     def claim(self) -> bool:
         """queued -> running, only if still queued (another worker may have taken it)."""
         with self.ctx.session() as session:
-            now = db_now(session)
-            claimed = session.execute(
-                update(Action).where(Action.id == self.action_id, Action.state == ActionState.QUEUED)
-                .values(state=ActionState.RUNNING, started_at=now, heartbeat_at=now, worker=self.owner[:255])
-                .execution_options(synchronize_session=False)).rowcount == 1
-            session.commit()
+            claimed = claim_action(session, self.action_id, self.owner, db_now(session))
+            outbox.commit(session)
         self.claimed = claimed
         return claimed
 
@@ -450,7 +448,7 @@ def _finish(run: Run, outcome: Outcome) -> tuple[DeploymentState, DeploymentStat
             else:
                 log.warning("%s is %s; not moving it to %s after action %s", deployment.name,
                             deployment.state, outcome.deployment_state, action.id)
-        session.commit()
+        outbox.commit(session)
         new_state = deployment.state
     log.info("action %s %s: %s is %s", run.action_id, outcome.state, run.deployment_name, new_state,
              extra={"action_id": run.action_id, "deployment": run.deployment_name})

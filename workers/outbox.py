@@ -15,7 +15,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from bot.core.models import OutboxRow, OutboxState
-from bot.github import outbox
+from bot.github import senders
 from bot.github.client import GitHubError, RateLimited
 from workers.context import WorkerContext, get_context
 from workers.lease import db_now
@@ -80,10 +80,10 @@ def deliver_outbox_row(row_id: int, ctx: WorkerContext | None = None) -> str | N
             state, values["result"] = O.SKIPPED, {"skipped": "no GitHub credentials are set"}
         else:
             try:
-                result = outbox.send(session, row, outbox.Sender(ctx.github, ctx.settings.public_url))
+                result = senders.send(session, row, senders.Sender(ctx.github, ctx.settings.public_url))
                 state = O.SKIPPED if "skipped" in result else O.DELIVERED
                 values["result"] = result
-            except outbox.Postpone as wait:
+            except senders.Postpone as wait:
                 session.rollback()
                 state, values = O.PENDING, {"due_at": db_now(session) + timedelta(seconds=wait.seconds),
                                             "attempts": OutboxRow.attempts - 1, "last_error": str(wait)}

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import exists, func, select, update
 
+from bot import outbox
 from bot.core.models import Action, Delivery, DeliveryStatus, Deployment
 from bot.core.states import (
     LIVE_STATES,
@@ -181,7 +182,7 @@ class Scheduler:
                 if deployment.lease_owner == worker:
                     deployment.lease_owner = None
                     deployment.lease_expires_at = None
-                session.commit()
+                outbox.commit(session)
                 log.warning("reaped action %s of %s (%s)", action.id, deployment.name,
                             "re-queued" if action.state is ActionState.QUEUED else str(action.state),
                             extra={"action_id": action.id, "deployment": deployment.name})

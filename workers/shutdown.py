@@ -20,6 +20,7 @@ from rq import SimpleWorker
 from rq.worker import WorkerStatus
 from sqlalchemy import select
 
+from bot import outbox
 from bot.core.models import Action
 from bot.core.states import ActionState, transition_action
 from workers.runner import StopScript
@@ -71,7 +72,7 @@ def requeue(session_factory, action_id: int, owner: str) -> bool:
         action.script_started_at = None
         action.script_pgid = None
         action.log = Action.log + "\n# the worker stopped before the action ended; handed back to the queue\n"
-        session.commit()
+        outbox.commit(session)
     log.warning("action %s handed back to the queue: the worker is stopping", action_id,
                 extra={"action_id": action_id})
     return True

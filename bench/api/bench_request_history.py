@@ -83,10 +83,11 @@ def seed(config: dict, actions: int, log_kb: int) -> dict:
     from sqlalchemy import insert, select, update
     from sqlalchemy.orm import Session
 
+    from bot.core import db
     from bot.core.models import Action, Deployment
     from bot.core.states import ActionState, DeploymentState
     from bot.services.tokens import Scopes, create_token
-    from bot.web import create_app, db
+    from bot.web import create_app
 
     db.upgrade(config["database_url"])
     engine = db.make_engine(config["database_url"])

@@ -24,7 +24,48 @@ from sqlalchemy import (
 from sqlalchemy import text as sa_text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from bot.core.states import ActionState, DeploymentState, FailureReason
+
+class DeploymentState(enum.StrEnum):
+    """Where a deployment is in its life; Octopod's states plus CleanupPending and Removed."""
+
+    CREATE_PENDING = "CreatePending"
+    UPDATE_PENDING = "UpdatePending"
+    ARCHIVE_PENDING = "ArchivePending"
+    CLEANUP_PENDING = "CleanupPending"
+    RUNNING = "Running"
+    FAILURE = "Failure"
+    ARCHIVED = "Archived"
+    CLEANUP_FAILED = "CleanupFailed"
+    # A cleaned-up (or deleted) deployment: its row and history stay, its name can be reused.
+    REMOVED = "Removed"
+
+
+class FailureReason(enum.StrEnum):
+    """Why a deployment is in Failure; ``check`` exit codes 2 and 3 map to the first two."""
+
+    PARTIAL_AVAILABILITY = "partial_availability"
+    TAG_MISMATCH = "tag_mismatch"
+    TIMED_OUT = "timed_out"
+    GENERIC = "generic"
+    # its action was cancelled (while queued or while its script ran)
+    CANCELLED = "cancelled"
+
+
+class ActionState(enum.StrEnum):
+    """Where one requested operation is: queued, running, or one of its ends."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    SUPERSEDED = "superseded"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (ActionState.QUEUED, ActionState.RUNNING)
+
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -254,7 +295,7 @@ class OutboxState(enum.StrEnum):
 
 class OutboxRow(Base):
     """One GitHub side effect (a comment, reaction, Deployment, status), written in the transaction of
-    the state change that causes it and delivered later by a job, with retries; see bot.github.outbox."""
+    the state change that causes it and delivered later by a job, with retries; see bot.outbox."""
 
     __tablename__ = "outbox"
 
@@ -268,6 +309,8 @@ class OutboxRow(Base):
     pull_request: Mapped[int | None] = mapped_column(Integer)
     deployment_id: Mapped[int | None] = mapped_column(BigInteger)
     action_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The webhook delivery that caused it (None for CI's and people's requests, and the scheduler's).
+    delivery_id: Mapped[str | None] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     state: Mapped[OutboxState] = mapped_column(_enum(OutboxState), default=OutboxState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -283,6 +326,7 @@ class OutboxRow(Base):
         Index(None, "state", "due_at"),
         Index(None, "repository", "pull_request"),
         Index(None, "action_id"),
+        Index(None, "delivery_id"),
         # At most one waiting row per coalesce key (PostgreSQL and SQLite both have partial indexes).
         Index("uq_outbox_pending_coalesce_key", "coalesce_key", unique=True,
               postgresql_where=sa_text("state = 'pending'"), sqlite_where=sa_text("state = 'pending'")),
@@ -316,8 +360,3 @@ class PullRequestRecord(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     __table_args__ = (UniqueConstraint("repository", "number"),)
-
-
-# The outbox's flush hook writes GitHub side effects with the state changes of these records: it is
-# part of what writing them means, so it is installed wherever they are.
-import bot.github.outbox  # noqa: E402,F401

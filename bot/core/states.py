@@ -1,36 +1,21 @@
-"""The deployment and action state machines: the only place that writes a state."""
+"""The deployment and action state machines: the only place that writes a state.
+
+Every change made here is recorded on its session (``StateChange``); ``bot.outbox.commit`` turns
+the recorded changes into the GitHub side effects they imply and commits them together, so a
+caller that changes a state commits with the outbox, and what GitHub hears follows from the call.
+"""
 
 from __future__ import annotations
 
-import enum
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy import update
+from sqlalchemy.orm import Session, object_session
 
-class DeploymentState(enum.StrEnum):
-    """Where a deployment is in its life; Octopod's states plus CleanupPending and Removed."""
+from bot.core.models import Action, ActionState, Deployment, DeploymentState, FailureReason
 
-    CREATE_PENDING = "CreatePending"
-    UPDATE_PENDING = "UpdatePending"
-    ARCHIVE_PENDING = "ArchivePending"
-    CLEANUP_PENDING = "CleanupPending"
-    RUNNING = "Running"
-    FAILURE = "Failure"
-    ARCHIVED = "Archived"
-    CLEANUP_FAILED = "CleanupFailed"
-    # A cleaned-up (or deleted) deployment: its row and history stay, its name can be reused.
-    REMOVED = "Removed"
-
-
-class FailureReason(enum.StrEnum):
-    """Why a deployment is in Failure; ``check`` exit codes 2 and 3 map to the first two."""
-
-    PARTIAL_AVAILABILITY = "partial_availability"
-    TAG_MISMATCH = "tag_mismatch"
-    TIMED_OUT = "timed_out"
-    GENERIC = "generic"
-    # its action was cancelled (while queued or while its script ran)
-    CANCELLED = "cancelled"
-
+__all__ = ["ActionState", "DeploymentState", "FailureReason"]  # the machine's words, defined with the records
 
 S = DeploymentState
 
@@ -113,6 +98,7 @@ def can_transition(current: DeploymentState, wanted: DeploymentState) -> bool:
 def transition(deployment, wanted: DeploymentState, *, reason: FailureReason | None = None,
                message: str | None = None, now: datetime | None = None) -> DeploymentState:
     """Move ``deployment`` to ``wanted`` or raise IllegalTransition; return the previous state."""
+    session = _session_of(deployment)
     current = DeploymentState(deployment.state)
     wanted = DeploymentState(wanted)
     if (current, wanted) not in TRANSITIONS:
@@ -131,6 +117,7 @@ def transition(deployment, wanted: DeploymentState, *, reason: FailureReason | N
         deployment.archived_at = now
     elif wanted in (S.CREATE_PENDING, S.REMOVED) and current is not S.CLEANUP_FAILED:
         deployment.archived_at = None
+    _record(session, StateChange("deployment", deployment.id, str(current), str(wanted)))
     return current
 
 
@@ -143,22 +130,6 @@ def note_check_failing(deployment, kind: str, reason: str) -> None:
 def clear_check_failing(deployment, message: str | None = None) -> None:
     """The periodic check of ``deployment`` runs again: ``message`` replaces the note that it could not."""
     deployment.status_message = message
-
-
-class ActionState(enum.StrEnum):
-    """Where one requested operation is: queued, running, or one of its ends."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    CANCELLED = "cancelled"
-    SUPERSEDED = "superseded"
-
-    @property
-    def finished(self) -> bool:
-        return self not in (ActionState.QUEUED, ActionState.RUNNING)
 
 
 A = ActionState
@@ -189,6 +160,7 @@ class IllegalActionTransition(Exception):
 
 def transition_action(action, wanted: ActionState, *, now: datetime | None = None) -> ActionState:
     """Move ``action`` to ``wanted`` or raise IllegalActionTransition; return the previous state."""
+    session = _session_of(action)
     current = ActionState(action.state)
     wanted = ActionState(wanted)
     if (current, wanted) not in ACTION_TRANSITIONS:
@@ -209,4 +181,82 @@ def transition_action(action, wanted: ActionState, *, now: datetime | None = Non
             if started.tzinfo is None:
                 started = started.replace(tzinfo=UTC)
             action.duration_ms = int((now - started).total_seconds() * 1000)
+    _record(session, StateChange("action", action.id, str(current), str(wanted)))
     return current
+
+
+def new_action(session: Session, action: Action) -> Action:
+    """Add ``action`` to ``session`` as queued: it enters the machine (a GitHub Deployment may follow)."""
+    action.state = A.QUEUED
+    session.add(action)
+    session.flush()  # its id, for the record and the queue
+    _record(session, StateChange("action", action.id, None, str(A.QUEUED)))
+    return action
+
+
+def claim_action(session: Session, action_id: int, worker: str, now: datetime) -> bool:
+    """queued -> running for ``worker``, only if the action is still queued (another worker may have
+    taken it, or a cancel come first): one conditional update, so two claims never both win."""
+    claimed = session.execute(
+        update(Action).where(Action.id == action_id, Action.state == A.QUEUED)
+        .values(state=A.RUNNING, started_at=now, heartbeat_at=now, worker=worker[:255])
+        .execution_options(synchronize_session=False)).rowcount == 1
+    if claimed:
+        _record(session, StateChange("action", action_id, str(A.QUEUED), str(A.RUNNING)))
+    return claimed
+
+
+def supersede_queued_updates(session: Session, deployment: Deployment, keep: Action) -> list[int]:
+    """Mark the queued updates of ``deployment`` older than ``keep`` superseded (only the newest runs);
+    returns their ids. One statement, whatever their number (a burst of pushes)."""
+    now = datetime.now(UTC)
+    ids = list(session.scalars(
+        update(Action)
+        .where(Action.deployment_id == deployment.id, Action.id != keep.id,
+               Action.state == A.QUEUED, Action.kind == "update")
+        .values(state=A.SUPERSEDED, finished_at=now, error=f"superseded by action {keep.id}")
+        .returning(Action.id).execution_options(synchronize_session=False)))
+    for action_id in ids:
+        _record(session, StateChange("action", action_id, str(A.QUEUED), str(A.SUPERSEDED)))
+    return ids
+
+
+# --- the record of changes ------------------------------------------------------------------------
+
+CHANGES = "sami.state_changes"  # the session's info key of the changes not committed yet
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """One state change made here: a deployment's or an action's, from what (None: new) to what."""
+
+    record: str  # "deployment" or "action"
+    id: int
+    previous: str | None
+    current: str
+
+
+def _session_of(record) -> Session:
+    session = object_session(record)
+    if session is None:
+        raise RuntimeError(f"{record!r} changed state outside a database session: its change cannot be recorded")
+    return session
+
+
+def _record(session: Session, change: StateChange) -> None:
+    # Kept with the transaction they were made in: a rolled-back transaction's changes never happened.
+    session.info.setdefault(CHANGES, []).append((session.get_transaction(), change))
+
+
+def take_changes(session: Session) -> list[StateChange]:
+    """The changes made in ``session``'s current transaction since the last call, in order (those of
+    a transaction rolled back since are dropped)."""
+    current = session.get_transaction()
+    recorded = session.info.pop(CHANGES, [])
+    return [change for transaction, change in recorded if transaction is current and current is not None]
+
+
+def changes_pending(session: Session) -> bool:
+    """Whether ``session``'s current transaction has changes the outbox has not taken."""
+    current = session.get_transaction()
+    return any(transaction is current for transaction, _ in session.info.get(CHANGES, ()))

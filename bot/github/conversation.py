@@ -18,10 +18,11 @@ import threading
 import time
 from collections.abc import Callable
 
+from bot import outbox
 from bot.core.errors import SamiError
 from bot.core.models import Deployment
 from bot.core.states import DeploymentState
-from bot.github import commands, outbox, pulls
+from bot.github import commands, pulls
 from bot.github import comment as sticky
 from bot.github.client import GitHubError
 from bot.github.router import Event, HandlerContext, Retry, handles

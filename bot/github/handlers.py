@@ -9,7 +9,8 @@ import logging
 
 from sqlalchemy import select
 
-from bot.github import conversation, outbox, pulls, pushes  # noqa: F401  (conversation: its handlers register)
+from bot import outbox
+from bot.github import conversation, pulls, pushes  # noqa: F401  (conversation: its handlers register)
 from bot.github.client import GitHubError
 from bot.github.router import Event, HandlerContext, Retry, handles
 from bot.manifests import DeploymentsRepoError, PrDeploy

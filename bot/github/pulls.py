@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot import outbox
 from bot.core import naming
 from bot.core.errors import SamiError
 from bot.manifests import DeploymentsRepo, Manifest, PrDeploy
@@ -219,13 +220,11 @@ def approved(session: Session, pr: PullRequest) -> bool:
 def remember(session: Session, pr: PullRequest) -> None:
     """Keep the pull request's head commit and fork-ness for its sticky comment (a new head of a fork
     waits for a new approval, and the comment says so)."""
-    from bot.github.outbox import pull_request_record, request_sticky_comment
-
-    record = pull_request_record(session, pr.repository, pr.number)
+    record = outbox.pull_request_record(session, pr.repository, pr.number)
     if (record.head_sha, record.fork) != (pr.head_sha, pr.fork):
         record.head_sha, record.fork = pr.head_sha, pr.fork
         if pr.fork:
-            request_sticky_comment(session.connection(), pr.repository, pr.number)
+            outbox.request_sticky_comment(session.connection(), pr.repository, pr.number)
     session.commit()
 
 
@@ -265,12 +264,10 @@ class CheckGate:
         return HELD, f"waiting for CI at {short} ({verdict.summary})"
 
     def _remember(self, verdict) -> None:
-        from bot.github.outbox import pull_request_record, request_sticky_comment
-
-        record = pull_request_record(self.session, self.pr.repository, self.pr.number)
+        record = outbox.pull_request_record(self.session, self.pr.repository, self.pr.number)
         wanted = {"sha": self.pr.head_sha, "state": verdict.state, "summary": verdict.summary[:300],
                   "services": sorted(set(self.services))}
         if record.checks != wanted:
             record.checks = wanted
-            request_sticky_comment(self.session.connection(), self.pr.repository, self.pr.number)
+            outbox.request_sticky_comment(self.session.connection(), self.pr.repository, self.pr.number)
         self.session.commit()

@@ -13,10 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from bot import outbox
 from bot.core import naming
 from bot.core.db import db_now
 from bot.core.errors import Conflict, Invalid, NotFound
@@ -28,6 +29,8 @@ from bot.core.states import (
     FailureReason,
     IllegalTransition,
     after_cancel,
+    new_action,
+    supersede_queued_updates,
     transition,
     transition_action,
 )
@@ -219,25 +222,8 @@ def _record(session: Session, deployment: Deployment, kind: str, *, requested_by
         raise ValueError(f"unknown origin {origin!r}")
     # By the deployment's id, not deployment.actions.append: that would load every earlier action
     # (the whole history) while the deployment's row is locked.
-    action = Action(deployment_id=deployment.id, kind=kind, state=ActionState.QUEUED,
-                    requested_by=requested_by[:255], origin=origin, delivery_id=delivery_id, config=config,
-                    retry_at=not_before)
-    session.add(action)
-    session.flush()
-    return action
-
-
-def _supersede_queued_updates(session: Session, deployment: Deployment, keep: Action) -> int:
-    """Mark older queued updates of ``deployment`` superseded: only the newest one will run."""
-    now = datetime.now(UTC)
-    result = session.execute(
-        update(Action)
-        .where(Action.deployment_id == deployment.id, Action.id != keep.id,
-               Action.state == ActionState.QUEUED, Action.kind == "update")
-        .values(state=ActionState.SUPERSEDED, finished_at=now, error=f"superseded by action {keep.id}")
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount or 0
+    return new_action(session, Action(deployment_id=deployment.id, kind=kind, requested_by=requested_by[:255],
+                                      origin=origin, delivery_id=delivery_id, config=config, retry_at=not_before))
 
 
 @dataclass(frozen=True)
@@ -266,7 +252,7 @@ def _debounced_start(session: Session, deployment: Deployment, seconds: float) -
 
 def _commit_and_queue(session: Session, ctx: Context, deployment: Deployment, action: Action,
                       start: Start = Start()) -> Accepted:
-    session.commit()
+    outbox.commit(session)
     queued = ctx.broker.enqueue_action(session, action.id, delay=start.delay) if ctx.broker is not None else False
     log.info("accepted %s of %s as action %s (queued: %s%s)", action.kind, deployment.name, action.id, queued,
              f", starts in {start.delay:.0f} s" if start.delay else "",
@@ -330,7 +316,7 @@ def request_deployment(session: Session, repo: DeploymentsRepo, request: Deploym
                      delivery_id=request.delivery_id, config=action_config(deployment, manifest, repo),
                      not_before=start.not_before)
     if kind == "update":
-        _supersede_queued_updates(session, deployment, action)
+        supersede_queued_updates(session, deployment, action)
     return _commit_and_queue(session, ctx, deployment, action, start)
 
 
@@ -515,7 +501,7 @@ def delete_deployment(session: Session, name: str, *, requested_by: str, origin:
     if deployment.state is not S.CLEANUP_FAILED:
         raise IllegalTransition(name, deployment.state, S.REMOVED)
     transition(deployment, S.REMOVED, message=f"deleted from the records by {requested_by}")
-    session.commit()
+    outbox.commit(session)
     log.info("deleted the record of %s", name, extra={"deployment": name})
     return name
 
@@ -583,7 +569,7 @@ def rollback_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx:
     action = _record(session, deployment, "update", requested_by=requested_by, origin=origin,
                      config={**action_config(deployment, manifest, repo), "rollback_to": target.id},
                      delivery_id=delivery_id)
-    _supersede_queued_updates(session, deployment, action)
+    supersede_queued_updates(session, deployment, action)
     return _commit_and_queue(session, ctx, deployment, action)
 
 
@@ -672,7 +658,7 @@ def cancel_action(session: Session, action_id: int, ctx: Context, *, requested_b
     else:
         raise Conflict(f"action {action_id} already ended ({action.state}); there is nothing to cancel",
                        state=str(deployment.state), action_state=str(action.state))
-    session.commit()
+    outbox.commit(session)
     log.info("cancel of action %s (%s) by %s: it is %s", action.id, action.kind, who, action.state,
              extra={"deployment": deployment.name, "action_id": action.id})
     return action

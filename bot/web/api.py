@@ -14,10 +14,11 @@ from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import undefer
 
+from bot import outbox
 from bot.core import naming
 from bot.core.db import get_session
 from bot.core.errors import Invalid
-from bot.core.models import Action, Deployment
+from bot.core.models import Action, Deployment, OutboxRow
 from bot.services import deployments, queries
 from bot.services.tokens import Scopes, TokenError, authenticate
 from bot.web import openapi
@@ -454,9 +455,6 @@ OUTBOX_STATES = ("pending", "delivering", "delivered", "skipped", "failed")
 def list_outbox():
     """GitHub side effects and their delivery state, newest first (admin). ``?state=`` (repeatable),
     ``?limit=`` (default 100, at most 500)."""
-    from bot.core.models import OutboxRow
-    from bot.github.outbox import row_to_dict
-
     require("admin")
     states = request.args.getlist("state")
     unknown = sorted(set(states) - set(OUTBOX_STATES))
@@ -469,4 +467,4 @@ def list_outbox():
     if states:
         query = query.where(OutboxRow.state.in_(states))
     rows = get_session().scalars(query).all()
-    return jsonify(outbox=[row_to_dict(row) for row in rows])
+    return jsonify(outbox=[outbox.row_to_dict(row) for row in rows])

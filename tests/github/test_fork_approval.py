@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import select
 
 import bot.github.handlers  # noqa: F401  (registers the handlers)
+from bot import outbox
 from bot.core.models import Action, PullRequestRecord
-from bot.github import conversation, outbox, router
+from bot.github import conversation, router, senders
 from tests.github.conftest import token_client
 from tests.github.test_conversation import comment_payload
 from tests.github.test_handlers import pr_event, sha
@@ -38,7 +39,7 @@ def comment(body: str) -> router.Event:
 
 def sticky(db_session, worker_ctx) -> str:
     found = outbox.pull_request_record(db_session, REPOSITORY, NUMBER)
-    return outbox.render_comment(db_session, REPOSITORY, NUMBER, found, outbox.Sender(None, "https://sami.test"),
+    return senders.render_comment(db_session, REPOSITORY, NUMBER, found, senders.Sender(None, "https://sami.test"),
                                  datetime.now(UTC))
 
 

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
+from bot import outbox
 from bot.core import db
 from bot.core.config import settings_from_mapping
 from bot.core.models import Action, Deployment, OutboxRow, OutboxState, PullRequestRecord
 from bot.core.states import ActionState, DeploymentState, transition, transition_action
-from bot.github import outbox
 from bot.services import deployments
 from tests.github import webhook_fixtures
 from tests.github.conftest import token_client
@@ -69,11 +69,20 @@ def settle(db_session, action_id: int, state: ActionState = ActionState.SUCCEEDE
     """Run and finish an action as a worker does: action and deployment change in one transaction."""
     action = db_session.get(Action, action_id)
     transition_action(action, ActionState.RUNNING)
-    db_session.commit()
+    outbox.commit(db_session)
     transition_action(action, state)
     deployment = db_session.get(Deployment, action.deployment_id)
     transition(deployment, DeploymentState.RUNNING if state is ActionState.SUCCEEDED else DeploymentState.FAILURE)
-    db_session.commit()
+    outbox.commit(db_session)
+
+
+def settle_running(db_session, action_id: int, state: ActionState) -> None:
+    """Finish a running action as a worker does."""
+    action = db_session.get(Action, action_id)
+    transition_action(action, state)
+    deployment = db_session.get(Deployment, action.deployment_id)
+    transition(deployment, DeploymentState.RUNNING if state is ActionState.SUCCEEDED else DeploymentState.FAILURE)
+    outbox.commit(db_session)
 
 
 def make_due(db_session) -> None:
@@ -101,30 +110,45 @@ def test_an_accepted_pull_request_deploy_writes_its_github_effects_in_the_same_t
 
 
 def test_a_rolled_back_state_change_leaves_no_row(db_session, worker_ctx):
-    deployment = Deployment(name="probe-pr-9", service="probe", environment="pull_request", type="swarm",
-                            state=DeploymentState.RUNNING, source_repo="acme/probe", pull_request=9,
-                            app_overrides={}, deployment_overrides={}, links=[])
-    db_session.add(deployment)
+    db_session.add(Deployment(name="probe-pr-9", service="probe", environment="pull_request", type="swarm",
+                              state=DeploymentState.RUNNING, source_repo="acme/probe", pull_request=9,
+                              app_overrides={}, deployment_overrides={}, links=[]))
     db_session.commit()
-    assert [row.kind for row in rows(db_session)] == ["comment"]
+    deployment = db_session.scalars(select(Deployment)).one()
     transition(deployment, DeploymentState.FAILURE)
+    outbox.commit(db_session)
+    assert [row.kind for row in rows(db_session)] == ["comment"]
+    make_due(db_session)  # the comment row is not waiting any more: a new change would add one
+    db_session.execute(update(OutboxRow).values(state=O.DELIVERED))
+    db_session.commit()
+    transition(db_session.get(Deployment, deployment.id), DeploymentState.RUNNING)
     db_session.flush()
     db_session.rollback()
+    outbox.commit(db_session)  # the rolled-back change is not taken by the next commit
     assert len(rows(db_session)) == 1
 
 
-def test_many_changes_while_a_row_waits_add_no_rows(db_session, worker_ctx):
+def test_a_state_change_committed_without_the_outbox_fails_the_tests_guard(db_session, worker_ctx):
+    accepted = accept(db_session, worker_ctx)
+    transition_action(db_session.get(Action, accepted.action_id), ActionState.RUNNING)
+    with pytest.raises(AssertionError, match="GitHub would never hear of it"):
+        db_session.commit()
+    db_session.rollback()
+
+
+def test_many_changes_while_a_row_waits_add_no_rows_but_every_state_is_a_deployment_status(db_session, worker_ctx):
     first = accept(db_session, worker_ctx)
-    before = len(rows(db_session))
     settle(db_session, first.action_id)
     second = accept(db_session, worker_ctx, sha="2" * 40)
     settle(db_session, second.action_id)
-    kinds = [row.kind for row in rows(db_session)]
-    # One comment row for the whole pull request; one Deployment, one status and one commit status row
-    # per action, however often each changed.
-    assert kinds.count("comment") == 1
-    assert kinds.count("deployment") == 2 and kinds.count("deployment_status") == 2
-    assert len(kinds) == before + 3
+    kinds = [(row.kind, row.action_id) for row in rows(db_session)]
+    # One comment row for the whole pull request; one Deployment and one commit status row per action,
+    # however often each changed; one Deployment status per state each action reached.
+    assert [kind for kind, _ in kinds].count("comment") == 1
+    for action in (first.action_id, second.action_id):
+        assert kinds.count(("deployment", action)) == 1 and kinds.count(("commit_status", action)) == 1
+        assert [row.payload["state"] for row in rows(db_session)
+                if (row.kind, row.action_id) == ("deployment_status", action)] == ["queued", "in_progress", "success"]
 
 
 def test_rows_are_sent_through_pygithub_to_githubs_api_description(db_session, worker_ctx, github_mock):
@@ -132,7 +156,8 @@ def test_rows_are_sent_through_pygithub_to_githubs_api_description(db_session, w
     accepted = accept(db_session, worker_ctx)
     settle(db_session, accepted.action_id)
     results = deliver_due(db_session, worker_ctx)
-    assert results.count("delivered") == 4, results
+    # The comment, the Deployment, its three statuses and the commit status.
+    assert results.count("delivered") == 6, results
     by_kind = {row.kind: row for row in rows(db_session)}
     assert by_kind["deployment"].result == {"github_deployment": 1}  # the id in the example Prism answers
     assert by_kind["deployment_status"].result == {"state": "success"}
@@ -194,13 +219,64 @@ def test_github_answering_502_delays_every_row_and_loses_none(db_session, worker
         # status per action.
         assert counts == {
             "POST /repos/acme/probe/deployments": 2,
-            "POST /repos/acme/probe/deployments/{n}/statuses": 2,
+            "POST /repos/acme/probe/deployments/{n}/statuses": 6,
             "POST /repos/acme/probe/issues/{n}/comments": 2,
             "POST /repos/acme/probe/statuses/{sha}": 2,
         }, counts
         statuses = [body["state"] for method, path, body in proxy.forwarded if path.endswith("/statuses")
                     and "deployments" in path]
-        assert sorted(statuses) == ["failure", "success"]
+        assert sorted(statuses) == ["failure", "in_progress", "in_progress", "queued", "queued", "success"]
+
+
+def deployment_statuses(proxy) -> list[tuple[str, str]]:
+    """The Deployment statuses GitHub was sent, in order: (Deployment path, state)."""
+    return [(path.rsplit("/", 1)[0], body["state"]) for method, path, body in proxy.forwarded
+            if method == "POST" and path.endswith("/statuses") and "/deployments/" in path]
+
+
+def test_githubs_deployment_sees_queued_then_in_progress_then_success(db_session, worker_ctx, github_mock):
+    with FlakyProxy(github_mock.url) as proxy:
+        worker_ctx.github = token_client(proxy.url)
+        accepted = accept(db_session, worker_ctx)
+        deliver_due(db_session, worker_ctx)
+        action = db_session.get(Action, accepted.action_id)
+        transition_action(action, ActionState.RUNNING)  # what a worker's claim does
+        outbox.commit(db_session)
+        deliver_due(db_session, worker_ctx)
+        settle_running(db_session, accepted.action_id, ActionState.SUCCEEDED)
+        deliver_due(db_session, worker_ctx)
+        assert [state for _, state in deployment_statuses(proxy)] == ["queued", "in_progress", "success"]
+
+
+def test_githubs_deployment_sees_every_state_in_order_even_when_sent_late(db_session, worker_ctx, github_mock):
+    with FlakyProxy(github_mock.url) as proxy:
+        worker_ctx.github = token_client(proxy.url)
+        accepted = accept(db_session, worker_ctx)
+        settle(db_session, accepted.action_id, ActionState.FAILED)  # all before anything was sent
+        # Sent newest first, each try of an earlier state's row waits for it: the order holds.
+        for _ in range(4):
+            make_due(db_session)
+            for row_id in reversed(outbox_jobs.due_rows(db_session, db_now(db_session))):
+                outbox_jobs.deliver_outbox_row(row_id, ctx=worker_ctx)
+        assert [state for _, state in deployment_statuses(proxy)] == ["queued", "in_progress", "failure"]
+
+
+def test_a_superseded_updates_deployment_becomes_inactive(db_session, worker_ctx, github_mock):
+    with FlakyProxy(github_mock.url) as proxy:
+        worker_ctx.github = token_client(proxy.url)
+        first = accept(db_session, worker_ctx)
+        settle(db_session, first.action_id)
+        older = accept(db_session, worker_ctx, sha="2" * 40)
+        deliver_due(db_session, worker_ctx)  # GitHub hears of the queued update...
+        newer = accept(db_session, worker_ctx, sha="3" * 40)  # ...which a newer push replaces
+        assert db_session.get(Action, older.action_id).state is ActionState.SUPERSEDED
+        deliver_due(db_session, worker_ctx)
+        by_action = {(row.kind, row.action_id, row.payload.get("state")): row.state for row in rows(db_session)}
+        assert by_action[("deployment_status", older.action_id, "inactive")] is O.DELIVERED
+        # After the first action's three: the older one queued, then inactive; the newer one queued (Prism
+        # answers every create with the same Deployment id, so the rows tell which status was whose).
+        assert sorted(state for _, state in deployment_statuses(proxy)[3:]) == ["inactive", "queued", "queued"]
+        assert by_action[("deployment_status", newer.action_id, "queued")] is O.DELIVERED
 
 
 def test_a_retried_comment_looks_for_the_one_an_unanswered_try_posted(db_session, worker_ctx, github_mock):

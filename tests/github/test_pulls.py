@@ -188,7 +188,7 @@ def test_decisions(db_session, repo, ctx, service, before, sha, changes, origin,
 
 
 def test_a_writers_approval_deploys_a_fork_at_that_commit_only(db_session, repo, ctx):
-    from bot.github.outbox import pull_request_record
+    from bot.outbox import pull_request_record
 
     record = pull_request_record(db_session, "acme/web", 7)
     record.approved_sha = HEAD

@@ -13,9 +13,10 @@ import yaml
 from sqlalchemy import select
 
 import bot.github.handlers  # noqa: F401  (registers the handlers)
-from bot.core.models import Action, Deployment, PullRequestRecord
+from bot import outbox
+from bot.core.models import Action, Deployment, OutboxRow, PullRequestRecord
 from bot.core.states import DeploymentState
-from bot.github import checks, outbox, router
+from bot.github import checks, router, senders
 from tests.github.conftest import token_client
 from tests.github.test_handlers import pr_event, sha
 from tests.pipeline import conftest as pipeline
@@ -76,8 +77,8 @@ def check_suite(head: str) -> router.Event:
 
 def sticky_text(db_session, worker_ctx, number: int = 5) -> str:
     record_ = outbox.pull_request_record(db_session, REPOSITORY, number)
-    return outbox.render_comment(db_session, REPOSITORY, number, record_,
-                                 outbox.Sender(None, worker_ctx.settings.public_url), datetime.now(UTC))
+    return senders.render_comment(db_session, REPOSITORY, number, record_,
+                                 senders.Sender(None, worker_ctx.settings.public_url), datetime.now(UTC))
 
 
 def actions(db_session) -> list[Action]:
@@ -175,8 +176,8 @@ def test_a_deploy_command_waits_for_green_checks_too(db_session, dispatch, worke
         assert actions(db_session) == []
         assert "| probe | ⏳ Waiting for CI |" in sticky_text(db_session, worker_ctx)
         # The held command keeps its 👀: no final reaction until something runs.
-        reactions = db_session.scalars(select(outbox.OutboxRow.payload).where(outbox.OutboxRow.kind == "reaction")
-                                       .order_by(outbox.OutboxRow.id))
+        reactions = db_session.scalars(select(OutboxRow.payload).where(OutboxRow.kind == "reaction")
+                                       .order_by(OutboxRow.id))
         assert [(r["comment_id"], r["content"]) for r in reactions] == [(1, "eyes"), (1, "confused"), (2, "eyes")]
 
         fake.answer(sha(1), run("build", "success"))

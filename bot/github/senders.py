@@ -1,58 +1,39 @@
-"""The GitHub outbox: every GitHub side effect is a row written in the transaction that causes it.
+"""Sending the outbox's rows: each kind of GitHub side effect as the request that makes it.
 
-One mechanism writes the rows that follow state changes: a SQLAlchemy ``after_flush`` hook on every
-session. Whenever a flush writes a deployment's or an action's state (and states are written only
-through bot.core.states), the hook adds the rows that change implies, with the flush's own connection, so
-they commit or roll back with it. No caller can forget them, and no state change is reported that
-did not commit. Rows that follow commands (a reaction, a reply) are written by the command handler
-in its transaction with ``add``.
-
-Rows are delivered later by a job (workers/outbox.py) with retries and backoff. Each row has a
-``key``: an insert of a key already there does nothing, so an effect is recorded once. Rows that
-show "the latest state of something" (the sticky comment, a Deployment's status, a commit status)
-also have a ``coalesce_key``: while one such row waits, no other is added, and the row renders the
-state as it is when it is sent, so many changes within ``COALESCE_SECONDS`` become one request.
-What GitHub gives back (the comment's id, the Deployment's id) is stored on first success, and a
-retry of a create first looks for what an earlier, unanswered try may have created.
+A row is sent by a job (workers/outbox.py) with the GitHub client. What a row shows is read when
+it is sent (a coalesced row renders the latest state); a create first looks for what an earlier,
+unanswered try may have made; what GitHub gives back (the comment's id, the Deployment's id) is
+kept as the row's result for the rows after it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
-import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, inspect, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot import outbox
 from bot.core.db import db_now
-from bot.core.models import Action, Delivery, Deployment, OutboxRow, OutboxState, PullRequestRecord
+from bot.core.models import Action, Deployment, OutboxRow, OutboxState, PullRequestRecord
 from bot.core.states import ActionState, DeploymentState
 from bot.github import comment as sticky
+from bot.github.client import GitHubError
 
-log = logging.getLogger(__name__)
 A = ActionState
 
-COALESCE_SECONDS = 3.0
-# Actions that put a commit somewhere: each gets a GitHub Deployment and a commit status.
-DEPLOYING_KINDS = frozenset({"create", "update", "restore", "rollback"})
-# Actions that take an environment down: its last GitHub Deployment becomes inactive.
-STOPPING_KINDS = frozenset({"archive", "cleanup"})
-DESCRIPTION = 140  # GitHub's limit for statuses and Deployments
-
-DEPLOYMENT_STATES = {
-    A.QUEUED: "queued", A.RUNNING: "in_progress", A.SUCCEEDED: "success", A.FAILED: "failure",
-    A.TIMED_OUT: "failure", A.CANCELLED: "error", A.SUPERSEDED: "inactive",
-}
 COMMIT_STATES = {
     A.QUEUED: "pending", A.RUNNING: "pending", A.SUCCEEDED: "success", A.FAILED: "failure",
     A.TIMED_OUT: "failure", A.CANCELLED: "error", A.SUPERSEDED: "error",
 }
+ACTION_WORDS = {A.QUEUED: "queued", A.RUNNING: "running", A.SUCCEEDED: "done", A.FAILED: "failed",
+                A.TIMED_OUT: "timed out", A.CANCELLED: "cancelled", A.SUPERSEDED: "superseded by a newer request"}
+# A Deployment status in the words of its description.
+STATE_WORDS = {"queued": "queued", "in_progress": "running", "success": "done", "failure": "failed",
+               "error": "cancelled", "inactive": "superseded by a newer request"}
 
 
 class Postpone(Exception):
@@ -63,112 +44,6 @@ class Postpone(Exception):
         super().__init__(reason)
         self.seconds = seconds
 
-
-# --- writing rows -----------------------------------------------------------------------------
-
-def _insert(connection: Connection, *, key: str, kind: str, repository: str, pull_request: int | None = None,
-            deployment_id: int | None = None, action_id: int | None = None, payload: dict | None = None,
-            coalesce_key: str | None = None, delay: float = 0.0) -> None:
-    dialect = connection.dialect.name
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-    now = datetime.now(UTC)
-    connection.execute(insert(OutboxRow.__table__).values(
-        key=key[:255], coalesce_key=coalesce_key[:255] if coalesce_key else None, kind=kind, repository=repository,
-        pull_request=pull_request, deployment_id=deployment_id, action_id=action_id, payload=payload or {},
-        state=OutboxState.PENDING.value, attempts=0, due_at=now + timedelta(seconds=delay), created_at=now,
-    ).on_conflict_do_nothing())
-
-
-def _latest(connection: Connection, kind: str, coalesce_key: str, repository: str, **ids: Any) -> None:
-    """A row rendering the latest state, unless one is waiting already."""
-    _insert(connection, key=f"{coalesce_key}@{uuid.uuid4().hex}", kind=kind, repository=repository,
-            coalesce_key=coalesce_key, delay=COALESCE_SECONDS, **ids)
-
-
-def request_sticky_comment(connection: Connection, repository: str, number: int,
-                           delay: float = COALESCE_SECONDS) -> None:
-    """Refresh the sticky comment of pull request ``number`` soon (coalesced with other changes)."""
-    key = f"comment:{repository}#{int(number)}"
-    _insert(connection, key=f"{key}@{uuid.uuid4().hex}", kind="comment", repository=repository,
-            pull_request=number, coalesce_key=key, delay=delay)
-
-
-def add(session: Session, *, key: str, kind: str, repository: str, payload: dict, pull_request: int | None = None,
-        delay: float = 0.0) -> None:
-    """Record a one-off effect (a reaction, a reply, a validation status) in ``session``'s transaction."""
-    _insert(session.connection(), key=key, kind=kind, repository=repository, pull_request=pull_request,
-            payload=payload, delay=delay)
-
-
-def _changed(obj: Any) -> bool:
-    history = inspect(obj).attrs.state.history
-    return bool(history.added)
-
-
-@event.listens_for(Session, "after_flush")
-def _after_flush(session: Session, _flush_context) -> None:
-    """Rows for the deployment and action state changes this flush wrote, in its transaction."""
-    changed = [obj for obj in (*session.new, *session.dirty) if isinstance(obj, Deployment | Action) and _changed(obj)]
-    if not changed:
-        return
-    connection = session.connection()
-    for obj in changed:
-        if isinstance(obj, Deployment):
-            if obj.source_repo and obj.pull_request:
-                request_sticky_comment(connection, obj.source_repo, obj.pull_request)
-            continue
-        deployment = session.get(Deployment, obj.deployment_id)
-        if deployment is None or not deployment.source_repo:
-            continue
-        _action_rows(connection, obj, deployment)
-
-
-def _action_rows(connection: Connection, action: Action, deployment: Deployment) -> None:
-    repository = deployment.source_repo
-    assert repository is not None
-    ids = {"pull_request": deployment.pull_request, "deployment_id": deployment.id, "action_id": action.id}
-    state = ActionState(action.state)
-    sha = (action.config or {}).get("sha") or deployment.sha
-    if action.kind in DEPLOYING_KINDS and sha:
-        environment = (f"{deployment.service}-pr-{deployment.pull_request}" if deployment.pull_request
-                       else deployment.environment)
-        # An action that may not start yet is shown on GitHub once it may: a newer push may replace it first.
-        _insert(connection, key=f"deployment:{action.id}", kind="deployment", repository=repository,
-                payload={"ref": sha, "environment": environment, "transient": bool(deployment.pull_request)},
-                delay=_seconds_to_start(action, datetime.now(UTC)), **ids)
-        _latest(connection, "deployment_status", f"deployment_status:{action.id}", repository, **ids)
-        _latest(connection, "commit_status", f"commit_status:{action.id}", repository, **ids)
-    elif action.kind in STOPPING_KINDS and state is A.SUCCEEDED:
-        _insert(connection, key=f"inactive:{action.id}", kind="inactive", repository=repository, **ids)
-    if state.finished and action.delivery_id:
-        _settle_reaction(connection, action.delivery_id)
-
-
-def _settle_reaction(connection: Connection, delivery_id: str) -> None:
-    """Once every action a `/sami` comment asked for has finished: rocket, or confused if one failed."""
-    states = connection.execute(select(Action.state).where(Action.delivery_id == delivery_id)).scalars().all()
-    if not states or not all(ActionState(s).finished for s in states):
-        return
-    delivery = connection.execute(select(Delivery.event, Delivery.payload, Delivery.repository)
-                                  .where(Delivery.delivery_id == delivery_id)).first()
-    if delivery is None or delivery.event != "issue_comment":
-        return
-    comment_id = ((delivery.payload or {}).get("comment") or {}).get("id")
-    if not comment_id or not delivery.repository:
-        return
-    ok = all(ActionState(s) in (A.SUCCEEDED, A.SUPERSEDED) for s in states)
-    _insert(connection, key=f"reaction:{comment_id}:settled", kind="reaction", repository=delivery.repository,
-            payload={"comment_id": comment_id, "content": "rocket" if ok else "confused"})
-
-
-def _seconds_to_start(action: Action, now: datetime) -> float:
-    """Seconds until a queued action may start (it waits for a retry, or for newer pushes); 0 if it may."""
-    if ActionState(action.state) is not A.QUEUED or action.retry_at is None:
-        return 0.0
-    return max(0.0, (action.retry_at - now).total_seconds())
-
-
-# --- sending rows -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Sender:
@@ -187,20 +62,6 @@ def send(session: Session, row: OutboxRow, sender: Sender) -> dict[str, Any]:
     return SENDERS[row.kind](session, row, sender)
 
 
-def pull_request_record(session: Session, repository: str, number: int, *, lock: bool = False) -> PullRequestRecord:
-    """The pull request's record, created when missing (locked, with ``lock``, while its comment is sent)."""
-    dialect = session.get_bind().dialect.name
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-    session.execute(insert(PullRequestRecord.__table__).values(
-        repository=repository, number=number, fork=False, updated_at=datetime.now(UTC))
-        .on_conflict_do_nothing(index_elements=["repository", "number"]))
-    query = select(PullRequestRecord).where(PullRequestRecord.repository == repository,
-                                            PullRequestRecord.number == number)
-    if lock:
-        query = query.with_for_update()
-    return session.scalars(query.execution_options(populate_existing=True)).one()
-
-
 def render_comment(session: Session, repository: str, number: int, record: PullRequestRecord, sender: Sender,
                    now: datetime) -> str:
     """The sticky comment of pull request ``number`` as its deployments are now."""
@@ -216,7 +77,7 @@ def render_comment(session: Session, repository: str, number: int, record: PullR
         if deployment.state is DeploymentState.UPDATE_PENDING:
             done = session.scalars(select(Action.config).where(
                 Action.deployment_id == deployment.id, Action.state == ActionState.SUCCEEDED,
-                Action.kind.in_(tuple(DEPLOYING_KINDS))).order_by(Action.id.desc()).limit(1)).first()
+                Action.kind.in_(tuple(outbox.DEPLOYING_KINDS))).order_by(Action.id.desc()).limit(1)).first()
             previous = (done or {}).get("tag")
             previous = previous if previous != deployment.tag else None
         rows.append(sticky.EnvironmentRow(
@@ -244,14 +105,12 @@ def render_comment(session: Session, repository: str, number: int, record: PullR
 
 def _send_comment(session: Session, row: OutboxRow, sender: Sender) -> dict[str, Any]:
     number = int(row.pull_request or 0)
-    record = pull_request_record(session, row.repository, number, lock=True)  # one sender per comment at a time
+    record = outbox.pull_request_record(session, row.repository, number, lock=True)  # one sender per comment at a time
     now = datetime.now(UTC)
     body = render_comment(session, row.repository, number, record, sender, now)
     digest = hashlib.sha256(body.split("\n<sub>", 1)[0].encode()).hexdigest()  # the footer's time aside
     if record.comment_id and record.comment_digest == digest:
         return {"skipped": "the comment says this already", "comment_id": record.comment_id}
-    from bot.github.client import GitHubError
-
     if record.comment_id is None and _may_exist(session, row):
         record.comment_id = _find_comment(sender, row.repository, number, sticky.MARKER)
     if record.comment_id is not None:
@@ -315,7 +174,7 @@ def _wait_for_start(session: Session, action: Action | None) -> None:
     """Postpone a row about an action that may not start yet: until then a newer push may replace it."""
     if action is None:
         return
-    wait = _seconds_to_start(action, db_now(session))
+    wait = outbox._seconds_to_start(action, db_now(session))
     if wait > 0:
         raise Postpone(wait, f"action {action.id} may not start for {wait:.0f} s")
 
@@ -360,35 +219,38 @@ def _last_sent(session: Session, kind: str, action_id: int) -> str | None:
     return next((r.get("state") for r in results if r and r.get("state")), None)
 
 
-def _describe(action: Action, deployment: Deployment) -> str:
+def _describe(action: Action, deployment: Deployment, words: str | None = None) -> str:
+    """``create of web-pr-3 done``: the action and how it stands (``words``, else its current state)."""
     state = ActionState(action.state)
-    words = {A.QUEUED: "queued", A.RUNNING: "running", A.SUCCEEDED: "done", A.FAILED: "failed",
-             A.TIMED_OUT: "timed out", A.CANCELLED: "cancelled", A.SUPERSEDED: "superseded by a newer request"}
-    text = f"{action.kind} of {deployment.name} {words[state]}"
-    if state in (A.FAILED, A.TIMED_OUT) and action.error:
+    text = f"{action.kind} of {deployment.name} {words or ACTION_WORDS[state]}"
+    if state in (A.FAILED, A.TIMED_OUT) and action.error and words in (None, "failed"):
         text += f": {action.error}"
     text = " ".join(text.split())
-    return text if len(text) <= DESCRIPTION else text[: DESCRIPTION - 1] + "…"
+    return text if len(text) <= outbox.DESCRIPTION else text[: outbox.DESCRIPTION - 1] + "…"
 
 
 def _send_deployment_status(session: Session, row: OutboxRow, sender: Sender) -> dict[str, Any]:
-    created = _github_deployment(session, action_id=row.action_id, lock=True)
+    """One status of an action's GitHub Deployment, the state the row was written for, after the earlier ones."""
+    created = _github_deployment(session, action_id=row.action_id, lock=True)  # one status of it at a time
     if created is None or created.state is not OutboxState.DELIVERED:
         if created is not None and created.state in (OutboxState.FAILED, OutboxState.SKIPPED):
             return {"skipped": "its GitHub Deployment could not be created"}
-        raise Postpone(COALESCE_SECONDS, "its GitHub Deployment is not created yet")
+        raise Postpone(outbox.COALESCE_SECONDS, "its GitHub Deployment is not created yet")
+    earlier = session.scalar(select(OutboxRow.id).where(
+        OutboxRow.kind == "deployment_status", OutboxRow.action_id == row.action_id, OutboxRow.id < row.id,
+        OutboxRow.state.in_((OutboxState.PENDING, OutboxState.DELIVERING))).limit(1))
+    if earlier is not None:
+        raise Postpone(1.0, f"an earlier status of action {row.action_id} is not sent yet (row {earlier})")
     action = session.get(Action, row.action_id)
     deployment = session.get(Deployment, row.deployment_id)
     if action is None or deployment is None:
         return {"skipped": "the action is gone"}
-    state = DEPLOYMENT_STATES[ActionState(action.state)]
-    if _last_sent(session, "deployment_status", action.id) == state:
-        return {"skipped": f"GitHub shows {state} already"}
+    state = row.payload.get("state") or outbox.DEPLOYMENT_STATES[ActionState(action.state)]
     url = next((link.get("url") for link in deployment.links or () if link.get("url")), None)
     sender.github.create_deployment_status(
         row.repository, int(created.result["github_deployment"]), state=state,
-        description=_describe(action, deployment), environment_url=url if state == "success" else None,
-        log_url=sender.page(deployment.name, action.id))
+        description=_describe(action, deployment, STATE_WORDS.get(state)),
+        environment_url=url if state == "success" else None, log_url=sender.page(deployment.name, action.id))
     return {"state": state}
 
 
@@ -425,7 +287,7 @@ def _send_validation(session: Session, row: OutboxRow, sender: Sender) -> dict[s
     payload = row.payload
     sender.github.create_commit_status(row.repository, payload["sha"], state=payload["state"],
                                        context=payload.get("context", "sami/validate"),
-                                       description=payload["description"][:DESCRIPTION],
+                                       description=payload["description"][:outbox.DESCRIPTION],
                                        target_url=payload.get("target_url"))
     return {"state": payload["state"]}
 
@@ -440,15 +302,3 @@ SENDERS = {
     "commit_status": _send_commit_status,
     "commit_status_validation": _send_validation,
 }
-
-
-def row_to_dict(row: OutboxRow) -> dict[str, Any]:
-    """An outbox row as the API shows it."""
-    return {
-        "id": row.id, "key": row.key, "kind": row.kind, "repository": row.repository,
-        "pull_request": row.pull_request, "deployment_id": row.deployment_id, "action_id": row.action_id,
-        "state": str(row.state), "attempts": row.attempts, "due_at": row.due_at.isoformat() if row.due_at else None,
-        "last_error": row.last_error, "result": row.result,
-        "created_at": row.created_at.isoformat() if row.created_at else None,
-        "delivered_at": row.delivered_at.isoformat() if row.delivered_at else None,
-    }
