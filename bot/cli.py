@@ -86,13 +86,13 @@ def serve(bind: str, workers: int | None, threads: int, migrate: bool) -> None:
                 self.cfg.set(key, value)
 
         def load(self):
-            from bot.web import create_app
+            from bot.web import create_app, queue
 
             app = create_app()
             if settings.embedded:
                 from workers.embedded import start_embedded
 
-                start_embedded(app)
+                queue.init_app(app, start_embedded(app.config["SAMI"]).broker)
             return app
 
     _Server().run()
@@ -153,7 +153,7 @@ def _web_process_gone(_arbiter, worker) -> None:
 
 def _announce_webhook_secret(settings) -> None:
     """The embedded default's generated webhook secret: shown once, when it is made (not logged)."""
-    from bot.web.webhooks import embedded_secret
+    from bot.core.signing import embedded_secret
 
     secret, created, path = embedded_secret(settings.instance_dir)
     if created:
@@ -384,7 +384,7 @@ def github_send(event: str, payload, url: str, secret: str, delivery: str | None
     import json
     import uuid
 
-    from bot.web.webhooks import signature
+    from bot.core.signing import signature
 
     if not secret:
         raise click.UsageError("no webhook secret: set SAMI_WEBHOOK_SECRET (the embedded default's is in "

@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from flask import Flask
-
-from bot.web import queue
+from bot.core.config import Settings
 from workers.context import WorkerContext, build_context
 from workers.queue import InProcessBroker
 from workers.scheduler import Scheduler
@@ -17,13 +15,10 @@ log = logging.getLogger(__name__)
 _running: list[tuple[Scheduler, InProcessBroker]] = []
 
 
-def start_embedded(app: Flask, scheduler_interval: float = 2.0) -> WorkerContext:
-    """Start the in-process worker and scheduler of ``app`` (the web process); return their context.
-
-    The app and the worker share one in-process broker, so what the app queues runs here.
-    """
-    context = build_context(app.config["SAMI"], broker=InProcessBroker())
-    queue.init_app(app, context.broker)
+def start_embedded(settings: Settings, scheduler_interval: float = 2.0) -> WorkerContext:
+    """Start the in-process worker and scheduler of the web process; return their context, whose
+    in-process broker the web app is then given, so that what the app queues runs here."""
+    context = build_context(settings, broker=InProcessBroker())
     scheduler = Scheduler(context, interval=scheduler_interval)
     threading.Thread(target=scheduler.run_forever, name="sami-scheduler", daemon=True).start()
     _running.append((scheduler, context.broker))

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from bot import __version__
 from bot.client.exits import Exit, for_status
-from bot.core.states import TRANSITIONS, DeploymentState
+from bot.core.lifecycle import TRANSITIONS, DeploymentState
 
 S = DeploymentState
 TIMEOUT = 30.0

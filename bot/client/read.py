@@ -11,7 +11,7 @@ from bot.client.common import Out, client_command, complete_deployment, parse_ac
 from bot.client.exits import ACTION_EXITS, Exit
 from bot.client.follow import follow, report
 from bot.client.http import ClientError
-from bot.core.states import DeploymentState
+from bot.core.lifecycle import DeploymentState
 
 LABEL_WIDTH = 22  # `sami info`'s field labels, padded: "deployment overrides:" is the longest
 

@@ -1,4 +1,4 @@
-"""Database engine, sessions and migrations; ``init_app`` wires them into the Flask app."""
+"""Database engine, sessions and migrations (the web app's per-request session is bot.web.database)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from flask import Flask, current_app, g
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from bot.core.config import database_url
@@ -84,29 +83,6 @@ def revision_of(connection) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     return MigrationContext.configure(connection).get_current_revision()
-
-
-def init_app(app: Flask, engine: Engine | None = None, session_factory=None) -> None:
-    """Give the app an engine and a per-request session, closed when the request ends."""
-    settings = app.config["SAMI"]
-    if session_factory is None:
-        engine = engine or make_engine(settings.database_url)
-        session_factory = sessionmaker(bind=engine, expire_on_commit=False)
-    app.extensions["sami.db"] = session_factory
-    app.teardown_appcontext(_close_session)
-
-
-def get_session() -> Session:
-    """The session of the current request (or app context)."""
-    if "db_session" not in g:
-        g.db_session = current_app.extensions["sami.db"]()
-    return g.db_session
-
-
-def _close_session(_exc=None) -> None:
-    session = g.pop("db_session", None)
-    if session is not None:
-        session.close()
 
 
 def check_reachable(url: str) -> None:

@@ -24,48 +24,7 @@ from sqlalchemy import (
 from sqlalchemy import text as sa_text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-
-class DeploymentState(enum.StrEnum):
-    """Where a deployment is in its life; Octopod's states plus CleanupPending and Removed."""
-
-    CREATE_PENDING = "CreatePending"
-    UPDATE_PENDING = "UpdatePending"
-    ARCHIVE_PENDING = "ArchivePending"
-    CLEANUP_PENDING = "CleanupPending"
-    RUNNING = "Running"
-    FAILURE = "Failure"
-    ARCHIVED = "Archived"
-    CLEANUP_FAILED = "CleanupFailed"
-    # A cleaned-up (or deleted) deployment: its row and history stay, its name can be reused.
-    REMOVED = "Removed"
-
-
-class FailureReason(enum.StrEnum):
-    """Why a deployment is in Failure; ``check`` exit codes 2 and 3 map to the first two."""
-
-    PARTIAL_AVAILABILITY = "partial_availability"
-    TAG_MISMATCH = "tag_mismatch"
-    TIMED_OUT = "timed_out"
-    GENERIC = "generic"
-    # its action was cancelled (while queued or while its script ran)
-    CANCELLED = "cancelled"
-
-
-class ActionState(enum.StrEnum):
-    """Where one requested operation is: queued, running, or one of its ends."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    CANCELLED = "cancelled"
-    SUPERSEDED = "superseded"
-
-    @property
-    def finished(self) -> bool:
-        return self not in (ActionState.QUEUED, ActionState.RUNNING)
-
+from bot.core.lifecycle import ActionState, DeploymentState, FailureReason
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

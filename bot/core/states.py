@@ -13,68 +13,22 @@ from datetime import UTC, datetime
 from sqlalchemy import update
 from sqlalchemy.orm import Session, object_session
 
-from bot.core.models import Action, ActionState, Deployment, DeploymentState, FailureReason
+from bot.core.lifecycle import (
+    LIVE_STATES,
+    PENDING_STATES,
+    TRANSITIONS,
+    ActionState,
+    DeploymentState,
+    FailureReason,
+    after_cancel,
+)
+from bot.core.models import Action, Deployment
 
-__all__ = ["ActionState", "DeploymentState", "FailureReason"]  # the machine's words, defined with the records
+# The machine's words live in bot.core.lifecycle (free of the database, so the CLI shares them).
+__all__ = ["LIVE_STATES", "PENDING_STATES", "TRANSITIONS", "ActionState", "DeploymentState", "FailureReason",
+           "after_cancel"]
 
 S = DeploymentState
-
-PENDING_STATES = frozenset({S.CREATE_PENDING, S.UPDATE_PENDING, S.ARCHIVE_PENDING, S.CLEANUP_PENDING})
-LIVE_STATES = frozenset({S.RUNNING, S.FAILURE})
-
-# (from, to) pairs that are allowed; everything else is refused with IllegalTransition.
-TRANSITIONS: frozenset[tuple[DeploymentState, DeploymentState]] = frozenset(
-    {
-        # a new deployment, or a removed one whose name is used again
-        (S.REMOVED, S.CREATE_PENDING),
-        # create/update settle when `check` passes or the script/status timeout fails them
-        (S.CREATE_PENDING, S.RUNNING),
-        (S.CREATE_PENDING, S.FAILURE),
-        (S.UPDATE_PENDING, S.RUNNING),
-        (S.UPDATE_PENDING, S.FAILURE),
-        # a newer request while one is pending replaces it (the older action is superseded)
-        (S.CREATE_PENDING, S.UPDATE_PENDING),
-        (S.UPDATE_PENDING, S.UPDATE_PENDING),
-        # live deployments: periodic checks move them between Running and Failure
-        (S.RUNNING, S.FAILURE),
-        (S.FAILURE, S.RUNNING),
-        (S.FAILURE, S.FAILURE),
-        (S.RUNNING, S.UPDATE_PENDING),
-        (S.FAILURE, S.UPDATE_PENDING),
-        (S.RUNNING, S.ARCHIVE_PENDING),
-        (S.FAILURE, S.ARCHIVE_PENDING),
-        # archive settles when `archive_check` passes; a failed archive leaves a Failure to retry
-        (S.ARCHIVE_PENDING, S.ARCHIVED),
-        (S.ARCHIVE_PENDING, S.FAILURE),
-        # archived: restore, or clean up
-        (S.ARCHIVED, S.CREATE_PENDING),
-        (S.ARCHIVED, S.CLEANUP_PENDING),
-        (S.CLEANUP_PENDING, S.REMOVED),
-        (S.CLEANUP_PENDING, S.CLEANUP_FAILED),
-        # a restore or cleanup cancelled before it ran leaves the deployment archived
-        (S.CREATE_PENDING, S.ARCHIVED),
-        (S.CLEANUP_PENDING, S.ARCHIVED),
-        # a failed cleanup can be retried, or the record deleted by an admin
-        (S.CLEANUP_FAILED, S.CLEANUP_PENDING),
-        (S.CLEANUP_FAILED, S.REMOVED),
-    }
-)
-
-
-def after_cancel(kind: str, ran: bool) -> DeploymentState:
-    """Where a deployment goes when its pending action of ``kind`` is cancelled.
-
-    Before its script ran, a restore or cleanup changed nothing: the deployment is Archived again.
-    Any other cancelled action (and a restore whose script was stopped midway) leaves a Failure
-    with the reason ``cancelled``: what runs is unknown until the next check, which moves a
-    healthy one back to Running. A cleanup stopped midway is a CleanupFailed, to retry or delete.
-    """
-    if kind == "cleanup":
-        return S.CLEANUP_FAILED if ran else S.ARCHIVED
-    if kind == "restore" and not ran:
-        return S.ARCHIVED
-    return S.FAILURE
-
 
 class IllegalTransition(Exception):
     """A state change the state machine does not allow; the web layer answers 409."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.core.config import Settings
+from bot.core.signing import EMBEDDED_KEY_FILE
 from bot.github.client import CheckLine, GitHubClient, GitHubError
 from bot.github.redeliver import WEBHOOK_PATH, watched_repositories
 from bot.manifests import DeploymentsRepoError
 from bot.manifests.store import ManifestStore
-from bot.web.webhooks import EMBEDDED_KEY_FILE
 
 
 def github_check(settings: Settings, github: GitHubClient | None, store: ManifestStore) -> list[CheckLine]:

@@ -11,11 +11,11 @@ from datetime import timedelta
 
 from flask import Flask
 
-from bot.core import db
 from bot.core.config import Settings, load_settings, settings_from_mapping
 from bot.web import (
     api,
     bodies,
+    database,
     errors,
     health,
     metrics,
@@ -48,7 +48,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"),
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
     )
-    db.init_app(app)
+    database.init_app(app)
     queue.init_app(app)
     errors.init_app(app)
     for blueprint in (health.bp, api.bp, openapi.bp, sites.bp, setup.bp, pages.bp):

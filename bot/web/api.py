@@ -16,12 +16,12 @@ from sqlalchemy.orm import undefer
 
 from bot import outbox
 from bot.core import naming
-from bot.core.db import get_session
 from bot.core.errors import Invalid
 from bot.core.models import Action, Deployment, OutboxRow
 from bot.services import deployments, queries
 from bot.services.tokens import Scopes, TokenError, authenticate
 from bot.web import openapi
+from bot.web.database import get_session
 from bot.web.errors import Forbidden, Unauthorized
 from bot.web.queue import get_broker
 

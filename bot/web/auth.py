@@ -25,9 +25,9 @@ from pathlib import Path
 from flask import abort, current_app, g, session
 from sqlalchemy import select
 
-from bot.core.db import get_session
 from bot.core.models import ApiToken, Deployment
 from bot.services.tokens import Scopes, revoke_token
+from bot.web.database import get_session
 
 log = logging.getLogger(__name__)
 PERMISSION_TTL = 300.0  # seconds a looked-up repository permission is trusted

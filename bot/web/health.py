@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify
 
 from bot.core import db
 from bot.web import queue
+from bot.web.database import get_session
 
 bp = Blueprint("health", __name__)
 NOT_MIGRATED = "not migrated: run `sami db upgrade` (or `sami serve --migrate`)"
@@ -27,7 +28,7 @@ def readyz():
     once Redis is back, so taking the web process out of its load balancer would only lose them."""
     checks: dict[str, str] = {}
     try:
-        session = db.get_session()
+        session = get_session()
         db.ping(session)
         # A database without Sami's tables answers, but every request would fail: say what to run.
         migrated = db.revision_of(session.connection()) is not None

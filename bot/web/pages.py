@@ -30,7 +30,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import undefer
 from werkzeug.exceptions import HTTPException
 
-from bot.core.db import get_session
 from bot.core.errors import Invalid, SamiError
 from bot.core.models import Action, ApiToken, Deployment
 from bot.core.states import DeploymentState, IllegalTransition
@@ -38,6 +37,7 @@ from bot.services import deployments, queries
 from bot.services.tokens import Scopes, TokenError, authenticate, create_token
 from bot.web import auth, events
 from bot.web.api import _manifests, _services_context
+from bot.web.database import get_session
 from bot.web.events import tone
 
 log = logging.getLogger(__name__)

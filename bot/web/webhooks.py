@@ -12,16 +12,12 @@ scheduler's sweep queues it.
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import json
 import logging
-import os
 import re
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify, request
@@ -29,17 +25,16 @@ from sqlalchemy import Text, bindparam, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from bot.core.config import Settings
-from bot.core.db import get_session
 from bot.core.errors import Invalid
 from bot.core.models import Delivery, DeliveryStatus
+from bot.core.signing import signature, webhook_secret
+from bot.web.database import get_session
 from bot.web.errors import Unauthorized, WebError
 from bot.web.queue import get_broker
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
 
-EMBEDDED_KEY_FILE = "webhook-secret"
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 EVENT_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 # GitHub's delivery ids are GUIDs; redeliveries keep the id of the delivery they repeat.
@@ -48,53 +43,12 @@ NOT_CONFIGURED = ("GitHub webhooks are off: no webhook secret is set. Set SAMI_W
              "of the GitHub webhook (or GitHub App) and restart Sami")
 
 
-# --- the secret -------------------------------------------------------------------------------
-
-def embedded_secret(instance_dir: str) -> tuple[str, bool, Path]:
-    """The embedded default's webhook secret, generated once into the instance folder (mode
-    0600): the secret, whether it was generated now, and its file."""
-    path = Path(instance_dir) / EMBEDDED_KEY_FILE
-    try:
-        return path.read_text().strip(), False, path
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_hex(32)
-    # Written whole to a file of its own, then linked into place: a second process starting at the
-    # same time either links first or reads the complete file, never half of it.
-    temporary = path.with_name(f".{EMBEDDED_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            file.write(value + "\n")
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            return path.read_text().strip(), False, path
-    finally:
-        temporary.unlink(missing_ok=True)
-    return value, True, path
-
-
-def webhook_secret(settings: Settings) -> str:
-    """The secret deliveries are signed with: SAMI_WEBHOOK_SECRET, else the embedded default's
-    generated one (no Redis, development mode); empty when there is none."""
-    if settings.webhook_secret:
-        return settings.webhook_secret
-    if settings.embedded and settings.mode == "development":
-        return embedded_secret(settings.instance_dir)[0]
-    return ""
-
+# --- the app ----------------------------------------------------------------------------------
 
 def init_app(app: Flask) -> None:
     """Serve ``POST /webhooks/github`` with the app's webhook secret."""
     app.extensions["sami.webhook_secret"] = webhook_secret(app.config["SAMI"]).encode()
     app.register_blueprint(bp)
-
-
-def signature(secret: bytes, body: bytes) -> str:
-    """The ``X-Hub-Signature-256`` value GitHub sends with ``body``."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
 # --- the delivery -----------------------------------------------------------------------------
