@@ -86,13 +86,17 @@ def serve(bind: str, workers: int | None, threads: int, migrate: bool) -> None:
                 self.cfg.set(key, value)
 
         def load(self):
-            from bot.web import create_app, queue
+            from bot.web import create_app, queue, shared
 
             app = create_app()
             if settings.embedded:
                 from workers.embedded import start_embedded
 
-                queue.init_app(app, start_embedded(app.config["SAMI"]).broker)
+                # One context for the process: the app queues onto the worker's broker and reads
+                # the manifests through the worker's store.
+                context = start_embedded(app.config["SAMI"])
+                queue.init_app(app, context.broker)
+                shared.init_app(app, context.manifests)
             return app
 
     _Server().run()

@@ -49,6 +49,19 @@ class Scopes:
         return {"services": list(self.services), "environments": list(self.environments),
                 "actions": list(self.actions), "admin": self.admin}
 
+    def may_read_path(self, path: str) -> bool:
+        """Whether a path of the deployments repo lies in a folder these scopes may read.
+
+        The layout is services/<service>/<type>/<environment>/...: a token scoped to services and
+        environments sees those folders; what lies outside any service's folder only admin sees.
+        """
+        parts = path.split("/")
+        if self.admin:
+            return True
+        if len(parts) < 2 or parts[0] != "services" or not parts[1]:
+            return False
+        return self.allows("read", parts[1], parts[3] if len(parts) > 3 else None)
+
     def allows(self, action: str, service: str | None = None, environment: str | None = None) -> bool:
         """Whether these scopes allow ``action`` on ``service`` in ``environment``."""
         if self.admin:

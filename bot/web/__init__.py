@@ -23,6 +23,7 @@ from bot.web import (
     pages,
     queue,
     setup,
+    shared,
     sites,
     webhooks,
 )
@@ -50,6 +51,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     database.init_app(app)
     queue.init_app(app)
+    shared.init_app(app)
     errors.init_app(app)
     for blueprint in (health.bp, api.bp, openapi.bp, sites.bp, setup.bp, pages.bp):
         app.register_blueprint(blueprint)

@@ -20,10 +20,9 @@ from bot.core.errors import Invalid
 from bot.core.models import Action, Deployment, OutboxRow
 from bot.services import deployments, queries
 from bot.services.tokens import Scopes, TokenError, authenticate
-from bot.web import openapi
+from bot.web import openapi, shared
 from bot.web.database import get_session
 from bot.web.errors import Forbidden, Unauthorized
-from bot.web.queue import get_broker
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -54,20 +53,6 @@ def _check_query():
         problem = openapi.query_problem(name, declared[name], values)
         if problem:
             raise Invalid(problem)
-
-
-def _manifests():
-    from bot.manifests.store import ManifestStore
-
-    store = current_app.extensions.get("sami.manifests")
-    if store is None:
-        store = ManifestStore.from_settings(current_app.config["SAMI"])
-        current_app.extensions["sami.manifests"] = store
-    return store
-
-
-def _services_context(may_read=None) -> deployments.Context:
-    return deployments.Context.from_settings(current_app.config["SAMI"], get_broker(current_app), may_read)
 
 
 def token_required(view):
@@ -219,8 +204,8 @@ def deployment_request():
     body = _json_body()
     req = deployment_request_from_body(body, _requested_by(), "api")
     require("deploy", req.service, req.environment)
-    result = deployments.request_deployment(get_session(), _manifests().current(), req,
-                                         _services_context(_knows("deploy")))
+    result = deployments.request_deployment(get_session(), shared.manifests().current(), req,
+                                         shared.services_context(_knows("deploy")))
     return _accepted(result)
 
 
@@ -236,7 +221,7 @@ def operation(name: str, kind: str):
     session = get_session()
     deployment = _deployment(session, name, kind)
     require(kind, deployment.service, deployment.environment)
-    result = OPERATIONS[kind](session, _manifests().current(), name, _services_context(),
+    result = OPERATIONS[kind](session, shared.manifests().current(), name, shared.services_context(),
                               requested_by=_requested_by(), origin="api")
     return _accepted(result)
 
@@ -253,7 +238,7 @@ def rollback(name: str):
     session = get_session()
     deployment = _deployment(session, name, "deploy")
     require("deploy", deployment.service, deployment.environment)
-    result = deployments.rollback_deployment(session, _manifests().current(), name, _services_context(),
+    result = deployments.rollback_deployment(session, shared.manifests().current(), name, shared.services_context(),
                                           to_action_id=to_action_id, requested_by=_requested_by(), origin="api")
     return _accepted(result)
 
@@ -270,7 +255,8 @@ def clone(name: str):
     session = get_session()
     source = _deployment(session, name)  # the clone copies its config: read on the source
     require("deploy", source.service, environment or source.environment)
-    result = deployments.clone_deployment(session, _manifests().current(), name, _services_context(_knows("deploy")),
+    result = deployments.clone_deployment(session, shared.manifests().current(), name,
+                                          shared.services_context(_knows("deploy")),
                                        environment=environment, new_name=new_name, requested_by=_requested_by(),
                                        origin="api")
     return _accepted(result)
@@ -289,7 +275,7 @@ def cancel(action_id: int):
     session = get_session()
     action = _action(session, action_id, lambda a: CANCEL_SCOPE.get(a.kind, "admin"))
     require(CANCEL_SCOPE.get(action.kind, "admin"), action.deployment.service, action.deployment.environment)
-    action = deployments.cancel_action(session, action_id, _services_context(), requested_by=_requested_by(),
+    action = deployments.cancel_action(session, action_id, shared.services_context(), requested_by=_requested_by(),
                                     origin="api")
     return jsonify(action_to_dict(action))
 
@@ -423,28 +409,14 @@ def list_services():
     """The services and environments the deployments repo defines, and its manifest errors."""
     require("read")
     scopes = Scopes.from_dict(g.token.scopes)
-    repo = _manifests().current()
+    repo = shared.manifests().current()
     return jsonify(
         sha=repo.sha,
         manifests=[{"service": m.service_name, "environment": m.environment, "type": str(m.type),
                     "path": m.path, "pr_deploy": str(m.pr_deploy.value)} for m in repo.manifests
                    if scopes.allows("read", m.service_name, m.environment)],
         errors=[{"path": e.path, "line": e.line, "column": e.column, "field": e.field, "message": e.message}
-                for e in repo.errors if _may_read_path(scopes, e.path)])
-
-
-def _may_read_path(scopes: Scopes, path: str) -> bool:
-    """Whether a path of the deployments repo lies in a folder the token may read.
-
-    The layout is services/<service>/<type>/<environment>/...: a token scoped to services and
-    environments sees those folders; what lies outside any service's folder only admin sees.
-    """
-    parts = path.split("/")
-    if scopes.admin:
-        return True
-    if len(parts) < 2 or parts[0] != "services" or not parts[1]:
-        return False
-    return scopes.allows("read", parts[1], parts[3] if len(parts) > 3 else None)
+                for e in repo.errors if scopes.may_read_path(e.path)])
 
 
 OUTBOX_STATES = ("pending", "delivering", "delivered", "skipped", "failed")

@@ -35,8 +35,7 @@ from bot.core.models import Action, ApiToken, Deployment
 from bot.core.states import DeploymentState, IllegalTransition
 from bot.services import deployments, queries
 from bot.services.tokens import Scopes, TokenError, authenticate, create_token
-from bot.web import auth, events
-from bot.web.api import _manifests, _services_context
+from bot.web import auth, events, shared
 from bot.web.database import get_session
 from bot.web.events import tone
 
@@ -214,7 +213,7 @@ def _good_configs(actions) -> set[str]:
 
 def _manifest_of(row: Deployment):
     try:
-        return _manifests().current().find(row.service, row.environment)
+        return shared.manifests().current().find(row.service, row.environment)
     except Exception:  # the page still shows what the database knows when the repo is unreadable
         log.warning("deployments repo unreadable while showing %s", row.name, exc_info=True)
         return None
@@ -247,12 +246,10 @@ def deployment_log(name: str):
 def services_page():
     """The services the deployments repo defines, and its manifest errors at file:line."""
     scopes = _read_scopes()
-    repo = _manifests().current()
-    from bot.web.api import _may_read_path
-
+    repo = shared.manifests().current()
     everything = Scopes(admin=True)
     manifests = [m for m in repo.manifests if scopes is None or scopes.allows("read", m.service_name, m.environment)]
-    errors = [e for e in repo.errors if _may_read_path(scopes or everything, e.path)]
+    errors = [e for e in repo.errors if (scopes or everything).may_read_path(e.path)]
     viewer = auth.current_viewer()
     deployable = {(m.service_name, m.environment) for m in manifests if viewer and not _for_pull_requests(m)
                   and auth.may_change(viewer, "deploy", _would_be(m), m)}
@@ -277,7 +274,7 @@ def deploy():
         abort(401, "sign in to deploy")
     service, environment = request.form.get("service", ""), request.form.get("environment", "")
     tag = (request.form.get("tag") or "").strip()
-    manifest = _manifests().current().find(service, environment)
+    manifest = shared.manifests().current().find(service, environment)
     if manifest is None or _for_pull_requests(manifest):
         abort(404, f"no manifest for {service!r} in {environment!r} to deploy from here")
     if not auth.may_change(viewer, "deploy", _would_be(manifest), manifest):
@@ -285,7 +282,8 @@ def deploy():
     req = deployments.DeploymentRequest(service=service, environment=environment, tag=tag or None,
                                      requested_by=viewer.requested_by, origin="page")
     try:
-        result = deployments.request_deployment(get_session(), _manifests().current(), req, _services_context())
+        result = deployments.request_deployment(get_session(), shared.manifests().current(), req,
+                                                shared.services_context())
     except SamiError as exc:
         get_session().rollback()
         flash(exc.message, "error")
@@ -327,18 +325,20 @@ def change(name: str, kind: str):
             req = deployments.DeploymentRequest(service=row.service, environment=row.environment, tag=tag,
                                              pull_request=row.pull_request, source_repo=row.source_repo,
                                              requested_by=viewer.requested_by, origin="page")
-            result = deployments.request_deployment(session_, _manifests().current(), req, _services_context())
+            result = deployments.request_deployment(session_, shared.manifests().current(), req,
+                                                    shared.services_context())
         elif kind == "rollback":
             to = request.form.get("action_id") or None
             if to is not None and not _whole_number(to):
                 raise Invalid("'action_id' must be an action's number")
-            result = deployments.rollback_deployment(session_, _manifests().current(), name, _services_context(),
+            result = deployments.rollback_deployment(session_, shared.manifests().current(), name,
+                                                     shared.services_context(),
                                                   to_action_id=int(to) if to else None,
                                                   requested_by=viewer.requested_by, origin="page")
         else:
             operation = {"archive": deployments.archive_deployment, "restore": deployments.restore_deployment,
                          "cleanup": deployments.cleanup_deployment}[kind]
-            result = operation(session_, _manifests().current(), name, _services_context(),
+            result = operation(session_, shared.manifests().current(), name, shared.services_context(),
                                requested_by=viewer.requested_by, origin="page")
         flash(f"{kind} of {name} accepted (action {result.action_id}); state {result.state}", "ok")
     except SamiError as exc:
@@ -364,7 +364,8 @@ def cancel(name: str, action_id: int):
                            _manifest_of(action.deployment)):
         abort(403, f"{viewer.name} may not cancel {action.kind} actions of {name}")
     try:
-        action = deployments.cancel_action(session_, action_id, _services_context(), requested_by=viewer.requested_by,
+        action = deployments.cancel_action(session_, action_id, shared.services_context(),
+                                            requested_by=viewer.requested_by,
                                         origin="page")
         flash(f"action {action_id} ({action.kind}) is {action.state}"
               + (": its script is being stopped" if action.cancel_requested_at and not action.state.finished else ""),

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from bot.core.models import Action, Deployment
 from bot.core.states import ActionState, DeploymentState
 from bot.services.tokens import Scopes, create_token
-from bot.web import create_app
+from bot.web import create_app, shared
 from tests.support.servers import free_port
 
 
@@ -211,7 +211,7 @@ def test_a_name_taken_by_another_service_is_a_conflict(client, admin_token, prob
     db_session.add(Deployment(name="probe-extra-stage", service="probe-extra", environment="stage", type="swarm",
                               state=DeploymentState.RUNNING, tag="v0"))
     db_session.commit()
-    app.extensions.pop("sami.manifests", None)
+    shared.init_app(app)  # a fresh manifest store: the repo changed on disk
     response = post(client, admin_token, {"service": "probe", "environment": "extra-stage", "tag": "v1"})
     assert response.status_code == 409
     assert "is taken by service 'probe-extra' in environment 'stage'" in response.json["error"]
@@ -239,7 +239,7 @@ def test_services_list_only_what_the_token_may_read(client, admin_token, probe_r
         folder = probe_repo / "services" / service / "swarm" / "qa"
         folder.mkdir()
         (folder / "sami.yaml").write_text("version: v0\n")
-    app.extensions.pop("sami.manifests", None)
+    shared.init_app(app)  # a fresh manifest store: the repo changed on disk
 
     def listing(scopes: Scopes | None):
         value = admin_token if scopes is None else create_token(db_session, f"reader-{hash(scopes)}", scopes)

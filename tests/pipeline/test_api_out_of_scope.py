@@ -13,6 +13,7 @@ import pytest
 from bot.core.models import Action, Deployment
 from bot.core.states import ActionState, DeploymentState
 from bot.services.tokens import Scopes, create_token
+from bot.web import shared
 
 MISSING_NAME, MISSING_ACTION = "nope-stage", 999999
 
@@ -151,7 +152,7 @@ def test_a_deployment_name_taken_out_of_read_scope_is_only_not_available(client,
     db_session.add(Deployment(name="probe-extra-stage", service="probe-extra", environment="stage", type="swarm",
                               state=DeploymentState.RUNNING, tag="v0"))
     db_session.commit()
-    app.extensions.pop("sami.manifests", None)
+    shared.init_app(app)  # a fresh manifest store: the repo changed on disk
     ci = token(db_session, "probe-ci", Scopes(services=("probe",), actions=("deploy", "read")))
     response = call(client, ci, "POST", "/deployment_request",
                     {"service": "probe", "environment": "extra-stage", "tag": "v1"})
