@@ -86,17 +86,18 @@ def serve(bind: str, workers: int | None, threads: int, migrate: bool) -> None:
                 self.cfg.set(key, value)
 
         def load(self):
-            from bot.web import create_app, queue, shared
+            from bot.web import auth, create_app, queue, shared
 
             app = create_app()
             if settings.embedded:
                 from workers.embedded import start_embedded
 
-                # One context for the process: the app queues onto the worker's broker and reads
-                # the manifests through the worker's store.
+                # One context for the process: the app queues onto the worker's broker, reads the
+                # manifests through the worker's store and asks GitHub through the worker's client.
                 context = start_embedded(app.config["SAMI"])
                 queue.init_app(app, context.broker)
                 shared.init_app(app, context.manifests)
+                auth.init_app(app, context.github)
             return app
 
     _Server().run()

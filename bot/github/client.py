@@ -18,13 +18,13 @@ import re
 import threading
 import time
 import urllib.parse
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import cachetools
 import github
 import requests
 from github import Auth
@@ -57,6 +57,8 @@ MAX_PAGES = 100  # a guard against a server that keeps answering rel="next"
 TOKEN_MARGIN = timedelta(minutes=5)  # an installation token this close to expiring is replaced
 SECONDARY_LIMIT_WAIT = 60.0  # GitHub: after a secondary rate limit without Retry-After, wait a minute
 ETAG_PAGES = 2000  # cached pages of conditional listings (least recently used are dropped)
+PERMISSION_TTL = 60.0  # seconds a looked-up repository permission is trusted (commands and the page)
+PERMISSIONS_KEPT = 4096
 _REPOSITORY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
 
 
@@ -203,7 +205,10 @@ class GitHubClient:
         self._requesters: dict[object, github.Github] = {}
         self._installations: dict[str, int] = {}
         self._tokens = _InstallationTokens(self)
-        self._etags: OrderedDict[str, tuple[str, list[Any], str | None]] = OrderedDict()
+        self._etags: cachetools.LRUCache[str, tuple[str, list[Any], str | None]] = cachetools.LRUCache(ETAG_PAGES)
+        # Who may do what, asked by PR commands and the page alike: one answer serves both for a minute.
+        self._permissions: cachetools.TTLCache[tuple[str, str], str] = cachetools.TTLCache(
+            PERMISSIONS_KEPT, PERMISSION_TTL)
         self._blocked_until: dict[object, float] = {}  # auth key -> monotonic time the primary limit resets
         # The deadline of the round each thread is in: threads share the client, not their rounds.
         self._round = threading.local()
@@ -288,13 +293,27 @@ class GitHubClient:
                           repo=repo, body={"content": content}, expect=(200, 201))
 
     def permission(self, repo: str, user: str) -> str:
-        """``user``'s permission on ``repo``: admin, maintain, write, triage, read or none."""
+        """``user``'s permission on ``repo``: admin, maintain, write, triage, read or none (GitHub's
+        404: not a collaborator). An answer is kept for ``PERMISSION_TTL`` seconds."""
         if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?", user or ""):
             raise ValueError(f"{user!r} is not a GitHub login")
-        answer = self._call("GET", f"/repos/{check_repository_name(repo)}/collaborators/"
-                                   f"{urllib.parse.quote(user)}/permission", repo=repo)
-        # role_name knows maintain and triage; permission folds them into write and read.
-        return str(answer.get("role_name") or answer.get("permission") or "none")
+        key = (repo.lower(), user.lower())
+        with self._lock:
+            known = self._permissions.get(key)
+        if known is not None:
+            return known
+        try:
+            answer = self._call("GET", f"/repos/{check_repository_name(repo)}/collaborators/"
+                                       f"{urllib.parse.quote(user)}/permission", repo=repo)
+            # role_name knows maintain and triage; permission folds them into write and read.
+            permission = str(answer.get("role_name") or answer.get("permission") or "none")
+        except GitHubError as exc:
+            if exc.status != 404:
+                raise
+            permission = "none"
+        with self._lock:
+            self._permissions[key] = permission
+        return permission
 
     # -- Deployments and commit statuses ---------------------------------------------------------
 
@@ -556,8 +575,6 @@ class GitHubClient:
             headers = {"If-None-Match": cached[0]} if cached else None
             status, response_headers, data = self._send("GET", url, repo=repo, headers=headers)
             if status == 304 and cached:
-                with self._lock:
-                    self._etags.move_to_end(url)
                 items, next_url = cached[1], cached[2]
             elif status == 200:
                 items, next_url = _items(data, url), self._next_page(response_headers)
@@ -565,9 +582,6 @@ class GitHubClient:
                 if etag:
                     with self._lock:
                         self._etags[url] = (etag, items, next_url)
-                        self._etags.move_to_end(url)
-                        while len(self._etags) > ETAG_PAGES:
-                            self._etags.popitem(last=False)
             else:
                 raise GitHubError(status, f"GET {_path_only(url)}: GitHub answered {status}")
             yield from items

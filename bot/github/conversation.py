@@ -7,15 +7,13 @@ it, so GitHub being down delays the answer and loses none of it.
 
 Only comments just created count: an edited comment, and comments by bots (Sami's own sticky
 comment and replies included), never trigger anything. State-changing commands need write,
-maintain or admin permission on the repository, read through the API and remembered for
-``PERMISSION_TTL`` seconds.
+maintain or admin permission on the repository, read through the API (the GitHub client keeps
+an answer for a minute).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable
 
 from bot import outbox
@@ -32,31 +30,9 @@ from bot.services import deployments
 log = logging.getLogger(__name__)
 
 WRITERS = frozenset({"admin", "maintain", "write"})
-PERMISSION_TTL = 60.0
 GITHUB_RETRY_SECONDS = 30
 
 
-class PermissionCache:
-    """Permissions read through the API, remembered briefly per (repository, login)."""
-
-    def __init__(self, ttl: float = PERMISSION_TTL):
-        self.ttl = ttl
-        self._lock = threading.Lock()
-        self._known: dict[tuple[str, str], tuple[str, float]] = {}
-
-    def get(self, github, repository: str, login: str) -> str:
-        key = (repository.lower(), login.lower())
-        with self._lock:
-            found = self._known.get(key)
-            if found and found[1] > time.monotonic():
-                return found[0]
-        permission = github.permission(repository, login)
-        with self._lock:
-            self._known[key] = (permission, time.monotonic() + self.ttl)
-        return permission
-
-
-permissions = PermissionCache()
 
 
 def _is_bot(comment: dict) -> bool:
@@ -109,7 +85,7 @@ def comment_created(event: Event, ctx: HandlerContext) -> str:
         return "ignored: Sami has no GitHub credentials, so it cannot check who may run commands"
     if any(c.state_changing for c in parsed.commands):
         try:
-            permission = permissions.get(ctx.github, repository, author)
+            permission = ctx.github.permission(repository, author)
         except GitHubError as exc:
             if exc.status == 0 or exc.status >= 500:
                 raise Retry(GITHUB_RETRY_SECONDS, f"the permission of {author} could not be read: {exc}") from None

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
 from pathlib import Path
+
+import cachetools
 
 from . import gitsource
 from .gitsource import PRUNE_MIN_AGE, DeploymentsRepoError, GitCredentials, GitMirror, is_git_url, touch_tree
@@ -56,7 +57,9 @@ __all__ = [
 ]
 
 _MEMO_SIZE = 8
-_memo: OrderedDict[tuple[str, str, str], DeploymentsRepo] = OrderedDict()
+# Trees loaded from git, by (source, sha, cache folder): a sha's tree never changes, so the process
+# keeps the last few (least recently used go first).
+_memo: cachetools.LRUCache[tuple[str, str, str], DeploymentsRepo] = cachetools.LRUCache(_MEMO_SIZE)
 _memo_lock = threading.Lock()
 
 
@@ -147,8 +150,6 @@ def load_deployments_repo(
     repo = load_tree(mirror.tree(sha), sha=sha)
     with _memo_lock:
         _memo[key] = repo
-        while len(_memo) > _MEMO_SIZE:
-            _memo.popitem(last=False)
     return repo
 
 
@@ -160,5 +161,4 @@ def _memo_get(key: tuple[str, str, str]) -> DeploymentsRepo | None:
         if not touch_tree(repo.root):  # the extracted tree was pruned meanwhile
             del _memo[key]
             return None
-        _memo.move_to_end(key)
         return repo

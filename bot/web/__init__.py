@@ -14,6 +14,7 @@ from flask import Flask
 from bot.core.config import Settings, load_settings, settings_from_mapping
 from bot.web import (
     api,
+    auth,
     bodies,
     database,
     errors,
@@ -52,6 +53,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     database.init_app(app)
     queue.init_app(app)
     shared.init_app(app)
+    auth.init_app(app)
     errors.init_app(app)
     for blueprint in (health.bp, api.bp, openapi.bp, sites.bp, setup.bp, pages.bp):
         app.register_blueprint(blueprint)

@@ -26,11 +26,11 @@ from flask import abort, current_app, g, session
 from sqlalchemy import select
 
 from bot.core.models import ApiToken, Deployment
+from bot.github.client import GitHubClient, GitHubError
 from bot.services.tokens import Scopes, revoke_token
 from bot.web.database import get_session
 
 log = logging.getLogger(__name__)
-PERMISSION_TTL = 300.0  # seconds a looked-up repository permission is trusted
 ONE_TIME_TTL = 3600  # seconds the embedded default's sign-in link works
 ONE_TIME_FILE = "signin-link"
 ONE_TIME_CREATOR = "one-time sign-in link"  # the created_by of the admin tokens the link makes
@@ -116,38 +116,23 @@ def check_csrf(form_value: str | None) -> None:
 
 # -- what a viewer may change ---------------------------------------------------------------------
 
-_permissions: dict[tuple[str, str], tuple[float, str]] = {}
-_permissions_lock = threading.Lock()
+def init_app(app, client: GitHubClient | None = None) -> None:
+    """Give the app the GitHub client that answers who may change what: ``client`` (the embedded
+    worker's), or the one its settings describe (None without credentials)."""
+    app.extensions["sami.github"] = client or GitHubClient.from_settings(app.config["SAMI"])
 
 
 def _github_permission(repo: str, login: str) -> str:
-    key = (repo.lower(), login.lower())
-    now = time.monotonic()
-    with _permissions_lock:
-        cached = _permissions.get(key)
-        if cached and cached[0] > now:
-            return cached[1]
-    from bot.github.client import GitHubClient, GitHubError
-
-    client = current_app.extensions.get("sami.github")
-    if client is None:
-        client = GitHubClient.from_settings(current_app.config["SAMI"])
-        current_app.extensions["sami.github"] = client
+    """``login``'s permission on ``repo`` (the GitHub client keeps answers for a minute); "none"
+    when Sami has no GitHub credentials or GitHub cannot say."""
+    client = current_app.extensions["sami.github"]
     if client is None:
         return "none"
     try:
-        permission = client.permission(repo, login)
-    except GitHubError as exc:
-        if exc.status != 404:  # 404: not a collaborator (or the repository is out of Sami's reach)
-            log.warning("could not look up %s's permission on %s: %s", login, repo, exc)
-            return "none"
-        permission = "none"
-    except ValueError as exc:
+        return client.permission(repo, login)
+    except (GitHubError, ValueError) as exc:
         log.warning("could not look up %s's permission on %s: %s", login, repo, exc)
         return "none"
-    with _permissions_lock:
-        _permissions[key] = (now + PERMISSION_TTL, permission)
-    return permission
 
 
 def deployment_repository(deployment: Deployment, manifest) -> str | None:

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 import bot.github.handlers  # noqa: F401  (registers the handlers)
 from bot.core.models import Action, Delivery, Deployment, OutboxRow, OutboxState
 from bot.core.states import ActionState, DeploymentState
-from bot.github import conversation, router
+from bot.github import router
 from bot.github.comment import MARKER
 from bot.services import deployments
 from tests.github.conftest import token_client
@@ -42,11 +42,6 @@ def test_config(test_config, probe_repo, tmp_path):
                                        sort_keys=False))
     return {**test_config, "deployments_repo": str(probe_repo), "static_root": str(tmp_path / "sites"),
             "base_domain": "example.test", "public_url": "https://sami.example.test"}
-
-
-@pytest.fixture(autouse=True)
-def fresh_permissions(monkeypatch):
-    monkeypatch.setattr(conversation, "permissions", conversation.PermissionCache())
 
 
 def comment_payload(body: str, *, login: str = "Codertocat", user_type: str = "User", on_pull_request: bool = True,

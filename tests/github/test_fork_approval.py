@@ -8,13 +8,12 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import select
 
 import bot.github.handlers  # noqa: F401  (registers the handlers)
 from bot import outbox
 from bot.core.models import Action, PullRequestRecord
-from bot.github import conversation, router, senders
+from bot.github import router, senders
 from tests.github.conftest import token_client
 from tests.github.test_conversation import comment_payload
 from tests.github.test_handlers import pr_event, sha
@@ -24,11 +23,6 @@ probe_repo, record, settings, test_config = pipeline.probe_repo, pipeline.record
     pipeline.test_config
 worker_ctx, services_ctx, work = pipeline.worker_ctx, pipeline.services_ctx, pipeline.work
 REPOSITORY, NUMBER, PRISM_HEAD = "acme/probe", 1347, "6dcb09b5b57875f334f61aebed695e2e4193db5e"
-
-
-@pytest.fixture(autouse=True)
-def fresh_permissions(monkeypatch):
-    monkeypatch.setattr(conversation, "permissions", conversation.PermissionCache())
 
 
 def comment(body: str) -> router.Event:

@@ -155,9 +155,6 @@ def comment_event(body: str, comment_id: int, number: int = 5) -> router.Event:
 
 
 def test_a_deploy_command_waits_for_green_checks_too(db_session, dispatch, worker_ctx, monkeypatch):
-    from bot.github import conversation
-
-    monkeypatch.setattr(conversation, "permissions", conversation.PermissionCache())
     with RecordingFakeChecks() as fake:
         worker_ctx.github = token_client(fake.url)
         login = github_payloads.example("issue_comment", "created")["comment"]["user"]["login"]

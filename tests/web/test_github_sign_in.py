@@ -34,13 +34,6 @@ def test_config(test_config, oauth_fake, github_mock):
             "github_oauth_client_id": "Iv1.clientid", "github_oauth_client_secret": "client-secret-canary"}
 
 
-@pytest.fixture(autouse=True)
-def _forget_permissions():
-    auth._permissions.clear()
-    yield
-    auth._permissions.clear()
-
-
 def sign_in_with_github(client):
     start = client.get("/login/github?next=/services")
     assert start.status_code == 302
@@ -104,7 +97,7 @@ def test_github_user_without_permission_may_not(client, db_session, app, github_
         sign_in_with_github(client)
         app.config["SAMI"] = app.config["SAMI"].__class__(**{**app.config["SAMI"].__dict__,
                                                               "github_api_url": no_access.url})
-        app.extensions.pop("sami.github", None)
+        auth.init_app(app)  # a client for the GitHub just set
         html = client.get("/deployments/probe-stage").get_data(as_text=True)
         assert ">Archive<" not in html
         refused = client.post("/deployments/probe-stage/archive", data={"csrf_token": csrf(client, "/")})
