@@ -153,3 +153,28 @@ def test_a_redis_that_does_not_answer_is_one_line_naming_it(sami, tmp_path):
     assert result.returncode == 1
     assert result.stderr.splitlines() == [f"sami: cannot reach Redis at 127.0.0.1:{port}: Connection refused; check "
                                           "SAMI_REDIS_URL and that Redis runs there"]
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_the_help_of_each_server_command_is_its_own(width):
+    """`sami --help` shows the server commands without importing them: the line it shows for each
+    is the one the command itself would give."""
+    import click
+
+    from bot.cli import SERVER_COMMANDS, cli
+
+    context = click.Context(cli)
+    for name, (_module, _attribute, text) in SERVER_COMMANDS.items():
+        command = cli.get_command(context, name)
+        assert command.name == name or name in cli.commands
+        assert click.Command(name, help=text).get_short_help_str(width) == command.get_short_help_str(width), name
+
+
+def test_help_and_client_commands_load_no_server_library():
+    probe = ("import sys\nfrom bot.cli import cli\n"
+             "try:\n    cli.main(['--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+             "print('loaded:', ','.join(sorted(m for m in ('flask', 'sqlalchemy', 'gunicorn', 'github', 'rq', 'prometheus_client')"
+             " if m in sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert "Commands:" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "loaded:"

@@ -11,16 +11,10 @@ change everything and read logs.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
 import logging
-import os
 import secrets
-import threading
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from flask import abort, current_app, g, session
 from sqlalchemy import select
@@ -31,8 +25,6 @@ from bot.services.tokens import Scopes, revoke_token
 from bot.web.database import get_session
 
 log = logging.getLogger(__name__)
-ONE_TIME_TTL = 3600  # seconds the embedded default's sign-in link works
-ONE_TIME_FILE = "signin-link"
 ONE_TIME_CREATOR = "one-time sign-in link"  # the created_by of the admin tokens the link makes
 
 
@@ -150,42 +142,3 @@ def may_change(viewer: Viewer | None, action: str, deployment: Deployment, manif
         return viewer.scopes is not None and viewer.scopes.allows(action, deployment.service, deployment.environment)
     repo = deployment_repository(deployment, manifest)
     return bool(repo) and _github_permission(repo, viewer.name) in ("admin", "maintain", "write")
-
-
-# -- the embedded default's one-time sign-in link --------------------------------------------------
-
-def _digest(code: str) -> str:
-    return hashlib.sha256(code.encode()).hexdigest()
-
-
-def make_one_time_code(instance_dir: str, now: float | None = None) -> str:
-    """A new one-time sign-in code; only its hash is stored (0600), replacing any earlier one."""
-    code = secrets.token_urlsafe(24)
-    path = Path(instance_dir) / ONE_TIME_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump({"sha256": _digest(code), "expires": (now or time.time()) + ONE_TIME_TTL}, out)
-    os.replace(tmp, path)
-    return code
-
-
-def redeem_one_time_code(instance_dir: str, code: str, now: float | None = None) -> bool:
-    """True once for the current code before it expires; the code is gone afterwards either way."""
-    path = Path(instance_dir) / ONE_TIME_FILE
-    claimed = path.with_suffix(f".claimed-{os.getpid()}-{threading.get_ident()}")
-    try:
-        os.replace(path, claimed)  # atomic: of two concurrent redemptions, one gets the file
-    except FileNotFoundError:
-        return False
-    try:
-        data = json.loads(claimed.read_text())
-        if not hmac.compare_digest(str(data.get("sha256")), _digest(code or "")):
-            os.replace(claimed, path)  # a wrong guess does not burn the real code
-            return False
-        return float(data.get("expires", 0)) > (now or time.time())
-    except (ValueError, OSError):
-        return False
-    finally:
-        claimed.unlink(missing_ok=True)

@@ -30,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import undefer
 from werkzeug.exceptions import HTTPException
 
+from bot.core import signing
 from bot.core.errors import Invalid, SamiError
 from bot.core.models import Action, ApiToken, Deployment
 from bot.core.states import DeploymentState, IllegalTransition
@@ -470,7 +471,7 @@ def login_once_redeem():
     """Redeem the one-time code: a fresh admin token's session, revoked when it signs out (or with sami
     token revoke)."""
     code = (request.form.get("code") or "").strip()
-    if not auth.redeem_one_time_code(current_app.config["SAMI"].instance_dir, code):
+    if not signing.redeem_one_time_code(current_app.config["SAMI"].instance_dir, code):
         abort(403, "this sign-in link was used already or has expired: restart the server for a new one, or "
                    "sign in with a token")
     name = f"page-admin-{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(2)}"

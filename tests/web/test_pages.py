@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
+from bot.core import signing
 from bot.core.models import Action, ApiToken, Deployment
 from bot.core.states import ActionState
 from bot.services.tokens import Scopes, create_token
-from bot.web import auth, pages
+from bot.web import pages
 from tests.web.conftest import csrf, request_deployment, sign_in_with_token
 
 
@@ -156,8 +157,8 @@ def test_read_can_require_login(app, client, admin_token):
 
 def test_one_time_code_signs_in_once(app, client, tmp_path):
     instance = app.config["SAMI"].instance_dir
-    code = auth.make_one_time_code(instance)
-    assert code not in (tmp_path / "instance" / auth.ONE_TIME_FILE).read_text()  # only its hash is kept
+    code = signing.make_one_time_code(instance)
+    assert code not in (tmp_path / "instance" / signing.ONE_TIME_FILE).read_text()  # only its hash is kept
     assert client.post("/login/once", data={"code": "wrong", "csrf_token": csrf(client)}).status_code == 403
     first = client.post("/login/once", data={"code": code, "csrf_token": csrf(client)})
     assert first.status_code == 302
@@ -167,8 +168,8 @@ def test_one_time_code_signs_in_once(app, client, tmp_path):
 
 
 def test_one_time_code_expires(tmp_path):
-    code = auth.make_one_time_code(str(tmp_path), now=1000.0)
-    assert not auth.redeem_one_time_code(str(tmp_path), code, now=1000.0 + auth.ONE_TIME_TTL + 1)
+    code = signing.make_one_time_code(str(tmp_path), now=1000.0)
+    assert not signing.redeem_one_time_code(str(tmp_path), code, now=1000.0 + signing.ONE_TIME_TTL + 1)
 
 
 @pytest.mark.parametrize("path", ["https://evil.example/", "//evil.example/x", "/\t/evil.example/x",
