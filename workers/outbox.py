@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from bot.core.models import OutboxRow, OutboxState
@@ -51,8 +51,6 @@ KEEP_SENT = timedelta(days=14)  # sent and skipped rows are kept this long, for 
 
 def prune(session, now: datetime) -> int:
     """Delete rows sent or skipped more than KEEP_SENT ago (failed ones stay, to be looked at)."""
-    from sqlalchemy import delete
-
     removed = session.execute(delete(OutboxRow).where(OutboxRow.state.in_((O.DELIVERED, O.SKIPPED)),
                                                       OutboxRow.delivered_at < now - KEEP_SENT)
                               .execution_options(synchronize_session=False)).rowcount or 0

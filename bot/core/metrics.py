@@ -21,10 +21,12 @@ import hmac
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from wsgiref.simple_server import make_server
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -34,8 +36,10 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from sqlalchemy import func, select
 
 from bot.core.models import Action, Deployment
@@ -165,8 +169,6 @@ def registry_for_scrape(extra=()) -> CollectorRegistry:
     """The registry to expose: every process's samples in multiprocess mode, else this process's."""
     path = os.environ.get(MULTIPROC_ENV)
     if path:
-        from prometheus_client import multiprocess
-
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=path)
     else:
@@ -211,8 +213,6 @@ def prepare_multiprocess() -> str:
     Must run before prometheus_client is imported anywhere in the process: it picks the
     multiprocess value store at import. Returns the folder (``cleanup_multiprocess`` removes it).
     """
-    import sys
-
     if "prometheus_client" in sys.modules and not os.environ.get(MULTIPROC_ENV):
         raise RuntimeError("prometheus_client was imported before the multiprocess folder was set")
     path = tempfile.mkdtemp(prefix="sami-metrics-")
@@ -223,8 +223,6 @@ def prepare_multiprocess() -> str:
 def child_exited(pid: int) -> None:
     """gunicorn's child_exit hook: drop the live gauges of a web process that ended."""
     if os.environ.get(MULTIPROC_ENV):
-        from prometheus_client import multiprocess
-
         multiprocess.mark_process_dead(pid)
 
 
@@ -234,10 +232,6 @@ def cleanup_multiprocess(path: str) -> None:
 
 def serve_metrics(port: int, token: str, extra=(), host: str = "0.0.0.0") -> threading.Thread | None:  # noqa: S104
     """Serve ``/metrics`` of this process (a worker, the scheduler) on ``port``, in a thread."""
-    from wsgiref.simple_server import make_server
-
-    from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
-
     def app(environ, start_response):
         if environ.get("PATH_INFO") not in ("/metrics", "/"):
             start_response("404 Not Found", [("Content-Type", "text/plain")])

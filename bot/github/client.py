@@ -27,9 +27,11 @@ from typing import Any
 import cachetools
 import github
 import requests
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from github import Auth
 from urllib3.util.retry import Retry
 
+from bot import __version__
 from bot.core import metrics
 from bot.core.config import ConfigError, Settings
 
@@ -603,14 +605,10 @@ class GitHubClient:
 
 
 def _user_agent() -> str:
-    from bot import __version__
-
     return f"Sami/{__version__}"
 
 
 def _check_private_key(pem: str) -> None:
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
     try:
         load_pem_private_key(pem.encode(), password=None)
     except (ValueError, TypeError):

@@ -10,6 +10,7 @@ import logging
 from sqlalchemy import select
 
 from bot import outbox
+from bot.core.models import PullRequestRecord
 from bot.github import conversation, pulls, pushes  # noqa: F401  (conversation: its handlers register)
 from bot.github.client import GitHubError
 from bot.github.router import Event, HandlerContext, Retry, handles
@@ -97,8 +98,6 @@ def checks_changed(event: Event, ctx: HandlerContext) -> str:
         sha = (payload.get(event.name) or {}).get("head_sha")
     if not isinstance(sha, str) or not sha or not event.repository:
         return "ignored: no commit named"
-    from bot.core.models import PullRequestRecord
-
     waiting = [record for record in ctx.session.scalars(select(PullRequestRecord).where(
         PullRequestRecord.repository == event.repository, PullRequestRecord.head_sha == sha))
         if record.checks and record.checks.get("sha") == sha and record.checks.get("state") != "success"]

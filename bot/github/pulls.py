@@ -22,6 +22,8 @@ from sqlalchemy.orm import Session
 from bot import outbox
 from bot.core import naming
 from bot.core.errors import SamiError
+from bot.core.models import PullRequestRecord
+from bot.github import checks
 from bot.manifests import DeploymentsRepo, Manifest, PrDeploy
 from bot.services import deployments
 
@@ -210,8 +212,6 @@ def deploy_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: 
 
 def approved(session: Session, pr: PullRequest) -> bool:
     """Whether a writer approved the pull request's head commit (`/sami deploy` on a fork)."""
-    from bot.core.models import PullRequestRecord
-
     found = session.scalar(select(PullRequestRecord.approved_sha).where(
         PullRequestRecord.repository == pr.repository, PullRequestRecord.number == pr.number))
     return found is not None and found == pr.head_sha
@@ -247,8 +247,6 @@ class CheckGate:
     def blocks(self, manifest: Manifest) -> tuple[str, str] | None:
         """None when the head commit's checks are green; else (outcome word, why): held while they run,
         refused when one failed."""
-        from bot.github import checks
-
         if self.github is None:
             return HELD, "require_checks is set and Sami has no GitHub credentials to read the checks"
         if self._verdict is None:

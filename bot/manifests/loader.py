@@ -39,6 +39,7 @@ from .model import (
     PrDeploy,
     ServiceType,
 )
+from .parallel import map_chunks
 from .schema import ManifestSchema, manifest_schema
 
 log = logging.getLogger(__name__)
@@ -725,8 +726,6 @@ def _load_all(root: Path, candidates: list[Candidate], workers: int | None) -> l
     if workers is None:
         workers = min(os.cpu_count() or 1, 8) if len(candidates) >= PARALLEL_THRESHOLD else 1
     if workers > 1 and len(candidates) > 1:
-        from .parallel import map_chunks
-
         split = map_chunks(
             functools.partial(_load_chunk_rows, str(root), version="v1beta"),
             functools.partial(_load_chunk, str(root), version="v1beta"),

@@ -26,6 +26,8 @@ import jsonschema
 
 from manifests_schema import load_schema
 
+from .yamlsafe import format_field
+
 Verdict = bool | None
 Check = Callable[[Any], Verdict]
 
@@ -525,8 +527,6 @@ _TYPE_WORDS = {
 
 
 def _field(path: tuple[str | int, ...]) -> str:
-    from .yamlsafe import format_field
-
     return format_field(path)
 
 

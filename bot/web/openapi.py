@@ -16,6 +16,8 @@ import re
 import jsonschema
 from flask import Blueprint, jsonify
 
+from bot import __version__
+
 bp = Blueprint("openapi", __name__)
 
 NAME = {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,62}$"}
@@ -363,8 +365,6 @@ def _document(version: str) -> dict:
 
 def spec() -> dict:
     """The whole document, a copy of one built once."""
-    from bot import __version__
-
     return copy.deepcopy(_document(__version__))
 
 

@@ -36,7 +36,7 @@ from bot.core.models import Action, ApiToken, Deployment
 from bot.core.states import DeploymentState, IllegalTransition
 from bot.services import deployments, queries
 from bot.services.tokens import Scopes, TokenError, authenticate, create_token
-from bot.web import auth, events, shared
+from bot.web import auth, events, oauth, shared
 from bot.web.database import get_session
 from bot.web.events import tone
 
@@ -441,8 +441,6 @@ def _callback_url() -> str:
 
 @bp.get("/login/github/callback")
 def login_github_callback():
-    from bot.web import oauth
-
     expected = session.pop("oauth_state", None)
     state = request.args.get("state", "")
     if not expected or not secrets.compare_digest(expected.encode(), state.encode()):
