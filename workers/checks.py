@@ -29,7 +29,7 @@ from bot.core.states import (
 )
 from bot.manifests import DeploymentsRepoError
 from bot.services.deployments import action_config
-from workers.context import WorkerContext, get_context
+from workers.context import WorkerContext
 from workers.executor import ExecutorError, prepare_manifest_dir
 from workers.jobs import (
     CHECK_EXIT_REASONS,
@@ -49,9 +49,8 @@ CHECK_BACKOFF_CAP = 3600  # seconds: the longest wait between tries of a check t
 CANNOT_START = (ExecutorError, DeploymentsRepoError)
 
 
-def check_deployment(deployment_id: int, kind: str = "check", ctx: WorkerContext | None = None) -> None:
+def check_deployment(deployment_id: int, kind: str = "check", *, ctx: WorkerContext) -> None:
     """Queue job: a periodic ``check`` of a live deployment, or ``archive_check`` of an archiving one."""
-    ctx = ctx or get_context()
     owner = worker_identity()
     if not claim_lease(ctx.session, deployment_id, owner):
         return  # busy: an action is running on it, and it will settle the state

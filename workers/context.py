@@ -1,19 +1,21 @@
-"""What a worker process needs, built once from its settings: database, queue, manifests, scripts."""
+"""What a worker process needs, built once from its settings (database, queue, manifests, scripts,
+GitHub), and the RQ worker that hands it to every job it runs."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.manifests.store import ManifestStore
+from rq import SimpleWorker
+from rq.job import Job
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.core import db
-from bot.core.config import Settings, load_settings
+from bot.core.config import Settings
 from bot.github.client import GitHubClient
 from bot.github.redeliver import AskedMemory, asked_memory
 from bot.github.rounds import RoundMarks, round_marks
+from bot.manifests.store import ManifestStore
 from workers.executor import Executor
 from workers.queue import InProcessBroker, make_broker
 
@@ -34,10 +36,6 @@ class WorkerContext:
 
     def session(self) -> Session:
         return self.session_factory()
-
-
-_lock = threading.Lock()
-_context: WorkerContext | None = None
 
 
 def build_context(settings: Settings, broker=None, session_factory: sessionmaker | None = None) -> WorkerContext:
@@ -66,19 +64,26 @@ def build_context(settings: Settings, broker=None, session_factory: sessionmaker
     return context
 
 
-# RQ calls job functions with their arguments only: a `sami worker` process installs its context
-# here at start-up, and jobs called without one use it. Everything else passes contexts in.
-def set_context(context: WorkerContext | None) -> None:
-    """Install the context RQ jobs use in this process (worker start-up, tests)."""
-    global _context
-    with _lock:
-        _context = context
+class ContextJob(Job):
+    """An RQ job that is handed its worker's context: Sami's job functions take ``ctx``, which RQ
+    does not store (only the job's own arguments go through Redis)."""
+
+    context: WorkerContext | None = None  # set on each job by the worker that runs it
+
+    def _execute(self):
+        if self.context is None:
+            raise RuntimeError(f"job {self.id} has no context: run Sami's jobs with workers.context.ContextWorker")
+        return self.func(*self.args, ctx=self.context, **self.kwargs)
 
 
-def get_context() -> WorkerContext:
-    """The context of this process, built from ``SAMI_*`` variables on first use."""
-    global _context
-    with _lock:
-        if _context is None:
-            _context = build_context(load_settings())
-        return _context
+class ContextWorker(SimpleWorker):
+    """RQ's SimpleWorker (jobs run in this process) that runs each job with ``context``."""
+
+    def __init__(self, *args, context: WorkerContext, **kwargs):
+        kwargs.setdefault("job_class", ContextJob)
+        super().__init__(*args, **kwargs)
+        self.context = context
+
+    def perform_job(self, job, queue, *args, **kwargs):
+        job.context = self.context
+        return super().perform_job(job, queue, *args, **kwargs)

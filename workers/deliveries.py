@@ -22,7 +22,7 @@ from bot.core.errors import failure_text
 from bot.core.models import Delivery, DeliveryStatus
 from bot.github import router
 from bot.services.deployments import Context
-from workers.context import WorkerContext, get_context
+from workers.context import WorkerContext
 from workers.lease import db_now
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,9 @@ def _mask(text: str, settings) -> str:
     return text
 
 
-def process_delivery(delivery_row_id: int, ctx: WorkerContext | None = None) -> str | None:
+def process_delivery(delivery_row_id: int, *, ctx: WorkerContext) -> str | None:
     """Queue job: run the handler of delivery row ``delivery_row_id`` once; returns its status, or
     None when the delivery was not this job's to process (already done, or not due)."""
-    ctx = ctx or get_context()
     with ctx.session() as session:
         now = db_now(session)
         claimed = session.execute(

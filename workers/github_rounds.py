@@ -18,7 +18,7 @@ from bot.github.redeliver import (
     watched_repositories,
 )
 from bot.services.deployments import Context
-from workers.context import WorkerContext, get_context
+from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +28,9 @@ REDELIVER_HELD = "redeliver-held-until"  # ... no redelivery round before this t
 REDELIVERED_TO = "redelivered-to"  # when the last redelivery round that read everything began
 
 
-def reconcile_round(round_at: str, ctx: WorkerContext | None = None) -> ReconcileReport | None:
+def reconcile_round(round_at: str, *, ctx: WorkerContext) -> ReconcileReport | None:
     """Queue job: make pull request environments match GitHub's open pull requests, as of ``round_at``
     (the scheduler's time); None when there is nothing to do or a rate limit holds the round back."""
-    ctx = ctx or get_context()
     now = datetime.fromisoformat(round_at)
     if ctx.github is None or _held(ctx, RECONCILE_HELD, now):
         return None
@@ -45,10 +44,9 @@ def reconcile_round(round_at: str, ctx: WorkerContext | None = None) -> Reconcil
     return report
 
 
-def redeliver_round(round_at: str, ctx: WorkerContext | None = None) -> RedeliveryReport | None:
+def redeliver_round(round_at: str, *, ctx: WorkerContext) -> RedeliveryReport | None:
     """Queue job: ask GitHub to redeliver failed deliveries Sami has no record of, looking back to an hour
     before the last round that read everything (a day when none did); None when held back or nothing to do."""
-    ctx = ctx or get_context()
     now = datetime.fromisoformat(round_at)
     if ctx.github is None or _held(ctx, REDELIVER_HELD, now):
         return None

@@ -36,7 +36,7 @@ from bot.core.states import (
 )
 from bot.manifests import DeploymentsRepo, DeploymentsRepoError, Manifest
 from workers.actionlog import ActionLog
-from workers.context import WorkerContext, get_context
+from workers.context import WorkerContext
 from workers.executor import ExecutorError, Target, prepare_manifest_dir
 from workers.lease import LeaseLost, claim_lease, db_now, release_lease, renew_lease, worker_identity
 from workers.runner import ScriptNotFound, ScriptResult, StopScript
@@ -93,9 +93,8 @@ def next_queued_action(ctx: WorkerContext, deployment_id: int) -> int | None:
 
 # --- jobs ------------------------------------------------------------------------------------
 
-def run_action(action_id: int, ctx: WorkerContext | None = None) -> None:
+def run_action(action_id: int, *, ctx: WorkerContext) -> None:
     """Queue job: run action ``action_id`` (and whatever else is queued on its deployment)."""
-    ctx = ctx or get_context()
     with ctx.session() as session:
         action = session.get(Action, action_id)
         if action is None or action.state is not ActionState.QUEUED:

@@ -17,7 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from bot.core.models import OutboxRow, OutboxState
 from bot.github import senders
 from bot.github.client import GitHubError, RateLimited
-from workers.context import WorkerContext, get_context
+from workers.context import WorkerContext
 from workers.lease import db_now
 
 log = logging.getLogger(__name__)
@@ -58,10 +58,9 @@ def prune(session, now: datetime) -> int:
     return removed
 
 
-def deliver_outbox_row(row_id: int, ctx: WorkerContext | None = None) -> str | None:
+def deliver_outbox_row(row_id: int, *, ctx: WorkerContext) -> str | None:
     """Queue job: send outbox row ``row_id`` once; returns its new state, or None when it was not this
     job's to send (sent already, or not due) or no longer this job's to settle (its claim went stale)."""
-    ctx = ctx or get_context()
     with ctx.session() as session:
         now = db_now(session)
         claimed = session.execute(

@@ -180,7 +180,8 @@ class RQBroker:
 class InProcessBroker:
     """Runs jobs on threads of this process: the embedded default's queue and worker.
 
-    Jobs get ``context`` (set by whoever builds the worker context around this broker).
+    Jobs get ``context``, the worker context built around this broker (``build_context``); without
+    one no job is taken.
     """
 
     def __init__(self, threads: int = 4):
@@ -214,6 +215,11 @@ class InProcessBroker:
         self._submit(job_id, func, *args)
 
     def _submit(self, job_id: str, func: str, *args) -> bool:
+        if self.context is None:
+            # No worker shares this process (an app built without `sami serve`'s embedded worker):
+            # the job is not queued, as when Redis is down, and the embedded worker's sweep takes it.
+            log.warning("job %s not queued: no worker runs in this process", job_id)
+            return False
         with self._lock:
             timer = self._timers.pop(job_id, None)
             if timer is not None:

@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import threading
 
-from rq import SimpleWorker
 from rq.worker import WorkerStatus
 from sqlalchemy import select
 
 from bot import outbox
 from bot.core.models import Action
 from bot.core.states import ActionState, transition_action
+from workers.context import ContextWorker
 from workers.runner import StopScript
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,9 @@ def requeue(session_factory, action_id: int, owner: str) -> bool:
     return True
 
 
-class GracefulWorker(SimpleWorker):
-    """RQ's SimpleWorker (jobs run in this process) whose warm shutdown has a deadline.
+class GracefulWorker(ContextWorker):
+    """The worker of ``sami worker`` (jobs run in this process, with its context), whose warm shutdown
+    has a deadline.
 
     First SIGTERM or SIGINT: take no new job, let the running one finish within ``grace`` seconds,
     then hand its action back. A second one while a job runs: hand it back at once.

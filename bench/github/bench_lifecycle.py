@@ -37,7 +37,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from rq import SimpleWorker  # noqa: E402
 from sqlalchemy import select, update  # noqa: E402
 from sqlalchemy.orm import sessionmaker  # noqa: E402
 
@@ -52,7 +51,7 @@ from tests.support import github_payloads  # noqa: E402
 from tests.support.github_mock import FlakyProxy, PrismServer, trimmed_spec  # noqa: E402
 from tests.support.servers import PostgresServer, RedisServer, running  # noqa: E402
 from workers import outbox as outbox_jobs  # noqa: E402
-from workers.context import build_context, set_context  # noqa: E402
+from workers.context import ContextWorker, build_context  # noqa: E402
 from workers.deliveries import process_delivery  # noqa: E402
 from workers.lease import db_now  # noqa: E402
 from workers.queue import ACTIONS_QUEUE, RQBroker, connect_redis  # noqa: E402
@@ -103,7 +102,8 @@ class Lifecycle:
         return str(status)
 
     def run_actions(self) -> None:
-        SimpleWorker([ACTIONS_QUEUE], connection=self.redis).work(burst=True, logging_level="WARNING")
+        worker = ContextWorker([ACTIONS_QUEUE], connection=self.redis, context=self.ctx)
+        worker.work(burst=True, logging_level="WARNING")
 
     def send_outbox(self) -> int:
         """Send every waiting row, as the sweep does once their coalescing delay has passed."""
@@ -157,9 +157,7 @@ def measure(postgres, redis_server, prism, slow: bool, workdir: Path) -> dict:
         ctx = build_context(settings, broker=RQBroker(redis_client),
                             session_factory=sessionmaker(bind=engine, expire_on_commit=False))
         ctx.github = GitHubClient(proxy.url, token=secrets.token_hex(8), seconds_between_writes=0)  # Prism checks none
-        set_context(ctx)
         outcomes = Lifecycle(ctx, redis_client).run(slow)
-        set_context(None)
         with ctx.session() as session:
             rows = session.scalars(select(OutboxRow)).all()
             by_state: dict[str, int] = {}

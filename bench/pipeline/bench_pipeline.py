@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 import yaml  # noqa: E402
-from rq import SimpleWorker  # noqa: E402
 from sqlalchemy import create_engine, select, text  # noqa: E402
 from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
@@ -42,7 +41,7 @@ from bot.core.states import DeploymentState  # noqa: E402
 from bot.services.deployments import Context, DeploymentRequest, request_deployment  # noqa: E402
 from tests.support import github_payloads  # noqa: E402
 from tests.support.servers import PostgresServer, RedisServer  # noqa: E402
-from workers.context import build_context, set_context  # noqa: E402
+from workers.context import ContextWorker, build_context  # noqa: E402
 from workers.queue import ACTIONS_QUEUE, CHECKS_QUEUE, RQBroker  # noqa: E402
 
 WEBHOOK_SECRET = secrets.token_hex(16)
@@ -325,10 +324,9 @@ def bench_swarm(servers: Servers, runs: int, tmp: Path) -> dict:
         engine = db.make_engine(url)
         ctx = build_context(settings, broker=RQBroker(redis_client),
                             session_factory=sessionmaker(bind=engine, expire_on_commit=False))
-        set_context(ctx)
         services = Context.from_settings(settings, ctx.broker)
         manifests = ctx.manifests.current()
-        worker = SimpleWorker([ACTIONS_QUEUE, CHECKS_QUEUE], connection=redis_client)
+        worker = ContextWorker([ACTIONS_QUEUE, CHECKS_QUEUE], connection=redis_client, context=ctx)
 
         def by_sami(n: int) -> float:
             started = time.perf_counter()
@@ -372,7 +370,6 @@ def bench_swarm(servers: Servers, runs: int, tmp: Path) -> dict:
         for n in range(runs):
             hand_times.append(by_hand(n))
             sami_times.append(by_sami(n))
-        set_context(None)
         engine.dispose()
         sami_s, hand_s = statistics.median(sami_times), statistics.median(hand_times)
         return {"runs": runs, "sami_median_s": round(sami_s, 2), "by_hand_median_s": round(hand_s, 2),

@@ -11,7 +11,7 @@ from bot.cli.common import migrated_sessions, one_line_errors, warn_if_metrics_o
 from bot.core.config import Settings, load_settings
 from bot.core.logs import configure_logging
 from bot.core.metrics import StateCollector, serve_metrics
-from workers.context import WorkerContext, build_context, set_context
+from workers.context import WorkerContext, build_context
 from workers.queue import ACTIONS_QUEUE, CHECKS_QUEUE, RQBroker, connect_redis
 from workers.scheduler import Scheduler
 from workers.shutdown import GracefulWorker
@@ -34,12 +34,11 @@ def worker(burst: bool, name: str | None) -> None:
     configure_logging(settings)
     connection = connect_redis(settings)
     context = build_context(settings, broker=RQBroker(connection), session_factory=sessions)
-    set_context(context)
     _serve_process_metrics(settings, context)
     # No fork per job: the process keeps its database pool, and scripts run in their own
     # process groups anyway. RQ's scheduler (one process for all workers, by a lock in Redis)
     # queues actions that may not start yet when their time comes.
-    GracefulWorker([ACTIONS_QUEUE, CHECKS_QUEUE], connection=connection, name=name,
+    GracefulWorker([ACTIONS_QUEUE, CHECKS_QUEUE], connection=connection, name=name, context=context,
                    grace=settings.shutdown_grace).work(burst=burst, logging_level=settings.log_level.upper(),
                                                        with_scheduler=True)
 

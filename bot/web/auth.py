@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from flask import abort, current_app, g, session
 from sqlalchemy import select
 
+from bot.core.config import ConfigError
 from bot.core.models import ApiToken, Deployment
 from bot.github.client import GitHubClient, GitHubError
 from bot.services.tokens import Scopes, revoke_token
@@ -111,7 +112,12 @@ def check_csrf(form_value: str | None) -> None:
 def init_app(app, client: GitHubClient | None = None) -> None:
     """Give the app the GitHub client that answers who may change what: ``client`` (the embedded
     worker's), or the one its settings describe (None without credentials)."""
-    app.extensions["sami.github"] = client or GitHubClient.from_settings(app.config["SAMI"])
+    if client is None:
+        try:
+            client = GitHubClient.from_settings(app.config["SAMI"])
+        except ConfigError as exc:  # half an App: the setup page says so; nobody's permission can be read
+            log.warning("GitHub permissions cannot be read: %s", exc)
+    app.extensions["sami.github"] = client
 
 
 def _github_permission(repo: str, login: str) -> str:

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client import REGISTRY
-from rq import SimpleWorker
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import select, update
@@ -29,6 +28,7 @@ from bot.services.tokens import Scopes, create_token
 from tests.pipeline import conftest as pipeline
 from tests.pipeline.conftest import read_record
 from tests.support import github_payloads
+from workers.context import ContextWorker
 from workers.queue import ACTIONS_QUEUE, CHECKS_QUEUE
 from workers.scheduler import Scheduler, TickReport
 
@@ -306,11 +306,11 @@ def window_ends(db_session, redis_client=None) -> list[int]:
 
 
 @pytest.fixture
-def work_when_due(redis_client, work):
+def work_when_due(redis_client, work, worker_ctx):
     """A worker with RQ's scheduler, as `sami worker` runs: jobs whose time came are queued, then run."""
 
     def run() -> None:
-        SimpleWorker([ACTIONS_QUEUE, CHECKS_QUEUE], connection=redis_client).work(
+        ContextWorker([ACTIONS_QUEUE, CHECKS_QUEUE], connection=redis_client, context=worker_ctx).work(
             burst=True, with_scheduler=True, logging_level="WARNING")
         work()  # fails the test if a job raised
 

@@ -23,7 +23,7 @@ def work(db_session, worker_ctx):
 
     def run() -> None:
         for row in deliveries(db_session):
-            process_delivery(row.id, worker_ctx)
+            process_delivery(row.id, ctx=worker_ctx)
 
     return run
 

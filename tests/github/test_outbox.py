@@ -23,7 +23,7 @@ from tests.github.conftest import token_client
 from tests.pipeline.probe_scripts import write_probe_repo
 from tests.support.github_mock import FlakyProxy, Reply
 from workers import outbox as outbox_jobs
-from workers.context import build_context, set_context
+from workers.context import build_context
 from workers.lease import db_now
 from workers.queue import RQBroker
 from workers.scheduler import Scheduler, TickReport
@@ -43,9 +43,7 @@ def settings(test_config, tmp_path):
 @pytest.fixture
 def worker_ctx(settings, session_factory, redis_client):
     ctx = build_context(settings, broker=RQBroker(redis_client), session_factory=session_factory)
-    set_context(ctx)
     yield ctx
-    set_context(None)
 
 
 def pr_request(number: int = 7, sha: str = HEAD, debounce: float = 0) -> deployments.DeploymentRequest:

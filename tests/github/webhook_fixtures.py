@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 from sqlalchemy import select
@@ -15,7 +15,7 @@ from bot.core.config import settings_from_mapping
 from bot.core.models import Delivery
 from tests.conftest import WEBHOOK_SECRET
 from tests.support import github_payloads
-from workers.context import build_context, set_context
+from workers.context import ContextWorker, build_context
 from workers.queue import ACTIONS_QUEUE, CHECKS_QUEUE, RQBroker
 
 PATH = "/webhooks/github"
@@ -49,9 +49,7 @@ def worker_ctx(test_config, session_factory, redis_client):
     """The context jobs run with in this process; jobs see the test's transaction."""
     ctx = build_context(settings_from_mapping(test_config), broker=RQBroker(redis_client),
                         session_factory=session_factory)
-    set_context(ctx)
     yield ctx
-    set_context(None)
 
 
 @pytest.fixture
@@ -59,7 +57,8 @@ def work(worker_ctx, redis_client):
     """Run every queued job in this process until the queues are empty."""
 
     def run() -> None:
-        SimpleWorker([ACTIONS_QUEUE, CHECKS_QUEUE], connection=redis_client).work(burst=True, logging_level="WARNING")
+        ContextWorker([ACTIONS_QUEUE, CHECKS_QUEUE], connection=redis_client, context=worker_ctx).work(
+            burst=True, logging_level="WARNING")
         for name in (ACTIONS_QUEUE, CHECKS_QUEUE):
             for job_id in FailedJobRegistry(name, connection=redis_client).get_job_ids():
                 job = Job.fetch(job_id, connection=redis_client)

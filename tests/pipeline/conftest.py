@@ -4,14 +4,13 @@ and the test Redis, and a burst worker that runs what is queued (RQ's SimpleWork
 from __future__ import annotations
 
 import pytest
-from rq import SimpleWorker
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
 from bot.core.config import settings_from_mapping
 from bot.services.deployments import Context
 from tests.pipeline.probe_scripts import write_probe_repo
-from workers.context import build_context, set_context
+from workers.context import ContextWorker, build_context
 from workers.queue import ACTIONS_QUEUE, CHECKS_QUEUE, RQBroker
 
 
@@ -41,9 +40,7 @@ def settings(test_config):
 def worker_ctx(settings, session_factory, redis_client):
     """The context jobs run with in this process; jobs see the test's transaction."""
     ctx = build_context(settings, broker=RQBroker(redis_client), session_factory=session_factory)
-    set_context(ctx)
     yield ctx
-    set_context(None)
 
 
 @pytest.fixture
@@ -56,7 +53,7 @@ def work(worker_ctx, redis_client):
     """Run every queued job in this process until the queues are empty."""
 
     def run() -> None:
-        SimpleWorker([ACTIONS_QUEUE, CHECKS_QUEUE], connection=redis_client).work(
+        ContextWorker([ACTIONS_QUEUE, CHECKS_QUEUE], connection=redis_client, context=worker_ctx).work(
             burst=True, logging_level="WARNING")
         # A job that raised is a bug in the job, not an outcome: make it fail the test.
         for name in (ACTIONS_QUEUE, CHECKS_QUEUE):
