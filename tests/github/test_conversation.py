@@ -70,7 +70,7 @@ def send_outbox(db_session, worker_ctx, work) -> None:
                            .values(due_at=db_now(db_session) - timedelta(seconds=1)))
         db_session.commit()
         report = TickReport()
-        scheduler.sweep_outbox(report, db_now(db_session))
+        scheduler.steps["sweep_outbox"](report, db_now(db_session))
         if not report.outbox:
             return
         work()

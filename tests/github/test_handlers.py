@@ -212,7 +212,7 @@ def test_environments_idle_past_their_ttl_are_archived(db_session, dispatch, wor
 
     def expire(now: datetime) -> TickReport:
         report = TickReport()
-        Scheduler(worker_ctx).expire(report, now)
+        Scheduler(worker_ctx).steps["expire"](report, now)
         return report
 
     assert expire(datetime.now(UTC) + timedelta(minutes=59)).expired == []
@@ -401,7 +401,7 @@ def test_the_sweep_starts_a_waiting_update_that_no_scheduler_queued(db_session, 
     def sweep() -> list[int]:
         report = TickReport()
         # A few seconds on: the sweep leaves actions accepted a moment ago to their own jobs.
-        Scheduler(worker_ctx).sweep(report, db_now(db_session) + timedelta(seconds=5))
+        Scheduler(worker_ctx).steps["sweep"](report, db_now(db_session) + timedelta(seconds=5))
         return report.queued
 
     assert sweep() == []  # not due yet

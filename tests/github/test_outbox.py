@@ -199,7 +199,7 @@ def test_github_answering_502_delays_every_row_and_loses_none(db_session, worker
         for _ in range(8):  # the scheduler queues what is due; an RQ worker sends it
             make_due(db_session)
             report = TickReport()
-            scheduler.sweep_outbox(report, db_now(db_session))
+            scheduler.steps["sweep_outbox"](report, db_now(db_session))
             if not report.outbox:
                 break
             work()

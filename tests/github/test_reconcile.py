@@ -203,25 +203,25 @@ def test_the_scheduler_queues_a_round_every_few_minutes_and_a_rate_limit_holds_i
     scheduler = Scheduler(worker_ctx)
     now = db_now(db_session)
     every = timedelta(seconds=worker_ctx.settings.reconcile_interval)
-    scheduler.reconcile(report := TickReport(), now)  # no client: nothing to do
+    scheduler.steps["reconcile"](report := TickReport(), now)  # no client: nothing to do
     assert report.rounds == []
     worker_ctx.github = github
     token_fake.on("GET", PULLS, Reply(200, [pr(5)]),
                   Reply(429, {"message": "slow down"}, {"Retry-After": "900"}), Reply(200, [pr(5)]))
-    scheduler.reconcile(report, now)
+    scheduler.steps["reconcile"](report, now)
     assert report.rounds == ["reconcile"] and token_fake.requests == []  # queued, not run by the scheduler
     work()
     assert states(db_session) == {"probe-pr-5": S.RUNNING}
-    scheduler.reconcile(report, now + every - timedelta(seconds=1))
+    scheduler.steps["reconcile"](report, now + every - timedelta(seconds=1))
     work()
     assert len(token_fake.requests) == 1
-    scheduler.reconcile(report, now + every)  # rate limited: come back in 900 s
+    scheduler.steps["reconcile"](report, now + every)  # rate limited: come back in 900 s
     work()
-    scheduler.reconcile(report, now + every * 2)  # queued, and held back by the worker
+    scheduler.steps["reconcile"](report, now + every * 2)  # queued, and held back by the worker
     work()
     assert len(token_fake.requests) == 2 and report.rounds == ["reconcile"] * 3
     # The client itself sends nothing before GitHub's time either; this test's clock is the database's.
     worker_ctx.github = token_client(token_fake.url)
-    scheduler.reconcile(report, now + every + timedelta(seconds=900))
+    scheduler.steps["reconcile"](report, now + every + timedelta(seconds=900))
     work()
     assert len(token_fake.requests) == 3

@@ -76,7 +76,7 @@ def test_a_round_is_queued_once_however_many_schedulers_find_it_due(db_session, 
     worker_ctx.github = token_client(token_fake.url)
     now = db_now(db_session)
     for scheduler in (Scheduler(worker_ctx), Scheduler(worker_ctx)):
-        scheduler.reconcile(report := TickReport(), now)
+        scheduler.steps["reconcile"](report := TickReport(), now)
         assert report.rounds == ["reconcile"]
     assert Queue(CHECKS_QUEUE, connection=redis_client).job_ids == ["github-reconcile"]
     assert token_fake.requests == []
@@ -105,8 +105,8 @@ def test_the_rounds_come_as_often_as_the_settings_say(db_session, worker_ctx, wo
 
     def queued(seconds_later: int) -> list[str]:
         report = TickReport()
-        scheduler.reconcile(report, now + timedelta(seconds=seconds_later))
-        scheduler.redeliver(report, now + timedelta(seconds=seconds_later))
+        scheduler.steps["reconcile"](report, now + timedelta(seconds=seconds_later))
+        scheduler.steps["redeliver"](report, now + timedelta(seconds=seconds_later))
         work()  # the rounds run (GitHub answers 404 to all), so the next copy is a new job
         return report.rounds
 

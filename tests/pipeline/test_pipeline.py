@@ -32,7 +32,7 @@ def deployment(db_session, name="probe-stage") -> Deployment:
 
 def sweep(scheduler: Scheduler, now: datetime) -> TickReport:
     report = TickReport()
-    scheduler.sweep(report, now)
+    scheduler.steps["sweep"](report, now)
     return report
 
 

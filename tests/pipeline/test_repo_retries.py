@@ -69,10 +69,10 @@ def sweep_when_due(worker_ctx, db_session, action_id) -> list[int]:
     """The scheduler's sweep at the action's retry time (and a moment before it: nothing)."""
     due = action(db_session, action_id).retry_at
     early, report = TickReport(), TickReport()
-    Scheduler(worker_ctx).sweep(early, due - timedelta(seconds=5))
+    Scheduler(worker_ctx).steps["sweep"](early, due - timedelta(seconds=5))
     assert early.queued == []
     time.sleep(0.2)
-    Scheduler(worker_ctx).sweep(report, due + timedelta(seconds=5))
+    Scheduler(worker_ctx).steps["sweep"](report, due + timedelta(seconds=5))
     return report.queued
 
 

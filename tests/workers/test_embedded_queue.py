@@ -83,7 +83,7 @@ def test_the_sweep_starts_a_due_update_whose_timer_has_not_fired(embedded):
                         .values(retry_at=datetime.now(UTC) - timedelta(seconds=1)))
         session.commit()
     report = TickReport()
-    Scheduler(embedded).sweep(report, datetime.now(UTC) + timedelta(seconds=5))
+    Scheduler(embedded).steps["sweep"](report, datetime.now(UTC) + timedelta(seconds=5))
     assert report.queued == [later]
     assert wait_until(lambda: finished(embedded, later), 60, "the update").state is ActionState.SUCCEEDED
     # Its job ends, and no timer is left to start it again an hour from now.
