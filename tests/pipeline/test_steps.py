@@ -4,6 +4,8 @@ running the probe control scripts; the action's exit code is its last step's."""
 
 from __future__ import annotations
 
+import itertools
+
 from sqlalchemy import select
 
 from bot.core.models import Action, ActionStep
@@ -47,7 +49,7 @@ def test_each_script_call_is_a_step_in_the_order_it_ran(db_session, worker_ctx, 
                                           (3, "check", 0, False, 1)]
     rows = action(db_session, created).steps
     assert all(s.started_at <= s.finished_at for s in rows)
-    assert all(a.finished_at <= b.started_at for a, b in zip(rows, rows[1:], strict=False))
+    assert all(a.finished_at <= b.started_at for a, b in itertools.pairwise(rows))
     assert all(s.duration_seconds is not None and s.duration_seconds >= 0 for s in rows)
 
     # An archive makes two script calls: two steps.
@@ -103,3 +105,45 @@ def test_steps_go_with_their_action(db_session, worker_ctx, services_ctx, work):
     db_session.execute(Action.__table__.delete().where(Action.id == created))
     db_session.commit()
     assert steps(db_session, created) == []
+
+
+# --- the API -----------------------------------------------------------------------------------
+
+def test_the_api_shows_each_actions_steps(client, db_session, worker_ctx, services_ctx, work):
+    from bot.services.tokens import Scopes, create_token
+    from tests.pipeline.test_rollback_clone_cancel import call  # checks each answer against the OpenAPI document
+
+    admin = create_token(db_session, "admin", Scopes(admin=True))
+    reader = create_token(db_session, "reader", Scopes(actions=("read",)))
+    db_session.commit()
+    created = request(db_session, worker_ctx, services_ctx).action_id
+    work()
+    failed = request(db_session, worker_ctx, services_ctx, tag="v2", fail="update").action_id
+    work()
+
+    detail = call(client, reader, "GET", "/api/v1/deployments/probe-stage").json
+    by_id = {a["id"]: a for a in detail["actions"]}
+    shown = [(s["operation"], s["exit_code"], s["timed_out"]) for s in by_id[created]["steps"]]
+    assert shown == [("config_check", 0, False), ("create", 0, False), ("check", 0, False)]
+    assert [(s["operation"], s["exit_code"]) for s in by_id[failed]["steps"]] == [("config_check", 0), ("update", 1)]
+    assert by_id[failed]["exit_code"] == 1
+    step = by_id[failed]["steps"][-1]
+    assert set(step) == {"operation", "started_at", "finished_at", "exit_code", "timed_out", "duration_seconds",
+                         "attempts"}
+    assert step["started_at"] <= step["finished_at"] and step["duration_seconds"] >= 0
+
+    history = call(client, reader, "GET", "/api/v1/deployments/probe-stage/actions").json["actions"]
+    assert [a["steps"] for a in history] == [by_id[failed]["steps"], by_id[created]["steps"]]
+    assert call(client, reader, "GET", f"/api/v1/actions/{failed}").json["steps"] == by_id[failed]["steps"]
+    log = call(client, admin, "GET", f"/api/v1/actions/{failed}/log").json
+    assert log["steps"] == by_id[failed]["steps"]
+    # The document describes every field of these answers, the steps' too.
+    from bot.web import openapi
+
+    schemas = openapi.spec()["components"]["schemas"]
+    assert set(by_id[failed]) <= set(schemas["Action"]["properties"])
+    assert set(log) <= set(schemas["ActionLog"]["properties"])
+    assert set(step) == set(schemas["ActionStep"]["properties"]) == set(schemas["ActionStep"]["required"])
+    # A queued action has no steps yet.
+    queued = request(db_session, worker_ctx, services_ctx, tag="v3").action_id
+    assert call(client, reader, "GET", f"/api/v1/actions/{queued}").json["steps"] == []
