@@ -15,7 +15,8 @@ from bot.core import db
 from bot.core.models import Base
 from tests.conftest import create_database
 
-TABLES = {"deployments", "actions", "deliveries", "api_tokens", "outbox", "github_pull_requests", "alembic_version"}
+TABLES = {"deployments", "actions", "action_steps", "deliveries", "api_tokens", "outbox", "github_pull_requests",
+          "alembic_version"}
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

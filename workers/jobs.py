@@ -41,6 +41,7 @@ from workers.executor import ExecutorError, Target, prepare_manifest_dir
 from workers.lease import LeaseLost, claim_lease, db_now, release_lease, renew_lease, worker_identity
 from workers.runner import ScriptNotFound, ScriptResult, StopScript
 from workers.shutdown import STOPPING, HandBack, requeue
+from workers.steps import Steps
 
 log = logging.getLogger(__name__)
 S = DeploymentState
@@ -154,6 +155,7 @@ class Run:
         self.attempts = action.attempts or 0
         self.owner = owner
         self.log = ActionLog(ctx.session, action.id)
+        self.steps = Steps(ctx.session, action.id)
         self.deployment_name = deployment.name
         self.service = deployment.service
         self.environment = deployment.environment
@@ -232,15 +234,25 @@ class Run:
                            manifest, self.config)
 
     def script(self, operation: str, prepared: Prepared, extra: tuple[str, ...] = (), quiet: bool = False,
-               timeout: float | None = None) -> ScriptResult:
+               timeout: float | None = None, again: bool = False) -> ScriptResult:
+        """Run one of the action's control scripts, recorded as a step (with ``again``: as one more attempt
+        of the step before, a check run until it passes)."""
         self.check_cancel(force=True)
         self.mark_script_started()
         if not quiet:
             self.log.line(f"$ {operation}")
-        result = self.ctx.executor.run(operation, prepared.repo, prepared.target, prepared.manifest_dir,
-                                       extra=extra, on_output=None if quiet else self.log.write,
-                                       on_tick=self.tick, on_start=self.record_group,
-                                       label=script_label(self.action_id), timeout=timeout)
+        self.steps.start(operation, again=again)
+        try:
+            result = self.ctx.executor.run(operation, prepared.repo, prepared.target, prepared.manifest_dir,
+                                           extra=extra, on_output=None if quiet else self.log.write,
+                                           on_tick=self.tick, on_start=self.record_group,
+                                           label=script_label(self.action_id), timeout=timeout)
+        except LeaseLost:
+            raise  # the action is another worker's now: nothing more is written
+        except BaseException:
+            self.steps.stopped()
+            raise
+        self.steps.finish(result)
         if not quiet:
             status = "timed out" if result.timed_out else f"exit {result.exit_code}"
             self.log.line(f"# {operation}: {status} after {result.duration:.1f} s")
@@ -374,7 +386,7 @@ def _perform(run: Run, prepared: Prepared) -> Outcome:
     if not result.ok:
         return _script_failed(run, operation, result)
     if run.kind == "cleanup":
-        return Outcome(ActionState.SUCCEEDED, S.REMOVED, exit_code=0)
+        return Outcome(ActionState.SUCCEEDED, S.REMOVED, exit_code=result.exit_code)
     check = "archive_check" if run.kind == "archive" else "check"
     status_timeout = prepared.manifest.status_timeout or run.ctx.settings.status_timeout
     return _wait_for(run, check, prepared, status_timeout)
@@ -392,10 +404,11 @@ def _wait_for(run: Run, check: str, prepared: Prepared, status_timeout: int) -> 
         attempts += 1
         # One check may not outlast the status timeout.
         remaining = max(1.0, deadline - time.monotonic())
-        result = run.script(check, prepared, quiet=True, timeout=min(script_timeout, remaining))
+        result = run.script(check, prepared, quiet=True, timeout=min(script_timeout, remaining),
+                            again=attempts > 1)
         if result.ok:
             run.log.line(f"# {check}: passed (attempt {attempts})")
-            return Outcome(ActionState.SUCCEEDED, done, exit_code=0)
+            return Outcome(ActionState.SUCCEEDED, done, exit_code=result.exit_code)
         if last is None or (result.exit_code, result.stderr) != (last.exit_code, last.stderr):
             run.log.line(f"# {check}: {'timed out' if result.timed_out else f'exit {result.exit_code}'} "
                          f"(attempt {attempts}), retrying")
@@ -409,7 +422,7 @@ def _wait_for(run: Run, check: str, prepared: Prepared, status_timeout: int) -> 
         delay = min(delay * 1.5, 10.0)
     if check == "archive_check":
         return _failed(run.kind, f"archive_check did not pass within {status_timeout} s",
-                       FailureReason.TIMED_OUT)
+                       FailureReason.TIMED_OUT, last.exit_code)
     reason = FailureReason.TIMED_OUT if last.timed_out else CHECK_EXIT_REASONS.get(
         last.exit_code, FailureReason.TIMED_OUT)
     detail = (last.stderr or last.stdout).strip().splitlines()

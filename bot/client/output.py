@@ -98,6 +98,40 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, width: int |
     return "\n".join(lines)
 
 
+def step_lines(steps: Sequence[dict], finished: bool, colour: bool) -> list[str]:
+    """An action's steps, one line each as a CI job shows them: a mark (✓ passed, ✗ failed or stopped,
+    ⏱ timed out, ◌ running), the script, how long it took, and what else to say ("exit 3", "4 tries").
+    ``finished``: whether the action has ended (a step without an end then was stopped)."""
+    width = max((len(step.get("operation") or "") for step in steps), default=0)
+    lines = []
+    for step in steps:
+        notes = []
+        code = step.get("exit_code")
+        if step.get("finished_at") is None and not finished:
+            mark, fg = "◌", "yellow"
+            notes.append("running")
+        elif step.get("finished_at") is None or (code is None and not step.get("timed_out")):
+            mark, fg = "✗", "red"
+            notes.append("stopped")
+        elif step.get("timed_out"):
+            mark, fg = "⏱", "red"
+            notes.append("timed out")
+        elif code == 0:
+            mark, fg = "✓", "green"
+        else:
+            mark, fg = "✗", "red"
+            notes.append(f"exit {code}")
+        if (step.get("attempts") or 1) > 1:
+            notes.append(f"{step['attempts']} tries")
+        seconds = step.get("duration_seconds")
+        took = f"{seconds:.1f} s" if seconds is not None else "-"
+        line = f"{click.style(mark, fg=fg) if colour else mark} {step.get('operation') or '?':<{width}}  {took:>7}"
+        if notes:
+            line += "  " + " · ".join(notes)
+        lines.append(line)
+    return lines
+
+
 def terminal_width() -> int | None:
     """The terminal's width, or None when the output is not a terminal (then nothing is cut)."""
     return shutil.get_terminal_size((100, 24)).columns if is_tty() else None

@@ -14,6 +14,7 @@ from bot.client.http import ClientError
 from bot.core.lifecycle import DeploymentState
 
 LABEL_WIDTH = 22  # `sami info`'s field labels, padded: "deployment overrides:" is the longest
+STEPS_RULE = "---"  # between an action's steps and its log
 
 
 def _first_link(deployment: dict) -> str:
@@ -120,6 +121,16 @@ def info(out: Out, name) -> Exit:
     return Exit.OK
 
 
+def _print_steps(out: Out, steps: list[dict], finished: bool, rule: bool = True) -> None:
+    """The step lines of ``sami logs``, and a rule that ends them where the log follows."""
+    if not steps:
+        return
+    for line in output.step_lines(steps, finished, out.colour):
+        click.echo(line)
+    if rule:
+        click.echo(STEPS_RULE)
+
+
 @click.command()
 @click.argument("action_id")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the action ends.")
@@ -128,10 +139,12 @@ def info(out: Out, name) -> Exit:
               help="With --follow: give up after this many seconds (exit 5).")
 @client_command
 def logs(out: Out, action_id, follow, interval, timeout) -> Exit:
-    """Print action ACTION_ID's output (admin: logs may hold secrets).
+    """Print action ACTION_ID's steps (its control-script calls: ✓ passed, ✗ failed, ⏱ timed out,
+    with how long each took and a non-zero exit code), then its output (admin: logs may hold secrets).
 
-    With --follow, new output is printed as it comes until the action ends; the exit status is
-    then the action's (0 succeeded, 1 failed, 5 timed out).
+    With --follow, new output is printed as it comes until the action ends, then the steps again
+    if they changed meanwhile; the exit status is then the action's (0 succeeded, 1 failed, 5 timed
+    out).
 
     \b
     Example:
@@ -142,7 +155,9 @@ def logs(out: Out, action_id, follow, interval, timeout) -> Exit:
     started = time.monotonic()
     answer = client.get(f"/api/v1/actions/{action_id}/log")
     text = answer["log"]
+    shown_steps = answer.get("steps") or []
     if not out.as_json:
+        _print_steps(out, shown_steps, answer["finished"])
         click.echo(text, nl=False)
     while follow and not answer["finished"]:
         if time.monotonic() - started > timeout:
@@ -153,11 +168,16 @@ def logs(out: Out, action_id, follow, interval, timeout) -> Exit:
         text += answer["log"]
         if not out.as_json and answer["log"]:
             click.echo(answer["log"], nl=False)
+    steps = answer.get("steps") or []
     if out.as_json:
         output.print_json({"action_id": action_id, "state": answer["state"], "finished": answer["finished"],
-                           "truncated": answer.get("truncated", False), "log": text})
-    elif text and not text.endswith("\n"):
-        click.echo()
+                           "truncated": answer.get("truncated", False), "steps": steps, "log": text})
+    else:
+        if text and not text.endswith("\n"):
+            click.echo()
+        if steps != shown_steps:
+            click.echo(STEPS_RULE)
+            _print_steps(out, steps, answer["finished"], rule=False)
     if follow:
         return ACTION_EXITS.get(answer["state"], Exit.FAILED)
     return Exit.OK

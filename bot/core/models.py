@@ -1,4 +1,5 @@
-"""The records Sami keeps in its database: deployments, actions, deliveries, API tokens, the GitHub outbox."""
+"""The records Sami keeps in its database: deployments, actions and their steps, deliveries, API tokens, the
+GitHub outbox."""
 
 from __future__ import annotations
 
@@ -172,6 +173,10 @@ class Action(Base):
     cancel_requested_by: Mapped[str | None] = mapped_column(String(255))
 
     deployment: Mapped[Deployment] = relationship(back_populates="actions")
+    # Its control-script calls in the order they ran; the database deletes them with the action.
+    steps: Mapped[list[ActionStep]] = relationship(
+        back_populates="action", order_by="ActionStep.position", cascade="all, delete-orphan", passive_deletes=True
+    )
 
     __table_args__ = (
         Index(None, "deployment_id", "created_at"),
@@ -182,6 +187,42 @@ class Action(Base):
 
     def __repr__(self) -> str:
         return f"<Action {self.id} {self.kind} {self.state}>"
+
+
+class ActionStep(Base):
+    """One control-script call of an action (config_check, create, check, ...), as a CI job's step.
+
+    ``exit_code`` is None while the script runs, and after it when it had none: it was stopped by
+    its timeout (``timed_out``), by a cancel, or could not start. A check run again until it passes
+    (or its status timeout ends) is one step: ``attempts`` calls, the last one's exit code.
+    """
+
+    __tablename__ = "action_steps"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    action_id: Mapped[int] = mapped_column(ForeignKey("actions.id", ondelete="CASCADE"))
+    # 1, 2, 3, ... within the action.
+    position: Mapped[int] = mapped_column(Integer)
+    operation: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    timed_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+    action: Mapped[Action] = relationship(back_populates="steps")
+
+    __table_args__ = (UniqueConstraint("action_id", "position"),)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """How long it ran, once it ended."""
+        if self.finished_at is None or self.started_at is None:
+            return None
+        return round(max(0.0, (self.finished_at - self.started_at).total_seconds()), 3)
+
+    def __repr__(self) -> str:
+        return f"<ActionStep {self.action_id}.{self.position} {self.operation} {self.exit_code}>"
 
 
 class DeliveryStatus(enum.StrEnum):

@@ -12,12 +12,12 @@ from collections.abc import Mapping
 
 from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import select
-from sqlalchemy.orm import undefer
+from sqlalchemy.orm import selectinload, undefer
 
 from bot import outbox
 from bot.core import naming
 from bot.core.errors import Invalid
-from bot.core.models import Action, Deployment, OutboxRow
+from bot.core.models import Action, ActionStep, Deployment, OutboxRow
 from bot.services import deployments, queries
 from bot.services.tokens import Scopes, TokenError, authenticate
 from bot.web import openapi, shared
@@ -290,7 +290,8 @@ def list_actions(name: str):
     query = select(Action).where(Action.deployment_id == deployment.id)
     if request.args.get("cursor"):
         query = query.where(Action.id < int(request.args["cursor"]))
-    rows = session.scalars(query.order_by(Action.id.desc()).limit(limit + 1)).all()
+    rows = session.scalars(query.options(selectinload(Action.steps))
+                           .order_by(Action.id.desc()).limit(limit + 1)).all()
     next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
     return jsonify(actions=[action_to_dict(a) for a in rows[:limit]], next_cursor=next_cursor)
 
@@ -326,6 +327,12 @@ def deployment_to_dict(deployment: Deployment) -> dict:
     }
 
 
+def step_to_dict(step: ActionStep) -> dict:
+    return {"operation": step.operation, "started_at": _iso(step.started_at), "finished_at": _iso(step.finished_at),
+            "exit_code": step.exit_code, "timed_out": step.timed_out, "duration_seconds": step.duration_seconds,
+            "attempts": step.attempts}
+
+
 def action_to_dict(action: Action, with_log: bool = False) -> dict:
     data = {
         "id": action.id, "deployment": action.deployment.name, "kind": action.kind, "state": str(action.state),
@@ -334,6 +341,7 @@ def action_to_dict(action: Action, with_log: bool = False) -> dict:
         "created_at": _iso(action.created_at), "started_at": _iso(action.started_at),
         "finished_at": _iso(action.finished_at), "duration_ms": action.duration_ms,
         "cancel_requested_at": _iso(action.cancel_requested_at), "cancel_requested_by": action.cancel_requested_by,
+        "steps": [step_to_dict(step) for step in action.steps],
     }
     if with_log:
         data["log"] = action.log
@@ -375,7 +383,7 @@ def show_deployment(name: str):
     """One deployment with its latest actions."""
     deployment = _deployment(get_session(), name)
     actions = get_session().scalars(select(Action).where(Action.deployment_id == deployment.id)
-                                    .order_by(Action.id.desc()).limit(50)).all()
+                                    .options(selectinload(Action.steps)).order_by(Action.id.desc()).limit(50)).all()
     return jsonify(deployment=deployment_to_dict(deployment),
                    actions=[action_to_dict(a) for a in actions])
 
@@ -400,7 +408,8 @@ def action_log(action_id: int):
         raise Invalid("'offset' must be a whole number")
     text = action.log or ""
     return jsonify(action_id=action.id, state=str(action.state), offset=len(text), log=text[int(offset):],
-                   finished=action.state.finished, truncated=action.log_truncated)
+                   finished=action.state.finished, truncated=action.log_truncated,
+                   steps=[step_to_dict(step) for step in action.steps])
 
 
 @bp.get("/api/v1/services")

@@ -83,7 +83,8 @@ SCHEMAS: dict[str, dict] = {
         },
     },
     "Action": {
-        "type": "object", "required": ["id", "deployment", "kind", "state", "requested_by", "origin", "config"],
+        "type": "object", "required": ["id", "deployment", "kind", "state", "requested_by", "origin", "config",
+                                       "steps"],
         "properties": {
             "id": {"type": "integer"}, "deployment": {"type": "string"}, "kind": {"type": "string"},
             "state": {"$ref": "#/components/schemas/ActionState"},
@@ -94,6 +95,22 @@ SCHEMAS: dict[str, dict] = {
             "cancel_requested_at": ISO_TIME, "cancel_requested_by": TEXT_OR_NULL,
             "log": {"type": ["string", "null"], "description": "admin tokens only; secret values masked"},
             "log_truncated": {"type": ["boolean", "null"]},
+            "steps": {"type": "array", "items": {"$ref": "#/components/schemas/ActionStep"}},
+        },
+    },
+    "ActionStep": {
+        "type": "object", "description": "One control-script call of the action (config_check, create, check, ...), "
+        "in the order they ran. A check run again until it passes is one step of several attempts.",
+        "required": ["operation", "started_at", "finished_at", "exit_code", "timed_out", "duration_seconds",
+                     "attempts"],
+        "properties": {
+            "operation": {"type": "string", "description": "the control script's name"},
+            "started_at": {"type": "string", "format": "date-time"}, "finished_at": ISO_TIME,
+            "exit_code": {"type": ["integer", "null"], "description": "null while it runs, and when it ended "
+                          "without one: stopped by its timeout (timed_out), by a cancel, or it could not start"},
+            "timed_out": {"type": "boolean"},
+            "duration_seconds": {"type": ["number", "null"], "description": "null while it runs"},
+            "attempts": {"type": "integer", "minimum": 1, "description": "calls of the script this step stands for"},
         },
     },
     "DeploymentList": {
@@ -112,11 +129,12 @@ SCHEMAS: dict[str, dict] = {
                        "actions": {"type": "array", "items": {"$ref": "#/components/schemas/Action"}}},
     },
     "ActionLog": {
-        "type": "object", "required": ["action_id", "state", "offset", "log", "finished", "truncated"],
+        "type": "object", "required": ["action_id", "state", "offset", "log", "finished", "truncated", "steps"],
         "properties": {"action_id": {"type": "integer"}, "state": {"$ref": "#/components/schemas/ActionState"},
                        "offset": {"type": "integer", "description": "pass it as ?offset= to get what comes next"},
                        "log": {"type": "string"}, "finished": {"type": "boolean"},
-                       "truncated": {"type": ["boolean", "null"]}},
+                       "truncated": {"type": ["boolean", "null"]},
+                       "steps": {"type": "array", "items": {"$ref": "#/components/schemas/ActionStep"}}},
     },
     "Services": {
         "type": "object", "required": ["sha", "manifests", "errors"],

@@ -27,12 +27,12 @@ from flask import (
     url_for,
 )
 from sqlalchemy import select
-from sqlalchemy.orm import undefer
+from sqlalchemy.orm import selectinload, undefer
 from werkzeug.exceptions import HTTPException
 
 from bot.core import signing
 from bot.core.errors import Invalid, SamiError
-from bot.core.models import Action, ApiToken, Deployment
+from bot.core.models import Action, ActionStep, ApiToken, Deployment
 from bot.core.states import DeploymentState, IllegalTransition
 from bot.services import deployments, queries
 from bot.services.tokens import Scopes, TokenError, authenticate, create_token
@@ -89,6 +89,33 @@ def duration(ms: int | None) -> str:
     return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
+def step_view(step: ActionStep, action: Action) -> dict[str, str]:
+    """How a step shows in the history, as a CI job's step: a mark (✓ ✗ ⏱ ◌) with the word it stands
+    for (the mark is never the only cue), a tone for its colour, how long it took, and what else to say
+    ("exit 3", "timed out", "4 tries")."""
+    notes = []
+    if step.finished_at is None and not action.state.finished:
+        mark, word, tone_ = "◌", "running", "busy"
+        notes.append(word)
+    elif step.finished_at is None or (step.exit_code is None and not step.timed_out):
+        # stopped by a cancel, or by its worker's end; or it could not start
+        mark, word, tone_ = "✗", "stopped", "bad"
+        notes.append(word)
+    elif step.timed_out:
+        mark, word, tone_ = "⏱", "timed out", "bad"
+        notes.append(word)
+    elif step.exit_code == 0:
+        mark, word, tone_ = "✓", "passed", "ok"
+    else:
+        mark, word, tone_ = "✗", "failed", "bad"
+        notes.append(f"exit {step.exit_code}")
+    if step.attempts > 1:
+        notes.append(f"{step.attempts} tries")
+    took = step.duration_seconds
+    return {"mark": mark, "word": word, "tone": tone_, "note": " · ".join(notes),
+            "took": duration(round(took * 1000)) if took is not None else ""}
+
+
 def web_link(url: object) -> str | None:
     """``url`` if it is an http(s) address: a link a script reported must not run script in the page."""
     text = str(url or "")
@@ -115,6 +142,7 @@ def page_url(args: dict, **changes) -> str:
 def _template_globals():
     return {"viewer": auth.current_viewer(), "csrf_token": auth.csrf_token, "ago": ago, "exact": exact,
             "tone": tone, "duration": duration, "github_url": github_url, "web_link": web_link,
+            "step_view": step_view,
             "oauth": bool(current_app.config["SAMI"].github_oauth_client_id)}
 
 
@@ -181,7 +209,7 @@ def deployment(name: str):
     if row is None or not _may_read(row):
         abort(404, f"no deployment {name!r}")
     actions = list(session_.scalars(select(Action).where(Action.deployment_id == row.id)
-                                    .order_by(Action.id.desc()).limit(50)))
+                                    .options(selectinload(Action.steps)).order_by(Action.id.desc()).limit(50)))
     viewer = auth.current_viewer()
     manifest = _manifest_of(row)
     secret_names = manifest.secrets if manifest else ()

@@ -115,9 +115,31 @@ def test_logs_follow_streams_a_running_action_until_it_ends(server):
     assert "# check: passed" in streamed
     whole = server.run("logs", str(action_id))
     assert whole.returncode == Exit.OK
-    assert streamed == whole.stdout, "what was streamed is the whole log, once"
+    steps, log = whole.stdout.split("---\n", 1)
+    assert log == server.api(f"/api/v1/actions/{action_id}/log")["log"]
+    # what was streamed is the whole log, once, and then the steps as they ended (they changed meanwhile)
+    assert streamed.count("# check: passed") == 1 and log in streamed
+    assert streamed.endswith(log + "---\n" + steps), streamed
     document = json.loads(server.run("logs", str(action_id), "--json").stdout)
-    assert document["log"] == whole.stdout and document["state"] == "succeeded" and document["finished"] is True
+    assert document["log"] == log and document["state"] == "succeeded" and document["finished"] is True
+
+
+def test_logs_shows_the_actions_steps_before_its_log(server):
+    action_id = _action(server, "request", "probe", "pull_request", "--pull-request", "16", "--tag", "t1",
+                        "--deployment-override", "fail=create")
+    assert server.run("wait", str(action_id)).returncode == Exit.FAILED
+    shown = server.run("logs", str(action_id))
+    assert shown.returncode == Exit.OK, shown.stderr
+    lines = shown.stdout.splitlines()
+    # one line a step: its mark, its script, how long it took, and its exit code when it is not 0
+    assert re.fullmatch(r"✓ config_check +\d+\.\d s", lines[0]), lines
+    assert re.fullmatch(r"✗ create +\d+\.\d s  exit 1", lines[1]), lines
+    assert lines[2] == "---"
+    assert shown.stdout.split("---\n", 1)[1] == server.api(f"/api/v1/actions/{action_id}/log")["log"]
+    document = json.loads(server.run("logs", str(action_id), "--json").stdout)
+    assert [(s["operation"], s["exit_code"], s["timed_out"]) for s in document["steps"]] == [
+        ("config_check", 0, False), ("create", 1, False)]
+    assert document["log"] == shown.stdout.split("---\n", 1)[1]
 
 
 def test_wait_gives_up_after_its_timeout_with_exit_5_and_the_action_goes_on(server):

@@ -78,3 +78,24 @@ def test_on_a_narrow_terminal_the_columns_give_way_down_to_their_headers():
     text = output.table(["NAME", "STATE", "URL"], ROWS, width=24, shrink=(0, 2))
     assert max(len(line) for line in text.splitlines()) <= 24
     assert text.splitlines()[1] == "web-p…  Running  https:…", "STATE, not in shrink, stays whole"
+
+
+def test_step_lines_mark_how_each_step_ended():
+    def step(operation, exit_code, seconds=1.25, timed_out=False, attempts=1, finished=True):
+        return {"operation": operation, "exit_code": exit_code, "timed_out": timed_out, "attempts": attempts,
+                "duration_seconds": seconds if finished else None,
+                "finished_at": "2026-01-01T00:00:01+00:00" if finished else None}
+
+    steps = [step("config_check", 0), step("create", 7), step("update", None, 30.0, timed_out=True),
+             step("check", 3, 12.5, attempts=4), step("archive", None), step("cleanup", None, finished=False)]
+    assert output.step_lines(steps, finished=False, colour=False) == [
+        "✓ config_check    1.2 s",
+        "✗ create          1.2 s  exit 7",
+        "⏱ update         30.0 s  timed out",
+        "✗ check          12.5 s  exit 3 · 4 tries",
+        "✗ archive         1.2 s  stopped",
+        "◌ cleanup             -  running",
+    ]
+    # once the action is over, a step that never ended was stopped
+    assert output.step_lines(steps[-1:], finished=True, colour=False) == ["✗ cleanup        -  stopped"]
+    assert output.step_lines(steps[:1], finished=True, colour=True)[0].startswith("\x1b[32m✓\x1b[0m config_check")

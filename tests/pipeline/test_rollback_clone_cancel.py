@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bot.core.errors import Conflict, Invalid, NotFound
-from bot.core.models import Action, Deployment
+from bot.core.models import Action, ActionStep, Deployment
 from bot.core.states import ActionState, DeploymentState, FailureReason
 from bot.services import deployments
 from bot.services.tokens import Scopes, create_token
@@ -370,3 +370,8 @@ def test_cancelling_a_running_action_stops_its_script_group(stack):  # noqa: F81
         os.killpg(pgid, 0)
     with Session(stack.engine) as session:
         assert session.get(Action, cancelled.id).finished_at is not None
+        # The stopped script's step has ended without an exit code.
+        steps = session.scalars(select(ActionStep).where(ActionStep.action_id == cancelled.id)
+                                .order_by(ActionStep.position)).all()
+        assert [(s.operation, s.exit_code, s.timed_out, s.finished_at is not None) for s in steps] == [
+            ("config_check", 0, False, True), ("create", None, False, True)]

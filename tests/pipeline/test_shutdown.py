@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, undefer
 
-from bot.core.models import Action, Deployment
+from bot.core.models import Action, ActionStep, Deployment
 from bot.core.states import ActionState, DeploymentState
 from tests.pipeline.probe_scripts import write_probe_repo
 from tests.pipeline.test_processes import Stack
@@ -83,6 +83,13 @@ def test_a_worker_hands_back_an_action_that_outlasts_the_grace_period(stack):
     stack.start("scheduler", "--interval", "1")
     stack.wait(lambda: stack.record.read_text().count("create probe-stage v1") == 2, 60, "the action to run again")
     assert stack.actions()[0].state is ActionState.RUNNING
+    # Its steps: those of the first run (the create stopped without an exit code), then the new ones.
+    with Session(stack.engine) as session:
+        steps = session.scalars(select(ActionStep).where(ActionStep.action_id == action.id)
+                                .order_by(ActionStep.position)).all()
+        assert [(s.position, s.operation, s.exit_code, s.finished_at is not None) for s in steps] == [
+            (1, "config_check", 0, True), (2, "create", None, True), (3, "config_check", 0, True),
+            (4, "create", None, False)]
 
 
 def test_a_second_sigterm_hands_the_action_back_at_once(stack):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
 
 from bot.core import signing
-from bot.core.models import Action, ApiToken, Deployment
+from bot.core.models import Action, ActionStep, ApiToken, Deployment
 from bot.core.states import ActionState
 from bot.services.tokens import Scopes, create_token
 from bot.web import pages
@@ -52,6 +53,50 @@ def test_detail_masks_secrets_and_shows_history(client, admin_token, db_session)
     assert "API_TOKEN" in html and "••••" in html
     assert f">{accepted['action_id']}<" in html and "token:admin" in html and ">api<" in html
     assert client.get("/deployments/nothing-here").status_code == 404
+
+
+def shown_steps(html: str, action_id: int) -> list[str]:
+    """The steps of action ``action_id`` as the history shows them, one text per step, tags taken out."""
+    match = re.search(rf'<ol class="steps" aria-label="Steps of action {action_id}">(.*?)</ol>', html, re.S)
+    assert match, f"no steps of action {action_id} on the page"
+    return [" ".join(re.sub(r"<[^>]+>", " ", item).split()) for item in re.findall(r"<li.*?</li>", match[1], re.S)]
+
+
+def test_detail_shows_each_actions_steps_in_its_history(client, admin_token, work):
+    created = request_deployment(client, admin_token)["action_id"]
+    work()
+    failed = request_deployment(client, admin_token, tag="v2", overrides={"deployment": {"fail": "update"}})
+    work()
+    html = client.get("/deployments/probe-stage").get_data(as_text=True)
+    took = r"\d+\.\d s"
+    steps = shown_steps(html, created)
+    assert [re.sub(took, "T", text) for text in steps] == [
+        "✓ passed: config_check T", "✓ passed: create T", "✓ passed: check T"], steps
+    steps = shown_steps(html, failed["action_id"])
+    # the non-zero exit code is shown beside the step, and the mark has its word
+    assert [re.sub(took, "T", text) for text in steps] == ["✓ passed: config_check T", "✗ failed: update T exit 1"]
+    assert '<span class="mark" aria-hidden="true" title="failed">✗</span>' in html
+
+
+def test_a_steps_mark_says_how_it_ended():
+    started = datetime(2026, 1, 1, tzinfo=UTC)
+    ended = datetime(2026, 1, 1, 0, 0, 2, tzinfo=UTC)
+    running = Action(state=ActionState.RUNNING)
+    failed = Action(state=ActionState.FAILED)
+
+    def view(action, **fields):
+        step = ActionStep(**{"operation": "check", "started_at": started, "attempts": 1, "timed_out": False,
+                             **fields})
+        shown = pages.step_view(step, action)
+        return shown["mark"], shown["word"], shown["took"], shown["note"]
+
+    assert view(failed, finished_at=ended, exit_code=0) == ("✓", "passed", "2.0 s", "")
+    assert view(failed, finished_at=ended, exit_code=3, attempts=4) == ("✗", "failed", "2.0 s", "exit 3 · 4 tries")
+    assert view(failed, finished_at=ended, exit_code=None, timed_out=True) == ("⏱", "timed out", "2.0 s", "timed out")
+    assert view(running, finished_at=None, exit_code=None) == ("◌", "running", "", "running")
+    # no end, and the action is over: its worker died while it ran; no code: it was cancelled
+    assert view(failed, finished_at=None, exit_code=None) == ("✗", "stopped", "", "stopped")
+    assert view(failed, finished_at=ended, exit_code=None) == ("✗", "stopped", "2.0 s", "stopped")
 
 
 def test_masked_config_hides_secret_names_and_secret_looking_keys():
