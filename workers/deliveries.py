@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from bot.core import metrics
+from bot.core import logs, metrics
 from bot.core.errors import failure_text
 from bot.core.models import Delivery, DeliveryStatus
 from bot.github import router
@@ -85,48 +85,55 @@ def process_delivery(delivery_row_id: int, ctx: WorkerContext | None = None) -> 
             return None
         row = session.scalars(select(Delivery).where(Delivery.id == delivery_row_id)
                               .execution_options(populate_existing=True)).one()
-        event = router.Event(name=row.event, action=row.action, delivery_id=row.delivery_id, payload=row.payload)
-        attempts = row.attempts
-        extra = {"delivery_id": row.delivery_id}
-        what = f"{event.name}.{event.action}" if event.action else event.name
-        retry_at = None
-        try:
-            if not load_handlers():
-                outcome = NO_HANDLERS
-            else:
-                handler_ctx = router.HandlerContext(
-                    session=session, manifests=ctx.manifests, services=Context.from_settings(ctx.settings, ctx.broker),
-                    settings=ctx.settings, github=ctx.github)
-                outcome = router.dispatch(event, handler_ctx)
-                if not isinstance(outcome, str):
-                    raise TypeError(f"the handler of {what} returned {outcome!r}, not an outcome text")
-            status = D.IGNORED if outcome.startswith("ignored") else D.PROCESSED
-            session.commit()
-        except router.Retry as retry:
-            session.rollback()
-            reason = _mask(str(retry), ctx.settings)
-            if attempts >= MAX_ATTEMPTS:
-                status, outcome = D.FAILED, f"failed: gave up after {attempts} tries: {reason}"
-            else:
-                status = D.RETRYING
-                retry_at = db_now(session) + timedelta(seconds=max(0.0, retry.after_seconds))
-                outcome = f"retrying in {retry.after_seconds:g} s (try {attempts}): {reason}"
-            log.info("delivery %s (%s): %s", row.delivery_id, what, outcome, extra=extra)
-        except Exception as exc:
-            session.rollback()
-            outcome = _mask(f"failed: {failure_text(exc)}", ctx.settings)
-            status = D.FAILED
-            details = _mask("".join(traceback.format_exception(exc)), ctx.settings)
-            log.error("delivery %s (%s) failed:\n%s", row.delivery_id, what, details, extra=extra)
-        # Written only while the claim is still this job's (a stale claim may have been taken over).
-        session.execute(
-            update(Delivery).where(Delivery.id == delivery_row_id, Delivery.status == D.PROCESSING,
-                                   Delivery.started_at == now)
-            .values(status=status, outcome=str(outcome)[:OUTCOME_LENGTH], retry_at=retry_at,
-                    processed_at=None if status is D.RETRYING else db_now(session))
-            .execution_options(synchronize_session=False))
+        # Every line of its processing, the handler's and the services' included, names the delivery.
+        with logs.about(delivery_id=row.delivery_id):
+            status = _process(ctx, session, row, now)
+    return str(status)
+
+
+def _process(ctx: WorkerContext, session, row: Delivery, claimed_at: datetime) -> DeliveryStatus:
+    """Run the handler of the claimed delivery ``row`` and record how it went."""
+    event = router.Event(name=row.event, action=row.action, delivery_id=row.delivery_id, payload=row.payload)
+    row_id, attempts = row.id, row.attempts
+    what = f"{event.name}.{event.action}" if event.action else event.name
+    retry_at = None
+    try:
+        if not load_handlers():
+            outcome = NO_HANDLERS
+        else:
+            handler_ctx = router.HandlerContext(
+                session=session, manifests=ctx.manifests, services=Context.from_settings(ctx.settings, ctx.broker),
+                settings=ctx.settings, github=ctx.github)
+            outcome = router.dispatch(event, handler_ctx)
+            if not isinstance(outcome, str):
+                raise TypeError(f"the handler of {what} returned {outcome!r}, not an outcome text")
+        status = D.IGNORED if outcome.startswith("ignored") else D.PROCESSED
         session.commit()
+    except router.Retry as retry:
+        session.rollback()
+        reason = _mask(str(retry), ctx.settings)
+        if attempts >= MAX_ATTEMPTS:
+            status, outcome = D.FAILED, f"failed: gave up after {attempts} tries: {reason}"
+        else:
+            status = D.RETRYING
+            retry_at = db_now(session) + timedelta(seconds=max(0.0, retry.after_seconds))
+            outcome = f"retrying in {retry.after_seconds:g} s (try {attempts}): {reason}"
+        log.info("delivery %s (%s): %s", event.delivery_id, what, outcome)
+    except Exception as exc:
+        session.rollback()
+        outcome = _mask(f"failed: {failure_text(exc)}", ctx.settings)
+        status = D.FAILED
+        details = _mask("".join(traceback.format_exception(exc)), ctx.settings)
+        log.error("delivery %s (%s) failed:\n%s", event.delivery_id, what, details)
+    # Written only while the claim is still this job's (a stale claim may have been taken over).
+    session.execute(
+        update(Delivery).where(Delivery.id == row_id, Delivery.status == D.PROCESSING,
+                               Delivery.started_at == claimed_at)
+        .values(status=status, outcome=str(outcome)[:OUTCOME_LENGTH], retry_at=retry_at,
+                processed_at=None if status is D.RETRYING else db_now(session))
+        .execution_options(synchronize_session=False))
+    session.commit()
     metrics.DELIVERIES_PROCESSED.labels(event.name, str(status)).inc()
     if status is not D.FAILED and status is not D.RETRYING:
-        log.info("delivery %s (%s): %s", event.delivery_id, what, outcome, extra=extra)
-    return str(status)
+        log.info("delivery %s (%s): %s", event.delivery_id, what, outcome)
+    return status

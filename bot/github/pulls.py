@@ -156,8 +156,7 @@ def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, 
         except SamiError as exc:  # one service's problem does not hide the others'
             session.rollback()
             done.append(f"failed {manifest.deployment_name(pr.number)}: {exc}")
-    log.info("pull request %s#%s: %s", pr.repository, pr.number, "; ".join(done),
-             extra={"delivery_id": delivery_id})
+    log.info("pull request %s#%s: %s", pr.repository, pr.number, "; ".join(done))
     return done
 
 

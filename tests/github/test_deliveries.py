@@ -12,6 +12,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from bot.core import db
+from bot.core.logs import ContextFilter
 from bot.core.models import Delivery, DeliveryStatus
 from bot.github import router
 from bot.web.webhooks import parse_delivery, record_delivery
@@ -114,6 +115,7 @@ def test_a_handler_exception_fails_the_delivery_and_is_logged_without_secrets(db
 
     routes("opened", handler)
     row_id = recorded(db_session, delivery="d-fails")
+    caplog.handler.addFilter(ContextFilter())  # as configure_logging's handler has it
     with caplog.at_level(logging.INFO, logger="workers.deliveries"):
         assert delivery_jobs.process_delivery(row_id, ctx=worker_ctx) == "failed"
     [row] = deliveries(db_session)
