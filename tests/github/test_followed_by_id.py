@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 from sqlalchemy import select
 
-import bot.github.handlers  # noqa: F401  (registers the handlers)
 from bot.core.logs import configure_logging
 from bot.core.models import Action, Deployment, OutboxRow
 from tests.github import test_conversation as conversation
