@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from bot import outbox
 from bot.core.errors import SamiError
@@ -230,10 +231,11 @@ class _Runner:
     def _resumes(self, manifest: Manifest, pr: pulls.PullRequest) -> bool:
         """Whether the check events that turn the commit green deploy it without another command: the
         pull request wants the environment anyway (or is a fork whose head commit a writer approved)."""
-        why_not = pulls.unwanted_because(manifest, pr)
-        if why_not is None:
+        if pulls.unwanted_because(manifest, pr) is None:
             return True
-        return pr.fork and why_not.startswith("fork") and pulls.approved(self.ctx.session, pr)
+        # Unwanted only for being a fork: wanted at the head commit a writer approved.
+        return (pr.fork and pulls.unwanted_because(manifest, replace(pr, fork=False)) is None
+                and pulls.approved(self.ctx.session, pr))
 
 
 def _rollback(session, repo, name, ctx, *, requested_by: str, origin: str, delivery_id: str | None = None
