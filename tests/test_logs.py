@@ -29,3 +29,20 @@ def test_exceptions_are_kept_in_one_line():
     line = JsonFormatter().format(record)
     assert "\n" not in line
     assert "ValueError: boom" in json.loads(line)["exception"]
+
+
+def test_ids_set_where_work_starts_reach_every_line_inside_and_no_further(caplog):
+    from bot.core.logs import ContextFilter, about, current
+
+    caplog.handler.addFilter(ContextFilter())
+    log = logging.getLogger("workers.jobs")
+    with caplog.at_level(logging.INFO):
+        with about(delivery_id="d-1"):
+            log.info("processing")
+            with about(deployment="web-pr-3", action_id=12, delivery_id=None):  # None leaves the delivery as it is
+                log.info("running")
+                assert (current("delivery_id"), current("action_id")) == ("d-1", 12)
+            log.info("processed")
+        log.info("idle")
+    ids = [tuple(getattr(r, name, None) for name in ("delivery_id", "deployment", "action_id")) for r in caplog.records]
+    assert ids == [("d-1", None, None), ("d-1", "web-pr-3", 12), ("d-1", None, None), (None, None, None)]

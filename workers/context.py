@@ -15,6 +15,8 @@ from bot.core.config import Settings
 from bot.github.client import GitHubClient
 from bot.github.redeliver import AskedMemory, asked_memory
 from bot.github.rounds import RoundMarks, round_marks
+from bot.github.router import Router
+from bot.github.routes import make_router
 from bot.manifests.store import ManifestStore
 from workers.executor import Executor
 from workers.queue import InProcessBroker, make_broker
@@ -29,6 +31,7 @@ class WorkerContext:
     broker: object
     manifests: ManifestStore
     executor: Executor
+    router: Router  # the webhook events' handlers, which the delivery jobs dispatch to
     github: GitHubClient | None = None  # None when no GitHub credentials are set
     # What the GitHub rounds remember between runs: shared through Redis, or by this process's jobs.
     asked: AskedMemory | None = None
@@ -55,6 +58,7 @@ def build_context(settings: Settings, broker=None, session_factory: sessionmaker
         broker=broker,
         manifests=ManifestStore.from_settings(settings),
         executor=Executor(settings),
+        router=make_router(),
         github=GitHubClient.from_settings(settings),
         asked=asked_memory(broker),
         rounds=round_marks(broker),

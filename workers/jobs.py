@@ -15,13 +15,13 @@ import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import exists, select, update
 
 from bot import outbox
-from bot.core import metrics
+from bot.core import logs, metrics
 from bot.core.errors import failure_text
 from bot.core.models import Action, Deployment
 from bot.core.states import (
@@ -286,7 +286,7 @@ def retry_later(run: Run, problem: str) -> bool:
                         .execution_options(synchronize_session=False))
         session.commit()
     log.warning("action %s: the deployments repo could not be read (%s); retrying in %s s", run.action_id,
-                problem, delay, extra={"action_id": run.action_id, "deployment": run.deployment_name})
+                problem, delay)
     return True
 
 
@@ -299,6 +299,14 @@ def execute_action(ctx: WorkerContext, action_id: int, owner: str) -> bool:
         run = Run(ctx, action, action.deployment, owner)
         # Its wait for a worker starts when it may start: a retry's or a pushed update's wait is on purpose.
         may_start_at = max(action.created_at, action.retry_at) if action.retry_at else action.created_at
+        # Every line of its run, and every outbox row it writes, names it, its deployment and the
+        # webhook delivery that asked for it.
+        about = {"delivery_id": action.delivery_id, "deployment": run.deployment_name, "action_id": action_id}
+    with logs.about(**about):
+        return _execute(ctx, run, action_id, owner, may_start_at)
+
+
+def _execute(ctx: WorkerContext, run: Run, action_id: int, owner: str, may_start_at: datetime) -> bool:
     with ExitStack() as stack:
         # The slow part (reading manifests may fetch from git) comes before the action is claimed,
         # so a claimed action always has a fresh heartbeat.
@@ -320,8 +328,7 @@ def execute_action(ctx: WorkerContext, action_id: int, owner: str) -> bool:
             return True  # another worker took it
         metrics.action_started(run.kind, may_start_at)
         started = time.monotonic()
-        log.info("running %s of %s (action %s)", run.kind, run.deployment_name, action_id,
-                 extra={"action_id": action_id, "deployment": run.deployment_name})
+        log.info("running %s of %s (action %s)", run.kind, run.deployment_name, action_id)
         try:
             if problem is not None:
                 run.log.line(f"error: {problem}")
@@ -334,7 +341,7 @@ def execute_action(ctx: WorkerContext, action_id: int, owner: str) -> bool:
             return False  # drain lets the lease go; the sweep queues the action again
         except LeaseLost:
             log.warning("action %s: lease of %s lost; leaving the action to the reaper", action_id,
-                        run.deployment_name, extra={"action_id": action_id})
+                        run.deployment_name)
             run.log.flush()
             return False
         except Cancelled as exc:
@@ -345,7 +352,7 @@ def execute_action(ctx: WorkerContext, action_id: int, owner: str) -> bool:
             run.log.line(f"error: {exc}")
             outcome = _failed(run.kind, str(exc))
         except Exception as exc:
-            log.exception("action %s failed unexpectedly", action_id, extra={"action_id": action_id})
+            log.exception("action %s failed unexpectedly", action_id)
             run.log.line(f"internal error: {failure_text(exc)}")
             outcome = _failed(run.kind, f"internal error: {type(exc).__name__}")
         run.log.flush()
@@ -441,7 +448,7 @@ def _finish(run: Run, outcome: Outcome) -> tuple[DeploymentState, DeploymentStat
                                  .execution_options(populate_existing=True)).one()
         if action.state is not ActionState.RUNNING or action.worker != run.owner[:255]:
             log.warning("action %s was settled elsewhere (%s) while it ran; its result is dropped",
-                        run.action_id, action.state, extra={"action_id": run.action_id})
+                        run.action_id, action.state)
             return None
         transition_action(action, outcome.state)
         action.exit_code = outcome.exit_code
@@ -462,8 +469,7 @@ def _finish(run: Run, outcome: Outcome) -> tuple[DeploymentState, DeploymentStat
                             deployment.state, outcome.deployment_state, action.id)
         outbox.commit(session)
         new_state = deployment.state
-    log.info("action %s %s: %s is %s", run.action_id, outcome.state, run.deployment_name, new_state,
-             extra={"action_id": run.action_id, "deployment": run.deployment_name})
+    log.info("action %s %s: %s is %s", run.action_id, outcome.state, run.deployment_name, new_state)
     return (old_state, new_state) if new_state is not old_state else None
 
 

@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from bot.core.models import OutboxRow, OutboxState
+from bot.core import logs
+from bot.core.models import Deployment, OutboxRow, OutboxState
 from bot.github import senders
 from bot.github.client import GitHubError, RateLimited
 from workers.context import WorkerContext
@@ -72,38 +73,48 @@ def deliver_outbox_row(row_id: int, *, ctx: WorkerContext) -> str | None:
             return None
         row = session.scalars(select(OutboxRow).where(OutboxRow.id == row_id)
                               .execution_options(populate_existing=True)).one()
-        values: dict = {"last_error": None}
-        if ctx.github is None:
-            state, values["result"] = O.SKIPPED, {"skipped": "no GitHub credentials are set"}
-        else:
-            try:
-                result = senders.send(session, row, senders.Sender(ctx.github, ctx.settings.public_url))
-                state = O.SKIPPED if "skipped" in result else O.DELIVERED
-                values["result"] = result
-            except senders.Postpone as wait:
-                session.rollback()
-                state, values = O.PENDING, {"due_at": db_now(session) + timedelta(seconds=wait.seconds),
-                                            "attempts": OutboxRow.attempts - 1, "last_error": str(wait)}
-            except (GitHubError, ValueError, KeyError) as exc:
-                session.rollback()
-                state, values = _failed(session, row, exc)
-        if state is O.PENDING and _another_waits(session, row):
-            state, values = O.SKIPPED, {"result": {"skipped": "a newer row sends the latest state"}}
-        if state in (O.DELIVERED, O.SKIPPED):
-            values["delivered_at"] = db_now(session)
-        # Written only while the claim is still this job's.
-        written = session.execute(update(OutboxRow).where(OutboxRow.id == row_id, OutboxRow.state == O.DELIVERING,
-                                                          OutboxRow.claimed_at == now)
-                                  .values(state=state, **values).execution_options(synchronize_session=False))
-        session.commit()
-        if written.rowcount != 1:
-            log.warning("outbox row %s (%s): the claim went stale and another job took the row; this try's "
-                        "outcome (%s) is not recorded", row_id, row.key, state)
-            return None
-        level = logging.WARNING if state in (O.FAILED, O.PENDING) else logging.INFO
-        log.log(level, "outbox row %s (%s): %s%s", row_id, row.key, state,
-                f" ({values.get('last_error')})" if values.get("last_error") else "")
-        return str(state)
+        deployment = session.scalar(select(Deployment.name).where(Deployment.id == row.deployment_id)) \
+            if row.deployment_id is not None else None
+        # The lines of its send name what caused the row: its delivery, deployment and action.
+        with logs.about(delivery_id=row.delivery_id, deployment=deployment, action_id=row.action_id):
+            return _send(ctx, session, row, now)
+
+
+def _send(ctx: WorkerContext, session, row: OutboxRow, claimed_at: datetime) -> str | None:
+    """Send the claimed ``row`` and record how it went."""
+    row_id = row.id
+    values: dict = {"last_error": None}
+    if ctx.github is None:
+        state, values["result"] = O.SKIPPED, {"skipped": "no GitHub credentials are set"}
+    else:
+        try:
+            result = senders.send(session, row, senders.Sender(ctx.github, ctx.settings.public_url))
+            state = O.SKIPPED if "skipped" in result else O.DELIVERED
+            values["result"] = result
+        except senders.Postpone as wait:
+            session.rollback()
+            state, values = O.PENDING, {"due_at": db_now(session) + timedelta(seconds=wait.seconds),
+                                        "attempts": OutboxRow.attempts - 1, "last_error": str(wait)}
+        except (GitHubError, ValueError, KeyError) as exc:
+            session.rollback()
+            state, values = _failed(session, row, exc)
+    if state is O.PENDING and _another_waits(session, row):
+        state, values = O.SKIPPED, {"result": {"skipped": "a newer row sends the latest state"}}
+    if state in (O.DELIVERED, O.SKIPPED):
+        values["delivered_at"] = db_now(session)
+    # Written only while the claim is still this job's.
+    written = session.execute(update(OutboxRow).where(OutboxRow.id == row_id, OutboxRow.state == O.DELIVERING,
+                                                      OutboxRow.claimed_at == claimed_at)
+                              .values(state=state, **values).execution_options(synchronize_session=False))
+    session.commit()
+    if written.rowcount != 1:
+        log.warning("outbox row %s (%s): the claim went stale and another job took the row; this try's "
+                    "outcome (%s) is not recorded", row_id, row.key, state)
+        return None
+    level = logging.WARNING if state in (O.FAILED, O.PENDING) else logging.INFO
+    log.log(level, "outbox row %s (%s): %s%s", row_id, row.key, state,
+            f" ({values.get('last_error')})" if values.get("last_error") else "")
+    return str(state)
 
 
 def _failed(session, row: OutboxRow, exc: Exception) -> tuple[OutboxState, dict]:

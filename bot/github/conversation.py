@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from bot import outbox
 from bot.core.errors import SamiError
@@ -23,7 +24,8 @@ from bot.core.states import DeploymentState
 from bot.github import commands, pulls
 from bot.github import comment as sticky
 from bot.github.client import GitHubError
-from bot.github.router import Event, HandlerContext, Retry, handles
+from bot.github.outcomes import Did, Outcome, Step
+from bot.github.router import Event, HandlerContext, Retry
 from bot.manifests import Manifest
 from bot.services import deployments
 
@@ -58,19 +60,18 @@ def _last_command(ctx: HandlerContext, repository: str, number: int, text: str, 
     outbox.request_sticky_comment(ctx.session.connection(), repository, number, delay=0)
 
 
-@handles("issue_comment", "created")
-def comment_created(event: Event, ctx: HandlerContext) -> str:
+def comment_created(event: Event, ctx: HandlerContext) -> Outcome:
     """A new comment on a pull request with `/sami` commands runs them for a writer; others are answered why not."""
     payload = event.payload
     issue = payload.get("issue") or {}
     comment = payload.get("comment") or {}
     if not issue.get("pull_request"):
-        return "ignored: a comment on an issue, not on a pull request"
+        return Outcome.ignored("a comment on an issue, not on a pull request")
     if _is_bot(comment):
-        return "ignored: a comment by a bot"
+        return Outcome.ignored("a comment by a bot")
     parsed = commands.parse_comment(comment.get("body"))
     if not parsed.commands and not parsed.errors:
-        return "ignored: no /sami command in the comment"
+        return Outcome.ignored("no /sami command in the comment")
     repository, number, comment_id = event.repository or "", int(issue["number"]), int(comment["id"])
     author = str((comment.get("user") or {}).get("login") or event.sender or "someone")
     written = "; ".join(str(c) for c in parsed.commands) or "/sami"
@@ -80,9 +81,9 @@ def comment_created(event: Event, ctx: HandlerContext) -> str:
                + "\n\nComment `/sami help` for the commands.")
         _react(ctx, event, comment_id, "confused")
         ctx.session.commit()
-        return f"refused: {parsed.errors[0].message}"
+        return Outcome.processed(f"refused: {parsed.errors[0].message}")
     if ctx.github is None:
-        return "ignored: Sami has no GitHub credentials, so it cannot check who may run commands"
+        return Outcome.ignored("Sami has no GitHub credentials, so it cannot check who may run commands")
     if any(c.state_changing for c in parsed.commands):
         try:
             permission = ctx.github.permission(repository, author)
@@ -97,24 +98,24 @@ def comment_created(event: Event, ctx: HandlerContext) -> str:
             _react(ctx, event, comment_id, "confused")
             _last_command(ctx, repository, number, written, author, f"refused: {why}")
             ctx.session.commit()
-            return f"refused: {why}"
+            return Outcome.processed(f"refused: {why}")
     _react(ctx, event, comment_id, "eyes")
     ctx.session.commit()
     runner = _Runner(event, ctx, repository, number, author)
-    results = [runner.run(command) for command in parsed.commands]
-    problems = [line for line in results if line.startswith(("failed", "refused"))]
-    summary = "; ".join(results)
+    results = [step for command in parsed.commands for step in runner.run(command)]
+    problems = [step for step in results if step.did in (Did.FAILED, Did.REFUSED)]
+    summary = "; ".join(map(str, results))
     if problems:
         _reply(ctx, event, number, "Sami could not do everything this comment asked:\n\n"
-               + "\n".join(f"- {line}" for line in problems), suffix=":problems")
-    held = any(line.startswith(pulls.HELD) for line in results)
+               + "\n".join(f"- {step}" for step in problems), suffix=":problems")
+    held = any(step.did is Did.HELD for step in results)
     if runner.changing and not runner.queued and not held:
         # Nothing to wait for: the answer is complete now (with actions, the outbox's hook reacts when they settle;
         # a deploy held for CI keeps its 👀 until it runs).
         _react(ctx, event, comment_id, "confused" if problems else "rocket")
     _last_command(ctx, repository, number, written, author, summary[:200])
     ctx.session.commit()
-    return summary
+    return Outcome.processed(summary)
 
 
 class _Runner:
@@ -149,89 +150,92 @@ class _Runner:
             return f"{', '.join(unknown)}: no pull request environment for {self.repository} (services: {names})"
         return [by_name[s] for s in command.services]
 
-    def run(self, command: commands.Command) -> str:
+    def run(self, command: commands.Command) -> list[Step]:
+        """What the command did, one step per environment it acted on (one step for help and status)."""
         verb = commands.Verb(command.verb)
         if verb is commands.Verb.HELP:
             services_ = [m.service_name for m in pulls.pull_request_manifests(self.ctx.manifests.current(),
                                                                               self.repository)]
             _reply(self.ctx, self.event, self.number, commands.help_text(services_), suffix=":help")
-            return "help sent"
+            return [Step(Did.DONE, "help sent")]
         if verb is commands.Verb.STATUS:
             outbox.request_sticky_comment(self.ctx.session.connection(), self.repository, self.number, delay=0)
-            return "status refreshed"
+            return [Step(Did.DONE, "status refreshed")]
         self.changing = True
         chosen = self.manifests(command)
         if isinstance(chosen, str):
-            return f"refused {command}: {chosen}"
+            return [Step.said(Did.REFUSED, f"{command}: {chosen}")]
         try:
             if verb in (commands.Verb.DEPLOY, commands.Verb.UPDATE):
                 pr = self.pull_request()
                 if pr.state != "open":
-                    return f"refused {command}: the pull request is closed"
+                    return [Step.said(Did.REFUSED, f"{command}: the pull request is closed")]
                 if verb is commands.Verb.DEPLOY and pr.fork:
                     record = outbox.pull_request_record(self.ctx.session, self.repository, self.number)
                     record.approved_sha, record.approved_by = pr.head_sha, self.author
                     record.head_sha, record.fork = pr.head_sha, True
                     self.ctx.session.commit()
-                return "; ".join(self._each(chosen, lambda m: self._deploy(m, pr, verb)))
+                return self._each(chosen, lambda m: self._deploy(m, pr, verb))
             operation: Callable = {commands.Verb.ARCHIVE: deployments.archive_deployment,
                                    commands.Verb.RESTORE: deployments.restore_deployment}.get(verb) or _rollback
-            return "; ".join(self._each(chosen, lambda m: self._accepted(
+            return self._each(chosen, lambda m: self._accepted(
                 operation(self.ctx.session, self.ctx.manifests.current(), m.deployment_name(self.number),
-                          self.ctx.services, **self.who), verb)))
+                          self.ctx.services, **self.who), verb))
         except GitHubError as exc:
             raise Retry(GITHUB_RETRY_SECONDS, f"the pull request could not be read: {exc}") from None
 
-    def _each(self, manifests: list[Manifest], do: Callable[[Manifest], str]) -> list[str]:
+    def _each(self, manifests: list[Manifest], do: Callable[[Manifest], Step]) -> list[Step]:
         done = []
         for manifest in manifests:
             try:
                 done.append(do(manifest))
             except SamiError as exc:
                 self.ctx.session.rollback()
-                done.append(f"failed {manifest.deployment_name(self.number)}: {exc}")
+                done.append(Step.said(Did.FAILED, f"{manifest.deployment_name(self.number)}: {exc}"))
         return done
 
-    def _accepted(self, accepted: deployments.Accepted, verb: commands.Verb) -> str:
+    def _accepted(self, accepted: deployments.Accepted, verb: commands.Verb) -> Step:
         self.queued += 1
-        return f"{verb} of {accepted.deployment} queued (action {accepted.action_id})"
+        return Step(Did.DONE, f"{verb} of {accepted.deployment} queued (action {accepted.action_id})")
 
-    def _deploy(self, manifest: Manifest, pr: pulls.PullRequest, verb: commands.Verb) -> str:
+    def _deploy(self, manifest: Manifest, pr: pulls.PullRequest, verb: commands.Verb) -> Step:
         name = manifest.deployment_name(self.number)
         existing = self.ctx.session.query(Deployment).filter(Deployment.name == name).first()
         if verb is commands.Verb.UPDATE and (existing is None or existing.state is DeploymentState.REMOVED):
-            return f"refused update of {manifest.service_name}: {name} is not deployed (comment /sami deploy)"
+            return Step.said(Did.REFUSED, f"update of {manifest.service_name}: {name} is not deployed (comment /sami "
+                                          "deploy)")
         if manifest.require_checks:
             # A command deploys the head commit too, so it waits for green checks as a push does.
             if self._gate is None:
                 self._gate = pulls.CheckGate(self.ctx.session, pr, self.ctx.github)
             blocked = self._gate.blocks(manifest)
             if blocked:
-                word, why = blocked
-                if word == pulls.HELD:
+                did, why = blocked
+                if did is Did.HELD:
                     why += ("; it deploys when they pass" if self._resumes(manifest, pr)
                             else f"; comment /sami {verb} again when they pass")
-                return f"{word} {name}: {why}"
-        line = pulls.deploy_one(self.ctx.session, self.ctx.manifests.current(), manifest, pr, self.ctx.services,
+                return Step.said(did, f"{name}: {why}")
+        step = pulls.deploy_one(self.ctx.session, self.ctx.manifests.current(), manifest, pr, self.ctx.services,
                                 **self.who)
-        if line.startswith("unchanged") and verb is commands.Verb.UPDATE and "already at" in line:
+        if step.did is Did.UNCHANGED and verb is commands.Verb.UPDATE and "already at" in step.text:
             # `update` deploys the same commit again.
             accepted = deployments.refresh_deployment(self.ctx.session, self.ctx.manifests.current(), name,
                                                    self.ctx.services, **self.who)
             self.queued += 1
-            return f"updated {accepted.deployment} again at {pr.head_sha[:7]}"
-        if not line.startswith("unchanged"):
+            return Step(Did.DONE, f"updated {accepted.deployment} again at {pr.head_sha[:7]}")
+        if step.did is not Did.UNCHANGED:
             self.queued += 1
-        return line
+        return step
 
 
     def _resumes(self, manifest: Manifest, pr: pulls.PullRequest) -> bool:
         """Whether the check events that turn the commit green deploy it without another command: the
         pull request wants the environment anyway (or is a fork whose head commit a writer approved)."""
-        why_not = pulls.unwanted_because(manifest, pr)
-        if why_not is None:
+        if pulls.unwanted_because(manifest, pr) is None:
             return True
-        return pr.fork and why_not.startswith("fork") and pulls.approved(self.ctx.session, pr)
+        # Unwanted only for being a fork: wanted at the head commit a writer approved.
+        return (pr.fork and pulls.unwanted_because(manifest, replace(pr, fork=False)) is None
+                and pulls.approved(self.ctx.session, pr))
 
 
 def _rollback(session, repo, name, ctx, *, requested_by: str, origin: str, delivery_id: str | None = None

@@ -11,9 +11,10 @@ from sqlalchemy import select
 
 from bot import outbox
 from bot.core.models import PullRequestRecord
-from bot.github import conversation, pulls, pushes  # noqa: F401  (conversation: its handlers register)
+from bot.github import pulls, pushes
 from bot.github.client import GitHubError
-from bot.github.router import Event, HandlerContext, Retry, handles
+from bot.github.outcomes import Did, Outcome
+from bot.github.router import Event, HandlerContext, Retry
 from bot.manifests import DeploymentsRepoError, PrDeploy
 
 log = logging.getLogger(__name__)
@@ -26,85 +27,78 @@ PENDING_RETRY_SECONDS = 60  # a delivery waiting for a pending action to settle
 
 # --- pull requests ---------------------------------------------------------------------------
 
-def _sync(event: Event, ctx: HandlerContext, pr: pulls.PullRequest) -> str:
+def _sync(event: Event, ctx: HandlerContext, pr: pulls.PullRequest) -> Outcome:
     repo = ctx.manifests.current()
     # Pushes come in series (a rebase, fixups): an update waits a moment for the next one to replace it.
     done = pulls.sync_pull_request(ctx.session, repo, pr, ctx.services, requested_by=f"github:{event.sender}",
                                    origin="webhook", delivery_id=event.delivery_id, settings=ctx.settings,
                                    github=ctx.github, debounce=ctx.settings.pr_debounce_seconds)
-    if any(line.startswith(pulls.WAITING + " ") for line in done):
+    if any(step.did is Did.WAITING for step in done):
         # A pull request closed while its environment still deploys: the whole sync is tried again
         # once that may have settled (it is idempotent, so what was done already is not done twice).
-        raise Retry(PENDING_RETRY_SECONDS, "; ".join(done))
-    return "; ".join(done) if done else f"ignored: no service deploys pull requests of {pr.repository}"
+        raise Retry(PENDING_RETRY_SECONDS, Outcome.of(done).text)
+    return Outcome.of(done) if done else Outcome.ignored(f"no service deploys pull requests of {pr.repository}")
 
 
-def _pull_request(event: Event) -> pulls.PullRequest | str:
+def _pull_request(event: Event) -> pulls.PullRequest | Outcome:
     try:
         return pulls.PullRequest.from_payload(event.payload["pull_request"], event.repository)
     except (KeyError, pulls.PayloadError) as exc:
-        return f"ignored: not a pull request Sami can read ({exc})"
+        return Outcome.ignored(f"not a pull request Sami can read ({exc})")
 
 
-@handles("pull_request", "opened", "reopened")
-def pull_request_opened(event: Event, ctx: HandlerContext) -> str:
+def pull_request_opened(event: Event, ctx: HandlerContext) -> Outcome:
     """An opened or reopened pull request gets its environments (those it is wanted in)."""
     pr = _pull_request(event)
-    return pr if isinstance(pr, str) else _sync(event, ctx, pr)
+    return pr if isinstance(pr, Outcome) else _sync(event, ctx, pr)
 
 
-@handles("pull_request", "synchronize")
-def pull_request_pushed(event: Event, ctx: HandlerContext) -> str:
+def pull_request_pushed(event: Event, ctx: HandlerContext) -> Outcome:
     """A new head commit moves the pull request's environments to it (a queued older update is superseded)."""
     pr = _pull_request(event)
-    return pr if isinstance(pr, str) else _sync(event, ctx, pr)
+    return pr if isinstance(pr, Outcome) else _sync(event, ctx, pr)
 
 
-@handles("pull_request", "closed")
-def pull_request_closed(event: Event, ctx: HandlerContext) -> str:
+def pull_request_closed(event: Event, ctx: HandlerContext) -> Outcome:
     """A closed or merged pull request's environments are archived."""
     pr = _pull_request(event)
-    return pr if isinstance(pr, str) else _sync(event, ctx, pr)
+    return pr if isinstance(pr, Outcome) else _sync(event, ctx, pr)
 
 
-@handles("pull_request", "labeled", "unlabeled")
-def pull_request_label(event: Event, ctx: HandlerContext) -> str:
+def pull_request_label(event: Event, ctx: HandlerContext) -> Outcome:
     """A deploy_label added or removed turns its label-mode environments on or off; other labels do nothing."""
     pr = _pull_request(event)
-    if isinstance(pr, str):
+    if isinstance(pr, Outcome):
         return pr
     label = (event.payload.get("label") or {}).get("name")
     repo = ctx.manifests.current()
     used = {m.deploy_label for m in pulls.pull_request_manifests(repo, pr.repository) if m.pr_deploy is PrDeploy.LABEL}
     if label not in used:
-        return f"ignored: label {label!r} deploys nothing in {pr.repository}"
+        return Outcome.ignored(f"label {label!r} deploys nothing in {pr.repository}")
     # The payload's label list may predate the change; the event's own label says what changed.
     return _sync(event, ctx, pr.with_label(label, event.action == "labeled"))
 
 
 # --- checks (require_checks) -----------------------------------------------------------------
 
-@handles("check_suite", "completed")
-@handles("workflow_run", "completed")
-@handles("status")
-def checks_changed(event: Event, ctx: HandlerContext) -> str:
+def checks_changed(event: Event, ctx: HandlerContext) -> Outcome:
     """A check of a commit settled: pull requests at that commit that wait for CI read their checks again."""
     payload = event.payload
     if event.name == "status":
         if str(payload.get("context") or "").startswith("sami/"):
-            return "ignored: Sami's own commit status"
+            return Outcome.ignored("Sami's own commit status")
         sha = payload.get("sha")
     else:
         sha = (payload.get(event.name) or {}).get("head_sha")
     if not isinstance(sha, str) or not sha or not event.repository:
-        return "ignored: no commit named"
+        return Outcome.ignored("no commit named")
     waiting = [record for record in ctx.session.scalars(select(PullRequestRecord).where(
         PullRequestRecord.repository == event.repository, PullRequestRecord.head_sha == sha))
         if record.checks and record.checks.get("sha") == sha and record.checks.get("state") != "success"]
     if not waiting:
-        return f"ignored: no pull request waits for the checks of {sha[:7]}"
+        return Outcome.ignored(f"no pull request waits for the checks of {sha[:7]}")
     if ctx.github is None:
-        return "ignored: Sami has no GitHub credentials to read the checks"
+        return Outcome.ignored("Sami has no GitHub credentials to read the checks")
     done = []
     for record in waiting:
         try:
@@ -113,29 +107,30 @@ def checks_changed(event: Event, ctx: HandlerContext) -> str:
             raise Retry(REPO_RETRY_SECONDS, f"pull request {record.number} could not be read: {exc}") from None
         pr = pulls.PullRequest.from_payload(item, event.repository)
         done.append(_sync(event, ctx, pr))
-    return "; ".join(done)
+    return Outcome.of(done)
 
 
 # --- pushes ----------------------------------------------------------------------------------
 
-@handles("push")
-def push(event: Event, ctx: HandlerContext) -> str:
+def push(event: Event, ctx: HandlerContext) -> Outcome:
     """A push to the deployments repo's branch updates the deployments whose folder changed; others do nothing."""
     payload = event.payload
     repository = payload.get("repository") or {}
     name = repository.get("full_name") or "an unknown repository"
     source = ctx.settings.deployments_repo
     if pushes.deployments_repo_key(source) is None:
-        return f"ignored: push to {name}; the deployments repo is a folder without a remote, so pushes are not followed"
+        return Outcome.ignored(f"push to {name}; the deployments repo is a folder without a remote, so pushes are "
+                               "not followed")
     if not pushes.is_deployments_repo(repository, source):
-        return f"ignored: {name} is not the deployments repo (application pushes deploy nothing; CI requests deploys)"
+        return Outcome.ignored(f"{name} is not the deployments repo (application pushes deploy nothing; CI requests "
+                               "deploys)")
     branch = pushes.tracked_branch(ctx.settings.deployments_ref, repository)
     ref = payload.get("ref") or ""
     if ref != f"refs/heads/{branch}":
-        return f"ignored: {ref or 'no ref'} is not the deployments repo's branch {branch}"
+        return Outcome.ignored(f"{ref or 'no ref'} is not the deployments repo's branch {branch}")
     after = payload.get("after") or ""
     if payload.get("deleted") or after == pushes.ZERO_SHA:
-        return f"ignored: the push deleted {ref}"
+        return Outcome.ignored(f"the push deleted {ref}")
     try:
         result = pushes.update_changed_deployments(
             ctx.session, ctx.manifests, payload.get("before") or "", after, ctx.services,
@@ -143,7 +138,7 @@ def push(event: Event, ctx: HandlerContext) -> str:
     except DeploymentsRepoError as exc:
         raise Retry(REPO_RETRY_SECONDS, f"the deployments repo could not be read at {after[:7]}: {exc}") from None
     _validation_status(ctx, name, result)
-    return _push_outcome(result)
+    return Outcome.processed(_push_outcome(result))
 
 
 def _validation_status(ctx: HandlerContext, repository: str, result: pushes.PushResult) -> None:

@@ -24,17 +24,13 @@ from bot.core import naming
 from bot.core.errors import SamiError
 from bot.core.models import PullRequestRecord
 from bot.github import checks
+from bot.github.outcomes import Did, Step
 from bot.manifests import DeploymentsRepo, Manifest, PrDeploy
 from bot.services import deployments
 
 log = logging.getLogger(__name__)
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}\Z")
-# The outcome word of an environment that could not be archived yet (an action is pending on it).
-WAITING = "waiting"
-# The outcome word of a fork's environment that waits for a writer's approval of its head commit.
-HELD = "held"
-
 
 class PayloadError(ValueError):
     """A pull request object without what Sami needs (number, state, head commit)."""
@@ -132,8 +128,8 @@ def unwanted_because(manifest: Manifest, pr: PullRequest) -> str | None:
 
 def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, ctx: deployments.Context, *,
                       requested_by: str, origin: str, delivery_id: str | None = None, settings,
-                      github=None, debounce: float = 0) -> list[str]:
-    """Make the pull request's environments match its current state; say what was done, one line each.
+                      github=None, debounce: float = 0) -> list[Step]:
+    """Make the pull request's environments match its current state; say what was done, one step each.
 
     Open and wanted: create, restore or update ``<service>-pr-<n>`` to the head commit's tag (an
     update waits ``debounce`` seconds, so that the next pushes of a series replace it).
@@ -145,7 +141,7 @@ def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, 
     if not manifests:
         return []
     if not repository_allowed(pr.repository, settings.github_repositories, repo):
-        return [f"ignored: {pr.repository} is not in SAMI_GITHUB_REPOSITORIES"]
+        return [Step(Did.IGNORED, f"ignored: {pr.repository} is not in SAMI_GITHUB_REPOSITORIES")]
     remember(session, pr)
     gate = CheckGate(session, pr, github)
     done = []
@@ -155,15 +151,14 @@ def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, 
                                   delivery_id=delivery_id, gate=gate, debounce=debounce))
         except SamiError as exc:  # one service's problem does not hide the others'
             session.rollback()
-            done.append(f"failed {manifest.deployment_name(pr.number)}: {exc}")
-    log.info("pull request %s#%s: %s", pr.repository, pr.number, "; ".join(done),
-             extra={"delivery_id": delivery_id})
+            done.append(Step.said(Did.FAILED, f"{manifest.deployment_name(pr.number)}: {exc}"))
+    log.info("pull request %s#%s: %s", pr.repository, pr.number, "; ".join(map(str, done)))
     return done
 
 
 def _sync_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: PullRequest,
               ctx: deployments.Context, *, requested_by: str, origin: str, delivery_id: str | None,
-              gate: CheckGate | None = None, debounce: float = 0) -> str:
+              gate: CheckGate | None = None, debounce: float = 0) -> Step:
     name = manifest.deployment_name(pr.number)
     why_not = unwanted_because(manifest, pr)
     if why_not is not None and pr.state == "open" and pr.fork and not manifest.pr_forks:
@@ -171,28 +166,29 @@ def _sync_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: P
         if approved(session, pr):
             why_not = None
         else:
-            return f"{HELD} {name}: fork ({pr.head_repository or 'deleted repository'}) at {pr.head_sha[:7]} waits " \
-                   f"for a writer's /sami deploy"
+            return Step.said(Did.HELD, f"{name}: fork ({pr.head_repository or 'deleted repository'}) at "
+                                       f"{pr.head_sha[:7]} waits for a writer's /sami deploy")
     if why_not is not None:
         ensured = deployments.ensure_archived(session, repo, name, ctx, requested_by=requested_by, origin=origin,
                                            delivery_id=delivery_id)
         if ensured.done:
-            return f"archived {name} ({why_not})"
+            return Step(Did.DONE, f"archived {name} ({why_not})")
         if ensured.reason == deployments.NOT_DEPLOYED:
-            return f"skipped {manifest.service_name}: {why_not}"
+            return Step.said(Did.SKIPPED, f"{manifest.service_name}: {why_not}")
         if ensured.waiting:
-            return f"{WAITING} {name}: {ensured.reason}"
-        return f"unchanged {name}: {ensured.reason}"
+            return Step.said(Did.WAITING, f"{name}: {ensured.reason}")
+        return Step.said(Did.UNCHANGED, f"{name}: {ensured.reason}")
     if manifest.require_checks:
-        blocked = gate.blocks(manifest) if gate is not None else (HELD, "require_checks is set; no checks were read")
+        blocked = gate.blocks(manifest) if gate is not None else \
+            (Did.HELD, "require_checks is set; no checks were read")
         if blocked:
-            return f"{blocked[0]} {name}: {blocked[1]}"
+            return Step.said(blocked[0], f"{name}: {blocked[1]}")
     return deploy_one(session, repo, manifest, pr, ctx, requested_by=requested_by, origin=origin,
                       delivery_id=delivery_id, debounce=debounce)
 
 
 def deploy_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: PullRequest, ctx: deployments.Context,
-               *, requested_by: str, origin: str, delivery_id: str | None, debounce: float = 0) -> str:
+               *, requested_by: str, origin: str, delivery_id: str | None, debounce: float = 0) -> Step:
     """Bring ``manifest``'s environment of ``pr`` to its head commit (create, restore or update; an update
     waits ``debounce`` seconds for a newer push to replace it); one line."""
     name = manifest.deployment_name(pr.number)
@@ -204,10 +200,10 @@ def deploy_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: 
         delivery_id=delivery_id, debounce_seconds=debounce)
     ensured = deployments.ensure_deployed(session, repo, request, ctx, revive=origin != "reconcile")
     if ensured.done is None:
-        return f"unchanged {name}: {ensured.reason}"
+        return Step.said(Did.UNCHANGED, f"{name}: {ensured.reason}")
     if ensured.done == "restored":
-        return f"restored {name} at {short}"
-    return f"{ensured.done} {name} {'at' if ensured.done == 'created' else 'to'} {short}"
+        return Step(Did.DONE, f"restored {name} at {short}")
+    return Step(Did.DONE, f"{ensured.done} {name} {'at' if ensured.done == 'created' else 'to'} {short}")
 
 
 def approved(session: Session, pr: PullRequest) -> bool:
@@ -244,11 +240,11 @@ class CheckGate:
         self._verdict = None
         self.services: list[str] = []
 
-    def blocks(self, manifest: Manifest) -> tuple[str, str] | None:
-        """None when the head commit's checks are green; else (outcome word, why): held while they run,
+    def blocks(self, manifest: Manifest) -> tuple[Did, str] | None:
+        """None when the head commit's checks are green; else (what it comes to, why): held while they run,
         refused when one failed."""
         if self.github is None:
-            return HELD, "require_checks is set and Sami has no GitHub credentials to read the checks"
+            return Did.HELD, "require_checks is set and Sami has no GitHub credentials to read the checks"
         if self._verdict is None:
             self._verdict = checks.read(self.github, self.pr.repository, self.pr.head_sha)
         verdict = self._verdict
@@ -258,8 +254,8 @@ class CheckGate:
         if verdict.state == checks.SUCCESS:
             return None
         if verdict.state == checks.FAILURE:
-            return "refused", f"CI failed at {short} ({verdict.summary}); nothing is deployed until the checks pass"
-        return HELD, f"waiting for CI at {short} ({verdict.summary})"
+            return Did.REFUSED, f"CI failed at {short} ({verdict.summary}); nothing is deployed until the checks pass"
+        return Did.HELD, f"waiting for CI at {short} ({verdict.summary})"
 
     def _remember(self, verdict) -> None:
         record = outbox.pull_request_record(self.session, self.pr.repository, self.pr.number)

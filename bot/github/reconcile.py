@@ -26,6 +26,7 @@ from bot.core.config import Settings
 from bot.core.models import Deployment
 from bot.core.states import DeploymentState
 from bot.github.client import DeadlinePassed, GitHubClient, GitHubError, RateLimited
+from bot.github.outcomes import Did
 from bot.github.pulls import PayloadError, PullRequest, pull_request_manifests, repository_allowed, sync_pull_request
 from bot.manifests import DeploymentsRepo, PrDeploy
 from bot.services.deployments import Context
@@ -141,4 +142,4 @@ def _sync(sessions: Callable[[], Session], repo: DeploymentsRepo, ctx: Context, 
             log.exception("reconciling %s#%s failed", repository, pr.number)
             report.errors.append(f"{repository}#{pr.number}: {type(exc).__name__}: {exc}")
             return
-    report.done.extend(line for line in done if not line.startswith(("unchanged", "skipped")))
+    report.done.extend(step.text for step in done if step.did not in (Did.UNCHANGED, Did.SKIPPED))

@@ -1,10 +1,11 @@
 """One router for GitHub webhook events: ``(event, action)`` -> a small handler.
 
-Each handler is a function registered with ``@handles(event, *actions)`` whose one-line
-docstring says the decision it makes. It gets the delivery as an ``Event`` and its
-collaborators in a ``HandlerContext``, and returns the outcome recorded on the delivery row
-(``"created web-pr-3"``, ``"ignored: ..."``). Handlers decide nothing that services would
-decide differently for CI: they translate the event and call the services layer.
+Each handler is a function whose one-line docstring says the decision it makes; the routes to
+them are listed in one place (``bot.github.routes``). A handler gets the delivery as an ``Event``
+and its collaborators in a ``HandlerContext``, and returns an ``Outcome``: its kind is the
+delivery's status, its text the line recorded on the delivery row (``"created web-pr-3"``,
+``"ignored: ..."``). Handlers decide nothing that services would decide differently for CI: they
+translate the event and call the services layer.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from bot.github.outcomes import Outcome
 from bot.github.payloads import payload_problem
 
 log = logging.getLogger(__name__)
@@ -57,37 +59,37 @@ class HandlerContext:
     github: Any = None  # bot.github.client.GitHubClient
 
 
-Handler = Callable[[Event, HandlerContext], str]
-ROUTES: dict[tuple[str, str | None], Handler] = {}
+Handler = Callable[[Event, HandlerContext], Outcome]
 
 
-def handles(event: str, *actions: str | None) -> Callable[[Handler], Handler]:
-    """Register a handler for ``event`` with each of ``actions`` (no actions: events without one)."""
+class Router:
+    """``(event, action)`` -> its handler, built once (``bot.github.routes.make_router``) and held by
+    whoever dispatches deliveries. An action of ``"*"`` takes every action of its event."""
 
-    def register(handler: Handler) -> Handler:
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str | None], Handler] = {}
+
+    def add(self, handler: Handler, event: str, *actions: str | None) -> Router:
+        """Route ``event`` with each of ``actions`` (no actions: events without one) to ``handler``."""
         for action in actions or (None,):
             key = (event, action)
-            if key in ROUTES:
+            if key in self.routes:
                 raise ValueError(f"{event}.{action} is handled twice")
-            ROUTES[key] = handler
-        return handler
+            self.routes[key] = handler
+        return self
 
-    return register
-
-
-def dispatch(event: Event, ctx: HandlerContext) -> str:
-    """Run the handler of ``event``; the outcome says what it did, or why nothing was done."""
-    problem = payload_problem(event.name, event.payload)
-    if problem is not None:
-        return f"ignored: the payload is not as GitHub sends it ({problem})"
-    handler = ROUTES.get((event.name, event.action)) or ROUTES.get((event.name, "*"))
-    if handler is None:
-        known = sorted({name for name, _ in ROUTES})
-        what = f"{event.name}.{event.action}" if event.action else event.name
-        if event.name in known:
-            return f"ignored: Sami does not act on {what}"
-        return f"ignored: Sami does not act on {event.name} events"
-    return handler(event, ctx)
+    def dispatch(self, event: Event, ctx: HandlerContext) -> Outcome:
+        """Run the handler of ``event``; the outcome says what it did, or why nothing was done."""
+        problem = payload_problem(event.name, event.payload)
+        if problem is not None:
+            return Outcome.ignored(f"the payload is not as GitHub sends it ({problem})")
+        handler = self.routes.get((event.name, event.action)) or self.routes.get((event.name, "*"))
+        if handler is None:
+            what = f"{event.name}.{event.action}" if event.action else event.name
+            if any(name == event.name for name, _ in self.routes):
+                return Outcome.ignored(f"Sami does not act on {what}")
+            return Outcome.ignored(f"Sami does not act on {event.name} events")
+        return handler(event, ctx)
 
 
 class Retry(Exception):

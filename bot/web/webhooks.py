@@ -25,6 +25,7 @@ from sqlalchemy import Text, bindparam, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from bot.core import logs
 from bot.core.errors import Invalid
 from bot.core.models import Delivery, DeliveryStatus
 from bot.core.signing import signature, webhook_secret
@@ -177,8 +178,12 @@ def receive_github():
     _verify(secret, body)
     event = _header("X-GitHub-Event", EVENT_RE, "pull_request")
     delivery_id = _header("X-GitHub-Delivery", DELIVERY_RE, "72d3162e-cc78-11e3-81ab-4c9367dc0958")
-    received = parse_delivery(delivery_id, event, *_payload(body))
-    extra = {"delivery_id": delivery_id}
+    with logs.about(delivery_id=delivery_id):  # every line of its receipt names the delivery
+        return _record_and_queue(parse_delivery(delivery_id, event, *_payload(body)))
+
+
+def _record_and_queue(received: Received):
+    delivery_id, event = received.delivery_id, received.event
     session = get_session()
 
     if event == "ping":
@@ -186,7 +191,7 @@ def receive_github():
         session.commit()
         if row_id is None:
             return jsonify(delivery=delivery_id, duplicate=True), 200
-        log.info("delivery %s: ping from hook %s", delivery_id, received.payload.get("hook_id"), extra=extra)
+        log.info("delivery %s: ping from hook %s", delivery_id, received.payload.get("hook_id"))
         return jsonify(delivery=delivery_id, zen=received.payload.get("zen"),
                        hook_id=received.payload.get("hook_id"), outcome="pong"), 200
 
@@ -196,7 +201,6 @@ def receive_github():
         return jsonify(delivery=delivery_id, duplicate=True), 200
     queued = get_broker(current_app).enqueue_delivery(row_id, new=True)
     what = f"{event}.{received.action}" if received.action else event
-    log.info("delivery %s: %s of %s recorded (queued: %s)", delivery_id, what, received.repository, queued,
-             extra=extra)
+    log.info("delivery %s: %s of %s recorded (queued: %s)", delivery_id, what, received.repository, queued)
     # Not queued (Redis is down): recorded all the same, and the scheduler's sweep will queue it.
     return jsonify(delivery=delivery_id, status="queued" if queued else "received"), 202

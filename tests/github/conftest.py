@@ -75,6 +75,6 @@ def dispatch(db_session, worker_ctx, services_ctx):
     def send(event: router.Event) -> str:
         ctx = router.HandlerContext(session=db_session, manifests=worker_ctx.manifests, services=services_ctx,
                                     settings=worker_ctx.settings, github=worker_ctx.github)
-        return router.dispatch(event, ctx)
+        return worker_ctx.router.dispatch(event, ctx).text
 
     return send

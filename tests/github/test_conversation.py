@@ -14,7 +14,6 @@ import pytest
 import yaml
 from sqlalchemy import select, update
 
-import bot.github.handlers  # noqa: F401  (registers the handlers)
 from bot.core.models import Action, Delivery, Deployment, OutboxRow, OutboxState
 from bot.core.states import ActionState, DeploymentState
 from bot.github import router
@@ -167,7 +166,7 @@ def dispatch(db_session, worker_ctx, services_ctx):
                                     settings=worker_ctx.settings, github=worker_ctx.github)
         event = router.Event(name="issue_comment", action=payload["action"], delivery_id=str(uuid.uuid4()),
                              payload=payload)
-        return router.dispatch(event, ctx)
+        return worker_ctx.router.dispatch(event, ctx).text
 
     return run
 
@@ -213,7 +212,7 @@ def test_a_writer_rolls_back_archives_and_restores_from_comments(dispatch, db_se
     handler_ctx = router.HandlerContext(
         session=db_session, manifests=worker_ctx.manifests, settings=worker_ctx.settings, github=worker_ctx.github,
         services=deployments.Context.from_settings(worker_ctx.settings, worker_ctx.broker))
-    assert router.dispatch(pushed, handler_ctx) == f"updated probe-pr-{NUMBER} to 2222222"
+    assert worker_ctx.router.dispatch(pushed, handler_ctx).text == f"updated probe-pr-{NUMBER} to 2222222"
     work()
 
     def deployment() -> Deployment:

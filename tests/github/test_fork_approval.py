@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-import bot.github.handlers  # noqa: F401  (registers the handlers)
 from bot import outbox
 from bot.core.models import Action, PullRequestRecord
 from bot.github import router, senders

@@ -1,5 +1,5 @@
 """Pull request events end to end: GitHub's own example payloads (moved to acme/probe) through
-router.dispatch, with the context the delivery job builds, then the real queue and a worker
+the worker's router, with the context the delivery job builds, then the real queue and a worker
 running the probe control scripts of tests/pipeline."""
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import select, update
 
-import bot.github.handlers  # noqa: F401  (registers the handlers)
 from bot.core.db import db_now
 from bot.core.models import Action, Deployment
 from bot.core.states import ActionState, DeploymentState
 from bot.github import router
+from bot.github.routes import make_router
 from bot.services import deployments
 from bot.services.tokens import Scopes, create_token
 from tests.pipeline import conftest as pipeline
@@ -74,7 +74,7 @@ def dispatch(db_session, worker_ctx, services_ctx):
     def run(event: router.Event) -> str:
         ctx = router.HandlerContext(session=db_session, manifests=worker_ctx.manifests, services=services_ctx,
                                     settings=worker_ctx.settings, github=None)
-        return router.dispatch(event, ctx)
+        return worker_ctx.router.dispatch(event, ctx).text
 
     return run
 
@@ -252,9 +252,10 @@ def test_the_allowlist_applies_to_events(db_session, dispatch, worker_ctx, monke
 
 
 def test_every_pull_request_action_sami_handles_is_routed():
-    routed = {action for (event, action) in router.ROUTES if event == "pull_request"}
+    routes = make_router().routes
+    routed = {action for (event, action) in routes if event == "pull_request"}
     assert routed == {"opened", "reopened", "synchronize", "closed", "labeled", "unlabeled"}
-    for handler in router.ROUTES.values():
+    for handler in routes.values():
         if handler.__module__ == "bot.github.handlers":
             assert handler.__doc__ and "\n" not in handler.__doc__.strip(), handler.__name__
 

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select, text
 
 from bot.core.models import DeliveryStatus, Deployment
-from bot.github import router
+from bot.github.outcomes import Outcome
 from bot.services.tokens import Scopes, create_token
 from tests.github import webhook_fixtures
 from tests.github.webhook_fixtures import deliveries, post
@@ -94,12 +94,12 @@ def test_a_repository_that_is_a_list_deploys_nothing(client, db_session, work):
     assert db_session.scalars(select(Deployment)).all() == []
 
 
-def test_a_database_error_is_logged_and_only_named_in_the_outcome(client, db_session, work, monkeypatch, caplog):
+def test_a_database_error_is_logged_and_only_named_in_the_outcome(client, db_session, worker_ctx, work, caplog):
     def fails_in_the_database(event, ctx):
         ctx.session.execute(text("SELECT 'secret-literal'::int"))
-        return "processed"
+        return Outcome.processed("processed")
 
-    monkeypatch.setitem(router.ROUTES, ("made_up", None), fails_in_the_database)
+    worker_ctx.router.add(fails_in_the_database, "made_up")
     assert post(client, "made_up", {"zen": "x"}).status_code == 202
     work()
     [row] = deliveries(db_session)

@@ -65,8 +65,10 @@ def pull(repository="acme/web", number=7, state="open", merged=False, sha=HEAD, 
 
 
 def sync(db_session, repo, ctx, pr, origin="webhook", patterns=()) -> list[str]:
-    return sync_pull_request(db_session, repo, pr, ctx, requested_by="github:octocat", origin=origin,
+    """The lines of what sync_pull_request did, one per environment."""
+    done = sync_pull_request(db_session, repo, pr, ctx, requested_by="github:octocat", origin=origin,
                              delivery_id="delivery-1", settings=Settings(github_repositories=patterns))
+    return [step.text for step in done]
 
 
 def existing(db_session, name: str, state: DeploymentState, sha: str = HEAD, tag: str | None = None) -> Deployment:

@@ -1,5 +1,5 @@
 """Pushes to the deployments repo: GitHub's example push payload (moved to acme/deployments) through
-router.dispatch, against the probe deployments repo as a git repository whose origin is
+the worker's router, against the probe deployments repo as a git repository whose origin is
 github.com/acme/deployments, then the real queue and a worker running the probe scripts."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-import bot.github.handlers  # noqa: F401  (registers the handlers)
 from bot.core.models import Action, Deployment
 from bot.core.states import ActionState, DeploymentState
 from bot.github import pushes, router
@@ -74,7 +73,7 @@ def dispatch(db_session, worker_ctx, services_ctx):
     def run(event: router.Event) -> str:
         ctx = router.HandlerContext(session=db_session, manifests=worker_ctx.manifests, services=services_ctx,
                                     settings=worker_ctx.settings)
-        return router.dispatch(event, ctx)
+        return worker_ctx.router.dispatch(event, ctx).text
 
     return run
 

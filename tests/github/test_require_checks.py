@@ -12,7 +12,6 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-import bot.github.handlers  # noqa: F401  (registers the handlers)
 from bot import outbox
 from bot.core.models import Action, Deployment, OutboxRow, PullRequestRecord
 from bot.core.states import DeploymentState
