@@ -3,7 +3,7 @@ GitHub), and the RQ worker that hands it to every job it runs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rq import SimpleWorker
@@ -20,6 +20,7 @@ from bot.github.routes import make_router
 from bot.manifests.store import ManifestStore
 from workers.executor import Executor
 from workers.queue import InProcessBroker, make_broker
+from workers.stopping import Stopping
 
 
 @dataclass
@@ -36,6 +37,8 @@ class WorkerContext:
     # What the GitHub rounds remember between runs: shared through Redis, or by this process's jobs.
     asked: AskedMemory | None = None
     rounds: RoundMarks | None = None
+    # The process's stop request: set on SIGTERM (a worker) or when the web process stops (embedded).
+    stopping: Stopping = field(default_factory=Stopping)
 
     def session(self) -> Session:
         return self.session_factory()

@@ -40,8 +40,9 @@ from workers.context import WorkerContext
 from workers.executor import ExecutorError, Target, prepare_manifest_dir
 from workers.lease import LeaseLost, claim_lease, db_now, release_lease, renew_lease, worker_identity
 from workers.runner import ScriptNotFound, ScriptResult, StopScript
-from workers.shutdown import STOPPING, HandBack, requeue
+from workers.shutdown import requeue
 from workers.steps import Steps
+from workers.stopping import HandBack
 
 log = logging.getLogger(__name__)
 S = DeploymentState
@@ -169,7 +170,7 @@ class Run:
         """Renew the lease (and, while the action runs, its heartbeat); raise LeaseLost if it is gone,
         HandBack if the worker is stopping."""
         if self.claimed:
-            STOPPING.check()
+            self.ctx.stopping.check()
         if force or time.monotonic() - self.last_beat >= HEARTBEAT_SECONDS:
             self.last_beat = time.monotonic()
             if not renew_lease(self.ctx.session, self.deployment_id, self.owner,

@@ -14,7 +14,6 @@ into a script or between two checks.
 from __future__ import annotations
 
 import logging
-import threading
 
 from rq.worker import WorkerStatus
 from sqlalchemy import select
@@ -23,40 +22,10 @@ from bot import outbox
 from bot.core.models import Action
 from bot.core.states import ActionState, transition_action
 from workers.context import ContextWorker
-from workers.runner import StopScript
 
 log = logging.getLogger(__name__)
 
 
-class HandBack(StopScript):
-    """The worker is stopping: put the action back on the queue (raised from a heartbeat)."""
-
-
-class Stopping:
-    """This process's stop request: set once the grace period is over (or at once, grace 0)."""
-
-    def __init__(self) -> None:
-        self.hand_back = threading.Event()
-        self._timer: threading.Timer | None = None
-
-    def request(self, grace: float) -> None:
-        """Start the grace period; running actions are handed back when it ends."""
-        if grace <= 0:
-            self.hand_back.set()
-            return
-        if self._timer is not None or self.hand_back.is_set():
-            return
-        self._timer = threading.Timer(grace, self.hand_back.set)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def check(self) -> None:
-        """Raise HandBack once running actions must be handed back."""
-        if self.hand_back.is_set():
-            raise HandBack("the worker is stopping")
-
-
-STOPPING = Stopping()
 
 
 def requeue(session_factory, action_id: int, owner: str) -> bool:
@@ -93,12 +62,12 @@ class GracefulWorker(ContextWorker):
     def request_stop(self, signum, frame):
         if self.get_state() == WorkerStatus.BUSY:
             log.info("stopping: the running job has %s s to finish before its action is handed back", self.grace)
-        STOPPING.request(self.grace)
+        self.context.stopping.request(self.grace)
         super().request_stop(signum, frame)
 
     def request_force_stop(self, signum, frame):
         if self.get_state() == WorkerStatus.BUSY:
             log.info("stopping now: the running action is handed back")
-            STOPPING.request(0)
+            self.context.stopping.request(0)
             return
         super().request_force_stop(signum, frame)

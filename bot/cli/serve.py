@@ -116,11 +116,12 @@ def _metrics_folder() -> str:
     return path
 
 
-def _web_process_exit(_arbiter, _worker) -> None:
+def _web_process_exit(_arbiter, worker) -> None:
     """gunicorn's worker_exit hook (in the web process, its requests done): stop the embedded worker."""
-    served = sys.modules.get("bot.cli.served")
-    if served is not None:
-        served.stop()
+    served = sys.modules.get("bot.cli.served")  # loaded with the app; not loaded, nothing to stop
+    app = getattr(worker, "wsgi", None)
+    if served is not None and app is not None:
+        served.stop(app)
 
 
 def _web_process_gone(_arbiter, worker) -> None:

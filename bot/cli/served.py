@@ -7,7 +7,9 @@ from flask import Flask
 
 from bot.core.config import Settings
 from bot.web import auth, create_app, queue, shared
-from workers.embedded import start_embedded, stop_embedded
+from workers.embedded import start_embedded
+
+EMBEDDED = "sami.embedded"  # the app's extension holding its embedded worker, if it has one
 
 
 def build_app(settings: Settings) -> Flask:
@@ -16,13 +18,16 @@ def build_app(settings: Settings) -> Flask:
     if settings.embedded:
         # One context for the process: the app queues onto the worker's broker, reads the
         # manifests through the worker's store and asks GitHub through the worker's client.
-        context = start_embedded(app.config["SAMI"])
-        queue.init_app(app, context.broker)
-        shared.init_app(app, context.manifests)
-        auth.init_app(app, context.github)
+        embedded = start_embedded(app.config["SAMI"])
+        queue.init_app(app, embedded.context.broker)
+        shared.init_app(app, embedded.context.manifests)
+        auth.init_app(app, embedded.context.github)
+        app.extensions[EMBEDDED] = embedded
     return app
 
 
-def stop() -> None:
+def stop(app: Flask) -> None:
     """The web process is stopping: so does its embedded worker, if it has one."""
-    stop_embedded()
+    embedded = app.extensions.get(EMBEDDED)
+    if embedded is not None:
+        embedded.stop()
