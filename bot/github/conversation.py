@@ -27,7 +27,7 @@ from bot.github.client import GitHubError
 from bot.github.outcomes import Did, Outcome, Step
 from bot.github.router import Event, HandlerContext, Retry
 from bot.manifests import Manifest
-from bot.services import deployments
+from bot.services import deployments, history
 
 log = logging.getLogger(__name__)
 
@@ -241,5 +241,5 @@ class _Runner:
 def _rollback(session, repo, name, ctx, *, requested_by: str, origin: str, delivery_id: str | None = None
               ) -> deployments.Accepted:
     """Back to the last successful deploy before the current one (the services decide which)."""
-    return deployments.rollback_deployment(session, repo, name, ctx, requested_by=requested_by, origin=origin,
+    return history.rollback_deployment(session, repo, name, ctx, requested_by=requested_by, origin=origin,
                                         delivery_id=delivery_id)

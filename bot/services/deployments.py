@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import exists, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,16 +23,12 @@ from bot.core.db import db_now
 from bot.core.errors import Conflict, Invalid, NotFound
 from bot.core.models import Action, Deployment
 from bot.core.states import (
-    PENDING_STATES,
     ActionState,
     DeploymentState,
-    FailureReason,
     IllegalTransition,
-    after_cancel,
     new_action,
     supersede_queued_updates,
     transition,
-    transition_action,
 )
 from bot.manifests import DeploymentsRepo, Manifest
 
@@ -110,7 +106,7 @@ def deployment_links(manifest: Manifest, deployment: Deployment, ctx: Context) -
     return [{"name": "app", "url": url}] if url else []
 
 
-def _manifest(repo: DeploymentsRepo, service: str, environment: str) -> Manifest:
+def find_manifest(repo: DeploymentsRepo, service: str, environment: str) -> Manifest:
     manifest = repo.find(service, environment)
     if manifest is not None:
         return manifest
@@ -125,7 +121,7 @@ def _manifest(repo: DeploymentsRepo, service: str, environment: str) -> Manifest
     raise Invalid(f"unknown service {service!r} (known: {', '.join(services) or 'none'})")
 
 
-def _check_overrides(kind: str, given: Mapping[str, object], allowed: tuple[str, ...]) -> dict[str, str | None]:
+def check_overrides(kind: str, given: Mapping[str, object], allowed: tuple[str, ...]) -> dict[str, str | None]:
     """Checked overrides as the text the scripts get; a None value removes an override set by an
     earlier request.
 
@@ -162,12 +158,12 @@ def _check_overrides(kind: str, given: Mapping[str, object], allowed: tuple[str,
     return checked
 
 
-def _merge(current: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str]:
+def merge_overrides(current: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str]:
     merged = {**current, **changes}
     return {key: value for key, value in merged.items() if value is not None}
 
 
-def _image_and_tag(manifest: Manifest, tag: str | None, image: str | None) -> tuple[str | None, str]:
+def image_and_tag(manifest: Manifest, tag: str | None, image: str | None) -> tuple[str | None, str]:
     if tag is not None and image is not None:
         raise Invalid("give 'tag' or 'image', not both: an image carries its own tag "
                            "(name:tag, name@sha256:... or name:tag@sha256:...)")
@@ -190,7 +186,7 @@ def _image_and_tag(manifest: Manifest, tag: str | None, image: str | None) -> tu
         raise Invalid(str(exc)) from None
 
 
-def _lock_deployment(session: Session, name: str) -> Deployment | None:
+def lock_deployment(session: Session, name: str) -> Deployment | None:
     # Row lock on PostgreSQL: concurrent requests for one deployment are decided one after another.
     # populate_existing: what the lock protects is the row as it is now, not a copy this session
     # loaded earlier.
@@ -200,7 +196,7 @@ def _lock_deployment(session: Session, name: str) -> Deployment | None:
     ).first()
 
 
-def _lock_or_create(session: Session, name: str, service: str, environment: str, type_: str) -> Deployment:
+def lock_or_create(session: Session, name: str, service: str, environment: str, type_: str) -> Deployment:
     """The locked row of ``name``, inserted first (as Removed) if it does not exist yet.
 
     Inserting with ON CONFLICT DO NOTHING and then locking makes concurrent first requests for
@@ -213,10 +209,10 @@ def _lock_or_create(session: Session, name: str, service: str, environment: str,
                                   state=S.REMOVED, app_overrides={}, deployment_overrides={}, links=[])
         .on_conflict_do_nothing(index_elements=["name"])
     )
-    return _lock_deployment(session, name)
+    return lock_deployment(session, name)
 
 
-def _record(session: Session, deployment: Deployment, kind: str, *, requested_by: str, origin: str,
+def record_action(session: Session, deployment: Deployment, kind: str, *, requested_by: str, origin: str,
             config: dict, delivery_id: str | None = None, not_before: datetime | None = None) -> Action:
     if origin not in ORIGINS:
         raise ValueError(f"unknown origin {origin!r}")
@@ -250,7 +246,7 @@ def _debounced_start(session: Session, deployment: Deployment, seconds: float) -
     return Start(not_before, max(0.0, (not_before - now).total_seconds()))
 
 
-def _commit_and_queue(session: Session, ctx: Context, deployment: Deployment, action: Action,
+def commit_and_queue(session: Session, ctx: Context, deployment: Deployment, action: Action,
                       start: Start = Start()) -> Accepted:
     outbox.commit(session)
     queued = ctx.broker.enqueue_action(session, action.id, delay=start.delay) if ctx.broker is not None else False
@@ -266,7 +262,7 @@ def _target(repo: DeploymentsRepo, request: DeploymentRequest) -> tuple[str, Man
         name = naming.deployment_name(request.service, request.environment, request.pull_request)
     except naming.InvalidName as exc:
         raise Invalid(str(exc)) from None
-    return name, _manifest(repo, request.service, request.environment)
+    return name, find_manifest(repo, request.service, request.environment)
 
 
 def request_deployment(session: Session, repo: DeploymentsRepo, request: DeploymentRequest,
@@ -276,12 +272,12 @@ def request_deployment(session: Session, repo: DeploymentsRepo, request: Deploym
                                                  and 1 <= request.pull_request <= MAX_PULL_REQUEST):
         raise Invalid(f"'pull_request' must be a whole number from 1 to {MAX_PULL_REQUEST}")
     name, manifest = _target(repo, request)
-    image, tag = _image_and_tag(manifest, request.tag, request.image)
-    app_overrides = _check_overrides("app", request.app_overrides, manifest.allowed_app_overrides)
-    deployment_overrides = _check_overrides("deployment", request.deployment_overrides,
+    image, tag = image_and_tag(manifest, request.tag, request.image)
+    app_overrides = check_overrides("app", request.app_overrides, manifest.allowed_app_overrides)
+    deployment_overrides = check_overrides("deployment", request.deployment_overrides,
                                             manifest.allowed_deployment_overrides)
 
-    deployment = _lock_or_create(session, name, request.service, request.environment, str(manifest.type))
+    deployment = lock_or_create(session, name, request.service, request.environment, str(manifest.type))
     if (deployment.service, deployment.environment) != (request.service, request.environment):
         # e.g. service web + environment api-stage and service web-api + environment stage
         if not ctx.sees(deployment):
@@ -303,8 +299,8 @@ def request_deployment(session: Session, repo: DeploymentsRepo, request: Deploym
     transition(deployment, wanted)
     deployment.type = str(manifest.type)
     deployment.tag, deployment.image = tag, image
-    deployment.app_overrides = _merge(deployment.app_overrides, app_overrides)
-    deployment.deployment_overrides = _merge(deployment.deployment_overrides, deployment_overrides)
+    deployment.app_overrides = merge_overrides(deployment.app_overrides, app_overrides)
+    deployment.deployment_overrides = merge_overrides(deployment.deployment_overrides, deployment_overrides)
     deployment.source_repo = request.source_repo or deployment.source_repo or manifest.repository
     deployment.pull_request = request.pull_request
     deployment.ref = request.ref or deployment.ref
@@ -312,12 +308,12 @@ def request_deployment(session: Session, repo: DeploymentsRepo, request: Deploym
     deployment.manifest_sha = repo.sha
     deployment.links = deployment_links(manifest, deployment, ctx)
     start = _debounced_start(session, deployment, request.debounce_seconds) if kind == "update" else Start()
-    action = _record(session, deployment, kind, requested_by=request.requested_by, origin=request.origin,
+    action = record_action(session, deployment, kind, requested_by=request.requested_by, origin=request.origin,
                      delivery_id=request.delivery_id, config=action_config(deployment, manifest, repo),
                      not_before=start.not_before)
     if kind == "update":
         supersede_queued_updates(session, deployment, action)
-    return _commit_and_queue(session, ctx, deployment, action, start)
+    return commit_and_queue(session, ctx, deployment, action, start)
 
 
 def action_config(deployment: Deployment, manifest: Manifest, repo: DeploymentsRepo) -> dict:
@@ -351,7 +347,7 @@ def get_deployment(session: Session, name: str, *, lock: bool = False) -> Deploy
         naming.check_name(name)
     except naming.InvalidName as exc:
         raise Invalid(str(exc)) from None
-    deployment = _lock_deployment(session, name) if lock else session.scalars(
+    deployment = lock_deployment(session, name) if lock else session.scalars(
         select(Deployment).where(Deployment.name == name)).first()
     if deployment is None or deployment.state is S.REMOVED:
         raise unknown_deployment(name)
@@ -377,9 +373,9 @@ def _operation(session: Session, repo: DeploymentsRepo, name: str, kind: str, wa
         "app_overrides": deployment.app_overrides, "deployment_overrides": deployment.deployment_overrides,
         "manifest": None, "manifest_sha": repo.sha,
     }
-    action = _record(session, deployment, kind, requested_by=requested_by, origin=origin,
+    action = record_action(session, deployment, kind, requested_by=requested_by, origin=origin,
                      delivery_id=delivery_id, config=config)
-    return _commit_and_queue(session, ctx, deployment, action)
+    return commit_and_queue(session, ctx, deployment, action)
 
 
 def archive_deployment(session, repo, name, ctx, **who) -> Accepted:
@@ -420,9 +416,9 @@ def ensure_deployed(session: Session, repo: DeploymentsRepo, request: Deployment
     callers that repair missed events leave what was archived on purpose (by hand, for idleness) alone.
     """
     name, manifest = _target(repo, request)
-    _, tag = _image_and_tag(manifest, request.tag, request.image)
+    _, tag = image_and_tag(manifest, request.tag, request.image)
     # Decided under the row's lock: two deliveries of one event must not both create.
-    deployment = _lock_or_create(session, name, request.service, request.environment, str(manifest.type))
+    deployment = lock_or_create(session, name, request.service, request.environment, str(manifest.type))
     state = deployment.state
     there = deployment.tag == tag and (request.sha is None or deployment.sha == request.sha)
     at = f"{request.sha[:7]}" if request.sha else tag
@@ -457,7 +453,7 @@ NOT_DEPLOYED = "not deployed"
 def ensure_archived(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *, requested_by: str,
                     origin: str, delivery_id: str | None = None) -> Ensured:
     """Archive a live deployment; do nothing when it is not deployed, already archived or on its way."""
-    deployment = _lock_deployment(session, name)
+    deployment = lock_deployment(session, name)
     if deployment is None or deployment.state is S.REMOVED:
         return _unchanged(session, name, NOT_DEPLOYED)
     state = deployment.state
@@ -484,7 +480,7 @@ def refresh_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: 
                        origin: str, delivery_id: str | None = None) -> Accepted:
     """Update a deployment to the manifests of ``repo``, keeping its tag (or image) and overrides."""
     deployment = get_deployment(session, name)
-    manifest = _manifest(repo, deployment.service, deployment.environment)
+    manifest = find_manifest(repo, deployment.service, deployment.environment)
     # An image given by digest keeps its digest; a tag follows the manifest's image name.
     keep_image = bool(deployment.image and manifest.image
                       and naming.split_image(deployment.image)[0] == manifest.image)
@@ -504,161 +500,3 @@ def delete_deployment(session: Session, name: str, *, requested_by: str, origin:
     outbox.commit(session)
     log.info("deleted the record of %s", name, extra={"deployment": name})
     return name
-
-
-# --- rollback, clone, cancel -----------------------------------------------------------------
-
-CONFIG_KINDS = ("create", "update")
-
-
-def _config_key(config: Mapping) -> tuple:
-    """What a rollback restores of an action's config: its tag or image and its overrides."""
-    return (config.get("tag"), config.get("image"), sorted((config.get("app_overrides") or {}).items()),
-            sorted((config.get("deployment_overrides") or {}).items()))
-
-
-def _rollback_target(session: Session, deployment: Deployment, to_action_id: int | None) -> Action:
-    """The succeeded create/update action to roll back to: ``to_action_id``, or by default the
-    newest one whose config differs from the deployment's current one (the previous good config)."""
-    if to_action_id is not None:
-        action = session.get(Action, to_action_id)
-        if action is None or action.deployment_id != deployment.id:
-            raise NotFound(f"deployment {deployment.name!r} has no action {to_action_id} "
-                           f"(its actions: GET /api/v1/deployments/{deployment.name}/actions)")
-        if action.kind not in CONFIG_KINDS or action.state is not ActionState.SUCCEEDED:
-            raise Conflict(f"action {to_action_id} is a {action.state} {action.kind}: a rollback goes back to the "
-                           f"config of a succeeded create or update", state=str(deployment.state))
-        return action
-    history = session.scalars(select(Action).where(Action.deployment_id == deployment.id,
-                                                   Action.kind.in_(CONFIG_KINDS))
-                              .order_by(Action.id.desc()).limit(500)).all()
-    if history:
-        current = _config_key(history[0].config or {})
-        for action in history:
-            if action.state is ActionState.SUCCEEDED and _config_key(action.config or {}) != current:
-                return action
-    raise Conflict(f"deployment {deployment.name!r} has no earlier successful config to roll back to "
-                   f"(one comes from a succeeded create or update with another tag or overrides)",
-                   state=str(deployment.state))
-
-
-def rollback_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *,
-                        to_action_id: int | None = None, requested_by: str, origin: str,
-                        delivery_id: str | None = None) -> Accepted:
-    """Update a deployment back to the tag/image and overrides of an earlier succeeded create or
-    update (the previous good config, or action ``to_action_id``), with the current manifests.
-    ``delivery_id`` ties the action to the webhook delivery (a `/sami rollback` comment) that asked."""
-    deployment = get_deployment(session, name, lock=True)
-    target = _rollback_target(session, deployment, to_action_id)
-    manifest = _manifest(repo, deployment.service, deployment.environment)
-    if deployment.state is S.ARCHIVED:
-        raise Conflict(f"deployment {name!r} is archived: restore it first "
-                       f"(POST /api/v1/deployments/{name}/restore)", state=str(deployment.state))
-    transition(deployment, S.UPDATE_PENDING)  # 409 naming the allowed transitions otherwise
-    config = target.config or {}
-    deployment.tag, deployment.image = config.get("tag"), config.get("image")
-    # Stored as what differs from the manifest's defaults, as a request would have left them.
-    deployment.app_overrides = {k: v for k, v in (config.get("app_overrides") or {}).items()
-                                if manifest.app_overrides.get(k) != v}
-    deployment.deployment_overrides = {k: v for k, v in (config.get("deployment_overrides") or {}).items()
-                                       if manifest.deployment_overrides.get(k) != v}
-    deployment.sha = config.get("sha") or deployment.sha
-    deployment.type = str(manifest.type)
-    deployment.manifest_sha = repo.sha
-    deployment.links = deployment_links(manifest, deployment, ctx)
-    action = _record(session, deployment, "update", requested_by=requested_by, origin=origin,
-                     config={**action_config(deployment, manifest, repo), "rollback_to": target.id},
-                     delivery_id=delivery_id)
-    supersede_queued_updates(session, deployment, action)
-    return _commit_and_queue(session, ctx, deployment, action)
-
-
-def clone_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *,
-                     environment: str | None = None, new_name: str | None = None, requested_by: str,
-                     origin: str) -> Accepted:
-    """Create a new deployment of ``name``'s service with its tag/image and overrides, in another
-    environment (named ``<service>-<environment>``) and/or under ``new_name``."""
-    source = get_deployment(session, name)
-    if environment is None and new_name is None:
-        raise Invalid("give the clone's 'environment', its 'name', or both")
-    environment = environment or source.environment
-    try:
-        naming.check_environment(environment)
-        if environment == "pull_request":
-            raise naming.InvalidName("a clone cannot be a pull request environment: those follow their pull request")
-        clone_name = naming.check_name(new_name) if new_name else naming.deployment_name(source.service, environment)
-    except naming.InvalidName as exc:
-        raise Invalid(str(exc)) from None
-    manifest = _manifest(repo, source.service, environment)
-    app_overrides = _check_overrides("app", source.app_overrides, manifest.allowed_app_overrides)
-    deployment_overrides = _check_overrides("deployment", source.deployment_overrides,
-                                            manifest.allowed_deployment_overrides)
-    keep_image = bool(source.image and manifest.image and naming.split_image(source.image)[0] == manifest.image)
-    image, tag = _image_and_tag(manifest, None if keep_image else source.tag, source.image if keep_image else None)
-
-    deployment = _lock_or_create(session, clone_name, source.service, environment, str(manifest.type))
-    free = deployment.state is S.REMOVED and (deployment.service, deployment.environment) == (source.service,
-                                                                                                environment)
-    if not free and not ctx.sees(deployment):  # neither its state nor whose it is
-        raise Conflict(f"deployment name {clone_name!r} is not available; choose another 'name'")
-    if deployment.state is not S.REMOVED:
-        raise Conflict(f"deployment name {clone_name!r} is taken (it is {deployment.state}); choose another "
-                       f"'name'", state=str(deployment.state))
-    if not free:
-        # a removed deployment's row keeps its history: its name stays with its service and environment
-        raise Conflict(f"deployment name {clone_name!r} belongs to service {deployment.service!r} in environment "
-                       f"{deployment.environment!r} (removed); choose another 'name'", state=str(deployment.state))
-    transition(deployment, S.CREATE_PENDING)
-    deployment.type = str(manifest.type)
-    deployment.tag, deployment.image = tag, image
-    deployment.app_overrides = _merge({}, app_overrides)
-    deployment.deployment_overrides = _merge({}, deployment_overrides)
-    deployment.source_repo, deployment.ref, deployment.sha = source.source_repo, source.ref, source.sha
-    deployment.pull_request = None
-    deployment.manifest_sha = repo.sha
-    deployment.links = deployment_links(manifest, deployment, ctx)
-    action = _record(session, deployment, "create", requested_by=requested_by, origin=origin,
-                     config={**action_config(deployment, manifest, repo), "clone_of": source.name})
-    return _commit_and_queue(session, ctx, deployment, action)
-
-
-def cancel_action(session: Session, action_id: int, ctx: Context, *, requested_by: str, origin: str) -> Action:
-    """Cancel a queued action (it never runs), or ask the worker running one to stop its script.
-
-    A queued action is cancelled at once and, when it was its deployment's pending work, the
-    deployment settles as ``states.after_cancel`` says. A running one gets ``cancel_requested_at``:
-    its worker sees it within a tick, stops the script's process group (TERM, then KILL) and ends
-    the action ``cancelled``; the answer shows the action still running, with the request.
-    """
-    if origin not in ORIGINS:
-        raise ValueError(f"unknown origin {origin!r}")
-    found = session.get(Action, action_id)
-    if found is None:
-        raise unknown_action(action_id)
-    # The deployment's row first (the lock every decision about it takes), then the action's, so a
-    # worker's claim (an UPDATE of the action row) waits for this decision.
-    deployment = _lock_deployment(session, found.deployment.name)
-    action = session.scalars(select(Action).where(Action.id == action_id).with_for_update()
-                             .execution_options(populate_existing=True)).one()
-    who = requested_by[:255]
-    if action.state is ActionState.QUEUED:
-        transition_action(action, ActionState.CANCELLED)
-        action.error = f"cancelled by {who} before it ran"
-        others = session.scalar(select(exists().where(
-            Action.deployment_id == deployment.id, Action.id != action.id,
-            Action.state.in_((ActionState.QUEUED, ActionState.RUNNING)))))
-        if not others and deployment.state in PENDING_STATES:
-            wanted = after_cancel(action.kind, ran=False)
-            transition(deployment, wanted, reason=FailureReason.CANCELLED,
-                       message=f"action {action.id} ({action.kind}) was cancelled by {who} before it ran")
-    elif action.state is ActionState.RUNNING:
-        if action.cancel_requested_at is None:
-            action.cancel_requested_at = datetime.now(UTC)
-            action.cancel_requested_by = who
-    else:
-        raise Conflict(f"action {action_id} already ended ({action.state}); there is nothing to cancel",
-                       state=str(deployment.state), action_state=str(action.state))
-    outbox.commit(session)
-    log.info("cancel of action %s (%s) by %s: it is %s", action.id, action.kind, who, action.state,
-             extra={"deployment": deployment.name, "action_id": action.id})
-    return action

@@ -18,7 +18,7 @@ from bot import outbox
 from bot.core import naming
 from bot.core.errors import Invalid
 from bot.core.models import Action, ActionStep, Deployment, OutboxRow
-from bot.services import deployments, queries
+from bot.services import actions, deployments, history, queries
 from bot.services.tokens import Scopes, TokenError, authenticate
 from bot.web import openapi, shared
 from bot.web.database import get_session
@@ -238,7 +238,7 @@ def rollback(name: str):
     session = get_session()
     deployment = _deployment(session, name, "deploy")
     require("deploy", deployment.service, deployment.environment)
-    result = deployments.rollback_deployment(session, shared.manifests().current(), name, shared.services_context(),
+    result = history.rollback_deployment(session, shared.manifests().current(), name, shared.services_context(),
                                           to_action_id=to_action_id, requested_by=_requested_by(), origin="api")
     return _accepted(result)
 
@@ -255,7 +255,7 @@ def clone(name: str):
     session = get_session()
     source = _deployment(session, name)  # the clone copies its config: read on the source
     require("deploy", source.service, environment or source.environment)
-    result = deployments.clone_deployment(session, shared.manifests().current(), name,
+    result = history.clone_deployment(session, shared.manifests().current(), name,
                                           shared.services_context(_knows("deploy")),
                                        environment=environment, new_name=new_name, requested_by=_requested_by(),
                                        origin="api")
@@ -275,7 +275,7 @@ def cancel(action_id: int):
     session = get_session()
     action = _action(session, action_id, lambda a: CANCEL_SCOPE.get(a.kind, "admin"))
     require(CANCEL_SCOPE.get(action.kind, "admin"), action.deployment.service, action.deployment.environment)
-    action = deployments.cancel_action(session, action_id, shared.services_context(), requested_by=_requested_by(),
+    action = actions.cancel_action(session, action_id, shared.services_context(), requested_by=_requested_by(),
                                     origin="api")
     return jsonify(action_to_dict(action))
 

@@ -34,7 +34,7 @@ from bot.core import signing
 from bot.core.errors import Invalid, SamiError
 from bot.core.models import Action, ActionStep, ApiToken, Deployment
 from bot.core.states import DeploymentState, IllegalTransition
-from bot.services import deployments, queries
+from bot.services import actions, deployments, history, queries
 from bot.services.tokens import Scopes, TokenError, authenticate, create_token
 from bot.web import auth, events, oauth, shared
 from bot.web.database import get_session
@@ -360,7 +360,7 @@ def change(name: str, kind: str):
             to = request.form.get("action_id") or None
             if to is not None and not _whole_number(to):
                 raise Invalid("'action_id' must be an action's number")
-            result = deployments.rollback_deployment(session_, shared.manifests().current(), name,
+            result = history.rollback_deployment(session_, shared.manifests().current(), name,
                                                      shared.services_context(),
                                                   to_action_id=int(to) if to else None,
                                                   requested_by=viewer.requested_by, origin="page")
@@ -393,7 +393,7 @@ def cancel(name: str, action_id: int):
                            _manifest_of(action.deployment)):
         abort(403, f"{viewer.name} may not cancel {action.kind} actions of {name}")
     try:
-        action = deployments.cancel_action(session_, action_id, shared.services_context(),
+        action = actions.cancel_action(session_, action_id, shared.services_context(),
                                             requested_by=viewer.requested_by,
                                         origin="page")
         flash(f"action {action_id} ({action.kind}) is {action.state}"

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from bot.core.errors import Conflict, Invalid, NotFound
 from bot.core.models import Action, ActionStep, Deployment
 from bot.core.states import ActionState, DeploymentState, FailureReason
-from bot.services import deployments
+from bot.services import actions, deployments, history
 from bot.services.tokens import Scopes, create_token
 from bot.web import openapi
 from tests.pipeline.conftest import read_record
@@ -63,7 +63,7 @@ def test_rollback_restores_the_previous_good_config(db_session, worker_ctx, serv
     work()
     assert deployment(db_session).tag == "v2"
 
-    accepted = deployments.rollback_deployment(db_session, worker_ctx.manifests.current(), "probe-stage",
+    accepted = history.rollback_deployment(db_session, worker_ctx.manifests.current(), "probe-stage",
                                             services_ctx, **WHO)
     assert accepted.kind == "update" and accepted.state == "UpdatePending"
     rollback = action(db_session, accepted.action_id)
@@ -79,7 +79,7 @@ def test_rollback_restores_the_previous_good_config(db_session, worker_ctx, serv
     assert action(db_session, accepted.action_id).state is ActionState.SUCCEEDED
 
     # Rolling back again goes back to v2: the previous good config is the one before the current.
-    again = deployments.rollback_deployment(db_session, worker_ctx.manifests.current(), "probe-stage",
+    again = history.rollback_deployment(db_session, worker_ctx.manifests.current(), "probe-stage",
                                          services_ctx, **WHO)
     assert action(db_session, again.action_id).config["tag"] == "v2"
 
@@ -89,18 +89,18 @@ def test_rollback_to_a_chosen_action_and_its_refusals(db_session, worker_ctx, se
     first = request(db_session, worker_ctx, services_ctx, "v1")
     work()
     with pytest.raises(Conflict, match="no earlier successful config"):
-        deployments.rollback_deployment(db_session, repo, "probe-stage", services_ctx, **WHO)
+        history.rollback_deployment(db_session, repo, "probe-stage", services_ctx, **WHO)
     failed = deployments.DeploymentRequest(service="probe", environment="stage", tag="v2", requested_by="test",
                                         origin="cli", deployment_overrides={"fail": "update"})
     bad = deployments.request_deployment(db_session, repo, failed, services_ctx)
     work()
     assert deployment(db_session).state is S.FAILURE
     with pytest.raises(Conflict, match=f"action {bad.action_id} is a failed update"):
-        deployments.rollback_deployment(db_session, repo, "probe-stage", services_ctx, to_action_id=bad.action_id,
+        history.rollback_deployment(db_session, repo, "probe-stage", services_ctx, to_action_id=bad.action_id,
                                      **WHO)
     with pytest.raises(NotFound, match="has no action 999999"):
-        deployments.rollback_deployment(db_session, repo, "probe-stage", services_ctx, to_action_id=999999, **WHO)
-    accepted = deployments.rollback_deployment(db_session, repo, "probe-stage", services_ctx,
+        history.rollback_deployment(db_session, repo, "probe-stage", services_ctx, to_action_id=999999, **WHO)
+    accepted = history.rollback_deployment(db_session, repo, "probe-stage", services_ctx,
                                             to_action_id=first.action_id, **WHO)
     assert action(db_session, accepted.action_id).config["tag"] == "v1"
     work()
@@ -115,7 +115,7 @@ def test_clone_into_another_environment_creates_and_runs(db_session, worker_ctx,
                                                          qa_manifest):
     request(db_session, worker_ctx, services_ctx, "v7", LOG_LEVEL="debug")
     work()
-    accepted = deployments.clone_deployment(db_session, worker_ctx.manifests.current(), "probe-stage", services_ctx,
+    accepted = history.clone_deployment(db_session, worker_ctx.manifests.current(), "probe-stage", services_ctx,
                                          environment="qa", **WHO)
     assert accepted.deployment == "probe-qa" and accepted.kind == "create"
     assert action(db_session, accepted.action_id).config["clone_of"] == "probe-stage"
@@ -132,44 +132,44 @@ def test_clone_under_a_new_name_and_its_refusals(db_session, worker_ctx, service
     repo = worker_ctx.manifests.current()
     request(db_session, worker_ctx, services_ctx, "v1")
     work()
-    accepted = deployments.clone_deployment(db_session, repo, "probe-stage", services_ctx, new_name="probe-demo",
+    accepted = history.clone_deployment(db_session, repo, "probe-stage", services_ctx, new_name="probe-demo",
                                          **WHO)
     work()
     assert deployment(db_session, "probe-demo").state is S.RUNNING
     assert accepted.deployment == "probe-demo"
     with pytest.raises(Conflict, match="'probe-demo' is taken"):
-        deployments.clone_deployment(db_session, repo, "probe-stage", services_ctx, new_name="probe-demo", **WHO)
+        history.clone_deployment(db_session, repo, "probe-stage", services_ctx, new_name="probe-demo", **WHO)
     db_session.rollback()
     with pytest.raises(Invalid, match="has no 'qa' environment"):
-        deployments.clone_deployment(db_session, repo, "probe-stage", services_ctx, environment="qa", **WHO)
+        history.clone_deployment(db_session, repo, "probe-stage", services_ctx, environment="qa", **WHO)
     with pytest.raises(Invalid, match="is not a deployment name"):
-        deployments.clone_deployment(db_session, repo, "probe-stage", services_ctx, new_name="Bad_Name", **WHO)
+        history.clone_deployment(db_session, repo, "probe-stage", services_ctx, new_name="Bad_Name", **WHO)
     with pytest.raises(Invalid, match="pull request"):
-        deployments.clone_deployment(db_session, repo, "probe-stage", services_ctx, environment="pull_request",
+        history.clone_deployment(db_session, repo, "probe-stage", services_ctx, environment="pull_request",
                                   **WHO)
     with pytest.raises(NotFound):
-        deployments.clone_deployment(db_session, repo, "nothing-here", services_ctx, environment="qa", **WHO)
+        history.clone_deployment(db_session, repo, "nothing-here", services_ctx, environment="qa", **WHO)
     # A removed deployment's name stays with its service and environment.
     deployments.archive_deployment(db_session, repo, "probe-demo", services_ctx, **WHO)
     work()
     deployments.cleanup_deployment(db_session, repo, "probe-demo", services_ctx, **WHO)
     work()
     assert deployment(db_session, "probe-demo").state is S.REMOVED
-    again = deployments.clone_deployment(db_session, repo, "probe-stage", services_ctx, new_name="probe-demo", **WHO)
+    again = history.clone_deployment(db_session, repo, "probe-stage", services_ctx, new_name="probe-demo", **WHO)
     assert again.kind == "create"
     # as if probe-demo had been a removed deployment of another environment
     db_session.execute(update(Deployment).where(Deployment.name == "probe-demo").values(state=S.REMOVED,
                                                                                         environment="qa"))
     db_session.commit()
     with pytest.raises(Conflict, match="belongs to service 'probe' in environment 'qa'"):
-        deployments.clone_deployment(db_session, repo, "probe-stage", services_ctx, new_name="probe-demo", **WHO)
+        history.clone_deployment(db_session, repo, "probe-stage", services_ctx, new_name="probe-demo", **WHO)
 
 
 # --- cancel (queued) -------------------------------------------------------------------------
 
 def test_a_cancelled_queued_create_never_runs(db_session, worker_ctx, services_ctx, work, record):
     accepted = request(db_session, worker_ctx, services_ctx, "v1")
-    cancelled = deployments.cancel_action(db_session, accepted.action_id, services_ctx, **WHO)
+    cancelled = actions.cancel_action(db_session, accepted.action_id, services_ctx, **WHO)
     assert cancelled.state is ActionState.CANCELLED
     d = deployment(db_session)
     assert d.state is S.FAILURE and d.failure_reason is FailureReason.CANCELLED
@@ -179,7 +179,7 @@ def test_a_cancelled_queued_create_never_runs(db_session, worker_ctx, services_c
     assert action(db_session, accepted.action_id).state is ActionState.CANCELLED
     assert action(db_session, accepted.action_id).started_at is None
     with pytest.raises(Conflict) as refused:
-        deployments.cancel_action(db_session, accepted.action_id, services_ctx, **WHO)
+        actions.cancel_action(db_session, accepted.action_id, services_ctx, **WHO)
     assert refused.value.message == f"action {accepted.action_id} already ended (cancelled); there is nothing to cancel"
 
 
@@ -190,7 +190,7 @@ def test_a_cancelled_queued_restore_leaves_it_archived(db_session, worker_ctx, s
     deployments.archive_deployment(db_session, repo, "probe-stage", services_ctx, **WHO)
     work()
     restore = deployments.restore_deployment(db_session, repo, "probe-stage", services_ctx, **WHO)
-    deployments.cancel_action(db_session, restore.action_id, services_ctx, **WHO)
+    actions.cancel_action(db_session, restore.action_id, services_ctx, **WHO)
     assert deployment(db_session).state is S.ARCHIVED
     work()
     assert not any(line.startswith("unarchive") for line in read_record(record))
@@ -200,7 +200,7 @@ def test_cancelling_one_of_two_queued_actions_leaves_the_deployment_pending(db_s
                                                                             services_ctx, work, record):
     create = request(db_session, worker_ctx, services_ctx, "v1")
     update = request(db_session, worker_ctx, services_ctx, "v2")
-    deployments.cancel_action(db_session, update.action_id, services_ctx, **WHO)
+    actions.cancel_action(db_session, update.action_id, services_ctx, **WHO)
     assert deployment(db_session).state is S.UPDATE_PENDING  # the create still settles it
     work()
     d = deployment(db_session)
@@ -216,7 +216,7 @@ def test_a_cancel_requested_while_its_worker_died_ends_the_action_cancelled(db_s
         state=ActionState.RUNNING, started_at=long_ago, heartbeat_at=long_ago, worker="dead-worker"))
     db_session.execute(update(Deployment).values(lease_owner="dead-worker", lease_expires_at=long_ago))
     db_session.commit()
-    running = deployments.cancel_action(db_session, accepted.action_id, services_ctx, **WHO)
+    running = actions.cancel_action(db_session, accepted.action_id, services_ctx, **WHO)
     assert running.state is ActionState.RUNNING and running.cancel_requested_by == "test"
     report = Scheduler(worker_ctx).tick()
     assert report.reaped == [accepted.action_id] and report.requeued == []
