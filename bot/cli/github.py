@@ -21,8 +21,8 @@ from bot.github.check import github_check as github_check_lines
 from bot.github.client import GitHubClient
 from bot.github.redeliver import LocalAskedMemory, RedisAskedMemory, redeliver_missed, watched_repositories
 from bot.github.setup import SetupError, credentials_problem, loopback_warning
-from bot.github.setup_server import LocalSetup
 from bot.manifests.store import ManifestStore
+from bot.web.setup import LocalSetup
 from workers.queue import connect_redis
 
 

@@ -353,3 +353,26 @@ def test_cli_refuses_when_github_is_configured(tmp_path):
     result = subprocess.run([sys.executable, "-m", "bot.cli", "github", "setup"], env=environ, cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "configured already" in result.stderr
+
+
+def test_cli_serves_only_a_browser_on_this_machine(tmp_path, token_fake):
+    """A page of another site whose name resolves to 127.0.0.1 (DNS rebinding) gets no form and no
+    state; unknown paths are 404; nothing of a return's query string reaches the terminal."""
+    process, base, _ = start_setup(tmp_path, token_fake.url, "--timeout", "5")
+    try:
+        port = base.rsplit(":", 1)[1]
+        states = tmp_path / "instance" / "github-setup-states"
+        assert len(list(states.iterdir())) == 1  # the form start_setup opened
+        request = urllib.request.Request(base + "/", headers={"Host": f"rebound.example:{port}"})
+        try:
+            urllib.request.urlopen(request, timeout=30)
+            raise AssertionError("a foreign Host was served")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 403 and "in a browser on this machine" in exc.read().decode()
+        assert get(f"http://localhost:{port}/nope")[0] == 404
+        assert get(f"{base}/done?code=secretcode123&state={'y' * 43}")[0] == 400
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert "secretcode123" not in out + err
+    assert len(list(states.iterdir())) == 1  # the foreign request was issued no state
