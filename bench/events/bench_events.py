@@ -8,7 +8,7 @@ Candidates, each one web process on a private PostgreSQL (``--deployments`` rows
 
 - ``hub``: `sami serve --workers 1` (gthread, 8 threads) with bot/web/events.py's hub;
 - ``gthread``: Sami's app with ``/events`` as a generator (streams.py), gunicorn's gthread worker with
-  a thread per stream plus 8;
+  a thread per stream plus 100 (``--threads 600`` for 500 streams);
 - ``gevent``: the same generator on gunicorn's gevent worker (gevent, psycogreen);
 - ``flask-sse``: the generator reading flask-sse's Redis subscription, on the gevent worker
   (gevent, psycogreen, flask-sse);
@@ -22,7 +22,10 @@ the page needs a sign-in, ``SAMI_PAGE_READ=login``). Each run starts a fresh ser
 (``--idle`` seconds), then commits ``--changes`` changes of one deployment's tag and takes, per
 stream, the time from the commit to the ``change`` event carrying that tag; it times the same requests
 with the streams open, then again from another process (prober.py) while as many more changes fan
-out; finally it closes the streams and waits until the server has let go of them. The web process's
+out. Then half the pages move at once (each stream closes and a new one opens): the time until the new
+streams are live, and a /healthz sent meanwhile. Last, right after one more change, every page closes,
+and the server's descriptors show how long it holds the connections of pages that left.
+gunicorn's worker connections (and gthread's threads) are the streams plus 100. The web process's
 RSS, threads, descriptors and CPU time come from /proc. Candidates alternate within each round, in
 an order rotated from round to round.
 
@@ -46,6 +49,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -71,16 +75,16 @@ NEEDS = {"gevent": ["gevent", "psycogreen"], "flask-sse": ["gevent", "psycogreen
          "asgi": ["starlette", "uvicorn"]}
 CHANGED = "svc00-env00000"  # in a service the read token may read
 READABLE_SERVICES = [f"svc{i:02d}" for i in range(20)]  # half of bench_page's 40: the filter runs
-SPARE_THREADS = 8  # gthread: the threads `sami serve` has today, left for every other request
+SPARE = 100  # gthread threads and worker connections beyond the streams (600 for 500 pages)
 
 
 # -- the servers ------------------------------------------------------------------------------------
 
 def gunicorn_argv(port: int, worker_class: str, streams: int) -> list[str]:
     """gunicorn serving streams.py's app in one process, with `sami serve`'s other settings."""
-    threads = ["--threads", str(streams + SPARE_THREADS)] if worker_class == "gthread" else []
+    threads = ["--threads", str(streams + SPARE)] if worker_class == "gthread" else []
     return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-            "--worker-class", worker_class, *threads, "--worker-connections", str(streams + 100),
+            "--worker-class", worker_class, *threads, "--worker-connections", str(streams + SPARE),
             "--keep-alive", "5", "--timeout", "60", "--graceful-timeout", "2", "--access-logfile", "-",
             "--pythonpath", str(HERE), "streams:create()"]
 
@@ -256,13 +260,13 @@ def timed_requests(port: int, token: str, count: int) -> dict[str, dict]:
 class Stream:
     """One open page's connection: what arrived since it was last looked at, and when events came."""
 
-    __slots__ = ("arrived", "buffer", "closed", "hello", "sock", "status")
+    __slots__ = ("arrived", "buffer", "closed", "hello_at", "sock", "status")
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.buffer = bytearray()
         self.status = None
-        self.hello = False
+        self.hello_at: float | None = None
         self.closed = False
         self.arrived: dict[bytes, float] = {}
 
@@ -282,6 +286,11 @@ class Browser:
 
     def open(self, count: int, timeout: float) -> int:
         """Open ``count`` streams; how many had their ``hello`` event within ``timeout`` seconds."""
+        return self.await_hello(self.connect(count), timeout)
+
+    def connect(self, count: int) -> list[Stream]:
+        """Send ``count`` requests for /events, each on a connection of its own."""
+        streams = []
         for _ in range(count):
             try:
                 sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
@@ -291,16 +300,28 @@ class Browser:
                 continue
             sock.setblocking(False)
             stream = Stream(sock)
-            self.streams.append(stream)
+            streams.append(stream)
             self.selector.register(sock, selectors.EVENT_READ, stream)
+        self.streams += streams
+        return streams
+
+    def await_hello(self, streams: list[Stream], timeout: float) -> int:
+        """How many of ``streams`` had their ``hello`` within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        while self.live() < len(self.streams) and time.monotonic() < deadline:
+        while any(s.hello_at is None for s in streams) and time.monotonic() < deadline:
             self.pump(0.5)
-        return self.live()
+        return sum(1 for s in streams if s.hello_at is not None)
+
+    def leave(self, count: int) -> None:
+        """``count`` pages go away: their connections close, as when a browser leaves a page."""
+        for stream in [s for s in self.streams if not s.closed][:count]:
+            self.selector.unregister(stream.sock)
+            stream.sock.close()
+            stream.closed = True
 
     def live(self) -> int:
         """Streams that had their hello and are still open."""
-        return sum(1 for s in self.streams if s.hello and not s.closed)
+        return sum(1 for s in self.streams if s.hello_at is not None and not s.closed)
 
     def got(self, tag: bytes) -> int:
         return sum(1 for s in self.streams if tag in s.arrived)
@@ -323,8 +344,8 @@ class Browser:
             stream.buffer += chunk
             if stream.status is None and b"\r\n" in stream.buffer:
                 stream.status = int(stream.buffer.split(b" ", 2)[1])
-            if not stream.hello and b"event: hello" in stream.buffer:
-                stream.hello = True
+            if stream.hello_at is None and b"event: hello" in stream.buffer:
+                stream.hello_at = now
                 del stream.buffer[:]
             elif self.waiting_for is not None and self.waiting_for in stream.buffer:
                 stream.arrived[self.waiting_for] = now
@@ -347,8 +368,7 @@ class Browser:
             self.pump(max(0.0, min(0.5, deadline - time.monotonic())))
 
     def close(self) -> None:
-        for stream in self.streams:
-            stream.sock.close()
+        self.leave(len(self.streams))
         self.selector.close()
 
 
@@ -397,22 +417,53 @@ def stop_prober(prober: subprocess.Popen) -> dict:
     return json.loads(out)
 
 
+def navigate(browser: Browser, probe_port: int, pages: int) -> dict:
+    """``pages`` people move to another page at once: each page's stream closes and a new one opens.
+    How long until every new stream is live, and how long a /healthz sent meanwhile takes."""
+    browser.leave(pages)
+    started = time.monotonic()
+    fresh = browser.connect(pages)
+    healthz: list[float | None] = []
+    asking = threading.Thread(target=lambda: healthz.append(single_request(probe_port, "/healthz")))
+    asking.start()
+    live = browser.await_hello(fresh, timeout=45)
+    asking.join()
+    last = max((s.hello_at for s in fresh if s.hello_at is not None), default=started)
+    return {"pages": pages, "live_again": live, "all_live_s": round(last - started, 2) if live == pages else None,
+            "healthz_ms": healthz[0]}
+
+
+def released_after_close(pid: int, streams: int, fds_open: int, timeout: float = 35) -> float | None:
+    """Seconds until the server closed its side of 95 % of the ``streams`` the pages closed (None: not
+    within ``timeout``): until then each holds a socket, and a thread or greenlet, for nobody."""
+    closed_at = time.monotonic()
+    while time.monotonic() - closed_at < timeout:
+        if threads_and_fds(pid)[1] <= fds_open - 0.95 * streams:
+            return round(time.monotonic() - closed_at, 1)
+        time.sleep(0.1)
+    return None
+
+
+def single_request(port: int, path: str, timeout: float = 60) -> float | None:
+    """Milliseconds for one GET on a new connection; None if it did not answer 200 within ``timeout``."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    started = time.perf_counter()
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return round((time.perf_counter() - started) * 1000, 1) if response.status == 200 else None
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
 def database_connections(engine) -> int:
     """Connections to the benchmark's database other than this one (the servers' pools)."""
     with engine.connect() as connection:
         return connection.execute(text("SELECT count(*) - 1 FROM pg_stat_activity "
                                        "WHERE datname = current_database()")).scalar()
-
-
-def released_after_close(pid: int, streams: int, fds_open: int, timeout: float = 35) -> float | None:
-    """Seconds until the server closed its side of 95 % of the streams the pages closed (None: not
-    within ``timeout``): until then a thread, greenlet or socket is still held for a page that left."""
-    closed_at = time.monotonic()
-    while time.monotonic() - closed_at < timeout:
-        if threads_and_fds(pid)[1] <= fds_open - 0.95 * streams:
-            return round(time.monotonic() - closed_at, 2)
-        time.sleep(0.1)
-    return None
 
 
 def measure(name: str, count: int, args, env: dict[str, str], tmp: Path, engine, token: str,
@@ -455,8 +506,12 @@ def measure(name: str, count: int, args, env: dict[str, str], tmp: Path, engine,
         result["rss_mb"], result["rss_mb_all"] = round(rss_mb([pid]), 1), round(rss_mb(roots), 1)
         result["threads"], result["fds"] = threads_and_fds(pid)
         result["database_connections"] = database_connections(engine)
+        result["navigation"] = navigate(browser, served.probe_port, count // 2)
+        # Every page closes right after an event, when a stream's keep-alive timer has just started.
+        changes(browser, engine, f"{name}-{count}-last", 1)
+        still_open, fds = browser.live(), threads_and_fds(pid)[1]
         browser.close()
-        result["released_s"] = released_after_close(pid, count, result["fds"])
+        result["released_s"] = released_after_close(pid, still_open, fds)
         return result
     finally:
         served.stop()
@@ -486,7 +541,10 @@ COLUMNS = [
     ("idle CPU %", lambda r: str(r["idle_cpu_pct"])),
     ("/healthz p95 ms: none / open / changing", _probe_cell(PROBES[0])),
     ("API p95 ms: none / open / changing", _probe_cell(PROBES[1])),
-    ("closed pages freed s", lambda r: "> 35" if r["released_s"] is None else str(r["released_s"])),
+    ("half the pages move: all live again s, /healthz meanwhile ms", lambda r: (
+        f"{r['navigation']['all_live_s'] if r['navigation']['all_live_s'] is not None else '> 45'}, "
+        f"{r['navigation']['healthz_ms'] if r['navigation']['healthz_ms'] is not None else 'none in 60 s'}")),
+    ("closed after an event: let go s", lambda r: "> 35" if r["released_s"] is None else str(r["released_s"])),
 ]
 
 
