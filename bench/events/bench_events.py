@@ -29,8 +29,8 @@ gunicorn's worker connections (and gthread's threads) are the streams plus 100. 
 RSS, threads, descriptors and CPU time come from /proc. Candidates alternate within each round, in
 an order rotated from round to round.
 
-Packages beyond the project's lock, for all but the hub and gthread: ``.venv/bin/pip install gevent
-psycogreen flask-sse starlette uvicorn``; a candidate whose packages are missing is skipped with a note.
+Packages for all but the hub and gthread are in the bench extra's lock: ``.venv/bin/pip install
+--require-hashes -r requirements/bench.txt``; a candidate whose packages are missing is skipped with a note.
 """
 
 from __future__ import annotations
@@ -566,8 +566,8 @@ def available(candidates: list[str]) -> list[str]:
     for name in candidates:
         missing = [module for module in NEEDS.get(name, []) if importlib.util.find_spec(module) is None]
         if missing:
-            print(f"skipping {name}: {', '.join(missing)} not installed (.venv/bin/pip install gevent psycogreen "
-                  "flask-sse starlette uvicorn)", flush=True)
+            print(f"skipping {name}: {', '.join(missing)} not installed (.venv/bin/pip install --require-hashes "
+                  "-r requirements/bench.txt)", flush=True)
         else:
             found.append(name)
     return found
