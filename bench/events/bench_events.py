@@ -2,7 +2,7 @@
 the deployments table, and the time until each stream has it, for the hub and maintained options.
 
     .venv/bin/python bench/events/bench_events.py [--streams 100,500,1000,2000] [--rounds 2]
-        [--changes 5] [--candidates hub,gthread,gevent,flask-sse,asgi]
+        [--changes 5] [--candidates hub,gthread,gevent,flask-sse,asgi] [--spare 100]
 
 Candidates, each one web process on a private PostgreSQL (``--deployments`` rows) and Redis:
 
@@ -25,8 +25,8 @@ with the streams open, then again from another process (prober.py) while as many
 out. Then half the pages move at once (each stream closes and a new one opens): the time until the new
 streams are live, and a /healthz sent meanwhile. Last, right after one more change, every page closes,
 and the server's descriptors show how long it holds the connections of pages that left.
-gunicorn's worker connections (and gthread's threads) are the streams plus 100. The web process's
-RSS, threads, descriptors and CPU time come from /proc. Candidates alternate within each round, in
+gunicorn's worker connections (and gthread's threads) are the streams plus ``--spare`` (100). The web
+process's RSS, threads, descriptors and CPU time come from /proc. Candidates alternate within each round, in
 an order rotated from round to round.
 
 Packages for all but the hub and gthread are in the bench extra's lock: ``.venv/bin/pip install
@@ -75,16 +75,16 @@ NEEDS = {"gevent": ["gevent", "psycogreen"], "flask-sse": ["gevent", "psycogreen
          "asgi": ["starlette", "uvicorn"]}
 CHANGED = "svc00-env00000"  # in a service the read token may read
 READABLE_SERVICES = [f"svc{i:02d}" for i in range(20)]  # half of bench_page's 40: the filter runs
-SPARE = 100  # gthread threads and worker connections beyond the streams (600 for 500 pages)
+SPARE = 100  # gthread threads and worker connections beyond the streams (600 for 500 pages): --spare
 
 
 # -- the servers ------------------------------------------------------------------------------------
 
-def gunicorn_argv(port: int, worker_class: str, streams: int) -> list[str]:
+def gunicorn_argv(port: int, worker_class: str, streams: int, spare: int = SPARE) -> list[str]:
     """gunicorn serving streams.py's app in one process, with `sami serve`'s other settings."""
-    threads = ["--threads", str(streams + SPARE)] if worker_class == "gthread" else []
+    threads = ["--threads", str(streams + spare)] if worker_class == "gthread" else []
     return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-            "--worker-class", worker_class, *threads, "--worker-connections", str(streams + SPARE),
+            "--worker-class", worker_class, *threads, "--worker-connections", str(streams + spare),
             "--keep-alive", "5", "--timeout", "60", "--graceful-timeout", "2", "--access-logfile", "-",
             "--pythonpath", str(HERE), "streams:create()"]
 
@@ -149,8 +149,8 @@ def healthy(port: int) -> bool:
         connection.close()
 
 
-def serve(name: str, streams: int, env: dict[str, str], tmp: Path) -> Served:
-    """Start candidate ``name`` sized for ``streams`` open pages."""
+def serve(name: str, streams: int, env: dict[str, str], tmp: Path, spare: int = SPARE) -> Served:
+    """Start candidate ``name`` sized for ``streams`` open pages and ``spare`` more connections."""
     port = free_port()
     metrics = tempfile.mkdtemp(prefix="metrics-", dir=tmp)
     env = {**env, "PROMETHEUS_MULTIPROC_DIR": metrics, "PYTHONPATH": str(ROOT)}
@@ -158,11 +158,11 @@ def serve(name: str, streams: int, env: dict[str, str], tmp: Path) -> Served:
     if name == "hub":
         return Served(name, port, port, [(sami_serve_argv(port), env)], log).start()
     if name == "gthread":
-        return Served(name, port, port, [(gunicorn_argv(port, "gthread", streams), env)], log).start()
+        return Served(name, port, port, [(gunicorn_argv(port, "gthread", streams, spare), env)], log).start()
     if name == "gevent":
-        return Served(name, port, port, [(gunicorn_argv(port, "gevent", streams), env)], log).start()
+        return Served(name, port, port, [(gunicorn_argv(port, "gevent", streams, spare), env)], log).start()
     if name == "flask-sse":
-        return Served(name, port, port, [(gunicorn_argv(port, "gevent", streams),
+        return Served(name, port, port, [(gunicorn_argv(port, "gevent", streams, spare),
                                           {**env, "BENCH_EVENTS_FEED": "flask-sse"})], log).start()
     if name == "asgi":
         sidecar = free_port()
@@ -469,7 +469,7 @@ def database_connections(engine) -> int:
 def measure(name: str, count: int, args, env: dict[str, str], tmp: Path, engine, token: str,
             others: list[int]) -> dict:
     """One candidate holding ``count`` streams: times, memory and CPU."""
-    served = serve(name, count, env, tmp)
+    served = serve(name, count, env, tmp, args.spare)
     try:
         cookie = sign_in(served.probe_port, token)
         before = timed_requests(served.probe_port, token, args.requests)
@@ -583,6 +583,8 @@ def main() -> None:
                         help="seconds the open streams sit before the changes (past one 15 s keep-alive)")
     parser.add_argument("--requests", type=int, default=30, help="of each probe request, per measurement")
     parser.add_argument("--deployments", type=int, default=1000)
+    parser.add_argument("--spare", type=int, default=SPARE,
+                        help="gunicorn worker connections (and gthread threads) beyond the streams")
     args = parser.parse_args()
     candidates = available(args.candidates.split(","))
     counts = [int(n) for n in args.streams.split(",")]
@@ -613,7 +615,8 @@ def main() -> None:
                     print(json.dumps(result), flush=True)
         engine.dispose()
     print()
-    print(f"{args.changes} changes per run, {args.rounds} round(s); load average {os.getloadavg()[0]:.1f} at the end")
+    print(f"{args.changes} changes per run, {args.rounds} round(s), {args.spare} spare connections; "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
     print(summary(results))
 
 
