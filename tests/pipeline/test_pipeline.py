@@ -9,7 +9,7 @@ import pytest
 from rq.job import Job, JobStatus
 from sqlalchemy import select, update
 
-from bot.core.models import Action, Deployment
+from bot.core.models import Action, ActionStep, Deployment
 from bot.core.states import ActionState, DeploymentState, FailureReason
 from bot.services import deployments
 from tests.pipeline.conftest import read_record
@@ -318,12 +318,23 @@ def test_reaper_fails_an_action_whose_worker_died_in_its_script(db_session, work
         state=ActionState.RUNNING, started_at=long_ago, script_started_at=long_ago, heartbeat_at=long_ago,
         worker="dead-worker"))
     db_session.execute(update(Deployment).values(lease_owner="dead-worker", lease_expires_at=long_ago))
+    # The dead worker had ended config_check and was in create when it died.
+    db_session.add_all([
+        ActionStep(action_id=accepted.action_id, position=1, operation="config_check", started_at=long_ago,
+                   finished_at=long_ago, exit_code=0),
+        ActionStep(action_id=accepted.action_id, position=2, operation="create", started_at=long_ago)])
     db_session.commit()
     report = Scheduler(worker_ctx).tick()
     assert report.reaped == [accepted.action_id]
     a = action(db_session, accepted.action_id)
     assert a.state is ActionState.FAILED
     assert a.error == "the worker running this action stopped responding"
+    # The step under way ends with its worker: when the reaper found it, with no exit code.
+    steps = db_session.scalars(select(ActionStep).where(ActionStep.action_id == accepted.action_id)
+                               .order_by(ActionStep.position).execution_options(populate_existing=True)).all()
+    assert [(s.operation, s.exit_code, s.finished_at is not None) for s in steps] == [
+        ("config_check", 0, True), ("create", None, True)]
+    assert steps[0].finished_at == long_ago and steps[1].finished_at > long_ago
     d = deployment(db_session)
     assert d.state is S.FAILURE and d.lease_owner is None
 

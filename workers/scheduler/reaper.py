@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import exists, select, update
 
 from bot import outbox
-from bot.core.models import Action, Deployment
+from bot.core.models import Action, ActionStep, Deployment
 from bot.core.states import (
     PENDING_STATES,
     ActionState,
@@ -72,6 +72,10 @@ def reap(ctx: WorkerContext, report: TickReport, now: datetime) -> None:
                 if not others and deployment.state in PENDING_STATES:
                     target = S.CLEANUP_FAILED if action.kind == "cleanup" else S.FAILURE
                     transition(deployment, target, message=action.error)
+            # The call its worker was making ended with the worker: no exit code, ended now.
+            session.execute(update(ActionStep).where(ActionStep.action_id == action.id,
+                                                     ActionStep.finished_at.is_(None))
+                            .values(finished_at=now).execution_options(synchronize_session=False))
             if deployment.lease_owner == worker:
                 deployment.lease_owner = None
                 deployment.lease_expires_at = None
