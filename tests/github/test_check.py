@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from bot.manifests.store import ManifestStore
 
 from bot.core.config import settings_from_mapping
 from bot.github.check import github_check
+from bot.manifests.store import ManifestStore
 from tests.github.conftest import app_client, token_client
 from tests.pipeline.probe_scripts import write_probe_repo
 from tests.support.github_mock import ANSWER_TIMEOUT, Reply

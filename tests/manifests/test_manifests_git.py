@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bot.manifests.store import ManifestStore
 
 from bot.manifests import (
     DeploymentsRepoError,
@@ -21,6 +20,7 @@ from bot.manifests import (
     prune_trees,
 )
 from bot.manifests import store as manifest_store
+from bot.manifests.store import ManifestStore
 
 from .conftest import EXAMPLES, git
 
