@@ -17,6 +17,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm.exc import StaleDataError
 
 from bot import outbox
+from bot.core import logs
 from bot.core.models import Action, Deployment
 from bot.core.states import (
     LIVE_STATES,
@@ -50,7 +51,17 @@ CANNOT_START = (ExecutorError, DeploymentsRepoError)
 
 
 def check_deployment(deployment_id: int, kind: str = "check", *, ctx: WorkerContext) -> None:
-    """Queue job: a periodic ``check`` of a live deployment, or ``archive_check`` of an archiving one."""
+    """Queue job: a periodic ``check`` of a live deployment, or ``archive_check`` of an archiving one.
+    Its log lines name the deployment."""
+    with ctx.session() as session:
+        name = session.scalar(select(Deployment.name).where(Deployment.id == deployment_id))
+    if name is None:
+        return  # deleted meanwhile
+    with logs.about(deployment=name):
+        _check(ctx, deployment_id, kind)
+
+
+def _check(ctx: WorkerContext, deployment_id: int, kind: str) -> None:
     owner = worker_identity()
     if not claim_lease(ctx.session, deployment_id, owner):
         return  # busy: an action is running on it, and it will settle the state
@@ -60,11 +71,11 @@ def check_deployment(deployment_id: int, kind: str = "check", *, ctx: WorkerCont
         log.info("%s of deployment %s dropped: %s", kind, deployment_id, type(exc).__name__)
     except CANNOT_START as exc:
         name, delay = _note_failure(ctx, deployment_id, kind, str(exc))
-        log.warning("%s of %s cannot run: %s; next try in %d s", kind, name, exc, delay, extra={"deployment": name})
+        log.warning("%s of %s cannot run: %s; next try in %d s", kind, name, exc, delay)
     except Exception as exc:
         name, delay = _note_failure(ctx, deployment_id, kind,
                                     f"an unexpected error ({type(exc).__name__}); see the worker's log")
-        log.exception("%s of %s failed; next try in %d s", kind, name, delay, extra={"deployment": name})
+        log.exception("%s of %s failed; next try in %d s", kind, name, delay)
     finally:
         release_lease(ctx.session, deployment_id, owner)
     if next_queued_action(ctx, deployment_id) is not None and claim_lease(ctx.session, deployment_id, owner):
@@ -132,8 +143,7 @@ def _periodic(ctx: WorkerContext, deployment_id: int, kind: str, owner: str) -> 
         deployment.check_failures, deployment.check_retry_at = 0, None
         outbox.commit(session)
         if deployment.state is not old:
-            log.info("%s: %s is %s (was %s)", kind, deployment.name, deployment.state, old,
-                     extra={"deployment": deployment.name})
+            log.info("%s: %s is %s (was %s)", kind, deployment.name, deployment.state, old)
 
 
 def _wanted(kind: str, state: DeploymentState) -> bool:

@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
+from bot.core.logs import ContextFilter
 from bot.core.models import Deployment
 from bot.core.states import DeploymentState
 from bot.services import deployments
@@ -66,6 +67,7 @@ def test_a_check_that_cannot_start_is_tried_once_per_interval_and_says_why(
     reason = break_it(probe_repo, worker_ctx, monkeypatch)
     scheduler = Scheduler(worker_ctx)
     caplog.set_level(logging.INFO)
+    caplog.handler.addFilter(ContextFilter())  # as configure_logging's handler: the ids the work is about
     assert scheduler.tick().checks == [running.id]  # the database's time, as in production
     work()
     d = deployment(db_session)
@@ -74,6 +76,7 @@ def test_a_check_that_cannot_start_is_tried_once_per_interval_and_says_why(
     (line,) = check_lines(caplog)
     assert line.exc_info is None and "Traceback" not in caplog.text
     assert line.getMessage() == f"check of probe-stage cannot run: {reason}; next try in 60 s"
+    assert line.deployment == "probe-stage"  # a JSON log line names the deployment
 
     # The next ticks (every 2 s in the embedded default) do not try it again ...
     assert scheduler.tick().checks == []
