@@ -24,7 +24,7 @@ from bot.core.states import DeploymentState
 from bot.github import commands, pulls
 from bot.github import comment as sticky
 from bot.github.client import GitHubError
-from bot.github.outcomes import Did, Outcome, Step
+from bot.github.outcomes import Did, Outcome, Result
 from bot.github.router import Event, HandlerContext, Retry
 from bot.manifests import Manifest
 from bot.services import deployments, history
@@ -102,13 +102,13 @@ def comment_created(event: Event, ctx: HandlerContext) -> Outcome:
     _react(ctx, event, comment_id, "eyes")
     ctx.session.commit()
     runner = _Runner(event, ctx, repository, number, author)
-    results = [step for command in parsed.commands for step in runner.run(command)]
-    problems = [step for step in results if step.did in (Did.FAILED, Did.REFUSED)]
+    results = [result for command in parsed.commands for result in runner.run(command)]
+    problems = [result for result in results if result.did in (Did.FAILED, Did.REFUSED)]
     summary = "; ".join(map(str, results))
     if problems:
         _reply(ctx, event, number, "Sami could not do everything this comment asked:\n\n"
-               + "\n".join(f"- {step}" for step in problems), suffix=":problems")
-    held = any(step.did is Did.HELD for step in results)
+               + "\n".join(f"- {result}" for result in problems), suffix=":problems")
+    held = any(result.did is Did.HELD for result in results)
     if runner.changing and not runner.queued and not held:
         # Nothing to wait for: the answer is complete now (with actions, the outbox's hook reacts when they settle;
         # a deploy held for CI keeps its 👀 until it runs).
@@ -150,26 +150,26 @@ class _Runner:
             return f"{', '.join(unknown)}: no pull request environment for {self.repository} (services: {names})"
         return [by_name[s] for s in command.services]
 
-    def run(self, command: commands.Command) -> list[Step]:
-        """What the command did, one step per environment it acted on (one step for help and status)."""
+    def run(self, command: commands.Command) -> list[Result]:
+        """What the command did, one result per environment it acted on (one result for help and status)."""
         verb = commands.Verb(command.verb)
         if verb is commands.Verb.HELP:
             services_ = [m.service_name for m in pulls.pull_request_manifests(self.ctx.manifests.current(),
                                                                               self.repository)]
             _reply(self.ctx, self.event, self.number, commands.help_text(services_), suffix=":help")
-            return [Step(Did.DONE, "help sent")]
+            return [Result(Did.DONE, "help sent")]
         if verb is commands.Verb.STATUS:
             outbox.request_sticky_comment(self.ctx.session.connection(), self.repository, self.number, delay=0)
-            return [Step(Did.DONE, "status refreshed")]
+            return [Result(Did.DONE, "status refreshed")]
         self.changing = True
         chosen = self.manifests(command)
         if isinstance(chosen, str):
-            return [Step.said(Did.REFUSED, f"{command}: {chosen}")]
+            return [Result.said(Did.REFUSED, f"{command}: {chosen}")]
         try:
             if verb in (commands.Verb.DEPLOY, commands.Verb.UPDATE):
                 pr = self.pull_request()
                 if pr.state != "open":
-                    return [Step.said(Did.REFUSED, f"{command}: the pull request is closed")]
+                    return [Result.said(Did.REFUSED, f"{command}: the pull request is closed")]
                 if verb is commands.Verb.DEPLOY and pr.fork:
                     record = outbox.pull_request_record(self.ctx.session, self.repository, self.number)
                     record.approved_sha, record.approved_by = pr.head_sha, self.author
@@ -184,25 +184,25 @@ class _Runner:
         except GitHubError as exc:
             raise Retry(GITHUB_RETRY_SECONDS, f"the pull request could not be read: {exc}") from None
 
-    def _each(self, manifests: list[Manifest], do: Callable[[Manifest], Step]) -> list[Step]:
+    def _each(self, manifests: list[Manifest], do: Callable[[Manifest], Result]) -> list[Result]:
         done = []
         for manifest in manifests:
             try:
                 done.append(do(manifest))
             except SamiError as exc:
                 self.ctx.session.rollback()
-                done.append(Step.said(Did.FAILED, f"{manifest.deployment_name(self.number)}: {exc}"))
+                done.append(Result.said(Did.FAILED, f"{manifest.deployment_name(self.number)}: {exc}"))
         return done
 
-    def _accepted(self, accepted: deployments.Accepted, verb: commands.Verb) -> Step:
+    def _accepted(self, accepted: deployments.Accepted, verb: commands.Verb) -> Result:
         self.queued += 1
-        return Step(Did.DONE, f"{verb} of {accepted.deployment} queued (action {accepted.action_id})")
+        return Result(Did.DONE, f"{verb} of {accepted.deployment} queued (action {accepted.action_id})")
 
-    def _deploy(self, manifest: Manifest, pr: pulls.PullRequest, verb: commands.Verb) -> Step:
+    def _deploy(self, manifest: Manifest, pr: pulls.PullRequest, verb: commands.Verb) -> Result:
         name = manifest.deployment_name(self.number)
         existing = self.ctx.session.query(Deployment).filter(Deployment.name == name).first()
         if verb is commands.Verb.UPDATE and (existing is None or existing.state is DeploymentState.REMOVED):
-            return Step.said(Did.REFUSED, f"update of {manifest.service_name}: {name} is not deployed (comment /sami "
+            return Result.said(Did.REFUSED, f"update of {manifest.service_name}: {name} is not deployed (comment /sami "
                                           "deploy)")
         if manifest.require_checks:
             # A command deploys the head commit too, so it waits for green checks as a push does.
@@ -214,18 +214,18 @@ class _Runner:
                 if did is Did.HELD:
                     why += ("; it deploys when they pass" if self._resumes(manifest, pr)
                             else f"; comment /sami {verb} again when they pass")
-                return Step.said(did, f"{name}: {why}")
-        step = pulls.deploy_one(self.ctx.session, self.ctx.manifests.current(), manifest, pr, self.ctx.services,
+                return Result.said(did, f"{name}: {why}")
+        result = pulls.deploy_one(self.ctx.session, self.ctx.manifests.current(), manifest, pr, self.ctx.services,
                                 **self.who)
-        if step.did is Did.UNCHANGED and verb is commands.Verb.UPDATE and "already at" in step.text:
+        if result.did is Did.UNCHANGED and verb is commands.Verb.UPDATE and "already at" in result.text:
             # `update` deploys the same commit again.
             accepted = deployments.refresh_deployment(self.ctx.session, self.ctx.manifests.current(), name,
                                                    self.ctx.services, **self.who)
             self.queued += 1
-            return Step(Did.DONE, f"updated {accepted.deployment} again at {pr.head_sha[:7]}")
-        if step.did is not Did.UNCHANGED:
+            return Result(Did.DONE, f"updated {accepted.deployment} again at {pr.head_sha[:7]}")
+        if result.did is not Did.UNCHANGED:
             self.queued += 1
-        return step
+        return result
 
 
     def _resumes(self, manifest: Manifest, pr: pulls.PullRequest) -> bool:

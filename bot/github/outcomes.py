@@ -1,6 +1,6 @@
 """What handling a webhook delivery came to, as typed values rather than text read back by its first word.
 
-``Step`` is what happened to one environment (or one `/sami` command): its kind says what callers
+``Result`` is what happened to one environment (or one `/sami` command): its kind says what callers
 act on (an environment waiting for a pending action has the delivery tried again, a held deploy
 keeps a comment's 👀); its text is the line people read. ``Outcome`` is what a handler returns
 for the whole delivery: the delivery job records its kind as the delivery's status and its text as
@@ -50,8 +50,8 @@ class Outcome:
         return cls(Kind.FAILED, f"failed: {reason}")
 
     @classmethod
-    def of(cls, parts: Iterable[Step | Outcome]) -> Outcome:
-        """The outcome of several steps (or of several pull requests' outcomes): their lines joined;
+    def of(cls, parts: Iterable[Result | Outcome]) -> Outcome:
+        """The outcome of several results (or of several pull requests' outcomes): their lines joined;
         ignored when every one of them was."""
         parts = list(parts)
         ignored = bool(parts) and all(part.is_ignored for part in parts)
@@ -76,7 +76,7 @@ class Did(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class Step:
+class Result:
     """What happened to one environment (or one command): its kind, and the line that says it."""
 
     did: Did
@@ -86,8 +86,8 @@ class Step:
         return self.text
 
     @classmethod
-    def said(cls, did: Did, rest: str) -> Step:
-        """A step whose line starts with its kind's word: ``Step.said(Did.HELD, "web-pr-3: ...")``."""
+    def said(cls, did: Did, rest: str) -> Result:
+        """A result whose line starts with its kind's word: ``Result.said(Did.HELD, "web-pr-3: ...")``."""
         return cls(did, f"{did} {rest}")
 
     @property

@@ -24,7 +24,7 @@ from bot.core import naming
 from bot.core.errors import SamiError
 from bot.core.models import PullRequestRecord
 from bot.github import checks
-from bot.github.outcomes import Did, Step
+from bot.github.outcomes import Did, Result
 from bot.manifests import DeploymentsRepo, Manifest, PrDeploy
 from bot.services import deployments
 
@@ -128,8 +128,8 @@ def unwanted_because(manifest: Manifest, pr: PullRequest) -> str | None:
 
 def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, ctx: deployments.Context, *,
                       requested_by: str, origin: str, delivery_id: str | None = None, settings,
-                      github=None, debounce: float = 0) -> list[Step]:
-    """Make the pull request's environments match its current state; say what was done, one step each.
+                      github=None, debounce: float = 0) -> list[Result]:
+    """Make the pull request's environments match its current state; say what was done, one result each.
 
     Open and wanted: create, restore or update ``<service>-pr-<n>`` to the head commit's tag (an
     update waits ``debounce`` seconds, so that the next pushes of a series replace it).
@@ -141,7 +141,7 @@ def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, 
     if not manifests:
         return []
     if not repository_allowed(pr.repository, settings.github_repositories, repo):
-        return [Step(Did.IGNORED, f"ignored: {pr.repository} is not in SAMI_GITHUB_REPOSITORIES")]
+        return [Result(Did.IGNORED, f"ignored: {pr.repository} is not in SAMI_GITHUB_REPOSITORIES")]
     remember(session, pr)
     gate = CheckGate(session, pr, github)
     done = []
@@ -151,14 +151,14 @@ def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, 
                                   delivery_id=delivery_id, gate=gate, debounce=debounce))
         except SamiError as exc:  # one service's problem does not hide the others'
             session.rollback()
-            done.append(Step.said(Did.FAILED, f"{manifest.deployment_name(pr.number)}: {exc}"))
+            done.append(Result.said(Did.FAILED, f"{manifest.deployment_name(pr.number)}: {exc}"))
     log.info("pull request %s#%s: %s", pr.repository, pr.number, "; ".join(map(str, done)))
     return done
 
 
 def _sync_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: PullRequest,
               ctx: deployments.Context, *, requested_by: str, origin: str, delivery_id: str | None,
-              gate: CheckGate | None = None, debounce: float = 0) -> Step:
+              gate: CheckGate | None = None, debounce: float = 0) -> Result:
     name = manifest.deployment_name(pr.number)
     why_not = unwanted_because(manifest, pr)
     if why_not is not None and pr.state == "open" and pr.fork and not manifest.pr_forks:
@@ -166,29 +166,29 @@ def _sync_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: P
         if approved(session, pr):
             why_not = None
         else:
-            return Step.said(Did.HELD, f"{name}: fork ({pr.head_repository or 'deleted repository'}) at "
+            return Result.said(Did.HELD, f"{name}: fork ({pr.head_repository or 'deleted repository'}) at "
                                        f"{pr.head_sha[:7]} waits for a writer's /sami deploy")
     if why_not is not None:
         ensured = deployments.ensure_archived(session, repo, name, ctx, requested_by=requested_by, origin=origin,
                                            delivery_id=delivery_id)
         if ensured.done:
-            return Step(Did.DONE, f"archived {name} ({why_not})")
+            return Result(Did.DONE, f"archived {name} ({why_not})")
         if ensured.reason == deployments.NOT_DEPLOYED:
-            return Step.said(Did.SKIPPED, f"{manifest.service_name}: {why_not}")
+            return Result.said(Did.SKIPPED, f"{manifest.service_name}: {why_not}")
         if ensured.waiting:
-            return Step.said(Did.WAITING, f"{name}: {ensured.reason}")
-        return Step.said(Did.UNCHANGED, f"{name}: {ensured.reason}")
+            return Result.said(Did.WAITING, f"{name}: {ensured.reason}")
+        return Result.said(Did.UNCHANGED, f"{name}: {ensured.reason}")
     if manifest.require_checks:
         blocked = gate.blocks(manifest) if gate is not None else \
             (Did.HELD, "require_checks is set; no checks were read")
         if blocked:
-            return Step.said(blocked[0], f"{name}: {blocked[1]}")
+            return Result.said(blocked[0], f"{name}: {blocked[1]}")
     return deploy_one(session, repo, manifest, pr, ctx, requested_by=requested_by, origin=origin,
                       delivery_id=delivery_id, debounce=debounce)
 
 
 def deploy_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: PullRequest, ctx: deployments.Context,
-               *, requested_by: str, origin: str, delivery_id: str | None, debounce: float = 0) -> Step:
+               *, requested_by: str, origin: str, delivery_id: str | None, debounce: float = 0) -> Result:
     """Bring ``manifest``'s environment of ``pr`` to its head commit (create, restore or update; an update
     waits ``debounce`` seconds for a newer push to replace it); one line."""
     name = manifest.deployment_name(pr.number)
@@ -200,10 +200,10 @@ def deploy_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: 
         delivery_id=delivery_id, debounce_seconds=debounce)
     ensured = deployments.ensure_deployed(session, repo, request, ctx, revive=origin != "reconcile")
     if ensured.done is None:
-        return Step.said(Did.UNCHANGED, f"{name}: {ensured.reason}")
+        return Result.said(Did.UNCHANGED, f"{name}: {ensured.reason}")
     if ensured.done == "restored":
-        return Step(Did.DONE, f"restored {name} at {short}")
-    return Step(Did.DONE, f"{ensured.done} {name} {'at' if ensured.done == 'created' else 'to'} {short}")
+        return Result(Did.DONE, f"restored {name} at {short}")
+    return Result(Did.DONE, f"{ensured.done} {name} {'at' if ensured.done == 'created' else 'to'} {short}")
 
 
 def approved(session: Session, pr: PullRequest) -> bool:
