@@ -6,23 +6,20 @@ from __future__ import annotations
 from flask import Flask
 
 from bot.core.config import Settings
-from bot.web import auth, create_app, queue, shared
+from bot.web import create_app
 from workers.embedded import start_embedded
 
 EMBEDDED = "sami.embedded"  # the app's extension holding its embedded worker, if it has one
 
 
 def build_app(settings: Settings) -> Flask:
-    """The web app from ``SAMI_*`` variables; without Redis, its in-process worker and scheduler too."""
-    app = create_app()
-    if settings.embedded:
-        # One context for the process: the app queues onto the worker's broker, reads the
-        # manifests through the worker's store and asks GitHub through the worker's client.
-        embedded = start_embedded(app.config["SAMI"])
-        queue.init_app(app, embedded.context.broker)
-        shared.init_app(app, embedded.context.manifests)
-        auth.init_app(app, embedded.context.github)
-        app.extensions[EMBEDDED] = embedded
+    """The web app from ``SAMI_*`` variables; without Redis, its in-process worker and scheduler too,
+    which share one context with it (settings, database pool, broker, manifests, GitHub client)."""
+    if not settings.embedded:
+        return create_app()
+    embedded = start_embedded(settings)
+    app = create_app(context=embedded.context)
+    app.extensions[EMBEDDED] = embedded
     return app
 
 

@@ -28,11 +28,19 @@ from bot.web import (
     sites,
     webhooks,
 )
+from workers.context import WorkerContext
 
 
-def create_app(test_config: dict | None = None) -> Flask:
-    """Build the web application from ``SAMI_*`` variables, or from ``test_config`` in tests."""
-    settings: Settings = load_settings() if test_config is None else settings_from_mapping(test_config)
+def create_app(test_config: dict | None = None, *, context: WorkerContext | None = None) -> Flask:
+    """Build the web application from ``SAMI_*`` variables, or from ``test_config`` in tests.
+
+    With ``context`` (the embedded default's worker context) the app works with its settings,
+    database pool, broker, manifest store and GitHub client: one of each in the process.
+    """
+    if context is not None:
+        settings: Settings = context.settings
+    else:
+        settings = load_settings() if test_config is None else settings_from_mapping(test_config)
     app = Flask(__name__, instance_path=settings.instance_dir, instance_relative_config=False)
     # Bodies: the size limit holds for chunked ones too; malformed or too deeply nested JSON is a 400.
     app.request_class = bodies.Request
@@ -50,10 +58,16 @@ def create_app(test_config: dict | None = None) -> Flask:
         SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"),
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
     )
-    database.init_app(app)
-    queue.init_app(app)
-    shared.init_app(app)
-    auth.init_app(app)
+    if context is None:
+        database.init_app(app)
+        queue.init_app(app)
+        shared.init_app(app)
+        auth.init_app(app)
+    else:
+        database.init_app(app, session_factory=context.session_factory)
+        queue.init_app(app, context.broker)
+        shared.init_app(app, context.manifests)
+        auth.init_app(app, context.github)
     errors.init_app(app)
     for blueprint in (health.bp, api.bp, openapi.bp, sites.bp, setup.bp, pages.bp):
         app.register_blueprint(blueprint)
