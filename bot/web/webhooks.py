@@ -23,6 +23,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request
 from sqlalchemy import Text, bindparam, func
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from bot.core import logs
@@ -182,21 +183,43 @@ def receive_github():
         return _record_and_queue(parse_delivery(delivery_id, event, *_payload(body)))
 
 
+def _record(received: Received, status: DeliveryStatus = DeliveryStatus.RECEIVED,
+            outcome: str | None = None) -> int | None:
+    """Insert the delivery's row and commit; once more on a new connection if PostgreSQL closed the
+    pooled one (it restarted: the web's pool does not ping a connection before each request).
+
+    If the connection was lost during the commit, the row may be in already: the second insert then
+    finds it and the delivery is answered as a duplicate without queueing it; the row is still
+    "received", so the scheduler's sweep queues it.
+    """
+    session = get_session()
+    try:
+        row_id = record_delivery(session, received, status, outcome)
+        session.commit()
+        return row_id
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        session.rollback()
+        log.warning("delivery %s: the database connection was closed (%s); recording it on a new one",
+                    received.delivery_id, type(exc.orig).__name__)
+    row_id = record_delivery(session, received, status, outcome)
+    session.commit()
+    return row_id
+
+
 def _record_and_queue(received: Received):
     delivery_id, event = received.delivery_id, received.event
-    session = get_session()
 
     if event == "ping":
-        row_id = record_delivery(session, received, DeliveryStatus.PROCESSED, "pong")
-        session.commit()
+        row_id = _record(received, DeliveryStatus.PROCESSED, "pong")
         if row_id is None:
             return jsonify(delivery=delivery_id, duplicate=True), 200
         log.info("delivery %s: ping from hook %s", delivery_id, received.payload.get("hook_id"))
         return jsonify(delivery=delivery_id, zen=received.payload.get("zen"),
                        hook_id=received.payload.get("hook_id"), outcome="pong"), 200
 
-    row_id = record_delivery(session, received)
-    session.commit()
+    row_id = _record(received)
     if row_id is None:
         return jsonify(delivery=delivery_id, duplicate=True), 200
     queued = get_broker(current_app).enqueue_delivery(row_id, new=True)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from bot.core.models import DeliveryStatus
 from bot.web import create_app
@@ -202,3 +203,45 @@ def test_the_answer_is_json(client):
     response = post(client, "star", github_payloads.example("star", "created"))
     assert response.content_type == "application/json"
     assert json.loads(response.data)["status"] == "queued"
+
+
+def _drop_connections(database_url: str) -> int:
+    """What a PostgreSQL restart does to the web's pooled connections: every one of them is closed."""
+    admin = create_engine(make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        dropped = connection.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :name"),
+            {"name": make_url(database_url).database}).scalar()
+    admin.dispose()
+    return dropped
+
+
+def test_after_the_database_closed_every_connection_a_delivery_is_still_recorded_and_queued(
+        test_config, own_database_url, redis_client):
+    # The app's own engine and pool, as `sami serve` has: pooled connections that PostgreSQL has
+    # closed (it restarted) must not lose the delivery or answer it with an error.
+    app = create_app({**test_config, "database_url": own_database_url})
+    client = app.test_client()
+    payload = github_payloads.example("pull_request", "synchronize")
+    assert post(client, "pull_request", payload, delivery="before").status_code == 202
+    assert _drop_connections(own_database_url) >= 1
+    response = post(client, "pull_request", payload, delivery="after")
+    assert response.status_code == 202, response.json
+    assert response.json == {"delivery": "after", "status": "queued"}
+    engine = create_engine(own_database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT delivery_id, id FROM deliveries ORDER BY id")).all()
+    engine.dispose()
+    app.extensions["sami.db"].kw["bind"].dispose()
+    assert [delivery_id for delivery_id, _ in rows] == ["before", "after"]
+    assert queued_jobs(redis_client) == [f"delivery-{row_id}" for _, row_id in rows]
+
+
+def test_while_the_database_is_unreachable_a_delivery_is_answered_503_to_be_sent_again(test_config, redis_client):
+    # GitHub marks the delivery failed, and it is sent again (by hand, or by Sami's redeliver round).
+    app = create_app({**test_config, "database_url": f"postgresql+psycopg2://sami@127.0.0.1:{free_port()}/sami"})
+    response = post(app.test_client(), "pull_request", github_payloads.example("pull_request", "synchronize"))
+    assert response.status_code == 503, response.json
+    assert response.headers["Retry-After"] == "1"
+    assert "database" in response.json["error"]
+    assert queued_jobs(redis_client) == []
