@@ -350,7 +350,7 @@ class Recording:
     tag: str
     database_url: str
     redis_url: str
-    queue_key: str
+    queue_keys: tuple[str, ...]
 
     @property
     def url(self) -> str:
@@ -387,21 +387,22 @@ class Recording:
                                             like).scalar()
         engine.dispose()
         redis = Redis.from_url(self.redis_url)
-        queued = redis.llen(self.queue_key)
+        queued = sum(redis.llen(key) for key in self.queue_keys)
         redis.close()
         ok = answered <= rows == distinct <= sent
         return [f"{self.name}: deliveries rows {rows} ({distinct} distinct ids) for {answered} answered and {sent} "
                 f"sent: {'OK' if ok else 'MISMATCH'}",
                 f"{self.name}: {len(sample)} of them sent again: {again}; rows after: {rows_after}: "
                 f"{'OK' if again == {200: len(sample)} and rows_after == rows else 'MISMATCH'}",
-                f"{self.name}: waiting on {self.queue_key} (nothing consumed it; warm-up deliveries included): "
-                f"{queued}"]
+                f"{self.name}: waiting on {' + '.join(self.queue_keys)} (nothing consumed them; warm-up deliveries "
+                f"included): {queued}"]
 
 
 class Sami(Recording):
     """`sami serve` of one version of the code, on a database of its own."""
 
-    queue_key = "rq:queue:sami-actions"
+    # RQ's queue, and the list of deliveries handed off to the workers (newer code).
+    queue_keys = ("rq:queue:sami-actions", "sami:deliveries:new")
 
     def __init__(self, name: str, code: Path, postgres, redis_server, redis_db: int, tmp: Path):
         from tests.support.sami_server import SamiServer, sami_env
@@ -476,7 +477,7 @@ class Reference:
 class Durable(Reference, Recording):
     """The durable limit, on a database of its own migrated by the working tree."""
 
-    queue_key = DURABLE_QUEUE
+    queue_keys = (DURABLE_QUEUE,)
 
     def __init__(self, postgres, redis_server, redis_db: int, tmp: Path):
         from tests.support.sami_server import sami_env

@@ -3,8 +3,9 @@ processing, then answers.
 
 The controller answers fast and makes no GitHub call: the signature (HMAC-SHA256 of the raw body
 with the webhook secret) is checked, the delivery is written as one row keyed by its
-``X-GitHub-Delivery`` id and committed, and only then is its processing queued
-(``workers.deliveries``). A redelivery or a duplicate finds the row there and is acknowledged
+``X-GitHub-Delivery`` id and committed, and only then is its processing queued: the row's id is
+pushed on a Redis list that the workers turn into its job (``workers.queue``,
+``workers.deliveries``). A redelivery or a duplicate finds the row there and is acknowledged
 without doing anything more. If the queue is unreachable the delivery stays recorded and the
 scheduler's sweep queues it.
 """
@@ -222,7 +223,7 @@ def _record_and_queue(received: Received):
     row_id = _record(received)
     if row_id is None:
         return jsonify(delivery=delivery_id, duplicate=True), 200
-    queued = get_broker(current_app).enqueue_delivery(row_id, new=True)
+    queued = get_broker(current_app).hand_off_delivery(row_id)
     what = f"{event}.{received.action}" if received.action else event
     log.info("delivery %s: %s of %s recorded (queued: %s)", delivery_id, what, received.repository, queued)
     # Not queued (Redis is down): recorded all the same, and the scheduler's sweep will queue it.

@@ -4,8 +4,11 @@ verified, recorded once and queued; everything else is refused with a message an
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
+from rq import Queue
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -13,9 +16,11 @@ from bot.core.models import DeliveryStatus
 from bot.web import create_app
 from tests.conftest import WEBHOOK_SECRET
 from tests.github import webhook_fixtures
-from tests.github.webhook_fixtures import deliveries, post, queued_jobs
+from tests.github.webhook_fixtures import deliveries, handed_off, post, queued_jobs
 from tests.support import github_payloads
 from tests.support.servers import free_port
+from workers import context
+from workers.queue import ACTIONS_QUEUE
 
 worker_ctx, work = webhook_fixtures.worker_ctx, webhook_fixtures.work
 
@@ -95,6 +100,50 @@ def test_a_redelivery_is_acknowledged_and_does_nothing_more(client, db_session, 
     ping = github_payloads.example("ping")
     assert post(client, "ping", ping, delivery="p").status_code == 200
     assert post(client, "ping", ping, delivery="p").json == {"delivery": "p", "duplicate": True}
+
+
+def test_a_new_delivery_is_handed_off_with_one_push_and_a_worker_queues_its_job_once(
+        client, db_session, redis_client, worker_ctx):
+    response = post(client, "pull_request", github_payloads.example("pull_request", "synchronize"), delivery="d-1")
+    assert response.status_code == 202
+    [row] = deliveries(db_session)
+    # The request pushed the row's id and wrote no RQ job: that is the workers' part.
+    assert handed_off(redis_client) == [row.id]
+    assert Queue(ACTIONS_QUEUE, connection=redis_client).job_ids == []
+    assert worker_ctx.broker.take_deliveries() == 1
+    assert handed_off(redis_client) == []
+    assert Queue(ACTIONS_QUEUE, connection=redis_client).job_ids == [f"delivery-{row.id}"]
+    assert worker_ctx.broker.take_deliveries() == 0
+    # A duplicate hands nothing off.
+    assert post(client, "pull_request", github_payloads.example("pull_request", "synchronize"),
+                delivery="d-1").status_code == 200
+    assert queued_jobs(redis_client) == [f"delivery-{row.id}"]
+
+
+def test_a_handed_off_delivery_that_the_sweep_queued_first_gets_no_second_job(client, db_session, redis_client,
+                                                                               worker_ctx):
+    assert post(client, "star", github_payloads.example("star", "created"), delivery="s-1").status_code == 202
+    [row] = deliveries(db_session)
+    assert worker_ctx.broker.enqueue_delivery(row.id)  # the sweep's way
+    assert worker_ctx.broker.take_deliveries() == 1
+    assert Queue(ACTIONS_QUEUE, connection=redis_client).job_ids == [f"delivery-{row.id}"]
+
+
+def test_a_working_worker_queues_handed_off_deliveries_as_they_come(client, db_session, redis_client, worker_ctx):
+    stop = threading.Event()
+    taker = threading.Thread(target=context._take_deliveries, args=(worker_ctx.broker.take_deliveries, stop))
+    taker.start()
+    try:
+        assert post(client, "star", github_payloads.example("star", "created"), delivery="s-2").status_code == 202
+        [row] = deliveries(db_session)
+        deadline = time.monotonic() + 10
+        while Queue(ACTIONS_QUEUE, connection=redis_client).job_ids != [f"delivery-{row.id}"]:
+            assert time.monotonic() < deadline, "the handed-off delivery was not queued"
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        taker.join(5)
+    assert handed_off(redis_client) == []
 
 
 # --- refused: nothing is stored ---------------------------------------------------------------
