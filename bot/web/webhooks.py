@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, current_app, g, jsonify, request
 from sqlalchemy import Text, bindparam, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
@@ -175,6 +175,7 @@ def receive_github():
     """Verify a GitHub delivery, record it, queue its processing; 202 (200 for a ping or a duplicate)."""
     secret: bytes = current_app.extensions.get("sami.webhook_secret", b"")
     if not secret:
+        g.sami_intake_outcome = "not_configured"
         raise WebError(NOT_CONFIGURED, status=503)
     body = request.get_data(cache=False)  # longer than the limit: 413
     _verify(secret, body)
@@ -215,16 +216,23 @@ def _record_and_queue(received: Received):
     if event == "ping":
         row_id = _record(received, DeliveryStatus.PROCESSED, "pong")
         if row_id is None:
-            return jsonify(delivery=delivery_id, duplicate=True), 200
+            return _answered("duplicate", jsonify(delivery=delivery_id, duplicate=True), 200)
         log.info("delivery %s: ping from hook %s", delivery_id, received.payload.get("hook_id"))
-        return jsonify(delivery=delivery_id, zen=received.payload.get("zen"),
-                       hook_id=received.payload.get("hook_id"), outcome="pong"), 200
+        return _answered("pong", jsonify(delivery=delivery_id, zen=received.payload.get("zen"),
+                                         hook_id=received.payload.get("hook_id"), outcome="pong"), 200)
 
     row_id = _record(received)
     if row_id is None:
-        return jsonify(delivery=delivery_id, duplicate=True), 200
+        return _answered("duplicate", jsonify(delivery=delivery_id, duplicate=True), 200)
     queued = get_broker(current_app).hand_off_delivery(row_id)
     what = f"{event}.{received.action}" if received.action else event
     log.info("delivery %s: %s of %s recorded (queued: %s)", delivery_id, what, received.repository, queued)
     # Not queued (Redis is down): recorded all the same, and the scheduler's sweep will queue it.
-    return jsonify(delivery=delivery_id, status="queued" if queued else "received"), 202
+    status = "queued" if queued else "received"
+    return _answered(status, jsonify(delivery=delivery_id, status=status), 202)
+
+
+def _answered(outcome: str, response, status: int):
+    """The answer, with the intake's outcome kept for the metrics (bot.web.metrics counts it)."""
+    g.sami_intake_outcome = outcome
+    return response, status

@@ -12,6 +12,7 @@ from rq import Queue
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from bot.core import metrics
 from bot.core.models import DeliveryStatus
 from bot.web import create_app
 from tests.conftest import WEBHOOK_SECRET
@@ -289,8 +290,11 @@ def test_after_the_database_closed_every_connection_a_delivery_is_still_recorded
 def test_while_the_database_is_unreachable_a_delivery_is_answered_503_to_be_sent_again(test_config, redis_client):
     # GitHub marks the delivery failed, and it is sent again (by hand, or by Sami's redeliver round).
     app = create_app({**test_config, "database_url": f"postgresql+psycopg2://sami@127.0.0.1:{free_port()}/sami"})
+    counted = metrics.WEBHOOK_DELIVERIES.labels("pull_request", "unavailable")
+    before = counted._value.get()
     response = post(app.test_client(), "pull_request", github_payloads.example("pull_request", "synchronize"))
     assert response.status_code == 503, response.json
+    assert counted._value.get() == before + 1
     assert response.headers["Retry-After"] == "1"
     assert "database" in response.json["error"]
     assert queued_jobs(redis_client) == []
