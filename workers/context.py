@@ -3,6 +3,8 @@ GitHub), and the RQ worker that hands it to every job it runs."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from bot.manifests.store import ManifestStore
 from workers.executor import Executor
 from workers.queue import InProcessBroker, make_broker
 from workers.stopping import Stopping
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,13 +87,45 @@ class ContextJob(Job):
         return self.func(*self.args, ctx=self.context, **self.kwargs)
 
 
+def _take_deliveries(take, stop: threading.Event) -> None:
+    """Queue handed-off deliveries as they come, until ``stop``."""
+    while not stop.is_set():
+        try:
+            take(wait=1.0)
+        except Exception as exc:  # Redis is away: the sweep queues what waits meanwhile
+            log.warning("could not take handed-off deliveries (%s); trying again", type(exc).__name__)
+            stop.wait(1.0)
+
+
 class ContextWorker(SimpleWorker):
-    """RQ's SimpleWorker (jobs run in this process) that runs each job with ``context``."""
+    """RQ's SimpleWorker (jobs run in this process) that runs each job with ``context``.
+
+    It also turns the deliveries the web intake handed off into their jobs: first all of them in
+    burst mode (a burst worker stops when its queues are empty), else from a thread of its own for as
+    long as it works.
+    """
 
     def __init__(self, *args, context: WorkerContext, **kwargs):
         kwargs.setdefault("job_class", ContextJob)
         super().__init__(*args, **kwargs)
         self.context = context
+
+    def work(self, burst: bool = False, *args, **kwargs):
+        take = getattr(self.context.broker, "take_deliveries", None)
+        if take is None:
+            return super().work(burst, *args, **kwargs)
+        if burst:
+            while take():
+                pass
+            return super().work(burst, *args, **kwargs)
+        stop = threading.Event()
+        taker = threading.Thread(target=_take_deliveries, args=(take, stop), name="sami-deliveries", daemon=True)
+        taker.start()
+        try:
+            return super().work(burst, *args, **kwargs)
+        finally:
+            stop.set()
+            taker.join(timeout=5)
 
     def perform_job(self, job, queue, *args, **kwargs):
         job.context = self.context

@@ -45,6 +45,9 @@ OUTBOX_JOB_TIMEOUT = 120
 GITHUB_ROUNDS = {"reconcile": "workers.github_rounds.reconcile_round",
                  "redeliver": "workers.github_rounds.redeliver_round"}
 GITHUB_ROUND_JOB_TIMEOUT = 600  # seconds; past its deadline a round only waits for its last request
+# New webhook deliveries' row ids, pushed by the web intake (one command per delivery) and turned
+# into their jobs by the workers (``RQBroker.take_deliveries``), away from the request's time.
+DELIVERIES_HANDED_OFF = "sami:deliveries:new"
 DELIVERY_JOB_TIMEOUT = 300  # seconds; a handler stuck on GitHub longer than this fails the delivery
 WAITING_JOB_STATES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.CREATED}
 
@@ -155,6 +158,37 @@ class RQBroker:
                         type(exc).__name__)
             return False
 
+    def hand_off_delivery(self, delivery_row_id: int) -> bool:
+        """Hand new delivery row ``delivery_row_id`` to the workers: one push of its id on a Redis
+        list, which a worker turns into its job (``take_deliveries``). Building and writing an RQ job
+        costs the web request several times more. False (and the sweep queues it) when Redis is
+        unreachable."""
+        try:
+            self.connection.rpush(DELIVERIES_HANDED_OFF, delivery_row_id)
+        except redis.RedisError as exc:
+            log.warning("could not queue delivery row %s (%s); the sweep will queue it", delivery_row_id,
+                        type(exc).__name__)
+            return False
+        return True
+
+    def take_deliveries(self, wait: float = 0.0, limit: int = 100) -> int:
+        """Queue the jobs of deliveries handed off by the web intake: up to ``limit`` of them, waiting
+        up to ``wait`` seconds for the first; how many were taken.
+
+        A delivery taken and not queued (this process died in between) is still "received" in the
+        database, and the scheduler's sweep queues it; one the sweep queued already is not queued twice.
+        """
+        if wait > 0:
+            first = self.connection.blpop([DELIVERIES_HANDED_OFF], timeout=wait)
+            if first is None:
+                return 0
+            taken = [first[1], *(self.connection.lpop(DELIVERIES_HANDED_OFF, limit - 1) or [])]
+        else:
+            taken = self.connection.lpop(DELIVERIES_HANDED_OFF, limit) or []
+        for row_id in taken:
+            self.enqueue_delivery(int(row_id))
+        return len(taken)
+
     def enqueue_outbox(self, row_id: int, started_counts: bool = True) -> bool:
         """Queue the sending of outbox row ``row_id``; False (and the next sweep tries) without Redis."""
         try:
@@ -259,6 +293,9 @@ class InProcessBroker:
 
     def enqueue_delivery(self, delivery_row_id: int, started_counts: bool = True, new: bool = False) -> bool:
         return self._submit(delivery_job_id(delivery_row_id), PROCESS_DELIVERY, delivery_row_id)
+
+    def hand_off_delivery(self, delivery_row_id: int) -> bool:
+        return self.enqueue_delivery(delivery_row_id, new=True)
 
     def enqueue_outbox(self, row_id: int, started_counts: bool = True) -> bool:
         return self._submit(outbox_job_id(row_id), DELIVER_OUTBOX, row_id)

@@ -1,17 +1,25 @@
 """Webhook intake under load: signed `pull_request.synchronize` deliveries (GitHub's example
 payload, each with its own X-GitHub-Delivery id) posted by wrk to `sami serve` (production shape:
-gunicorn with its default workers and threads, PostgreSQL, Redis) and, in the same run, to a bare
-Flask app on the same gunicorn settings that only checks the signature and answers 202.
+gunicorn with its default workers and threads, PostgreSQL, Redis) and, in the same run and on the
+same gunicorn settings, to two reference apps:
+
+- the **bare** app only checks the signature and answers 202;
+- the **durable limit** does exactly the durable work the intake must do and nothing more: checks
+  the signature, parses the JSON, runs one INSERT ... ON CONFLICT DO NOTHING of the delivery into
+  Sami's own ``deliveries`` table (migrated by the working tree: payload as json, LZ4) and commits
+  on a pooled psycopg2 connection, pushes the new row's id on a Redis list, answers 202 (200 for a
+  delivery id it has already).
 
     .venv/bin/python bench/webhooks/bench_intake.py [--duration 20] [--requests 20000]
-        [--connections 32] [--rounds 1] [--code REV]
+        [--connections 32,4] [--rounds 1] [--code REV] [--baseline REV]
 
 Each measured run stops after ``--duration`` seconds or ``--requests`` answers, whichever comes
-first; both servers listen on 127.0.0.1. Afterwards the deliveries table must hold exactly one
-row per delivery id (rows between the answered and the sent deliveries: requests in flight when
-wrk stops may still be recorded), and a sample of the deliveries, sent again, must be answered
-as duplicates without adding rows. ``--code REV`` serves Sami from ``git archive REV`` (or from a
-folder) instead of the working tree (to measure a change: run once with the commit before it).
+first; every server listens on 127.0.0.1. Afterwards each server that records deliveries must
+hold exactly one row per delivery id (rows between the answered and the sent deliveries: requests
+in flight when wrk stops may still be recorded), and a sample of the deliveries, sent again, must
+be answered as duplicates without adding rows. ``--code REV`` serves Sami from ``git archive REV``
+(or from a folder) instead of the working tree; ``--baseline REV`` serves a second Sami from REV
+in the same run, on a database of its own (to measure a change: the commit before it).
 
 Needs Debian's wrk (scripts/install-test-deps installs it) and what the tests need (PostgreSQL,
 Redis): private servers are started on free ports and stopped at the end.
@@ -140,8 +148,88 @@ def bare_app():
     return app
 
 
-def serve_bare(bind: str) -> None:
-    """Serve the bare app with gunicorn (in this process)."""
+DURABLE_QUEUE = "bench:deliveries"
+# The columns Sami's intake writes; the rest keep their defaults.
+DURABLE_INSERT = (
+    "INSERT INTO deliveries (delivery_id, event, action, repository, installation_id, sender, status, payload, "
+    "attempts, received_at) VALUES (%s, %s, %s, %s, %s, %s, 'received', %s, 0, now()) "
+    "ON CONFLICT (delivery_id) DO NOTHING RETURNING id")
+
+
+def durable_app(database_url: str, redis_url: str):
+    """The durable limit: signature, JSON, one insert and commit on a pooled connection, one push."""
+    import hashlib
+    import hmac
+    import json as json_
+    import threading
+
+    import psycopg2.pool
+    from flask import Flask, abort, jsonify, request
+    from redis import Redis
+    from sqlalchemy.engine import make_url
+
+    app = Flask("durable")
+    key = HMAC_KEY.encode()
+    url = make_url(database_url)
+    dsn = dict(host=url.host, port=url.port, user=url.username, dbname=url.database)
+    state: dict = {}
+    lock = threading.Lock()
+
+    def pool() -> psycopg2.pool.ThreadedConnectionPool:
+        # Made in the worker process (after gunicorn's fork): a connection per thread, kept (psycopg2's
+        # pool closes a returned connection beyond ``minconn``, so both are the thread count).
+        with lock:
+            if "pool" not in state:
+                threads = GUNICORN["threads"]
+                state["pool"] = psycopg2.pool.ThreadedConnectionPool(threads, threads, **dsn)
+            return state["pool"]
+
+    redis = Redis.from_url(redis_url)
+
+    def text(value, length):
+        return value[:length] if isinstance(value, str) and value else None
+
+    @app.post(PATH)
+    def receive():
+        body = request.get_data(cache=False)
+        expected = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected.encode(), request.headers.get("X-Hub-Signature-256", "").encode()):
+            abort(401)
+        delivery_id = request.headers.get("X-GitHub-Delivery", "")
+        event = request.headers.get("X-GitHub-Event", "")
+        payload_text = body.decode()
+        payload = json_.loads(payload_text)
+        if not isinstance(payload, dict) or not delivery_id or not event:
+            abort(400)
+        repository, installation, sender = (payload.get(k) or {} for k in ("repository", "installation", "sender"))
+        connections = pool()
+        connection = connections.getconn()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(DURABLE_INSERT, (
+                    delivery_id, event, text(payload.get("action"), 64), text(repository.get("full_name"), 255),
+                    installation.get("id"), text(sender.get("login"), 255), payload_text))
+                row = cursor.fetchone()
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connections.putconn(connection)
+        if row is None:
+            return jsonify(delivery=delivery_id, duplicate=True), 200
+        redis.lpush(DURABLE_QUEUE, row[0])
+        return jsonify(delivery=delivery_id, status="queued"), 202
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(status="ok")
+
+    return app
+
+
+def serve(kind: str, bind: str) -> None:
+    """Serve the bare app or the durable limit with gunicorn (in this process)."""
     from gunicorn.app.base import BaseApplication
 
     class Server(BaseApplication):
@@ -150,7 +238,9 @@ def serve_bare(bind: str) -> None:
                 self.cfg.set(key, value)
 
         def load(self):
-            return bare_app()
+            if kind == "bare":
+                return bare_app()
+            return durable_app(os.environ["BENCH_DURABLE_DATABASE"], os.environ["BENCH_DURABLE_REDIS"])
 
     Server().run()
 
@@ -236,32 +326,39 @@ def report(name: str, result: dict) -> dict:
             "p99_ms": result["p99_us"] / 1000, "max_ms": result["max_us"] / 1000, "errors": errors}
 
 
-class Sami:
-    """`sami serve` of one version of the code, on a database of its own."""
+def create_database(postgres, database: str, code: Path, env: dict[str, str], name: str) -> str:
+    """A database of its own, migrated by ``code`` (its schema is part of what is measured)."""
+    from sqlalchemy import create_engine, text
 
-    def __init__(self, name: str, code: Path, postgres, redis_server, redis_db: int, tmp: Path):
-        from sqlalchemy import create_engine, text
+    admin = create_engine(postgres.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{database}"'))
+    admin.dispose()
+    url = postgres.url(database)
+    migrated = subprocess.run([sys.executable, "-m", "bot.cli", "db", "upgrade"],
+                              env={**env, "SAMI_DATABASE_URL": url, "PYTHONPATH": str(code)}, cwd=code,
+                              capture_output=True, text=True, timeout=120)
+    if migrated.returncode != 0:
+        raise SystemExit(f"sami db upgrade failed for {name}:\n{migrated.stderr[-3000:]}")
+    return url
 
-        from tests.support.sami_server import SamiServer, sami_env
 
-        self.name, self.tag = name, f"sami{redis_db}"
-        database = f"bench_webhooks_{redis_db}"
-        admin = create_engine(postgres.url(), isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{database}"'))
-        admin.dispose()
-        self.database_url = postgres.url(database)
-        env = sami_env(SAMI_MODE="production", SAMI_DATABASE_URL=self.database_url,
-                       SAMI_REDIS_URL=redis_server.url(redis_db), SAMI_INSTANCE_DIR=str(tmp / f"instance-{redis_db}"),
-                       PYTHONPATH=str(code))
-        env.update({"SAMI_SECRET_KEY": secrets.token_hex(16), "SAMI_WEBHOOK_SECRET": HMAC_KEY})
-        # Migrated by the code under test: its schema is part of what is measured.
-        migrated = subprocess.run([sys.executable, "-m", "bot.cli", "db", "upgrade"], env=env, cwd=code,
-                                  capture_output=True, text=True, timeout=120)
-        if migrated.returncode != 0:
-            raise SystemExit(f"sami db upgrade failed for {name}:\n{migrated.stderr[-3000:]}")
-        self.server = SamiServer(env, tmp / f"sami-{redis_db}.log", cwd=code)
-        self.redis_url = redis_server.url(redis_db)
+class Recording:
+    """A server that records deliveries in a database of its own and queues them on Redis."""
+
+    name: str
+    tag: str
+    database_url: str
+    redis_url: str
+    queue_keys: tuple[str, ...]
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int:
+        raise NotImplementedError
 
     def check(self, prefix: str, answered: int, sent: int, body: bytes, signature: str) -> list[str]:
         """One row per delivery id, and redeliveries answered as duplicates without new rows."""
@@ -284,39 +381,131 @@ class Sami:
             sample = list(connection.execute(text(
                 "SELECT delivery_id FROM deliveries WHERE delivery_id LIKE :p ORDER BY random() LIMIT 1000"),
                 like).scalars())
-        again = resend(self.server.url, body, signature, sample)
+        again = resend(self.url, body, signature, sample)
         with engine.connect() as connection:
             rows_after = connection.execute(text("SELECT count(*) FROM deliveries WHERE delivery_id LIKE :p"),
                                             like).scalar()
         engine.dispose()
         redis = Redis.from_url(self.redis_url)
-        queued = redis.llen("rq:queue:sami-actions")
+        queued = sum(redis.llen(key) for key in self.queue_keys)
         redis.close()
         ok = answered <= rows == distinct <= sent
         return [f"{self.name}: deliveries rows {rows} ({distinct} distinct ids) for {answered} answered and {sent} "
                 f"sent: {'OK' if ok else 'MISMATCH'}",
                 f"{self.name}: {len(sample)} of them sent again: {again}; rows after: {rows_after}: "
                 f"{'OK' if again == {200: len(sample)} and rows_after == rows else 'MISMATCH'}",
-                f"{self.name}: jobs waiting on the queue (no worker ran; warm-up deliveries included): {queued}"]
+                f"{self.name}: waiting on {' + '.join(self.queue_keys)} (nothing consumed them; warm-up deliveries "
+                f"included): {queued}"]
+
+
+class Sami(Recording):
+    """`sami serve` of one version of the code, on a database of its own."""
+
+    # RQ's queue, and the list of deliveries handed off to the workers (newer code).
+    queue_keys = ("rq:queue:sami-actions", "sami:deliveries:new")
+
+    def __init__(self, name: str, code: Path, postgres, redis_server, redis_db: int, tmp: Path):
+        from tests.support.sami_server import SamiServer, sami_env
+
+        self.name, self.tag = name, f"sami{redis_db}"
+        self.redis_url = redis_server.url(redis_db)
+        env = sami_env(SAMI_MODE="production", SAMI_REDIS_URL=self.redis_url,
+                       SAMI_INSTANCE_DIR=str(tmp / f"instance-{redis_db}"), PYTHONPATH=str(code))
+        env.update({"SAMI_SECRET_KEY": secrets.token_hex(16), "SAMI_WEBHOOK_SECRET": HMAC_KEY})
+        self.database_url = create_database(postgres, f"bench_webhooks_{redis_db}", code, env, name)
+        env["SAMI_DATABASE_URL"] = self.database_url
+        self.server = SamiServer(env, tmp / f"sami-{redis_db}.log", cwd=code)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def pid(self) -> int:
+        return self.server.process.pid
+
+    def start(self) -> None:
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class Reference:
+    """The bare app or the durable limit, served by this script in a gunicorn of its own."""
+
+    def __init__(self, kind: str, name: str, tmp: Path, env: dict[str, str]):
+        from tests.support.servers import free_port
+
+        self.kind, self.name, self.tag = kind, name, kind
+        self.port = free_port()
+        self.log = tmp / f"{kind}.log"
+        self.env = {**env, "PYTHONPATH": str(ROOT), "BENCH_WEBHOOK_KEY": HMAC_KEY}
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def start(self) -> None:
+        from tests.support.sami_server import SamiServer
+
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, f"--serve-{self.kind}", f"127.0.0.1:{self.port}"], env=self.env,
+            stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        probe = SamiServer(self.env, self.log, port=self.port)
+        while not probe.healthy():
+            if self.process.poll() is not None:
+                raise SystemExit(f"the {self.name} app did not start:\n" + self.log.read_text()[-2000:])
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Durable(Reference, Recording):
+    """The durable limit, on a database of its own migrated by the working tree."""
+
+    queue_keys = (DURABLE_QUEUE,)
+
+    def __init__(self, postgres, redis_server, redis_db: int, tmp: Path):
+        from tests.support.sami_server import sami_env
+
+        self.redis_url = redis_server.url(redis_db)
+        self.database_url = create_database(postgres, "bench_webhooks_durable", ROOT, sami_env(), "the durable limit")
+        super().__init__("durable", "durable limit", tmp, {
+            **sami_env(), "BENCH_DURABLE_DATABASE": self.database_url, "BENCH_DURABLE_REDIS": self.redis_url})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=20, help="seconds per measured run (at most)")
     parser.add_argument("--requests", type=int, default=20000, help="answers per measured run (at most)")
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--connections", default="32,4", help="wrk connections; a comma-separated list runs each")
     parser.add_argument("--rounds", type=int, default=1, help="measured runs per server, alternating")
     parser.add_argument("--warmup", type=float, default=3, help="seconds of unmeasured load before each run")
     parser.add_argument("--code", default=".", help="serve Sami from this commit or folder ('.': the working tree)")
     parser.add_argument("--baseline", default=None, help="also serve Sami from this commit or folder, to compare")
     args = parser.parse_args()
+    connection_counts = [int(part) for part in str(args.connections).split(",") if part.strip()]
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: run scripts/install-test-deps (or apt-get install wrk)")
 
     sys.path.insert(0, str(ROOT))
     from tests.support import github_payloads
-    from tests.support.sami_server import SamiServer, sami_env
-    from tests.support.servers import PostgresServer, RedisServer, free_port, running
+    from tests.support.sami_server import sami_env
+    from tests.support.servers import PostgresServer, RedisServer, running
 
     def code_of(rev: str, tmp: Path) -> Path:
         if rev == ".":
@@ -333,84 +522,78 @@ def main() -> None:
         script = tmp / "deliveries.lua"
         script.write_text(WRK_SCRIPT)
 
-        samis = [Sami("sami serve", code_of(args.code, tmp), postgres, redis_server, 1, tmp)]
+        sami = Sami("sami serve", code_of(args.code, tmp), postgres, redis_server, 1, tmp)
+        servers: list = [Reference("bare", "bare Flask", tmp, sami_env()), Durable(postgres, redis_server, 3, tmp),
+                         sami]
         if args.baseline:
-            samis.append(Sami(f"baseline {args.baseline}", code_of(args.baseline, tmp), postgres, redis_server, 2,
-                              tmp))
-        bare_port = free_port()
-        bare_env = {**sami_env(), "PYTHONPATH": str(ROOT), "BENCH_WEBHOOK_KEY": HMAC_KEY}
-        bare = subprocess.Popen([sys.executable, __file__, "--serve-bare", f"127.0.0.1:{bare_port}"], env=bare_env,
-                                stdout=open(tmp / "bare.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+            servers.append(Sami(f"baseline {args.baseline}", code_of(args.baseline, tmp), postgres, redis_server, 2,
+                                tmp))
         checks: list[str] = []
+        # Delivery ids: run id, server, connections, round, then wrk's thread and its counter (the Lua
+        # side): unique across servers, runs and wrk threads.
+        run_id = uuid.uuid4().hex[:8]
+        results: dict[tuple[str, int], list[dict]] = {}
+        answered = {server.name: 0 for server in servers}
+        sent = {server.name: 0 for server in servers}
         try:
-            for sami in samis:
-                sami.server.start()
-            bare_server = SamiServer(bare_env, tmp / "bare.log", port=bare_port)
-            while not bare_server.healthy():
-                if bare.poll() is not None:
-                    raise SystemExit("the bare app did not start:\n" + (tmp / "bare.log").read_text()[-2000:])
-                time.sleep(0.2)
+            for server in servers:
+                server.start()
             postmaster = int((postgres.data / "postmaster.pid").read_text().split()[0])
-            servers = {"bare Flask": (bare_server.url, bare.pid, "bare")}
-            servers.update({sami.name: (sami.server.url, sami.server.process.pid, sami.tag) for sami in samis})
-            run_id = uuid.uuid4().hex[:8]
-            results: dict[str, list[dict]] = {name: [] for name in servers}
-            sent: dict[str, int] = {name: 0 for name in servers}
-            for round_ in range(args.rounds):
-                order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
-                for name in order:
-                    url, pid, tag = servers[name]
-                    if args.warmup:
-                        wrk(url, script, f"warm-{run_id}-{tag}-{round_}", 10**9, args.warmup, args.connections,
-                            body_file, signature)
-                    roots = {"server": pid, "postgresql": postmaster, "redis": redis_server.process.pid}
-                    before = cpu_seconds(roots)
-                    result = wrk(url, script, f"bench-{run_id}-{tag}-{round_}", args.requests, args.duration,
-                                 args.connections, body_file, signature)
-                    after = cpu_seconds(roots)
-                    result["cpu_ms"] = {part: (after[part] - before[part]) * 1000 / max(1, result["requests"])
-                                        for part in roots}
-                    results[name].append(result)
-                    sent[name] += result["sent"]
-                    print(json.dumps(report(name, result)), flush=True)
-            for sami in samis:
-                answered = sum(result["requests"] for result in results[sami.name])
-                checks += sami.check(f"bench-{run_id}-{sami.tag}", answered, sent[sami.name], body, signature)
+            for connections in connection_counts:
+                for round_ in range(args.rounds):
+                    order = servers if round_ % 2 == 0 else list(reversed(servers))
+                    for server in order:
+                        if args.warmup:
+                            wrk(server.url, script, f"warm-{run_id}-{server.tag}-{connections}-{round_}", 10**9,
+                                args.warmup, connections, body_file, signature)
+                        roots = {"server": server.pid, "postgresql": postmaster, "redis": redis_server.process.pid}
+                        before = cpu_seconds(roots)
+                        result = wrk(server.url, script, f"bench-{run_id}-{server.tag}-{connections}-{round_}",
+                                     args.requests, args.duration, connections, body_file, signature)
+                        after = cpu_seconds(roots)
+                        result["cpu_ms"] = {part: (after[part] - before[part]) * 1000 / max(1, result["requests"])
+                                            for part in roots}
+                        results.setdefault((server.name, connections), []).append(result)
+                        answered[server.name] += result["requests"]
+                        sent[server.name] += result["sent"]
+                        print(json.dumps({"connections": connections, **report(server.name, result)}), flush=True)
+            for server in servers:
+                if isinstance(server, Recording):
+                    checks += server.check(f"bench-{run_id}-{server.tag}", answered[server.name],
+                                           sent[server.name], body, signature)
         finally:
-            for sami in samis:
-                sami.server.stop()
-            bare.terminate()
-            try:
-                bare.wait(20)
-            except subprocess.TimeoutExpired:
-                bare.kill()
-                bare.wait()
+            for server in servers:
+                server.stop()
 
     print()
-    print(f"wrk -t 2 -c {args.connections}, {args.rounds} run(s) per server of at most {args.duration:g} s or "
+    print(f"wrk -t 2, {args.rounds} run(s) per server and connection count of at most {args.duration:g} s or "
           f"{args.requests} answers; {len(body)}-byte pull_request.synchronize body")
-    width = max(len(name) for name in results)
-    print(f"{'server':<{width}} {'requests':>9} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-          f"{'errors':>6}   CPU ms per request: server, PostgreSQL, Redis")
-    rates: dict[str, list[float]] = {}
-    for name, runs in results.items():
+    width = max(len(server.name) for server in servers)
+    print(f"{'server':<{width}} {'conns':>5} {'requests':>9} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
+          f"{'max ms':>7} {'errors':>6}   CPU ms per request: server (all its processes), PostgreSQL, Redis")
+    rates: dict[tuple[str, int], float] = {}
+    for (name, connections), runs in results.items():
         for result in runs:
             line = report(name, result)
-            rates.setdefault(name, []).append(line["rps"])
-            print(f"{name:<{width}} {line['requests']:>9} {line['rps']:>7.0f} {line['p50_ms']:>7.1f} "
+            print(f"{name:<{width}} {connections:>5} {line['requests']:>9} {line['rps']:>7.0f} {line['p50_ms']:>7.1f} "
                   f"{line['p90_ms']:>7.1f} {line['p99_ms']:>7.1f} {line['max_ms']:>7.1f} {line['errors']:>6}   "
                   f"{result['cpu_ms']['server']:.2f}, {result['cpu_ms']['postgresql']:.2f}, "
                   f"{result['cpu_ms']['redis']:.2f}")
-    for name in rates:
-        if name != "bare Flask":
-            ratio = statistics.mean(rates[name]) / statistics.mean(rates["bare Flask"])
-            print(f"{name} / bare Flask requests/s: {ratio:.0%}")
+        rates[name, connections] = statistics.mean(report(name, result)["rps"] for result in runs)
+    print()
+    for connections in connection_counts:
+        for server in servers:
+            if isinstance(server, Sami):
+                own = rates[server.name, connections]
+                print(f"{connections} connections: {server.name} requests/s = "
+                      f"{own / rates['durable limit', connections]:.0%} of the durable limit's, "
+                      f"{own / rates['bare Flask', connections]:.0%} of the bare app's")
     print("\n".join(checks))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--serve-bare":
+    if len(sys.argv) == 3 and sys.argv[1] in ("--serve-bare", "--serve-durable"):
         sys.path.insert(0, str(ROOT))
-        serve_bare(sys.argv[2])
+        serve(sys.argv[1].removeprefix("--serve-"), sys.argv[2])
     else:
         main()

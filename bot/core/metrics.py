@@ -54,7 +54,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 WEBHOOK_DELIVERIES = Counter(
     "sami_webhook_deliveries", "GitHub webhook deliveries received, by event and intake outcome "
     "(queued, received: recorded while the queue was down, duplicate, pong, bad_signature, rejected, "
-    "not_configured)", ["event", "outcome"])
+    "not_configured, unavailable: the database could not be reached)", ["event", "outcome"])
 DELIVERIES_PROCESSED = Counter(
     "sami_webhook_deliveries_processed", "Recorded deliveries processed by a worker, by event and status "
     "(processed, ignored, retrying, failed)", ["event", "status"])

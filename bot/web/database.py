@@ -9,12 +9,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.core.db import make_engine
 
+WEB_POOL_RECYCLE = 300  # seconds a pooled connection of the web app is used before it is replaced
+
 
 def init_app(app: Flask, engine: Engine | None = None, session_factory=None) -> None:
     """Give the app an engine and a per-request session, closed when the request ends."""
     settings = app.config["SAMI"]
     if session_factory is None:
-        engine = engine or make_engine(settings.database_url)
+        # No ping (a SELECT 1) before each request's statements: a connection PostgreSQL closed
+        # (it restarted) fails its first statement instead, which makes the pool replace every
+        # connection it held; the webhook intake records its delivery again on a new one, and other
+        # requests are answered 503 (bot.web.errors). Connections are renewed every few minutes,
+        # before idle timeouts in between (a proxy, a firewall) close them.
+        engine = engine or make_engine(settings.database_url, pool_pre_ping=False, pool_recycle=WEB_POOL_RECYCLE)
         session_factory = sessionmaker(bind=engine, expire_on_commit=False)
     app.extensions["sami.db"] = session_factory
     app.teardown_appcontext(_close_session)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
@@ -70,6 +71,17 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(StaleDataError)
     def _stale(exc: StaleDataError):
         return error_response(409, "the deployment changed while this request was handled: try again")
+
+    @app.errorhandler(DBAPIError)
+    def _database_error(exc: DBAPIError):
+        # A lost or refused connection (PostgreSQL restarting, unreachable) is temporary: 503, so
+        # clients (and GitHub's redelivery) try again; any other database error is a bug.
+        if exc.connection_invalidated or isinstance(exc, OperationalError):
+            log.warning("database unavailable: %s", (str(exc.orig or exc).strip().splitlines() or ["?"])[0])
+            response = error_response(503, "the database cannot be reached right now; try again shortly")
+            response[0].headers["Retry-After"] = "1"
+            return response
+        return _unexpected(exc)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -3,7 +3,7 @@ endpoint and status class, webhook deliveries by event and intake outcome)."""
 
 from __future__ import annotations
 
-from flask import Response, current_app, jsonify, request
+from flask import Response, current_app, g, jsonify, request
 
 from bot.core import metrics
 from bot.web import queue
@@ -42,11 +42,8 @@ def _event() -> str:
 
 
 def _intake_outcome(response) -> str:
-    status = response.status_code
-    if status == 202:
-        body = response.get_json(silent=True) or {}
-        return "queued" if body.get("status") == "queued" else "received"
-    if status == 200:
-        body = response.get_json(silent=True) or {}
-        return "duplicate" if body.get("duplicate") else "pong"
-    return {401: "bad_signature", 503: "not_configured"}.get(status, "rejected")
+    outcome = g.get("sami_intake_outcome")  # an answered delivery's, as the intake says
+    if outcome:
+        return outcome
+    # Refused before it was recorded: the database unreachable (503) is not the delivery's fault.
+    return {401: "bad_signature", 503: "unavailable"}.get(response.status_code, "rejected")

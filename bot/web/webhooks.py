@@ -3,8 +3,9 @@ processing, then answers.
 
 The controller answers fast and makes no GitHub call: the signature (HMAC-SHA256 of the raw body
 with the webhook secret) is checked, the delivery is written as one row keyed by its
-``X-GitHub-Delivery`` id and committed, and only then is its processing queued
-(``workers.deliveries``). A redelivery or a duplicate finds the row there and is acknowledged
+``X-GitHub-Delivery`` id and committed, and only then is its processing queued: the row's id is
+pushed on a Redis list that the workers turn into its job (``workers.queue``,
+``workers.deliveries``). A redelivery or a duplicate finds the row there and is acknowledged
 without doing anything more. If the queue is unreachable the delivery stays recorded and the
 scheduler's sweep queues it.
 """
@@ -20,9 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, current_app, g, jsonify, request
 from sqlalchemy import Text, bindparam, func
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from bot.core import logs
@@ -173,6 +175,7 @@ def receive_github():
     """Verify a GitHub delivery, record it, queue its processing; 202 (200 for a ping or a duplicate)."""
     secret: bytes = current_app.extensions.get("sami.webhook_secret", b"")
     if not secret:
+        g.sami_intake_outcome = "not_configured"
         raise WebError(NOT_CONFIGURED, status=503)
     body = request.get_data(cache=False)  # longer than the limit: 413
     _verify(secret, body)
@@ -182,25 +185,54 @@ def receive_github():
         return _record_and_queue(parse_delivery(delivery_id, event, *_payload(body)))
 
 
+def _record(received: Received, status: DeliveryStatus = DeliveryStatus.RECEIVED,
+            outcome: str | None = None) -> int | None:
+    """Insert the delivery's row and commit; once more on a new connection if PostgreSQL closed the
+    pooled one (it restarted: the web's pool does not ping a connection before each request).
+
+    If the connection was lost during the commit, the row may be in already: the second insert then
+    finds it and the delivery is answered as a duplicate without queueing it; the row is still
+    "received", so the scheduler's sweep queues it.
+    """
+    session = get_session()
+    try:
+        row_id = record_delivery(session, received, status, outcome)
+        session.commit()
+        return row_id
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        session.rollback()
+        log.warning("delivery %s: the database connection was closed (%s); recording it on a new one",
+                    received.delivery_id, type(exc.orig).__name__)
+    row_id = record_delivery(session, received, status, outcome)
+    session.commit()
+    return row_id
+
+
 def _record_and_queue(received: Received):
     delivery_id, event = received.delivery_id, received.event
-    session = get_session()
 
     if event == "ping":
-        row_id = record_delivery(session, received, DeliveryStatus.PROCESSED, "pong")
-        session.commit()
+        row_id = _record(received, DeliveryStatus.PROCESSED, "pong")
         if row_id is None:
-            return jsonify(delivery=delivery_id, duplicate=True), 200
+            return _answered("duplicate", jsonify(delivery=delivery_id, duplicate=True), 200)
         log.info("delivery %s: ping from hook %s", delivery_id, received.payload.get("hook_id"))
-        return jsonify(delivery=delivery_id, zen=received.payload.get("zen"),
-                       hook_id=received.payload.get("hook_id"), outcome="pong"), 200
+        return _answered("pong", jsonify(delivery=delivery_id, zen=received.payload.get("zen"),
+                                         hook_id=received.payload.get("hook_id"), outcome="pong"), 200)
 
-    row_id = record_delivery(session, received)
-    session.commit()
+    row_id = _record(received)
     if row_id is None:
-        return jsonify(delivery=delivery_id, duplicate=True), 200
-    queued = get_broker(current_app).enqueue_delivery(row_id, new=True)
+        return _answered("duplicate", jsonify(delivery=delivery_id, duplicate=True), 200)
+    queued = get_broker(current_app).hand_off_delivery(row_id)
     what = f"{event}.{received.action}" if received.action else event
     log.info("delivery %s: %s of %s recorded (queued: %s)", delivery_id, what, received.repository, queued)
     # Not queued (Redis is down): recorded all the same, and the scheduler's sweep will queue it.
-    return jsonify(delivery=delivery_id, status="queued" if queued else "received"), 202
+    status = "queued" if queued else "received"
+    return _answered(status, jsonify(delivery=delivery_id, status=status), 202)
+
+
+def _answered(outcome: str, response, status: int):
+    """The answer, with the intake's outcome kept for the metrics (bot.web.metrics counts it)."""
+    g.sami_intake_outcome = outcome
+    return response, status

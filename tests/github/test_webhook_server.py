@@ -8,6 +8,8 @@ import json
 import re
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -25,7 +27,7 @@ from tests.support import github_payloads
 from tests.support.procs import wait_until
 from tests.support.sami_server import PRODUCTION_SECRET_KEY, ROOT, SamiServer, post, sami, sami_env
 from tests.support.servers import RedisServer
-from workers.queue import ACTIONS_QUEUE
+from workers.queue import ACTIONS_QUEUE, DELIVERIES_HANDED_OFF, delivery_job_id
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +56,9 @@ class Stack:
 
         connection = redis.Redis.from_url(self.redis.url(0))
         try:
-            return Queue(ACTIONS_QUEUE, connection=connection).job_ids
+            # Deliveries handed off by the intake count as their jobs: a worker turns each into one.
+            handed_off = [delivery_job_id(int(row_id)) for row_id in connection.lrange(DELIVERIES_HANDED_OFF, 0, -1)]
+            return Queue(ACTIONS_QUEUE, connection=connection).job_ids + handed_off
         finally:
             connection.close()
 
@@ -99,6 +103,30 @@ def test_ten_concurrent_copies_of_a_delivery_make_one_row_and_one_job(stack):
     assert sorted(json.loads(answer).get("duplicate", False) for _, answer in answers) == [False] + [True] * 9
     [row] = stack.deliveries("concurrent-copies")
     assert stack.jobs().count(f"delivery-{row.id}") == 1
+
+
+def test_a_running_worker_processes_a_delivery_without_the_sweep(stack, tmp_path):
+    # No scheduler runs: only the worker's taking of handed-off deliveries can queue the job.
+    import redis
+    from rq import Worker
+
+    with open(tmp_path / "worker.log", "wb") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=stack.env, cwd=ROOT, stdout=log,
+                                  stderr=subprocess.STDOUT)
+    connection = redis.Redis.from_url(stack.redis.url(0))
+    try:
+        wait_until(lambda: Worker.count(connection=connection), 60, "the worker to start")
+        status, _ = stack.send("star", github_payloads.example("star", "created"), "to-a-running-worker")
+        assert status == 202
+        sent = time.monotonic()
+        wait_until(lambda: stack.deliveries("to-a-running-worker")[0].status is DeliveryStatus.IGNORED, 30,
+                   "the delivery to be processed", interval=0.02)
+        assert time.monotonic() - sent < 5, (tmp_path / "worker.log").read_text()[-2000:]
+        assert stack.jobs() == []
+    finally:
+        connection.close()
+        worker.terminate()
+        worker.wait(30)
 
 
 def test_sami_github_send_signs_like_github(stack, tmp_path):

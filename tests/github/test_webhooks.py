@@ -4,17 +4,24 @@ verified, recorded once and queued; everything else is refused with a message an
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
-from sqlalchemy import text
+from rq import Queue
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
+from bot.core import metrics
 from bot.core.models import DeliveryStatus
 from bot.web import create_app
 from tests.conftest import WEBHOOK_SECRET
 from tests.github import webhook_fixtures
-from tests.github.webhook_fixtures import deliveries, post, queued_jobs
+from tests.github.webhook_fixtures import deliveries, handed_off, post, queued_jobs
 from tests.support import github_payloads
 from tests.support.servers import free_port
+from workers import context
+from workers.queue import ACTIONS_QUEUE
 
 worker_ctx, work = webhook_fixtures.worker_ctx, webhook_fixtures.work
 
@@ -94,6 +101,50 @@ def test_a_redelivery_is_acknowledged_and_does_nothing_more(client, db_session, 
     ping = github_payloads.example("ping")
     assert post(client, "ping", ping, delivery="p").status_code == 200
     assert post(client, "ping", ping, delivery="p").json == {"delivery": "p", "duplicate": True}
+
+
+def test_a_new_delivery_is_handed_off_with_one_push_and_a_worker_queues_its_job_once(
+        client, db_session, redis_client, worker_ctx):
+    response = post(client, "pull_request", github_payloads.example("pull_request", "synchronize"), delivery="d-1")
+    assert response.status_code == 202
+    [row] = deliveries(db_session)
+    # The request pushed the row's id and wrote no RQ job: that is the workers' part.
+    assert handed_off(redis_client) == [row.id]
+    assert Queue(ACTIONS_QUEUE, connection=redis_client).job_ids == []
+    assert worker_ctx.broker.take_deliveries() == 1
+    assert handed_off(redis_client) == []
+    assert Queue(ACTIONS_QUEUE, connection=redis_client).job_ids == [f"delivery-{row.id}"]
+    assert worker_ctx.broker.take_deliveries() == 0
+    # A duplicate hands nothing off.
+    assert post(client, "pull_request", github_payloads.example("pull_request", "synchronize"),
+                delivery="d-1").status_code == 200
+    assert queued_jobs(redis_client) == [f"delivery-{row.id}"]
+
+
+def test_a_handed_off_delivery_that_the_sweep_queued_first_gets_no_second_job(client, db_session, redis_client,
+                                                                               worker_ctx):
+    assert post(client, "star", github_payloads.example("star", "created"), delivery="s-1").status_code == 202
+    [row] = deliveries(db_session)
+    assert worker_ctx.broker.enqueue_delivery(row.id)  # the sweep's way
+    assert worker_ctx.broker.take_deliveries() == 1
+    assert Queue(ACTIONS_QUEUE, connection=redis_client).job_ids == [f"delivery-{row.id}"]
+
+
+def test_a_working_worker_queues_handed_off_deliveries_as_they_come(client, db_session, redis_client, worker_ctx):
+    stop = threading.Event()
+    taker = threading.Thread(target=context._take_deliveries, args=(worker_ctx.broker.take_deliveries, stop))
+    taker.start()
+    try:
+        assert post(client, "star", github_payloads.example("star", "created"), delivery="s-2").status_code == 202
+        [row] = deliveries(db_session)
+        deadline = time.monotonic() + 10
+        while Queue(ACTIONS_QUEUE, connection=redis_client).job_ids != [f"delivery-{row.id}"]:
+            assert time.monotonic() < deadline, "the handed-off delivery was not queued"
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        taker.join(5)
+    assert handed_off(redis_client) == []
 
 
 # --- refused: nothing is stored ---------------------------------------------------------------
@@ -202,3 +253,48 @@ def test_the_answer_is_json(client):
     response = post(client, "star", github_payloads.example("star", "created"))
     assert response.content_type == "application/json"
     assert json.loads(response.data)["status"] == "queued"
+
+
+def _drop_connections(database_url: str) -> int:
+    """What a PostgreSQL restart does to the web's pooled connections: every one of them is closed."""
+    admin = create_engine(make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        dropped = connection.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :name"),
+            {"name": make_url(database_url).database}).scalar()
+    admin.dispose()
+    return dropped
+
+
+def test_after_the_database_closed_every_connection_a_delivery_is_still_recorded_and_queued(
+        test_config, own_database_url, redis_client):
+    # The app's own engine and pool, as `sami serve` has: pooled connections that PostgreSQL has
+    # closed (it restarted) must not lose the delivery or answer it with an error.
+    app = create_app({**test_config, "database_url": own_database_url})
+    client = app.test_client()
+    payload = github_payloads.example("pull_request", "synchronize")
+    assert post(client, "pull_request", payload, delivery="before").status_code == 202
+    assert _drop_connections(own_database_url) >= 1
+    response = post(client, "pull_request", payload, delivery="after")
+    assert response.status_code == 202, response.json
+    assert response.json == {"delivery": "after", "status": "queued"}
+    engine = create_engine(own_database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT delivery_id, id FROM deliveries ORDER BY id")).all()
+    engine.dispose()
+    app.extensions["sami.db"].kw["bind"].dispose()
+    assert [delivery_id for delivery_id, _ in rows] == ["before", "after"]
+    assert queued_jobs(redis_client) == [f"delivery-{row_id}" for _, row_id in rows]
+
+
+def test_while_the_database_is_unreachable_a_delivery_is_answered_503_to_be_sent_again(test_config, redis_client):
+    # GitHub marks the delivery failed, and it is sent again (by hand, or by Sami's redeliver round).
+    app = create_app({**test_config, "database_url": f"postgresql+psycopg2://sami@127.0.0.1:{free_port()}/sami"})
+    counted = metrics.WEBHOOK_DELIVERIES.labels("pull_request", "unavailable")
+    before = counted._value.get()
+    response = post(app.test_client(), "pull_request", github_payloads.example("pull_request", "synchronize"))
+    assert response.status_code == 503, response.json
+    assert counted._value.get() == before + 1
+    assert response.headers["Retry-After"] == "1"
+    assert "database" in response.json["error"]
+    assert queued_jobs(redis_client) == []

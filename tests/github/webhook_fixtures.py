@@ -16,7 +16,7 @@ from bot.core.models import Delivery
 from tests.conftest import WEBHOOK_SECRET
 from tests.support import github_payloads
 from workers.context import ContextWorker, build_context
-from workers.queue import ACTIONS_QUEUE, CHECKS_QUEUE, RQBroker
+from workers.queue import ACTIONS_QUEUE, CHECKS_QUEUE, DELIVERIES_HANDED_OFF, RQBroker, delivery_job_id
 
 PATH = "/webhooks/github"
 
@@ -41,7 +41,15 @@ def deliveries(session) -> list[Delivery]:
 
 
 def queued_jobs(redis_client) -> list[str]:
-    return Queue(ACTIONS_QUEUE, connection=redis_client).job_ids
+    """The jobs waiting on the actions queue, then the deliveries the intake handed off to become
+    jobs, named as their jobs will be."""
+    handed_off = [delivery_job_id(int(row_id)) for row_id in redis_client.lrange(DELIVERIES_HANDED_OFF, 0, -1)]
+    return Queue(ACTIONS_QUEUE, connection=redis_client).job_ids + handed_off
+
+
+def handed_off(redis_client) -> list[int]:
+    """The row ids of the deliveries handed off and not yet taken by a worker."""
+    return [int(row_id) for row_id in redis_client.lrange(DELIVERIES_HANDED_OFF, 0, -1)]
 
 
 @pytest.fixture
