@@ -107,3 +107,19 @@ def after_cancel(kind: str, ran: bool) -> DeploymentState:
     if kind == "restore" and not ran:
         return S.ARCHIVED
     return S.FAILURE
+
+
+A = ActionState
+ACTION_TRANSITIONS: frozenset[tuple[ActionState, ActionState]] = frozenset(
+    {
+        (A.QUEUED, A.RUNNING),
+        (A.QUEUED, A.SUPERSEDED),
+        (A.QUEUED, A.CANCELLED),
+        (A.RUNNING, A.SUCCEEDED),
+        (A.RUNNING, A.FAILED),
+        (A.RUNNING, A.TIMED_OUT),
+        (A.RUNNING, A.CANCELLED),
+        # the reaper puts back an action whose worker died before it started the script
+        (A.RUNNING, A.QUEUED),
+    }
+)

@@ -14,6 +14,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, object_session
 
 from bot.core.lifecycle import (
+    ACTION_TRANSITIONS,
     LIVE_STATES,
     PENDING_STATES,
     TRANSITIONS,
@@ -25,8 +26,8 @@ from bot.core.lifecycle import (
 from bot.core.models import Action, Deployment
 
 # The machine's words live in bot.core.lifecycle (free of the database, so the CLI shares them).
-__all__ = ["LIVE_STATES", "PENDING_STATES", "TRANSITIONS", "ActionState", "DeploymentState", "FailureReason",
-           "after_cancel"]
+__all__ = ["ACTION_TRANSITIONS", "LIVE_STATES", "PENDING_STATES", "TRANSITIONS", "ActionState", "DeploymentState",
+           "FailureReason", "after_cancel"]
 
 S = DeploymentState
 
@@ -59,12 +60,8 @@ def transition(deployment, wanted: DeploymentState, *, reason: FailureReason | N
         raise IllegalTransition(deployment.name, current, wanted)
     now = now or datetime.now(UTC)
     deployment.state = wanted
-    if wanted is S.FAILURE:
-        deployment.failure_reason = FailureReason(reason or FailureReason.GENERIC)
-        deployment.status_message = message
-    else:
-        deployment.failure_reason = None
-        deployment.status_message = message
+    deployment.failure_reason = FailureReason(reason or FailureReason.GENERIC) if wanted is S.FAILURE else None
+    deployment.status_message = message
     if current is not wanted:
         deployment.status_changed_at = now
     if wanted is S.ARCHIVED:
@@ -87,19 +84,6 @@ def clear_check_failing(deployment, message: str | None = None) -> None:
 
 
 A = ActionState
-ACTION_TRANSITIONS: frozenset[tuple[ActionState, ActionState]] = frozenset(
-    {
-        (A.QUEUED, A.RUNNING),
-        (A.QUEUED, A.SUPERSEDED),
-        (A.QUEUED, A.CANCELLED),
-        (A.RUNNING, A.SUCCEEDED),
-        (A.RUNNING, A.FAILED),
-        (A.RUNNING, A.TIMED_OUT),
-        (A.RUNNING, A.CANCELLED),
-        # the reaper puts back an action whose worker died before it started the script
-        (A.RUNNING, A.QUEUED),
-    }
-)
 
 
 class IllegalActionTransition(Exception):

@@ -40,6 +40,14 @@ def _refusal() -> Response | None:
     return None
 
 
+def _complete(settings: Settings, states: setup.StateStore) -> setup.SetupResult:
+    """GitHub sent the browser back with ``?code=&state=``: check the state, convert the code, write
+    the App's files (both flows)."""
+    return setup.complete(request.args.get("code"), request.args.get("state"), states=states,
+                          api_url=settings.github_api_url, instance_dir=settings.instance_dir,
+                          timeout=settings.github_timeout)
+
+
 def _states() -> setup.StateStore:
     return setup.StateStore(Path(current_app.config["SAMI"].instance_dir) / setup.STATE_FOLDER)
 
@@ -67,11 +75,8 @@ def done() -> Response:
     refused = _refusal()
     if refused:
         return refused
-    settings = current_app.config["SAMI"]
     try:
-        result = setup.complete(request.args.get("code"), request.args.get("state"), states=_states(),
-                                api_url=settings.github_api_url, instance_dir=settings.instance_dir,
-                                timeout=settings.github_timeout)
+        result = _complete(current_app.config["SAMI"], _states())
     except setup.SetupError as exc:
         return _html(setup.error_page(str(exc)), exc.status)
     return _html(setup.done_page(result, show_secret=True))
@@ -149,9 +154,7 @@ class LocalSetup:
 
     def _done(self) -> Response:
         try:
-            self.result = setup.complete(request.args.get("code"), request.args.get("state"), states=self.states,
-                                         api_url=self.settings.github_api_url, instance_dir=self.settings.instance_dir,
-                                         timeout=self.settings.github_timeout)
+            self.result = _complete(self.settings, self.states)
         except setup.StateRejected as exc:
             self.note(f"refused a return to {self.url}done: {exc}")
             return _html(setup.error_page(str(exc)), 400)

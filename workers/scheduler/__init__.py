@@ -44,8 +44,8 @@ class Scheduler:
             "retention": step(retention.retention, ctx),
             "expire": step(retention.expire, ctx, every=Every()),
             "prune": step(retention.prune, ctx, every=Every()),
-            "reconcile": step(github.reconcile, ctx, every=Every()),
-            "redeliver": step(github.redeliver, ctx, every=Every()),
+            "reconcile": step(github.queue_round, ctx, every=Every(), kind="reconcile"),
+            "redeliver": step(github.queue_round, ctx, every=Every(), kind="redeliver"),
         }
 
     def _lock(self) -> bool:

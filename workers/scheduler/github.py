@@ -9,23 +9,14 @@ from workers.context import WorkerContext
 from workers.scheduler.report import Every, TickReport
 
 
-def reconcile(ctx: WorkerContext, report: TickReport, now: datetime, every: Every) -> None:
-    """Every SAMI_RECONCILE_INTERVAL seconds, queue a round that makes pull request environments match
-    GitHub's open pull requests."""
-    if ctx.github is None or not every.due(now, timedelta(seconds=ctx.settings.reconcile_interval)):
+def queue_round(ctx: WorkerContext, report: TickReport, now: datetime, every: Every, *, kind: str) -> None:
+    """Every ``SAMI_<KIND>_INTERVAL`` seconds, queue the GitHub round ``kind``: ``reconcile`` makes pull
+    request environments match GitHub's open pull requests, ``redeliver`` asks GitHub to redeliver
+    failed webhook deliveries Sami has no record of."""
+    interval = {"reconcile": ctx.settings.reconcile_interval, "redeliver": ctx.settings.redeliver_interval}[kind]
+    if ctx.github is None or not every.due(now, timedelta(seconds=interval)):
         return
-    if ctx.broker.enqueue_github_round("reconcile", now.isoformat()):
-        report.rounds.append("reconcile")
-    else:
-        every.forget()  # not queued: the next tick tries again
-
-
-def redeliver(ctx: WorkerContext, report: TickReport, now: datetime, every: Every) -> None:
-    """Every SAMI_REDELIVER_INTERVAL seconds, queue a round that asks GitHub to redeliver failed webhook
-    deliveries Sami has no record of."""
-    if ctx.github is None or not every.due(now, timedelta(seconds=ctx.settings.redeliver_interval)):
-        return
-    if ctx.broker.enqueue_github_round("redeliver", now.isoformat()):
-        report.rounds.append("redeliver")
+    if ctx.broker.enqueue_github_round(kind, now.isoformat()):
+        report.rounds.append(kind)
     else:
         every.forget()  # not queued: the next tick tries again
