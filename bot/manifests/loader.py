@@ -41,6 +41,7 @@ from .model import (
 )
 from .parallel import map_chunks
 from .schema import ManifestSchema, manifest_schema
+from .topology import Kind, ThirdPartyMode
 
 log = logging.getLogger(__name__)
 
@@ -695,6 +696,8 @@ def _manifest_row(manifest: Manifest) -> tuple[Any, ...]:
     values["pr_deploy"] = manifest.pr_deploy.value
     values["health"] = None if manifest.health is None else astuple(manifest.health)
     values["update_image"] = None if manifest.update_image is None else astuple(manifest.update_image)
+    values["kind"] = manifest.kind.value
+    values["mode"] = None if manifest.mode is None else manifest.mode.value
     return tuple(values.values())
 
 
@@ -705,6 +708,8 @@ def _manifest_from_row(row: tuple[Any, ...]) -> Manifest:
     values["health"] = None if values["health"] is None else Health(*values["health"])
     if values["update_image"] is not None:
         values["update_image"] = ImageUpdate(*values["update_image"])
+    values["kind"] = Kind(values["kind"])
+    values["mode"] = None if values["mode"] is None else ThirdPartyMode(values["mode"])
     return Manifest(**values)
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .topology import Kind, ThirdPartyMode, Topology
+
 URL_PLACEHOLDERS = (
     "name",
     "service",
@@ -108,6 +110,13 @@ class Manifest:
     control_scripts: str | None
     files: tuple[str, ...]
     update_image: ImageUpdate | None
+    # Environments as products (bot.manifests.topology): what the manifest describes, and the
+    # services of the same environment it must be deployed after.
+    kind: Kind = Kind.APPLICATION
+    mode: ThirdPartyMode | None = None  # third-party services only
+    size: int | None = None  # members of an internal third-party service
+    endpoint: str | None = None  # template (internal) or host:port list (external)
+    depends_on: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "app_overrides", _frozen_mapping(self.app_overrides))
@@ -187,6 +196,11 @@ class Manifest:
             "update_image": None
             if self.update_image is None
             else {"file": self.update_image.file, "path": self.update_image.path},
+            "kind": self.kind.value,
+            "mode": None if self.mode is None else self.mode.value,
+            "size": self.size,
+            "endpoint": self.endpoint,
+            "depends_on": list(self.depends_on),
         }
 
 
@@ -227,6 +241,8 @@ class DeploymentsRepo:
     sha: str | None
     manifests: tuple[Manifest, ...]
     errors: tuple[ManifestError, ...]
+    # Environment files (environments/<name>.yaml) by environment name; see topology().
+    topologies: Mapping[str, Topology] = field(default_factory=dict, hash=False)
     _index: Mapping[tuple[str, str], Manifest] = field(init=False, repr=False, compare=False, hash=False)
     _services: Mapping[str, tuple[Manifest, ...]] = field(init=False, repr=False, compare=False, hash=False)
 
@@ -254,6 +270,17 @@ class DeploymentsRepo:
     def environments(self, service: str) -> tuple[str, ...]:
         """Environments in which a service has a valid manifest."""
         return tuple(m.environment for m in self._services.get(service, ()))
+
+    def topology(self, environment: str) -> Topology | None:
+        """The environment as a product: its file, or implicitly every service with a manifest for it.
+
+        None when the environment has neither a file nor any manifest.
+        """
+        explicit = self.topologies.get(environment)
+        if explicit is not None:
+            return explicit
+        components = tuple(s for s, ms in self._services.items() if any(m.environment == environment for m in ms))
+        return Topology(name=environment, components=components) if components else None
 
     def errors_for(self, path: str) -> tuple[ManifestError, ...]:
         """Errors reported for one file (repo-relative path)."""
