@@ -52,6 +52,9 @@ WRITES = ("update", "archive", "restore", "cleanup", "rollback", "delete")
 # The permission each write needs, as the API asks for it (rollback and cancelling an update: deploy).
 NEEDS = {"update": "deploy", "rollback": "deploy", "create": "deploy", "archive": "archive", "restore": "restore",
          "cleanup": "cleanup", "delete": "admin"}
+# The states in which the page offers each write (the services refuse the others anyway).
+OFFERED_IN = {"update": ("Running", "Failure"), "rollback": ("Running", "Failure"), "archive": ("Running", "Failure"),
+              "restore": ("Archived",), "cleanup": ("Archived", "CleanupFailed"), "delete": ("CleanupFailed",)}
 # Writes nothing undoes: the form asks for the deployment's name typed out, and the handler compares it.
 TYPED_NAME = ("cleanup", "delete")
 # The most of a log the page shows at once; the whole of it is a download away.
@@ -268,6 +271,7 @@ def deployment(name: str):
     may = {kind: auth.may_change(viewer, NEEDS[kind], row, manifest) for kind in WRITES} if viewer else {}
     if may.get("rollback") and len(_good_configs(actions)) < 2:
         may["rollback"] = False  # nothing earlier to go back to (the service says so too)
+    offers = {kind for kind, states in OFFERED_IN.items() if may.get(kind) and row.state in states}
     cancellable = {a.id for a in actions if viewer and not a.state.finished
                    and auth.may_change(viewer, NEEDS.get(a.kind, "admin"), row, manifest)}
     config = {"app": masked_config({**(manifest.app_overrides if manifest else {}), **(row.app_overrides or {})},
@@ -275,8 +279,9 @@ def deployment(name: str):
               "deployment": masked_config({**(manifest.deployment_overrides if manifest else {}),
                                            **(row.deployment_overrides or {})}, secret_names)}
     return render_template("deployment.html", d=row, actions=actions, config=config, secret_names=secret_names,
-                           shown=shown, current=current, log=_shown_log(shown), may=may, manifest=manifest,
-                           cancellable=cancellable, serving=row.state in SERVING_STATES)
+                           shown=shown, current=current, log=_shown_log(shown), manifest=manifest,
+                           cancellable=cancellable, serving=row.state in SERVING_STATES,
+                           offers=offers)
 
 
 @bp.get("/deployments/<name>/actions/<int:action_id>")

@@ -266,7 +266,9 @@ def test_sign_in_and_archive_from_the_page(page, site):
     wait_state(site, "probe-stage", "Running")
     sign_in(page, site)
     page.goto(site.url + "/deployments/probe-stage")
-    page.get_by_role("button", name="Archive").click()
+    page.get_by_role("button", name="Archive…").click()
+    expect(page.get_by_role("heading", name="Archive probe-stage?")).to_be_visible()
+    page.get_by_role("button", name="Archive probe-stage").click()
     expect(page.get_by_role("status")).to_contain_text("archive of probe-stage accepted")
     expect(page.locator(".head .state")).to_have_text(re.compile("Archived"), timeout=30000)
     page.get_by_role("button", name="Restore").click()
@@ -291,12 +293,20 @@ def test_the_page_works_from_the_keyboard(page, site):
     expect(page).to_have_url(re.compile(r"/deployments/probe-stage$"))
     for _ in range(30):
         page.keyboard.press("Tab")
-        if page.evaluate("() => document.activeElement.textContent") == "Archive":
+        if page.evaluate("() => document.activeElement.textContent") == "Archive…":
             break
     else:
         raise AssertionError("the Archive button is not reachable with Tab")
     focus = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
     assert focus != "none"  # where the focus is shows
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Archive probe-stage?")).to_be_visible()
+    for _ in range(30):  # the confirmation's button, from the keyboard too
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.textContent") == "Archive probe-stage":
+            break
+    else:
+        raise AssertionError("the confirming Archive button is not reachable with Tab")
     page.keyboard.press("Enter")
     expect(page.locator(".head .state")).to_have_text(re.compile("ArchivePending|Archived"))
     expect(page.locator(".head .state")).to_have_text(re.compile("Archived"), timeout=30000)
