@@ -310,6 +310,12 @@ def test_the_action_in_progress_is_on_top_and_its_log_follows_unless_scrolled_up
     append("after scrolling up\n")
     expect(log).to_contain_text("after scrolling up")
     assert log.evaluate("l => l.scrollTop") == 0  # the reader's place is kept
+    log.evaluate("l => { l.dataset.mark = 'read here'; }")
+    with site.sessions() as session:  # a change to the deployment refreshes the page around the log
+        session.scalars(select(Deployment).where(Deployment.name == name)).one().status_message = "pulling v3"
+        session.commit()
+    expect(page.locator(".head .message")).to_have_text("pulling v3")
+    assert log.evaluate("l => [l.dataset.mark, l.scrollTop, l.dataset.follow]") == ["read here", 0, "no"]
     log.evaluate("l => { l.scrollTop = l.scrollHeight; }")
     expect(log).to_have_attribute("data-follow", "yes")
     append(long_log(30).replace("line", "last"))
