@@ -16,24 +16,19 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import select
 
-from bot.core import db
 from bot.core.models import Action, ActionStep, Deployment
-from bot.services.tokens import Scopes, create_token
 from tests.browser.test_status_page import (  # noqa: F401  (browser: the module's Chromium fixture)
     CANARY,
     SCREENSHOTS,
     Site,
     axe_violations,
     browser,
+    running_site,
     sign_in,
     wait_state,
 )
-from tests.conftest import create_database
-from tests.pipeline.probe_scripts import write_probe_repo
-from tests.support.sami_server import SamiServer, sami_env
 
 pytestmark = pytest.mark.slow
 DESKTOP = {"width": 1440, "height": 900}
@@ -43,32 +38,9 @@ PHONE = {"width": 390, "height": 844}
 @pytest.fixture(scope="module")
 def site(postgres, tmp_path_factory):
     """A server whose deployments repo has the probe service in stage, production and pull requests."""
-    tmp = tmp_path_factory.mktemp("deployment-page")
-    name = f"sami_detail_{uuid.uuid4().hex[:8]}"
-    url = create_database(postgres, name)
-    db.upgrade(url)
-    engine = db.make_engine(url)
-    sessions = sessionmaker(bind=engine, expire_on_commit=False)
-    with sessions() as session:
-        token = create_token(session, "admin", Scopes(admin=True))
-        session.commit()
-    record = tmp / "record"
-    repo = write_probe_repo(tmp / "deployments", record, secrets=("PROBE_TOKEN",), status_timeout="30s",
-                            environments=("stage", "production", "pull_request"))
-    env = sami_env(SAMI_DATABASE_URL=url, SAMI_INSTANCE_DIR=str(tmp / "instance"), SAMI_MODE="development",
-                   SAMI_DEPLOYMENTS_REPO=str(repo), SAMI_BASE_DOMAIN="example.test", SAMI_WEBHOOK_SECRET="w" * 24,
-                   SAMI_SECRET_KEY="k" * 32, SAMI_SCRIPT_SECRET_PROBE_TOKEN=CANARY)
-    server = SamiServer(env, tmp / "serve.log")
-    server.start()
-    try:
-        yield Site(server, token, sessions, record)
-    finally:
-        server.stop()
-        engine.dispose()
-        admin = create_engine(postgres.url(), isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with running_site(postgres, tmp_path_factory.mktemp("deployment-page"),
+                      environments=("stage", "production", "pull_request")) as running:
+        yield running
 
 
 def new_page(browser, site: Site, viewport=DESKTOP, javascript: bool = True, scheme: str = "light"):  # noqa: F811
@@ -82,6 +54,14 @@ def new_page(browser, site: Site, viewport=DESKTOP, javascript: bool = True, sch
 def shoot(page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"deployment-{name}.png"), full_page=True)
+
+
+def shoot_both_schemes(page, name: str) -> None:
+    """Screenshots in light and dark, each checked by axe-core; the page is left light."""
+    for scheme in ("dark", "light"):
+        page.emulate_media(color_scheme=scheme)
+        shoot(page, name + ("-dark" if scheme == "dark" else ""))
+        assert axe_violations(page) == [], f"{name} ({scheme})"
 
 
 def archived(site: Site, name: str = "probe-stage") -> None:
@@ -321,17 +301,10 @@ def test_the_action_in_progress_is_on_top_and_its_log_follows_unless_scrolled_up
     append(long_log(30).replace("line", "last"))
     expect(log).to_contain_text("last 0029")
     assert at_end()
-    shoot(page, "in-progress-desktop")
-    page.emulate_media(color_scheme="dark")
-    shoot(page, "in-progress-desktop-dark")
+    shoot_both_schemes(page, "in-progress-desktop")
     page.set_viewport_size(PHONE)
-    shoot(page, "in-progress-phone-dark")
-    page.emulate_media(color_scheme="light")
-    shoot(page, "in-progress-phone")
+    shoot_both_schemes(page, "in-progress-phone")
     assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
-    for scheme in ("light", "dark"):
-        page.emulate_media(color_scheme=scheme)
-        assert axe_violations(page) == [], scheme
     with site.sessions() as session:  # the stand-in worker is done
         action = session.get(Action, running)
         action.state, action.finished_at, action.duration_ms = "failed", datetime.now(UTC), 1000
@@ -362,17 +335,12 @@ def test_history_rows_are_one_line_on_a_desktop_and_short_cards_on_a_phone(brows
     steps.locator("summary").click()
     expect(steps.locator("ol")).to_be_visible()
     steps.locator("summary").click()
-    for scheme in ("light", "dark"):
-        page.emulate_media(color_scheme=scheme)
-        shoot(page, f"history-desktop{'-dark' if scheme == 'dark' else ''}")
+    shoot_both_schemes(page, "history-desktop")
     page.set_viewport_size(PHONE)
     for index in range(4):
         assert rows.nth(index).bounding_box()["height"] < 4 * line, rows.nth(index).bounding_box()
     assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
-    for scheme in ("light", "dark"):
-        page.emulate_media(color_scheme=scheme)
-        shoot(page, f"history-phone{'-dark' if scheme == 'dark' else ''}")
-        assert axe_violations(page) == [], scheme
+    shoot_both_schemes(page, "history-phone")
     page.context.close()
 
 
@@ -383,10 +351,7 @@ def test_the_confirmations_read_well_on_a_phone(browser, site):  # noqa: F811
     page.get_by_role("button", name="Clean up…").click()
     page.get_by_label("Type probe-stage to confirm").fill("probe-stage")
     assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
-    for scheme in ("light", "dark"):
-        page.emulate_media(color_scheme=scheme)
-        shoot(page, f"confirm-cleanup-phone{'-dark' if scheme == 'dark' else ''}")
-        assert axe_violations(page) == [], scheme
+    shoot_both_schemes(page, "confirm-cleanup-phone")
     page.get_by_role("link", name="Cancel").click()
     page.get_by_role("button", name="Restore").click()
     wait_state(site, "probe-stage", "Running")
