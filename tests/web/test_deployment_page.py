@@ -190,3 +190,47 @@ def test_only_a_serving_deployment_links_to_its_app(client, db_session, state, l
     page = client.get("/deployments/probe-stage").get_data(as_text=True)
     assert ('href="https://probe-stage.example.test"' in page) is linked
     assert (f"Not serving while {state}" in page) is not linked
+
+
+def test_deleting_a_failed_cleanups_record_needs_admin_and_the_name(client, admin_token, db_session):
+    db_session.add(Deployment(name="probe-stage", service="probe", environment="stage", type="swarm",
+                              state="CleanupFailed"))
+    db_session.commit()
+    cleaner = create_token(db_session, "cleaner", Scopes(actions=("read", "cleanup")))
+    db_session.commit()
+    sign_in_with_token(client, cleaner)
+    page = client.get("/deployments/probe-stage").get_data(as_text=True)
+    assert ">Clean up…<" in page and ">Delete…<" not in page
+    assert client.post("/deployments/probe-stage/delete", data={"csrf_token": csrf(client, "/"),
+                                                                "confirm": "probe-stage"}).status_code == 403
+    client.post("/logout", data={"csrf_token": csrf(client, "/")})
+    sign_in_with_token(client, admin_token)
+    token = csrf(client, "/")
+    asked = client.post("/deployments/probe-stage/delete", data={"csrf_token": token})
+    assert asked.status_code == 200 and "Delete the record of probe-stage?" in asked.get_data(as_text=True)
+    assert client.post("/deployments/probe-stage/delete", data={"csrf_token": token,
+                                                                "confirm": "probe"}).status_code == 422
+
+    def state() -> str:
+        db_session.expire_all()
+        return db_session.scalars(select(Deployment.state).where(Deployment.name == "probe-stage")).one()
+
+    assert state() == "CleanupFailed"
+    done = client.post("/deployments/probe-stage/delete", data={"csrf_token": token, "confirm": "probe-stage"})
+    assert done.status_code == 302 and state() == "Removed"
+
+
+def test_a_production_roll_back_asks_first(client, admin_token, db_session, work):
+    for tag in ("v1", "v2"):
+        request_deployment(client, admin_token, environment="production", tag=tag)
+        work()
+    sign_in_with_token(client, admin_token)
+    token = csrf(client, "/")
+    asked = client.post("/deployments/probe-production/rollback", data={"csrf_token": token})
+    assert asked.status_code == 200 and "Roll back probe-production in production?" in asked.get_data(as_text=True)
+    assert [a.kind for a in db_session.scalars(select(Action).order_by(Action.id))] == ["create", "update"]
+    done = client.post("/deployments/probe-production/rollback", data={"csrf_token": token, "confirmed": "yes"})
+    assert done.status_code == 302
+    db_session.expire_all()
+    newest = db_session.scalars(select(Action).order_by(Action.id.desc())).first()
+    assert newest.config["tag"] == "v1" and newest.config["rollback_to"] and newest.origin == "page"
