@@ -234,3 +234,12 @@ def test_a_production_roll_back_asks_first(client, admin_token, db_session, work
     db_session.expire_all()
     newest = db_session.scalars(select(Action).order_by(Action.id.desc())).first()
     assert newest.config["tag"] == "v1" and newest.config["rollback_to"] and newest.origin == "page"
+
+
+def test_a_queued_action_is_on_top_as_queued_with_one_cancel_button(client, admin_token):
+    queued = request_deployment(client, admin_token)["action_id"]
+    sign_in_with_token(client, admin_token)
+    page = client.get("/deployments/probe-stage").get_data(as_text=True)
+    top = page[page.index(f'id="action-{queued}"'):page.index('id="history-h"')]
+    assert "Queued: create <code>v1</code>" in top and "queued for" in top
+    assert page.count(f'aria-label="Cancel action {queued}"') == 1 and f'aria-label="Cancel action {queued}"' in top
