@@ -320,16 +320,19 @@ def test_history_rows_are_one_line_on_a_desktop_and_short_cards_on_a_phone(brows
     page.goto(f"{site.url}/deployments/{name}")
     rows = page.locator("table.history tbody tr")
     expect(rows).to_have_count(4)
-    line = page.locator("table.history tbody tr td[data-label='#']").first.evaluate(
-        "td => parseFloat(getComputedStyle(td).lineHeight)")
-    for index in range(4):
-        cells = rows.nth(index).locator("td")
-        tops = {round(cells.nth(i).bounding_box()["y"]) for i in range(cells.count())}
-        assert len(tops) == 1, tops  # every cell on one line
-        assert rows.nth(index).bounding_box()["height"] < 2 * line + 20, rows.nth(index).bounding_box()
-    # newest first
-    assert [rows.nth(i).get_attribute("data-action") for i in range(4)] == sorted(
-        [rows.nth(i).get_attribute("data-action") for i in range(4)], key=int, reverse=True)
+    # measured in one step of the page's script: a live refresh (the scheduler checks this deployment) cannot
+    # swap the rows between two measurements
+    measure = """() => [...document.querySelectorAll('table.history tbody tr')].map(tr => ({
+        action: Number(tr.dataset.action), height: tr.getBoundingClientRect().height,
+        tops: [...new Set([...tr.cells].map(td => Math.round(td.getBoundingClientRect().top)))],
+        line: parseFloat(getComputedStyle(tr.cells[0]).lineHeight)}))"""
+    desktop = page.evaluate(measure)
+    line = desktop[0]["line"]
+    for row in desktop:
+        assert len(row["tops"]) == 1, row  # every cell on one line
+        assert row["height"] < 2 * line + 20, row
+    newest_first = sorted((row["action"] for row in desktop), reverse=True)
+    assert [row["action"] for row in desktop] == newest_first
     steps = rows.nth(1).locator("details")
     expect(steps.locator("ol")).to_be_hidden()
     steps.locator("summary").click()
@@ -337,8 +340,8 @@ def test_history_rows_are_one_line_on_a_desktop_and_short_cards_on_a_phone(brows
     steps.locator("summary").click()
     shoot_both_schemes(page, "history-desktop")
     page.set_viewport_size(PHONE)
-    for index in range(4):
-        assert rows.nth(index).bounding_box()["height"] < 3 * line, rows.nth(index).bounding_box()  # two lines
+    for row in page.evaluate(measure):
+        assert row["height"] < 3 * line, row  # a card of two lines
     assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
     shoot_both_schemes(page, "history-phone")
     page.context.close()
