@@ -54,6 +54,8 @@ S = DeploymentState
 
 PENDING_STATES = frozenset({S.CREATE_PENDING, S.UPDATE_PENDING, S.ARCHIVE_PENDING, S.CLEANUP_PENDING})
 LIVE_STATES = frozenset({S.RUNNING, S.FAILURE})
+# The app answers at its links: live, or live while an update or an archive is under way.
+SERVING_STATES = frozenset({S.RUNNING, S.FAILURE, S.UPDATE_PENDING, S.ARCHIVE_PENDING})
 
 # (from, to) pairs that are allowed; everything else is refused with IllegalTransition.
 TRANSITIONS: frozenset[tuple[DeploymentState, DeploymentState]] = frozenset(

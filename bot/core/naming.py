@@ -24,7 +24,8 @@ IMAGE_RE = re.compile(
 )
 OVERRIDE_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}\Z")
 PULL_REQUEST_ENVIRONMENT = "pull_request"
-STANDARD_ENVIRONMENTS = ("stage", "production", PULL_REQUEST_ENVIRONMENT)
+PRODUCTION_ENVIRONMENT = "production"
+STANDARD_ENVIRONMENTS = ("stage", PRODUCTION_ENVIRONMENT, PULL_REQUEST_ENVIRONMENT)
 
 ENVIRONMENT_RULE = (
     "use stage, production, pull_request, or lowercase letters, digits and '-' starting with a letter, "

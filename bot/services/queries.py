@@ -275,3 +275,12 @@ def may_read_deliveries(scopes: Scopes | None) -> bool:
     if scopes is None or scopes.admin:
         return True
     return "read" in scopes.actions and "*" in scopes.services and "*" in scopes.environments
+
+
+def running_tags(session: Session) -> Mapping[tuple[str, str], str]:
+    """The tag each service's deployment runs now, by (service, environment), pull requests' left out: what a
+    deploy form offers (never an invented tag)."""
+    rows = session.execute(select(Deployment.service, Deployment.environment, Deployment.tag).where(
+        Deployment.pull_request.is_(None), Deployment.tag.is_not(None),
+        Deployment.state.not_in((DeploymentState.REMOVED,))))
+    return {(service, environment): tag for service, environment, tag in rows}

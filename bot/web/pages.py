@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from flask import (
     Blueprint,
+    Response,
     abort,
     current_app,
     flash,
@@ -32,7 +33,9 @@ from werkzeug.exceptions import HTTPException
 
 from bot.core import signing
 from bot.core.errors import Invalid, SamiError
+from bot.core.lifecycle import SERVING_STATES
 from bot.core.models import Action, ActionStep, ApiToken, Deployment
+from bot.core.naming import PRODUCTION_ENVIRONMENT
 from bot.core.states import DeploymentState, IllegalTransition
 from bot.services import actions, deployments, history, queries
 from bot.services.tokens import Scopes, TokenError, authenticate, create_token
@@ -45,10 +48,17 @@ bp = Blueprint("pages", __name__, template_folder="templates", static_folder="st
                static_url_path="/static/page")
 MASK = "••••"
 SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "PRIVATE", "CREDENTIAL", "API_KEY", "APIKEY")
-WRITES = ("update", "archive", "restore", "cleanup", "rollback")
+WRITES = ("update", "archive", "restore", "cleanup", "rollback", "delete")
 # The permission each write needs, as the API asks for it (rollback and cancelling an update: deploy).
 NEEDS = {"update": "deploy", "rollback": "deploy", "create": "deploy", "archive": "archive", "restore": "restore",
-         "cleanup": "cleanup"}
+         "cleanup": "cleanup", "delete": "admin"}
+# The states in which the page offers each write (the services refuse the others anyway).
+OFFERED_IN = {"update": ("Running", "Failure"), "rollback": ("Running", "Failure"), "archive": ("Running", "Failure"),
+              "restore": ("Archived",), "cleanup": ("Archived", "CleanupFailed"), "delete": ("CleanupFailed",)}
+# Writes nothing undoes: the form asks for the deployment's name typed out, and the handler compares it.
+TYPED_NAME = ("cleanup", "delete")
+# The most of a log the page shows at once; the whole of it is a download away.
+LOG_SHOWN = 20000
 
 
 # -- helpers the templates use ----------------------------------------------------------------------
@@ -116,6 +126,31 @@ def step_view(step: ActionStep, action: Action) -> dict[str, str]:
             "took": duration(round(took * 1000)) if took is not None else ""}
 
 
+def elapsed(since: datetime | None, now: datetime | None = None) -> str:
+    """How long ago ``since`` was, as a running clock: '42 s', '3 min 05 s', '2 h 07 min'."""
+    if since is None:
+        return "—"
+    seconds = max(0, int(((now or datetime.now(UTC)) - since).total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def log_tail(text: str, limit: int = LOG_SHOWN) -> tuple[str, int]:
+    """The end of a log to show, at most ``limit`` characters from the start of a line, and how many lines
+    were left out before it (0: it is whole). A last line longer than ``limit`` is shown from its end."""
+    if len(text) <= limit:
+        return text, 0
+    tail = text[-limit:]
+    if text[-limit - 1] != "\n":
+        newline = tail.find("\n")
+        if 0 <= newline < len(tail) - 1:
+            tail = tail[newline + 1:]
+    return tail, text[:len(text) - len(tail)].count("\n") or 1
+
+
 def web_link(url: object) -> str | None:
     """``url`` if it is an http(s) address: a link a script reported must not run script in the page."""
     text = str(url or "")
@@ -142,7 +177,7 @@ def page_url(args: dict, **changes) -> str:
 def _template_globals():
     return {"viewer": auth.current_viewer(), "csrf_token": auth.csrf_token, "ago": ago, "exact": exact,
             "tone": tone, "duration": duration, "github_url": github_url, "web_link": web_link,
-            "step_view": step_view,
+            "step_view": step_view, "elapsed": elapsed,
             "oauth": bool(current_app.config["SAMI"].github_oauth_client_id)}
 
 
@@ -201,27 +236,42 @@ def index():
                            states=[s.value for s in DeploymentState], sorts=queries.SORTS)
 
 
-@bp.get("/deployments/<name>")
-def deployment(name: str):
-    """One deployment: state, links, source, config (secrets masked), history, and for admins the log."""
-    session_ = get_session()
-    row = session_.scalars(select(Deployment).where(Deployment.name == name)).first()
+def _readable_deployment(name: str) -> Deployment:
+    row = get_session().scalars(select(Deployment).where(Deployment.name == name)).first()
     if row is None or not _may_read(row):
         abort(404, f"no deployment {name!r}")
+    return row
+
+
+def _shown_log(action: Action | None) -> dict | None:
+    """What the page shows of ``action``'s log (admins only: scripts can print anything): its end from a
+    line's start, how many lines came before it, and the length the live tail goes on from."""
+    viewer = auth.current_viewer()
+    if action is None or viewer is None or not viewer.admin:
+        return None
+    text = get_session().get(Action, action.id, options=[undefer(Action.log)]).log or ""
+    tail, omitted = log_tail(text)
+    return {"text": tail, "omitted": omitted, "offset": len(text), "truncated": action.log_truncated}
+
+
+@bp.get("/deployments/<name>")
+def deployment(name: str):
+    """One deployment: the action in progress (or the last one) with its steps and log, state, links, source,
+    config (secrets masked), and the history newest first."""
+    session_ = get_session()
+    row = _readable_deployment(name)
     actions = list(session_.scalars(select(Action).where(Action.deployment_id == row.id)
                                     .options(selectinload(Action.steps)).order_by(Action.id.desc()).limit(50)))
     viewer = auth.current_viewer()
     manifest = _manifest_of(row)
     secret_names = manifest.secrets if manifest else ()
-    running = next((a for a in actions if not a.state.finished and a.started_at), None)
-    shown_log = None
-    log_action = running or (actions[0] if actions else None)
-    if viewer and viewer.admin and log_action is not None:
-        shown_log = session_.get(Action, log_action.id, options=[undefer(Action.log)]).log or ""
-        shown_log = shown_log[-20000:]
+    unfinished = [a for a in actions if not a.state.finished]
+    current = next((a for a in unfinished if a.state == "running"), unfinished[0] if unfinished else None)
+    shown = current or (actions[0] if actions else None)
     may = {kind: auth.may_change(viewer, NEEDS[kind], row, manifest) for kind in WRITES} if viewer else {}
     if may.get("rollback") and len(_good_configs(actions)) < 2:
         may["rollback"] = False  # nothing earlier to go back to (the service says so too)
+    offers = {kind for kind, states in OFFERED_IN.items() if may.get(kind) and row.state in states}
     cancellable = {a.id for a in actions if viewer and not a.state.finished
                    and auth.may_change(viewer, NEEDS.get(a.kind, "admin"), row, manifest)}
     config = {"app": masked_config({**(manifest.app_overrides if manifest else {}), **(row.app_overrides or {})},
@@ -229,8 +279,38 @@ def deployment(name: str):
               "deployment": masked_config({**(manifest.deployment_overrides if manifest else {}),
                                            **(row.deployment_overrides or {})}, secret_names)}
     return render_template("deployment.html", d=row, actions=actions, config=config, secret_names=secret_names,
-                           log=shown_log, log_action=log_action, running=running, may=may, manifest=manifest,
-                           cancellable=cancellable)
+                           shown=shown, current=current, log=_shown_log(shown), manifest=manifest,
+                           cancellable=cancellable, serving=row.state in SERVING_STATES,
+                           offers=offers)
+
+
+@bp.get("/deployments/<name>/actions/<int:action_id>")
+def action_page(name: str, action_id: int):
+    """One action of a deployment: what, who, when, its steps, and for admins its log."""
+    row = _readable_deployment(name)
+    action = get_session().get(Action, action_id, options=[selectinload(Action.steps)])
+    if action is None or action.deployment_id != row.id:
+        abort(404, f"no action {action_id} of {name}")
+    viewer = auth.current_viewer()
+    cancellable = bool(viewer and not action.state.finished
+                       and auth.may_change(viewer, NEEDS.get(action.kind, "admin"), row, _manifest_of(row)))
+    return render_template("action.html", d=row, a=action, log=_shown_log(action), cancellable=cancellable)
+
+
+@bp.get("/deployments/<name>/actions/<int:action_id>/log.txt")
+def action_log_text(name: str, action_id: int):
+    """An action's whole log as plain text (admins), secrets masked as the page shows them."""
+    viewer = auth.current_viewer()
+    if viewer is None or not viewer.admin:
+        abort(403, "logs are for admins: they can hold what scripts print")
+    row = _readable_deployment(name)
+    action = get_session().get(Action, action_id, options=[undefer(Action.log)])
+    if action is None or action.deployment_id != row.id:
+        abort(404, f"no action {action_id} of {name}")
+    # nosniff: a log that prints HTML stays text in every browser
+    return Response(action.log or "", mimetype="text/plain", headers={
+        "Content-Disposition": f'attachment; filename="{row.name}-action-{action.id}.log"',
+        "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 
 
 def _good_configs(actions) -> set[str]:
@@ -282,7 +362,9 @@ def services_page():
     viewer = auth.current_viewer()
     deployable = {(m.service_name, m.environment) for m in manifests if viewer and not _for_pull_requests(m)
                   and auth.may_change(viewer, "deploy", _would_be(m), m)}
-    return render_template("services.html", repo=repo, manifests=manifests, errors=errors, deployable=deployable)
+    running = queries.running_tags(get_session()) if deployable else {}
+    return render_template("services.html", repo=repo, manifests=manifests, errors=errors, deployable=deployable,
+                           running=running)
 
 
 def _for_pull_requests(manifest) -> bool:
@@ -308,6 +390,15 @@ def deploy():
         abort(404, f"no manifest for {service!r} in {environment!r} to deploy from here")
     if not auth.may_change(viewer, "deploy", _would_be(manifest), manifest):
         abort(403, f"{viewer.name} may not deploy {service} in {environment}")
+    if environment == PRODUCTION_ENVIRONMENT and request.form.get("confirmed") != "yes":
+        now = queries.running_tags(get_session()).get((service, environment))
+        return _confirm(
+            title=f"Deploy {service} {tag or '(the default tag)'} to production?", danger=False,
+            lines=[f"This replaces what {service} serves in production: people using it see the new version."],
+            facts=[("Service", service), ("Environment", environment), ("Runs now", now or "nothing yet"),
+                   ("Will run", tag or "(the default tag)")],
+            action=url_for("pages.deploy"), fields={"service": service, "environment": environment, "tag": tag},
+            button=f"Deploy {tag or service} to production", back=url_for("pages.services_page"))
     req = deployments.DeploymentRequest(service=service, environment=environment, tag=tag or None,
                                      requested_by=viewer.requested_by, origin="page")
     try:
@@ -335,9 +426,59 @@ def deliveries():
 
 # -- writing ----------------------------------------------------------------------------------------
 
-@bp.post("/deployments/<name>/<any(update, archive, restore, cleanup, rollback):kind>")
+def _confirm(*, title: str, lines: list[str], facts: list[tuple[str, str]], action: str, fields: dict,
+             button: str, back: str, danger: bool, typed_name: str | None = None, error: str | None = None):
+    """The page that asks before a write: the form again, with ``confirmed`` set (or the name to type)."""
+    return render_template("confirm.html", title=title, lines=lines, facts=facts, action=action, fields=fields,
+                           button=button, back=back, danger=danger, typed_name=typed_name,
+                           error=error), 422 if error else 200
+
+
+def _confirm_change(kind: str, row: Deployment):
+    """The confirmation a write on ``row`` still needs, as a page to answer; None when it has it (or needs
+    none). The typed name is compared here: a form posted without JavaScript is held to it too."""
+    back = url_for("pages.deployment", name=row.name)
+    action = url_for("pages.change", name=row.name, kind=kind)
+    if kind in TYPED_NAME:
+        typed = request.form.get("confirm")
+        if typed is not None and typed.strip() == row.name:
+            return None
+        error = None if typed is None else f"{typed.strip() or 'nothing'!r} is not {row.name!r}: nothing was done"
+        if kind == "cleanup":
+            title, button = f"Clean up {row.name}?", f"Clean up {row.name}"
+            lines = [f"Cleanup runs {row.service}'s cleanup script on {row.name}: it removes the deployment and "
+                     "deletes its volumes and the data in them.", "This cannot be undone."]
+        else:
+            title, button = f"Delete the record of {row.name}?", f"Delete {row.name}"
+            lines = [f"Its cleanup failed. Deleting marks {row.name} removed without running anything: what the "
+                     "cleanup left behind stays where it is, for you to remove by hand.", "This cannot be undone."]
+        return _confirm(title=title, lines=lines, facts=_facts(row), action=action, fields={}, button=button,
+                        back=back, danger=True, typed_name=row.name, error=error)
+    production = row.environment == PRODUCTION_ENVIRONMENT and kind in ("update", "rollback")
+    if (kind != "archive" and not production) or request.form.get("confirmed") == "yes":
+        return None
+    if kind == "archive":
+        return _confirm(title=f"Archive {row.name}?", danger=False, facts=_facts(row), action=action, fields={},
+                        lines=[f"{row.name} stops serving at its links until it is restored.",
+                               "Its data stays: Restore brings it back."],
+                        button=f"Archive {row.name}", back=back)
+    tag = (request.form.get("tag") or "").strip()
+    fields = {"tag": tag} if kind == "update" else {"action_id": request.form.get("action_id") or ""}
+    what = f"Deploy {tag} to" if kind == "update" else "Roll back"
+    return _confirm(title=f"{what} {row.name} in production?", danger=False, action=action, fields=fields,
+                    lines=[f"This replaces what {row.name} serves in production: people using it see the change."],
+                    facts=_facts(row) + ([("Will run", tag)] if kind == "update" else []),
+                    button=f"{what} {row.name}", back=back)
+
+
+def _facts(row: Deployment) -> list[tuple[str, str]]:
+    return [("Deployment", row.name), ("Environment", row.environment), ("State", str(row.state)),
+            ("Runs now", row.tag or "—")]
+
+
+@bp.post("/deployments/<name>/<any(update, archive, restore, cleanup, rollback, delete):kind>")
 def change(name: str, kind: str):
-    """A write from the page: the same services call as the API's, as the signed-in viewer."""
+    """A write from the page: the same services call as the API's, as the signed-in viewer, once confirmed."""
     viewer = auth.current_viewer()
     if viewer is None:
         abort(401, "sign in to change deployments")
@@ -346,6 +487,9 @@ def change(name: str, kind: str):
     manifest = _manifest_of(row)
     if not auth.may_change(viewer, NEEDS[kind], row, manifest):
         abort(403, f"{viewer.name} may not {kind} {name}")
+    asking = _confirm_change(kind, row)
+    if asking is not None:
+        return asking
     try:
         if kind == "update":
             tag = (request.form.get("tag") or "").strip()
@@ -364,6 +508,10 @@ def change(name: str, kind: str):
                                                      shared.services_context(),
                                                   to_action_id=int(to) if to else None,
                                                   requested_by=viewer.requested_by, origin="page")
+        elif kind == "delete":
+            deployments.delete_deployment(session_, name, requested_by=viewer.requested_by, origin="page")
+            flash(f"the record of {name} is deleted", "ok")
+            return redirect(url_for("pages.deployment", name=name))
         else:
             operation = {"archive": deployments.archive_deployment, "restore": deployments.restore_deployment,
                          "cleanup": deployments.cleanup_deployment}[kind]

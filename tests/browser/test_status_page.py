@@ -6,6 +6,7 @@ Screenshots of the list and a deployment, desktop and phone width, go to test-ar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -70,9 +71,9 @@ class Site:
             session.commit()
 
 
-@pytest.fixture(scope="module")
-def site(postgres, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("browser")
+@contextlib.contextmanager
+def running_site(postgres, tmp: Path, environments: tuple[str, ...] = ("stage", "pull_request")):
+    """A `sami serve` on a database of its own, its deployments repo the probe service in ``environments``."""
     name = f"sami_browser_{uuid.uuid4().hex[:8]}"
     url = create_database(postgres, name)
     db.upgrade(url)
@@ -82,7 +83,8 @@ def site(postgres, tmp_path_factory):
         token = create_token(session, "admin", Scopes(admin=True))
         session.commit()
     record = tmp / "record"
-    repo = write_probe_repo(tmp / "deployments", record, secrets=("PROBE_TOKEN",), status_timeout="30s")
+    repo = write_probe_repo(tmp / "deployments", record, secrets=("PROBE_TOKEN",), status_timeout="30s",
+                            environments=environments)
     env = sami_env(SAMI_DATABASE_URL=url, SAMI_INSTANCE_DIR=str(tmp / "instance"), SAMI_MODE="development",
                    SAMI_DEPLOYMENTS_REPO=str(repo), SAMI_BASE_DOMAIN="example.test", SAMI_WEBHOOK_SECRET="w" * 24,
                    SAMI_SECRET_KEY="k" * 32, SAMI_SCRIPT_SECRET_PROBE_TOKEN=CANARY)
@@ -97,6 +99,12 @@ def site(postgres, tmp_path_factory):
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def site(postgres, tmp_path_factory):
+    with running_site(postgres, tmp_path_factory.mktemp("browser")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +128,15 @@ def sign_in(page, site: Site, token: str | None = None) -> None:
     page.get_by_label("Sami token").fill(token or site.admin_token)
     page.get_by_role("button", name="Sign in with token").click()
     expect(page.get_by_text("Signed in as")).to_be_visible()
+
+
+def tab_to(page, text: str, presses: int = 30) -> None:
+    """Press Tab until the focused element reads ``text``."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.textContent") == text:
+            return
+    raise AssertionError(f"{text!r} is not reachable with Tab")
 
 
 def wait_state(site: Site, name: str, *states: str, timeout: float = 60) -> str:
@@ -266,7 +283,9 @@ def test_sign_in_and_archive_from_the_page(page, site):
     wait_state(site, "probe-stage", "Running")
     sign_in(page, site)
     page.goto(site.url + "/deployments/probe-stage")
-    page.get_by_role("button", name="Archive").click()
+    page.get_by_role("button", name="Archive…").click()
+    expect(page.get_by_role("heading", name="Archive probe-stage?")).to_be_visible()
+    page.get_by_role("button", name="Archive probe-stage").click()
     expect(page.get_by_role("status")).to_contain_text("archive of probe-stage accepted")
     expect(page.locator(".head .state")).to_have_text(re.compile("Archived"), timeout=30000)
     page.get_by_role("button", name="Restore").click()
@@ -281,22 +300,15 @@ def test_the_page_works_from_the_keyboard(page, site):
     page.keyboard.press("Tab")
     assert page.evaluate("() => document.activeElement.textContent") == "Skip to content"
     page.keyboard.press("Enter")
-    for _ in range(60):  # from the skip link on, through the filters, to the deployment's link
-        page.keyboard.press("Tab")
-        if page.evaluate("() => document.activeElement.textContent") == "probe-stage":
-            break
-    else:
-        raise AssertionError("probe-stage's link is not reachable with Tab")
+    tab_to(page, "probe-stage", presses=60)  # from the skip link on, through the filters, to the deployment's link
     page.keyboard.press("Enter")
     expect(page).to_have_url(re.compile(r"/deployments/probe-stage$"))
-    for _ in range(30):
-        page.keyboard.press("Tab")
-        if page.evaluate("() => document.activeElement.textContent") == "Archive":
-            break
-    else:
-        raise AssertionError("the Archive button is not reachable with Tab")
+    tab_to(page, "Archive…")
     focus = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
     assert focus != "none"  # where the focus is shows
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Archive probe-stage?")).to_be_visible()
+    tab_to(page, "Archive probe-stage")  # the confirmation's button, from the keyboard too
     page.keyboard.press("Enter")
     expect(page.locator(".head .state")).to_have_text(re.compile("ArchivePending|Archived"))
     expect(page.locator(".head .state")).to_have_text(re.compile("Archived"), timeout=30000)

@@ -79,15 +79,15 @@ exit 0
 
 
 def write_probe_repo(root: Path, record: Path, *, timeout: str = "60s", status_timeout: str = "5s",
-                     secrets: tuple[str, ...] = ()) -> Path:
-    """Create a deployments repo with one service ``probe`` in stage and pull_request."""
+                     secrets: tuple[str, ...] = (), environments: tuple[str, ...] = ("stage", "pull_request")) -> Path:
+    """Create a deployments repo with one service ``probe`` in ``environments`` (stage and pull_request)."""
     scripts = root / "scripts" / "probe"
     scripts.mkdir(parents=True)
     for operation in OPERATIONS:
         path = scripts / operation
         path.write_text(PROBE)
         path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    for environment in ("stage", "pull_request"):
+    for environment in environments:
         folder = root / "services" / "probe" / "swarm" / environment
         folder.mkdir(parents=True)
         (folder / "stack.yml").write_text(yaml.safe_dump(

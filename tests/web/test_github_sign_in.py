@@ -83,7 +83,7 @@ def test_github_user_with_write_permission_may_change(client, db_session, github
     sign_in_with_github(client)
     # The manifest's repository decides (acme/probe); Prism answers GitHub's example (admin): the buttons show.
     html = client.get("/deployments/probe-stage").get_data(as_text=True)
-    assert ">Archive<" in html
+    assert ">Archive…<" in html
     assert re.search(r"get /repos/acme/probe/collaborators/octocat/permission", github_mock.log())
 
 
@@ -99,7 +99,7 @@ def test_github_user_without_permission_may_not(client, db_session, app, github_
                                                               "github_api_url": no_access.url})
         auth.init_app(app)  # a client for the GitHub just set
         html = client.get("/deployments/probe-stage").get_data(as_text=True)
-        assert ">Archive<" not in html
+        assert ">Archive…<" not in html
         refused = client.post("/deployments/probe-stage/archive", data={"csrf_token": csrf(client, "/")})
         assert refused.status_code == 403
         assert no_access.calls("GET", "/repos/acme/probe/collaborators/octocat/permission")

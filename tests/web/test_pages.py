@@ -51,7 +51,7 @@ def test_detail_masks_secrets_and_shows_history(client, admin_token, db_session)
     accepted = request_deployment(client, admin_token, overrides={"app": {}})
     html = client.get("/deployments/probe-stage").get_data(as_text=True)
     assert "API_TOKEN" in html and "••••" in html
-    assert f">{accepted['action_id']}<" in html and "token:admin" in html and ">api<" in html
+    assert f">{accepted['action_id']}<" in html and "token:admin" in html and "via api" in html
     assert client.get("/deployments/nothing-here").status_code == 404
 
 
@@ -127,8 +127,12 @@ def test_signed_in_token_archives_from_the_page(client, admin_token, db_session,
     work()
     sign_in_with_token(client, admin_token)
     page = client.get("/deployments/probe-stage").get_data(as_text=True)
-    assert "Signed in as <strong>admin</strong>" in page and ">Archive<" in page
-    response = client.post("/deployments/probe-stage/archive", data={"csrf_token": csrf(client, "/")})
+    assert "Signed in as <strong>admin</strong>" in page and ">Archive…<" in page
+    asked = client.post("/deployments/probe-stage/archive", data={"csrf_token": csrf(client, "/")})
+    assert asked.status_code == 200 and "Archive probe-stage?" in asked.get_data(as_text=True)
+    assert db_session.scalars(select(Action).where(Action.kind == "archive")).first() is None
+    response = client.post("/deployments/probe-stage/archive", data={"csrf_token": csrf(client, "/"),
+                                                                     "confirmed": "yes"})
     assert response.status_code == 302
     followed = client.get(response.location).get_data(as_text=True)
     assert "archive of probe-stage accepted" in followed and "ArchivePending" in followed

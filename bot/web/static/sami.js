@@ -46,9 +46,24 @@
         var active = document.activeElement && document.activeElement.id;
         var typing = active && here.contains(document.activeElement) && /^(INPUT|SELECT|TEXTAREA)$/.test(document.activeElement.tagName);
         if (typing) { return; }  // never pull a field from under someone typing
+        var oldLog = document.getElementById("log");
+        var opened = [].map.call(here.querySelectorAll("details[open]"), function (d) { return d.closest("[data-action]"); })
+          .filter(Boolean).map(function (el) { return el.dataset.action; });
         here.innerHTML = fresh.innerHTML;
+        // the log being read keeps its text, its scroll and whether it follows: the tail brings what is new
+        var newLog = document.getElementById("log");
+        if (oldLog && newLog && oldLog.dataset.action === newLog.dataset.action) {
+          oldLog.dataset.running = newLog.dataset.running;
+          newLog.replaceWith(oldLog);
+        }
+        opened.forEach(function (id) {
+          var d = here.querySelector('[data-action="' + CSS.escape(id) + '"] details');
+          if (d) { d.open = true; }
+        });
         if (active && document.getElementById(active)) { document.getElementById(active).focus(); }
+        setUpLog();
         tailLog();
+        tick();
         say("Updated " + new Date().toLocaleTimeString());
       })
       .catch(function () {});
@@ -66,7 +81,7 @@
         var tr = row(d.name);
         if (tr) { updateRow(tr, d); } else if (onList) { missing = true; }
         // the open deployment's page fetches itself again: its history and log have news too
-        if (document.querySelector('.head[data-deployment="' + CSS.escape(d.name) + '"]') && !pending) {
+        if (document.querySelector('[data-live-deployment="' + CSS.escape(d.name) + '"]') && !pending) {
           pending = setTimeout(refresh, 200);
         }
       });
@@ -77,6 +92,19 @@
     source.onerror = function () { say("Reconnecting…"); };
   }
 
+  // A log opens at its end, where the outcome is, and follows what is added until its reader scrolls up;
+  // scrolling back to the end follows again.
+  function atEnd(log) { return log.scrollTop + log.clientHeight >= log.scrollHeight - 4; }
+
+  function setUpLog() {
+    var log = document.getElementById("log");
+    if (!log || log.dataset.ready) { return; }
+    log.dataset.ready = "yes";
+    log.dataset.follow = "yes";
+    log.scrollTop = log.scrollHeight;
+    log.addEventListener("scroll", function () { log.dataset.follow = atEnd(log) ? "yes" : "no"; });
+  }
+
   var logTimer = null;
   function tailLog() {
     var log = document.getElementById("log");
@@ -84,15 +112,49 @@
     if (!log || log.dataset.running !== "yes") { return; }
     var url = log.dataset.logUrl + "&offset=" + log.dataset.offset;
     fetch(url, { credentials: "same-origin" }).then(function (r) { return r.ok ? r.json() : null; }).then(function (data) {
-      if (!data) { return; }
+      if (!data || document.getElementById("log") !== log) { return; }
       if (data.log) {
-        var atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
-        log.textContent += data.log;
-        if (atEnd) { log.scrollTop = log.scrollHeight; }
+        if (log.dataset.empty !== "no") { log.dataset.empty = "no"; if (log.dataset.offset === "0") { log.textContent = ""; } }
+        log.appendChild(document.createTextNode(data.log));
+        if (log.dataset.follow !== "no") { log.scrollTop = log.scrollHeight; }
       }
       log.dataset.offset = data.offset;
-      if (!data.finished) { logTimer = setTimeout(tailLog, 1500); }
+      if (data.finished) { log.dataset.running = "no"; } else { logTimer = setTimeout(tailLog, 1500); }
     }).catch(function () { logTimer = setTimeout(tailLog, 5000); });
+  }
+
+  // The action in progress counts its time; the words match the server's (bot/web/pages.py `elapsed`).
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  function elapsed(seconds) {
+    if (seconds < 60) { return seconds + " s"; }
+    if (seconds < 3600) { return Math.floor(seconds / 60) + " min " + pad(seconds % 60) + " s"; }
+    return Math.floor(seconds / 3600) + " h " + pad(Math.floor(seconds % 3600 / 60)) + " min";
+  }
+  function tick() {
+    var now = Date.now();
+    document.querySelectorAll(".elapsed[data-since]").forEach(function (el) {
+      var since = Date.parse(el.dataset.since);
+      if (!isNaN(since)) { el.textContent = elapsed(Math.max(0, Math.floor((now - since) / 1000))); }
+    });
+  }
+  window.samiTick = tick;
+
+  // A link to #action-N (the pull request's comment has them) opens that action's steps.
+  function openTarget() {
+    var m = /^#action-(\d+)$/.exec(location.hash);
+    var el = m && document.getElementById("action-" + m[1]);
+    var details = el && el.querySelector("details");
+    if (details) { details.open = true; }
+  }
+
+  // Typing the name arms the button; the server compares it again (the form works without this file).
+  function typedName() {
+    var input = document.querySelector("input[data-must-be]");
+    var button = input && input.form.querySelector("button[type=submit]");
+    if (!button) { return; }
+    var check = function () { button.disabled = input.value.trim() !== input.dataset.mustBe; };
+    input.addEventListener("input", check);
+    check();
   }
 
   // "2 min ago" counts up on an open page; the words match the server's (bot/web/pages.py `ago`),
@@ -127,5 +189,10 @@
     form.submit();
   }
 
-  document.addEventListener("DOMContentLoaded", function () { onceLink(); connect(); tailLog(); setInterval(refreshTimes, 30000); });
+  document.addEventListener("DOMContentLoaded", function () {
+    onceLink(); connect(); setUpLog(); tailLog(); openTarget(); typedName();
+    setInterval(refreshTimes, 30000);
+    setInterval(tick, 1000);
+  });
+  window.addEventListener("hashchange", openTarget);
 })();
