@@ -242,7 +242,7 @@ def test_events_answer_one_event_outside_gunicorn(client):
 def test_services_page_deploys_for_a_signed_in_writer(client, admin_token, db_session):
     assert "Deploy probe" not in client.get("/services").get_data(as_text=True)
     sign_in_with_token(client, admin_token)
-    html = client.get("/services").get_data(as_text=True)
+    html = client.get("/services").get_data(as_text=True).replace("<wbr>", "")  # a path may break after a /
     assert "Deploy probe" in html and "services/probe/swarm/stage/sami.yaml" in html
     response = client.post("/services/deploy", data={"service": "probe", "environment": "stage", "tag": "v7",
                                                      "csrf_token": csrf(client, "/services")})
@@ -258,7 +258,7 @@ def test_services_page_shows_manifest_errors_at_file_and_line(client, probe_repo
     broken = probe_repo / "services" / "broken" / "swarm" / "stage"
     broken.mkdir(parents=True)
     (broken / "sami.yaml").write_text("version: v1beta\nservice_name: broken\ntype: swarm\nbogus: 1\n")
-    html = client.get("/services").get_data(as_text=True)
+    html = client.get("/services").get_data(as_text=True).replace("<wbr>", "")  # a path may break after a /
     assert "services/broken/swarm/stage/sami.yaml:" in html
 
 
