@@ -325,3 +325,15 @@ def test_a_phone_gets_the_list_first_pills_that_keep_their_shape_and_whole_confi
     assert key.bounding_box()["height"] < 1.5 * line, key.bounding_box()
     both_schemes(page, "detail-phone-config")
     context.close()
+
+
+@pytest.mark.parametrize("width", [1440, 390])
+@pytest.mark.parametrize("path", ["/", "/services", "/deliveries", "/login", "/nope", "/?q=nothing-like-this"])
+def test_axe_finds_no_serious_violations_on_these_pages(page, site, path, width):
+    page.set_viewport_size({"width": width, "height": 900})
+    if path != "/login":
+        sign_in(page, site)  # signed in, so the Deploy forms and the deliveries are checked too
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        page.goto(site.url + path)
+        assert status_page.axe_violations(page) == [], f"{path} ({scheme}, {width} px)"
