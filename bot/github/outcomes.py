@@ -75,6 +75,14 @@ class Did(enum.StrEnum):
     IGNORED = "ignored"  # not Sami's to act on
 
 
+    @classmethod
+    def of_line(cls, line: str) -> Did:
+        """What a recorded line says was done: its first word when that is a kind's word (``Result.said``), else
+        DONE."""
+        word = line.strip().split(" ", 1)[0].rstrip(":")
+        return next((did for did in cls if did is not cls.DONE and did.value == word), cls.DONE)
+
+
 @dataclass(frozen=True)
 class Result:
     """What happened to one environment (or one command): its kind, and the line that says it."""

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sqlalchemy import and_, case, false, func, or_, select
+from sqlalchemy import and_, case, false, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from bot.core.errors import Invalid
@@ -242,6 +242,39 @@ def state_counts(session: Session, flt: DeploymentFilter, scopes: Scopes | None)
     return {str(state): count for state, count in session.execute(sub)}
 
 
+@dataclass
+class ManifestDeployments:
+    """The deployments one manifest (service, environment) made: the first few, those needing attention
+    first, and how many there are in all."""
+
+    rows: list = field(default_factory=list)
+    total: int = 0
+
+
+def deployments_by_manifest(session: Session, pairs: Sequence[tuple[str, str]], scopes: Scopes | None,
+                            per_manifest: int = 5) -> dict[tuple[str, str], ManifestDeployments]:
+    """For each (service, environment), the deployments ``scopes`` may read (removed ones left out): at most
+    ``per_manifest`` of them in the list's attention order, and their count."""
+    found: dict[tuple[str, str], ManifestDeployments] = {pair: ManifestDeployments() for pair in pairs}
+    if not pairs:
+        return found
+    order = [_attention_rank(), Deployment.updated_at.desc(), Deployment.id.desc()]
+    ranked = (readable(select(Deployment.id), scopes)
+              .where(tuple_(Deployment.service, Deployment.environment).in_(list(pairs)),
+                     Deployment.state != DeploymentState.REMOVED.value)
+              .add_columns(func.row_number().over(partition_by=(Deployment.service, Deployment.environment),
+                                                  order_by=order).label("place"),
+                           func.count().over(partition_by=(Deployment.service, Deployment.environment)).label("total"))
+              .subquery())
+    query = (select(Deployment, ranked.c.total).join(ranked, ranked.c.id == Deployment.id)
+             .where(ranked.c.place <= per_manifest).order_by(ranked.c.place))
+    for deployment, total in session.execute(query):
+        entry = found[(deployment.service, deployment.environment)]
+        entry.rows.append(deployment)
+        entry.total = total
+    return found
+
+
 # Deliveries: the newest first, paged by id.
 DELIVERY_STATUSES = ("received", "processing", "processed", "ignored", "failed", "retrying")
 
@@ -268,6 +301,18 @@ def list_deliveries(session: Session, args) -> Page:
     if len(rows) > limit:
         page.next_cursor = encode_cursor("deliveries", [rows[limit - 1].id])
     return page
+
+
+def delivery_events(session: Session) -> list[str]:
+    """The events deliveries were recorded for, by name: the choices of the deliveries' event filter."""
+    return list(session.scalars(select(Delivery.event).distinct().order_by(Delivery.event).limit(100)))
+
+
+def existing_deployments(session: Session, names: Sequence[str]) -> set[str]:
+    """Which of ``names`` are deployments Sami has (removed ones included: their page still shows their history)."""
+    if not names:
+        return set()
+    return set(session.scalars(select(Deployment.name).where(Deployment.name.in_(list(names)))))
 
 
 def may_read_deliveries(scopes: Scopes | None) -> bool:

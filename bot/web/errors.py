@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
@@ -52,6 +52,30 @@ def error_response(status: int, message: str, **details):
     return jsonify(body), status
 
 
+# Paths whose callers are programs: their errors stay JSON whatever the Accept header says.
+API_PREFIXES = ("/api/", "/webhooks/", "/deployment_request", "/healthz", "/readyz", "/metrics", "/events")
+
+
+def wants_page() -> bool:
+    """A browser asked (it prefers text/html to JSON) for a path that is not an API's: it gets a page."""
+    if request.path.startswith(API_PREFIXES):
+        return False
+    accept = request.accept_mimetypes
+    return accept["text/html"] > accept["application/json"]
+
+
+def http_error_response(exc: HTTPException, max_body: int | None = None):
+    """An HTTP error (no such path, method not allowed, body too large) as the API's JSON error."""
+    messages = {
+        413: f"request body too large: at most {max_body} bytes",
+        404: "no such page or API endpoint",
+        405: f"method not allowed here; use {', '.join(sorted(exc.valid_methods or []))}"
+        if getattr(exc, "valid_methods", None)
+        else "method not allowed here",
+    }
+    return error_response(exc.code or 500, messages.get(exc.code, exc.description))
+
+
 def init_app(app: Flask) -> None:
     """Answer every error with JSON."""
 
@@ -85,14 +109,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        messages = {
-            413: f"request body too large: at most {app.config['MAX_CONTENT_LENGTH']} bytes",
-            404: "no such page or API endpoint",
-            405: f"method not allowed here; use {', '.join(sorted(exc.valid_methods or []))}"
-            if getattr(exc, "valid_methods", None)
-            else "method not allowed here",
-        }
-        return error_response(exc.code or 500, messages.get(exc.code, exc.description))
+        return http_error_response(exc, app.config["MAX_CONTENT_LENGTH"])
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -27,6 +27,7 @@ from flask import (
     session,
     url_for,
 )
+from markupsafe import Markup, escape
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload, undefer
 from werkzeug.exceptions import HTTPException
@@ -37,9 +38,10 @@ from bot.core.lifecycle import SERVING_STATES
 from bot.core.models import Action, ActionStep, ApiToken, Deployment
 from bot.core.naming import PRODUCTION_ENVIRONMENT
 from bot.core.states import DeploymentState, IllegalTransition
+from bot.github.outcomes import Did
 from bot.services import actions, deployments, history, queries
 from bot.services.tokens import Scopes, TokenError, authenticate, create_token
-from bot.web import auth, events, oauth, shared
+from bot.web import auth, errors, events, oauth, shared
 from bot.web.database import get_session
 from bot.web.events import tone
 
@@ -173,6 +175,24 @@ def page_url(args: dict, **changes) -> str:
     return url_for("pages.index") + (f"?{query}" if query else "")
 
 
+_LONG_HEX = re.compile(r"[0-9a-f]{16,}")
+_BREAKS = re.compile(r"(/)")
+
+
+@bp.app_template_filter("short_tag")
+def short_tag(tag: str | None) -> str:
+    """A tag as the list shows it: a commit sha in it (16 or more hex digits) cut to its first 7, as git does."""
+    return _LONG_HEX.sub(lambda match: match[0][:7] + "…", tag or "")
+
+
+@bp.app_template_filter("breakable")
+def breakable(text: str | None) -> Markup:
+    """``text`` escaped, with a line-break opportunity after each /: a narrow screen breaks a path between its
+    folders, never in the middle of a name."""
+    return Markup("").join(escape(part) + (Markup("<wbr>") if _BREAKS.fullmatch(part) else "")
+                           for part in _BREAKS.split(text or ""))
+
+
 @bp.context_processor
 def _template_globals():
     return {"viewer": auth.current_viewer(), "csrf_token": auth.csrf_token, "ago": ago, "exact": exact,
@@ -209,6 +229,15 @@ def _page_error(exc: HTTPException):
     return render_template("error.html", code=exc.code, message=exc.description), exc.code
 
 
+@bp.app_errorhandler(404)
+def _no_such_path(exc: HTTPException):
+    """A path no route has: a browser gets the page's own 404 with its navigation, a program the API's JSON."""
+    if not errors.wants_page():
+        return errors.http_error_response(exc)
+    return render_template("error.html", code=404, message=f"There is no page at {request.path}.",
+                           **_template_globals()), 404
+
+
 def _read_scopes():
     viewer = auth.current_viewer()
     return viewer.read_scopes if viewer else None
@@ -233,7 +262,8 @@ def index():
     args = {k: request.args.getlist(k) if k in ("state", "service", "environment") else v
             for k, v in request.args.items() if k != "cursor"}
     return render_template("index.html", page=page, flt=flt, counts=counts, args=args, page_url=page_url,
-                           states=[s.value for s in DeploymentState], sorts=queries.SORTS)
+                           states=[s.value for s in DeploymentState], sorts=queries.SORTS,
+                           attention_states=[s.value for s in queries.ATTENTION_STATES])
 
 
 def _readable_deployment(name: str) -> Deployment:
@@ -363,8 +393,10 @@ def services_page():
     deployable = {(m.service_name, m.environment) for m in manifests if viewer and not _for_pull_requests(m)
                   and auth.may_change(viewer, "deploy", _would_be(m), m)}
     running = queries.running_tags(get_session()) if deployable else {}
+    made = queries.deployments_by_manifest(get_session(), [(m.service_name, m.environment) for m in manifests], scopes)
     return render_template("services.html", repo=repo, manifests=manifests, errors=errors, deployable=deployable,
-                           running=running)
+                           running=running, made=made,
+                           may_deploy_any=any(not _for_pull_requests(m) for m in manifests))
 
 
 def _for_pull_requests(manifest) -> bool:
@@ -421,7 +453,43 @@ def deliveries():
         page = queries.list_deliveries(get_session(), request.args)
     except queries.QueryError as exc:
         abort(400, exc.message)
-    return render_template("deliveries.html", page=page)
+    lines = {d.id: [part for part in (d.outcome or "").split("; ") if part] for d in page.rows}
+    candidates = {word for parts in lines.values() for part in parts for word in _NAME_WORD.findall(part)}
+    known = queries.existing_deployments(get_session(), sorted(candidates))
+    shown = [{"delivery": d, "badge": delivery_badge(str(d.status), lines[d.id]),
+              "outcome": [linked_names(part, known) for part in lines[d.id]]} for d in page.rows]
+    chosen = {"event": request.args.get("event", ""), "status": request.args.get("status", "")}
+    return render_template("deliveries.html", page=page, shown=shown, chosen=chosen,
+                           events=queries.delivery_events(get_session()), statuses=queries.DELIVERY_STATUSES)
+
+
+# A word that could be a deployment's name (letters, digits and hyphens, with at least one hyphen).
+_NAME_WORD = re.compile(r"(?<![\w/.-])[a-z][a-z0-9]*(?:-[a-z0-9]+)+(?![\w/-])")
+# What a delivery's status badge says when its lines tell more than "processed": the first of these found.
+_TELLING = ((Did.FAILED, "bad"), (Did.REFUSED, "bad"), (Did.HELD, "busy"), (Did.WAITING, "busy"))
+_STATUS_TONE = {"processed": "ok", "failed": "bad", "ignored": "quiet"}
+
+
+def delivery_badge(status: str, lines: list[str]) -> dict[str, str]:
+    """A delivery's badge: its status, except that a processed one whose lines say held, waiting, refused or
+    failed shows that word (a deploy waiting for checks is not the green of one that was done)."""
+    if status == "processed":
+        said = {Did.of_line(line) for line in lines}
+        for did, tone_ in _TELLING:
+            if did in said:
+                return {"word": str(did), "tone": tone_, "title": f"processed: {did} (see the outcome)"}
+    return {"word": status, "tone": _STATUS_TONE.get(status, "busy"), "title": status}
+
+
+def linked_names(line: str, known: set[str]) -> Markup:
+    """``line`` escaped, with each deployment name in it a link to that deployment's page."""
+    out, last = Markup(""), 0
+    for match in _NAME_WORD.finditer(line):
+        if match[0] in known:
+            out += escape(line[last:match.start()]) + Markup('<a href="{}">{}</a>').format(
+                url_for("pages.deployment", name=match[0]), match[0])
+            last = match.end()
+    return out + escape(line[last:])
 
 
 # -- writing ----------------------------------------------------------------------------------------

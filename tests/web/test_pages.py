@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from bot.core import signing
-from bot.core.models import Action, ActionStep, ApiToken, Deployment
+from bot.core.models import Action, ActionStep, ApiToken, Delivery, Deployment
 from bot.core.states import ActionState
+from bot.services import queries
 from bot.services.tokens import Scopes, create_token
 from bot.web import pages
 from tests.web.conftest import csrf, request_deployment, sign_in_with_token
@@ -246,7 +247,7 @@ def test_events_answer_one_event_outside_gunicorn(client):
 def test_services_page_deploys_for_a_signed_in_writer(client, admin_token, db_session):
     assert "Deploy probe" not in client.get("/services").get_data(as_text=True)
     sign_in_with_token(client, admin_token)
-    html = client.get("/services").get_data(as_text=True)
+    html = client.get("/services").get_data(as_text=True).replace("<wbr>", "")  # a path may break after a /
     assert "Deploy probe" in html and "services/probe/swarm/stage/sami.yaml" in html
     response = client.post("/services/deploy", data={"service": "probe", "environment": "stage", "tag": "v7",
                                                      "csrf_token": csrf(client, "/services")})
@@ -262,7 +263,7 @@ def test_services_page_shows_manifest_errors_at_file_and_line(client, probe_repo
     broken = probe_repo / "services" / "broken" / "swarm" / "stage"
     broken.mkdir(parents=True)
     (broken / "sami.yaml").write_text("version: v1beta\nservice_name: broken\ntype: swarm\nbogus: 1\n")
-    html = client.get("/services").get_data(as_text=True)
+    html = client.get("/services").get_data(as_text=True).replace("<wbr>", "")  # a path may break after a /
     assert "services/broken/swarm/stage/sami.yaml:" in html
 
 
@@ -341,3 +342,87 @@ def test_pages_cannot_be_framed_by_another_page(client, admin_token, path):
     assert response.status_code == 200
     assert response.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def test_an_unknown_path_is_html_for_a_browser_and_the_api_error_for_a_program(client):
+    page = client.get("/nope", headers={"Accept": BROWSER})
+    assert page.status_code == 404 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert "Not found" in html and 'aria-label="Sections"' in html and "There is no page at /nope." in html
+    for path, accept in (("/nope", "*/*"), ("/nope", "application/json"), ("/api/v1/nope", BROWSER),
+                         ("/webhooks/nope", BROWSER)):
+        answer = client.get(path, headers={"Accept": accept})
+        assert (answer.status_code, answer.mimetype) == (404, "application/json"), (path, accept)
+        assert answer.get_json() == {"error": "no such page or API endpoint", "status": 404}
+    assert client.get("/nope").get_json()["status"] == 404  # no Accept at all: a program
+
+
+def test_an_empty_list_gives_the_first_steps_and_a_filter_its_own_words(client):
+    html = client.get("/").get_data(as_text=True)
+    assert "No deployments yet" in html and "sami request SERVICE ENVIRONMENT --tag TAG" in html
+    assert "/api/v1/deployments" in html and "sami token create NAME" in html
+    filtered = client.get("/?state=Running").get_data(as_text=True)
+    assert "No deployments match these filters." in filtered and "No deployments yet" not in filtered
+
+
+def test_a_sha_in_a_tag_is_cut_to_seven_and_a_path_breaks_after_its_slashes():
+    sha = "3f2c1ab9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3"
+    assert pages.short_tag(sha) == "3f2c1ab…"
+    assert pages.short_tag(f"pr-42-{sha}") == "pr-42-3f2c1ab…"
+    assert pages.short_tag("v1.2.3") == "v1.2.3" and pages.short_tag("deadbeef") == "deadbeef"
+    assert str(pages.breakable("a/<b>/c.yaml")) == "a/<wbr>&lt;b&gt;/<wbr>c.yaml"
+
+
+@pytest.mark.parametrize(("status", "lines", "word", "tone"), [
+    ("processed", ["created web-pr-3 at 3f2c1ab"], "processed", "ok"),
+    ("processed", ["created web-pr-3 at 3f2c1ab", "held api-pr-3: waiting for CI at 3f2c1ab"], "held", "busy"),
+    ("processed", ["waiting web-pr-3: an action is pending"], "waiting", "busy"),
+    ("processed", ["refused deploy: the pull request is closed"], "refused", "bad"),
+    ("processed", ["held a: x", "failed b-pr-1: boom"], "failed", "bad"),
+    ("ignored", ["ignored: not Sami's"], "ignored", "quiet"),
+    ("retrying", ["retrying in 5 s (try 2): x"], "retrying", "busy"),
+])
+def test_a_delivery_badge_says_what_its_lines_came_to(status, lines, word, tone):
+    badge = pages.delivery_badge(status, lines)
+    assert (badge["word"], badge["tone"]) == (word, tone)
+
+
+def test_deliveries_link_deployment_names_filter_and_escape(client, admin_token, db_session):
+    request_deployment(client, admin_token)
+    db_session.add_all([
+        Delivery(delivery_id="one", event="pull_request", action="opened", status="processed",
+                 outcome="created probe-stage at 3f2c1ab; held probe-pr-9: <script>x</script>"),
+        Delivery(delivery_id="two", event="push", status="ignored", outcome="ignored: not a pull request")])
+    db_session.commit()
+    sign_in_with_token(client, admin_token)
+    html = client.get("/deliveries").get_data(as_text=True)
+    assert '<a href="/deployments/probe-stage">probe-stage</a>' in html
+    assert "probe-pr-9" in html and 'href="/deployments/probe-pr-9"' not in html  # not a deployment
+    assert "<script>x" not in html and "&lt;script&gt;x" in html
+    assert '<span class="state busy" title="processed: held (see the outcome)">held</span>' in html
+    only_push = client.get("/deliveries?event=push").get_data(as_text=True)
+    assert 'data-delivery="two"' in only_push and 'data-delivery="one"' not in only_push
+    assert '<option value="push" selected>' in only_push
+    assert client.get("/deliveries?status=lost").status_code == 400
+
+
+def test_services_list_each_manifests_deployments_within_the_viewers_scopes(client, admin_token, db_session):
+    for number in range(7):
+        db_session.add(Deployment(name=f"probe-pr-{number}", service="probe", environment="pull_request",
+                                  type="swarm", state="Failure" if number == 6 else "Running", tag=f"t{number}"))
+    db_session.add(Deployment(name="gone-pr-1", service="probe", environment="pull_request", type="swarm",
+                              state="Removed"))
+    db_session.commit()
+    made = queries.deployments_by_manifest(db_session, [("probe", "pull_request"), ("probe", "stage")], None)
+    assert made[("probe", "stage")].rows == [] and made[("probe", "stage")].total == 0
+    prs = made[("probe", "pull_request")]
+    assert prs.total == 7 and len(prs.rows) == 5 and prs.rows[0].name == "probe-pr-6"  # attention first
+    elsewhere = queries.deployments_by_manifest(db_session, [("probe", "pull_request")],
+                                                Scopes(services=("other",), actions=("read",)))
+    assert elsewhere[("probe", "pull_request")].total == 0
+    html = client.get("/services").get_data(as_text=True)
+    assert 'href="/deployments/probe-pr-6"' in html and "all 7" in html and "gone-pr-1" not in html
+    assert "Sign in to deploy" in html

@@ -26,14 +26,50 @@
     }
     var tag = tr.querySelector('[data-label="Tag"] code');
     if (tag) {
-      tag.textContent = d.tag || "\u2014";
+      tag.textContent = d.tag ? shortTag(d.tag) : "\u2014";
+      if (d.tag) { tag.title = d.tag; } else { tag.removeAttribute("title"); }
       tag.parentNode.classList.toggle("absent", !d.tag);  // a phone's card leaves out what is not there
+      var copy = tr.querySelector("button.copy");
+      if (copy) { copy.dataset.copy = d.tag || ""; copy.hidden = !d.tag; }
     }
     var when = tr.querySelector('[data-label="Updated"] time');
     if (when) { when.dateTime = d.updated_at; when.title = d.updated_exact; when.textContent = "just now"; }
   }
 
-  function refresh() {
+  // The list's tag cell shows a commit sha in a tag cut to 7 characters, as the server does (pages.short_tag).
+  function shortTag(tag) { return tag.replace(/[0-9a-f]{16,}/g, function (sha) { return sha.slice(0, 7) + "\u2026"; }); }
+
+  // Would this change move the row under the list's sort? Then the list says so, with a button to re-sort.
+  function reorders(tr, d, table) {
+    var sort = table.dataset.sort;
+    var before = tr.querySelector(".state") ? tr.querySelector(".state").dataset.state : null;
+    if (sort === "name") { return false; }
+    if (sort === "state") { return before !== d.state; }
+    if (sort === "-updated") { return tr.parentNode.firstElementChild !== tr; }
+    var attention = (table.dataset.attention || "").split(" ");
+    return (attention.indexOf(before) >= 0) !== (attention.indexOf(d.state) >= 0);
+  }
+
+  var moved = [];
+  function sayOrderChanged(names) {
+    var notice = document.getElementById("order-notice");
+    if (!notice) { return; }
+    names.forEach(function (name) { if (moved.indexOf(name) < 0) { moved.push(name); } });
+    notice.querySelector("span").textContent = "The order changed: " + moved.join(", ") +
+      (moved.length === 1 ? " belongs" : " belong") + " elsewhere in this list.";
+    notice.hidden = false;
+  }
+
+  function resort() {
+    var first = moved[0];
+    moved = [];
+    refresh(function () {
+      var link = first && row(first) && row(first).querySelector('[data-label="Name"] a');
+      if (link) { link.focus(); link.scrollIntoView({ block: "nearest" }); }
+    });
+  }
+
+  function refresh(then) {
     pending = null;
     fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
       .then(function (r) { return r.ok ? r.text() : null; })
@@ -62,6 +98,8 @@
         });
         if (active && document.getElementById(active)) { document.getElementById(active).focus(); }
         setUpLog();
+        enhance();
+        if (typeof then === "function") { then(); }
         tailLog();
         tick();
         say("Updated " + new Date().toLocaleTimeString());
@@ -77,8 +115,11 @@
       var data = JSON.parse(event.data);
       var onList = !!document.querySelector("table.deployments, .empty") && location.pathname === "/";
       var missing = false;
+      var table = document.querySelector("table.deployments");
+      var reordered = [];
       (data.deployments || []).forEach(function (d) {
         var tr = row(d.name);
+        if (tr && table && table.contains(tr) && reorders(tr, d, table)) { reordered.push(d.name); }
         if (tr) { updateRow(tr, d); } else if (onList) { missing = true; }
         // the open deployment's page fetches itself again: its history and log have news too
         if (document.querySelector('[data-live-deployment="' + CSS.escape(d.name) + '"]') && !pending) {
@@ -87,6 +128,7 @@
       });
       var notice = document.getElementById("live-notice");
       if (missing && notice) { notice.hidden = false; }  // a link, not a fetch: 500 open lists stay quiet
+      if (reordered.length) { sayOrderChanged(reordered); }
       say("Updated " + new Date().toLocaleTimeString());
     });
     source.onerror = function () { say("Reconnecting…"); };
@@ -189,8 +231,49 @@
     form.submit();
   }
 
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) { return navigator.clipboard.writeText(text); }
+    var area = document.createElement("textarea");  // http on another host: the older way
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.style.position = "absolute";
+    area.style.left = "-9999px";
+    document.body.appendChild(area);
+    area.select();
+    var done = document.execCommand("copy");
+    document.body.removeChild(area);
+    return done ? Promise.resolve() : Promise.reject(new Error("copy refused"));
+  }
+
+  // What needs this file to work shows only with it: the copy buttons, the phone's collapsed list controls.
+  function enhance() {
+    document.querySelectorAll("button.copy").forEach(function (button) { button.hidden = !button.dataset.copy; });
+    var controls = document.querySelector("details.controls");
+    if (controls && narrow.matches) { controls.open = false; }
+  }
+
+  var narrow = window.matchMedia("(max-width: 700px)");
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("button.copy");
+    if (button) {
+      copyText(button.dataset.copy).then(function () {
+        button.textContent = "Copied";
+        button.classList.add("done");
+        say("Copied " + button.dataset.copy);
+        setTimeout(function () { button.textContent = "Copy"; button.classList.remove("done"); }, 2000);
+      }).catch(function () { say("Copying was refused: select the tag by hand"); });
+    }
+    if (event.target.id === "resort") { resort(); }
+  });
+
+  narrow.addEventListener("change", function () {
+    var controls = document.querySelector("details.controls");
+    if (controls) { controls.open = !narrow.matches; }  // the desktop has no summary to open them with
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
-    onceLink(); connect(); setUpLog(); tailLog(); openTarget(); typedName();
+    enhance(); onceLink(); connect(); setUpLog(); tailLog(); openTarget(); typedName();
     setInterval(refreshTimes, 30000);
     setInterval(tick, 1000);
   });
