@@ -311,7 +311,7 @@ def _iso(value):
     return value.isoformat() if value else None
 
 
-def deployment_to_dict(deployment: Deployment) -> dict:
+def deployment_to_dict(deployment: Deployment, last_deploy: queries.LastDeploy | None = None) -> dict:
     return {
         "name": deployment.name, "service": deployment.service, "environment": deployment.environment,
         "type": deployment.type, "state": str(deployment.state),
@@ -324,6 +324,7 @@ def deployment_to_dict(deployment: Deployment) -> dict:
         "created_at": _iso(deployment.created_at), "updated_at": _iso(deployment.updated_at),
         "status_changed_at": _iso(deployment.status_changed_at), "checked_at": _iso(deployment.checked_at),
         "archived_at": _iso(deployment.archived_at),
+        "last_deploy": last_deploy.as_dict() if last_deploy else None,
     }
 
 
@@ -356,7 +357,9 @@ def list_deployments():
     require("read")
     flt = queries.DeploymentFilter.from_args(request.args)
     page = queries.list_deployments(get_session(), flt, Scopes.from_dict(g.token.scopes))
-    return jsonify(deployments=[deployment_to_dict(d) for d in page.rows], next_cursor=page.next_cursor)
+    deploys = queries.last_deploys(get_session(), [d.id for d in page.rows])
+    return jsonify(deployments=[deployment_to_dict(d, deploys.get(d.id)) for d in page.rows],
+                   next_cursor=page.next_cursor)
 
 
 def delivery_to_dict(delivery) -> dict:
@@ -384,7 +387,8 @@ def show_deployment(name: str):
     deployment = _deployment(get_session(), name)
     actions = get_session().scalars(select(Action).where(Action.deployment_id == deployment.id)
                                     .options(selectinload(Action.steps)).order_by(Action.id.desc()).limit(50)).all()
-    return jsonify(deployment=deployment_to_dict(deployment),
+    deploy = queries.last_deploys(get_session(), [deployment.id]).get(deployment.id)
+    return jsonify(deployment=deployment_to_dict(deployment, deploy),
                    actions=[action_to_dict(a) for a in actions])
 
 

@@ -80,6 +80,14 @@ SCHEMAS: dict[str, dict] = {
                 "ref": TEXT_OR_NULL, "sha": TEXT_OR_NULL}},
             "created_at": ISO_TIME, "updated_at": ISO_TIME, "status_changed_at": ISO_TIME,
             "checked_at": ISO_TIME, "archived_at": ISO_TIME,
+            "last_deploy": {
+                "type": ["object", "null"],
+                "description": "the last create, update, restore or rollback and how it ended (null: none yet); "
+                               "a Running deployment whose last deploy failed still runs what ran before",
+                "required": ["action_id", "kind", "state", "tag", "finished_at"],
+                "properties": {"action_id": {"type": "integer"}, "kind": {"type": "string"},
+                               "state": {"$ref": "#/components/schemas/ActionState"}, "tag": TEXT_OR_NULL,
+                               "finished_at": ISO_TIME}},
         },
     },
     "Action": {

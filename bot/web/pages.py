@@ -32,13 +32,14 @@ from werkzeug.exceptions import HTTPException
 
 from bot.core import signing
 from bot.core.errors import Invalid, SamiError
+from bot.core.lifecycle import action_word, last_deploy_words, short_reason, state_word
 from bot.core.models import Action, ActionStep, ApiToken, Deployment
 from bot.core.states import DeploymentState, IllegalTransition
 from bot.services import actions, deployments, history, queries
 from bot.services.tokens import Scopes, TokenError, authenticate, create_token
 from bot.web import auth, events, oauth, shared
 from bot.web.database import get_session
-from bot.web.events import tone
+from bot.web.events import last_deploy_note, tone
 
 log = logging.getLogger(__name__)
 bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
@@ -142,7 +143,8 @@ def page_url(args: dict, **changes) -> str:
 def _template_globals():
     return {"viewer": auth.current_viewer(), "csrf_token": auth.csrf_token, "ago": ago, "exact": exact,
             "tone": tone, "duration": duration, "github_url": github_url, "web_link": web_link,
-            "step_view": step_view,
+            "step_view": step_view, "state_word": state_word, "short_reason": short_reason,
+            "last_deploy_note": last_deploy_note, "last_deploy_words": last_deploy_words, "action_word": action_word,
             "oauth": bool(current_app.config["SAMI"].github_oauth_client_id)}
 
 
@@ -197,8 +199,9 @@ def index():
     counts = queries.state_counts(get_session(), flt, _read_scopes())
     args = {k: request.args.getlist(k) if k in ("state", "service", "environment") else v
             for k, v in request.args.items() if k != "cursor"}
+    last_deploys = queries.last_deploys(get_session(), [d.id for d in page.rows])
     return render_template("index.html", page=page, flt=flt, counts=counts, args=args, page_url=page_url,
-                           states=[s.value for s in DeploymentState], sorts=queries.SORTS)
+                           states=[s.value for s in DeploymentState], sorts=queries.SORTS, last_deploys=last_deploys)
 
 
 @bp.get("/deployments/<name>")
@@ -228,9 +231,10 @@ def deployment(name: str):
                                    secret_names),
               "deployment": masked_config({**(manifest.deployment_overrides if manifest else {}),
                                            **(row.deployment_overrides or {})}, secret_names)}
+    last_deploy = queries.last_deploys(session_, [row.id]).get(row.id)
     return render_template("deployment.html", d=row, actions=actions, config=config, secret_names=secret_names,
                            log=shown_log, log_action=log_action, running=running, may=may, manifest=manifest,
-                           cancellable=cancellable)
+                           cancellable=cancellable, last_deploy=last_deploy)
 
 
 def _good_configs(actions) -> set[str]:

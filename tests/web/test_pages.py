@@ -22,7 +22,7 @@ def test_list_shows_state_words_links_and_filters_in_the_url(client, admin_token
                        sha="abc1234")
     html = client.get("/").get_data(as_text=True)
     assert "probe-stage" in html and "probe-pr-12" in html
-    assert 'data-state="CreatePending"' in html and ">CreatePending<" in html
+    assert 'data-state="CreatePending"' in html and ">Creating<" in html
     assert 'href="https://github.com/acme/probe/pull/12"' in html
     assert "https://probe-stage.example.test" in html
     assert 'title="20' in html and "UTC" in html  # the exact time on hover
