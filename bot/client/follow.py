@@ -87,12 +87,23 @@ def report(out: Out, result: dict) -> Exit:
     return code
 
 
+def rollback_words(target: dict) -> str:
+    """Where a rollback goes: "v1 (the configuration of action 3)"."""
+    return (f"{target.get('tag') or target.get('image') or 'its earlier image'} "
+            f"(the configuration of action {target['action_id']})")
+
+
 def accepted(out: Out, answer: dict, wait: bool, timeout: float, interval: float = 1.0) -> Exit:
     """Print a 202 answer; with ``wait``, follow its action to the end."""
     document = {key: answer.get(key) for key in ("deployment", "action_id", "kind", "state", "status_url")}
+    if answer.get("rollback_to"):
+        document["rollback_to"] = answer["rollback_to"]
     document["result"] = None
     if not out.as_json:
-        out.say(f"accepted: {document['kind']} {document['deployment']} (action {document['action_id']}, "
+        to = answer.get("rollback_to")
+        what = f"rollback of {document['deployment']} to {rollback_words(to)}" if to else \
+            f"{document['kind']} {document['deployment']}"
+        out.say(f"accepted: {what} (action {document['action_id']}, "
                 f"{output.state(document['state'], out.colour)})")
         if not wait:
             out.say(f"follow it: sami wait {document['action_id']}")

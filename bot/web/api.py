@@ -153,8 +153,9 @@ def _status_url(action_id: int) -> str:
 
 
 def _accepted(result: deployments.Accepted):
+    extra = {"rollback_to": result.rollback_to} if result.rollback_to is not None else {}
     return jsonify(deployment=result.deployment, action_id=result.action_id, kind=result.kind,
-                   state=result.state, status_url=_status_url(result.action_id)), 202
+                   state=result.state, status_url=_status_url(result.action_id), **extra), 202
 
 
 def deployment_request_from_body(body: Mapping, requested_by: str, origin: str) -> deployments.DeploymentRequest:
@@ -224,6 +225,19 @@ def operation(name: str, kind: str):
     result = OPERATIONS[kind](session, shared.manifests().current(), name, shared.services_context(),
                               requested_by=_requested_by(), origin="api")
     return _accepted(result)
+
+
+@bp.get("/api/v1/deployments/<name>/rollback")
+@token_required
+def rollback_target(name: str):
+    """Where a rollback would go now (``action_id``, or the previous good config); nothing changes."""
+    raw = request.args.get("action_id")
+    if raw is not None and not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 2**63 - 1):
+        raise Invalid(f"'action_id' must be an action's number, got {raw!r}")
+    session = get_session()
+    _deployment(session, name)
+    target = history.rollback_target(session, name, int(raw) if raw is not None else None)
+    return jsonify(deployment=name, **target.as_dict())
 
 
 @bp.post("/api/v1/deployments/<name>/rollback")

@@ -7,7 +7,6 @@ after the viewer's permission and the form's CSRF token are checked.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
@@ -223,8 +222,12 @@ def deployment(name: str):
         shown_log = session_.get(Action, log_action.id, options=[undefer(Action.log)]).log or ""
         shown_log = shown_log[-20000:]
     may = {kind: auth.may_change(viewer, NEEDS[kind], row, manifest) for kind in WRITES} if viewer else {}
-    if may.get("rollback") and len(_good_configs(actions)) < 2:
-        may["rollback"] = False  # nothing earlier to go back to (the service says so too)
+    rollback_to = None
+    if may.get("rollback"):
+        try:  # the button names where it goes, and sends that target
+            rollback_to = history.rollback_target(session_, row.name)
+        except SamiError:
+            may["rollback"] = False  # nothing earlier to go back to
     cancellable = {a.id for a in actions if viewer and not a.state.finished
                    and auth.may_change(viewer, NEEDS.get(a.kind, "admin"), row, manifest)}
     config = {"app": masked_config({**(manifest.app_overrides if manifest else {}), **(row.app_overrides or {})},
@@ -234,14 +237,7 @@ def deployment(name: str):
     last_deploy = queries.last_deploys(session_, [row.id]).get(row.id)
     return render_template("deployment.html", d=row, actions=actions, config=config, secret_names=secret_names,
                            log=shown_log, log_action=log_action, running=running, may=may, manifest=manifest,
-                           cancellable=cancellable, last_deploy=last_deploy)
-
-
-def _good_configs(actions) -> set[str]:
-    """The distinct configs (tag, image, overrides) succeeded creates and updates ran with."""
-    return {json.dumps([a.config.get(k) for k in ("tag", "image", "app_overrides", "deployment_overrides")],
-                       sort_keys=True, default=str)
-            for a in actions if a.kind in ("create", "update") and str(a.state) == "succeeded" and a.config}
+                           cancellable=cancellable, last_deploy=last_deploy, rollback_to=rollback_to)
 
 
 def _manifest_of(row: Deployment):
@@ -373,7 +369,10 @@ def change(name: str, kind: str):
                          "cleanup": deployments.cleanup_deployment}[kind]
             result = operation(session_, shared.manifests().current(), name, shared.services_context(),
                                requested_by=viewer.requested_by, origin="page")
-        flash(f"{kind} of {name} accepted (action {result.action_id}); state {result.state}", "ok")
+        what = f"{kind} of {name}"
+        if result.rollback_to:
+            what += f" to {history.RollbackTarget(**result.rollback_to).words}"
+        flash(f"{what} accepted (action {result.action_id}); state {state_word(result.state)}", "ok")
     except SamiError as exc:
         session_.rollback()
         flash(exc.message, "error")
