@@ -9,6 +9,7 @@ from bot.client import output
 from bot.client.common import Out
 from bot.client.exits import ACTION_EXITS, Exit
 from bot.client.http import ClientError
+from bot.core.lifecycle import state_word
 
 LOG_TAIL_LINES = 20
 
@@ -78,7 +79,7 @@ def report(out: Out, result: dict) -> Exit:
     if deployment is None:
         out.say(f"{action['deployment']} is removed")
         return code
-    line = f"{deployment['name']} is {output.state(deployment['state'], out.colour)}"
+    line = f"{deployment['name']} is {output.deployment_state(state_word(deployment['state']), out.colour)}"
     if deployment.get("status_message") and deployment["state"] != "Running":
         line += f": {deployment['status_message']}"
     out.say(line)

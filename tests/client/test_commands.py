@@ -70,7 +70,7 @@ def test_request_wait_on_a_failing_deployment_exits_1_with_the_reason(server):
     assert done.returncode == Exit.FAILED, done.stderr
     assert "create probe-pr-11 (action" in done.stdout and ") failed in " in done.stdout
     assert "error: create failed (exit 1): probe: create failed on purpose" in done.stdout
-    assert "probe-pr-11 is Failure: create failed (exit 1)" in done.stdout
+    assert "probe-pr-11 is Failed: create failed (exit 1)" in done.stdout
     failed = server.run("request", "probe", "pull_request", "--pull-request", "11", "--tag", "t2",
                         "--deployment-override", "fail=update", "--wait", "--json")
     assert failed.returncode == Exit.FAILED, failed.stderr
