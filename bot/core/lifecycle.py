@@ -228,9 +228,9 @@ def last_deploy_failed(state: DeploymentState | str, deploy_state: ActionState |
     """Whether the list should say, beside ``state``, that the last deploy did not succeed: a deployment
     that still runs (or was archived since) after its last deploy failed, was cancelled or timed out. A
     Failure's reason says it already, and a pending deployment has a newer deploy under way."""
-    if deploy_state is None or str(state) == S.FAILURE or DeploymentState(state) in PENDING_STATES:
+    if deploy_state is None or str(state) == S.FAILURE or str(state) in PENDING_STATES:
         return False
-    return ActionState(deploy_state) in (A.FAILED, A.TIMED_OUT, A.CANCELLED)
+    return str(deploy_state) in (A.FAILED, A.TIMED_OUT, A.CANCELLED)
 
 
 def last_deploy_words(kind: str, deploy_state: ActionState | str, tag: str | None = None) -> str:
