@@ -12,7 +12,7 @@ from bot.client.common import Out, client_command, complete_deployment, parse_ac
 from bot.client.exits import ACTION_EXITS, Exit
 from bot.client.follow import follow, report
 from bot.client.http import ClientError
-from bot.core.lifecycle import DeploymentState, action_word, last_deploy_failed, last_deploy_words, state_words
+from bot.core.lifecycle import DeploymentState, last_deploy_failed, last_deploy_note, last_deploy_words, state_words
 
 LABEL_WIDTH = 22  # `sami info`'s field labels, padded: "deployment overrides:" is the longest
 STEPS_RULE = "---"  # between an action's steps and its log
@@ -34,10 +34,8 @@ def short_tag(tag: str | None) -> str | None:
 def state_cell(d: dict) -> str:
     """The state as the page and the comment word it, with its short reason, and a last deploy that failed."""
     words = state_words(d["state"], d.get("failure_reason"), d.get("status_message"))
-    deploy = d.get("last_deploy") or {}
-    if deploy and last_deploy_failed(d["state"], deploy.get("state")):
-        words += f", last deploy {action_word(deploy['state'])}"
-    return words
+    note = last_deploy_note(d["state"], (d.get("last_deploy") or {}).get("state"))
+    return f"{words}, {note}" if note else words
 
 
 def _first_link(deployment: dict) -> str:

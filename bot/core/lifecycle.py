@@ -233,6 +233,11 @@ def last_deploy_failed(state: DeploymentState | str, deploy_state: ActionState |
     return str(deploy_state) in (A.FAILED, A.TIMED_OUT, A.CANCELLED)
 
 
+def last_deploy_note(state: DeploymentState | str, deploy_state: ActionState | str | None) -> str | None:
+    """What a list says beside ``state`` about the last deploy ("last deploy failed"), or None."""
+    return f"last deploy {action_word(deploy_state)}" if last_deploy_failed(state, deploy_state) else None
+
+
 def last_deploy_words(kind: str, deploy_state: ActionState | str, tag: str | None = None) -> str:
     """The last deploy in a few words: "update to v2 failed", "create to v1 succeeded"."""
     what = f"{kind} to {tag}" if tag else kind

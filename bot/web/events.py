@@ -34,7 +34,8 @@ from datetime import UTC, timedelta
 from flask import Flask, Response, current_app, request
 from sqlalchemy import func, select
 
-from bot.core.lifecycle import action_word, last_deploy_failed, short_reason, state_tone, state_word
+from bot.core import lifecycle
+from bot.core.lifecycle import short_reason, state_tone, state_word
 from bot.core.models import ApiToken, Deployment
 from bot.services import queries
 
@@ -57,9 +58,7 @@ def tone(state) -> str:
 
 def last_deploy_note(state, deploy: queries.LastDeploy | None) -> str | None:
     """What a list says beside ``state`` about the last deploy ("last deploy failed"), or None."""
-    if deploy is None or not last_deploy_failed(state, deploy.state):
-        return None
-    return f"last deploy {action_word(deploy.state)}"
+    return lifecycle.last_deploy_note(state, deploy.state if deploy else None)
 
 
 def sse(event: str, data: object) -> bytes:
