@@ -83,6 +83,9 @@ def _report(repo: DeploymentsRepo, output_format: str, prefix: str) -> None:
     show_default=True,
     help="text for people, json for scripts, github for GitHub Actions annotations.",
 )
+@click.option("--json", "as_json", is_flag=True,
+              help="The same as --format json, as the other sami commands say it: every error with its path "
+                   "(the file), line, column, field and message.")
 @click.option("--ref", default=None, help="Branch, tag or commit to check (git sources only).")
 @click.option(
     "--cache-dir",
@@ -96,11 +99,25 @@ def _report(repo: DeploymentsRepo, output_format: str, prefix: str) -> None:
     default="",
     help="Prefix for reported paths, e.g. the deployments repo's folder inside a checkout.",
 )
-def validate(path: str, output_format: str, ref: str | None, cache_dir: str | None, prefix: str) -> None:
-    """Validate the deployments repo at PATH (a folder or a git URL): exit 0 when valid."""
+def validate(path: str, output_format: str, as_json: bool, ref: str | None, cache_dir: str | None,
+             prefix: str) -> None:
+    """Validate the deployments repo at PATH (a folder or a git URL): exit 0 when valid.
+
+    \b
+    Example:
+        sami validate ../deployments
+        sami validate ../deployments --json
+    """
+    if as_json:
+        if output_format not in ("text", "json"):
+            raise click.UsageError(f"--json and --format {output_format} ask for two outputs: give one")
+        output_format = "json"
     try:
         repo = load_deployments_repo(path, ref=ref, cache_dir=cache_dir)
     except DeploymentsRepoError as exc:
+        if output_format == "json":  # still one document: a script reads why
+            click.echo(json.dumps({"ok": False, "sha": None, "manifests": [], "errors": [
+                {"path": None, "line": None, "column": None, "field": None, "message": str(exc)}]}, indent=2))
         raise SourceUnreadable(str(exc)) from None
     _report(repo, output_format, prefix.rstrip("/"))
     if not repo.ok:

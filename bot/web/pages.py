@@ -7,7 +7,6 @@ after the viewer's permission and the form's CSRF token are checked.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
@@ -34,7 +33,7 @@ from werkzeug.exceptions import HTTPException
 
 from bot.core import signing
 from bot.core.errors import Invalid, SamiError
-from bot.core.lifecycle import SERVING_STATES
+from bot.core.lifecycle import SERVING_STATES, action_word, last_deploy_words, short_reason, state_word, state_words
 from bot.core.models import Action, ActionStep, ApiToken, Deployment
 from bot.core.naming import PRODUCTION_ENVIRONMENT
 from bot.core.states import DeploymentState, IllegalTransition
@@ -43,7 +42,7 @@ from bot.services import actions, deployments, history, queries
 from bot.services.tokens import Scopes, TokenError, authenticate, create_token
 from bot.web import auth, errors, events, oauth, shared
 from bot.web.database import get_session
-from bot.web.events import tone
+from bot.web.events import last_deploy_note, tone
 
 log = logging.getLogger(__name__)
 bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
@@ -197,7 +196,8 @@ def breakable(text: str | None) -> Markup:
 def _template_globals():
     return {"viewer": auth.current_viewer(), "csrf_token": auth.csrf_token, "ago": ago, "exact": exact,
             "tone": tone, "duration": duration, "github_url": github_url, "web_link": web_link,
-            "step_view": step_view, "elapsed": elapsed,
+            "step_view": step_view, "elapsed": elapsed, "state_word": state_word, "short_reason": short_reason,
+            "last_deploy_note": last_deploy_note, "last_deploy_words": last_deploy_words, "action_word": action_word,
             "oauth": bool(current_app.config["SAMI"].github_oauth_client_id)}
 
 
@@ -261,9 +261,10 @@ def index():
     counts = queries.state_counts(get_session(), flt, _read_scopes())
     args = {k: request.args.getlist(k) if k in ("state", "service", "environment") else v
             for k, v in request.args.items() if k != "cursor"}
+    last_deploys = queries.last_deploys(get_session(), [d.id for d in page.rows])
     return render_template("index.html", page=page, flt=flt, counts=counts, args=args, page_url=page_url,
                            states=[s.value for s in DeploymentState], sorts=queries.SORTS,
-                           attention_states=[s.value for s in queries.ATTENTION_STATES])
+                           attention_states=[s.value for s in queries.ATTENTION_STATES], last_deploys=last_deploys)
 
 
 def _readable_deployment(name: str) -> Deployment:
@@ -299,8 +300,12 @@ def deployment(name: str):
     current = next((a for a in unfinished if a.state == "running"), unfinished[0] if unfinished else None)
     shown = current or (actions[0] if actions else None)
     may = {kind: auth.may_change(viewer, NEEDS[kind], row, manifest) for kind in WRITES} if viewer else {}
-    if may.get("rollback") and len(_good_configs(actions)) < 2:
-        may["rollback"] = False  # nothing earlier to go back to (the service says so too)
+    rollback_to = None
+    if may.get("rollback") and row.state in OFFERED_IN["rollback"]:
+        try:  # the button names where it goes, and sends that target
+            rollback_to = history.rollback_target(session_, row.name)
+        except SamiError:
+            may["rollback"] = False  # nothing earlier to go back to (the service says so too)
     offers = {kind for kind, states in OFFERED_IN.items() if may.get(kind) and row.state in states}
     cancellable = {a.id for a in actions if viewer and not a.state.finished
                    and auth.may_change(viewer, NEEDS.get(a.kind, "admin"), row, manifest)}
@@ -308,10 +313,11 @@ def deployment(name: str):
                                    secret_names),
               "deployment": masked_config({**(manifest.deployment_overrides if manifest else {}),
                                            **(row.deployment_overrides or {})}, secret_names)}
+    last_deploy = queries.last_deploys(session_, [row.id]).get(row.id)
     return render_template("deployment.html", d=row, actions=actions, config=config, secret_names=secret_names,
                            shown=shown, current=current, log=_shown_log(shown), manifest=manifest,
                            cancellable=cancellable, serving=row.state in SERVING_STATES,
-                           offers=offers)
+                           offers=offers, last_deploy=last_deploy, rollback_to=rollback_to)
 
 
 @bp.get("/deployments/<name>/actions/<int:action_id>")
@@ -342,12 +348,6 @@ def action_log_text(name: str, action_id: int):
         "Content-Disposition": f'attachment; filename="{row.name}-action-{action.id}.log"',
         "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 
-
-def _good_configs(actions) -> set[str]:
-    """The distinct configs (tag, image, overrides) succeeded creates and updates ran with."""
-    return {json.dumps([a.config.get(k) for k in ("tag", "image", "app_overrides", "deployment_overrides")],
-                       sort_keys=True, default=str)
-            for a in actions if a.kind in ("create", "update") and str(a.state) == "succeeded" and a.config}
 
 
 def _manifest_of(row: Deployment):
@@ -533,14 +533,23 @@ def _confirm_change(kind: str, row: Deployment):
     tag = (request.form.get("tag") or "").strip()
     fields = {"tag": tag} if kind == "update" else {"action_id": request.form.get("action_id") or ""}
     what = f"Deploy {tag} to" if kind == "update" else "Roll back"
+    will_run = [("Will run", tag)] if kind == "update" else []
+    if kind == "rollback":
+        to = fields["action_id"]
+        try:  # the target the button named, or the previous good configuration
+            target = history.rollback_target(get_session(), row.name, int(to) if _whole_number(to) else None)
+            will_run = [("Goes back to", target.words)]
+        except SamiError:
+            pass  # the rollback itself says why it cannot be done
     return _confirm(title=f"{what} {row.name} in production?", danger=False, action=action, fields=fields,
                     lines=[f"This replaces what {row.name} serves in production: people using it see the change."],
-                    facts=_facts(row) + ([("Will run", tag)] if kind == "update" else []),
+                    facts=_facts(row) + will_run,
                     button=f"{what} {row.name}", back=back)
 
 
 def _facts(row: Deployment) -> list[tuple[str, str]]:
-    return [("Deployment", row.name), ("Environment", row.environment), ("State", str(row.state)),
+    return [("Deployment", row.name), ("Environment", row.environment),
+            ("State", state_words(row.state, row.failure_reason, row.status_message)),
             ("Runs now", row.tag or "—")]
 
 
@@ -585,7 +594,10 @@ def change(name: str, kind: str):
                          "cleanup": deployments.cleanup_deployment}[kind]
             result = operation(session_, shared.manifests().current(), name, shared.services_context(),
                                requested_by=viewer.requested_by, origin="page")
-        flash(f"{kind} of {name} accepted (action {result.action_id}); state {result.state}", "ok")
+        what = f"{kind} of {name}"
+        if result.rollback_to:
+            what += f" to {history.RollbackTarget(**result.rollback_to).words}"
+        flash(f"{what} accepted (action {result.action_id}); state {state_word(result.state)}", "ok")
     except SamiError as exc:
         session_.rollback()
         flash(exc.message, "error")
