@@ -243,3 +243,25 @@ def test_a_queued_action_is_on_top_as_queued_with_one_cancel_button(client, admi
     top = page[page.index(f'id="action-{queued}"'):page.index('id="history-h"')]
     assert "Queued: create <code>v1</code>" in top and "queued for" in top
     assert page.count(f'aria-label="Cancel action {queued}"') == 1 and f'aria-label="Cancel action {queued}"' in top
+
+
+def test_action_views_and_services_speak_the_lifecycles_words(client, db_session):
+    """An action's state reads as its words ("timed out", not timed_out) in the history and on its own page; a
+    failed deployment reads "Failed" with its short reason beside its action's crumbs and on the services page."""
+    row = Deployment(name="probe-stage", service="probe", environment="stage", type="swarm", state="Failure",
+                     failure_reason="generic", status_message="update failed (exit 1): image probe:v2 not found")
+    db_session.add(row)
+    db_session.flush()
+    action = Action(deployment_id=row.id, kind="update", state="timed_out", requested_by="ci", origin="api",
+                    config={"tag": "v2"}, started_at=datetime.now(UTC), finished_at=datetime.now(UTC))
+    db_session.add(action)
+    db_session.commit()
+    page = client.get("/deployments/probe-stage").get_data(as_text=True)
+    history = page[page.index('id="history-h"'):]
+    assert '<span class="state bad">timed out</span>' in history and "timed_out<" not in page
+    assert ">Failed <small>(update exit 1)</small></span>" in page
+    own = client.get(f"/deployments/probe-stage/actions/{action.id}").get_data(as_text=True)
+    assert '<span class="state bad">timed out</span>' in own and ">Failed <small>(update exit 1)</small>" in own
+    services = client.get("/services").get_data(as_text=True)
+    listed = services[services.index('data-deployment="probe-stage"'):]
+    assert ">Failed <small>(update exit 1)</small></span>" in listed[:listed.index("</li>")]
