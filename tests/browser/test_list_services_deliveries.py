@@ -188,7 +188,7 @@ def test_a_deployment_that_fails_live_says_the_order_changed_and_re_sorts(page, 
     expect(notice).to_be_hidden()
     site.deploy(tag="v2", overrides={"deployment": {"fail": "update"}})
     row = page.locator("tr[data-deployment='probe-stage']")
-    expect(row.locator(".state")).to_contain_text("Failure", timeout=30000)
+    expect(row.locator(".state")).to_have_text("Failed (update exit 1)", timeout=30000)  # the lifecycle's words
     expect(notice).to_be_visible()
     expect(notice).to_contain_text("probe-stage")
     shot(page, "list-order-changed-desktop", full_page=False)

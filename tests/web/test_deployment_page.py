@@ -181,15 +181,18 @@ def test_the_action_in_progress_is_on_top_with_its_steps_and_clock(client, admin
     assert history.index(f'data-action="{running}"') < history.index(f'data-action="{done}"')  # newest first
 
 
-@pytest.mark.parametrize(("state", "linked"), [("Running", True), ("UpdatePending", True), ("Archived", False),
-                                               ("CleanupFailed", False), ("CreatePending", False)])
-def test_only_a_serving_deployment_links_to_its_app(client, db_session, state, linked):
+@pytest.mark.parametrize(("state", "word", "linked"), [("Running", "Running", True),
+                                                       ("UpdatePending", "Updating", True),
+                                                       ("Archived", "Archived", False),
+                                                       ("CleanupFailed", "Cleanup failed", False),
+                                                       ("CreatePending", "Creating", False)])
+def test_only_a_serving_deployment_links_to_its_app(client, db_session, state, word, linked):
     db_session.add(Deployment(name="probe-stage", service="probe", environment="stage", type="swarm", state=state,
                               links=[{"name": "app", "url": "https://probe-stage.example.test"}]))
     db_session.commit()
     page = client.get("/deployments/probe-stage").get_data(as_text=True)
     assert ('href="https://probe-stage.example.test"' in page) is linked
-    assert (f"Not serving while {state}" in page) is not linked
+    assert (f"Not serving while {word}" in page) is not linked  # the state in the lifecycle's words
 
 
 def test_deleting_a_failed_cleanups_record_needs_admin_and_the_name(client, admin_token, db_session):
