@@ -259,7 +259,7 @@ class Hub:
                                 "state": str(state), "words": state_word(state),
                                 "reason": short_reason(state, reason, message),
                                 "last_deploy": last_deploy_note(state, deploys.get(id_)),
-                                "tone": tone(state), "tag": tag,
+                                "tone": tone(state), "tag": tag, "serving": state in lifecycle.SERVING_STATES,
                                 "updated_at": updated_at.isoformat(),
                                 "updated_exact": updated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")})
             if self.last_change is None or updated_at > self.last_change:

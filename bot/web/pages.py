@@ -264,7 +264,8 @@ def index():
     last_deploys = queries.last_deploys(get_session(), [d.id for d in page.rows])
     return render_template("index.html", page=page, flt=flt, counts=counts, args=args, page_url=page_url,
                            states=[s.value for s in DeploymentState], sorts=queries.SORTS,
-                           attention_states=[s.value for s in queries.ATTENTION_STATES], last_deploys=last_deploys)
+                           attention_states=[s.value for s in queries.ATTENTION_STATES], last_deploys=last_deploys,
+                           serving_states=SERVING_STATES)
 
 
 def _readable_deployment(name: str) -> Deployment:

@@ -240,6 +240,35 @@ def test_a_state_reads_as_words_with_its_reason_and_the_last_deploys_result(page
     expect(page.locator(".head .headline")).to_contain_text("Running last deploy: update to v2 failed 5 min ago")
 
 
+def test_a_deployment_that_stops_serving_loses_its_app_links_live(page, site):
+    """The list links to an app only while it serves (SERVING_STATES); an open list follows a change in place."""
+    with site.sessions() as session:
+        session.add_all([
+            Deployment(name="links-stage", service="links", environment="stage", type="swarm", state="Running",
+                       tag="v1", links=[{"name": "app", "url": "https://links-stage.example.test"}]),
+            Deployment(name="links-prod", service="links", environment="prod", type="swarm", state="CleanupFailed",
+                       tag="v1", links=[{"name": "app", "url": "https://links-prod.example.test"}])])
+        session.commit()
+    page.goto(site.url + "/?service=links")
+    stage = page.locator("tr[data-deployment='links-stage'] [data-label=Links]")
+    prod = page.locator("tr[data-deployment='links-prod'] [data-label=Links]")
+    expect(stage.get_by_role("link", name="app")).to_have_attribute("href", "https://links-stage.example.test")
+    expect(prod.get_by_role("link")).to_have_count(0)
+    expect(prod).to_have_text("not serving")
+    expect(prod.locator(".not-serving")).to_have_attribute("title", "Not serving while Cleanup failed")
+    expect_live(page)
+    page.evaluate("() => { window.notReloaded = true; }")
+    with site.sessions() as session:
+        row = session.scalars(select(Deployment).where(Deployment.name == "links-stage")).one()
+        row.state = "Archived"  # its archive ran: the app no longer answers
+        row.updated_at = row.status_changed_at = datetime.now(UTC)
+        session.commit()
+    expect(stage).to_have_text("not serving", timeout=10000)
+    expect(stage.get_by_role("link")).to_have_count(0)
+    expect(stage.locator(".not-serving")).to_have_attribute("title", "Not serving while Archived")
+    assert page.evaluate("() => window.notReloaded") is True
+
+
 def test_the_open_list_takes_changes_in_place(page, site):
     site.deploy(tag="v1")
     wait_state(site, "probe-stage", "Running")

@@ -25,7 +25,8 @@ def test_list_shows_state_words_links_and_filters_in_the_url(client, admin_token
     assert "probe-stage" in html and "probe-pr-12" in html
     assert 'data-state="CreatePending"' in html and ">Creating<" in html
     assert 'href="https://github.com/acme/probe/pull/12"' in html
-    assert "https://probe-stage.example.test" in html
+    # Creating: the app does not answer yet, so the list names its links' absence instead of linking them
+    assert 'href="https://probe-stage.example.test"' not in html and ">not serving</span>" in html
     assert 'title="20' in html and "UTC" in html  # the exact time on hover
     filtered = client.get("/?q=pr-12").get_data(as_text=True)
     assert "probe-pr-12" in filtered and "probe-stage" not in filtered
@@ -33,6 +34,26 @@ def test_list_shows_state_words_links_and_filters_in_the_url(client, admin_token
     chip = client.get("/?state=Running").get_data(as_text=True)
     assert "No deployments match" in chip
     assert client.get("/?sort=size").status_code == 400
+
+
+@pytest.mark.parametrize(("state", "word", "serving"), [
+    ("Running", "Running", True), ("Failure", "Failed", True), ("UpdatePending", "Updating", True),
+    ("ArchivePending", "Archiving", True), ("CreatePending", "Creating", False),
+    ("CleanupPending", "Cleaning up", False), ("Archived", "Archived", False),
+    ("CleanupFailed", "Cleanup failed", False)])
+def test_the_list_links_to_an_app_only_while_it_serves(client, db_session, state, word, serving):
+    db_session.add(Deployment(name="probe-stage", service="probe", environment="stage", type="swarm", state=state,
+                              links=[{"name": "app", "url": "https://probe-stage.example.test"}]))
+    db_session.add(Deployment(name="bare-stage", service="bare", environment="stage", type="swarm", state=state))
+    db_session.commit()
+    html = client.get("/").get_data(as_text=True)
+    row = re.search(r'<tr data-deployment="probe-stage">(.*?)</tr>', html, re.S).group(1)
+    links = re.search(r'<td data-label="Links"[^>]*>(.*?)</td>', row, re.S).group(1)
+    linked = '<span><a href="https://probe-stage.example.test" rel="noopener">app</a></span>'
+    assert (links == linked) is serving, links
+    assert (links == f'<span class="not-serving" title="Not serving while {word}">not serving</span>') is not serving
+    bare = re.search(r'<tr data-deployment="bare-stage">(.*?)</tr>', html, re.S).group(1)
+    assert '<td data-label="Links" class="absent"><span>—</span></td>' in bare  # no links: nothing to withhold
 
 
 def test_list_pages_with_a_cursor_link(client, db_session):

@@ -44,6 +44,15 @@
       var copy = tr.querySelector("button.copy");
       if (copy) { copy.dataset.copy = d.tag || ""; copy.hidden = !d.tag; }
     }
+    // a deployment that stops serving loses its app links, as the server renders it (SERVING_STATES)
+    var links = tr.querySelector('[data-label="Links"]');
+    if (links && d.serving === false && links.querySelector("a")) {
+      var off = document.createElement("span");
+      off.className = "not-serving";
+      off.title = "Not serving while " + (d.words || d.state);
+      off.textContent = "not serving";
+      links.replaceChildren(off);
+    }
     var when = tr.querySelector('[data-label="Updated"] time');
     if (when) { when.dateTime = d.updated_at; when.title = d.updated_exact; when.textContent = "just now"; }
   }
