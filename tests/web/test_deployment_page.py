@@ -228,9 +228,16 @@ def test_a_production_roll_back_asks_first(client, admin_token, db_session, work
         request_deployment(client, admin_token, environment="production", tag=tag)
         work()
     sign_in_with_token(client, admin_token)
+    first = db_session.scalars(select(Action).order_by(Action.id)).first()
+    page = client.get("/deployments/probe-production").get_data(as_text=True)
+    assert ">Roll back to v1…</button>" in page and f'name="action_id" value="{first.id}"' in page
     token = csrf(client, "/")
-    asked = client.post("/deployments/probe-production/rollback", data={"csrf_token": token})
-    assert asked.status_code == 200 and "Roll back probe-production in production?" in asked.get_data(as_text=True)
+    asked = client.post("/deployments/probe-production/rollback", data={"csrf_token": token,
+                                                                        "action_id": str(first.id)})
+    text = html_lib.unescape(asked.get_data(as_text=True))
+    assert asked.status_code == 200 and "Roll back probe-production in production?" in text
+    # the confirmation names the target the button sent, and sends it on
+    assert f"v1 (the configuration of action {first.id})" in text and f'name="action_id" value="{first.id}"' in text
     assert [a.kind for a in db_session.scalars(select(Action).order_by(Action.id))] == ["create", "update"]
     done = client.post("/deployments/probe-production/rollback", data={"csrf_token": token, "confirmed": "yes"})
     assert done.status_code == 302
