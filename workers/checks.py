@@ -18,6 +18,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from bot import outbox
 from bot.core import logs
+from bot.core.errors import Conflict, Invalid
 from bot.core.models import Action, Deployment
 from bot.core.states import (
     LIVE_STATES,
@@ -26,10 +27,13 @@ from bot.core.states import (
     FailureReason,
     clear_check_failing,
     note_check_failing,
+    note_running,
     transition,
 )
 from bot.manifests import DeploymentsRepoError
-from bot.services.deployments import action_config
+from bot.services.deployments import Context, action_config, deployed_action
+from bot.services.drift import compare, parse_report, summary
+from bot.services.history import reconcile_deployment
 from workers.context import WorkerContext
 from workers.executor import ExecutorError, prepare_manifest_dir
 from workers.jobs import (
@@ -101,6 +105,9 @@ def _periodic(ctx: WorkerContext, deployment_id: int, kind: str, owner: str) -> 
                                           deployment.pull_request)
         # The config the deployment runs with, as an action on it would get it.
         config = action_config(deployment, manifest, repo)
+        # What Sami deployed, and what the target reported running then: what drift is measured against.
+        deployed = deployed_action(session, deployment_id) if kind == "check" else None
+        deployed_config, baseline = (dict(deployed.config or {}), deployed.running) if deployed else (None, None)
     target = make_target(ctx, name, service, environment, pr, manifest, config)
 
     last_beat = time.monotonic()
@@ -122,6 +129,13 @@ def _periodic(ctx: WorkerContext, deployment_id: int, kind: str, owner: str) -> 
                                      .execution_options(populate_existing=True)).one()
         old = deployment.state
         was_failing = deployment.check_failures > 0  # its status message says the check could not run
+        drifted = False
+        if kind == "check" and deployment.state in LIVE_STATES:
+            report = parse_report(result.stdout)
+            differences = (compare(deployed_config, baseline, report)
+                           if report is not None and deployed_config is not None else None)
+            note_running(deployment, report, differences, db_now(session))
+            drifted = bool(differences)
         if kind == "archive_check":
             if result.ok and deployment.state is S.ARCHIVE_PENDING:
                 transition(deployment, S.ARCHIVED)
@@ -132,6 +146,11 @@ def _periodic(ctx: WorkerContext, deployment_id: int, kind: str, owner: str) -> 
                 transition(deployment, S.RUNNING, message="check passed")
             elif result.ok and was_failing:
                 clear_check_failing(deployment, "check passed")
+            elif not result.ok and drifted:
+                # Drift explains the failed check (an image changed by hand, a stack removed): it is shown
+                # as drift, not as a Failure of what Sami deployed.
+                if was_failing:
+                    clear_check_failing(deployment)
             elif not result.ok:
                 reason = FailureReason.TIMED_OUT if result.timed_out else CHECK_EXIT_REASONS.get(
                     result.exit_code, FailureReason.GENERIC)
@@ -144,6 +163,35 @@ def _periodic(ctx: WorkerContext, deployment_id: int, kind: str, owner: str) -> 
         outbox.commit(session)
         if deployment.state is not old:
             log.info("%s: %s is %s (was %s)", kind, deployment.name, deployment.state, old)
+        if drifted:
+            log.info("check: %s drifted: %s", deployment.name, summary(deployment.drift))
+    if drifted and manifest.on_drift == "reconcile":
+        _reconcile_on_drift(ctx, deployment_id, name)
+
+
+ON_DRIFT_BY = "sami (on_drift: reconcile)"
+
+
+def _reconcile_on_drift(ctx: WorkerContext, deployment_id: int, name: str) -> None:
+    """The manifest asks drift to be repaired: queue a reconcile, unless the last one it queued failed (then
+    the drift stays shown, and a person decides)."""
+    with ctx.session() as session:
+        last = session.scalars(select(Action).where(Action.deployment_id == deployment_id)
+                               .order_by(Action.id.desc()).limit(1)).first()
+        if last is not None and (last.config or {}).get("reconcile_of") and last.requested_by == ON_DRIFT_BY \
+                and last.state is not ActionState.SUCCEEDED:
+            log.warning("%s drifted again after the reconcile of action %s %s; leaving it to a person", name,
+                        last.id, last.state)
+            return
+        try:
+            accepted = reconcile_deployment(session, ctx.manifests.current(), name,
+                                            Context.from_settings(ctx.settings, ctx.broker),
+                                            requested_by=ON_DRIFT_BY, origin="schedule")
+        except (Conflict, Invalid) as exc:
+            session.rollback()
+            log.info("%s drifted; no reconcile now: %s", name, exc)
+            return
+    log.info("%s drifted: reconcile queued as action %s", name, accepted.action_id)
 
 
 def _wanted(kind: str, state: DeploymentState) -> bool:

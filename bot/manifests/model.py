@@ -108,6 +108,8 @@ class Manifest:
     control_scripts: str | None
     files: tuple[str, ...]
     update_image: ImageUpdate | None
+    # What a periodic check that finds drift does: "report" it, or "reconcile" (put the deployed config back).
+    on_drift: str = "report"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "app_overrides", _frozen_mapping(self.app_overrides))
@@ -187,6 +189,7 @@ class Manifest:
             "update_image": None
             if self.update_image is None
             else {"file": self.update_image.file, "path": self.update_image.path},
+            "on_drift": self.on_drift,
         }
 
 

@@ -17,8 +17,10 @@ from bot.services.deployments import (
     Accepted,
     Context,
     action_config,
+    apply_config,
     check_overrides,
     commit_and_queue,
+    deployed_action,
     deployment_links,
     find_manifest,
     get_deployment,
@@ -78,14 +80,7 @@ def rollback_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx:
         raise Conflict(f"deployment {name!r} is archived: restore it first "
                        f"(POST /api/v1/deployments/{name}/restore)", state=str(deployment.state))
     transition(deployment, S.UPDATE_PENDING)  # 409 naming the allowed transitions otherwise
-    config = target.config or {}
-    deployment.tag, deployment.image = config.get("tag"), config.get("image")
-    # Stored as what differs from the manifest's defaults, as a request would have left them.
-    deployment.app_overrides = {k: v for k, v in (config.get("app_overrides") or {}).items()
-                                if manifest.app_overrides.get(k) != v}
-    deployment.deployment_overrides = {k: v for k, v in (config.get("deployment_overrides") or {}).items()
-                                       if manifest.deployment_overrides.get(k) != v}
-    deployment.sha = config.get("sha") or deployment.sha
+    apply_config(deployment, target.config or {}, manifest)
     deployment.type = str(manifest.type)
     deployment.manifest_sha = repo.sha
     deployment.links = deployment_links(manifest, deployment, ctx)
@@ -142,4 +137,35 @@ def clone_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Co
     deployment.links = deployment_links(manifest, deployment, ctx)
     action = record_action(session, deployment, "create", requested_by=requested_by, origin=origin,
                      config={**action_config(deployment, manifest, repo), "clone_of": source.name})
+    return commit_and_queue(session, ctx, deployment, action)
+
+
+def reconcile_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *, requested_by: str,
+                         origin: str, delivery_id: str | None = None) -> Accepted:
+    """Put back what Sami deployed: an update to the config of the last succeeded create, update or restore,
+    marked ``reconcile_of`` that action. It repairs drift (a change made on the target by hand) and
+    leaves the deployment where a failed request had left it asking for the last good config."""
+    deployment = get_deployment(session, name, lock=True)
+    if deployment.state not in (S.RUNNING, S.FAILURE):
+        raise Conflict(f"deployment {name!r} is {deployment.state}: only a Running or Failure deployment can be "
+                       f"reconciled", state=str(deployment.state))
+    busy = session.scalars(select(Action.id).where(
+        Action.deployment_id == deployment.id,
+        Action.state.in_((ActionState.QUEUED, ActionState.RUNNING)))).first()
+    if busy is not None:
+        raise Conflict(f"deployment {name!r} has action {busy} in progress: wait until it finishes",
+                       state=str(deployment.state), action_id=busy)
+    deployed = deployed_action(session, deployment.id)
+    if deployed is None:
+        raise Conflict(f"deployment {name!r} has no deployed config to put back (no create, update or restore of "
+                       f"it succeeded)", state=str(deployment.state))
+    manifest = find_manifest(repo, deployment.service, deployment.environment)
+    transition(deployment, S.UPDATE_PENDING, message=f"reconciling to action {deployed.id}'s config")
+    apply_config(deployment, deployed.config or {}, manifest)
+    deployment.type = str(manifest.type)
+    deployment.manifest_sha = repo.sha
+    deployment.links = deployment_links(manifest, deployment, ctx)
+    action = record_action(session, deployment, "update", requested_by=requested_by, origin=origin,
+                           config={**action_config(deployment, manifest, repo), "reconcile_of": deployed.id},
+                           delivery_id=delivery_id)
     return commit_and_queue(session, ctx, deployment, action)
