@@ -260,5 +260,6 @@ def drift_view(deployment: Deployment) -> dict[str, Any]:
     """``status``: ``unknown`` (no report), ``in_sync`` or ``drifted``, with the differences and since when."""
     differences = deployment.drift
     status = "unknown" if differences is None else ("drifted" if differences else "in_sync")
-    return {"status": status, "differences": list(differences or []), "summary": summary(differences),
+    return {"status": status, "differences": [{**d, "text": describe(d)} for d in differences or []],
+            "summary": summary(differences),
             "since": deployment.drift_since.isoformat() if deployment.drift_since else None}
