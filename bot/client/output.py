@@ -38,9 +38,9 @@ def state(text: str | None, colour: bool) -> str:
 
 def drift(deployment: dict) -> str:
     """A deployment's drift in a word: "drift" when its target runs something else than Sami deployed,
-    "in sync", or "-" when nothing says (its control script reports nothing)."""
+    "synced", or "-" when nothing says (its control script reports nothing)."""
     status = (deployment.get("drift") or {}).get("status")
-    return {"drifted": "drift", "in_sync": "in sync"}.get(status, "-")
+    return {"drifted": "drift", "in_sync": "synced"}.get(status, "-")
 
 
 def config_line(view: dict | None) -> str | None:
