@@ -161,3 +161,23 @@ def test_reconcile_needs_a_deployed_config_and_a_settled_deployment(db_session, 
     deployments.archive_deployment(db_session, repo, "docs-stage", services_ctx, **WHO)
     with pytest.raises(Conflict, match="ArchivePending"):
         history.reconcile_deployment(db_session, repo, "docs-stage", services_ctx, **WHO)
+
+
+def test_checks_of_a_script_set_with_check_batch_go_in_one_call(db_session, worker_ctx, services_ctx, work,
+                                                                  settings):
+    deploy(db_session, worker_ctx, services_ctx, work, "stage", "v1")
+    deploy(db_session, worker_ctx, services_ctx, work, "stage", "v2")
+    deploy(db_session, worker_ctx, services_ctx, work, "auto", "v1")
+    stage, auto = deployment(db_session, "docs-stage"), deployment(db_session, "docs-auto")
+    switch_by_hand(Path(settings.static_root) / "docs-stage", "v1")
+    now = max(stage.checked_at, auto.checked_at) + timedelta(seconds=worker_ctx.settings.check_interval + 1)
+    report = TickReport()
+    Scheduler(worker_ctx).steps["checks"](report, now)
+    assert [sorted(batch) for batch in report.check_batches] == [sorted([stage.id, auto.id])]  # one call
+    assert sorted(report.checks) == sorted([stage.id, auto.id])
+    work()
+    before = auto.checked_at
+    stage, auto = deployment(db_session, "docs-stage"), deployment(db_session, "docs-auto")
+    assert stage.drift == [{"component": "current", "field": "tag", "deployed": "v2", "running": "v1"}]
+    assert stage.state is S.RUNNING
+    assert auto.drift == [] and auto.state is S.RUNNING and auto.checked_at > before
