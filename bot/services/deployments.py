@@ -375,15 +375,20 @@ def get_deployment(session: Session, name: str, *, lock: bool = False) -> Deploy
     return deployment
 
 
-def _operation(session: Session, repo: DeploymentsRepo, name: str, kind: str, wanted: DeploymentState,
-               ctx: Context, *, requested_by: str, origin: str, delivery_id: str | None = None) -> Accepted:
-    deployment = get_deployment(session, name, lock=True)
+def refuse_if_busy(session: Session, deployment: Deployment) -> None:
+    """Conflict when an action of ``deployment`` is queued or running: one thing at a time."""
     busy = session.scalars(select(Action.id).where(
         Action.deployment_id == deployment.id,
         Action.state.in_((ActionState.QUEUED, ActionState.RUNNING)))).first()
     if busy is not None:
-        raise Conflict(f"deployment {name!r} has action {busy} in progress: wait until it finishes",
+        raise Conflict(f"deployment {deployment.name!r} has action {busy} in progress: wait until it finishes",
                        state=str(deployment.state), action_id=busy)
+
+
+def _operation(session: Session, repo: DeploymentsRepo, name: str, kind: str, wanted: DeploymentState,
+               ctx: Context, *, requested_by: str, origin: str, delivery_id: str | None = None) -> Accepted:
+    deployment = get_deployment(session, name, lock=True)
+    refuse_if_busy(session, deployment)
     manifest = repo.find(deployment.service, deployment.environment)
     if manifest is None and kind != "cleanup":
         raise Invalid(f"the deployments repo no longer has a manifest for {deployment.service} "

@@ -28,6 +28,7 @@ from bot.services.deployments import (
     lock_or_create,
     merge_overrides,
     record_action,
+    refuse_if_busy,
 )
 
 S = DeploymentState
@@ -80,13 +81,21 @@ def rollback_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx:
         raise Conflict(f"deployment {name!r} is archived: restore it first "
                        f"(POST /api/v1/deployments/{name}/restore)", state=str(deployment.state))
     transition(deployment, S.UPDATE_PENDING)  # 409 naming the allowed transitions otherwise
-    apply_config(deployment, target.config or {}, manifest)
+    return _update_to(session, repo, ctx, deployment, manifest, target, "rollback_to", requested_by=requested_by,
+                      origin=origin, delivery_id=delivery_id)
+
+
+def _update_to(session: Session, repo: DeploymentsRepo, ctx: Context, deployment: Deployment, manifest,
+               earlier: Action, mark: str, *, requested_by: str, origin: str, delivery_id: str | None) -> Accepted:
+    """Record and queue an update of ``deployment`` (already UpdatePending) to the config of action ``earlier``,
+    with the current manifests; its config names ``earlier`` under ``mark`` (rollback_to, reconcile_of)."""
+    apply_config(deployment, earlier.config or {}, manifest)
     deployment.type = str(manifest.type)
     deployment.manifest_sha = repo.sha
     deployment.links = deployment_links(manifest, deployment, ctx)
     action = record_action(session, deployment, "update", requested_by=requested_by, origin=origin,
-                     config={**action_config(deployment, manifest, repo), "rollback_to": target.id},
-                     delivery_id=delivery_id)
+                           config={**action_config(deployment, manifest, repo), mark: earlier.id},
+                           delivery_id=delivery_id)
     supersede_queued_updates(session, deployment, action)
     return commit_and_queue(session, ctx, deployment, action)
 
@@ -149,23 +158,12 @@ def reconcile_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx
     if deployment.state not in (S.RUNNING, S.FAILURE):
         raise Conflict(f"deployment {name!r} is {deployment.state}: only a Running or Failure deployment can be "
                        f"reconciled", state=str(deployment.state))
-    busy = session.scalars(select(Action.id).where(
-        Action.deployment_id == deployment.id,
-        Action.state.in_((ActionState.QUEUED, ActionState.RUNNING)))).first()
-    if busy is not None:
-        raise Conflict(f"deployment {name!r} has action {busy} in progress: wait until it finishes",
-                       state=str(deployment.state), action_id=busy)
+    refuse_if_busy(session, deployment)
     deployed = deployed_action(session, deployment.id)
     if deployed is None:
         raise Conflict(f"deployment {name!r} has no deployed config to put back (no create, update or restore of "
                        f"it succeeded)", state=str(deployment.state))
     manifest = find_manifest(repo, deployment.service, deployment.environment)
     transition(deployment, S.UPDATE_PENDING, message=f"reconciling to action {deployed.id}'s config")
-    apply_config(deployment, deployed.config or {}, manifest)
-    deployment.type = str(manifest.type)
-    deployment.manifest_sha = repo.sha
-    deployment.links = deployment_links(manifest, deployment, ctx)
-    action = record_action(session, deployment, "update", requested_by=requested_by, origin=origin,
-                           config={**action_config(deployment, manifest, repo), "reconcile_of": deployed.id},
-                           delivery_id=delivery_id)
-    return commit_and_queue(session, ctx, deployment, action)
+    return _update_to(session, repo, ctx, deployment, manifest, deployed, "reconcile_of", requested_by=requested_by,
+                      origin=origin, delivery_id=delivery_id)

@@ -5,7 +5,6 @@ the scheduler's worker would run it), shown, and put back."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from sqlalchemy import select
 from bot.client.exits import Exit
 from bot.core.config import load_settings
 from bot.core.models import Deployment
+from tests.pipeline.test_drift_static_file import served_tag, switch_by_hand
 from workers.checks import check_deployment
 from workers.context import build_context
 from workers.queue import InProcessBroker
@@ -31,16 +31,6 @@ def periodic_check(server, name: str) -> None:
 
 def static_base(server, name: str) -> Path:
     return Path(load_settings(server.env).static_root) / name
-
-
-def served_tag(base: Path) -> str:
-    return os.readlink(base / "current").removeprefix("releases/").rsplit("@", 1)[0]
-
-
-def switch_by_hand(base: Path, tag: str) -> None:
-    release = next(p.name for p in (base / "releases").iterdir() if p.name.rsplit("@", 1)[0] == tag)
-    os.symlink(f"releases/{release}", base / "current.by-hand")
-    os.replace(base / "current.by-hand", base / "current")
 
 
 def test_drift_is_listed_explained_and_reconciled(server):
