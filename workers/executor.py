@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import stat
@@ -29,6 +30,8 @@ PASSED_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "DOCKER_
                       "SSL_CERT_FILE", "CURL")
 # Scripts get secret NAME as SAMI_SECRET_NAME; Sami reads its value from SAMI_SCRIPT_SECRET_NAME, a
 # namespace of its own, so no manifest can ask for one of Sami's settings (SAMI_SECRET_KEY).
+# One call that checks many deployments of a script set (optional; see control_scripts/README.md).
+BATCH_OPERATION = "check_batch"
 SECRET_PREFIX = "SAMI_SECRET_"  # noqa: S105 (variable name prefixes, not secrets)
 SECRET_SOURCE_PREFIX = "SAMI_SCRIPT_SECRET_"  # noqa: S105
 
@@ -188,6 +191,39 @@ class Executor:
         for name, value in secrets.items():
             env[f"{SECRET_PREFIX}{name}"] = value
         return env
+
+    def batch_entry(self, target: Target, manifest_dir: Path) -> dict:
+        """One deployment's line of a ``check_batch`` file: what its ``check`` would get in argv and env
+        (secrets aside: deployments whose manifests name secrets are checked one by one)."""
+        naming.check_name(target.name)
+        naming.check_tag(target.tag)
+        env = self.env(target, {})
+        return {"name": target.name, "service": target.service, "environment": target.environment,
+                "tag": target.tag, "image": target.image or "", "url": target.url or "",
+                "health_url": env["SAMI_HEALTH_URL"], "health_timeout": env["SAMI_HEALTH_TIMEOUT"],
+                "manifest_dir": str(manifest_dir),
+                "application_config": {naming.check_override_key(k): v for k, v in target.app_overrides.items()},
+                "deployment_config": {naming.check_override_key(k): v
+                                      for k, v in target.deployment_overrides.items()}}
+
+    def run_batch(self, repo: DeploymentsRepo, manifest: Manifest, entries: list[dict], workdir: Path, *,
+                  on_tick: Callable[[], None] | None = None, label: str = SUPERVISOR_LABEL,
+                  timeout: float | None = None) -> ScriptResult:
+        """One ``check_batch`` call of ``manifest``'s script set for every deployment in ``entries``."""
+        script = self.scripts_dir(repo, manifest) / BATCH_OPERATION
+        if not (script.is_file() and os.access(script, os.X_OK)):
+            raise ExecutorError(f"no executable {BATCH_OPERATION!r} script in {script.parent.name}/")
+        batch = workdir / "batch.jsonl"
+        batch.write_text("".join(json.dumps(entry, separators=(",", ":")) + "\n" for entry in entries))
+        s = self.settings
+        argv = [str(script), "--project-name", s.project_name, "--base-domain", s.base_domain,
+                "--namespace", s.namespace, "--batch", str(batch)]
+        env = {key: self.environ[key] for key in PASSED_ENVIRONMENT if key in self.environ}
+        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        env["SAMI_STATIC_ROOT"] = s.static_root
+        return run_control_script(argv, env=env, cwd=str(workdir),
+                                  timeout=timeout or manifest.timeout or s.script_timeout,
+                                  on_tick=on_tick, label=label)
 
     def run(self, operation: str, repo: DeploymentsRepo, target: Target, manifest_dir: Path, *,
             on_output: Callable[[str], None] | None = None, on_tick: Callable[[], None] | None = None,

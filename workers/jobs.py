@@ -31,10 +31,13 @@ from bot.core.states import (
     after_cancel,
     can_transition,
     claim_action,
+    note_running,
     transition,
     transition_action,
 )
 from bot.manifests import DeploymentsRepo, DeploymentsRepoError, Manifest
+from bot.services.deployments import DEPLOY_KINDS
+from bot.services.drift import parse_report
 from workers.actionlog import ActionLog
 from workers.context import WorkerContext
 from workers.executor import ExecutorError, Target, prepare_manifest_dir
@@ -132,6 +135,8 @@ class Outcome:
     reason: FailureReason | None = None
     message: str | None = None
     exit_code: int | None = None
+    # What the target reported running when the check passed (bot.services.drift), if it reports.
+    running: dict | None = None
 
 
 @dataclass
@@ -416,7 +421,8 @@ def _wait_for(run: Run, check: str, prepared: Prepared, status_timeout: int) -> 
                             again=attempts > 1)
         if result.ok:
             run.log.line(f"# {check}: passed (attempt {attempts})")
-            return Outcome(ActionState.SUCCEEDED, done, exit_code=result.exit_code)
+            running = parse_report(result.stdout) if check == "check" else None
+            return Outcome(ActionState.SUCCEEDED, done, exit_code=result.exit_code, running=running)
         if last is None or (result.exit_code, result.stderr) != (last.exit_code, last.stderr):
             run.log.line(f"# {check}: {'timed out' if result.timed_out else f'exit {result.exit_code}'} "
                          f"(attempt {attempts}), retrying")
@@ -457,6 +463,12 @@ def _finish(run: Run, outcome: Outcome) -> tuple[DeploymentState, DeploymentStat
         newer = session.scalar(select(exists().where(
             Action.deployment_id == deployment.id, Action.state == ActionState.QUEUED)))
         old_state = deployment.state
+        if outcome.state is ActionState.SUCCEEDED and run.kind in DEPLOY_KINDS:
+            # What runs now is what Sami deployed: the report is the baseline drift is measured against.
+            action.running = outcome.running
+            note_running(deployment, outcome.running, [] if outcome.running is not None else None, db_now(session))
+        elif outcome.state is ActionState.SUCCEEDED and run.kind == "archive":
+            note_running(deployment, None, None)  # archived: nothing is compared
         # With newer work queued the deployment stays pending; the last action settles it.
         if not newer:
             if can_transition(deployment.state, outcome.deployment_state):

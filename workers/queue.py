@@ -14,6 +14,7 @@ import logging
 import math
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -35,6 +36,7 @@ CHECKS_QUEUE = "sami-checks"
 # itself (jobs depend on the queue's context, not the other way round).
 RUN_ACTION = "workers.jobs.run_action"
 CHECK_DEPLOYMENT = "workers.checks.check_deployment"
+CHECK_BATCH = "workers.checks.check_batch"
 # Webhook deliveries go on the actions queue: processing one is short, and it is what queues actions.
 PROCESS_DELIVERY = "workers.deliveries.process_delivery"
 # GitHub side effects go on the checks queue: short requests that must not wait behind scripts.
@@ -55,6 +57,11 @@ WAITING_JOB_STATES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED,
 def delivery_job_id(delivery_row_id: int) -> str:
     """The job id of a delivery's processing (action jobs are plain action ids)."""
     return f"delivery-{delivery_row_id}"
+
+
+def check_batch_job_id(deployment_ids: list[int]) -> str:
+    """One job per set of deployments: the same due set queued again while its job waits is not doubled."""
+    return f"check_batch-{len(deployment_ids)}-{zlib.crc32(','.join(map(str, sorted(deployment_ids))).encode()):08x}"
 
 
 def outbox_job_id(row_id: int) -> str:
@@ -134,6 +141,16 @@ class RQBroker:
                                  f"{kind}-{deployment_id}", deployment_id, kind, started_counts=started_counts)
         except redis.RedisError as exc:
             log.warning("could not queue %s of deployment %s: %s", kind, deployment_id, type(exc).__name__)
+            return False
+
+    def enqueue_check_batch(self, deployment_ids: list[int], seen_at: datetime) -> bool:
+        """Queue one ``check_batch`` call for the periodic checks of ``deployment_ids`` (one script set), found
+        due at ``seen_at``."""
+        try:
+            return self._enqueue(self.checks, CHECK_BATCH, check_batch_job_id(deployment_ids), list(deployment_ids),
+                                 seen_at.isoformat(), started_counts=False)
+        except redis.RedisError as exc:
+            log.warning("could not queue the check of %d deployments: %s", len(deployment_ids), type(exc).__name__)
             return False
 
     def enqueue_delivery(self, delivery_row_id: int, started_counts: bool = True, new: bool = False) -> bool:
@@ -290,6 +307,10 @@ class InProcessBroker:
 
     def enqueue_check(self, deployment_id: int, kind: str = "check", started_counts: bool = True) -> bool:
         return self._submit(f"{kind}-{deployment_id}", CHECK_DEPLOYMENT, deployment_id, kind)
+
+    def enqueue_check_batch(self, deployment_ids: list[int], seen_at: datetime) -> bool:
+        return self._submit(check_batch_job_id(deployment_ids), CHECK_BATCH, list(deployment_ids),
+                            seen_at.isoformat())
 
     def enqueue_delivery(self, delivery_row_id: int, started_counts: bool = True, new: bool = False) -> bool:
         return self._submit(delivery_job_id(delivery_row_id), PROCESS_DELIVERY, delivery_row_id)

@@ -18,7 +18,19 @@ from bot.client.exits import DESCRIPTIONS, Exit
 from bot.client.http import Client, ClientError
 from bot.client.read import info, list_, logs, services, wait
 from bot.client.settings import read_config, write_config
-from bot.client.write import archive, cancel, cleanup, clone, create, delete, request, restore, rollback, update
+from bot.client.write import (
+    archive,
+    cancel,
+    cleanup,
+    clone,
+    create,
+    delete,
+    reconcile,
+    request,
+    restore,
+    rollback,
+    update,
+)
 
 EXIT_HELP = "\b\nExit status:\n" + "\n".join(f"  {int(code)}  {text}" for code, text in DESCRIPTIONS.items())
 
@@ -66,7 +78,7 @@ def login(url: str | None, as_json: bool) -> None:
         click.echo("note: this token may not read deployments; list, info and wait will be refused", err=True)
 
 
-COMMANDS = (request, create, update, archive, restore, cleanup, delete, rollback, clone, cancel, list_, info,
+COMMANDS = (request, create, update, archive, restore, cleanup, delete, rollback, reconcile, clone, cancel, list_, info,
             logs, wait, services, login)
 
 

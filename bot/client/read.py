@@ -58,11 +58,13 @@ def list_(out: Out, services_, environments, states, pull_request, repository, q
     if not deployments:
         out.say("no deployments")
     else:
-        rows = [[d["name"], d["state"], d["service"], d["environment"], d.get("tag"), _first_link(d),
-                 d["source"].get("pull_request") or "-", output.ago(d.get("updated_at"))] for d in deployments]
-        out.say(output.table(["NAME", "STATE", "SERVICE", "ENVIRONMENT", "TAG", "URL", "PR", "UPDATED"], rows,
-                             width=output.terminal_width(), shrink=(4, 5, 0),
-                             styles={1: lambda s: output.state(s, out.colour)}))
+        rows = [[d["name"], d["state"], output.drift(d), d["service"], d["environment"], d.get("tag"),
+                 _first_link(d), d["source"].get("pull_request") or "-", output.ago(d.get("updated_at"))]
+                for d in deployments]
+        out.say(output.table(["NAME", "STATE", "DRIFT", "SERVICE", "ENVIRONMENT", "TAG", "URL", "PR", "UPDATED"],
+                             rows, width=output.terminal_width(), shrink=(5, 6, 0),
+                             styles={1: lambda s: output.state(s, out.colour),
+                                     2: lambda s: output.state(s, out.colour)}))
     if document["next_cursor"]:
         click.echo(f"more: add --cursor {document['next_cursor']}", err=True)
     return Exit.OK
@@ -80,13 +82,22 @@ def info(out: Out, name) -> Exit:
     """
     answer = out.client.get(f"/api/v1/deployments/{name}")
     if out.as_json:
-        output.print_json({"deployment": answer["deployment"], "actions": answer.get("actions", [])})
+        output.print_json({"deployment": answer["deployment"], "actions": answer.get("actions", []),
+                           **{k: answer.get(k) for k in ("requested", "deployed", "running")}})
         return Exit.OK
     d = answer["deployment"]
     status = output.state(d["state"], out.colour)
     if d.get("failure_reason"):
         status += f" ({d['failure_reason']})"
-    fields = [("name", d["name"]), ("state", status), ("message", d.get("status_message")),
+    drift = d.get("drift") or {}
+    drift_text = None
+    if drift.get("status") == "drifted":
+        drift_text = (f"{output.state('drift', out.colour)} since {drift.get('since')}: "
+                      + "\n".join(x.get("text") or "" for x in drift.get("differences") or [])
+                      + f"\n(put the deployed config back: sami reconcile {d['name']})")
+    elif drift.get("status") == "in_sync":
+        drift_text = "in sync (the target runs what was deployed)"
+    fields = [("name", d["name"]), ("state", status), ("drift", drift_text), ("message", d.get("status_message")),
               ("service", d["service"]), ("environment", d["environment"]), ("type", d.get("type")),
               ("tag", d.get("tag")), ("image", d.get("image"))]
     for kind in ("app", "deployment"):
@@ -101,6 +112,9 @@ def info(out: Out, name) -> Exit:
     for key in ("repository", "pull_request", "ref", "sha"):
         if source.get(key):
             fields.append((key.replace("_", " "), source[key]))
+    fields += [("requested", output.config_line(answer.get("requested"))),
+               ("deployed", output.config_line(answer.get("deployed"))),
+               ("running", output.running_lines(answer.get("running")))]
     fields += [("updated", f"{output.ago(d.get('updated_at'))} ({d.get('updated_at')})"),
                ("created", d.get("created_at"))]
     for label, value in fields:

@@ -110,6 +110,13 @@ class Deployment(Base):
     check_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     check_retry_at: Mapped[datetime | None]
     archived_at: Mapped[datetime | None]
+    # What the target reported running at the last check that reported it ({"components": [...]}; see
+    # bot.services.drift), when, and how it differs from what Sami deployed: None = no verdict (the
+    # control script reports nothing), [] = in sync, else one record per difference since drift_since.
+    running: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    running_at: Mapped[datetime | None]
+    drift: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    drift_since: Mapped[datetime | None]
     # Who may run scripts on this deployment now (one worker at a time), until when.
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None]
@@ -147,6 +154,9 @@ class Action(Base):
     delivery_id: Mapped[str | None] = mapped_column(String(64))
     # What the script ran with: tag, image, overrides (secret values masked), manifest sha.
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # What the target reported running when this action's check passed: the baseline drift is measured
+    # against while this is the deployment's last succeeded deploy (None: the script reports nothing).
+    running: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     # Captured output, up to a megabyte: deferred, so that loading actions (lists, the row locked

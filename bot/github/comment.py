@@ -40,6 +40,7 @@ BADGES: dict[DeploymentState, tuple[str, str]] = {
     S.ARCHIVED: ("⚪", "Archived"),
     S.REMOVED: ("⚫", "Removed"),
 }
+DRIFT_BADGE = "🟣 Drift"
 FAILURE_WORDS: dict[FailureReason, str] = {
     FailureReason.PARTIAL_AVAILABILITY: "partly available",
     FailureReason.TAG_MISMATCH: "tag mismatch",
@@ -76,6 +77,8 @@ class EnvironmentRow:
     previous_tag: str | None = None
     # What a deploy waits for before it starts, e.g. "CI" ("Waiting for CI").
     waiting_for: str | None = None
+    # What differs between what runs and what Sami deployed, in words, while the deployment drifts.
+    drift: str | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,9 @@ def _state_cell(row: EnvironmentRow) -> str:
     cell = state_badge(row.state, row.failure_reason)
     if row.previous_tag and str(row.state) == S.UPDATE_PENDING:
         cell += f" (was {code(row.previous_tag)})"
+    if row.drift:
+        # Its own badge: the target was changed outside Sami, which is not a failure of what Sami deployed.
+        cell += f" · {DRIFT_BADGE}: {escape_text(row.drift, 160)}"
     return cell
 
 

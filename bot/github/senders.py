@@ -22,6 +22,7 @@ from bot.core.models import Action, Deployment, OutboxRow, OutboxState, PullRequ
 from bot.core.states import ActionState, DeploymentState
 from bot.github import comment as sticky
 from bot.github.client import GitHubError
+from bot.services import drift
 
 A = ActionState
 
@@ -85,7 +86,8 @@ def render_comment(session: Session, repository: str, number: int, record: PullR
             failure_reason=deployment.failure_reason, url=url, tag=deployment.tag, sha=deployment.sha,
             updated_at=deployment.status_changed_at, action_id=action.id if action else None,
             action_state=action.state if action else None, action_kind=action.kind if action else None,
-            page_url=sender.page(deployment.name, action.id if action else None), previous_tag=previous))
+            page_url=sender.page(deployment.name, action.id if action else None), previous_tag=previous,
+            drift=drift.summary(deployment.drift) or None))
     head = record.head_sha or next((d.sha for d in sorted(deployments, key=lambda d: d.updated_at) if d.sha), None)
     checks = record.checks if record.checks and record.checks.get("sha") == head else None
     ci_failed = checks["summary"] if checks and checks.get("state") == "failure" else None

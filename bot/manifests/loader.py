@@ -673,6 +673,7 @@ def _build_manifest(candidate: Candidate, data: dict[str, Any]) -> Manifest:
         control_scripts=data["control_scripts"].rstrip("/") if "control_scripts" in data else None,
         files=tuple(data.get("files", ())),
         update_image=None if update is None else ImageUpdate(update["file"], update["path"]),
+        on_drift=data.get("on_drift", "report"),
     )
 
 

@@ -117,6 +117,8 @@ class Manifest:
     size: int | None = None  # members of an internal third-party service
     endpoint: str | None = None  # template (internal) or host:port list (external)
     depends_on: tuple[str, ...] = ()
+    # What a periodic check that finds drift does: "report" it, or "reconcile" (put the deployed config back).
+    on_drift: str = "report"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "app_overrides", _frozen_mapping(self.app_overrides))
@@ -201,6 +203,7 @@ class Manifest:
             "size": self.size,
             "endpoint": self.endpoint,
             "depends_on": list(self.depends_on),
+            "on_drift": self.on_drift,
         }
 
 

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 S = DeploymentState
 
 ORIGINS = ("api", "webhook", "cli", "page", "schedule", "reconcile")
+# Actions that deploy a config (run create, update or unarchive and wait for check): the last one that
+# succeeded is what the deployment runs, as far as Sami knows.
+DEPLOY_KINDS = ("create", "update", "restore")
 # Deployments.pull_request is a 32-bit integer column.
 MAX_PULL_REQUEST = 2**31 - 1
 # Whole numbers Sami takes in requests: what a script (or a database id) can hold.
@@ -331,6 +334,24 @@ def action_config(deployment: Deployment, manifest: Manifest, repo: DeploymentsR
     }
 
 
+def deployed_action(session: Session, deployment_id: int) -> Action | None:
+    """The deployment's last succeeded create, update or restore: the config it runs (None: never deployed)."""
+    return session.scalars(select(Action).where(
+        Action.deployment_id == deployment_id, Action.kind.in_(DEPLOY_KINDS),
+        Action.state == ActionState.SUCCEEDED).order_by(Action.id.desc()).limit(1)).first()
+
+
+def apply_config(deployment: Deployment, config: Mapping, manifest: Manifest) -> None:
+    """Set ``deployment``'s tag/image and overrides to an earlier action's ``config``; overrides are stored
+    as what differs from the manifest's defaults, as a request would have left them."""
+    deployment.tag, deployment.image = config.get("tag"), config.get("image")
+    deployment.app_overrides = {k: v for k, v in (config.get("app_overrides") or {}).items()
+                                if manifest.app_overrides.get(k) != v}
+    deployment.deployment_overrides = {k: v for k, v in (config.get("deployment_overrides") or {}).items()
+                                       if manifest.deployment_overrides.get(k) != v}
+    deployment.sha = config.get("sha") or deployment.sha
+
+
 def unknown_deployment(name: str) -> NotFound:
     """The answer about a deployment that does not exist, or that the caller may not read: alike,
     so that an answer never confirms that a deployment out of a token's scope exists."""
@@ -354,20 +375,30 @@ def get_deployment(session: Session, name: str, *, lock: bool = False) -> Deploy
     return deployment
 
 
-def _operation(session: Session, repo: DeploymentsRepo, name: str, kind: str, wanted: DeploymentState,
-               ctx: Context, *, requested_by: str, origin: str, delivery_id: str | None = None) -> Accepted:
-    deployment = get_deployment(session, name, lock=True)
+def refuse_if_busy(session: Session, deployment: Deployment) -> None:
+    """Conflict when an action of ``deployment`` is queued or running: one thing at a time."""
     busy = session.scalars(select(Action.id).where(
         Action.deployment_id == deployment.id,
         Action.state.in_((ActionState.QUEUED, ActionState.RUNNING)))).first()
     if busy is not None:
-        raise Conflict(f"deployment {name!r} has action {busy} in progress: wait until it finishes",
+        raise Conflict(f"deployment {deployment.name!r} has action {busy} in progress: wait until it finishes",
                        state=str(deployment.state), action_id=busy)
+
+
+def _operation(session: Session, repo: DeploymentsRepo, name: str, kind: str, wanted: DeploymentState,
+               ctx: Context, *, requested_by: str, origin: str, delivery_id: str | None = None) -> Accepted:
+    deployment = get_deployment(session, name, lock=True)
+    refuse_if_busy(session, deployment)
     manifest = repo.find(deployment.service, deployment.environment)
     if manifest is None and kind != "cleanup":
         raise Invalid(f"the deployments repo no longer has a manifest for {deployment.service} "
                            f"{deployment.environment}; only cleanup is possible")
     transition(deployment, wanted)
+    if kind == "restore" and manifest is not None:
+        # A restore brings back what last ran, not a request that failed before the archive.
+        deployed = deployed_action(session, deployment.id)
+        if deployed is not None:
+            apply_config(deployment, deployed.config or {}, manifest)
     config = action_config(deployment, manifest, repo) if manifest else {
         "tag": deployment.tag, "image": deployment.image, "type": deployment.type,
         "app_overrides": deployment.app_overrides, "deployment_overrides": deployment.deployment_overrides,

@@ -18,7 +18,7 @@ from bot import outbox
 from bot.core import naming
 from bot.core.errors import Invalid
 from bot.core.models import Action, ActionStep, Deployment, OutboxRow
-from bot.services import actions, deployments, history, queries
+from bot.services import actions, deployments, drift, history, queries
 from bot.services.tokens import Scopes, TokenError, authenticate
 from bot.web import openapi, shared
 from bot.web.database import get_session
@@ -243,6 +243,18 @@ def rollback(name: str):
     return _accepted(result)
 
 
+@bp.post("/api/v1/deployments/<name>/reconcile")
+@token_required
+def reconcile(name: str):
+    """Put back what Sami deployed (the last succeeded config) on a deployment whose target drifted."""
+    session = get_session()
+    deployment = _deployment(session, name, "deploy")
+    require("deploy", deployment.service, deployment.environment)
+    result = history.reconcile_deployment(session, shared.manifests().current(), name, shared.services_context(),
+                                          requested_by=_requested_by(), origin="api")
+    return _accepted(result)
+
+
 @bp.post("/api/v1/deployments/<name>/clone")
 @token_required
 def clone(name: str):
@@ -323,7 +335,7 @@ def deployment_to_dict(deployment: Deployment) -> dict:
                                               "ref": deployment.ref, "sha": deployment.sha},
         "created_at": _iso(deployment.created_at), "updated_at": _iso(deployment.updated_at),
         "status_changed_at": _iso(deployment.status_changed_at), "checked_at": _iso(deployment.checked_at),
-        "archived_at": _iso(deployment.archived_at),
+        "archived_at": _iso(deployment.archived_at), "drift": drift.drift_view(deployment),
     }
 
 
@@ -380,11 +392,14 @@ def list_deliveries():
 @bp.get("/api/v1/deployments/<name>")
 @token_required
 def show_deployment(name: str):
-    """One deployment with its latest actions."""
-    deployment = _deployment(get_session(), name)
-    actions = get_session().scalars(select(Action).where(Action.deployment_id == deployment.id)
-                                    .options(selectinload(Action.steps)).order_by(Action.id.desc()).limit(50)).all()
-    return jsonify(deployment=deployment_to_dict(deployment),
+    """One deployment with its latest actions, and what it was asked for, deployed and runs."""
+    session = get_session()
+    deployment = _deployment(session, name)
+    actions = session.scalars(select(Action).where(Action.deployment_id == deployment.id)
+                              .options(selectinload(Action.steps)).order_by(Action.id.desc()).limit(50)).all()
+    views = drift.config_views(session, deployment, shared.secret_names(deployment))
+    return jsonify(deployment=deployment_to_dict(deployment), requested=views["requested"],
+                   deployed=views["deployed"], running=views["running"],
                    actions=[action_to_dict(a) for a in actions])
 
 

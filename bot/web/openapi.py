@@ -80,6 +80,43 @@ SCHEMAS: dict[str, dict] = {
                 "ref": TEXT_OR_NULL, "sha": TEXT_OR_NULL}},
             "created_at": ISO_TIME, "updated_at": ISO_TIME, "status_changed_at": ISO_TIME,
             "checked_at": ISO_TIME, "archived_at": ISO_TIME,
+            "drift": {"$ref": "#/components/schemas/Drift"},
+        },
+    },
+    "Drift": {
+        "type": "object", "description": "Whether the target runs what Sami deployed, from the report of its check: "
+        "unknown (its control script reports nothing, or nothing was deployed), in_sync, or drifted (with what "
+        "differs: only images, replicas and the overrides Sami passed are compared). Drift is not a state: a "
+        "drifted deployment keeps its state; POST .../reconcile puts the deployed config back.",
+        "required": ["status", "differences", "summary", "since"],
+        "properties": {
+            "status": {"type": "string", "enum": ["unknown", "in_sync", "drifted"]},
+            "differences": {"type": "array", "items": {"type": "object", "required": ["component", "field"],
+                            "properties": {"component": TEXT_OR_NULL, "field": {"type": "string"},
+                                           "deployed": {}, "running": {}, "text": {"type": "string"}}}},
+            "summary": {"type": "string"}, "since": ISO_TIME,
+        },
+    },
+    "ConfigView": {
+        "type": ["object", "null"], "description": "A config of the deployment and the action it comes from; "
+        "secrets by name only",
+        "required": ["action_id", "kind", "state", "tag", "image", "overrides", "secrets", "at"],
+        "properties": {
+            "action_id": {"type": ["integer", "null"]}, "kind": TEXT_OR_NULL, "state": TEXT_OR_NULL,
+            "tag": TEXT_OR_NULL, "image": TEXT_OR_NULL,
+            "overrides": {"type": "object", "properties": {"app": OVERRIDES_OUT, "deployment": OVERRIDES_OUT}},
+            "secrets": {"type": "array", "items": {"type": "string"}}, "at": ISO_TIME,
+        },
+    },
+    "Running": {
+        "type": ["object", "null"], "description": "What the target reported running at its last check (null: "
+        "its control script reports nothing)",
+        "required": ["components", "at"],
+        "properties": {
+            "components": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+                "name": {"type": "string"}, "image": TEXT_OR_NULL, "tag": TEXT_OR_NULL,
+                "replicas": {"type": ["integer", "null"]}, "running": {"type": ["integer", "null"]}}}},
+            "at": ISO_TIME,
         },
     },
     "Action": {
@@ -124,8 +161,13 @@ SCHEMAS: dict[str, dict] = {
                        "next_cursor": TEXT_OR_NULL},
     },
     "DeploymentDetail": {
-        "type": "object", "required": ["deployment", "actions"],
+        "type": "object", "required": ["deployment", "requested", "deployed", "running", "actions"],
         "properties": {"deployment": {"$ref": "#/components/schemas/Deployment"},
+                       "requested": {"$ref": "#/components/schemas/ConfigView",
+                                     "description": "the latest accepted create, update or restore"},
+                       "deployed": {"$ref": "#/components/schemas/ConfigView",
+                                    "description": "the last one that succeeded: what the deployment runs"},
+                       "running": {"$ref": "#/components/schemas/Running"},
                        "actions": {"type": "array", "items": {"$ref": "#/components/schemas/Action"}}},
     },
     "ActionLog": {
@@ -295,6 +337,14 @@ PATHS: dict[str, dict] = {
                                          "description": "the succeeded create or update to go back to"}}}}}},
         "responses": {"202": _json("Accepted", "accepted: an update action with that config is queued"),
                       **_errors(403, 404, 409, 413, 503)},
+    }},
+    "/api/v1/deployments/{name}/reconcile": {"post": {
+        "operationId": "reconcileDeployment", "tags": ["deployments"],
+        "summary": "Put back what Sami deployed: an update to the config of the last succeeded create, update or "
+                   "restore, e.g. after an image was changed by hand on the target (drift); deploy scope",
+        "parameters": [NAME_PARAM],
+        "responses": {"202": _json("Accepted", "accepted: an update action with the deployed config is queued"),
+                      **_errors(400, 403, 404, 409, 503)},
     }},
     "/api/v1/deployments/{name}/clone": {"post": {
         "operationId": "cloneDeployment", "tags": ["deployments"],

@@ -34,7 +34,7 @@ from bot.core import signing
 from bot.core.errors import Invalid, SamiError
 from bot.core.models import Action, ActionStep, ApiToken, Deployment
 from bot.core.states import DeploymentState, IllegalTransition
-from bot.services import actions, deployments, history, queries
+from bot.services import actions, deployments, drift, history, queries
 from bot.services.tokens import Scopes, TokenError, authenticate, create_token
 from bot.web import auth, events, oauth, shared
 from bot.web.database import get_session
@@ -45,10 +45,10 @@ bp = Blueprint("pages", __name__, template_folder="templates", static_folder="st
                static_url_path="/static/page")
 MASK = "••••"
 SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "PRIVATE", "CREDENTIAL", "API_KEY", "APIKEY")
-WRITES = ("update", "archive", "restore", "cleanup", "rollback")
+WRITES = ("update", "archive", "restore", "cleanup", "rollback", "reconcile")
 # The permission each write needs, as the API asks for it (rollback and cancelling an update: deploy).
-NEEDS = {"update": "deploy", "rollback": "deploy", "create": "deploy", "archive": "archive", "restore": "restore",
-         "cleanup": "cleanup"}
+NEEDS = {"update": "deploy", "rollback": "deploy", "reconcile": "deploy", "create": "deploy", "archive": "archive",
+         "restore": "restore", "cleanup": "cleanup"}
 
 
 # -- helpers the templates use ----------------------------------------------------------------------
@@ -228,9 +228,10 @@ def deployment(name: str):
                                    secret_names),
               "deployment": masked_config({**(manifest.deployment_overrides if manifest else {}),
                                            **(row.deployment_overrides or {})}, secret_names)}
+    views = drift.config_views(session_, row, secret_names)
     return render_template("deployment.html", d=row, actions=actions, config=config, secret_names=secret_names,
                            log=shown_log, log_action=log_action, running=running, may=may, manifest=manifest,
-                           cancellable=cancellable)
+                           cancellable=cancellable, views=views)
 
 
 def _good_configs(actions) -> set[str]:
@@ -335,7 +336,7 @@ def deliveries():
 
 # -- writing ----------------------------------------------------------------------------------------
 
-@bp.post("/deployments/<name>/<any(update, archive, restore, cleanup, rollback):kind>")
+@bp.post("/deployments/<name>/<any(update, archive, restore, cleanup, rollback, reconcile):kind>")
 def change(name: str, kind: str):
     """A write from the page: the same services call as the API's, as the signed-in viewer."""
     viewer = auth.current_viewer()
@@ -364,6 +365,10 @@ def change(name: str, kind: str):
                                                      shared.services_context(),
                                                   to_action_id=int(to) if to else None,
                                                   requested_by=viewer.requested_by, origin="page")
+        elif kind == "reconcile":
+            result = history.reconcile_deployment(session_, shared.manifests().current(), name,
+                                                  shared.services_context(), requested_by=viewer.requested_by,
+                                                  origin="page")
         else:
             operation = {"archive": deployments.archive_deployment, "restore": deployments.restore_deployment,
                          "cleanup": deployments.cleanup_deployment}[kind]

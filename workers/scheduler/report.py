@@ -14,6 +14,8 @@ class TickReport:
     reaped: list[int] = field(default_factory=list)
     requeued: list[int] = field(default_factory=list)
     checks: list[int] = field(default_factory=list)
+    # The checks of ``checks`` queued together, one ``check_batch`` call per list.
+    check_batches: list[list[int]] = field(default_factory=list)
     archive_checks: list[int] = field(default_factory=list)
     cleanups: list[str] = field(default_factory=list)
     leases_freed: list[int] = field(default_factory=list)
