@@ -1,0 +1,90 @@
+"""A deployments repo of a whole environment for pipeline tests: services that use the probe control
+scripts (tests/pipeline/probe_scripts.py), with dependencies, kinds and endpoints given as values.
+
+The manifests are written as folders (what the workers read); ``EnvironmentManifests`` serves them
+with the topology fields (kind, mode, endpoint, depends_on) set, as a store of the deployments repo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from bot.manifests import DeploymentsRepo, load_deployments_repo
+from bot.manifests.topology import Kind, ThirdPartyMode
+from tests.pipeline.probe_scripts import OPERATIONS, PROBE
+
+INFO_ENDPOINT = "  info) echo \"app,https://$name.example.test\""
+
+
+@dataclasses.dataclass(frozen=True)
+class Service:
+    """One component: its dependencies, kind and endpoint template, and its default overrides."""
+
+    depends_on: tuple[str, ...] = ()
+    third_party: bool = False
+    external: bool = False
+    endpoint: str | None = None
+    app_overrides: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    deployment_overrides: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+def write_environment_repo(root: Path, record: Path, services: Mapping[str, Service],
+                           environments: tuple[str, ...] = ("stage",)) -> Path:
+    scripts = root / "scripts" / "probe"
+    scripts.mkdir(parents=True, exist_ok=True)
+    for operation in OPERATIONS:
+        path = scripts / operation
+        path.write_text(PROBE)
+        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    for name, service in services.items():
+        for environment in environments:
+            folder = root / "services" / name / "swarm" / environment
+            folder.mkdir(parents=True)
+            (folder / "stack.yml").write_text(yaml.safe_dump(
+                {"version": "3.8", "services": {"app": {"image": f"local/{name}:latest"}}}))
+            manifest = {
+                "version": "v1beta", "service_name": name, "type": "swarm", "files": ["stack.yml"],
+                "oob": {"update-image": {"file": "stack.yml", "path": "services.app.image"}},
+                "image": f"local/{name}", "timeout": "60s", "status_timeout": "5s",
+                "control_scripts": "scripts/probe",
+                "overrides": {"deployment": {"record": str(record), **service.deployment_overrides},
+                              "app": dict(service.app_overrides)},
+                "allowed_overrides": {"deployment": ["sleep", "fail", "hang", "check"],
+                                      "app": sorted({"LOG_LEVEL", *service.app_overrides})},
+            }
+            (folder / "sami.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return root
+
+
+def with_topology(repo: DeploymentsRepo, services: Mapping[str, Service]) -> DeploymentsRepo:
+    """``repo`` with each manifest's kind, mode, endpoint and depends_on as ``services`` give them."""
+    manifests = []
+    for manifest in repo.manifests:
+        service = services.get(manifest.service_name)
+        if service is not None:
+            manifest = dataclasses.replace(
+                manifest, depends_on=tuple(service.depends_on), endpoint=service.endpoint,
+                kind=Kind.THIRD_PARTY if service.third_party else Kind.APPLICATION,
+                mode=(ThirdPartyMode.EXTERNAL if service.external else ThirdPartyMode.INTERNAL)
+                if service.third_party else None)
+        manifests.append(manifest)
+    return dataclasses.replace(repo, manifests=tuple(manifests))
+
+
+class EnvironmentManifests:
+    """A stand-in for the manifest store: the folder's manifests with the topology fields set."""
+
+    def __init__(self, root: Path, services: Mapping[str, Service]):
+        self.root = root
+        self.services = services
+
+    def current(self, refresh: bool = False) -> DeploymentsRepo:
+        return with_topology(load_deployments_repo(self.root), self.services)
+
+    def at(self, sha: str | None) -> DeploymentsRepo:
+        return self.current()

@@ -1,0 +1,154 @@
+"""Whole-environment runs through the real pipeline: services, the queue, workers and the probe
+control scripts on PostgreSQL and Redis. Components go in dependency order (reverse order to take
+an environment down), a failure stops exactly what depends on it, and references are resolved from
+the endpoints the environment's own third-party services recorded."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from bot.core.errors import Conflict, Invalid
+from bot.core.models import Action, Deployment, EnvironmentRun
+from bot.core.states import DeploymentState
+from bot.services import actions, environments
+from tests.pipeline.conftest import read_record
+from tests.pipeline.environment_repo import EnvironmentManifests, Service, write_environment_repo
+from workers.scheduler import Scheduler
+
+S = DeploymentState
+WHO = dict(requested_by="test", origin="cli")
+VERSIONS = {"db": "16", "cache": "7", "api": "v1", "web": "v1"}
+
+
+def product(**changes) -> dict[str, Service]:
+    services = {
+        "db": Service(third_party=True, endpoint="{name}.internal:5432"),
+        "cache": Service(third_party=True, external=True, endpoint="cache.example.net:6379"),
+        "api": Service(depends_on=("db", "cache"), app_overrides={"DB": "${db.endpoint}",
+                                                                  "CACHE": "${cache.host}"}),
+        "web": Service(depends_on=("api",)),
+    }
+    services.update(changes)
+    return services
+
+
+@pytest.fixture
+def services():
+    return product()
+
+
+@pytest.fixture
+def env_repo(tmp_path, record, services, worker_ctx):
+    root = write_environment_repo(tmp_path / "environment-repo", record, services)
+    worker_ctx.manifests = EnvironmentManifests(root, services)
+    return worker_ctx.manifests
+
+
+def run_of(db_session, run_id) -> EnvironmentRun:
+    db_session.expire_all()
+    return db_session.get(EnvironmentRun, run_id)
+
+
+def statuses(run: EnvironmentRun) -> dict[str, str]:
+    return {c.service: c.status for c in run.components}
+
+
+def lines(record, op: str, name: str) -> list[int]:
+    return [i for i, line in enumerate(read_record(record)) if line.split()[:2] == [op, name]]
+
+
+def start(db_session, env_repo, services_ctx, operation="deploy", name="stage", **kw) -> EnvironmentRun:
+    return environments.start_run(db_session, env_repo.current(), name, operation, services_ctx, **WHO, **kw)
+
+
+def test_deploy_goes_in_dependency_order_and_resolves_references(db_session, env_repo, services_ctx, work,
+                                                                  record):
+    run = start(db_session, env_repo, services_ctx, versions=VERSIONS)
+    # Only the components that wait for nothing are queued at first.
+    assert statuses(run_of(db_session, run.id)) == {"db": "queued", "cache": "queued", "api": "waiting",
+                                                    "web": "waiting"}
+    work()
+    run = run_of(db_session, run.id)
+    assert run.state == "succeeded", run.message
+    assert statuses(run) == dict.fromkeys(VERSIONS, "succeeded")
+    # Each component was created only after the checks of what it depends on had passed.
+    for service, deps in (("api", ("db", "cache")), ("web", ("api",))):
+        for dep in deps:
+            assert lines(record, "create", f"{service}-stage")[0] > lines(record, "check", f"{dep}-stage")[-1]
+    api = db_session.get(Action, next(c.action_id for c in run.components if c.service == "api"))
+    assert api.config["app_overrides"]["DB"] == "db-stage.internal:5432"
+    assert api.config["app_overrides"]["CACHE"] == "cache.example.net"
+    rows = {d.service: d for d in db_session.scalars(select(Deployment))}
+    assert {s: (rows[s].state, rows[s].tag) for s in VERSIONS} == {s: (S.RUNNING, v) for s, v in VERSIONS.items()}
+    assert rows["db"].outputs["endpoint"] == "db-stage.internal:5432"
+    assert rows["cache"].outputs == {"endpoint": "cache.example.net:6379", "host": "cache.example.net",
+                                     "port": "6379"}
+    # The deployment keeps no resolved value: a clone resolves the reference to its own database.
+    assert rows["api"].app_overrides == {}
+
+
+@pytest.mark.parametrize("services", [product(db=Service(third_party=True, endpoint="{name}:5432",
+                                                          deployment_overrides={"fail": "create"}))])
+def test_a_failure_stops_exactly_its_dependents(db_session, env_repo, services_ctx, work, record):
+    run = start(db_session, env_repo, services_ctx, versions=VERSIONS)
+    work()
+    run = run_of(db_session, run.id)
+    assert run.state == "failed"
+    assert statuses(run) == {"db": "failed", "cache": "succeeded", "api": "skipped", "web": "skipped"}
+    messages = {c.service: c.message for c in run.components}
+    assert "create failed" in messages["db"]
+    assert messages["api"].startswith("not run: db failed")
+    assert messages["web"].startswith("not run: api skipped")
+    assert lines(record, "create", "api-stage") == [] and lines(record, "create", "web-stage") == []
+    assert run.message == "1 succeeded, 1 failed, 2 skipped"
+
+
+def test_archive_restore_and_cleanup_go_in_reverse_order(db_session, env_repo, services_ctx, work, record):
+    start(db_session, env_repo, services_ctx, versions=VERSIONS)
+    work()
+    for operation, script, state in (("archive", "archive", S.ARCHIVED), ("restore", "unarchive", S.RUNNING),
+                                     ("archive", "archive", S.ARCHIVED), ("cleanup", "cleanup", S.REMOVED)):
+        before = len(read_record(record))
+        run = start(db_session, env_repo, services_ctx, operation)
+        assert statuses(run_of(db_session, run.id))["web"] == "queued"
+        work()
+        run = run_of(db_session, run.id)
+        assert run.state == "succeeded", (operation, run.message)
+        order = [line.split()[1] for line in read_record(record)[before:] if line.split()[0] == script]
+        assert order.index("web-stage") < order.index("api-stage") < order.index("db-stage")
+        assert order.index("api-stage") < order.index("cache-stage")
+        db_session.expire_all()
+        assert {d.state for d in db_session.scalars(select(Deployment))} == {state}
+
+
+def test_one_run_at_a_time_and_unknown_components(db_session, env_repo, services_ctx, work):
+    run = start(db_session, env_repo, services_ctx, versions=VERSIONS)
+    with pytest.raises(Conflict, match=f"run {run.id} in progress"):
+        start(db_session, env_repo, services_ctx, versions=VERSIONS)
+    work()
+    with pytest.raises(Invalid, match="no component nope"):
+        start(db_session, env_repo, services_ctx, versions={"nope": "v1"})
+    with pytest.raises(Invalid, match="unknown environment operation"):
+        start(db_session, env_repo, services_ctx, "explode")
+
+
+def test_a_component_without_a_version_fails_and_stops_its_dependents(db_session, env_repo, services_ctx, work):
+    run = start(db_session, env_repo, services_ctx, versions={"db": "16", "cache": "7", "web": "v1"})
+    work()
+    run = run_of(db_session, run.id)
+    assert statuses(run) == {"db": "succeeded", "cache": "succeeded", "api": "failed", "web": "skipped"}
+    assert "no version for api" in next(c.message for c in run.components if c.service == "api")
+
+
+def test_the_scheduler_moves_a_run_whose_action_was_settled_elsewhere(db_session, env_repo, services_ctx, worker_ctx,
+                                                                      work):
+    run = start(db_session, env_repo, services_ctx, versions=VERSIONS)
+    db = next(c for c in run_of(db_session, run.id).components if c.service == "db")
+    actions.cancel_action(db_session, db.action_id, services_ctx, **WHO)
+    work()
+    Scheduler(worker_ctx).tick()
+    run = run_of(db_session, run.id)
+    assert statuses(run) == {"db": "failed", "cache": "succeeded", "api": "skipped", "web": "skipped"}
+    assert run.state == "failed"
+    assert "cancelled" in next(c.message for c in run.components if c.service == "db")
