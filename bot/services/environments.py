@@ -486,3 +486,77 @@ def status(session: Session, repo: DeploymentsRepo, name: str) -> dict:
 
 def is_internal(component: Component) -> bool:
     return component.manifest.kind is Kind.THIRD_PARTY and component.manifest.mode is not ThirdPartyMode.EXTERNAL
+
+
+# --- clone -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cloned:
+    """A clone: its run, and per component what its data is (empty, shared, or an application's none)."""
+
+    environment: str
+    run: EnvironmentRun
+    data: dict[str, str]
+
+
+def versions_of(session: Session, env: Environment) -> dict[str, dict]:
+    """What each deployed component of ``env`` runs now: version and its own overrides, by service."""
+    names = {c.deployment: c for c in env.components}
+    found = {}
+    for d in session.scalars(select(Deployment).where(Deployment.name.in_(list(names)))):
+        if d.state is S.REMOVED:
+            continue
+        component = names[d.name]
+        found[component.service] = {
+            "service": component.service, "deployment": d.name, "kind": component.kind, "mode": component.mode,
+            "wave": component.wave, "depends_on": list(component.depends_on), "tag": d.tag, "image": d.image,
+            "app_overrides": dict(d.app_overrides or {}), "deployment_overrides": dict(d.deployment_overrides or {}),
+            "secrets": sorted(component.manifest.secrets), "state": str(d.state),
+        }
+    return found
+
+
+def clone(session: Session, repo: DeploymentsRepo, source: str, name: str, ctx: Context, *, requested_by: str,
+          origin: str) -> Cloned:
+    """Deploy every component of ``source`` as environment ``name``: the same versions and overrides under
+    new deployment names; internal third-party services are provisioned fresh (no data is copied), external
+    ones stay the same outside endpoint."""
+    env = environment(session, repo, source)
+    try:
+        naming.check_environment(name)
+        if name == naming.PULL_REQUEST_ENVIRONMENT:
+            raise naming.InvalidName("a clone cannot be the pull request environment: previews follow their pull "
+                                     "request")
+        for component in env.components:
+            naming.deployment_name(component.service, name)
+    except naming.InvalidName as exc:
+        raise Invalid(str(exc)) from None
+    if repo.topology(name) is not None:
+        raise Conflict(f"environment {name!r} is in the deployments repo already; choose another name")
+    if session.scalars(select(EnvironmentRecord).where(EnvironmentRecord.name == name)).first() is not None:
+        raise Conflict(f"environment {name!r} exists already; choose another name (or clean it up first)")
+    for component in env.components:
+        taken = session.scalars(select(Deployment).where(Deployment.name == f"{component.service}-{name}")).first()
+        if taken is not None and (taken.state is not S.REMOVED
+                                  or (taken.service, taken.environment) != (component.service, name)):
+            if not ctx.sees(taken):
+                raise Conflict(f"deployment name {taken.name!r} is not available; choose another environment name")
+            raise Conflict(f"deployment name {taken.name!r} is taken (service {taken.service!r}, environment "
+                           f"{taken.environment!r}, {taken.state}); choose another environment name")
+    running = versions_of(session, env)
+    missing = [c.service for c in env.components if c.service not in running]
+    if missing:
+        raise Invalid(f"cannot clone {source!r}: {', '.join(missing)} not deployed there (deploy it first)")
+    session.add(EnvironmentRecord(name=name, template=env.template, clone_of=source, created_by=requested_by[:255]))
+    session.flush()
+    run = start_run(session, repo, name, "deploy", ctx, requested_by=requested_by, origin=origin,
+                    snapshot=running)
+    data = {}
+    for component in env.components:
+        if component.manifest.kind is not Kind.THIRD_PARTY:
+            data[component.service] = "application"
+        elif component.manifest.mode is ThirdPartyMode.EXTERNAL:
+            data[component.service] = "shared (external endpoint)"
+        else:
+            data[component.service] = "empty (provisioned fresh, no data copied)"
+    return Cloned(name, run, data)

@@ -152,3 +152,73 @@ def test_the_scheduler_moves_a_run_whose_action_was_settled_elsewhere(db_session
     assert statuses(run) == {"db": "failed", "cache": "succeeded", "api": "skipped", "web": "skipped"}
     assert run.state == "failed"
     assert "cancelled" in next(c.message for c in run.components if c.service == "db")
+
+
+# --- clone, snapshots, diff ----------------------------------------------------------------------
+
+def test_a_clone_gets_its_own_components_and_its_own_endpoints(db_session, env_repo, services_ctx, work, record):
+    start(db_session, env_repo, services_ctx, versions=VERSIONS)
+    work()
+    cloned = environments.clone(db_session, env_repo.current(), "stage", "qa-7", services_ctx, **WHO)
+    assert cloned.data == {"db": "empty (provisioned fresh, no data copied)", "cache": "shared (external endpoint)",
+                           "api": "application", "web": "application"}
+    work()
+    run = run_of(db_session, cloned.run.id)
+    assert run.state == "succeeded", run.message
+    rows = {d.name: d for d in db_session.scalars(select(Deployment).where(Deployment.environment == "qa-7"))}
+    assert {n: (d.state, d.tag, d.manifest_environment) for n, d in rows.items()} == {
+        f"{s}-qa-7": (S.RUNNING, v, "stage") for s, v in VERSIONS.items()}
+    api = db_session.get(Action, next(c.action_id for c in run.components if c.service == "api"))
+    assert api.config["app_overrides"]["DB"] == "db-qa-7.internal:5432"  # its own database, not stage's
+    assert lines(record, "create", "db-qa-7") and lines(record, "create", "web-qa-7")
+    # The clone is an environment of its own: taken down as a whole, its names never reused by another clone.
+    with pytest.raises(Conflict, match="exists already"):
+        environments.clone(db_session, env_repo.current(), "stage", "qa-7", services_ctx, **WHO)
+    with pytest.raises(Invalid, match="characters"):
+        environments.clone(db_session, env_repo.current(), "stage", "q" * 60, services_ctx, **WHO)
+    archived = start(db_session, env_repo, services_ctx, "archive", name="qa-7")
+    work()
+    assert run_of(db_session, archived.id).state == "succeeded"
+    db_session.expire_all()
+    assert {d.state for d in db_session.scalars(select(Deployment).where(Deployment.environment == "qa-7"))} == {
+        S.ARCHIVED}
+    assert {d.state for d in db_session.scalars(select(Deployment).where(Deployment.environment == "stage"))} == {
+        S.RUNNING}
+
+
+def test_a_snapshot_is_deployed_back_exactly_and_diffs_show_what_changed(db_session, env_repo, services_ctx, work):
+    start(db_session, env_repo, services_ctx, versions=VERSIONS)
+    work()
+    from bot.services import deployments, snapshots
+
+    repo = env_repo.current()
+    deployments.request_deployment(db_session, repo, deployments.DeploymentRequest(
+        service="web", environment="stage", tag="v1", app_overrides={"LOG_LEVEL": "debug"}, **WHO), services_ctx)
+    work()
+    snap = snapshots.create(db_session, repo, "stage", name="before-v2", created_by="test")
+    assert [c["service"] for c in snap.components] == ["cache", "db", "api", "web"]  # deploy order
+    exported = snapshots.export_yaml(snap)
+    assert "before-v2" in exported and "LOG_LEVEL: debug" in exported
+    with pytest.raises(Conflict):
+        snapshots.create(db_session, repo, "stage", name="before-v2", created_by="test")
+
+    # Stage moves on: new versions, another override.
+    start(db_session, env_repo, services_ctx, versions={"api": "v2", "web": "v2"})
+    work()
+    deployments.request_deployment(db_session, repo, deployments.DeploymentRequest(
+        service="web", environment="stage", tag="v2", app_overrides={"LOG_LEVEL": "warn"}, **WHO), services_ctx)
+    work()
+    changed = snapshots.diff(db_session, repo, "snapshot:before-v2", "stage")
+    assert {c["service"]: c["changes"] for c in changed["changed"]} == {
+        "api": {"tag": {"left": "v1", "right": "v2"}, "image": {"left": "local/api:v1", "right": "local/api:v2"}},
+        "web": {"tag": {"left": "v1", "right": "v2"}, "image": {"left": "local/web:v1", "right": "local/web:v2"},
+                "app_overrides": {"left": {"LOG_LEVEL": "debug"}, "right": {"LOG_LEVEL": "warn"}}}}
+    assert changed["same"] == ["cache", "db"] and changed["only_left"] == changed["only_right"] == []
+
+    run = snapshots.deploy(db_session, repo, "stage", "before-v2", services_ctx, **WHO)
+    work()
+    assert run_of(db_session, run.id).state == "succeeded"
+    assert snapshots.diff(db_session, repo, "snapshot:before-v2", "stage")["changed"] == []
+    db_session.expire_all()
+    web = db_session.scalars(select(Deployment).where(Deployment.name == "web-stage")).one()
+    assert (web.tag, web.app_overrides) == ("v1", {"LOG_LEVEL": "debug"})
