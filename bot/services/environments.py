@@ -560,3 +560,8 @@ def clone(session: Session, repo: DeploymentsRepo, source: str, name: str, ctx: 
         else:
             data[component.service] = "empty (provisioned fresh, no data copied)"
     return Cloned(name, run, data)
+
+
+def cloned_names(session: Session) -> list[str]:
+    """The environments Sami cloned (their names are not in the deployments repo)."""
+    return list(session.scalars(select(EnvironmentRecord.name).where(EnvironmentRecord.clone_of.is_not(None))))
