@@ -4,6 +4,7 @@ diffs, and the scopes each needs."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -98,3 +99,19 @@ def test_scopes_and_errors(api, work):
     work()
     clone = api("POST", "/api/v1/environments/stage/clone", {"name": "pr-12"})
     assert clone.status_code == 400 and "reserved" in clone.json["error"]
+
+
+def test_the_page_shows_components_in_deploy_order_with_state_version_and_endpoint(api, app, work):
+    api("POST", "/api/v1/environments/stage/deploy", {"versions": {**VERSIONS, "web": "v9"}})
+    work()
+    page = app.test_client().get("/environments/stage")
+    assert page.status_code == 200, page.get_data(as_text=True)[:500]
+    html = page.get_data(as_text=True)
+    assert re.findall(r'<tr data-service="([a-z]+)"', html) == ["cache", "db", "api", "web"]
+    row = html[html.index('data-service="db"'):html.index('data-service="api"')]
+    assert 'data-state="Running"' in row and "<code>16</code>" in row and "db-stage.internal:5432" in row
+    assert "<code>v9</code>" in html[html.index('data-service="web"'):]
+    assert "Last run: deploy" in html and "4 succeeded" in html
+    listing = app.test_client().get("/environments").get_data(as_text=True)
+    assert 'href="/environments/stage"' in listing and "cache, db, api, web" in listing
+    assert app.test_client().get("/environments/nowhere").status_code == 404
