@@ -132,7 +132,7 @@ def _operation(name: str, doc: str):
 
 
 archive = _operation("archive", "Archive every component of ENVIRONMENT in reverse dependency order (data kept).")
-restore = _operation("restore", "Restore every archived component of ENVIRONMENT in reverse dependency order.")
+restore = _operation("restore", "Restore every archived component of ENVIRONMENT in deploy order (what it uses first).")
 cleanup = _operation("cleanup", "Clean up every archived component of ENVIRONMENT in reverse dependency order.")
 
 

@@ -3,8 +3,9 @@
 An operation is a **run** (``EnvironmentRun``) with one **component** row per service of the
 environment: its deployment, the components it waits for (``after``), its action and its status
 (waiting, queued, succeeded, failed, skipped). A deploy waits for each component's dependencies
-(``depends_on`` and the services its overrides reference); archive, restore and cleanup wait for
-its dependents instead (reverse order: an application goes down before its database).
+(``depends_on`` and the services its overrides reference), and so does a restore (an application's
+check needs its database up); archive and cleanup wait for its dependents instead (reverse order:
+an application goes down before its database).
 
 Starting a run records it and queues every component that waits for nothing, through the same
 service functions a single request takes (``accept_request``/``accept_operation``: the state
@@ -49,7 +50,9 @@ log = logging.getLogger(__name__)
 S = DeploymentState
 
 OPERATIONS = ("deploy", "archive", "restore", "cleanup")
-REVERSE = frozenset({"archive", "restore", "cleanup"})
+# Taking an environment down goes in reverse: an application before the database it uses. Restore
+# brings it back up, so it goes in deploy order: a restored application's check needs what it uses.
+REVERSE = frozenset({"archive", "cleanup"})
 
 WAITING, QUEUED, SUCCEEDED, FAILED, SKIPPED = "waiting", "queued", "succeeded", "failed", "skipped"
 COMPONENT_STATUSES = (WAITING, QUEUED, SUCCEEDED, FAILED, SKIPPED)

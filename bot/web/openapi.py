@@ -205,7 +205,7 @@ SCHEMAS: dict[str, dict] = {
     "EnvironmentRun": {
         "type": "object", "required": ["id", "environment", "operation", "state", "components"],
         "description": "A whole-environment operation: one action per component, in dependency order (reverse "
-                       "order for archive, restore and cleanup); a failed component stops those after it.",
+                       "order for archive and cleanup); a failed component stops those after it.",
         "properties": {
             "id": {"type": "integer"}, "environment": {"type": "string"},
             "operation": {"type": "string", "enum": ["deploy", "archive", "restore", "cleanup"]},
@@ -484,7 +484,7 @@ PATHS: dict[str, dict] = {
     "/api/v1/environments/{name}/archive": {"post": _environment_operation(
         "archive", "Archive every component in reverse dependency order, keeping data (archive scope)")},
     "/api/v1/environments/{name}/restore": {"post": _environment_operation(
-        "restore", "Restore every archived component in reverse dependency order (restore scope)")},
+        "restore", "Restore every archived component in dependency order, what it uses first (restore scope)")},
     "/api/v1/environments/{name}/cleanup": {"post": _environment_operation(
         "cleanup", "Clean up every archived component in reverse dependency order (cleanup scope)")},
     "/api/v1/environments/{name}/clone": {"post": {

@@ -104,18 +104,22 @@ def test_a_failure_stops_exactly_its_dependents(db_session, env_repo, services_c
     assert run.message == "1 succeeded, 1 failed, 2 skipped"
 
 
-def test_archive_restore_and_cleanup_go_in_reverse_order(db_session, env_repo, services_ctx, work, record):
+def test_archive_and_cleanup_go_in_reverse_order_and_restore_in_deploy_order(db_session, env_repo, services_ctx,
+                                                                             work, record):
     start(db_session, env_repo, services_ctx, versions=VERSIONS)
     work()
     for operation, script, state in (("archive", "archive", S.ARCHIVED), ("restore", "unarchive", S.RUNNING),
                                      ("archive", "archive", S.ARCHIVED), ("cleanup", "cleanup", S.REMOVED)):
         before = len(read_record(record))
         run = start(db_session, env_repo, services_ctx, operation)
-        assert statuses(run_of(db_session, run.id))["web"] == "queued"
+        first = "db" if operation == "restore" else "web"
+        assert statuses(run_of(db_session, run.id))[first] == "queued"
         work()
         run = run_of(db_session, run.id)
         assert run.state == "succeeded", (operation, run.message)
         order = [line.split()[1] for line in read_record(record)[before:] if line.split()[0] == script]
+        if operation == "restore":  # back up in deploy order: what an application uses comes first
+            order.reverse()
         assert order.index("web-stage") < order.index("api-stage") < order.index("db-stage")
         assert order.index("api-stage") < order.index("cache-stage")
         db_session.expire_all()
