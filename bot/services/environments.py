@@ -36,7 +36,7 @@ from bot.core.errors import Conflict, Invalid, NotFound, SamiError
 from bot.core.models import Action, Deployment, EnvironmentRecord, EnvironmentRun, EnvironmentRunComponent
 from bot.core.states import ActionState, DeploymentState, IllegalTransition
 from bot.manifests import DeploymentsRepo, Manifest
-from bot.manifests.topology import CycleError, Kind, ThirdPartyMode, Topology, deploy_waves, references
+from bot.manifests.topology import CycleError, Kind, ThirdPartyMode, Topology, dependents, deploy_waves, references
 from bot.services.deployments import (
     Context,
     DeploymentRequest,
@@ -176,6 +176,7 @@ class Queued:
 
     action_id: int
     delay: float = 0.0
+    behind: int = 0  # components that wait for it
 
 
 def running_run(session: Session, name: str) -> EnvironmentRun | None:
@@ -308,9 +309,16 @@ def advance(session: Session, repo: DeploymentsRepo, run: EnvironmentRun, ctx: C
             else:
                 action, start = done
                 component.status, component.action_id, component.message = QUEUED, action.id, None
-                queued.append(Queued(action.id, start.delay))
+                queued.append(Queued(action.id, start.delay, _waiting_behind(run, component.service)))
     _settle_run(session, run)
-    return queued
+    # The queue hands out jobs oldest first: what most components wait behind goes first (the
+    # longest chain is the likeliest to be the critical path).
+    return sorted(queued, key=lambda q: -q.behind)
+
+
+def _waiting_behind(run: EnvironmentRun, service: str) -> int:
+    """How many components of the run wait for ``service``, directly or through others."""
+    return len(dependents({c.service: c.after for c in run.components}, service))
 
 
 def _settle_run(session: Session, run: EnvironmentRun) -> None:
