@@ -544,8 +544,12 @@ def clone(session: Session, repo: DeploymentsRepo, source: str, name: str, ctx: 
         raise Invalid(str(exc)) from None
     if repo.topology(name) is not None:
         raise Conflict(f"environment {name!r} is in the deployments repo already; choose another name")
-    if session.scalars(select(EnvironmentRecord).where(EnvironmentRecord.name == name)).first() is not None:
-        raise Conflict(f"environment {name!r} exists already; choose another name (or clean it up first)")
+    record = session.scalars(select(EnvironmentRecord).where(EnvironmentRecord.name == name)).first()
+    if record is not None:
+        live = session.scalars(select(Deployment.name).where(Deployment.environment == name,
+                                                             Deployment.state != S.REMOVED)).first()
+        if live is not None or record.clone_of is None:
+            raise Conflict(f"environment {name!r} exists already; choose another name (or clean it up first)")
     for component in env.components:
         taken = session.scalars(select(Deployment).where(Deployment.name == f"{component.service}-{name}")).first()
         if taken is not None and (taken.state is not S.REMOVED
@@ -558,7 +562,10 @@ def clone(session: Session, repo: DeploymentsRepo, source: str, name: str, ctx: 
     missing = [c.service for c in env.components if c.service not in running]
     if missing:
         raise Invalid(f"cannot clone {source!r}: {', '.join(missing)} not deployed there (deploy it first)")
-    session.add(EnvironmentRecord(name=name, template=env.template, clone_of=source, created_by=requested_by[:255]))
+    if record is None:  # a clone cleaned up before keeps its record: the name is its again
+        record = EnvironmentRecord(name=name)
+        session.add(record)
+    record.template, record.clone_of, record.created_by = env.template, source, requested_by[:255]
     session.flush()
     run = start_run(session, repo, name, "deploy", ctx, requested_by=requested_by, origin=origin,
                     snapshot=running)

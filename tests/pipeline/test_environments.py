@@ -188,6 +188,13 @@ def test_a_clone_gets_its_own_components_and_its_own_endpoints(db_session, env_r
         S.ARCHIVED}
     assert {d.state for d in db_session.scalars(select(Deployment).where(Deployment.environment == "stage"))} == {
         S.RUNNING}
+    # Cleaned up, the name can be cloned again.
+    cleaned = start(db_session, env_repo, services_ctx, "cleanup", name="qa-7")
+    work()
+    assert run_of(db_session, cleaned.id).state == "succeeded"
+    again = environments.clone(db_session, env_repo.current(), "stage", "qa-7", services_ctx, **WHO)
+    work()
+    assert run_of(db_session, again.run.id).state == "succeeded"
 
 
 def test_a_snapshot_is_deployed_back_exactly_and_diffs_show_what_changed(db_session, env_repo, services_ctx, work):
