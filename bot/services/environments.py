@@ -22,6 +22,7 @@ clone gets its own database's endpoint because its database is its own deploymen
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -187,13 +188,15 @@ def running_run(session: Session, name: str) -> EnvironmentRun | None:
 
 def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str, ctx: Context, *,
               requested_by: str, origin: str, versions: Mapping[str, str] | None = None,
-              snapshot: Mapping | None = None, snapshot_id: int | None = None) -> EnvironmentRun:
+              snapshot: Mapping | None = None, snapshot_id: int | None = None,
+              only: Iterable[str] | None = None) -> EnvironmentRun:
     """Start ``operation`` on every component of environment ``name`` and commit; the first components
     are on the queue when it returns.
 
     A deploy gives each component ``versions[service]`` (a tag, or an image with ``/`` or ``:``), else
     its snapshot's version (``snapshot``: the components of a snapshot, by service), else the version
-    its deployment runs now. Conflict while another run of the environment is still going.
+    its deployment runs now. With ``only``, the other components are left as they are (recorded as
+    succeeded, "unchanged"). Conflict while another run of the environment is still going.
     """
     if operation not in OPERATIONS:
         raise Invalid(f"unknown environment operation {operation!r} (one of: {', '.join(OPERATIONS)})")
@@ -218,15 +221,18 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
     # Reverse operations start from the last wave.
     last = max((c.wave for c in env.components), default=0)
     ordered = sorted(env.components, key=lambda c: ((last - c.wave) if operation in REVERSE else c.wave, c.service))
+    only = None if only is None else set(only)
     for component in ordered:
         request: dict = {"template": env.template if env.template != name else None}
-        if operation == "deploy":
+        left = only is not None and component.service not in only
+        if operation == "deploy" and not left:
             request.update(_deploy_request(session, component, versions.get(component.service),
                                            snapshot.get(component.service)))
         run.components.append(EnvironmentRunComponent(
             service=component.service, deployment=component.deployment,
             wave=(last - component.wave) if operation in REVERSE else component.wave,
-            after=sorted(after[component.service]), request=request, status=WAITING))
+            after=sorted(after[component.service]), request=request, status=SUCCEEDED if left else WAITING,
+            message="unchanged" if left else None))
     session.flush()
     queued = advance(session, repo, run, ctx, requested_by=requested_by, origin=origin)
     outbox.commit(session)
@@ -583,3 +589,57 @@ def clone(session: Session, repo: DeploymentsRepo, source: str, name: str, ctx: 
 def cloned_names(session: Session) -> list[str]:
     """The environments Sami cloned (their names are not in the deployments repo)."""
     return list(session.scalars(select(EnvironmentRecord.name).where(EnvironmentRecord.clone_of.is_not(None))))
+
+
+# --- pull request previews ---------------------------------------------------------------------
+
+def preview_name(repository: str, number: int) -> str:
+    """The environment of a pull request's whole-environment preview: ``pr-<n>-<6 hex of the repository>``.
+
+    Pull requests of one number in two repositories never share it, and it is not the ``pr-<n>``
+    reserved for single-service previews; with any service name of at most 40 characters the
+    deployment names stay DNS labels of at most 63.
+    """
+    if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= 2**31 - 1:
+        raise Invalid(f"pull request number must be a whole number from 1 to {2**31 - 1}")
+    return f"pr-{number}-{hashlib.sha256(repository.lower().encode()).hexdigest()[:6]}"
+
+
+def sync_preview(session: Session, repo: DeploymentsRepo, source: str, service: str, ctx: Context, *,
+                 repository: str, number: int, tag: str | None, is_open: bool, requested_by: str,
+                 origin: str) -> EnvironmentRun | None:
+    """Bring the whole-environment preview of pull request ``repository#number`` in line with it.
+
+    Open: the first time, every component of ``source`` (``preview_of``) is deployed under the
+    preview's names — ``service`` at ``tag`` (the pull request's head), every other component at the
+    version and overrides ``source`` runs now, internal third-party services fresh; later, only
+    ``service`` moves to the new ``tag``. Closed: the preview is archived as a whole. Returns the run
+    started (None when a closed pull request has no preview).
+    """
+    name = preview_name(repository, number)
+    record = session.scalars(select(EnvironmentRecord).where(EnvironmentRecord.name == name)).first()
+    live = record is not None and session.scalars(select(Deployment.id).where(
+        Deployment.environment == name, Deployment.state.not_in((S.REMOVED, S.ARCHIVED)))).first() is not None
+    if not is_open:
+        if not live:
+            return None
+        return start_run(session, repo, name, "archive", ctx, requested_by=requested_by, origin=origin)
+    env = environment(session, repo, source)
+    if service not in {c.service for c in env.components}:
+        raise Invalid(f"{service} is not a component of {source!r}: its pull requests get no preview of it")
+    if not tag:
+        raise Invalid("a preview needs the pull request's tag")
+    if record is not None and live:
+        return start_run(session, repo, name, "deploy", ctx, requested_by=requested_by, origin=origin,
+                         versions={service: tag}, only={service})
+    running = versions_of(session, env)
+    missing = [c.service for c in env.components if c.service not in running and c.service != service]
+    if missing:
+        raise Invalid(f"no preview of {source!r}: {', '.join(missing)} not deployed there")
+    running[service] = {**running.get(service, {}), "service": service, "tag": tag, "image": None}
+    if record is None:
+        record = EnvironmentRecord(name=name)
+        session.add(record)
+    record.template, record.clone_of, record.created_by = env.template, source, requested_by[:255]
+    session.flush()
+    return start_run(session, repo, name, "deploy", ctx, requested_by=requested_by, origin=origin, snapshot=running)

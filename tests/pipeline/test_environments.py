@@ -233,3 +233,43 @@ def test_a_snapshot_is_deployed_back_exactly_and_diffs_show_what_changed(db_sess
     db_session.expire_all()
     web = db_session.scalars(select(Deployment).where(Deployment.name == "web-stage")).one()
     assert (web.tag, web.app_overrides) == ("v1", {"LOG_LEVEL": "debug"})
+
+
+# --- pull request previews -----------------------------------------------------------------------
+
+def test_a_pull_request_preview_is_a_whole_environment_of_its_own(db_session, env_repo, services_ctx, work):
+    start(db_session, env_repo, services_ctx, versions=VERSIONS)
+    work()
+    name = environments.preview_name("acme/web", 5)
+    assert name != environments.preview_name("other/web", 5)  # same number, another repository
+    assert name.startswith("pr-5-") and len(f"{'s' * 40}-{environments.preview_name('a/b', 2**31 - 1)}") <= 63
+
+    def sync(tag, is_open=True):
+        return environments.sync_preview(db_session, env_repo.current(), "stage", "web", services_ctx,
+                                         repository="acme/web", number=5, tag=tag, is_open=is_open, **WHO)
+
+    run = sync("pr5-aaa")
+    work()
+    assert run_of(db_session, run.id).state == "succeeded"
+    preview = {d.service: d for d in db_session.scalars(select(Deployment).where(Deployment.environment == name))}
+    assert {s: d.tag for s, d in preview.items()} == {**VERSIONS, "web": "pr5-aaa"}
+    api = db_session.get(Action, next(c.action_id for c in run_of(db_session, run.id).components
+                                      if c.service == "api"))
+    assert api.config["app_overrides"]["DB"] == f"db-{name}.internal:5432"  # its own database
+
+    run = sync("pr5-bbb")  # a push: only the application moves
+    assert {c.service: (c.status, c.request.get("tag")) for c in run_of(db_session, run.id).components} == {
+        "web": ("queued", "pr5-bbb"), "db": ("succeeded", None), "cache": ("succeeded", None),
+        "api": ("succeeded", None)}
+    work()
+    db_session.expire_all()
+    assert {d.service: d.tag for d in db_session.scalars(select(Deployment).where(Deployment.environment == name))
+            } == {**VERSIONS, "web": "pr5-bbb"}
+
+    run = sync(None, is_open=False)  # closed: archived as a whole
+    work()
+    assert run_of(db_session, run.id).operation == "archive" and run_of(db_session, run.id).state == "succeeded"
+    db_session.expire_all()
+    assert {d.state for d in db_session.scalars(select(Deployment).where(Deployment.environment == name))} == {
+        S.ARCHIVED}
+    assert sync(None, is_open=False) is None
