@@ -605,16 +605,16 @@ def preview_name(repository: str, number: int) -> str:
     return f"pr-{number}-{hashlib.sha256(repository.lower().encode()).hexdigest()[:6]}"
 
 
-def sync_preview(session: Session, repo: DeploymentsRepo, source: str, service: str, ctx: Context, *,
-                 repository: str, number: int, tag: str | None, is_open: bool, requested_by: str,
+def sync_preview(session: Session, repo: DeploymentsRepo, source: str, tags: Mapping[str, str], ctx: Context, *,
+                 repository: str, number: int, is_open: bool, requested_by: str,
                  origin: str) -> EnvironmentRun | None:
     """Bring the whole-environment preview of pull request ``repository#number`` in line with it.
 
     Open: the first time, every component of ``source`` (``preview_of``) is deployed under the
-    preview's names — ``service`` at ``tag`` (the pull request's head), every other component at the
-    version and overrides ``source`` runs now, internal third-party services fresh; later, only
-    ``service`` moves to the new ``tag``. Closed: the preview is archived as a whole. Returns the run
-    started (None when a closed pull request has no preview).
+    preview's names — the services of ``tags`` (the pull request's applications) at their tag of its
+    head commit, every other component at the version and overrides ``source`` runs now, internal
+    third-party services fresh; later, only those services move to the new tags. Closed: the preview
+    is archived as a whole. Returns the run started (None when a closed pull request has no preview).
     """
     name = preview_name(repository, number)
     record = session.scalars(select(EnvironmentRecord).where(EnvironmentRecord.name == name)).first()
@@ -625,18 +625,20 @@ def sync_preview(session: Session, repo: DeploymentsRepo, source: str, service: 
             return None
         return start_run(session, repo, name, "archive", ctx, requested_by=requested_by, origin=origin)
     env = environment(session, repo, source)
-    if service not in {c.service for c in env.components}:
-        raise Invalid(f"{service} is not a component of {source!r}: its pull requests get no preview of it")
-    if not tag:
-        raise Invalid("a preview needs the pull request's tag")
+    outside = sorted(set(tags) - {c.service for c in env.components})
+    if outside:
+        raise Invalid(f"{', '.join(outside)} not a component of {source!r}: no preview of it")
+    if not tags or not all(tags.values()):
+        raise Invalid("a preview needs the pull request's tag of each of its applications")
     if record is not None and live:
         return start_run(session, repo, name, "deploy", ctx, requested_by=requested_by, origin=origin,
-                         versions={service: tag}, only={service})
+                         versions=dict(tags), only=set(tags))
     running = versions_of(session, env)
-    missing = [c.service for c in env.components if c.service not in running and c.service != service]
+    missing = [c.service for c in env.components if c.service not in running and c.service not in tags]
     if missing:
         raise Invalid(f"no preview of {source!r}: {', '.join(missing)} not deployed there")
-    running[service] = {**running.get(service, {}), "service": service, "tag": tag, "image": None}
+    for service, tag in tags.items():
+        running[service] = {**running.get(service, {}), "service": service, "tag": tag, "image": None}
     if record is None:
         record = EnvironmentRecord(name=name)
         session.add(record)

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from bot.manifests import DeploymentsRepo, load_deployments_repo
-from bot.manifests.topology import Kind, ThirdPartyMode
+from bot.manifests.topology import Kind, ThirdPartyMode, Topology
 from tests.pipeline.probe_scripts import OPERATIONS, PROBE
 
 INFO_ENDPOINT = "  info) echo \"app,https://$name.example.test\""
@@ -31,6 +31,8 @@ class Service:
     endpoint: str | None = None
     app_overrides: Mapping[str, str] = dataclasses.field(default_factory=dict)
     deployment_overrides: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # The application repository whose pull requests are deployed (a pull_request manifest is written).
+    pull_requests: str | None = None
 
 
 def write_environment_repo(root: Path, record: Path, services: Mapping[str, Service],
@@ -42,7 +44,7 @@ def write_environment_repo(root: Path, record: Path, services: Mapping[str, Serv
         path.write_text(PROBE)
         path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     for name, service in services.items():
-        for environment in environments:
+        for environment in (*environments, *(("pull_request",) if service.pull_requests else ())):
             folder = root / "services" / name / "swarm" / environment
             folder.mkdir(parents=True)
             (folder / "stack.yml").write_text(yaml.safe_dump(
@@ -57,12 +59,16 @@ def write_environment_repo(root: Path, record: Path, services: Mapping[str, Serv
                 "allowed_overrides": {"deployment": ["sleep", "fail", "hang", "check"],
                                       "app": sorted({"LOG_LEVEL", *service.app_overrides})},
             }
+            if environment == "pull_request":
+                manifest.update(pr_deploy=True, repository=service.pull_requests)
             (folder / "sami.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     return root
 
 
-def with_topology(repo: DeploymentsRepo, services: Mapping[str, Service]) -> DeploymentsRepo:
-    """``repo`` with each manifest's kind, mode, endpoint and depends_on as ``services`` give them."""
+def with_topology(repo: DeploymentsRepo, services: Mapping[str, Service],
+                  topologies: Mapping[str, Topology] | None = None) -> DeploymentsRepo:
+    """``repo`` with each manifest's kind, mode, endpoint and depends_on as ``services`` give them, and
+    ``topologies`` as its environment files."""
     manifests = []
     for manifest in repo.manifests:
         service = services.get(manifest.service_name)
@@ -73,18 +79,19 @@ def with_topology(repo: DeploymentsRepo, services: Mapping[str, Service]) -> Dep
                 mode=(ThirdPartyMode.EXTERNAL if service.external else ThirdPartyMode.INTERNAL)
                 if service.third_party else None)
         manifests.append(manifest)
-    return dataclasses.replace(repo, manifests=tuple(manifests))
+    return dataclasses.replace(repo, manifests=tuple(manifests), topologies=dict(topologies or {}))
 
 
 class EnvironmentManifests:
     """A stand-in for the manifest store: the folder's manifests with the topology fields set."""
 
-    def __init__(self, root: Path, services: Mapping[str, Service]):
+    def __init__(self, root: Path, services: Mapping[str, Service], topologies: Mapping[str, Topology] | None = None):
         self.root = root
         self.services = services
+        self.topologies = topologies
 
     def current(self, refresh: bool = False) -> DeploymentsRepo:
-        return with_topology(load_deployments_repo(self.root), self.services)
+        return with_topology(load_deployments_repo(self.root), self.services, self.topologies)
 
     def at(self, sha: str | None) -> DeploymentsRepo:
         return self.current()

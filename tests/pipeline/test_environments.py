@@ -245,8 +245,8 @@ def test_a_pull_request_preview_is_a_whole_environment_of_its_own(db_session, en
     assert name.startswith("pr-5-") and len(f"{'s' * 40}-{environments.preview_name('a/b', 2**31 - 1)}") <= 63
 
     def sync(tag, is_open=True):
-        return environments.sync_preview(db_session, env_repo.current(), "stage", "web", services_ctx,
-                                         repository="acme/web", number=5, tag=tag, is_open=is_open, **WHO)
+        return environments.sync_preview(db_session, env_repo.current(), "stage", {"web": tag} if tag else {},
+                                         services_ctx, repository="acme/web", number=5, is_open=is_open, **WHO)
 
     run = sync("pr5-aaa")
     work()
@@ -273,3 +273,44 @@ def test_a_pull_request_preview_is_a_whole_environment_of_its_own(db_session, en
     assert {d.state for d in db_session.scalars(select(Deployment).where(Deployment.environment == name))} == {
         S.ARCHIVED}
     assert sync(None, is_open=False) is None
+
+
+
+@pytest.mark.parametrize("services", [product(web=Service(depends_on=("api",), pull_requests="acme/web"))])
+def test_a_pull_request_of_an_application_gets_the_whole_environment(db_session, env_repo, services_ctx, work):
+    from datetime import UTC, datetime
+
+    from bot.core.config import Settings
+    from bot.github.pulls import PullRequest, sync_pull_request
+    from bot.manifests.topology import Topology
+
+    env_repo.topologies = {"pull_request": Topology(name="pull_request", components=("web",), preview_of="stage",
+                                                    path="environments/pull_request.yaml")}
+    start(db_session, env_repo, services_ctx, versions=VERSIONS)
+    work()
+    head = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
+
+    def sync(state="open"):
+        pr = PullRequest(repository="acme/web", number=7, state=state, merged=False, head_sha=head,
+                         head_ref="feature/x", head_repository="acme/web", fork=False, labels=frozenset(),
+                         author="octocat", updated_at=datetime.now(UTC))
+        return [r.text for r in sync_pull_request(db_session, env_repo.current(), pr, services_ctx,
+                                                  requested_by="github:octocat", origin="webhook",
+                                                  settings=Settings(github_repositories=()))]
+
+    name = environments.preview_name("acme/web", 7)
+    said = sync()
+    assert len(said) == 1 and said[0].startswith(f"deploying preview {name} of stage (4 components")
+    work()
+    db_session.expire_all()
+    preview = {d.service: d for d in db_session.scalars(select(Deployment).where(Deployment.environment == name))}
+    assert set(preview) == {"db", "cache", "api", "web"} and preview["web"].tag == head  # the pull request's head
+    assert {s: preview[s].tag for s in ("db", "cache", "api")} == {s: VERSIONS[s] for s in ("db", "cache", "api")}
+    # No single-service preview beside it.
+    assert db_session.scalars(select(Deployment).where(Deployment.name == "web-pr-7")).first() is None
+    said = sync("closed")
+    assert said[0].startswith(f"archiving preview {name}")
+    work()
+    db_session.expire_all()
+    assert {d.state for d in db_session.scalars(select(Deployment).where(Deployment.environment == name))} == {
+        S.ARCHIVED}
