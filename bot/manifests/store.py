@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -17,6 +19,48 @@ from bot.manifests import (
 )
 
 log = logging.getLogger(__name__)
+
+
+# A change within this many seconds of a fingerprint may share its timestamps with the state the
+# fingerprint saw (file times are coarse): such a fingerprint is not trusted (git's "racy" rule).
+RACY_SECONDS = 2.0
+
+
+def folder_fingerprint(root: str | os.PathLike[str]) -> bytes | None:
+    """A digest of every entry under a folder (name, type, size, modification and change times).
+
+    Re-reading a folder's manifests parses and validates every file; stat-ing them is a small
+    part of that, so the store re-reads a folder only when this digest changed. Any edit, new,
+    removed or renamed file or folder changes it (also through a symlink, which is followed);
+    ``.git`` is skipped (a working copy read as a folder is read as it is on disk). None when an
+    entry was modified less than RACY_SECONDS ago: the next read must not be skipped on its account.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    newest = 0
+    pending = [os.fspath(root)]
+    while pending:
+        folder = pending.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            digest.update(f"!{folder}:{exc.errno}\n".encode(errors="surrogateescape"))
+            continue
+        for entry in entries:
+            if entry.name == ".git":
+                continue
+            try:
+                info = entry.stat()
+                is_dir = entry.is_dir()
+            except OSError:  # a dangling symlink: its own entry still counts
+                info, is_dir = entry.stat(follow_symlinks=False), False
+            newest = max(newest, info.st_mtime_ns)
+            digest.update(f"{entry.path}\0{is_dir}\0{info.st_size}\0{info.st_mtime_ns}\0{info.st_ctime_ns}\0"
+                          f"{info.st_ino}\n".encode(errors="surrogateescape"))
+            if is_dir and not entry.is_symlink():
+                pending.append(entry.path)
+    if time.time_ns() - newest < RACY_SECONDS * 1e9:
+        return None
+    return digest.digest()
 
 
 class ManifestStore:
@@ -40,6 +84,7 @@ class ManifestStore:
         self._current: DeploymentsRepo | None = None
         self._loaded_at = 0.0  # when the last read ended (served until it is older than the TTL)
         self._read_started = float("-inf")  # when the read that gave _current began
+        self._fingerprint: bytes | None = None  # of the folder _current was read from (folders only)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ManifestStore:
@@ -83,16 +128,21 @@ class ManifestStore:
                 ):
                     return current  # read by another caller while this one waited
             started = time.monotonic()
-            try:
-                repo = load_deployments_repo(self.source, ref=self.ref, cache_dir=self.cache_dir,
-                                             git_credentials=self.credentials)
-            except DeploymentsRepoError as exc:
-                if current is None:
-                    raise
-                log.warning("re-reading the deployments repo failed (%s); using the last good read", exc)
-                repo = current
+            fingerprint = None if self.is_git else folder_fingerprint(self.source)
+            if current is not None and fingerprint is not None and fingerprint == self._fingerprint:
+                repo = current  # nothing under the folder changed since the last read
+            else:
+                try:
+                    repo = load_deployments_repo(self.source, ref=self.ref, cache_dir=self.cache_dir,
+                                                 git_credentials=self.credentials)
+                except DeploymentsRepoError as exc:
+                    if current is None:
+                        raise
+                    log.warning("re-reading the deployments repo failed (%s); using the last good read", exc)
+                    repo, fingerprint = current, self._fingerprint
             with self._state:
                 self._current, self._loaded_at, self._read_started = repo, time.monotonic(), started
+                self._fingerprint = fingerprint
             return repo
         finally:
             self._reading.release()
