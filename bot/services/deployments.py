@@ -32,7 +32,7 @@ from bot.core.states import (
     transition,
 )
 from bot.manifests import DeploymentsRepo, Manifest
-from bot.manifests.topology import REFERENCE_RE, ThirdPartyMode, resolve_references
+from bot.manifests.topology import REFERENCE_RE, Kind, ThirdPartyMode, resolve_references
 
 log = logging.getLogger(__name__)
 S = DeploymentState
@@ -408,10 +408,13 @@ def accept_request(session: Session, repo: DeploymentsRepo, request: DeploymentR
 
 def action_config(deployment: Deployment, manifest: Manifest, repo: DeploymentsRepo) -> dict:
     """The config an action runs with, fixed when it is accepted."""
+    # The environment file's overrides go to every application of the environment; its own win.
+    topology = repo.topology(manifest.environment) if manifest.kind is Kind.APPLICATION else None
+    shared = dict(topology.overrides) if topology is not None else {}
     return {
         "tag": deployment.tag,
         "image": deployment.image,
-        "app_overrides": {**manifest.app_overrides, **deployment.app_overrides},
+        "app_overrides": {**shared, **manifest.app_overrides, **deployment.app_overrides},
         "deployment_overrides": {**manifest.deployment_overrides, **deployment.deployment_overrides},
         "manifest": manifest.path,
         "manifest_sha": repo.sha,

@@ -118,6 +118,8 @@ def dependency_graph(repo: DeploymentsRepo, topology: Topology, template: str) -
                           f"{template!r}")
         deps = set(manifest.depends_on)
         values = [*manifest.app_overrides.values(), *manifest.deployment_overrides.values()]
+        if manifest.kind is Kind.APPLICATION:  # the environment's overrides are every application's
+            values += list(topology.overrides.values())
         for value in values:
             deps.update(other for other, _ in references(str(value)))
         deps.discard(service)
@@ -138,6 +140,11 @@ def environment(session: Session, repo: DeploymentsRepo, name: str) -> Environme
         raise Invalid(str(exc)) from None
     record = session.scalars(select(EnvironmentRecord).where(EnvironmentRecord.name == name)).first()
     template = record.template if record is not None else name
+    invalid = getattr(repo, "invalid_environments", ())
+    if template in invalid:
+        reasons = [str(e) for e in repo.errors if template in str(e)][:5]
+        raise Invalid(f"environment {template!r} is invalid in the deployments repo (sami validate says why)"
+                      + (": " + "; ".join(reasons) if reasons else ""))
     topology = repo.topology(template)
     if topology is None:
         known = sorted({m.environment for m in repo.manifests} | set(repo.topologies))

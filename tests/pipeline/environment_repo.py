@@ -18,7 +18,9 @@ from bot.manifests import DeploymentsRepo, load_deployments_repo
 from bot.manifests.topology import Kind, ThirdPartyMode, Topology
 from tests.pipeline.probe_scripts import OPERATIONS, PROBE
 
-INFO_ENDPOINT = "  info) echo \"app,https://$name.example.test\""
+# Whether the manifest schema has the topology fields (then they are written into sami.yaml as well).
+SCHEMA_HAS_TOPOLOGY = '"depends_on"' in (Path(__file__).resolve().parents[2] / "manifests_schema" / "v1beta.json"
+                                          ).read_text()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +63,20 @@ def write_environment_repo(root: Path, record: Path, services: Mapping[str, Serv
             }
             if environment == "pull_request":
                 manifest.update(pr_deploy=True, repository=service.pull_requests)
+            if SCHEMA_HAS_TOPOLOGY:
+                manifest.update(topology_fields(service))
             (folder / "sami.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     return root
+
+
+def topology_fields(service: Service) -> dict:
+    """The manifest fields of ``service``'s place in its environment."""
+    fields: dict = {"depends_on": list(service.depends_on)} if service.depends_on else {}
+    if service.third_party:
+        fields.update(kind="third_party", mode="external" if service.external else "internal")
+        if service.endpoint:
+            fields["endpoint"] = service.endpoint
+    return fields
 
 
 def with_topology(repo: DeploymentsRepo, services: Mapping[str, Service],
@@ -79,7 +93,9 @@ def with_topology(repo: DeploymentsRepo, services: Mapping[str, Service],
                 mode=(ThirdPartyMode.EXTERNAL if service.external else ThirdPartyMode.INTERNAL)
                 if service.third_party else None)
         manifests.append(manifest)
-    return dataclasses.replace(repo, manifests=tuple(manifests), topologies=dict(topologies or {}))
+    if topologies is None:
+        return dataclasses.replace(repo, manifests=tuple(manifests))
+    return dataclasses.replace(repo, manifests=tuple(manifests), topologies={**repo.topologies, **topologies})
 
 
 class EnvironmentManifests:

@@ -314,3 +314,22 @@ def test_a_pull_request_of_an_application_gets_the_whole_environment(db_session,
     db_session.expire_all()
     assert {d.state for d in db_session.scalars(select(Deployment).where(Deployment.environment == name))} == {
         S.ARCHIVED}
+
+
+
+def test_the_environment_files_overrides_go_to_every_application(db_session, env_repo, services_ctx, work):
+    from bot.manifests.topology import Topology
+
+    env_repo.topologies = {"stage": Topology(name="stage", components=("db", "cache", "api", "web"),
+                                             overrides={"REGION": "eu-1", "CACHE_HOST": "${cache.host}"},
+                                             path="environments/stage.yaml")}
+    run = start(db_session, env_repo, services_ctx, versions=VERSIONS)
+    work()
+    run = run_of(db_session, run.id)
+    assert run.state == "succeeded", run.message
+    config = {c.service: db_session.get(Action, c.action_id).config["app_overrides"] for c in run.components}
+    assert config["web"]["REGION"] == config["api"]["REGION"] == "eu-1"
+    assert config["web"]["CACHE_HOST"] == "cache.example.net"  # a reference in them implies a dependency
+    assert "cache" in environments.dependency_graph(env_repo.current(), env_repo.current().topology("stage"),
+                                                    "stage")["web"]
+    assert "REGION" not in config["db"] and "REGION" not in config["cache"]  # third-party services: not theirs
