@@ -394,7 +394,8 @@ def _perform(run: Run, prepared: Prepared) -> Outcome:
         if not result.ok:
             return _script_failed(run, "config_check", result)
     operation = SCRIPT_FOR[run.kind]
-    result = run.script(operation, prepared)
+    extra = ("--delete-data",) if run.kind == "cleanup" and run.config.get("delete_data") else ()
+    result = run.script(operation, prepared, extra=extra)
     if not result.ok:
         return _script_failed(run, operation, result)
     if run.kind == "cleanup":

@@ -131,9 +131,21 @@ def _operation(name: str, doc: str):
     return env.command(name=name)(command)
 
 
+@env.command()
+@click.argument("environment")
+@click.option("--delete-data", is_flag=True, help="Remove internal third-party services' data volumes too "
+              "(without it they are kept, and each says so).")
+@run_options
+@client_command
+def cleanup(out: Out, environment, delete_data, wait, timeout, interval) -> Exit:
+    """Clean up every archived component of ENVIRONMENT in reverse dependency order."""
+    run = out.client.post(f"/api/v1/environments/{_path(environment)}/cleanup",
+                          {"delete_data": True} if delete_data else {})
+    return _started(out, run, wait, timeout, interval)
+
+
 archive = _operation("archive", "Archive every component of ENVIRONMENT in reverse dependency order (data kept).")
 restore = _operation("restore", "Restore every archived component of ENVIRONMENT in deploy order (what it uses first).")
-cleanup = _operation("cleanup", "Clean up every archived component of ENVIRONMENT in reverse dependency order.")
 
 
 @env.command()

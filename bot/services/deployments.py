@@ -459,8 +459,12 @@ OPERATION_STATES = {"archive": S.ARCHIVE_PENDING, "restore": S.CREATE_PENDING, "
 
 
 def accept_operation(session: Session, repo: DeploymentsRepo, name: str, kind: str, *, requested_by: str,
-                     origin: str, delivery_id: str | None = None) -> tuple[Deployment, Action]:
-    """Decide and record an archive, restore or cleanup of ``name`` without committing it (see accept_request)."""
+                     origin: str, delivery_id: str | None = None,
+                     delete_data: bool = False) -> tuple[Deployment, Action]:
+    """Decide and record an archive, restore or cleanup of ``name`` without committing it (see accept_request).
+
+    ``delete_data``: a cleanup's script gets ``--delete-data`` (an internal third-party service's
+    volumes are removed too; without it they are kept, and its output says so)."""
     wanted = OPERATION_STATES[kind]
     deployment = get_deployment(session, name, lock=True)
     busy = session.scalars(select(Action.id).where(
@@ -480,6 +484,8 @@ def accept_operation(session: Session, repo: DeploymentsRepo, name: str, kind: s
         "manifest": None, "manifest_sha": repo.sha,
     }
     config = resolve_config(session, deployment, config, strict=kind == "restore")
+    if delete_data and kind == "cleanup":
+        config = {**config, "delete_data": True}
     action = record_action(session, deployment, kind, requested_by=requested_by, origin=origin,
                      delivery_id=delivery_id, config=config)
     return deployment, action

@@ -196,14 +196,16 @@ def running_run(session: Session, name: str) -> EnvironmentRun | None:
 def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str, ctx: Context, *,
               requested_by: str, origin: str, versions: Mapping[str, str] | None = None,
               snapshot: Mapping | None = None, snapshot_id: int | None = None,
-              only: Iterable[str] | None = None) -> EnvironmentRun:
+              only: Iterable[str] | None = None, delete_data: bool = False) -> EnvironmentRun:
     """Start ``operation`` on every component of environment ``name`` and commit; the first components
     are on the queue when it returns.
 
     A deploy gives each component ``versions[service]`` (a tag, or an image with ``/`` or ``:``), else
     its snapshot's version (``snapshot``: the components of a snapshot, by service), else the version
     its deployment runs now. With ``only``, the other components are left as they are (recorded as
-    succeeded, "unchanged"). Conflict while another run of the environment is still going.
+    succeeded, "unchanged"). ``delete_data`` (cleanup): internal third-party services' data volumes
+    are removed too (their cleanup gets ``--delete-data``); without it they are kept, and the component's
+    note says so. Conflict while another run of the environment is still going.
     """
     if operation not in OPERATIONS:
         raise Invalid(f"unknown environment operation {operation!r} (one of: {', '.join(OPERATIONS)})")
@@ -235,6 +237,8 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
         if operation == "deploy" and not left:
             request.update(_deploy_request(session, component, versions.get(component.service),
                                            snapshot.get(component.service)))
+        if operation == "cleanup" and is_internal(component):
+            request["delete_data"] = bool(delete_data)
         run.components.append(EnvironmentRunComponent(
             service=component.service, deployment=component.deployment,
             wave=(last - component.wave) if operation in REVERSE else component.wave,
@@ -363,7 +367,9 @@ def _queue_component(session: Session, repo: DeploymentsRepo, run: EnvironmentRu
             return f"already {state}"
     elif run.operation == "cleanup" and state in (S.RUNNING, S.FAILURE):
         raise Conflict(f"{component.deployment} is {state}: archive the environment before cleaning it up")
-    deployment, action = accept_operation(session, repo, component.deployment, run.operation, **who)
+    delete_data = bool((component.request or {}).get("delete_data"))
+    deployment, action = accept_operation(session, repo, component.deployment, run.operation, **who,
+                                          delete_data=delete_data)
     return action, Start()
 
 
@@ -413,6 +419,9 @@ def action_settled(session: Session, action: Action, repo_at: Callable[[str | No
 def _record_result(component: EnvironmentRunComponent, action: Action) -> None:
     if action.state is ActionState.SUCCEEDED:
         component.status, component.message = SUCCEEDED, None
+        if "delete_data" in (component.request or {}):  # an internal third-party service cleaned up
+            component.message = ("data volumes deleted" if component.request["delete_data"]
+                                 else "data volumes kept (clean up with --delete-data to delete them)")
     else:
         component.status = FAILED
         detail = f": {action.error}" if action.error else ""

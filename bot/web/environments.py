@@ -61,7 +61,7 @@ def show_environment(name: str):
 def operate(name: str, operation: str):
     """Start a whole-environment run: 202 with the run (its first components are queued)."""
     body = _json_body() if request.content_length else {}
-    known = {"versions", "snapshot"} if operation == "deploy" else set()
+    known = {"deploy": {"versions", "snapshot"}, "cleanup": {"delete_data"}}.get(operation, set())
     unknown = sorted(set(body) - known)
     if unknown:
         raise Invalid(f"unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known)) or 'none'})")
@@ -69,6 +69,7 @@ def operate(name: str, operation: str):
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in versions.items()):
         raise Invalid("'versions' must be an object of SERVICE: tag (or image)")
     snapshot = _field(body, "snapshot", str)
+    delete_data = bool(_field(body, "delete_data", bool))
     if snapshot and versions:
         raise Invalid("give 'versions' or 'snapshot', not both")
     _environment(name, SCOPES[operation])
@@ -78,7 +79,7 @@ def operate(name: str, operation: str):
         run = snapshots.deploy(session, repo, name, snapshot, shared.services_context(), **who)
     else:
         run = environments.start_run(session, repo, name, operation, shared.services_context(),
-                                     versions=versions, **who)
+                                     versions=versions, delete_data=delete_data, **who)
     return jsonify(environments.run_view(run)), 202
 
 

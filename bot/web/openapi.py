@@ -327,6 +327,9 @@ def _environment_operation(kind: str, summary: str) -> dict:
             "versions": {"type": "object", "additionalProperties": {"type": "string"},
                          "description": "SERVICE: tag (or image) for components; the others keep theirs"},
             "snapshot": {"type": "string", "description": "deploy exactly this snapshot"}}
+    if kind == "cleanup":
+        body["properties"] = {"delete_data": {"type": "boolean", "description": "remove internal third-party "
+                                              "services' data volumes too (kept by default, and the run says so)"}}
     return {
         "operationId": f"{kind}Environment", "tags": ["environments"], "summary": summary,
         "parameters": [ENVIRONMENT_PARAM],

@@ -124,6 +124,23 @@ def test_archive_and_cleanup_go_in_reverse_order_and_restore_in_deploy_order(db_
         assert order.index("api-stage") < order.index("cache-stage")
         db_session.expire_all()
         assert {d.state for d in db_session.scalars(select(Deployment))} == {state}
+    # The internal third-party service's data was kept, and the run says so.
+    assert {c.service: c.message for c in run.components}["db"].startswith("data volumes kept")
+
+
+def test_cleanup_with_delete_data_removes_internal_services_data(db_session, env_repo, services_ctx, work):
+    start(db_session, env_repo, services_ctx, versions=VERSIONS)
+    work()
+    start(db_session, env_repo, services_ctx, "archive")
+    work()
+    run = start(db_session, env_repo, services_ctx, "cleanup", delete_data=True)
+    work()
+    run = run_of(db_session, run.id)
+    assert run.state == "succeeded", run.message
+    configs = {c.service: db_session.get(Action, c.action_id).config for c in run.components}
+    assert configs["db"]["delete_data"] is True  # its cleanup script got --delete-data
+    assert "delete_data" not in configs["api"] and "delete_data" not in configs["cache"]  # not theirs to delete
+    assert {c.service: c.message for c in run.components}["db"] == "data volumes deleted"
 
 
 def test_one_run_at_a_time_and_unknown_components(db_session, env_repo, services_ctx, work):
