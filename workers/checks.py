@@ -116,7 +116,7 @@ def _plan(ctx: WorkerContext, repo: DeploymentsRepo, deployment_id: int, kind: s
             Action.deployment_id == deployment_id, Action.state.in_((ActionState.QUEUED, ActionState.RUNNING)))))
         if busy or not _wanted(kind, deployment.state):
             return None
-        manifest = repo.find(deployment.service, deployment.environment)
+        manifest = repo.find(deployment.service, deployment.manifest_environment or deployment.environment)
         if manifest is None:
             raise ExecutorError(f"no manifest for {deployment.service} {deployment.environment} in the "
                                 "deployments repo")

@@ -36,7 +36,9 @@ from bot.core.states import (
     transition_action,
 )
 from bot.manifests import DeploymentsRepo, DeploymentsRepoError, Manifest
-from bot.services.deployments import DEPLOY_KINDS
+from bot.manifests.topology import Kind
+from bot.services import environments
+from bot.services.deployments import DEPLOY_KINDS, Context, endpoint_parts
 from bot.services.drift import parse_report
 from workers.actionlog import ActionLog
 from workers.context import WorkerContext
@@ -269,7 +271,7 @@ class Run:
 def prepare(run: Run, stack: ExitStack) -> Prepared:
     """Load the manifest the action was accepted with and make its working copy."""
     repo = run.ctx.manifests.at(run.config.get("manifest_sha"))
-    manifest = repo.find(run.service, run.environment)
+    manifest = repo.find(run.service, run.config.get("manifest_environment") or run.environment)
     if manifest is None:
         hint = ": clean it up by hand, then delete the record" if run.kind == "cleanup" else ""
         raise ExecutorError(f"no manifest for {run.service} {run.environment} in the deployments repo{hint}")
@@ -362,7 +364,8 @@ def _execute(ctx: WorkerContext, run: Run, action_id: int, owner: str, may_start
             run.log.line(f"internal error: {failure_text(exc)}")
             outcome = _failed(run.kind, f"internal error: {type(exc).__name__}")
         run.log.flush()
-        changed = _finish(run, outcome)
+        outputs = _info_outputs(run, prepared, outcome)
+        changed = _finish(run, outcome, prepared, outputs)
         metrics.action_finished(run.kind, outcome.state, time.monotonic() - started)
         run.settled()
         if changed and prepared is not None:
@@ -395,7 +398,8 @@ def _perform(run: Run, prepared: Prepared) -> Outcome:
         if not result.ok:
             return _script_failed(run, "config_check", result)
     operation = SCRIPT_FOR[run.kind]
-    result = run.script(operation, prepared)
+    extra = ("--delete-data",) if run.kind == "cleanup" and run.config.get("delete_data") else ()
+    result = run.script(operation, prepared, extra=extra)
     if not result.ok:
         return _script_failed(run, operation, result)
     if run.kind == "cleanup":
@@ -446,8 +450,58 @@ def _wait_for(run: Run, check: str, prepared: Prepared, status_timeout: int) -> 
     return _failed(run.kind, message, reason, last.exit_code)
 
 
-def _finish(run: Run, outcome: Outcome) -> tuple[DeploymentState, DeploymentState] | None:
-    """Record the outcome; return (old, new) deployment states if they differ."""
+def _info_outputs(run: Run, prepared: Prepared | None, outcome: Outcome) -> dict[str, str]:
+    """A third-party service's outputs from its ``info`` (an ``endpoint,HOST:PORT`` line), read before
+    the outcome is recorded so that the components depending on it are queued with its endpoint."""
+    if (prepared is None or outcome.state is not ActionState.SUCCEEDED
+            or run.kind not in ("create", "update", "restore") or prepared.manifest.kind is not Kind.THIRD_PARTY
+            or not run.ctx.executor.has(prepared.repo, prepared.manifest, "info")):
+        return {}
+    try:
+        result = run.script("info", prepared, quiet=True, timeout=60)
+    except Exception as exc:  # the outcome stands; the endpoint stays the manifest's
+        run.log.line(f"# info failed: {exc}")
+        return {}
+    return parse_outputs(result.stdout) if result.ok else {}
+
+
+def parse_outputs(text: str) -> dict[str, str]:
+    """The ``endpoint,VALUE`` line of ``info`` output as outputs (endpoint, host, port); {} without one."""
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition(",")
+        value = value.strip()
+        if sep and name.strip() == "endpoint" and value and len(value) <= 1000 and value.isprintable():
+            return endpoint_parts(value)
+    return {}
+
+
+def _finish(run: Run, outcome: Outcome, prepared: Prepared | None = None,
+            outputs: dict[str, str] | None = None) -> tuple[DeploymentState, DeploymentState] | None:
+    """Record the outcome; return (old, new) deployment states if they differ.
+
+    When the action is a component of a whole-environment run, the run advances in the same
+    transaction (the components behind it are accepted); if that step fails, the outcome is recorded
+    without it and the scheduler advances the run later.
+    """
+    try:
+        return _settle(run, outcome, prepared, outputs, advance_run=True)
+    except Exception:
+        log.exception("action %s: its environment run could not advance; the scheduler will", run.action_id)
+        return _settle(run, outcome, prepared, outputs, advance_run=False)
+
+
+def _repo_at(run: Run, prepared: Prepared | None):
+    def at(sha: str | None) -> DeploymentsRepo:
+        if prepared is not None and prepared.repo.sha == sha:
+            return prepared.repo
+        return run.ctx.manifests.at(sha)
+    return at
+
+
+def _settle(run: Run, outcome: Outcome, prepared: Prepared | None, outputs: dict[str, str] | None, *,
+            advance_run: bool) -> tuple[DeploymentState, DeploymentState] | None:
+    queued: list[environments.Queued] = []
+    services_ctx = Context.from_settings(run.ctx.settings, run.ctx.broker)
     with run.ctx.session() as session:
         deployment = session.scalars(select(Deployment).where(Deployment.id == run.deployment_id)
                                      .with_for_update().execution_options(populate_existing=True)).one()
@@ -480,7 +534,12 @@ def _finish(run: Run, outcome: Outcome) -> tuple[DeploymentState, DeploymentStat
             else:
                 log.warning("%s is %s; not moving it to %s after action %s", deployment.name,
                             deployment.state, outcome.deployment_state, action.id)
+        if outputs:
+            deployment.outputs = {**(deployment.outputs or {}), **outputs}
+        if advance_run:
+            queued = environments.action_settled(session, action, _repo_at(run, prepared), services_ctx)
         outbox.commit(session)
+        environments.hand_to_queue(session, services_ctx, queued)
         new_state = deployment.state
     log.info("action %s %s: %s is %s", run.action_id, outcome.state, run.deployment_name, new_state)
     return (old_state, new_state) if new_state is not old_state else None

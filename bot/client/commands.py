@@ -14,6 +14,7 @@ import click
 
 from bot.client import output
 from bot.client.common import Out
+from bot.client.environments import env
 from bot.client.exits import DESCRIPTIONS, Exit
 from bot.client.http import Client, ClientError
 from bot.client.read import info, list_, logs, services, wait
@@ -79,11 +80,13 @@ def login(url: str | None, as_json: bool) -> None:
 
 
 COMMANDS = (request, create, update, archive, restore, cleanup, delete, rollback, reconcile, clone, cancel, list_, info,
-            logs, wait, services, login)
+            logs, wait, services, login, env)
 
 
 def register(group: click.Group) -> None:
     """Add the client commands to the ``sami`` group."""
     for command in COMMANDS:
         command.epilog = EXIT_HELP
+        for sub in getattr(command, "commands", {}).values():
+            sub.epilog = EXIT_HELP
         group.add_command(command)
