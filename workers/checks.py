@@ -101,7 +101,7 @@ def _periodic(ctx: WorkerContext, deployment_id: int, kind: str, owner: str) -> 
                                           deployment.pull_request)
         # The config the deployment runs with, as an action on it would get it.
         config = action_config(deployment, manifest, repo)
-    target = make_target(ctx, name, service, environment, pr, manifest, config)
+    target = make_target(ctx, name, service, environment, pr, manifest, config, repo)
 
     last_beat = time.monotonic()
 

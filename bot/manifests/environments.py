@@ -59,8 +59,9 @@ class EnvironmentFile:
 class EnvironmentsResult:
     """What the environment checks found: valid topologies, invalid environment names, errors."""
 
-    topologies: dict[str, Topology] = field(default_factory=dict)
+    topologies: dict[str, Topology] = field(default_factory=dict)  # every file that parsed, valid or not
     invalid: set[str] = field(default_factory=set)
+    files: dict[str, str] = field(default_factory=dict)  # environment name -> its file's path
     errors: list[ManifestError] = field(default_factory=list)
 
 
@@ -193,6 +194,7 @@ def check_environments(
     known_targets = None if targets is None else sorted(set(targets))
     valid_files = {f.name: f for f in files if f.topology is not None}
     for env_file in files:
+        result.files[env_file.name] = env_file.path
         result.errors.extend(env_file.errors)
         if env_file.topology is None:
             result.invalid.add(env_file.name)
@@ -216,7 +218,7 @@ def check_environments(
         if found:
             errors.extend(found)
             result.invalid.add(name)
-        elif env_file is not None:
+        if env_file is not None:
             result.topologies[name] = _completed(env_file, by_key, valid_files)
     seen: set[ManifestError] = set()
     for error in errors:
@@ -228,8 +230,6 @@ def check_environments(
         m = marked.manifest
         if any(e.path == m.path for e in errors):
             result.invalid.add(m.environment)
-    for name in result.invalid:
-        result.topologies.pop(name, None)
     return result
 
 

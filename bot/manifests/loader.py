@@ -977,6 +977,7 @@ def load_tree(
     env_files, env_errors = environments.read_environment_files(root_path)
     topologies: dict[str, Any] = {}
     invalid: frozenset[str] = frozenset()
+    files: dict[str, str] = {}
     kept = [r for r in results if r.manifest is not None and r.candidate.rel_path not in duplicated]
     if env_files or env_errors or any(r.marks for r in kept):
         # Nothing to check across manifests when no file and no manifest names another service.
@@ -988,7 +989,7 @@ def load_tree(
         )
         errors.extend(env_errors)
         errors.extend(checked.errors)
-        topologies, invalid = checked.topologies, frozenset(checked.invalid)
+        topologies, invalid, files = checked.topologies, frozenset(checked.invalid), checked.files
     errors.sort(key=lambda e: (e.path, e.line or 0, e.column or 0, e.message))
     return DeploymentsRepo(
         root=root_path,
@@ -996,5 +997,6 @@ def load_tree(
         manifests=manifests,
         errors=tuple(errors),
         topologies=topologies,
+        environment_files=files,
         invalid_environments=invalid,
     )

@@ -272,8 +272,10 @@ class DeploymentsRepo:
     sha: str | None
     manifests: tuple[Manifest, ...]
     errors: tuple[ManifestError, ...]
-    # Environment files (environments/<name>.yaml) by environment name; see topology().
+    # Environment files (environments/<name>.yaml) that parsed, valid or not, by environment name;
+    # topology() gives only usable ones. environment_files: every file found, name -> path.
     topologies: Mapping[str, Topology] = field(default_factory=dict, hash=False)
+    environment_files: Mapping[str, str] = field(default_factory=dict, hash=False)
     # Environments that cannot be operated on as a whole: their file has errors, or their
     # components' dependencies do (a cycle, a dependency missing from the environment).
     invalid_environments: frozenset[str] = frozenset()
@@ -318,6 +320,20 @@ class DeploymentsRepo:
             return explicit
         components = tuple(s for s, ms in self._services.items() if any(m.environment == environment for m in ms))
         return Topology(name=environment, components=components) if components else None
+
+    def target_of(self, environment: str) -> str | None:
+        """The target name the environment's file gives (None: the default target).
+
+        ValueError when the environment has a file too broken to say (its errors say why): a
+        deployment must not silently land on the default target.
+        """
+        topology = self.topologies.get(environment)
+        if topology is not None:
+            return topology.target
+        if environment in self.environment_files:
+            raise ValueError(f"{self.environment_files[environment]} has errors, so the target of environment "
+                             f"{environment!r} is unknown; run sami validate")
+        return None
 
     def errors_for(self, path: str) -> tuple[ManifestError, ...]:
         """Errors reported for one file (repo-relative path)."""

@@ -24,6 +24,8 @@ sami_service=""
 sami_environment=""
 sami_tag=""
 sami_manifest_dir=""
+# The Sami target the deployment runs on (--target, given with a targets file; else SAMI_TARGET).
+sami_target=${SAMI_TARGET:-}
 sami_old_status=""
 sami_new_status=""
 sami_app_config=()
@@ -98,6 +100,7 @@ sami_parse_args() {
             --environment) sami_environment=$value ;;
             --tag) sami_tag=$value ;;
             --manifest-dir) sami_manifest_dir=$value ;;
+            --target) sami_target=$value ;;
             --old-status) sami_old_status=$value ;;
             --new-status) sami_new_status=$value ;;
             --application-config) sami_app_config+=("$value") ;;

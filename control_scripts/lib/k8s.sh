@@ -13,6 +13,9 @@
 #   secretEnv.<NAME>=<value>             each SAMI_SECRET_<NAME>, in a private values file
 # Options (not passed as values): chart=<folder>, values-file=<f1,f2>, rollout-timeout=<dur>.
 # Deployment-config keys image and image.* are refused: the image comes from Sami.
+#
+# A target with a Kubernetes context (SAMI_KUBE_CONTEXT, from Sami's targets file) makes every
+# helm call (HELM_KUBECONTEXT) and every kubectl call (--context) use that context of KUBECONFIG.
 
 K8S_INSTANCE_LABEL=app.kubernetes.io/instance
 K8S_ANNOTATION=sami.io/archived-replicas
@@ -297,3 +300,12 @@ k8s_cleanup() {
 
 k8s_info() { sami_info_links; }
 k8s_notifications() { sami_notifications; }
+
+if [ -n "${SAMI_KUBE_CONTEXT:-}" ]; then
+    export HELM_KUBECONTEXT=$SAMI_KUBE_CONTEXT
+    k8s_real_kubectl=$KUBECTL
+    KUBECTL=k8s_kubectl
+    k8s_kubectl() {
+        "$k8s_real_kubectl" --context "$SAMI_KUBE_CONTEXT" "$@"
+    }
+fi
