@@ -226,10 +226,10 @@ def check_environments(
             seen.add(error)
             result.errors.append(error)
     # An environment whose components' manifests have unknown dependencies cannot run either.
+    with_errors = {e.path for e in errors}
     for marked in by_key.values():
-        m = marked.manifest
-        if any(e.path == m.path for e in errors):
-            result.invalid.add(m.environment)
+        if marked.manifest.path in with_errors:
+            result.invalid.add(marked.manifest.environment)
     return result
 
 
