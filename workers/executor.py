@@ -171,6 +171,8 @@ class Executor:
             if not folder.is_relative_to(Path(repo.root).resolve()):
                 raise ExecutorError(f"control_scripts {manifest.control_scripts!r} is outside the repo")
             return folder
+        if manifest.engine:  # a built-in third-party set (control_scripts/redis, control_scripts/postgres)
+            return BUILTIN_SCRIPTS / manifest.engine
         return BUILTIN_SCRIPTS / str(manifest.type)
 
     def has(self, repo: DeploymentsRepo, manifest: Manifest, operation: str) -> bool:
@@ -263,6 +265,8 @@ class Executor:
             "SAMI_HEALTH_URL": (target.url.rstrip("/") + health.path) if (health and target.url) else "",
             "SAMI_HEALTH_TIMEOUT": str(health.timeout if health else 10),
         })
+        if target.manifest.size is not None:  # an internal third-party service: its members
+            env["SAMI_SIZE"] = str(target.manifest.size)
         env.update(variables)
         env.update(values)
         for name, value in secrets.items():

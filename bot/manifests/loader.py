@@ -535,6 +535,16 @@ def _check_kind_rules(data: dict[str, Any], bad: set[str | int], service_name: s
     if "size" in data and not internal:
         what = "external ones are not provisioned" if external else "this is an application"
         ctx.add(("size",), f"size: only internal third-party services have a size ({what})", True)
+    if "engine" in data and not internal:
+        ctx.add(("engine",), "engine: only internal third-party services are provisioned by a built-in set", True)
+    elif "engine" in data and "control_scripts" in data:
+        ctx.add(("engine",), "engine: the built-in scripts of the engine and control_scripts exclude each other",
+                True)
+    elif "engine" in data and data.get("type") not in ("swarm", None) and "type" not in bad:
+        ctx.add(("engine",), f"engine: the built-in {data['engine']} scripts run on swarm; type is {data['type']!r}",
+                True)
+    elif "engine" in data and "image" not in data:
+        ctx.add(("engine",), "engine: needs image (e.g. local/redis); the tag comes with each deployment request")
     if data.get("seed") is True and not internal:
         ctx.add(("seed",), "seed: only internal third-party services are seeded", True)
     if "check" in data and not external:
@@ -789,6 +799,7 @@ def _build_manifest(candidate: Candidate, data: dict[str, Any]) -> Manifest:
             check["type"], check.get("path"), parse_duration(check.get("timeout", DEFAULT_HEALTH_TIMEOUT))
         ),
         seed=bool(data.get("seed", False)),
+        engine=data.get("engine"),
     )
 
 

@@ -133,6 +133,7 @@ class Manifest:
     depends_on: tuple[str, ...] = ()
     check: ExternalCheck | None = None  # external third-party services only
     seed: bool = False  # internal third-party services: seed a fresh clone or preview
+    engine: str | None = None  # internal third-party services: the built-in scripts (redis, postgres)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "app_overrides", _frozen_mapping(self.app_overrides))
@@ -232,6 +233,7 @@ class Manifest:
             if self.check is None
             else {"type": self.check.type, "path": self.check.path, "timeout": self.check.timeout},
             "seed": self.seed,
+            "engine": self.engine,
         }
 
 

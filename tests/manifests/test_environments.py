@@ -45,7 +45,7 @@ endpoint: [pay.example.com:443]
 files: [stack.yml]
 """
 
-TEMPLATES = {"app": APP, "redis": REDIS, "payments": PAYMENTS}
+TEMPLATES = {"app": APP, "redis": REDIS, "payments": PAYMENTS, "bare": APP.replace("image: local/{service}\n", "")}
 
 
 def write(root: Path, files: dict[str, str]) -> None:
@@ -135,6 +135,24 @@ CASES = [
         {"web/stage": "app\nseed: true\n"},
         None,
         [(manifest("web", "stage"), 7, "seed", "only internal third-party services are seeded")],
+    ),
+    (
+        "engine-only-for-internal",
+        {"pay/stage": "payments\nengine: redis\n"},
+        None,
+        [(manifest("pay", "stage"), 8, "engine", "only internal third-party services are provisioned")],
+    ),
+    (
+        "engine-needs-an-image",
+        {"cache/stage": "bare\nkind: third_party\nengine: redis\n"},
+        None,
+        [(manifest("cache", "stage"), 7, "engine", "needs image")],
+    ),
+    (
+        "engine-and-control-scripts-exclude-each-other",
+        {"cache/stage": "redis\nengine: redis\ncontrol_scripts: services\n"},
+        None,
+        [(manifest("cache", "stage"), 8, "engine", "exclude each other")],
     ),
     (
         "depends-on-itself",
