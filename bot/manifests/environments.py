@@ -181,9 +181,16 @@ def check_environments(
     files: Sequence[EnvironmentFile],
     manifests: Iterable[Marked],
     targets: Iterable[str] | None,
+    broken: Mapping[tuple[str, str], str] | None = None,
 ) -> EnvironmentsResult:
-    """Check every environment as a whole; ``targets`` None leaves target names unchecked."""
+    """Check every environment as a whole; ``targets`` None leaves target names unchecked.
+
+    ``broken`` maps (service, environment) to the path of a manifest that has errors of its own:
+    what names it is told so, not that the service is unknown.
+    """
     result = EnvironmentsResult()
+    broken = broken or {}
+    broken_services = {service for service, _ in broken}
     by_key: dict[tuple[str, str], Marked] = {}
     services: dict[str, list[str]] = {}
     for marked in manifests:
@@ -204,17 +211,17 @@ def check_environments(
     for marked in by_key.values():
         m = marked.manifest
         for index, dep in enumerate(m.depends_on):
-            if dep not in services:
+            if dep not in services and dep not in broken_services:
                 errors.append(marked.error(f"depends_on[{index}]", f"depends_on[{index}]: unknown service {dep!r} "
                                                                    "(no manifest in services/ has that name)"))
         for field_name, service, output in _manifest_references(m):
-            if service not in services:
+            if service not in services and service not in broken_services:
                 errors.append(marked.error(field_name, f"{field_name}: ${{{service}.{output}}} names an unknown "
                                                        f"service {service!r} (no manifest in services/ has that name)"))
 
     for name in sorted(environments | set(valid_files)):
         env_file = valid_files.get(name)
-        found = _check_one(name, env_file, valid_files, by_key, services, environments, known_targets)
+        found = _check_one(name, env_file, valid_files, by_key, services, environments, known_targets, broken)
         if found:
             errors.extend(found)
             result.invalid.add(name)
@@ -276,6 +283,7 @@ def _check_one(
     services: Mapping[str, list[str]],
     environments: set[str],
     known_targets: list[str] | None,
+    broken: Mapping[tuple[str, str], str],
 ) -> list[ManifestError]:
     errors: list[ManifestError] = []
     topology = env_file.topology if env_file is not None else None
@@ -297,7 +305,11 @@ def _check_one(
     in_environment = set(components)
     if env_file is not None and env_file.explicit_components:
         for index, service in enumerate(components):
-            if service not in services:
+            if (service, name) in broken:
+                errors.append(env_file.error(("components", index), f"components[{index}]: the manifest of "
+                                                                    f"{service!r}, {broken[(service, name)]}, has "
+                                                                    "errors"))
+            elif service not in services:
                 errors.append(env_file.error(("components", index), f"components[{index}]: unknown service "
                                                                     f"{service!r} (no manifest in services/ has that "
                                                                     "name)"))

@@ -997,6 +997,7 @@ def load_tree(
             [environments.Marked(r.manifest, {f: (line, col) for f, line, col in r.marks})  # type: ignore[arg-type]
              for r in kept],
             targets,
+            {_key(r): r.candidate.rel_path for r in results if r.manifest is None},
         )
         errors.extend(env_errors)
         errors.extend(checked.errors)

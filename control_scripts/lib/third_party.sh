@@ -51,9 +51,10 @@ tp_endpoint() {
 }
 
 tp_validate() {
-    local size network advertise
-    size=$(tp_size)
-    if [ "$size" -gt "$tp_max_size" ]; then
+    local size=${SAMI_SIZE:-1} network advertise
+    if ! [[ $size =~ ^[1-9][0-9]?$ ]]; then
+        sami_problem "size ${size} is not a number of members (1-99)."
+    elif [ "$size" -gt "$tp_max_size" ]; then
         sami_problem "size ${size}: the built-in ${tp_engine} set runs at most ${tp_max_size} member(s)."
     fi
     network=$(tp_network)

@@ -237,6 +237,14 @@ CASES = [
                                                          "(it has: production)")],
     ),
     (
+        "environment-file-component-whose-manifest-has-errors",
+        {**STAGE, "web/stage": "app\nzigzag: 1\n", "environments/stage.yaml": "version: v1beta\ncomponents: [web]\n"},
+        None,
+        [("environments/stage.yaml", 2, "components[0]", "the manifest of 'web', services/web/swarm/stage/sami.yaml, "
+                                                         "has errors"),
+         (manifest("web", "stage"), 7, "zigzag", "unknown key 'zigzag'")],
+    ),
+    (
         "environment-file-reference-to-a-missing-output",
         {**STAGE, "environments/stage.yaml": "version: v1beta\noverrides:\n  app:\n    PAY: https://${pay.url}\n"},
         None,

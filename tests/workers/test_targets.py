@@ -251,3 +251,19 @@ def _deploy_on_two(tmp_path: Path, first, second) -> None:
     on_first = first.output("service", "ls", "--format", "{{.Name}}").split()
     on_second = second.output("service", "ls", "--format", "{{.Name}}").split()
     assert on_first == ["web-stage_web"] and on_second == ["web-qa_web"]
+
+
+def test_a_built_in_third_party_set_gets_its_scripts_and_size(tmp_path: Path) -> None:
+    from bot.manifests.topology import Kind, ThirdPartyMode
+    from workers.executor import BUILTIN_SCRIPTS
+
+    settings = settings_from_mapping({"instance_dir": str(tmp_path)})
+    executor = Executor(settings, environ={"PATH": "/bin"})
+    cache = Manifest(**{**manifest(tmp_path).__dict__, "service_name": "cache", "kind": Kind.THIRD_PARTY,
+                        "mode": ThirdPartyMode.INTERNAL, "size": 3, "engine": "redis"})
+    repo = load_deployments_repo(scripts(tmp_path))
+    assert executor.scripts_dir(repo, cache) == BUILTIN_SCRIPTS / "redis"
+    assert executor.has(repo, cache, "info") and executor.has(repo, cache, "cleanup")
+    run_target = Target(**{**target(tmp_path, None).__dict__, "manifest": cache})
+    assert executor.env(run_target, {})["SAMI_SIZE"] == "3"
+    assert "SAMI_SIZE" not in executor.env(target(tmp_path, None), {})
