@@ -40,6 +40,7 @@ def _redis(swarm: DockerSwarm, name: str, member: int, *command: str) -> str:
     return swarm.output("exec", container, "redis-cli", *command).strip()
 
 
+@pytest.mark.timeout(900)  # the first test builds the image (once per machine) and imports it
 def test_redis_lifecycle_sizes_and_data(swarm_session: DockerSwarm, redis_image: str, tmp_path: Path) -> None:
     swarm = swarm_session
     name = "cache-tp"
@@ -126,6 +127,7 @@ def test_redis_on_the_host_network_reports_its_port(swarm_session: DockerSwarm, 
         run_script("redis", "cleanup", [*args, "--delete-data"], env=env)
 
 
+@pytest.mark.timeout(900)
 def test_postgres_provisions_one_member_and_refuses_more(swarm_session: DockerSwarm, tmp_path: Path) -> None:
     reason = images.unavailable_reason()
     if reason:

@@ -5,6 +5,8 @@ tarball with mmdebstrap, once per package set (kept under ~/.cache/sami-tests, s
 costs nothing); `import_image(swarm, tar, tag, changes)` turns it into an image of a private
 dockerd. `redis_image` and `postgres_image` make images that follow scripts/images/redis and
 scripts/images/postgres (data folders owned by their users, the postgres entrypoint).
+Images are imported, never built: a build on the tests' vfs storage copies the whole root
+filesystem for every step.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -74,19 +77,22 @@ def redis_image(swarm: DockerSwarm, tag: str = "local/redis:1") -> str:
 
 
 def postgres_image(swarm: DockerSwarm, tag: str = "local/postgres:1") -> str:
-    """The rootfs with scripts/images/postgres's entrypoint, built without a network."""
-    base = import_image(swarm, debian_rootfs(), "local/debian-tp:1")
-    with tempfile.TemporaryDirectory() as context:
-        shutil.copy(REPO_ROOT / "scripts" / "images" / "postgres" / "entrypoint", Path(context) / "entrypoint")
-        (Path(context) / "Dockerfile").write_text(
-            f"FROM {base}\n"
-            "COPY entrypoint /usr/local/bin/postgres-entrypoint\n"
-            "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-            " PGDATA=/var/lib/postgresql/data\n"
-            "USER postgres\n"
-            'ENTRYPOINT ["postgres-entrypoint"]\n'
-            'CMD ["postgres"]\n'
-        )
-        subprocess.run([swarm.docker, "build", "--network", "host", "-t", tag, context], env=swarm.env(),
-                       check=True, capture_output=True, timeout=600)
-    return tag
+    """The rootfs with scripts/images/postgres's entrypoint appended, imported (no build, no network)."""
+    entrypoint = REPO_ROOT / "scripts" / "images" / "postgres" / "entrypoint"
+    with tempfile.TemporaryDirectory(dir=CACHE) as temp:
+        tar = Path(temp) / "postgres.tar"
+        shutil.copyfile(debian_rootfs(), tar)
+        with tarfile.open(tar, "a") as archive:
+            info = archive.gettarinfo(str(entrypoint), arcname="./usr/local/bin/postgres-entrypoint")
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mode = 0o755
+            with entrypoint.open("rb") as handle:
+                archive.addfile(info, handle)
+        return import_image(swarm, tar, tag, (
+            "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "ENV PGDATA=/var/lib/postgresql/data",
+            "USER postgres",
+            'ENTRYPOINT ["postgres-entrypoint"]',
+            'CMD ["postgres"]',
+        ))
