@@ -171,7 +171,7 @@ class Executor:
             if not folder.is_relative_to(Path(repo.root).resolve()):
                 raise ExecutorError(f"control_scripts {manifest.control_scripts!r} is outside the repo")
             return folder
-        if manifest.engine:  # a built-in third-party set (control_scripts/redis, control_scripts/postgres)
+        if manifest.engine and str(manifest.type) != "k8s":  # a built-in third-party set on swarm
             return BUILTIN_SCRIPTS / manifest.engine
         return BUILTIN_SCRIPTS / str(manifest.type)
 
@@ -267,6 +267,8 @@ class Executor:
         })
         if target.manifest.size is not None:  # an internal third-party service: its members
             env["SAMI_SIZE"] = str(target.manifest.size)
+        if target.manifest.engine:  # k8s: the built-in chart of the engine (control_scripts/charts)
+            env["SAMI_ENGINE"] = target.manifest.engine
         env.update(variables)
         env.update(values)
         for name, value in secrets.items():

@@ -540,9 +540,9 @@ def _check_kind_rules(data: dict[str, Any], bad: set[str | int], service_name: s
     elif "engine" in data and "control_scripts" in data:
         ctx.add(("engine",), "engine: the built-in scripts of the engine and control_scripts exclude each other",
                 True)
-    elif "engine" in data and data.get("type") not in ("swarm", None) and "type" not in bad:
-        ctx.add(("engine",), f"engine: the built-in {data['engine']} scripts run on swarm; type is {data['type']!r}",
-                True)
+    elif "engine" in data and data.get("type") not in ("swarm", "k8s", None) and "type" not in bad:
+        ctx.add(("engine",), f"engine: the built-in {data['engine']} sets run on swarm and k8s; type is "
+                             f"{data['type']!r}", True)
     elif "engine" in data and "image" not in data:
         ctx.add(("engine",), "engine: needs image (e.g. local/redis); the tag comes with each deployment request")
     if data.get("seed") is True and not internal:
