@@ -229,11 +229,18 @@ class Manifest:
             "size": self.size,
             "endpoint": self.endpoint,
             "depends_on": list(self.depends_on),
-            "check": None
-            if self.check is None
-            else {"type": self.check.type, "path": self.check.path, "timeout": self.check.timeout},
-            "seed": self.seed,
-            "engine": self.engine,
+            # Fields of third-party services only: an application's answer stays as it was.
+            **(
+                {}
+                if self.kind is Kind.APPLICATION
+                else {
+                    "check": None
+                    if self.check is None
+                    else {"type": self.check.type, "path": self.check.path, "timeout": self.check.timeout},
+                    "seed": self.seed,
+                    "engine": self.engine,
+                }
+            ),
         }
 
 

@@ -450,3 +450,12 @@ def test_validate_output_is_unchanged_without_environment_files(tmp_path: Path) 
     assert CliRunner().invoke(validate, [str(root)]).output == "3 manifests valid\n"
     report = json.loads(CliRunner().invoke(validate, [str(root), "--format", "json"]).output)
     assert list(report) == ["ok", "sha", "manifests", "errors"]
+
+
+def test_validate_json_of_applications_keeps_its_keys(tmp_path: Path) -> None:
+    root = tmp_path / "deployments"
+    write(root, STAGE)
+    report = json.loads(CliRunner().invoke(validate, [str(root), "--format", "json"]).output)
+    by_name = {m["service_name"]: m for m in report["manifests"]}
+    assert "engine" not in by_name["web"] and "seed" not in by_name["web"]
+    assert by_name["cache"]["seed"] is False and by_name["pay"]["check"] is None
