@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from bot.core.targets import TargetsError, load_targets_file
+
 from . import DeploymentsRepoError, load_deployments_repo
 from .model import DeploymentsRepo, ManifestError
 from .topology import ENVIRONMENTS_DIR, Topology
@@ -112,10 +114,25 @@ def _topology_dict(topology: Topology) -> dict[str, Any]:
     default="",
     help="Prefix for reported paths, e.g. the deployments repo's folder inside a checkout.",
 )
-def validate(path: str, output_format: str, ref: str | None, cache_dir: str | None, prefix: str) -> None:
+@click.option(
+    "--targets",
+    "targets_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Sami's targets file (as SAMI_TARGETS): environment files naming other targets are errors. "
+    "Without it target names are not checked.",
+)
+def validate(path: str, output_format: str, ref: str | None, cache_dir: str | None, prefix: str,
+             targets_file: str | None) -> None:
     """Validate the deployments repo at PATH (a folder or a git URL): exit 0 when valid."""
+    targets = None
+    if targets_file is not None:
+        try:
+            targets = [t.name for t in load_targets_file(targets_file, "/")[0]]
+        except TargetsError as exc:
+            raise SourceUnreadable(str(exc)) from None
     try:
-        repo = load_deployments_repo(path, ref=ref, cache_dir=cache_dir)
+        repo = load_deployments_repo(path, ref=ref, cache_dir=cache_dir, targets=targets)
     except DeploymentsRepoError as exc:
         raise SourceUnreadable(str(exc)) from None
     _report(repo, output_format, prefix.rstrip("/"))

@@ -459,3 +459,18 @@ def test_validate_json_of_applications_keeps_its_keys(tmp_path: Path) -> None:
     by_name = {m["service_name"]: m for m in report["manifests"]}
     assert "engine" not in by_name["web"] and "seed" not in by_name["web"]
     assert by_name["cache"]["seed"] is False and by_name["pay"]["check"] is None
+
+
+def test_validate_checks_target_names_with_a_targets_file(tmp_path: Path) -> None:
+    root = tmp_path / "deployments"
+    write(root, {**STAGE, "environments/stage.yaml": "version: v1beta\ntarget: swarm-b\n"})
+    targets = tmp_path / "targets.yaml"
+    targets.write_text("targets:\n  swarm-a:\n    docker_host: tcp://10.0.0.1:2376\n")
+    assert CliRunner().invoke(validate, [str(root)]).exit_code == 0
+    result = CliRunner().invoke(validate, [str(root), "--targets", str(targets)])
+    assert result.exit_code == 1
+    assert "environments/stage.yaml:2:9: target: unknown target 'swarm-b' (known: default, swarm-a)" in result.output
+    targets.write_text("targets:\n  swarm-b:\n    docker_host: tcp://10.0.0.2:2376\n")
+    assert CliRunner().invoke(validate, [str(root), "--targets", str(targets)]).exit_code == 0
+    targets.write_text("targets: [\n")
+    assert CliRunner().invoke(validate, [str(root), "--targets", str(targets)]).exit_code == 2
