@@ -127,7 +127,7 @@ def _plan(ctx: WorkerContext, repo: DeploymentsRepo, deployment_id: int, kind: s
         # What Sami deployed, and what the target reported running then: what drift is measured against.
         deployed = deployed_action(session, deployment_id) if kind == "check" else None
         deployed_config, baseline = (dict(deployed.config or {}), deployed.running) if deployed else (None, None)
-    target = make_target(ctx, name, service, environment, pr, manifest, config)
+    target = make_target(ctx, name, service, environment, pr, manifest, config, repo)
     return Planned(deployment_id, name, manifest, target, deployed_config, baseline)
 
 

@@ -237,9 +237,9 @@ class Run:
                             .values(script_pgid=pgid).execution_options(synchronize_session=False))
             session.commit()
 
-    def target(self, manifest: Manifest) -> Target:
+    def target(self, manifest: Manifest, repo: DeploymentsRepo | None = None) -> Target:
         return make_target(self.ctx, self.deployment_name, self.service, self.environment, self.pull_request,
-                           manifest, self.config)
+                           manifest, self.config, repo)
 
     def script(self, operation: str, prepared: Prepared, extra: tuple[str, ...] = (), quiet: bool = False,
                timeout: float | None = None, again: bool = False) -> ScriptResult:
@@ -275,7 +275,7 @@ def prepare(run: Run, stack: ExitStack) -> Prepared:
     if manifest is None:
         hint = ": clean it up by hand, then delete the record" if run.kind == "cleanup" else ""
         raise ExecutorError(f"no manifest for {run.service} {run.environment} in the deployments repo{hint}")
-    target = run.target(manifest)
+    target = run.target(manifest, repo)
     temp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=action_dir_prefix(run.action_id))))
     return Prepared(repo, manifest, target, prepare_manifest_dir(repo, manifest, target.image, temp))
 
@@ -577,13 +577,23 @@ def parse_links(text: str) -> list[dict[str, str]]:
 
 
 def make_target(ctx: WorkerContext, name: str, service: str, environment: str, pull_request: int | None,
-                manifest: Manifest, config: dict) -> Target:
-    """The script target for a deployment with ``config`` (tag, image, overrides)."""
+                manifest: Manifest, config: dict, repo: DeploymentsRepo | None = None) -> Target:
+    """The script target for a deployment with ``config`` (tag, image, overrides).
+
+    It runs on the Sami target ``config`` names, else the one its environment's file names in
+    ``repo`` (else the default target).
+    """
     s = ctx.settings
+    runs_on = config.get("target")
+    if runs_on is None and repo is not None:
+        try:
+            runs_on = repo.target_of(environment)
+        except ValueError as exc:
+            raise ExecutorError(f"{exc}; nothing was run") from None
     url = manifest.render_url(name=name, base_domain=s.base_domain, namespace=s.namespace,
                               project_name=s.project_name, pr=pull_request)
     return Target(name=name, service=service, environment=environment,
                   tag=config.get("tag") or "latest", image=config.get("image"),
                   app_overrides=dict(config.get("app_overrides") or {}),
                   deployment_overrides=dict(config.get("deployment_overrides") or {}),
-                  url=url, manifest=manifest)
+                  url=url, manifest=manifest, runs_on=runs_on)

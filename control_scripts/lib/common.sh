@@ -24,6 +24,11 @@ sami_service=""
 sami_environment=""
 sami_tag=""
 sami_manifest_dir=""
+# The Sami target the deployment runs on (--target, given with a targets file; else SAMI_TARGET).
+sami_target=${SAMI_TARGET:-}
+# Third-party sets: update --force shrinks a service; cleanup --delete-data removes its volumes.
+sami_force=0
+sami_delete_data=0
 sami_old_status=""
 sami_new_status=""
 sami_app_config=()
@@ -98,6 +103,9 @@ sami_parse_args() {
             --environment) sami_environment=$value ;;
             --tag) sami_tag=$value ;;
             --manifest-dir) sami_manifest_dir=$value ;;
+            --target) sami_target=$value ;;
+            --force) sami_force=1 ;;
+            --delete-data) sami_delete_data=1 ;;
             --old-status) sami_old_status=$value ;;
             --new-status) sami_new_status=$value ;;
             --application-config) sami_app_config+=("$value") ;;

@@ -377,6 +377,8 @@ def test_the_prepared_copy_of_a_good_bundle_deploys(deployments: Path, static_ro
     (deployments / DOCS_STAGE / "mirror").symlink_to("site")
     errors = [str(e) for e in load_deployments_repo(deployments).errors]
     assert errors == [
+        "environments/stage.yaml:5:31: components[3]: the manifest of 'docs', "
+        f"{DOCS_STAGE}/sami.yaml, has errors",
         f"{DOCS_STAGE}/mirror/again: is a symlink to '.', a folder that contains it (a loop); link to a file or "
         "to a folder beside it",
         f"{DOCS_STAGE}/sami.yaml:12:9: files[0]: 'site/again' is a symlink to '.', a folder that contains it "
