@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from bot.core import logs
+from bot.core.lifecycle import DEPLOY_KINDS
 from bot.core.models import Action, Delivery, Deployment, OutboxRow, OutboxState, PullRequestRecord
 from bot.core.states import ActionState, StateChange, take_changes
 
@@ -35,7 +36,7 @@ A = ActionState
 
 COALESCE_SECONDS = 3.0
 # Actions that put a commit somewhere: each gets a GitHub Deployment and a commit status.
-DEPLOYING_KINDS = frozenset({"create", "update", "restore", "rollback"})
+DEPLOYING_KINDS = DEPLOY_KINDS
 # Actions that take an environment down: its last GitHub Deployment becomes inactive.
 STOPPING_KINDS = frozenset({"archive", "cleanup"})
 DESCRIPTION = 140  # GitHub's limit for statuses and Deployments

@@ -91,6 +91,26 @@ def test_validate_through_the_main_command(sami, tmp_path):
                                     "unknown key 'zigzag' (allowed: version, service_name, type,")
 
 
+def test_validate_json_lists_every_error_with_its_file_line_and_message(sami, tmp_path):
+    broken = tmp_path / "broken" / "services" / "web" / "swarm" / "stage"
+    broken.mkdir(parents=True)
+    (broken / "sami.yaml").write_text("version: v1beta\nservice_name: web\ntype: swarm\nzigzag: 1\n")
+    result = sami("validate", str(tmp_path / "broken"), "--json", check=False)
+    assert result.returncode == 1
+    document = json.loads(result.stdout)
+    assert document["ok"] is False
+    (error,) = [e for e in document["errors"] if e["field"] == "zigzag"]
+    assert (error["path"], error["line"], error["column"]) == ("services/web/swarm/stage/sami.yaml", 4, 1)
+    assert error["message"].startswith("unknown key 'zigzag'")
+    assert json.loads(sami("validate", str(ROOT / "examples" / "deployments"), "--json").stdout)["ok"] is True
+    # a repo that cannot be read is still one document, saying why
+    missing = sami("validate", str(tmp_path / "nowhere"), "--json", check=False)
+    assert missing.returncode == 2
+    assert json.loads(missing.stdout)["errors"][0]["message"]
+    both = sami("validate", ".", "--json", "--format", "github", check=False)
+    assert both.returncode == 2 and "give one" in both.stderr
+
+
 def test_db_current_names_the_head(sami):
     assert sami("db", "current").stdout.strip() == HEAD
 

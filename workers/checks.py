@@ -21,6 +21,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from bot import outbox
 from bot.core import logs
 from bot.core.errors import Conflict, Invalid
+from bot.core.lifecycle import REASON_WORDS
 from bot.core.models import Action, Deployment
 from bot.core.states import (
     LIVE_STATES,
@@ -41,7 +42,6 @@ from workers.executor import ExecutorError, Target, prepare_manifest_dir
 from workers.jobs import (
     CHECK_EXIT_REASONS,
     HEARTBEAT_SECONDS,
-    REASON_WORDS,
     drain,
     make_target,
     next_queued_action,
@@ -193,7 +193,9 @@ def _settle(ctx: WorkerContext, plan: Planned, kind: str, result: ScriptResult) 
                 reason = FailureReason.TIMED_OUT if result.timed_out else CHECK_EXIT_REASONS.get(
                     result.exit_code, FailureReason.GENERIC)
                 detail = (result.stderr or result.stdout).strip().splitlines()
-                message = f"check: {REASON_WORDS[reason]}" + (f": {detail[-1][:300]}" if detail else "")
+                # A generic failure's message says what failed (its short reason on lists is "check exit N").
+                message = (f"check failed (exit {result.exit_code})" if reason is FailureReason.GENERIC
+                           else f"check: {REASON_WORDS[reason]}") + (f": {detail[-1][:300]}" if detail else "")
                 if deployment.state is S.RUNNING or deployment.failure_reason is not reason or was_failing:
                     transition(deployment, S.FAILURE, reason=reason, message=message)
         deployment.checked_at = db_now(session)

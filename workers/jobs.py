@@ -23,6 +23,7 @@ from sqlalchemy import exists, select, update
 from bot import outbox
 from bot.core import logs, metrics
 from bot.core.errors import failure_text
+from bot.core.lifecycle import REASON_WORDS
 from bot.core.models import Action, Deployment
 from bot.core.states import (
     ActionState,
@@ -54,9 +55,6 @@ S = DeploymentState
 
 HEARTBEAT_SECONDS = 10
 CHECK_EXIT_REASONS = {2: FailureReason.PARTIAL_AVAILABILITY, 3: FailureReason.TAG_MISMATCH}
-REASON_WORDS = {FailureReason.PARTIAL_AVAILABILITY: "partial availability",
-                FailureReason.TAG_MISMATCH: "tag mismatch", FailureReason.TIMED_OUT: "timed out",
-                FailureReason.GENERIC: "failed"}
 SCRIPT_FOR = {"create": "create", "update": "update", "restore": "unarchive", "archive": "archive",
               "cleanup": "cleanup"}
 # When the deployments repo cannot be read (the git host is down), the action waits this long

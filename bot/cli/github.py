@@ -14,6 +14,8 @@ import click
 from sqlalchemy.orm import sessionmaker
 
 from bot.cli.common import one_line_errors
+from bot.client.http import ClientError
+from bot.client.settings import read_config
 from bot.core import db as database
 from bot.core.config import load_settings
 from bot.core.signing import signature
@@ -25,6 +27,8 @@ from bot.manifests.store import ManifestStore
 from bot.web.setup import LocalSetup
 from workers.queue import connect_redis
 
+LOCAL_SERVER = "http://127.0.0.1:8000"
+
 
 @click.group()
 def github() -> None:
@@ -34,9 +38,9 @@ def github() -> None:
 @github.command("send")
 @click.argument("event")
 @click.argument("payload", type=click.File("rb"))
-@click.option("--url", envvar="SAMI_URL", default="http://127.0.0.1:8000", show_default=True,
+@click.option("--url", envvar="SAMI_URL", default=None,
               help="The Sami server (its /webhooks/github endpoint is added), or the webhook URL itself. "
-                   "Env: SAMI_URL.")
+                   f"Env: SAMI_URL; default: the one saved by `sami login`, else {LOCAL_SERVER}.")
 @click.option("--secret", envvar="SAMI_WEBHOOK_SECRET", default="", show_default=False,
               help="The webhook secret to sign with. Env: SAMI_WEBHOOK_SECRET (prefer it: argv is visible).")
 @click.option("--delivery", default=None, help="The X-GitHub-Delivery id (default: a new uuid4).")
@@ -65,6 +69,11 @@ def github_send(event: str, payload, url: str, secret: str, delivery: str | None
             pull["state"] = "closed" if action == "closed" else "open"
         body = json.dumps(document, separators=(",", ":")).encode()
     delivery = delivery or str(uuid.uuid4())
+    if not url:
+        try:
+            url = read_config().get("url") or LOCAL_SERVER
+        except ClientError as exc:
+            raise click.UsageError(f"{exc.message}, or give --url") from None
     target = url.rstrip("/")
     if not target.endswith("/webhooks/github"):
         target += "/webhooks/github"

@@ -33,6 +33,9 @@ from bot.client.write import (
     update,
 )
 
+# Where a person gets a token (the server never shows one again after it is made).
+WHERE_TOKENS_COME_FROM = ("a token comes from `sami token create NAME` (--admin, or --service, --environment, "
+                          "--action for less) run where the server runs, by its admin, who gives it to you")
 EXIT_HELP = "\b\nExit status:\n" + "\n".join(f"  {int(code)}  {text}" for code, text in DESCRIPTIONS.items())
 
 
@@ -58,13 +61,15 @@ def login(url: str | None, as_json: bool) -> None:
         token = click.prompt("Token", hide_input=True) if sys.stdin.isatty() else sys.stdin.readline()
         token = token.strip()
         if not token:
-            raise ClientError("no token given: create one with `sami token create NAME` on the server",
-                              Exit.BAD_INPUT)
+            raise ClientError(f"no token given; {WHERE_TOKENS_COME_FROM}", Exit.BAD_INPUT)
         client = Client(url, token)
         try:
             client.get("/api/v1/deployments", {"limit": 1})
             reads = True
         except ClientError as exc:
+            if exc.status == 401:  # not "run sami login": that is what was just done
+                raise ClientError(f"the server at {client.url} refused this token; {WHERE_TOKENS_COME_FROM}",
+                                  Exit.REFUSED, 401) from None
             if exc.status != 403:  # a token without the read scope is still a good token
                 raise
             reads = False

@@ -9,6 +9,7 @@ from bot.client import output
 from bot.client.common import Out
 from bot.client.exits import ACTION_EXITS, Exit
 from bot.client.http import ClientError
+from bot.core.lifecycle import state_word
 
 LOG_TAIL_LINES = 20
 
@@ -78,7 +79,7 @@ def report(out: Out, result: dict) -> Exit:
     if deployment is None:
         out.say(f"{action['deployment']} is removed")
         return code
-    line = f"{deployment['name']} is {output.state(deployment['state'], out.colour)}"
+    line = f"{deployment['name']} is {output.deployment_state(state_word(deployment['state']), out.colour)}"
     if deployment.get("status_message") and deployment["state"] != "Running":
         line += f": {deployment['status_message']}"
     out.say(line)
@@ -87,12 +88,23 @@ def report(out: Out, result: dict) -> Exit:
     return code
 
 
+def rollback_words(target: dict) -> str:
+    """Where a rollback goes: "v1 (the configuration of action 3)"."""
+    return (f"{target.get('tag') or target.get('image') or 'its earlier image'} "
+            f"(the configuration of action {target['action_id']})")
+
+
 def accepted(out: Out, answer: dict, wait: bool, timeout: float, interval: float = 1.0) -> Exit:
     """Print a 202 answer; with ``wait``, follow its action to the end."""
     document = {key: answer.get(key) for key in ("deployment", "action_id", "kind", "state", "status_url")}
+    if answer.get("rollback_to"):
+        document["rollback_to"] = answer["rollback_to"]
     document["result"] = None
     if not out.as_json:
-        out.say(f"accepted: {document['kind']} {document['deployment']} (action {document['action_id']}, "
+        to = answer.get("rollback_to")
+        what = f"rollback of {document['deployment']} to {rollback_words(to)}" if to else \
+            f"{document['kind']} {document['deployment']}"
+        out.say(f"accepted: {what} (action {document['action_id']}, "
                 f"{output.state(document['state'], out.colour)})")
         if not wait:
             out.say(f"follow it: sami wait {document['action_id']}")

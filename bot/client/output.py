@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 
 import click
 
+from bot.core.lifecycle import STATE_WORDS
+
 STATE_COLOURS = {
     "Running": "green", "succeeded": "green",
     "Failure": "red", "CleanupFailed": "red", "failed": "red", "timed_out": "red",
@@ -28,6 +30,11 @@ ELLIPSIS = "…"
 def is_tty(stream=None) -> bool:
     stream = stream or sys.stdout
     return hasattr(stream, "isatty") and stream.isatty()
+
+
+TONE_COLOURS = {"ok": "green", "bad": "red", "busy": "yellow", "quiet": "bright_black"}
+# A deployment's state as the lists word it ("Failed (tag mismatch)"), coloured by its word's tone.
+_WORD_TONES = sorted(((words[1], words[2]) for words in STATE_WORDS.values()), key=lambda wt: -len(wt[0]))
 
 
 def state(text: str | None, colour: bool) -> str:
@@ -72,6 +79,14 @@ def running_lines(running: dict | None) -> str | None:
     return "\n".join(lines) or "nothing"
 
 
+def deployment_state(text: str, colour: bool) -> str:
+    """A deployment's state in words (bot.core.lifecycle's), coloured by the tone of its first word."""
+    if not colour:
+        return text
+    tone = next((tone for word, tone in _WORD_TONES if text.startswith(word)), None)
+    return click.style(text, fg=TONE_COLOURS[tone]) if tone else text
+
+
 def print_json(document) -> None:
     click.echo(json.dumps(document, indent=2, sort_keys=True))
 
@@ -106,14 +121,97 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + ELLIPSIS
 
 
+def cut_middle(text: str, width: int) -> str:
+    """``text`` in ``width`` characters with its middle left out: the end of a URL (the part that tells
+    one deployment's from another's) stays, and so does its start."""
+    if len(text) <= width:
+        return text
+    if "://" in text:  # the scheme is the part a reader needs least
+        text = text.split("://", 1)[1]
+        if len(text) <= width:
+            return text
+    if width < 3:
+        return text[:width]
+    head = (width - 1) // 3
+    return text[:head] + ELLIPSIS + text[len(text) - (width - 1 - head):]
+
+
+def cut_around(text: str, width: int, start: int, end: int) -> str:
+    """``text`` in ``width`` characters keeping ``text[start:end]`` (what tells it from its neighbours in a
+    column), with a short end ("/") and then what comes before it and after it, as much as fits."""
+    if len(text) <= width:
+        return text
+    if "://" in text:
+        scheme = len(text.split("://", 1)[0]) + 3
+        text, start, end = text[scheme:], max(0, start - scheme), max(0, end - scheme)
+        if len(text) <= width:
+            return text
+    if end - start + 2 > width:
+        return cut_middle(text, width)
+
+    def size(left: int, right: int) -> int:
+        return right - left + (left > 0) + (right < len(text))
+
+    left, right = start, end
+    if len(text) - end <= 3 and size(left, len(text)) <= width:  # a short end ("/") goes along
+        right = len(text)
+    while left > 0 and size(left - 1, right) <= width:
+        left -= 1
+    while right < len(text) and size(left, right + 1) <= width:
+        right += 1
+    return ("…" if left > 0 else "") + text[left:right] + ("…" if right < len(text) else "")
+
+
+def _differing(cells: Sequence[str]) -> tuple[int, int]:
+    """How many characters all ``cells`` share at their start and at their end (0, 0 for one cell)."""
+    if len(set(cells)) < 2:
+        return 0, 0
+    def common(texts: Sequence[str]) -> int:
+        first = min(texts, key=len)
+        return next((n for n, ch in enumerate(first) if any(text[n] != ch for text in texts)), len(first))
+
+    prefix, suffix = common(cells), common([cell[::-1] for cell in cells])
+    shortest = min(len(cell) for cell in cells)
+    return min(prefix, shortest), min(suffix, shortest - min(prefix, shortest))
+
+
+# A step of a table's plan for a narrow terminal: leave out column i, or cut it down to a floor.
+Drop = tuple[str, int]  # ("drop", i)
+Cut = tuple[str, int, int]  # ("cut", i, floor)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, width: int | None = None,
-          shrink: Sequence[int] = (), styles: dict[int, Callable[[str], str]] | None = None) -> str:
+          shrink: Sequence[int] = (), styles: dict[int, Callable[[str], str]] | None = None,
+          plan: Sequence[Drop | Cut] = (), middle: Sequence[int] = ()) -> str:
     """Rows under headers, columns two spaces apart. With ``width`` (the terminal's), the columns in
-    ``shrink`` give way, the widest first, so that each line fits; cells cut show "…".
+    ``shrink`` give way, the widest first, so that each line fits; cells cut show "…". A ``plan``
+    replaces that: its steps (leave a column out, cut one down to a floor) are taken in order until the
+    lines fit; the columns in ``middle`` are cut in the middle (URLs), the others at the end.
     ``styles`` colour a column's cells after padding, so colour codes never count as width."""
     rows = [[str(cell) if cell is not None else "-" for cell in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    if width:
+    shown = list(range(len(headers)))
+
+    def over() -> int:
+        return sum(widths[i] for i in shown) + 2 * (len(shown) - 1) - (width or 0)
+
+    if width and plan:
+        natural = list(widths)
+        cut: list[int] = []
+        for step in plan:
+            if over() <= 0:
+                break
+            if step[0] == "drop":
+                shown.remove(step[1])
+            else:
+                column, floor = step[1], max(step[2], len(headers[step[1]]))
+                widths[column] = max(min(floor, widths[column]), widths[column] - over())
+                cut.append(column)
+        # A column left out later may have made room: the columns cut before get it back, the last cut first.
+        for column in reversed(cut):
+            if column in shown and over() < 0:
+                widths[column] = min(natural[column], widths[column] - over())
+    elif width:
         # First down to 8 characters each, then, on a narrow terminal, down to their headers' width.
         for floors in ({i: max(len(headers[i]), 8) for i in shrink}, {i: max(len(headers[i]), 4) for i in shrink}):
             while sum(widths) + 2 * (len(widths) - 1) > width:
@@ -122,12 +220,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, width: int |
                     break
                 widest = max(candidates, key=lambda i: widths[i])
                 widths[widest] -= 1
+    shared = {i: _differing([row[i] for row in rows]) for i in middle}
     lines = []
     for index, row in enumerate([list(headers), *rows]):
         cells = []
-        for i, cell in enumerate(row):
-            text = _cut(cell, widths[i])
-            padded = text.ljust(widths[i]) if i < len(row) - 1 else text
+        for i in shown:
+            cell = row[i]
+            if index and i in middle:
+                prefix, suffix = shared[i]
+                text = cut_around(cell, widths[i], prefix, len(cell) - suffix)
+            else:
+                text = _cut(cell, widths[i])
+            padded = text.ljust(widths[i]) if i != shown[-1] else text
             if index and styles and i in styles:
                 padded = padded.replace(text, styles[i](text), 1)
             cells.append(padded)

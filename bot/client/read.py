@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import click
@@ -11,10 +12,31 @@ from bot.client.common import Out, client_command, complete_deployment, parse_ac
 from bot.client.exits import ACTION_EXITS, Exit
 from bot.client.follow import follow, report
 from bot.client.http import ClientError
-from bot.core.lifecycle import DeploymentState
+from bot.core.lifecycle import DeploymentState, last_deploy_failed, last_deploy_note, last_deploy_words, state_words
 
 LABEL_WIDTH = 22  # `sami info`'s field labels, padded: "deployment overrides:" is the longest
 STEPS_RULE = "---"  # between an action's steps and its log
+
+
+# How `sami list` fits a narrow terminal (columns: NAME STATE SERVICE ENVIRONMENT TAG URL PR UPDATED). The name
+# stays whole and carries the service, environment and pull request, so those go first; then the URL is cut
+# around what tells it from the others, the time goes, the URL is cut further, then goes; last, a long state.
+# Column indices: NAME 0, STATE 1, DRIFT 2, SERVICE 3, ENVIRONMENT 4, TAG 5, URL 6, PR 7, UPDATED 8.
+LIST_PLAN = (("drop", 3), ("drop", 4), ("drop", 7), ("cut", 6, 24), ("drop", 8), ("cut", 6, 16), ("drop", 6),
+             ("cut", 1, 16), ("cut", 5, 8))
+_SHA = re.compile(r"[0-9a-f]{12,64}\Z")
+
+
+def short_tag(tag: str | None) -> str | None:
+    """A tag that is a commit's sha (a pull request's default tag) as its first 7 characters."""
+    return tag[:7] if tag and _SHA.match(tag) else tag
+
+
+def state_cell(d: dict) -> str:
+    """The state as the page and the comment word it, with its short reason, and a last deploy that failed."""
+    words = state_words(d["state"], d.get("failure_reason"), d.get("status_message"))
+    note = last_deploy_note(d["state"], (d.get("last_deploy") or {}).get("state"))
+    return f"{words}, {note}" if note else words
 
 
 def _first_link(deployment: dict) -> str:
@@ -58,12 +80,12 @@ def list_(out: Out, services_, environments, states, pull_request, repository, q
     if not deployments:
         out.say("no deployments")
     else:
-        rows = [[d["name"], d["state"], output.drift(d), d["service"], d["environment"], d.get("tag"),
+        rows = [[d["name"], state_cell(d), output.drift(d), d["service"], d["environment"], short_tag(d.get("tag")),
                  _first_link(d), d["source"].get("pull_request") or "-", output.ago(d.get("updated_at"))]
                 for d in deployments]
-        out.say(output.table(["NAME", "STATE", "DRIFT", "SERVICE", "ENVIRONMENT", "TAG", "URL", "PR", "UPDATED"],
-                             rows, width=output.terminal_width(), shrink=(5, 6, 0),
-                             styles={1: lambda s: output.state(s, out.colour),
+        out.say(output.table(["NAME", "STATE", "DRIFT", "SERVICE", "ENVIRONMENT", "TAG", "URL", "PR", "UPDATED"], rows,
+                             width=output.terminal_width(), plan=LIST_PLAN, middle=(6,),
+                             styles={1: lambda s: output.deployment_state(s, out.colour),
                                      2: lambda s: output.state(s, out.colour)}))
     if document["next_cursor"]:
         click.echo(f"more: add --cursor {document['next_cursor']}", err=True)
@@ -86,9 +108,15 @@ def info(out: Out, name) -> Exit:
                            **{k: answer.get(k) for k in ("requested", "deployed", "running")}})
         return Exit.OK
     d = answer["deployment"]
-    status = output.state(d["state"], out.colour)
-    if d.get("failure_reason"):
-        status += f" ({d['failure_reason']})"
+    status = output.deployment_state(state_words(d["state"], d.get("failure_reason"), d.get("status_message")),
+                                     out.colour)
+    deploy = d.get("last_deploy")
+    last = None
+    if deploy:
+        last = f"{last_deploy_words(deploy['kind'], deploy['state'], deploy.get('tag'))} (action {deploy['action_id']}"
+        last += f", {output.ago(deploy['finished_at'])})" if deploy.get("finished_at") else ")"
+        if last_deploy_failed(d["state"], deploy["state"]):
+            last += f"; {d['name']} still runs what ran before it"
     drift = d.get("drift") or {}
     drift_text = None
     if drift.get("status") == "drifted":
@@ -97,7 +125,7 @@ def info(out: Out, name) -> Exit:
                       + f"\n(put the deployed config back: sami reconcile {d['name']})")
     elif drift.get("status") == "in_sync":
         drift_text = "in sync (the target runs what was deployed)"
-    fields = [("name", d["name"]), ("state", status), ("drift", drift_text), ("message", d.get("status_message")),
+    fields = [("name", d["name"]), ("state", status), ("drift", drift_text), ("message", d.get("status_message")), ("last deploy", last),
               ("service", d["service"]), ("environment", d["environment"]), ("type", d.get("type")),
               ("tag", d.get("tag")), ("image", d.get("image"))]
     for kind in ("app", "deployment"):

@@ -12,7 +12,7 @@ import click
 from bot.client import output
 from bot.client.common import Out, client_command, complete_deployment, parse_action_id, wait_options
 from bot.client.exits import ACTION_EXITS, Exit
-from bot.client.follow import accepted, follow, report
+from bot.client.follow import accepted, follow, report, rollback_words
 from bot.client.http import ClientError
 from bot.core import naming
 
@@ -204,7 +204,12 @@ def rollback(out: Out, name, to_action, wait, timeout, interval) -> Exit:
         sami rollback web-stage --to 118
     """
     body = {"action_id": parse_action_id(to_action, "--to")} if to_action is not None else {}
-    return accepted(out, out.client.post(f"/api/v1/deployments/{name}/rollback", body), wait, timeout, interval)
+    # Said before it is done: where the rollback goes (the server's choice, asked without changing anything) ...
+    target = out.client.get(f"/api/v1/deployments/{name}/rollback", body or None)
+    out.say(f"rolling {name} back to {rollback_words(target)}")
+    # ... and that exact configuration is what is asked for, whatever happens in between.
+    answer = out.client.post(f"/api/v1/deployments/{name}/rollback", {"action_id": target["action_id"]})
+    return accepted(out, answer, wait, timeout, interval)
 
 
 @click.command()

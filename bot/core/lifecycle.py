@@ -6,6 +6,7 @@ shares them with the server; ``bot.core.states`` makes the changes.
 from __future__ import annotations
 
 import enum
+import re
 
 
 class DeploymentState(enum.StrEnum):
@@ -123,3 +124,121 @@ ACTION_TRANSITIONS: frozenset[tuple[ActionState, ActionState]] = frozenset(
         (A.RUNNING, A.QUEUED),
     }
 )
+
+
+# --- the words people read: one table for the status page, the pull request comment and the CLI ---------
+
+# Each state as an icon, a word and a tone (the page's colour: ok, busy, bad, quiet); the icon never
+# stands alone, and the word alone says it all (a terminal without colour, a screen reader).
+STATE_WORDS: dict[DeploymentState, tuple[str, str, str]] = {
+    S.RUNNING: ("🟢", "Running", "ok"),
+    S.CREATE_PENDING: ("🟡", "Creating", "busy"),
+    S.UPDATE_PENDING: ("🟡", "Updating", "busy"),
+    S.ARCHIVE_PENDING: ("🟡", "Archiving", "busy"),
+    S.CLEANUP_PENDING: ("🟡", "Cleaning up", "busy"),
+    S.FAILURE: ("🔴", "Failed", "bad"),
+    S.CLEANUP_FAILED: ("🔴", "Cleanup failed", "bad"),
+    S.ARCHIVED: ("⚪", "Archived", "quiet"),
+    S.REMOVED: ("⚫", "Removed", "quiet"),
+}
+# Why a deployment failed, in a few words; a generic failure's words come from its status message.
+REASON_WORDS: dict[FailureReason, str] = {
+    FailureReason.PARTIAL_AVAILABILITY: "partly available",
+    FailureReason.TAG_MISMATCH: "tag mismatch",
+    FailureReason.TIMED_OUT: "timed out",
+    FailureReason.CANCELLED: "cancelled",
+    FailureReason.GENERIC: "failed",  # in a sentence ("check: failed"); a list says what failed instead
+}
+ACTION_WORDS: dict[ActionState, tuple[str, str, str]] = {
+    A.QUEUED: ("⏳", "queued", "busy"),
+    A.RUNNING: ("🔄", "running", "busy"),
+    A.SUCCEEDED: ("✅", "succeeded", "ok"),
+    A.FAILED: ("❌", "failed", "bad"),
+    A.TIMED_OUT: ("⌛", "timed out", "bad"),
+    A.CANCELLED: ("⏹️", "cancelled", "quiet"),
+    A.SUPERSEDED: ("⏭️", "superseded", "quiet"),
+}
+# The kinds of action that deploy something (whose result "the last deploy" is).
+DEPLOY_KINDS = frozenset({"create", "update", "restore", "rollback"})
+SHORT_REASON = 40  # characters of a generic failure's reason on a list or in a comment
+# "create failed (exit 1): ..." as the worker words a failed script: the script and its exit code.
+_SCRIPT_FAILED = re.compile(r"(?P<script>[a-z_]+) failed \(exit (?P<code>-?\d+)\)")
+
+
+def state_word(state: DeploymentState | str) -> str:
+    """The word of ``state``, e.g. "Failed" for Failure; an unknown state as it is."""
+    try:
+        return STATE_WORDS[DeploymentState(state)][1]
+    except ValueError:
+        return str(state)
+
+
+def state_icon(state: DeploymentState | str) -> str:
+    try:
+        return STATE_WORDS[DeploymentState(state)][0]
+    except ValueError:
+        return "❔"
+
+
+def state_tone(state: DeploymentState | str) -> str:
+    try:
+        return STATE_WORDS[DeploymentState(state)][2]
+    except ValueError:
+        return "busy"
+
+
+def short_reason(state: DeploymentState | str, reason: FailureReason | str | None,
+                 message: str | None = None) -> str | None:
+    """Why a failed deployment failed, in a few words ("tag mismatch", "create exit 1"), or None.
+
+    A generic failure says what failed, taken from its status message (the script and its exit code,
+    or the message's first clause, shortened)."""
+    if str(state) != S.FAILURE:
+        return None
+    try:
+        reason = FailureReason(reason or FailureReason.GENERIC)
+    except ValueError:
+        return str(reason)[:SHORT_REASON]
+    if reason is not FailureReason.GENERIC:
+        return REASON_WORDS[reason]
+    if not message:
+        return None  # "Failed" says it all
+    failed = _SCRIPT_FAILED.match(message)
+    if failed:
+        return f"{failed['script']} exit {failed['code']}"
+    first = " ".join(message.split(": ", 1)[0].split())
+    return first if len(first) <= SHORT_REASON else first[:SHORT_REASON - 1].rstrip() + "…"
+
+
+def state_words(state: DeploymentState | str, reason: FailureReason | str | None = None,
+                message: str | None = None) -> str:
+    """The state with its short reason, e.g. "Failed (tag mismatch)", "Running"."""
+    why = short_reason(state, reason, message)
+    return f"{state_word(state)} ({why})" if why else state_word(state)
+
+
+def action_word(state: ActionState | str) -> str:
+    try:
+        return ACTION_WORDS[ActionState(state)][1]
+    except ValueError:
+        return str(state)
+
+
+def last_deploy_failed(state: DeploymentState | str, deploy_state: ActionState | str | None) -> bool:
+    """Whether the list should say, beside ``state``, that the last deploy did not succeed: a deployment
+    that still runs (or was archived since) after its last deploy failed, was cancelled or timed out. A
+    Failure's reason says it already, and a pending deployment has a newer deploy under way."""
+    if deploy_state is None or str(state) == S.FAILURE or str(state) in PENDING_STATES:
+        return False
+    return str(deploy_state) in (A.FAILED, A.TIMED_OUT, A.CANCELLED)
+
+
+def last_deploy_note(state: DeploymentState | str, deploy_state: ActionState | str | None) -> str | None:
+    """What a list says beside ``state`` about the last deploy ("last deploy failed"), or None."""
+    return f"last deploy {action_word(deploy_state)}" if last_deploy_failed(state, deploy_state) else None
+
+
+def last_deploy_words(kind: str, deploy_state: ActionState | str, tag: str | None = None) -> str:
+    """The last deploy in a few words: "update to v2 failed", "create to v1 succeeded"."""
+    what = f"{kind} to {tag}" if tag else kind
+    return f"{what} {action_word(deploy_state)}"

@@ -103,7 +103,9 @@ class Deployment(Base):
     sha: Mapped[str | None] = mapped_column(String(64))
     manifest_sha: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # The last real change (a state change, which every request makes too); bot.core.states sets it,
+    # so a periodic check (checked_at), a lease renewal or a heartbeat leaves it as it is.
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
     checked_at: Mapped[datetime | None]
     # Periodic checks in a row that could not start; the next one waits until check_retry_at.

@@ -62,6 +62,7 @@ def transition(deployment, wanted: DeploymentState, *, reason: FailureReason | N
     deployment.state = wanted
     deployment.failure_reason = FailureReason(reason or FailureReason.GENERIC) if wanted is S.FAILURE else None
     deployment.status_message = message
+    deployment.updated_at = now
     if current is not wanted:
         deployment.status_changed_at = now
     if wanted is S.ARCHIVED:

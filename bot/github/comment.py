@@ -18,7 +18,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bot.core.states import ActionState, DeploymentState, FailureReason
+from bot.core.lifecycle import (
+    ACTION_WORDS,
+    STATE_WORDS,
+    ActionState,
+    DeploymentState,
+    FailureReason,
+    last_deploy_failed,
+    last_deploy_words,
+    short_reason,
+)
 
 MARKER = "<!-- sami:sticky-comment -->"
 # GitHub refuses a comment body over 65,536 characters; counted here in UTF-16 units, never fewer.
@@ -29,32 +38,7 @@ MAX_TEXT = 100
 NONE = "—"
 
 S = DeploymentState
-BADGES: dict[DeploymentState, tuple[str, str]] = {
-    S.RUNNING: ("🟢", "Running"),
-    S.CREATE_PENDING: ("🟡", "Creating"),
-    S.UPDATE_PENDING: ("🟡", "Updating"),
-    S.ARCHIVE_PENDING: ("🟡", "Archiving"),
-    S.CLEANUP_PENDING: ("🟡", "Cleaning up"),
-    S.FAILURE: ("🔴", "Failed"),
-    S.CLEANUP_FAILED: ("🔴", "Cleanup failed"),
-    S.ARCHIVED: ("⚪", "Archived"),
-    S.REMOVED: ("⚫", "Removed"),
-}
 DRIFT_BADGE = "🟣 Drift"
-FAILURE_WORDS: dict[FailureReason, str] = {
-    FailureReason.PARTIAL_AVAILABILITY: "partly available",
-    FailureReason.TAG_MISMATCH: "tag mismatch",
-    FailureReason.TIMED_OUT: "timed out",
-}
-ACTION_BADGES: dict[ActionState, tuple[str, str]] = {
-    ActionState.QUEUED: ("⏳", "queued"),
-    ActionState.RUNNING: ("🔄", "running"),
-    ActionState.SUCCEEDED: ("✅", "succeeded"),
-    ActionState.FAILED: ("❌", "failed"),
-    ActionState.TIMED_OUT: ("⌛", "timed out"),
-    ActionState.CANCELLED: ("⏹️", "cancelled"),
-    ActionState.SUPERSEDED: ("⏭️", "superseded"),
-}
 
 
 @dataclass(frozen=True)
@@ -79,6 +63,12 @@ class EnvironmentRow:
     waiting_for: str | None = None
     # What differs between what runs and what Sami deployed, in words, while the deployment drifts.
     drift: str | None = None
+    # Why it failed, in the worker's words (a generic failure's short reason comes from it).
+    status_message: str | None = None
+    # The last deploy (create, update, restore, rollback): its kind, state and tag.
+    deploy_kind: str | None = None
+    deploy_state: ActionState | str | None = None
+    deploy_tag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -182,26 +172,23 @@ def age(then: datetime | None, now: datetime) -> str:
     return f"on {then:%Y-%m-%d}"
 
 
-def state_badge(state: DeploymentState | str, failure_reason: FailureReason | str | None = None) -> str:
+def state_badge(state: DeploymentState | str, failure_reason: FailureReason | str | None = None,
+                message: str | None = None) -> str:
     """The state as an icon and words, e.g. "🔴 Failed (tag mismatch)"; the icon never stands alone."""
     try:
-        icon, words = BADGES[DeploymentState(state)]
+        icon, words, _tone = STATE_WORDS[DeploymentState(state)]
     except ValueError:
         return f"❔ {escape_text(state, 40)}"
-    if DeploymentState(state) is S.FAILURE and failure_reason is not None:
-        try:
-            reason = FAILURE_WORDS.get(FailureReason(failure_reason))
-        except ValueError:
-            reason = escape_text(failure_reason, 40)
-        if reason:
-            words = f"{words} ({reason})"
+    reason = short_reason(state, failure_reason, message)
+    if reason:
+        words = f"{words} ({escape_text(reason, 60)})"
     return f"{icon} {words}"
 
 
 def action_badge(state: ActionState | str) -> str:
     """An action's state as an icon and a word, e.g. "✅ succeeded"."""
     try:
-        icon, word = ACTION_BADGES[ActionState(state)]
+        icon, word, _tone = ACTION_WORDS[ActionState(state)]
     except ValueError:
         return f"❔ {escape_text(state, 40)}"
     return f"{icon} {word}"
@@ -220,12 +207,18 @@ def short_sha(sha: str | None) -> str | None:
 def _state_cell(row: EnvironmentRow) -> str:
     if row.waiting_for:
         return f"⏳ Waiting for {escape_text(row.waiting_for, 40)}"
-    cell = state_badge(row.state, row.failure_reason)
+    cell = state_badge(row.state, row.failure_reason, row.status_message)
     if row.previous_tag and str(row.state) == S.UPDATE_PENDING:
         cell += f" (was {code(row.previous_tag)})"
     if row.drift:
         # Its own badge: the target was changed outside Sami, which is not a failure of what Sami deployed.
         cell += f" · {DRIFT_BADGE}: {escape_text(row.drift, 160)}"
+    if row.deploy_state is not None and last_deploy_failed(row.state, row.deploy_state):
+        # Still running what ran before: the last deploy did not take.
+        words = last_deploy_words(row.deploy_kind or "deploy", row.deploy_state)
+        cell += f" · {action_badge(row.deploy_state).split(' ', 1)[0]} last deploy: {escape_text(words, 40)}"
+        if row.deploy_tag:
+            cell += f" ({code(row.deploy_tag)})"
     return cell
 
 

@@ -74,6 +74,9 @@ def render_comment(session: Session, repository: str, number: int, record: PullR
         action = session.scalars(select(Action).where(Action.deployment_id == deployment.id)
                                  .order_by(Action.id.desc()).limit(1)).first()
         url = next((link.get("url") for link in deployment.links or () if link.get("url")), None)
+        deploy = session.scalars(select(Action).where(
+            Action.deployment_id == deployment.id, Action.kind.in_(tuple(outbox.DEPLOYING_KINDS)))
+            .order_by(Action.id.desc()).limit(1)).first()
         previous = None
         if deployment.state is DeploymentState.UPDATE_PENDING:
             done = session.scalars(select(Action.config).where(
@@ -87,7 +90,10 @@ def render_comment(session: Session, repository: str, number: int, record: PullR
             updated_at=deployment.status_changed_at, action_id=action.id if action else None,
             action_state=action.state if action else None, action_kind=action.kind if action else None,
             page_url=sender.page(deployment.name, action.id if action else None), previous_tag=previous,
-            drift=drift.summary(deployment.drift) or None))
+            drift=drift.summary(deployment.drift) or None,
+            status_message=deployment.status_message, deploy_kind=deploy.kind if deploy else None,
+            deploy_state=deploy.state if deploy else None,
+            deploy_tag=(deploy.config or {}).get("tag") if deploy else None))
     head = record.head_sha or next((d.sha for d in sorted(deployments, key=lambda d: d.updated_at) if d.sha), None)
     checks = record.checks if record.checks and record.checks.get("sha") == head else None
     ci_failed = checks["summary"] if checks and checks.get("state") == "failure" else None

@@ -101,6 +101,9 @@ def _topology_dict(topology: Topology) -> dict[str, Any]:
     show_default=True,
     help="text for people, json for scripts, github for GitHub Actions annotations.",
 )
+@click.option("--json", "as_json", is_flag=True,
+              help="The same as --format json, as the other sami commands say it: every error with its path "
+                   "(the file), line, column, field and message.")
 @click.option("--ref", default=None, help="Branch, tag or commit to check (git sources only).")
 @click.option(
     "--cache-dir",
@@ -122,9 +125,19 @@ def _topology_dict(topology: Topology) -> dict[str, Any]:
     help="Sami's targets file (as SAMI_TARGETS): environment files naming other targets are errors. "
     "Without it target names are not checked.",
 )
-def validate(path: str, output_format: str, ref: str | None, cache_dir: str | None, prefix: str,
-             targets_file: str | None) -> None:
-    """Validate the deployments repo at PATH (a folder or a git URL): exit 0 when valid."""
+def validate(path: str, output_format: str, as_json: bool, ref: str | None, cache_dir: str | None,
+             prefix: str, targets_file: str | None) -> None:
+    """Validate the deployments repo at PATH (a folder or a git URL): exit 0 when valid.
+
+    \b
+    Example:
+        sami validate ../deployments
+        sami validate ../deployments --json
+    """
+    if as_json:
+        if output_format not in ("text", "json"):
+            raise click.UsageError(f"--json and --format {output_format} ask for two outputs: give one")
+        output_format = "json"
     targets = None
     if targets_file is not None:
         try:
@@ -134,6 +147,9 @@ def validate(path: str, output_format: str, ref: str | None, cache_dir: str | No
     try:
         repo = load_deployments_repo(path, ref=ref, cache_dir=cache_dir, targets=targets)
     except DeploymentsRepoError as exc:
+        if output_format == "json":  # still one document: a script reads why
+            click.echo(json.dumps({"ok": False, "sha": None, "manifests": [], "errors": [
+                {"path": None, "line": None, "column": None, "field": None, "message": str(exc)}]}, indent=2))
         raise SourceUnreadable(str(exc)) from None
     _report(repo, output_format, prefix.rstrip("/"))
     if not repo.ok:

@@ -80,6 +80,8 @@ class Accepted:
     kind: str
     state: str
     queued: bool
+    # A rollback's target: {"action_id", "tag", "image"} of the configuration it goes back to.
+    rollback_to: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ into another environment or name."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -68,6 +69,35 @@ def _rollback_target(session: Session, deployment: Deployment, to_action_id: int
                    state=str(deployment.state))
 
 
+@dataclass(frozen=True)
+class RollbackTarget:
+    """The configuration a rollback goes back to: that of a succeeded create or update."""
+
+    action_id: int
+    tag: str | None
+    image: str | None
+
+    @classmethod
+    def of(cls, action: Action) -> RollbackTarget:
+        config = action.config or {}
+        return cls(action.id, config.get("tag"), config.get("image"))
+
+    def as_dict(self) -> dict:
+        return {"action_id": self.action_id, "tag": self.tag, "image": self.image}
+
+    @property
+    def words(self) -> str:
+        """"v1 (the configuration of action 3)": what a person is told before and after."""
+        return f"{self.tag or self.image or 'its earlier image'} (the configuration of action {self.action_id})"
+
+
+def rollback_target(session: Session, name: str, to_action_id: int | None = None) -> RollbackTarget:
+    """Where a rollback of deployment ``name`` would go now (``to_action_id``, or the previous good
+    configuration), without changing anything: what the page's button and the CLI name before it is done.
+    NotFound or Conflict as the rollback itself would answer."""
+    return RollbackTarget.of(_rollback_target(session, get_deployment(session, name), to_action_id))
+
+
 def rollback_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *,
                         to_action_id: int | None = None, requested_by: str, origin: str,
                         delivery_id: str | None = None) -> Accepted:
@@ -97,7 +127,8 @@ def _update_to(session: Session, repo: DeploymentsRepo, ctx: Context, deployment
                            config={**action_config(deployment, manifest, repo), mark: earlier.id},
                            delivery_id=delivery_id)
     supersede_queued_updates(session, deployment, action)
-    return commit_and_queue(session, ctx, deployment, action)
+    going_to = RollbackTarget.of(target).as_dict()
+    return replace(commit_and_queue(session, ctx, deployment, action), rollback_to=going_to)
 
 
 def clone_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *,

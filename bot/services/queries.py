@@ -19,7 +19,8 @@ from sqlalchemy import and_, case, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from bot.core.errors import Invalid
-from bot.core.models import Delivery, Deployment
+from bot.core.lifecycle import DEPLOY_KINDS
+from bot.core.models import Action, Delivery, Deployment
 from bot.core.states import DeploymentState
 from bot.services.tokens import Scopes
 
@@ -238,6 +239,34 @@ def list_deployments(session: Session, flt: DeploymentFilter, scopes: Scopes | N
     if len(rows) > flt.limit:
         page.next_cursor = encode_cursor(flt.sort, _key_of(rows[flt.limit - 1], flt.sort))
     return page
+
+
+@dataclass(frozen=True)
+class LastDeploy:
+    """A deployment's last deploy (create, update, restore or rollback): what it did and how it ended."""
+
+    action_id: int
+    kind: str
+    state: str
+    tag: str | None
+    finished_at: datetime | None
+
+    def as_dict(self) -> dict:
+        return {"action_id": self.action_id, "kind": self.kind, "state": self.state, "tag": self.tag,
+                "finished_at": self.finished_at.isoformat() if self.finished_at else None}
+
+
+def last_deploys(session: Session, deployment_ids: Sequence[int]) -> dict[int, LastDeploy]:
+    """The last deploy of each of ``deployment_ids`` that has one, in one query whatever their number."""
+    if not deployment_ids:
+        return {}
+    latest = (select(func.max(Action.id)).where(Action.deployment_id.in_(list(deployment_ids)),
+                                                Action.kind.in_(sorted(DEPLOY_KINDS)))
+              .group_by(Action.deployment_id))
+    rows = session.execute(select(Action.deployment_id, Action.id, Action.kind, Action.state, Action.config,
+                                  Action.finished_at).where(Action.id.in_(latest))).all()
+    return {deployment_id: LastDeploy(action_id, kind, str(state), (config or {}).get("tag"), finished_at)
+            for deployment_id, action_id, kind, state, config, finished_at in rows}
 
 
 def state_counts(session: Session, flt: DeploymentFilter, scopes: Scopes | None) -> Mapping[str, int]:

@@ -153,8 +153,9 @@ def _status_url(action_id: int) -> str:
 
 
 def _accepted(result: deployments.Accepted):
+    extra = {"rollback_to": result.rollback_to} if result.rollback_to is not None else {}
     return jsonify(deployment=result.deployment, action_id=result.action_id, kind=result.kind,
-                   state=result.state, status_url=_status_url(result.action_id)), 202
+                   state=result.state, status_url=_status_url(result.action_id), **extra), 202
 
 
 def deployment_request_from_body(body: Mapping, requested_by: str, origin: str) -> deployments.DeploymentRequest:
@@ -224,6 +225,19 @@ def operation(name: str, kind: str):
     result = OPERATIONS[kind](session, shared.manifests().current(), name, shared.services_context(),
                               requested_by=_requested_by(), origin="api")
     return _accepted(result)
+
+
+@bp.get("/api/v1/deployments/<name>/rollback")
+@token_required
+def rollback_target(name: str):
+    """Where a rollback would go now (``action_id``, or the previous good config); nothing changes."""
+    raw = request.args.get("action_id")
+    if raw is not None and not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 2**63 - 1):
+        raise Invalid(f"'action_id' must be an action's number, got {raw!r}")
+    session = get_session()
+    _deployment(session, name)
+    target = history.rollback_target(session, name, int(raw) if raw is not None else None)
+    return jsonify(deployment=name, **target.as_dict())
 
 
 @bp.post("/api/v1/deployments/<name>/rollback")
@@ -323,7 +337,7 @@ def _iso(value):
     return value.isoformat() if value else None
 
 
-def deployment_to_dict(deployment: Deployment) -> dict:
+def deployment_to_dict(deployment: Deployment, last_deploy: queries.LastDeploy | None = None) -> dict:
     return {
         "name": deployment.name, "service": deployment.service, "environment": deployment.environment,
         "type": deployment.type, "state": str(deployment.state),
@@ -336,6 +350,7 @@ def deployment_to_dict(deployment: Deployment) -> dict:
         "created_at": _iso(deployment.created_at), "updated_at": _iso(deployment.updated_at),
         "status_changed_at": _iso(deployment.status_changed_at), "checked_at": _iso(deployment.checked_at),
         "archived_at": _iso(deployment.archived_at), "drift": drift.drift_view(deployment),
+        "last_deploy": last_deploy.as_dict() if last_deploy else None,
     }
 
 
@@ -368,7 +383,9 @@ def list_deployments():
     require("read")
     flt = queries.DeploymentFilter.from_args(request.args)
     page = queries.list_deployments(get_session(), flt, Scopes.from_dict(g.token.scopes))
-    return jsonify(deployments=[deployment_to_dict(d) for d in page.rows], next_cursor=page.next_cursor)
+    deploys = queries.last_deploys(get_session(), [d.id for d in page.rows])
+    return jsonify(deployments=[deployment_to_dict(d, deploys.get(d.id)) for d in page.rows],
+                   next_cursor=page.next_cursor)
 
 
 def delivery_to_dict(delivery) -> dict:
@@ -398,7 +415,8 @@ def show_deployment(name: str):
     actions = session.scalars(select(Action).where(Action.deployment_id == deployment.id)
                               .options(selectinload(Action.steps)).order_by(Action.id.desc()).limit(50)).all()
     views = drift.config_views(session, deployment, shared.secret_names(deployment))
-    return jsonify(deployment=deployment_to_dict(deployment), requested=views["requested"],
+    deploy = queries.last_deploys(session, [deployment.id]).get(deployment.id)
+    return jsonify(deployment=deployment_to_dict(deployment, deploy), requested=views["requested"],
                    deployed=views["deployed"], running=views["running"],
                    actions=[action_to_dict(a) for a in actions])
 

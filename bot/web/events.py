@@ -34,7 +34,10 @@ from datetime import UTC, timedelta
 from flask import Flask, Response, current_app, request
 from sqlalchemy import func, select
 
+from bot.core import lifecycle
+from bot.core.lifecycle import short_reason, state_tone, state_word
 from bot.core.models import ApiToken, Deployment
+from bot.services import queries
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
@@ -48,12 +51,14 @@ LOOKBACK = timedelta(seconds=30)
 ENDLESS = str(2**62)
 
 
-# How a state looks: ok (green), bad (red), quiet (grey), busy (amber, everything pending).
-STATE_TONE = {"Running": "ok", "Archived": "quiet", "Removed": "quiet", "Failure": "bad", "CleanupFailed": "bad"}
-
-
 def tone(state) -> str:
-    return STATE_TONE.get(str(state), "busy")
+    """How a state looks: ok (green), bad (red), quiet (grey), busy (amber, everything pending)."""
+    return state_tone(state)
+
+
+def last_deploy_note(state, deploy: queries.LastDeploy | None) -> str | None:
+    """What a list says beside ``state`` about the last deploy ("last deploy failed"), or None."""
+    return lifecycle.last_deploy_note(state, deploy.state if deploy else None)
 
 
 def sse(event: str, data: object) -> bytes:
@@ -236,18 +241,24 @@ class Hub:
             first = self.signature is None
             self.signature = signature
             query = select(Deployment.name, Deployment.service, Deployment.environment, Deployment.state,
-                           Deployment.failure_reason, Deployment.tag, Deployment.version, Deployment.updated_at)
+                           Deployment.failure_reason, Deployment.tag, Deployment.version, Deployment.updated_at,
+                           Deployment.status_message, Deployment.id)
             if self.last_change is not None:
                 query = query.where(Deployment.updated_at >= self.last_change - LOOKBACK)
             rows = session.execute(query).all()
+            changed = [row for row in rows if self.versions.get(row[0]) != row[6]]
+            deploys = queries.last_deploys(session, [row[-1] for row in changed]) if not first else {}
         finally:
             session.close()
         changes = []
-        for name, service, environment, state, reason, tag, version, updated_at in rows:
+        for name, service, environment, state, reason, tag, version, updated_at, message, id_ in rows:
             if self.versions.get(name) != version:
                 self.versions[name] = version
+                # The words the page's macro shows (bot.core.lifecycle), so a row changed in place reads the same.
                 changes.append({"name": name, "service": service, "environment": environment,
-                                "state": str(state), "reason": str(reason) if reason else None,
+                                "state": str(state), "words": state_word(state),
+                                "reason": short_reason(state, reason, message),
+                                "last_deploy": last_deploy_note(state, deploys.get(id_)),
                                 "tone": tone(state), "tag": tag,
                                 "updated_at": updated_at.isoformat(),
                                 "updated_exact": updated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")})

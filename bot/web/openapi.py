@@ -41,7 +41,18 @@ SCHEMAS: dict[str, dict] = {
             "kind": {"type": "string", "enum": ["create", "update", "archive", "restore", "cleanup"]},
             "state": {"$ref": "#/components/schemas/DeploymentState"},
             "status_url": {"type": "string", "description": "GET it to follow the action"},
+            "rollback_to": {"$ref": "#/components/schemas/RollbackConfig"},
         },
+    },
+    "RollbackConfig": {
+        "type": "object", "required": ["action_id", "tag", "image"],
+        "description": "a rollback's target: the succeeded create or update whose configuration it goes back to",
+        "properties": {"action_id": {"type": "integer"}, "tag": TEXT_OR_NULL, "image": TEXT_OR_NULL},
+    },
+    "RollbackTarget": {
+        "type": "object", "required": ["deployment", "action_id", "tag", "image"],
+        "properties": {"deployment": {"type": "string"}, "action_id": {"type": "integer"}, "tag": TEXT_OR_NULL,
+                       "image": TEXT_OR_NULL},
     },
     "DeploymentState": {"type": "string", "enum": ["CreatePending", "UpdatePending", "ArchivePending",
                                                    "CleanupPending", "Running", "Failure", "Archived",
@@ -80,6 +91,14 @@ SCHEMAS: dict[str, dict] = {
                 "ref": TEXT_OR_NULL, "sha": TEXT_OR_NULL}},
             "created_at": ISO_TIME, "updated_at": ISO_TIME, "status_changed_at": ISO_TIME,
             "checked_at": ISO_TIME, "archived_at": ISO_TIME,
+            "last_deploy": {
+                "type": ["object", "null"],
+                "description": "the last create, update, restore or rollback and how it ended (null: none yet); "
+                               "a Running deployment whose last deploy failed still runs what ran before",
+                "required": ["action_id", "kind", "state", "tag", "finished_at"],
+                "properties": {"action_id": {"type": "integer"}, "kind": {"type": "string"},
+                               "state": {"$ref": "#/components/schemas/ActionState"}, "tag": TEXT_OR_NULL,
+                               "finished_at": ISO_TIME}},
             "drift": {"$ref": "#/components/schemas/Drift"},
         },
     },
@@ -442,7 +461,15 @@ PATHS: dict[str, dict] = {
         "restore", "Restore an archived deployment with its last tag and overrides (restore scope)")},
     "/api/v1/deployments/{name}/cleanup": {"post": _operation(
         "cleanup", "Remove an archived deployment and what it owns (cleanup scope)")},
-    "/api/v1/deployments/{name}/rollback": {"post": {
+    "/api/v1/deployments/{name}/rollback": {"get": {
+        "operationId": "rollbackTarget", "tags": ["deployments"],
+        "summary": "Where a rollback would go now: the action whose tag/image and overrides it would restore "
+                   "(action_id's, or the previous good config); changes nothing (read scope)",
+        "parameters": [NAME_PARAM, {"name": "action_id", "in": "query", "required": False,
+                                    "schema": {"type": "integer", "minimum": 1}}],
+        "responses": {"200": _json("RollbackTarget", "the configuration a rollback would go back to"),
+                      **_errors(400, 403, 404, 409)},
+    }, "post": {
         "operationId": "rollbackDeployment", "tags": ["deployments"],
         "summary": "Update a deployment back to the tag/image and overrides of an earlier succeeded create or "
                    "update: action_id's, or by default the previous good config (deploy scope)",

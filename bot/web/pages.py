@@ -7,7 +7,6 @@ after the viewer's permission and the form's CSRF token are checked.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
@@ -32,13 +31,14 @@ from werkzeug.exceptions import HTTPException
 
 from bot.core import signing
 from bot.core.errors import Invalid, SamiError
+from bot.core.lifecycle import action_word, last_deploy_words, short_reason, state_word
 from bot.core.models import Action, ActionStep, ApiToken, Deployment
 from bot.core.states import DeploymentState, IllegalTransition
 from bot.services import actions, deployments, drift, history, queries
 from bot.services.tokens import Scopes, TokenError, authenticate, create_token
 from bot.web import auth, events, oauth, shared
 from bot.web.database import get_session
-from bot.web.events import tone
+from bot.web.events import last_deploy_note, tone
 
 log = logging.getLogger(__name__)
 bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
@@ -142,7 +142,8 @@ def page_url(args: dict, **changes) -> str:
 def _template_globals():
     return {"viewer": auth.current_viewer(), "csrf_token": auth.csrf_token, "ago": ago, "exact": exact,
             "tone": tone, "duration": duration, "github_url": github_url, "web_link": web_link,
-            "step_view": step_view,
+            "step_view": step_view, "state_word": state_word, "short_reason": short_reason,
+            "last_deploy_note": last_deploy_note, "last_deploy_words": last_deploy_words, "action_word": action_word,
             "oauth": bool(current_app.config["SAMI"].github_oauth_client_id)}
 
 
@@ -197,8 +198,9 @@ def index():
     counts = queries.state_counts(get_session(), flt, _read_scopes())
     args = {k: request.args.getlist(k) if k in ("state", "service", "environment") else v
             for k, v in request.args.items() if k != "cursor"}
+    last_deploys = queries.last_deploys(get_session(), [d.id for d in page.rows])
     return render_template("index.html", page=page, flt=flt, counts=counts, args=args, page_url=page_url,
-                           states=[s.value for s in DeploymentState], sorts=queries.SORTS)
+                           states=[s.value for s in DeploymentState], sorts=queries.SORTS, last_deploys=last_deploys)
 
 
 @bp.get("/deployments/<name>")
@@ -220,8 +222,12 @@ def deployment(name: str):
         shown_log = session_.get(Action, log_action.id, options=[undefer(Action.log)]).log or ""
         shown_log = shown_log[-20000:]
     may = {kind: auth.may_change(viewer, NEEDS[kind], row, manifest) for kind in WRITES} if viewer else {}
-    if may.get("rollback") and len(_good_configs(actions)) < 2:
-        may["rollback"] = False  # nothing earlier to go back to (the service says so too)
+    rollback_to = None
+    if may.get("rollback"):
+        try:  # the button names where it goes, and sends that target
+            rollback_to = history.rollback_target(session_, row.name)
+        except SamiError:
+            may["rollback"] = False  # nothing earlier to go back to
     cancellable = {a.id for a in actions if viewer and not a.state.finished
                    and auth.may_change(viewer, NEEDS.get(a.kind, "admin"), row, manifest)}
     config = {"app": masked_config({**(manifest.app_overrides if manifest else {}), **(row.app_overrides or {})},
@@ -229,16 +235,10 @@ def deployment(name: str):
               "deployment": masked_config({**(manifest.deployment_overrides if manifest else {}),
                                            **(row.deployment_overrides or {})}, secret_names)}
     views = drift.config_views(session_, row, secret_names)
+    last_deploy = queries.last_deploys(session_, [row.id]).get(row.id)
     return render_template("deployment.html", d=row, actions=actions, config=config, secret_names=secret_names,
                            log=shown_log, log_action=log_action, running=running, may=may, manifest=manifest,
-                           cancellable=cancellable, views=views)
-
-
-def _good_configs(actions) -> set[str]:
-    """The distinct configs (tag, image, overrides) succeeded creates and updates ran with."""
-    return {json.dumps([a.config.get(k) for k in ("tag", "image", "app_overrides", "deployment_overrides")],
-                       sort_keys=True, default=str)
-            for a in actions if a.kind in ("create", "update") and str(a.state) == "succeeded" and a.config}
+                           cancellable=cancellable, views=views, last_deploy=last_deploy, rollback_to=rollback_to)
 
 
 def _manifest_of(row: Deployment):
@@ -374,7 +374,10 @@ def change(name: str, kind: str):
                          "cleanup": deployments.cleanup_deployment}[kind]
             result = operation(session_, shared.manifests().current(), name, shared.services_context(),
                                requested_by=viewer.requested_by, origin="page")
-        flash(f"{kind} of {name} accepted (action {result.action_id}); state {result.state}", "ok")
+        what = f"{kind} of {name}"
+        if result.rollback_to:
+            what += f" to {history.RollbackTarget(**result.rollback_to).words}"
+        flash(f"{what} accepted (action {result.action_id}); state {state_word(result.state)}", "ok")
     except SamiError as exc:
         session_.rollback()
         flash(exc.message, "error")

@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import sessionmaker
 
 from bot.core import db
-from bot.core.models import ApiToken, Deployment
+from bot.core.models import Action, ApiToken, Deployment
 from bot.services.tokens import Scopes, create_token
 from bot.web.pages import ago
 from tests.conftest import create_database
@@ -155,7 +155,7 @@ def test_the_list_loads_filters_and_searches(page, site):
     rows = page.locator("table.deployments tbody tr")
     expect(rows.first).to_contain_text("shop-stage")  # Failure first
     expect(page.locator("tr[data-deployment='blog-stage']")).to_contain_text("Archived")
-    page.locator(".chips a", has_text="Failure").click()
+    page.locator(".chips a", has_text="Failed").click()
     expect(page).to_have_url(re.compile(r"state=Failure"))
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("shop-stage")
@@ -177,10 +177,50 @@ def test_a_change_made_through_the_api_shows_on_the_open_page(page, site):
     expect_live(page)
     page.evaluate("() => { window.notReloaded = true; }")
     site.deploy(tag="v2", overrides={"deployment": {"sleep": "2"}})
-    expect(page.locator(".head .state")).to_have_text(re.compile("UpdatePending"), timeout=10000)
+    expect(page.locator(".head .state")).to_have_text(re.compile("Updating"), timeout=10000)
     expect(page.locator(".head .state")).to_have_text(re.compile("Running"), timeout=30000)
     expect(page.locator("dd code").first).to_have_text("v2")
     assert page.evaluate("() => window.notReloaded") is True
+
+
+def test_a_state_reads_as_words_with_its_reason_and_the_last_deploys_result(page, site):
+    """One vocabulary (the comment's and the CLI's): a generic failure says what failed on the list, and a
+    deployment still running after its last deploy failed says so beside its state, also when it changes live."""
+    now = datetime.now(UTC)
+    with site.sessions() as session:
+        kept = Deployment(name="words-stage", service="words", environment="stage", type="swarm", state="Running",
+                          tag="v2")
+        broken = Deployment(name="words-prod", service="words", environment="prod", type="swarm", state="Failure",
+                            failure_reason="generic", tag="v7",
+                            status_message="update failed (exit 1): image local/words:v7 not found")
+        session.add_all([kept, broken])
+        session.flush()
+        for deployment, tag in ((kept, "v2"), (broken, "v7")):
+            session.add_all([
+                Action(deployment_id=deployment.id, kind="create", state="succeeded", requested_by="ci", origin="api",
+                       config={"tag": "v1"}, finished_at=now - timedelta(hours=2)),
+                Action(deployment_id=deployment.id, kind="update", state="failed", requested_by="ci", origin="api",
+                       config={"tag": tag}, finished_at=now - timedelta(minutes=5))])
+        session.commit()
+    page.goto(site.url + "/?service=words")
+    stage, prod = page.locator("tr[data-deployment='words-stage']"), page.locator("tr[data-deployment='words-prod']")
+    expect(stage.locator("[data-label=State]")).to_have_text("Running last deploy failed")
+    expect(stage.locator(".state")).to_have_class(re.compile("ok"))
+    expect(prod.locator(".state")).to_have_text("Failed (update exit 1)")
+    expect(prod.locator(".state")).to_have_class(re.compile("bad"))
+    expect(prod.locator(".last-deploy")).to_have_count(0)  # the reason says it already
+    expect_live(page)
+    page.evaluate("() => { window.notReloaded = true; }")
+    # A periodic check finds words-prod healthy again: the open list says its last deploy did not take.
+    with site.sessions() as session:
+        row = session.scalars(select(Deployment).where(Deployment.name == "words-prod")).one()
+        row.state, row.failure_reason, row.status_message = "Running", None, "check passed"
+        row.updated_at = row.status_changed_at = datetime.now(UTC)
+        session.commit()
+    expect(prod.locator("[data-label=State]")).to_have_text("Running last deploy failed", timeout=10000)
+    assert page.evaluate("() => window.notReloaded") is True
+    page.goto(site.url + "/deployments/words-stage")
+    expect(page.locator(".head .headline")).to_contain_text("Running last deploy: update to v2 failed 5 min ago")
 
 
 def test_the_open_list_takes_changes_in_place(page, site):
@@ -191,7 +231,7 @@ def test_the_open_list_takes_changes_in_place(page, site):
     page.evaluate("() => { window.notReloaded = true; }")
     row = page.locator("tr[data-deployment='probe-stage']")
     site.deploy(tag="v5", overrides={"deployment": {"sleep": "2"}})
-    expect(row.locator(".state")).to_have_text("UpdatePending", timeout=10000)
+    expect(row.locator(".state")).to_have_text("Updating", timeout=10000)
     expect(row.locator("[data-label=Tag] code")).to_have_text("v5")
     expect(row.locator(".state")).to_have_text("Running", timeout=30000)
     expect(page.locator("#live-notice")).to_be_hidden()
@@ -298,7 +338,7 @@ def test_the_page_works_from_the_keyboard(page, site):
     focus = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
     assert focus != "none"  # where the focus is shows
     page.keyboard.press("Enter")
-    expect(page.locator(".head .state")).to_have_text(re.compile("ArchivePending|Archived"))
+    expect(page.locator(".head .state")).to_have_text(re.compile("Archiving|Archived"))
     expect(page.locator(".head .state")).to_have_text(re.compile("Archived"), timeout=30000)
     site.api("POST", "/api/v1/deployments/probe-stage/restore")
     wait_state(site, "probe-stage", "Running")

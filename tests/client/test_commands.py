@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from bot.client import output
 from bot.client.exits import Exit
 from tests.client.conftest import BROKEN_MANIFEST, LONG_LINK
 from tests.support.procs import wait_until
@@ -71,7 +70,7 @@ def test_request_wait_on_a_failing_deployment_exits_1_with_the_reason(server):
     assert done.returncode == Exit.FAILED, done.stderr
     assert "create probe-pr-11 (action" in done.stdout and ") failed in " in done.stdout
     assert "error: create failed (exit 1): probe: create failed on purpose" in done.stdout
-    assert "probe-pr-11 is Failure: create failed (exit 1)" in done.stdout
+    assert "probe-pr-11 is Failed: create failed (exit 1)" in done.stdout
     failed = server.run("request", "probe", "pull_request", "--pull-request", "11", "--tag", "t2",
                         "--deployment-override", "fail=update", "--wait", "--json")
     assert failed.returncode == Exit.FAILED, failed.stderr
@@ -303,6 +302,10 @@ def test_login_saves_url_and_token_for_the_other_commands_and_only_for_that_serv
                                         f"{elsewhere}, or run `sami login --url {elsewhere}`")
     refused = server.run("login", "--url", server.url, stdin="sami_wrong\n", env=env)
     assert refused.returncode == Exit.REFUSED
+    # what was just done is no fix: it says where a token comes from
+    assert refused.stderr.startswith(f"sami: the server at {server.url} refused this token; a token comes from "
+                                     "`sami token create NAME`"), refused.stderr
+    assert "sami login" not in refused.stderr
     assert json.loads(config.read_text())["token"] == server.reader, "a refused token is not saved"
     assert not [p for p in config.parent.iterdir() if p.name != "config.json"]
 
@@ -411,9 +414,20 @@ def test_rollback_goes_back_to_the_previous_good_tag_or_a_given_action(server):
     first = _action(server, "request", "probe", "pull_request", "--pull-request", "41", "--tag", "t1")
     assert server.run("wait", str(first)).returncode == Exit.OK
     assert server.run("update", "probe-pr-41", "--tag", "t2", "--wait").returncode == Exit.OK
+    said = server.run("rollback", "probe-pr-41")
+    assert said.returncode == Exit.OK, said.stderr
+    # where it goes, before it is asked for and in the answer
+    before, answer = said.stdout.splitlines()[:2]
+    assert before == f"rolling probe-pr-41 back to t1 (the configuration of action {first})"
+    assert answer.startswith(f"accepted: rollback of probe-pr-41 to t1 (the configuration of action {first}) "
+                             "(action "), answer
+    assert server.run("wait", re.search(r"\(action (\d+), ", answer)[1]).returncode == Exit.OK
+    assert server.run("update", "probe-pr-41", "--tag", "t2", "--wait").returncode == Exit.OK
     back = server.run("rollback", "probe-pr-41", "--wait", "--json")
     assert back.returncode == Exit.OK, back.stderr
     document = json.loads(back.stdout)
+    # the newest good configuration before t2: the first rollback's
+    assert document["rollback_to"]["tag"] == "t1" and document["rollback_to"]["action_id"] > first
     assert document["result"]["deployment"]["tag"] == "t1" and document["result"]["deployment"]["state"] == "Running"
     to = server.run("rollback", "probe-pr-41", "--to", str(first), "--wait")
     assert to.returncode == Exit.OK and "probe-pr-41 is Running" in to.stdout
@@ -489,10 +503,59 @@ def test_on_a_terminal_tables_fit_its_width_states_are_coloured_and_progress_is_
     assert "\x1b[32mRunning\x1b[0m" in shown
     visible = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in lines]
     assert max(len(line) for line in visible) <= 70, visible
-    assert any(output.ELLIPSIS in line for line in visible), "the URL column was cut to fit"
+    names = {d["name"] for d in json.loads(server.run("list", "--service", "docs", "--json").stdout)["deployments"]}
+    assert {line.split()[0] for line in visible[1:]} == names, "names stay whole: columns give way around them"
     action_id = _action(server, "request", "probe", "pull_request", "--pull-request", "51", "--tag", "t1",
                         "--deployment-override", "sleep=2")
     status, shown = _on_terminal(server, "wait", str(action_id), columns=100)
     assert status == Exit.OK, shown
     assert shown.count("\r\x1b[K") >= 2, "one line, rewritten in place"
     assert f"create probe-pr-51 (action {action_id}): \x1b[32msucceeded\x1b[0m" in shown
+
+
+def test_list_fits_60_80_and_120_columns_keeping_the_name_whole(server):
+    sha = "3f2c1ab9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f"
+    assert server.run("request", "docs", "pull_request", "--pull-request", "77", "--tag", sha,
+                      "--wait").returncode == Exit.OK
+    url = server.api("/api/v1/deployments/docs-pr-77")["deployment"]["links"][0]["url"]
+    assert url.endswith("/sites/docs-pr-77/")
+    for columns in (60, 80, 120):
+        status, shown = _on_terminal(server, "list", "--service", "docs", "-q", "docs-pr-77", columns=columns)
+        assert status == Exit.OK, shown
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in shown.replace("\r\n", "\n").rstrip("\n").split("\n")]
+        assert max(len(line) for line in lines) <= columns, (columns, lines)
+        header, row = lines
+        assert header.split()[:2] == ["NAME", "STATE"] and row.split()[:2] == ["docs-pr-77", "Running"], lines
+        assert sha[:7] in row.split() and sha[:8] not in row, "a sha as tag is shortened to 7 characters"
+        if columns >= 80:  # the URL's end, which tells deployments apart, stays; its middle goes first
+            assert re.search(r"\S*/docs-pr-77/(\s|$)", row), (columns, row)
+    # without a terminal nothing is cut or left out
+    plain = server.run("list", "--service", "docs", "-q", "docs-pr-77").stdout.splitlines()
+    assert plain[0].split() == ["NAME", "STATE", "SERVICE", "ENVIRONMENT", "TAG", "URL", "PR", "UPDATED"]
+    assert url in plain[1]
+
+
+def test_a_failed_deploy_reads_the_same_in_list_and_info(server):
+    assert server.run("request", "probe", "pull_request", "--pull-request", "61", "--tag", "t1",
+                      "--wait").returncode == Exit.OK
+    failed = server.run("update", "probe-pr-61", "--tag", "t2", "--deployment-override", "fail=update", "--wait")
+    assert failed.returncode == Exit.FAILED
+    row = next(line for line in server.run("list", "-q", "probe-pr-61").stdout.splitlines()
+               if line.startswith("probe-pr-61 "))
+    assert "  Failed (update exit 1)  " in row  # the page's and the comment's words, with the short reason
+    shown = server.run("info", "probe-pr-61").stdout
+    assert "state:                Failed (update exit 1)" in shown
+    assert re.search(r"last deploy:\s+update to t2 failed \(action \d+, (just now|1 min ago)\)", shown), shown
+
+
+def test_github_send_posts_to_the_server_that_login_saved(server, tmp_path):
+    env = server.client_env(XDG_CONFIG_HOME=str(tmp_path / "config"))
+    del env["SAMI_URL"]
+    assert server.run("login", "--url", server.url, stdin=server.reader + "\n", env=env).returncode == Exit.OK
+    secret = (Path(server.env["SAMI_INSTANCE_DIR"]) / "webhook-secret").read_text().strip()
+    sent = server.run("github", "send", "ping", str(ROOT / "examples" / "github" / "ping.json"), "--delivery",
+                      "saved-url-1", env={**env, "SAMI_WEBHOOK_SECRET": secret})
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert sent.stdout.startswith("202 ") or sent.stdout.startswith("200 "), sent.stdout
+    deliveries = server.api("/api/v1/deliveries")["deliveries"]
+    assert "saved-url-1" in [d["delivery_id"] for d in deliveries]

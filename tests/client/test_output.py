@@ -99,3 +99,45 @@ def test_step_lines_mark_how_each_step_ended():
     # once the action is over, a step that never ended was stopped
     assert output.step_lines(steps[-1:], finished=True, colour=False) == ["✗ cleanup        -  stopped"]
     assert output.step_lines(steps[:1], finished=True, colour=True)[0].startswith("\x1b[32m✓\x1b[0m config_check")
+
+
+LIST = ["NAME", "STATE", "SERVICE", "ENVIRONMENT", "TAG", "URL", "PR", "UPDATED"]
+
+
+def list_rows() -> list[list[str]]:
+    from bot.client.read import short_tag, state_cell
+    deployments = [
+        {"name": "documentation-pr-1234", "state": "Running", "last_deploy": {"state": "failed"},
+         "tag": "3f2c1ab9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f", "service": "documentation",
+         "environment": "pull_request", "url": "https://documentation-pr-1234.preview.example.test/", "pr": "1234"},
+        {"name": "documentation-pr-1235", "state": "Failure", "failure_reason": "generic",
+         "status_message": "update failed (exit 1): image not found", "tag": "v2", "service": "documentation",
+         "environment": "pull_request", "url": "https://documentation-pr-1235.preview.example.test/", "pr": "1235"},
+    ]
+    return [[d["name"], state_cell(d), d["service"], d["environment"], short_tag(d["tag"]), d["url"], d["pr"],
+             "3 min ago"] for d in deployments]
+
+
+def test_the_list_at_60_80_and_120_columns_keeps_names_whole_and_urls_ends():
+    from bot.client.read import LIST_PLAN
+    for width in (60, 80, 120):
+        lines = output.table(LIST, list_rows(), width=width, plan=LIST_PLAN, middle=(5,)).splitlines()
+        assert max(len(line) for line in lines) <= width, (width, lines)
+        assert [line.split()[0] for line in lines[1:]] == ["documentation-pr-1234", "documentation-pr-1235"]
+        assert lines[1].split()[1:5] == ["Running,", "last", "deploy", "failed"], lines
+        assert "Failed (update exit 1)" in lines[2]
+        assert "3f2c1ab" in lines[1].split() and "3f2c1ab9" not in lines[1]
+        if width >= 80:  # the URL is cut around what tells it from the others
+            assert lines[0].split()[3] == "URL", lines
+            urls = [line.split()[6] for line in lines[1:]]  # after the name, four words of state and the tag
+            assert urls[0].find("pr-1234") > 0 and urls[1].find("pr-1235") > 0, lines
+
+
+def test_a_url_is_cut_around_what_differs_and_its_scheme_goes_first():
+    url = "https://documentation-pr-1234.preview.example.test/"
+    assert output.cut_middle(url, 100) == url
+    assert output.cut_middle(url, 43) == "documentation-pr-1234.preview.example.test/"
+    cut = output.cut_middle(url, 24)
+    assert len(cut) == 24 and cut.startswith("documen") and cut.endswith("pr-1234.preview.example.test/"[-16:])
+    paths = ["http://127.0.0.1:8000/sites/docs-stage/", "http://127.0.0.1:8000/sites/docs-pr-7/"]
+    assert [output.cut_around(p, 20, 27, len(p) - 1) for p in paths] == ["…0/sites/docs-stage/", "…00/sites/docs-pr-7/"]

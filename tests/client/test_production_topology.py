@@ -44,7 +44,7 @@ def test_request_wait_with_postgresql_redis_and_a_worker_process(own_database_ur
             assert result["log_tail"] is None, "a deploy-and-read token does not see logs"
             failed = run("request", "probe", "stage", "--tag", "t1", "--deployment-override", "fail=create", "--wait")
             assert failed.returncode == Exit.FAILED
-            assert "probe-stage is Failure: create failed (exit 1): probe: create failed on purpose" in failed.stdout
+            assert "probe-stage is Failed: create failed (exit 1): probe: create failed on purpose" in failed.stdout
             assert "--- the log's last lines" not in failed.stdout
             refused = run("archive", "docs-stage")
             assert refused.returncode == Exit.REFUSED and "--action archive --service docs" in refused.stderr

@@ -22,7 +22,7 @@ def test_list_shows_state_words_links_and_filters_in_the_url(client, admin_token
                        sha="abc1234")
     html = client.get("/").get_data(as_text=True)
     assert "probe-stage" in html and "probe-pr-12" in html
-    assert 'data-state="CreatePending"' in html and ">CreatePending<" in html
+    assert 'data-state="CreatePending"' in html and ">Creating<" in html
     assert 'href="https://github.com/acme/probe/pull/12"' in html
     assert "https://probe-stage.example.test" in html
     assert 'title="20' in html and "UTC" in html  # the exact time on hover
@@ -276,16 +276,22 @@ def test_roll_back_from_the_page(client, admin_token, db_session, work):
     request_deployment(client, admin_token, tag="v1")
     work()
     sign_in_with_token(client, admin_token)
-    assert ">Roll back<" not in client.get("/deployments/probe-stage").get_data(as_text=True)  # nothing earlier
+    assert ">Roll back" not in client.get("/deployments/probe-stage").get_data(as_text=True)  # nothing earlier
     request_deployment(client, admin_token, tag="v2")
     work()
-    assert ">Roll back<" in client.get("/deployments/probe-stage").get_data(as_text=True)
-    response = client.post("/deployments/probe-stage/rollback", data={"csrf_token": csrf(client, "/")})
+    first = db_session.scalars(select(Action).order_by(Action.id)).first()
+    html = client.get("/deployments/probe-stage").get_data(as_text=True)
+    # The button names where it goes, and sends that very target.
+    assert ">Roll back to v1</button>" in html
+    assert f'title="back to v1 (the configuration of action {first.id})"' in html
+    assert f'name="action_id" value="{first.id}"' in html
+    response = client.post("/deployments/probe-stage/rollback",
+                           data={"csrf_token": csrf(client, "/"), "action_id": str(first.id)})
     assert response.status_code == 302
     followed = client.get(response.location).get_data(as_text=True)
-    assert "rollback of probe-stage accepted" in followed
+    assert f"rollback of probe-stage to v1 (the configuration of action {first.id}) accepted" in followed
     action = db_session.scalars(select(Action).order_by(Action.id.desc())).first()
-    assert action.config["tag"] == "v1" and action.config["rollback_to"] and action.origin == "page"
+    assert action.config["tag"] == "v1" and action.config["rollback_to"] == first.id and action.origin == "page"
     assert f"(roll back to #{action.config['rollback_to']})" in followed
 
 

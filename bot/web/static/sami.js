@@ -13,8 +13,8 @@
   // A list row takes the change in place; the event carries what the row shows.
   function updateRow(tr, d) {
     var badge = tr.querySelector(".state");
-    if (badge) {
-      badge.textContent = d.state;
+    if (badge) {  // the words of _macros.html's deployment_state, sent with the event
+      badge.textContent = d.words || d.state;
       if (d.reason) {
         var small = document.createElement("small");
         small.textContent = "(" + d.reason + ")";
@@ -23,6 +23,18 @@
       }
       badge.className = "state " + d.tone;
       badge.dataset.state = d.state;
+      badge.title = d.state;
+      var note = badge.parentNode.querySelector(".last-deploy");
+      if (note && !d.last_deploy) { note.remove(); }
+      if (d.last_deploy) {
+        if (!note) {
+          note = document.createElement("span");
+          note.className = "last-deploy bad";
+          badge.parentNode.appendChild(document.createTextNode(" "));
+          badge.parentNode.appendChild(note);
+        }
+        note.textContent = d.last_deploy;
+      }
     }
     var tag = tr.querySelector('[data-label="Tag"] code');
     if (tag) {
