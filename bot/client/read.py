@@ -125,7 +125,8 @@ def info(out: Out, name) -> Exit:
                       + f"\n(put the deployed config back: sami reconcile {d['name']})")
     elif drift.get("status") == "in_sync":
         drift_text = "in sync (the target runs what was deployed)"
-    fields = [("name", d["name"]), ("state", status), ("drift", drift_text), ("message", d.get("status_message")), ("last deploy", last),
+    fields = [("name", d["name"]), ("state", status), ("drift", drift_text), ("message", d.get("status_message")),
+              ("last deploy", last),
               ("service", d["service"]), ("environment", d["environment"]), ("type", d.get("type")),
               ("tag", d.get("tag")), ("image", d.get("image"))]
     for kind in ("app", "deployment"):

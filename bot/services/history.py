@@ -127,8 +127,10 @@ def _update_to(session: Session, repo: DeploymentsRepo, ctx: Context, deployment
                            config={**action_config(deployment, manifest, repo), mark: earlier.id},
                            delivery_id=delivery_id)
     supersede_queued_updates(session, deployment, action)
-    going_to = RollbackTarget.of(target).as_dict()
-    return replace(commit_and_queue(session, ctx, deployment, action), rollback_to=going_to)
+    accepted = commit_and_queue(session, ctx, deployment, action)
+    if mark != "rollback_to":
+        return accepted
+    return replace(accepted, rollback_to=RollbackTarget.of(earlier).as_dict())
 
 
 def clone_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *,
