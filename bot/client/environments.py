@@ -90,7 +90,7 @@ def env() -> None:
     """Whole environments: deploy in dependency order, status, archive, restore, cleanup, clone, diff, snapshots.
 
     \b
-    Examples:
+    Example:
         sami env deploy stage --version web=3f2c1ab --wait
         sami env status stage
         sami env clone stage qa-7 --wait

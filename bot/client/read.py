@@ -22,8 +22,8 @@ STEPS_RULE = "---"  # between an action's steps and its log
 # stays whole and carries the service, environment and pull request, so those go first; then the URL is cut
 # around what tells it from the others, the time goes, the URL is cut further, then goes; last, a long state.
 # Column indices: NAME 0, STATE 1, DRIFT 2, SERVICE 3, ENVIRONMENT 4, TAG 5, URL 6, PR 7, UPDATED 8.
-LIST_PLAN = (("drop", 3), ("drop", 4), ("drop", 7), ("cut", 6, 24), ("drop", 8), ("cut", 6, 16), ("drop", 6),
-             ("cut", 1, 16), ("cut", 5, 8))
+LIST_PLAN = (("drop", 3), ("drop", 4), ("drop", 7), ("drop", 2), ("cut", 6, 24), ("drop", 8), ("cut", 6, 16),
+             ("drop", 6), ("cut", 1, 16), ("cut", 5, 8))
 _SHA = re.compile(r"[0-9a-f]{12,64}\Z")
 
 

@@ -531,7 +531,7 @@ def test_list_fits_60_80_and_120_columns_keeping_the_name_whole(server):
             assert re.search(r"\S*/docs-pr-77/(\s|$)", row), (columns, row)
     # without a terminal nothing is cut or left out
     plain = server.run("list", "--service", "docs", "-q", "docs-pr-77").stdout.splitlines()
-    assert plain[0].split() == ["NAME", "STATE", "SERVICE", "ENVIRONMENT", "TAG", "URL", "PR", "UPDATED"]
+    assert plain[0].split() == ["NAME", "STATE", "DRIFT", "SERVICE", "ENVIRONMENT", "TAG", "URL", "PR", "UPDATED"]
     assert url in plain[1]
 
 
