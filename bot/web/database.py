@@ -3,8 +3,11 @@ the request ends."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from flask import Flask, current_app, g
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.core.db import make_engine
@@ -38,3 +41,22 @@ def _close_session(_exc=None) -> None:
     session = g.pop("db_session", None)
     if session is not None:
         session.close()
+
+
+@contextmanager
+def transaction() -> Iterator[Connection]:
+    """A connection of the app's pool in a transaction of its own, committed when the block ends
+    (rolled back if it raises), without an ORM session: for a request that runs one or two plain
+    statements (the webhook intake records a delivery) and none of the session's bookkeeping.
+
+    Where the app's sessions are bound to one connection instead of the pool (the tests: each test's
+    work is rolled back at its end), the transaction is a savepoint of that connection, as a session's
+    commit is there.
+    """
+    bind = current_app.extensions["sami.db"].kw["bind"]
+    if isinstance(bind, Engine):
+        with bind.connect() as connection, connection.begin():
+            yield connection
+    else:
+        with bind.begin_nested():
+            yield bind
