@@ -3,11 +3,12 @@ the request ends."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from flask import Flask, current_app, g
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.core.db import make_engine
@@ -43,20 +44,52 @@ def _close_session(_exc=None) -> None:
         session.close()
 
 
-@contextmanager
-def transaction() -> Iterator[Connection]:
-    """A connection of the app's pool in a transaction of its own, committed when the block ends
-    (rolled back if it raises), without an ORM session: for a request that runs one or two plain
-    statements (the webhook intake records a delivery) and none of the session's bookkeeping.
+class Statement(Protocol):
+    """A statement compiled once for the driver: its SQL text and its parameters from values."""
 
-    Where the app's sessions are bound to one connection instead of the pool (the tests: each test's
-    work is rolled back at its end), the transaction is a savepoint of that connection, as a session's
-    commit is there.
+    sql: str
+
+    def parameters(self, values: dict[str, Any]) -> dict[str, Any] | tuple[Any, ...]: ...
+
+
+def run_and_commit(compiled: Callable[[Dialect], Statement], values: dict[str, Any]) -> Any:
+    """Run one statement on a connection of the app's pool and commit it; its first row's first
+    column (None without a row). For a request whose whole write is that one statement (the webhook
+    intake records a delivery): no ORM session, and the driver's cursor directly, without
+    SQLAlchemy's result and transaction objects around it.
+
+    Errors are SQLAlchemy's as elsewhere (``DBAPIError``; 503 when the database is unreachable). A
+    connection PostgreSQL closed (it restarted) is handled as SQLAlchemy handles it: the error
+    says ``connection_invalidated``, and every connection the pool held is replaced, so that the
+    caller may run the statement again on a new one. Where the app's sessions are bound to one
+    connection instead of the pool (the tests: each test's work is rolled back at its end), the
+    statement runs in a savepoint of that connection, as a session's commit does there.
     """
     bind = current_app.extensions["sami.db"].kw["bind"]
-    if isinstance(bind, Engine):
-        with bind.connect() as connection, connection.begin():
-            yield connection
-    else:
+    statement = compiled(bind.dialect)
+    parameters = statement.parameters(values)
+    if not isinstance(bind, Engine):
         with bind.begin_nested():
-            yield bind
+            return bind.exec_driver_sql(statement.sql, parameters).scalar()
+    error = bind.dialect.loaded_dbapi.Error
+    try:
+        connection = bind.raw_connection()
+    except error as exc:  # not reachable (Engine.connect says so the same way)
+        raise DBAPIError.instance(None, None, exc, error, dialect=bind.dialect) from exc
+    try:
+        cursor = connection.cursor()
+        cursor.execute(statement.sql, parameters)
+        row = cursor.fetchone()
+        cursor.close()
+        connection.commit()
+    except error as exc:
+        # Otherwise the pool rolls the connection back as it takes it back.
+        lost = bind.dialect.is_disconnect(exc, connection.dbapi_connection, None)
+        if lost:
+            connection.invalidate(exc)
+            bind.dispose(close=False)  # the other pooled connections went with the server
+        raise DBAPIError.instance(statement.sql, parameters, exc, error, connection_invalidated=lost,
+                                  dialect=bind.dialect) from exc
+    finally:
+        connection.close()
+    return row[0] if row else None

@@ -12,6 +12,7 @@ scheduler's sweep queues it.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -32,7 +33,7 @@ from bot.core import logs
 from bot.core.errors import Invalid
 from bot.core.models import Delivery, DeliveryStatus
 from bot.core.signing import signature, webhook_secret
-from bot.web.database import transaction
+from bot.web.database import run_and_commit
 from bot.web.errors import Unauthorized, WebError
 from bot.web.queue import get_broker
 
@@ -145,21 +146,30 @@ def _insert_statement(dialect: Dialect, finished: bool) -> _Insert:
     return _INSERTS[key]
 
 
+def _values(received: Received, status: DeliveryStatus, outcome: str | None) -> dict[str, Any]:
+    return {"delivery_id": received.delivery_id, "event": received.event, "action": received.action,
+            "repository": received.repository, "installation_id": received.installation_id,
+            "sender": received.sender, "status": status, "outcome": outcome, "attempts": 0, "body": received.body,
+            "now": datetime.now(UTC)}
+
+
+def _finished(status: DeliveryStatus) -> bool:
+    return status in (DeliveryStatus.PROCESSED, DeliveryStatus.IGNORED)
+
+
 def record_delivery(connection: Connection | Session, received: Received,
                     status: DeliveryStatus = DeliveryStatus.RECEIVED, outcome: str | None = None) -> int | None:
-    """Insert the delivery's row; its id, or None if a row with that delivery id exists already.
+    """Insert the delivery's row in the connection's (or the session's) transaction; its id, or None
+    if a row with that delivery id exists already.
 
     INSERT ... ON CONFLICT DO NOTHING: concurrent copies of one delivery never fail on the unique
-    delivery id; exactly one of them gets the row. The row is committed with the connection's (or
-    the session's) transaction; it is the delivery's only write, and no outbox row comes with it.
+    delivery id; exactly one of them gets the row. It is the delivery's only write: no outbox row
+    comes with it.
     """
     if isinstance(connection, Session):
         connection = connection.connection()
-    insert = _insert_statement(connection.dialect, status in (DeliveryStatus.PROCESSED, DeliveryStatus.IGNORED))
-    return connection.exec_driver_sql(insert.sql, insert.parameters({
-        "delivery_id": received.delivery_id, "event": received.event, "action": received.action,
-        "repository": received.repository, "installation_id": received.installation_id, "sender": received.sender,
-        "status": status, "outcome": outcome, "attempts": 0, "body": received.body, "now": datetime.now(UTC)})).scalar()
+    insert = _insert_statement(connection.dialect, _finished(status))
+    return connection.exec_driver_sql(insert.sql, insert.parameters(_values(received, status, outcome))).scalar()
 
 
 def _header(name: str, pattern: re.Pattern, example: str) -> str:
@@ -225,16 +235,15 @@ def _record(received: Received, status: DeliveryStatus = DeliveryStatus.RECEIVED
     finds it and the delivery is answered as a duplicate without queueing it; the row is still
     "received", so the scheduler's sweep queues it.
     """
+    statement = functools.partial(_insert_statement, finished=_finished(status))
     try:
-        with transaction() as connection:
-            return record_delivery(connection, received, status, outcome)
+        return run_and_commit(statement, _values(received, status, outcome))
     except DBAPIError as exc:
         if not exc.connection_invalidated:
             raise
         log.warning("delivery %s: the database connection was closed (%s); recording it on a new one",
                     received.delivery_id, type(exc.orig).__name__)
-    with transaction() as connection:
-        return record_delivery(connection, received, status, outcome)
+    return run_and_commit(statement, _values(received, status, outcome))
 
 
 def _record_and_queue(received: Received):
