@@ -198,6 +198,7 @@ DURABLE_ACTION = (
 def durable_app(database_url: str, redis_url: str):
     """The durable limit: signature, JSON, one insert and commit on a pooled connection, one push;
     and for a deployment request: the token, one deployment locked, two rows, a commit, one push."""
+    import contextlib
     import hashlib
     import hmac
     import json as json_
@@ -227,6 +228,21 @@ def durable_app(database_url: str, redis_url: str):
 
     redis = Redis.from_url(redis_url)
 
+    @contextlib.contextmanager
+    def transaction():
+        """A cursor of this thread's pooled connection; committed at the end, rolled back on an error."""
+        connections = pool()
+        connection = connections.getconn()
+        try:
+            with connection.cursor() as cursor:
+                yield cursor
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connections.putconn(connection)
+
     def text(value, length):
         return value[:length] if isinstance(value, str) and value else None
 
@@ -243,20 +259,11 @@ def durable_app(database_url: str, redis_url: str):
         if not isinstance(payload, dict) or not delivery_id or not event:
             abort(400)
         repository, installation, sender = (payload.get(k) or {} for k in ("repository", "installation", "sender"))
-        connections = pool()
-        connection = connections.getconn()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(DURABLE_INSERT, (
-                    delivery_id, event, text(payload.get("action"), 64), text(repository.get("full_name"), 255),
-                    installation.get("id"), text(sender.get("login"), 255), payload_text))
-                row = cursor.fetchone()
-            connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
-        finally:
-            connections.putconn(connection)
+        with transaction() as cursor:
+            cursor.execute(DURABLE_INSERT, (
+                delivery_id, event, text(payload.get("action"), 64), text(repository.get("full_name"), 255),
+                installation.get("id"), text(sender.get("login"), 255), payload_text))
+            row = cursor.fetchone()
         if row is None:
             return jsonify(delivery=delivery_id, duplicate=True), 200
         redis.lpush(DURABLE_QUEUE, row[0])
@@ -275,28 +282,19 @@ def durable_app(database_url: str, redis_url: str):
         if not all(isinstance(value, str) and value for value in (service, environment, tag)):
             abort(400)
         name = f"{service}-{environment}"
-        connections = pool()
-        connection = connections.getconn()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(DURABLE_API_KEY_ROW, (token[1],))
-                found = cursor.fetchone()
-                expected = found[0] if found else ""
-                if not hmac.compare_digest(expected, hashlib.sha256(token[2].encode()).hexdigest()) or found[1]:
-                    abort(401)
-                cursor.execute(DURABLE_LOCK, (name,))
-                deployment = cursor.fetchone()
-                if deployment is None:
-                    abort(404)
-                cursor.execute(DURABLE_UPDATE, (tag, deployment[0]))
-                cursor.execute(DURABLE_ACTION, (deployment[0], found[2], json_.dumps({"tag": tag})))
-                action_id = cursor.fetchone()[0]
-            connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
-        finally:
-            connections.putconn(connection)
+        with transaction() as cursor:
+            cursor.execute(DURABLE_API_KEY_ROW, (token[1],))
+            found = cursor.fetchone()
+            expected = found[0] if found else ""
+            if not hmac.compare_digest(expected, hashlib.sha256(token[2].encode()).hexdigest()) or found[1]:
+                abort(401)
+            cursor.execute(DURABLE_LOCK, (name,))
+            deployment = cursor.fetchone()
+            if deployment is None:
+                abort(404)
+            cursor.execute(DURABLE_UPDATE, (tag, deployment[0]))
+            cursor.execute(DURABLE_ACTION, (deployment[0], found[2], json_.dumps({"tag": tag})))
+            action_id = cursor.fetchone()[0]
         redis.rpush(DURABLE_ACTIONS, action_id)
         return jsonify(deployment=name, action_id=action_id, kind="update", state="UpdatePending",
                        status_url=f"http://127.0.0.1/api/v1/actions/{action_id}"), 202
@@ -427,17 +425,12 @@ def create_database(postgres, database: str, code: Path, env: dict[str, str], na
 
 def write_repo(root: Path) -> Path:
     """A deployments repo with service ``bench`` in ENVIRONMENTS environments (no script runs here)."""
-    import yaml
+    sys.path.insert(0, str(ROOT / "bench" / "api"))
+    from bench_request_history import SERVICE as REPO_SERVICE
+    from bench_request_history import write_repo as write
 
-    for number in range(ENVIRONMENTS):
-        folder = root / "services" / SERVICE / "swarm" / f"e{number}"
-        folder.mkdir(parents=True)
-        (folder / "stack.yml").write_text(yaml.safe_dump(
-            {"version": "3.8", "services": {"app": {"image": "local/bench:latest"}}}))
-        (folder / "sami.yaml").write_text(yaml.safe_dump({
-            "version": "v1beta", "service_name": SERVICE, "type": "swarm", "image": "local/bench",
-            "files": ["stack.yml"], "oob": {"update-image": {"file": "stack.yml", "path": "services.app.image"}}}))
-    return root
+    assert REPO_SERVICE == SERVICE
+    return write(root, tuple(f"e{number}" for number in range(ENVIRONMENTS)))
 
 
 def create_token(code: Path, env: dict[str, str], database_url: str) -> str:
@@ -448,6 +441,15 @@ def create_token(code: Path, env: dict[str, str], database_url: str) -> str:
     if made.returncode != 0:
         raise SystemExit(f"sami token create failed:\n{made.stderr[-3000:]}")
     return made.stdout.split()[0]
+
+
+def settle(connection, count) -> None:
+    """Wait until requests still being answered when wrk stopped have written their rows (``count``
+    counts them)."""
+    settled, rows_now = None, connection.execute(count).scalar()
+    while settled != rows_now:
+        time.sleep(1)
+        settled, rows_now = rows_now, connection.execute(count).scalar()
 
 
 class Recording:
@@ -466,12 +468,8 @@ class Recording:
         from sqlalchemy import create_engine, text
 
         engine = create_engine(self.database_url)
-        count = text("SELECT count(*) FROM actions")
         with engine.connect() as connection:
-            settled, rows_now = None, connection.execute(count).scalar()
-            while settled != rows_now:
-                time.sleep(1)
-                settled, rows_now = rows_now, connection.execute(count).scalar()
+            settle(connection, text("SELECT count(*) FROM actions"))
             rows, distinct = connection.execute(text(
                 "SELECT count(*), count(DISTINCT config->>'tag') FROM actions WHERE config->>'tag' LIKE :p"),
                 {"p": f"{prefix}%"}).one()
@@ -494,14 +492,9 @@ class Recording:
         from sqlalchemy import create_engine, text
 
         engine = create_engine(self.database_url)
-        count = text("SELECT count(*) FROM deliveries")
         like = {"p": f"{prefix}%"}
         with engine.connect() as connection:
-            # Requests still being answered when wrk stopped settle first.
-            settled, rows_now = None, connection.execute(count).scalar()
-            while settled != rows_now:
-                time.sleep(1)
-                settled, rows_now = rows_now, connection.execute(count).scalar()
+            settle(connection, text("SELECT count(*) FROM deliveries"))
             rows, distinct = connection.execute(text(
                 "SELECT count(*), count(DISTINCT delivery_id) FROM deliveries WHERE delivery_id LIKE :p"), like).one()
             # Redeliveries of recorded deliveries (some generated ids were never sent: wrk prepares
