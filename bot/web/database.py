@@ -1,5 +1,6 @@
 """The web app's database: one session factory per app and one session per request, closed when
-the request ends."""
+the request ends; and, for a request whose whole write is one statement (the webhook intake), that
+statement run and committed on a pooled connection without a session."""
 
 from __future__ import annotations
 
@@ -88,8 +89,8 @@ def run_and_commit(compiled: Callable[[Dialect], Statement], values: dict[str, A
         if lost:
             connection.invalidate(exc)
             bind.dispose(close=False)  # the other pooled connections went with the server
-        raise DBAPIError.instance(statement.sql, parameters, exc, error, connection_invalidated=lost,
-                                  dialect=bind.dialect) from exc
+        raise DBAPIError.instance(statement.sql, parameters, exc, error, hide_parameters=bind.hide_parameters,
+                                  connection_invalidated=lost, dialect=bind.dialect) from exc
     finally:
         connection.close()
     return row[0] if row else None
