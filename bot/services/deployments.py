@@ -327,7 +327,9 @@ def _debounced_start(session: Session, deployment: Deployment, seconds: float) -
 def commit_and_queue(session: Session, ctx: Context, deployment: Deployment, action: Action,
                       start: Start = Start()) -> Accepted:
     outbox.commit(session)
-    queued = ctx.broker.enqueue_action(session, action.id, delay=start.delay) if ctx.broker is not None else False
+    # The action was just inserted: no job of it exists to look for.
+    queued = (ctx.broker.enqueue_action(session, action.id, delay=start.delay, new=True)
+              if ctx.broker is not None else False)
     log.info("accepted %s of %s as action %s (queued: %s%s)", action.kind, deployment.name, action.id, queued,
              f", starts in {start.delay:.0f} s" if start.delay else "",
              extra={"deployment": deployment.name, "action_id": action.id})

@@ -70,7 +70,11 @@ def token_required(view):
             g.token = authenticate(session, value.strip())
         except TokenError as exc:
             raise Unauthorized(str(exc)) from None
-        session.commit()  # last_used_at
+        # last_used_at moves on at most once a minute (bot.services.tokens): only then is there
+        # something to commit, kept even if the request then fails; otherwise the request goes on in
+        # the transaction its token was read in, without a commit of nothing on the way.
+        if session.dirty:
+            session.commit()
         return view(*args, **kwargs)
 
     return wrapper
