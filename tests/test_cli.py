@@ -80,7 +80,8 @@ def test_worker_and_scheduler_on_a_database_never_migrated_stop_saying_what_to_r
 
 
 def test_validate_through_the_main_command(sami, tmp_path):
-    assert sami("validate", str(ROOT / "examples" / "deployments")).stdout.strip() == "9 manifests valid"
+    examples = sami("validate", str(ROOT / "examples" / "deployments")).stdout.strip()
+    assert examples == "10 manifests and 1 environment file valid"
     broken = tmp_path / "broken" / "services" / "web" / "swarm" / "stage"
     broken.mkdir(parents=True)
     (broken / "sami.yaml").write_text("version: v1beta\nservice_name: web\ntype: swarm\nzigzag: 1\n")

@@ -16,6 +16,7 @@ from bot.core.models import Base
 from tests.conftest import create_database
 
 TABLES = {"deployments", "actions", "action_steps", "deliveries", "api_tokens", "outbox", "github_pull_requests",
+          "environments", "environment_snapshots", "environment_runs", "environment_run_components",
           "alembic_version"}
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
+import socket
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ import yaml
 import control_scripts
 from bot.core import naming
 from bot.core.config import Settings
+from bot.core.targets import Target as Platform
 from bot.manifests import DeploymentsRepo, Manifest, folder
 from bot.manifests.folder import MAX_FOLDER_ENTRIES, FolderScan
 from workers.runner import MIN_MASKED_LENGTH, SUPERVISOR_LABEL, ScriptResult, run_control_script
@@ -29,6 +32,8 @@ PASSED_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "DOCKER_
                       "SSL_CERT_FILE", "CURL")
 # Scripts get secret NAME as SAMI_SECRET_NAME; Sami reads its value from SAMI_SCRIPT_SECRET_NAME, a
 # namespace of its own, so no manifest can ask for one of Sami's settings (SAMI_SECRET_KEY).
+# One call that checks many deployments of a script set (optional; see control_scripts/README.md).
+BATCH_OPERATION = "check_batch"
 SECRET_PREFIX = "SAMI_SECRET_"  # noqa: S105 (variable name prefixes, not secrets)
 SECRET_SOURCE_PREFIX = "SAMI_SCRIPT_SECRET_"  # noqa: S105
 
@@ -50,6 +55,38 @@ class Target:
     deployment_overrides: Mapping[str, str]
     url: str | None
     manifest: Manifest
+    runs_on: str | None = None  # the Sami target (bot.core.targets) its environment names; None: the default
+
+
+# Set from the target a script runs on, never inherited from Sami's environment for a configured one.
+_DOCKER_VARIABLES = ("DOCKER_HOST", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "DOCKER_CONTEXT")
+REACH_TIMEOUT = 5.0
+
+
+def reach_problem(platform: Platform, timeout: float = REACH_TIMEOUT) -> str | None:
+    """Why a configured target cannot be reached now (None when its endpoints answer or exist)."""
+    host = platform.docker_host
+    if host and host.startswith("tcp://"):
+        address = host.removeprefix("tcp://").rstrip("/")
+        name, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((name.strip("[]") or address, int(port or 2375)), timeout=timeout):
+                pass
+        except (OSError, ValueError) as exc:
+            return f"Docker at {host}: {getattr(exc, 'strerror', None) or exc}"
+    elif host and host.startswith("unix://"):
+        path = host.removeprefix("unix://")
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                sock.connect(path)
+        except OSError as exc:
+            return f"Docker at {host}: {exc.strerror or exc}"
+    if platform.kubeconfig and not os.access(platform.kubeconfig, os.R_OK):
+        return f"kubeconfig {platform.kubeconfig} cannot be read"
+    if platform.static_root and platform.configured and not os.path.isdir(platform.static_root):
+        return f"static root {platform.static_root} is not a folder"
+    return None
 
 
 def _set_path(document, dotted: str, value: str) -> None:
@@ -137,6 +174,8 @@ class Executor:
             if not folder.is_relative_to(Path(repo.root).resolve()):
                 raise ExecutorError(f"control_scripts {manifest.control_scripts!r} is outside the repo")
             return folder
+        if manifest.engine and str(manifest.type) != "k8s":  # a built-in third-party set on swarm
+            return BUILTIN_SCRIPTS / manifest.engine
         return BUILTIN_SCRIPTS / str(manifest.type)
 
     def has(self, repo: DeploymentsRepo, manifest: Manifest, operation: str) -> bool:
@@ -155,6 +194,40 @@ class Executor:
             values[name] = value
         return values
 
+    def platform(self, target: Target) -> Platform:
+        """The Sami target the deployment's environment runs on; ExecutorError names an unknown one."""
+        try:
+            return self.settings.target(target.runs_on)
+        except KeyError:
+            known = ", ".join(self.settings.target_names)
+            raise ExecutorError(f"target {target.runs_on!r} of environment {target.environment!r} is not "
+                                f"configured (known: {known}); nothing was run") from None
+
+    def target_env(self, platform: Platform) -> tuple[dict[str, str], dict[str, str]]:
+        """(variables, secret values) the scripts get for the target; ExecutorError names a missing one."""
+        env: dict[str, str] = {"SAMI_TARGET": platform.name}
+        if platform.docker_host:
+            env["DOCKER_HOST"] = platform.docker_host
+            if platform.docker_cert_path:
+                env["DOCKER_CERT_PATH"] = platform.docker_cert_path
+            if platform.docker_tls_verify is not None:
+                env["DOCKER_TLS_VERIFY"] = "1" if platform.docker_tls_verify else ""
+        if platform.kubeconfig:
+            env["KUBECONFIG"] = platform.kubeconfig
+        if platform.kube_context:
+            env["SAMI_KUBE_CONTEXT"] = platform.kube_context
+        if platform.kube_namespace:
+            env["SAMI_KUBE_NAMESPACE"] = platform.kube_namespace
+        env["SAMI_STATIC_ROOT"] = platform.static_root or self.settings.static_root
+        values: dict[str, str] = {}
+        for variable, ref in platform.env:
+            try:
+                values[variable] = ref.read(self.environ)
+            except ValueError as exc:
+                raise ExecutorError(f"target {platform.name!r}: {variable} comes from {ref.describe()}, but {exc}; "
+                                    "nothing was run") from None
+        return env, values
+
     def argv(self, operation: str, target: Target, script: Path, manifest_dir: Path,
              extra: tuple[str, ...] = ()) -> list[str]:
         if operation not in OPERATIONS:
@@ -163,31 +236,80 @@ class Executor:
         naming.check_name(target.name)
         naming.check_tag(target.tag)
         s = self.settings
+        platform = self.platform(target)
         argv = [str(script),
                 "--project-name", s.project_name, "--base-domain", s.base_domain,
-                "--namespace", s.namespace, "--name", target.name,
+                "--namespace", platform.kube_namespace or s.namespace, "--name", target.name,
                 "--service", target.service, "--environment", target.environment,
                 "--tag", target.tag, "--manifest-dir", str(manifest_dir)]
+        if s.targets_file:  # with a targets file only: scripts written before targets see the argv they know
+            argv += ["--target", platform.name]
         for key, value in sorted(target.app_overrides.items()):
             argv += ["--application-config", f"{naming.check_override_key(key)}={value}"]
         for key, value in sorted(target.deployment_overrides.items()):
             argv += ["--deployment-config", f"{naming.check_override_key(key)}={value}"]
         return argv + list(extra)
 
-    def env(self, target: Target, secrets: Mapping[str, str]) -> dict[str, str]:
+    def env(self, target: Target, secrets: Mapping[str, str],
+            platform_env: tuple[dict[str, str], dict[str, str]] | None = None) -> dict[str, str]:
         env = {key: self.environ[key] for key in PASSED_ENVIRONMENT if key in self.environ}
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        platform = self.platform(target)
+        variables, values = platform_env if platform_env is not None else self.target_env(platform)
+        if platform.docker_host:
+            for key in _DOCKER_VARIABLES:  # the default's Docker settings do not belong to another host
+                env.pop(key, None)
+        if platform.kubeconfig:
+            env.pop("KUBECONFIG", None)
         health = target.manifest.health
         env.update({
             "SAMI_IMAGE": target.image or "",
             "SAMI_URL": target.url or "",
             "SAMI_HEALTH_URL": (target.url.rstrip("/") + health.path) if (health and target.url) else "",
             "SAMI_HEALTH_TIMEOUT": str(health.timeout if health else 10),
-            "SAMI_STATIC_ROOT": self.settings.static_root,
         })
+        if target.manifest.size is not None:  # an internal third-party service: its members
+            env["SAMI_SIZE"] = str(target.manifest.size)
+        if target.manifest.engine:  # k8s: the built-in chart of the engine (control_scripts/charts)
+            env["SAMI_ENGINE"] = target.manifest.engine
+        env.update(variables)
+        env.update(values)
         for name, value in secrets.items():
             env[f"{SECRET_PREFIX}{name}"] = value
         return env
+
+    def batch_entry(self, target: Target, manifest_dir: Path) -> dict:
+        """One deployment's line of a ``check_batch`` file: what its ``check`` would get in argv and env
+        (secrets aside: deployments whose manifests name secrets are checked one by one)."""
+        naming.check_name(target.name)
+        naming.check_tag(target.tag)
+        env = self.env(target, {})
+        return {"name": target.name, "service": target.service, "environment": target.environment,
+                "tag": target.tag, "image": target.image or "", "url": target.url or "",
+                "health_url": env["SAMI_HEALTH_URL"], "health_timeout": env["SAMI_HEALTH_TIMEOUT"],
+                "manifest_dir": str(manifest_dir),
+                "application_config": {naming.check_override_key(k): v for k, v in target.app_overrides.items()},
+                "deployment_config": {naming.check_override_key(k): v
+                                      for k, v in target.deployment_overrides.items()}}
+
+    def run_batch(self, repo: DeploymentsRepo, manifest: Manifest, entries: list[dict], workdir: Path, *,
+                  on_tick: Callable[[], None] | None = None, label: str = SUPERVISOR_LABEL,
+                  timeout: float | None = None) -> ScriptResult:
+        """One ``check_batch`` call of ``manifest``'s script set for every deployment in ``entries``."""
+        script = self.scripts_dir(repo, manifest) / BATCH_OPERATION
+        if not (script.is_file() and os.access(script, os.X_OK)):
+            raise ExecutorError(f"no executable {BATCH_OPERATION!r} script in {script.parent.name}/")
+        batch = workdir / "batch.jsonl"
+        batch.write_text("".join(json.dumps(entry, separators=(",", ":")) + "\n" for entry in entries))
+        s = self.settings
+        argv = [str(script), "--project-name", s.project_name, "--base-domain", s.base_domain,
+                "--namespace", s.namespace, "--batch", str(batch)]
+        env = {key: self.environ[key] for key in PASSED_ENVIRONMENT if key in self.environ}
+        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        env["SAMI_STATIC_ROOT"] = s.static_root
+        return run_control_script(argv, env=env, cwd=str(workdir),
+                                  timeout=timeout or manifest.timeout or s.script_timeout,
+                                  on_tick=on_tick, label=label)
 
     def run(self, operation: str, repo: DeploymentsRepo, target: Target, manifest_dir: Path, *,
             on_output: Callable[[str], None] | None = None, on_tick: Callable[[], None] | None = None,
@@ -198,12 +320,18 @@ class Executor:
         if not (script.is_file() and os.access(script, os.X_OK)):
             raise ExecutorError(f"no executable {operation!r} script in {script.parent.name}/")
         secrets = self.secrets(target.manifest)
+        platform = self.platform(target)
+        platform_env = self.target_env(platform)
+        if platform.configured:
+            problem = reach_problem(platform)
+            if problem:
+                raise ExecutorError(f"target {platform.name!r} cannot be reached ({problem}); nothing was run")
         return run_control_script(
             self.argv(operation, target, script, manifest_dir, extra),
-            env=self.env(target, secrets),
+            env=self.env(target, secrets, platform_env),
             cwd=str(manifest_dir),
             timeout=timeout or target.manifest.timeout or self.settings.script_timeout,
-            secrets=secrets.values(),
+            secrets=[*secrets.values(), *platform_env[1].values()],
             on_output=on_output,
             on_tick=on_tick,
             on_start=on_start,

@@ -32,10 +32,15 @@ from bot.core.states import (
     after_cancel,
     can_transition,
     claim_action,
+    note_running,
     transition,
     transition_action,
 )
 from bot.manifests import DeploymentsRepo, DeploymentsRepoError, Manifest
+from bot.manifests.topology import Kind
+from bot.services import environments
+from bot.services.deployments import DEPLOY_KINDS, Context, endpoint_parts
+from bot.services.drift import parse_report
 from workers.actionlog import ActionLog
 from workers.context import WorkerContext
 from workers.executor import ExecutorError, Target, prepare_manifest_dir
@@ -130,6 +135,8 @@ class Outcome:
     reason: FailureReason | None = None
     message: str | None = None
     exit_code: int | None = None
+    # What the target reported running when the check passed (bot.services.drift), if it reports.
+    running: dict | None = None
 
 
 @dataclass
@@ -228,9 +235,9 @@ class Run:
                             .values(script_pgid=pgid).execution_options(synchronize_session=False))
             session.commit()
 
-    def target(self, manifest: Manifest) -> Target:
+    def target(self, manifest: Manifest, repo: DeploymentsRepo | None = None) -> Target:
         return make_target(self.ctx, self.deployment_name, self.service, self.environment, self.pull_request,
-                           manifest, self.config)
+                           manifest, self.config, repo)
 
     def script(self, operation: str, prepared: Prepared, extra: tuple[str, ...] = (), quiet: bool = False,
                timeout: float | None = None, again: bool = False) -> ScriptResult:
@@ -262,11 +269,11 @@ class Run:
 def prepare(run: Run, stack: ExitStack) -> Prepared:
     """Load the manifest the action was accepted with and make its working copy."""
     repo = run.ctx.manifests.at(run.config.get("manifest_sha"))
-    manifest = repo.find(run.service, run.environment)
+    manifest = repo.find(run.service, run.config.get("manifest_environment") or run.environment)
     if manifest is None:
         hint = ": clean it up by hand, then delete the record" if run.kind == "cleanup" else ""
         raise ExecutorError(f"no manifest for {run.service} {run.environment} in the deployments repo{hint}")
-    target = run.target(manifest)
+    target = run.target(manifest, repo)
     temp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=action_dir_prefix(run.action_id))))
     return Prepared(repo, manifest, target, prepare_manifest_dir(repo, manifest, target.image, temp))
 
@@ -355,7 +362,8 @@ def _execute(ctx: WorkerContext, run: Run, action_id: int, owner: str, may_start
             run.log.line(f"internal error: {failure_text(exc)}")
             outcome = _failed(run.kind, f"internal error: {type(exc).__name__}")
         run.log.flush()
-        changed = _finish(run, outcome)
+        outputs = _info_outputs(run, prepared, outcome)
+        changed = _finish(run, outcome, prepared, outputs)
         metrics.action_finished(run.kind, outcome.state, time.monotonic() - started)
         run.settled()
         if changed and prepared is not None:
@@ -388,7 +396,8 @@ def _perform(run: Run, prepared: Prepared) -> Outcome:
         if not result.ok:
             return _script_failed(run, "config_check", result)
     operation = SCRIPT_FOR[run.kind]
-    result = run.script(operation, prepared)
+    extra = ("--delete-data",) if run.kind == "cleanup" and run.config.get("delete_data") else ()
+    result = run.script(operation, prepared, extra=extra)
     if not result.ok:
         return _script_failed(run, operation, result)
     if run.kind == "cleanup":
@@ -414,7 +423,8 @@ def _wait_for(run: Run, check: str, prepared: Prepared, status_timeout: int) -> 
                             again=attempts > 1)
         if result.ok:
             run.log.line(f"# {check}: passed (attempt {attempts})")
-            return Outcome(ActionState.SUCCEEDED, done, exit_code=result.exit_code)
+            running = parse_report(result.stdout) if check == "check" else None
+            return Outcome(ActionState.SUCCEEDED, done, exit_code=result.exit_code, running=running)
         if last is None or (result.exit_code, result.stderr) != (last.exit_code, last.stderr):
             run.log.line(f"# {check}: {'timed out' if result.timed_out else f'exit {result.exit_code}'} "
                          f"(attempt {attempts}), retrying")
@@ -438,8 +448,58 @@ def _wait_for(run: Run, check: str, prepared: Prepared, status_timeout: int) -> 
     return _failed(run.kind, message, reason, last.exit_code)
 
 
-def _finish(run: Run, outcome: Outcome) -> tuple[DeploymentState, DeploymentState] | None:
-    """Record the outcome; return (old, new) deployment states if they differ."""
+def _info_outputs(run: Run, prepared: Prepared | None, outcome: Outcome) -> dict[str, str]:
+    """A third-party service's outputs from its ``info`` (an ``endpoint,HOST:PORT`` line), read before
+    the outcome is recorded so that the components depending on it are queued with its endpoint."""
+    if (prepared is None or outcome.state is not ActionState.SUCCEEDED
+            or run.kind not in ("create", "update", "restore") or prepared.manifest.kind is not Kind.THIRD_PARTY
+            or not run.ctx.executor.has(prepared.repo, prepared.manifest, "info")):
+        return {}
+    try:
+        result = run.script("info", prepared, quiet=True, timeout=60)
+    except Exception as exc:  # the outcome stands; the endpoint stays the manifest's
+        run.log.line(f"# info failed: {exc}")
+        return {}
+    return parse_outputs(result.stdout) if result.ok else {}
+
+
+def parse_outputs(text: str) -> dict[str, str]:
+    """The ``endpoint,VALUE`` line of ``info`` output as outputs (endpoint, host, port); {} without one."""
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition(",")
+        value = value.strip()
+        if sep and name.strip() == "endpoint" and value and len(value) <= 1000 and value.isprintable():
+            return endpoint_parts(value)
+    return {}
+
+
+def _finish(run: Run, outcome: Outcome, prepared: Prepared | None = None,
+            outputs: dict[str, str] | None = None) -> tuple[DeploymentState, DeploymentState] | None:
+    """Record the outcome; return (old, new) deployment states if they differ.
+
+    When the action is a component of a whole-environment run, the run advances in the same
+    transaction (the components behind it are accepted); if that step fails, the outcome is recorded
+    without it and the scheduler advances the run later.
+    """
+    try:
+        return _settle(run, outcome, prepared, outputs, advance_run=True)
+    except Exception:
+        log.exception("action %s: its environment run could not advance; the scheduler will", run.action_id)
+        return _settle(run, outcome, prepared, outputs, advance_run=False)
+
+
+def _repo_at(run: Run, prepared: Prepared | None):
+    def at(sha: str | None) -> DeploymentsRepo:
+        if prepared is not None and prepared.repo.sha == sha:
+            return prepared.repo
+        return run.ctx.manifests.at(sha)
+    return at
+
+
+def _settle(run: Run, outcome: Outcome, prepared: Prepared | None, outputs: dict[str, str] | None, *,
+            advance_run: bool) -> tuple[DeploymentState, DeploymentState] | None:
+    queued: list[environments.Queued] = []
+    services_ctx = Context.from_settings(run.ctx.settings, run.ctx.broker)
     with run.ctx.session() as session:
         deployment = session.scalars(select(Deployment).where(Deployment.id == run.deployment_id)
                                      .with_for_update().execution_options(populate_existing=True)).one()
@@ -455,6 +515,12 @@ def _finish(run: Run, outcome: Outcome) -> tuple[DeploymentState, DeploymentStat
         newer = session.scalar(select(exists().where(
             Action.deployment_id == deployment.id, Action.state == ActionState.QUEUED)))
         old_state = deployment.state
+        if outcome.state is ActionState.SUCCEEDED and run.kind in DEPLOY_KINDS:
+            # What runs now is what Sami deployed: the report is the baseline drift is measured against.
+            action.running = outcome.running
+            note_running(deployment, outcome.running, [] if outcome.running is not None else None, db_now(session))
+        elif outcome.state is ActionState.SUCCEEDED and run.kind == "archive":
+            note_running(deployment, None, None)  # archived: nothing is compared
         # With newer work queued the deployment stays pending; the last action settles it.
         if not newer:
             if can_transition(deployment.state, outcome.deployment_state):
@@ -466,7 +532,12 @@ def _finish(run: Run, outcome: Outcome) -> tuple[DeploymentState, DeploymentStat
             else:
                 log.warning("%s is %s; not moving it to %s after action %s", deployment.name,
                             deployment.state, outcome.deployment_state, action.id)
+        if outputs:
+            deployment.outputs = {**(deployment.outputs or {}), **outputs}
+        if advance_run:
+            queued = environments.action_settled(session, action, _repo_at(run, prepared), services_ctx)
         outbox.commit(session)
+        environments.hand_to_queue(session, services_ctx, queued)
         new_state = deployment.state
     log.info("action %s %s: %s is %s", run.action_id, outcome.state, run.deployment_name, new_state)
     return (old_state, new_state) if new_state is not old_state else None
@@ -504,13 +575,23 @@ def parse_links(text: str) -> list[dict[str, str]]:
 
 
 def make_target(ctx: WorkerContext, name: str, service: str, environment: str, pull_request: int | None,
-                manifest: Manifest, config: dict) -> Target:
-    """The script target for a deployment with ``config`` (tag, image, overrides)."""
+                manifest: Manifest, config: dict, repo: DeploymentsRepo | None = None) -> Target:
+    """The script target for a deployment with ``config`` (tag, image, overrides).
+
+    It runs on the Sami target ``config`` names, else the one its environment's file names in
+    ``repo`` (else the default target).
+    """
     s = ctx.settings
+    runs_on = config.get("target")
+    if runs_on is None and repo is not None:
+        try:
+            runs_on = repo.target_of(environment)
+        except ValueError as exc:
+            raise ExecutorError(f"{exc}; nothing was run") from None
     url = manifest.render_url(name=name, base_domain=s.base_domain, namespace=s.namespace,
                               project_name=s.project_name, pr=pull_request)
     return Target(name=name, service=service, environment=environment,
                   tag=config.get("tag") or "latest", image=config.get("image"),
                   app_overrides=dict(config.get("app_overrides") or {}),
                   deployment_overrides=dict(config.get("deployment_overrides") or {}),
-                  url=url, manifest=manifest)
+                  url=url, manifest=manifest, runs_on=runs_on)

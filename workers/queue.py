@@ -14,6 +14,7 @@ import logging
 import math
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -35,6 +36,7 @@ CHECKS_QUEUE = "sami-checks"
 # itself (jobs depend on the queue's context, not the other way round).
 RUN_ACTION = "workers.jobs.run_action"
 CHECK_DEPLOYMENT = "workers.checks.check_deployment"
+CHECK_BATCH = "workers.checks.check_batch"
 # Webhook deliveries go on the actions queue: processing one is short, and it is what queues actions.
 PROCESS_DELIVERY = "workers.deliveries.process_delivery"
 # GitHub side effects go on the checks queue: short requests that must not wait behind scripts.
@@ -55,6 +57,11 @@ WAITING_JOB_STATES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED,
 def delivery_job_id(delivery_row_id: int) -> str:
     """The job id of a delivery's processing (action jobs are plain action ids)."""
     return f"delivery-{delivery_row_id}"
+
+
+def check_batch_job_id(deployment_ids: list[int]) -> str:
+    """One job per set of deployments: the same due set queued again while its job waits is not doubled."""
+    return f"check_batch-{len(deployment_ids)}-{zlib.crc32(','.join(map(str, sorted(deployment_ids))).encode()):08x}"
 
 
 def outbox_job_id(row_id: int) -> str:
@@ -94,31 +101,39 @@ class RQBroker:
         return status in WAITING_JOB_STATES or (started_counts and status == JobStatus.STARTED)
 
     def _enqueue(self, queue: Queue, func: str, job_id: str, *args, started_counts: bool = True,
-                 timeout: int = -1, delay: float = 0.0) -> bool:
+                 timeout: int = -1, delay: float = 0.0, new: bool = False) -> bool:
         # A job a dead worker had started stays "started" in RQ for minutes; callers that know no
         # worker holds the deployment (the sweep, the reaper) replace it. Work asked for now replaces
         # a job scheduled for later (its time came and RQ's scheduler has not moved it, or it moved up).
-        if self.job_is_live(job_id, started_counts, scheduled_counts=delay > 0):
-            return True
-        with contextlib.suppress(NoSuchJobError):
-            Job.fetch(job_id, connection=self.connection).delete()
+        # ``new``: the row was just inserted, so no job of it can exist yet and none is looked for.
+        if not new:
+            if self.job_is_live(job_id, started_counts, scheduled_counts=delay > 0):
+                return True
+            with contextlib.suppress(NoSuchJobError):
+                Job.fetch(job_id, connection=self.connection).delete()
         options = dict(job_id=job_id, result_ttl=0, failure_ttl=24 * 3600, description=f"{func}{args}")
         if delay > 0:
             # RQ's schedule counts whole seconds (it drops the fraction): the next whole second is the
             # first moment the job cannot be queued before the action may start.
             at = datetime.fromtimestamp(math.ceil(time.time() + delay), UTC)
             queue.enqueue_at(at, func, *args, job_timeout=timeout, **options)
+        elif new:
+            # One round trip: the job, its queue and the push in one pipeline.
+            with self.connection.pipeline() as pipeline:
+                queue.enqueue_call(func, args=args, timeout=timeout, pipeline=pipeline, **options)
+                pipeline.execute()
         else:
             queue.enqueue_call(func, args=args, timeout=timeout, **options)
         return True
 
     def enqueue_action(self, session: Session | None, action_id: int, started_counts: bool = True,
-                       delay: float = 0.0) -> bool:
+                       delay: float = 0.0, new: bool = False) -> bool:
         """Queue action ``action_id``, to start ``delay`` seconds from now; False (and the sweep
-        queues it when it is due) when Redis is unreachable."""
+        queues it when it is due) when Redis is unreachable. ``new``: the action was just accepted,
+        so no job of it can exist yet and none is looked for (two Redis round trips fewer)."""
         try:
             self._enqueue(self.actions, RUN_ACTION, str(action_id), action_id,
-                          started_counts=started_counts, delay=delay)
+                          started_counts=started_counts, delay=delay, new=new)
         except redis.RedisError as exc:
             log.warning("could not queue action %s (%s); the sweep will queue it", action_id,
                         type(exc).__name__, extra={"action_id": action_id})
@@ -136,23 +151,24 @@ class RQBroker:
             log.warning("could not queue %s of deployment %s: %s", kind, deployment_id, type(exc).__name__)
             return False
 
+    def enqueue_check_batch(self, deployment_ids: list[int], seen_at: datetime) -> bool:
+        """Queue one ``check_batch`` call for the periodic checks of ``deployment_ids`` (one script set), found
+        due at ``seen_at``."""
+        try:
+            return self._enqueue(self.checks, CHECK_BATCH, check_batch_job_id(deployment_ids), list(deployment_ids),
+                                 seen_at.isoformat(), started_counts=False)
+        except redis.RedisError as exc:
+            log.warning("could not queue the check of %d deployments: %s", len(deployment_ids), type(exc).__name__)
+            return False
+
     def enqueue_delivery(self, delivery_row_id: int, started_counts: bool = True, new: bool = False) -> bool:
         """Queue the processing of webhook delivery row ``delivery_row_id``; False (and the sweep
         queues it) when Redis is unreachable. ``new``: the row was just inserted, so no job of it
         can exist yet and none is looked for (the webhook intake's hot path)."""
         job_id = delivery_job_id(delivery_row_id)
         try:
-            if new:
-                # One round trip: the job, its queue and the push in one pipeline.
-                with self.connection.pipeline() as pipeline:
-                    self.actions.enqueue_call(PROCESS_DELIVERY, args=(delivery_row_id,), job_id=job_id,
-                                              timeout=DELIVERY_JOB_TIMEOUT, result_ttl=0, failure_ttl=24 * 3600,
-                                              description=f"{PROCESS_DELIVERY}({delivery_row_id},)",
-                                              pipeline=pipeline)
-                    pipeline.execute()
-                return True
             return self._enqueue(self.actions, PROCESS_DELIVERY, job_id, delivery_row_id,
-                                 started_counts=started_counts, timeout=DELIVERY_JOB_TIMEOUT)
+                                 started_counts=started_counts, timeout=DELIVERY_JOB_TIMEOUT, new=new)
         except redis.RedisError as exc:
             log.warning("could not queue delivery row %s (%s); the sweep will queue it", delivery_row_id,
                         type(exc).__name__)
@@ -279,7 +295,7 @@ class InProcessBroker:
         return True
 
     def enqueue_action(self, session: Session | None, action_id: int, started_counts: bool = True,
-                       delay: float = 0.0) -> bool:
+                       delay: float = 0.0, new: bool = False) -> bool:
         if delay > 0:
             self._submit_later(str(action_id), delay, RUN_ACTION, action_id)
         else:
@@ -290,6 +306,10 @@ class InProcessBroker:
 
     def enqueue_check(self, deployment_id: int, kind: str = "check", started_counts: bool = True) -> bool:
         return self._submit(f"{kind}-{deployment_id}", CHECK_DEPLOYMENT, deployment_id, kind)
+
+    def enqueue_check_batch(self, deployment_ids: list[int], seen_at: datetime) -> bool:
+        return self._submit(check_batch_job_id(deployment_ids), CHECK_BATCH, list(deployment_ids),
+                            seen_at.isoformat())
 
     def enqueue_delivery(self, delivery_row_id: int, started_counts: bool = True, new: bool = False) -> bool:
         return self._submit(delivery_job_id(delivery_row_id), PROCESS_DELIVERY, delivery_row_id)

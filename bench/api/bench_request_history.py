@@ -29,11 +29,11 @@ SERVICE = "bench"
 POSTED, SHOWN = "stage", "qa"  # the environments requests are posted to, and shown
 
 
-def write_repo(root: Path) -> Path:
-    """A deployments repo with service ``bench`` in two environments (its scripts never run here)."""
+def write_repo(root: Path, environments: tuple[str, ...] = (POSTED, SHOWN)) -> Path:
+    """A deployments repo with service ``bench`` in ``environments`` (its scripts never run here)."""
     import yaml
 
-    for environment in (POSTED, SHOWN):
+    for environment in environments:
         folder = root / "services" / SERVICE / "swarm" / environment
         folder.mkdir(parents=True)
         (folder / "stack.yml").write_text(yaml.safe_dump(

@@ -10,8 +10,14 @@ same gunicorn settings, to two reference apps:
   on a pooled psycopg2 connection, pushes the new row's id on a Redis list, answers 202 (200 for a
   delivery id it has already).
 
+Then, the same way, ``POST /deployment_request`` (``--endpoints``): wrk posts updates of 16
+deployments of one service in turn (each request a tag of its own, with an admin token) to Sami
+and to the durable limit's equivalent: the token's row read and its secret's hash compared, the
+deployment's row locked, the deployment updated and its action inserted, one commit, the action's
+id pushed on a Redis list, 202. Afterwards each must hold one action per accepted request.
+
     .venv/bin/python bench/webhooks/bench_intake.py [--duration 20] [--requests 20000]
-        [--connections 32,4] [--rounds 1] [--code REV] [--baseline REV]
+        [--connections 32,4] [--rounds 1] [--endpoints webhook,deploy] [--code REV] [--baseline REV]
 
 Each measured run stops after ``--duration`` seconds or ``--requests`` answers, whichever comes
 first; every server listens on 127.0.0.1. Afterwards each server that records deliveries must
@@ -45,6 +51,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # Made per run: the bare app (a child process) gets it in its environment.
 HMAC_KEY = os.environ.get("BENCH_WEBHOOK_KEY") or secrets.token_hex(16)
 PATH = "/webhooks/github"
+DEPLOY_PATH = "/deployment_request"
+SERVICE = "bench"  # the service deployment requests name; environments e0, e1, ...
+ENVIRONMENTS = 16  # deployments the requests take turns on (each request locks one)
+ENDPOINTS = {"webhook": f"POST {PATH}", "deploy": f"POST {DEPLOY_PATH}"}
 
 # The Lua side of wrk: every request gets a delivery id of its own (run prefix, thread, counter);
 # a thread stops once it has its share of the answers; done() prints one JSON line.
@@ -65,6 +75,7 @@ end
 
 local threads = {}
 local count = 0
+SERVICE = "bench"
 
 function setup(thread)
   count = count + 1
@@ -74,6 +85,7 @@ end
 
 function init(args)
   prefix, quota = args[1], tonumber(args[2])
+  if args[3] == "deploy" then return init_deploy(args) end
   local file = assert(io.open(args[3], "rb"))
   wrk.method = "POST"
   wrk.body = file:read("*a")
@@ -86,8 +98,23 @@ function init(args)
   first, last = now_us(), 0
 end
 
+-- Deployment requests: args are prefix, quota, "deploy", the bearer token, the environment count.
+-- Each request updates one of the environments' deployments in turn, to a tag naming the request.
+function init_deploy(args)
+  deploy, environments = true, tonumber(args[5])
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["Authorization"] = "Bearer " .. args[4]
+  sent, answered, other = 0, 0, 0
+  first, last = now_us(), 0
+end
+
 function request()
   sent = sent + 1
+  if deploy then
+    return wrk.format(nil, nil, nil, string.format('{"service": "%s", "environment": "e%d", "tag": "%s-%d-%d"}',
+      SERVICE, (sent * 2 + tid) % environments, prefix, tid, sent))
+  end
   wrk.headers["X-GitHub-Delivery"] = prefix .. "-" .. tid .. "-" .. sent
   return wrk.format()
 end
@@ -156,11 +183,26 @@ DURABLE_INSERT = (
     "ON CONFLICT (delivery_id) DO NOTHING RETURNING id")
 
 
+# A deployment request's durable work: the token, the deployment's row locked, the deployment updated
+# and its action inserted, one commit, the action's id pushed.
+DURABLE_ACTIONS = "bench:actions"
+DURABLE_API_KEY_ROW = "SELECT secret_hash, revoked_at, name FROM api_tokens WHERE token_id = %s"
+DURABLE_LOCK = "SELECT id, state FROM deployments WHERE name = %s FOR UPDATE"
+DURABLE_UPDATE = ("UPDATE deployments SET state = 'UpdatePending', tag = %s, version = version + 1, "
+                  "updated_at = now(), status_changed_at = now() WHERE id = %s")
+DURABLE_ACTION = (
+    "INSERT INTO actions (deployment_id, kind, state, requested_by, origin, config, log, log_truncated, attempts, "
+    "created_at) VALUES (%s, 'update', 'queued', %s, 'api', %s, '', false, 0, now()) RETURNING id")
+
+
 def durable_app(database_url: str, redis_url: str):
-    """The durable limit: signature, JSON, one insert and commit on a pooled connection, one push."""
+    """The durable limit: signature, JSON, one insert and commit on a pooled connection, one push;
+    and for a deployment request: the token, one deployment locked, two rows, a commit, one push."""
+    import contextlib
     import hashlib
     import hmac
     import json as json_
+    import re
     import threading
 
     import psycopg2.pool
@@ -186,6 +228,21 @@ def durable_app(database_url: str, redis_url: str):
 
     redis = Redis.from_url(redis_url)
 
+    @contextlib.contextmanager
+    def transaction():
+        """A cursor of this thread's pooled connection; committed at the end, rolled back on an error."""
+        connections = pool()
+        connection = connections.getconn()
+        try:
+            with connection.cursor() as cursor:
+                yield cursor
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connections.putconn(connection)
+
     def text(value, length):
         return value[:length] if isinstance(value, str) and value else None
 
@@ -202,24 +259,45 @@ def durable_app(database_url: str, redis_url: str):
         if not isinstance(payload, dict) or not delivery_id or not event:
             abort(400)
         repository, installation, sender = (payload.get(k) or {} for k in ("repository", "installation", "sender"))
-        connections = pool()
-        connection = connections.getconn()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(DURABLE_INSERT, (
-                    delivery_id, event, text(payload.get("action"), 64), text(repository.get("full_name"), 255),
-                    installation.get("id"), text(sender.get("login"), 255), payload_text))
-                row = cursor.fetchone()
-            connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
-        finally:
-            connections.putconn(connection)
+        with transaction() as cursor:
+            cursor.execute(DURABLE_INSERT, (
+                delivery_id, event, text(payload.get("action"), 64), text(repository.get("full_name"), 255),
+                installation.get("id"), text(sender.get("login"), 255), payload_text))
+            row = cursor.fetchone()
         if row is None:
             return jsonify(delivery=delivery_id, duplicate=True), 200
         redis.lpush(DURABLE_QUEUE, row[0])
         return jsonify(delivery=delivery_id, status="queued"), 202
+
+    token_re = re.compile(r"^sami_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+
+    @app.post(DEPLOY_PATH)
+    def deployment_request():
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        token = token_re.match(value.strip())
+        if scheme.lower() != "bearer" or not token:
+            abort(401)
+        body = request.get_json()
+        service, environment, tag = (body.get(key) for key in ("service", "environment", "tag"))
+        if not all(isinstance(value, str) and value for value in (service, environment, tag)):
+            abort(400)
+        name = f"{service}-{environment}"
+        with transaction() as cursor:
+            cursor.execute(DURABLE_API_KEY_ROW, (token[1],))
+            found = cursor.fetchone()
+            expected = found[0] if found else ""
+            if not hmac.compare_digest(expected, hashlib.sha256(token[2].encode()).hexdigest()) or found[1]:
+                abort(401)
+            cursor.execute(DURABLE_LOCK, (name,))
+            deployment = cursor.fetchone()
+            if deployment is None:
+                abort(404)
+            cursor.execute(DURABLE_UPDATE, (tag, deployment[0]))
+            cursor.execute(DURABLE_ACTION, (deployment[0], found[2], json_.dumps({"tag": tag})))
+            action_id = cursor.fetchone()[0]
+        redis.rpush(DURABLE_ACTIONS, action_id)
+        return jsonify(deployment=name, action_id=action_id, kind="update", state="UpdatePending",
+                       status_url=f"http://127.0.0.1/api/v1/actions/{action_id}"), 202
 
     @app.get("/healthz")
     def healthz():
@@ -253,12 +331,14 @@ def extract(rev: str, into: Path) -> Path:
     return into
 
 
-def wrk(url: str, script: Path, prefix: str, requests: int, duration: float, connections: int, body: Path,
-        signature: str, threads: int = 2) -> dict:
+def wrk(url: str, script: Path, prefix: str, requests: int, duration: float, connections: int,
+        args: list[str], path: str = PATH, threads: int = 2) -> dict:
+    """One wrk run; ``args`` are the Lua script's after the prefix and quota: the body file and its
+    signature for deliveries, or "deploy", the token and the environment count for deployment requests."""
     quota = max(1, requests // threads)
     result = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s", "--timeout", "10s",
-         "-s", str(script), url + PATH, "--", prefix, str(quota), str(body), signature],
+         "-s", str(script), url + path, "--", prefix, str(quota), *args],
         capture_output=True, text=True, timeout=duration + 60, check=True)
     line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
     return json.loads(line.removeprefix("RESULT "))
@@ -343,14 +423,60 @@ def create_database(postgres, database: str, code: Path, env: dict[str, str], na
     return url
 
 
+def write_repo(root: Path) -> Path:
+    """A deployments repo with service ``bench`` in ENVIRONMENTS environments (no script runs here)."""
+    sys.path.insert(0, str(ROOT / "bench" / "api"))
+    from bench_request_history import SERVICE as REPO_SERVICE
+    from bench_request_history import write_repo as write
+
+    assert REPO_SERVICE == SERVICE
+    return write(root, tuple(f"e{number}" for number in range(ENVIRONMENTS)))
+
+
+def create_token(code: Path, env: dict[str, str], database_url: str) -> str:
+    """An admin API token in ``database_url``, made by ``code``'s `sami token create`."""
+    made = subprocess.run([sys.executable, "-m", "bot.cli", "token", "create", "bench", "--admin"],
+                          env={**env, "SAMI_DATABASE_URL": database_url, "PYTHONPATH": str(code)}, cwd=code,
+                          capture_output=True, text=True, timeout=120)
+    if made.returncode != 0:
+        raise SystemExit(f"sami token create failed:\n{made.stderr[-3000:]}")
+    return made.stdout.split()[0]
+
+
+def settle(connection, count) -> None:
+    """Wait until requests still being answered when wrk stopped have written their rows (``count``
+    counts them)."""
+    settled, rows_now = None, connection.execute(count).scalar()
+    while settled != rows_now:
+        time.sleep(1)
+        settled, rows_now = rows_now, connection.execute(count).scalar()
+
+
 class Recording:
-    """A server that records deliveries in a database of its own and queues them on Redis."""
+    """A server that records deliveries in a database of its own and queues them on Redis, and
+    accepts deployment requests with ``token``."""
 
     name: str
     tag: str
     database_url: str
     redis_url: str
     queue_keys: tuple[str, ...]
+    token: str
+
+    def check_deploys(self, prefix: str, answered: int, sent: int) -> list[str]:
+        """One action per accepted deployment request (its tag names the request)."""
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.database_url)
+        with engine.connect() as connection:
+            settle(connection, text("SELECT count(*) FROM actions"))
+            rows, distinct = connection.execute(text(
+                "SELECT count(*), count(DISTINCT config->>'tag') FROM actions WHERE config->>'tag' LIKE :p"),
+                {"p": f"{prefix}%"}).one()
+        engine.dispose()
+        ok = answered <= rows == distinct <= sent
+        return [f"{self.name}: deployment requests: actions {rows} ({distinct} distinct tags) for {answered} "
+                f"answered and {sent} sent: {'OK' if ok else 'MISMATCH'}"]
 
     @property
     def url(self) -> str:
@@ -366,14 +492,9 @@ class Recording:
         from sqlalchemy import create_engine, text
 
         engine = create_engine(self.database_url)
-        count = text("SELECT count(*) FROM deliveries")
-        like = {"p": f"{prefix}-%"}
+        like = {"p": f"{prefix}%"}
         with engine.connect() as connection:
-            # Requests still being answered when wrk stopped settle first.
-            settled, rows_now = None, connection.execute(count).scalar()
-            while settled != rows_now:
-                time.sleep(1)
-                settled, rows_now = rows_now, connection.execute(count).scalar()
+            settle(connection, text("SELECT count(*) FROM deliveries"))
             rows, distinct = connection.execute(text(
                 "SELECT count(*), count(DISTINCT delivery_id) FROM deliveries WHERE delivery_id LIKE :p"), like).one()
             # Redeliveries of recorded deliveries (some generated ids were never sent: wrk prepares
@@ -404,15 +525,17 @@ class Sami(Recording):
     # RQ's queue, and the list of deliveries handed off to the workers (newer code).
     queue_keys = ("rq:queue:sami-actions", "sami:deliveries:new")
 
-    def __init__(self, name: str, code: Path, postgres, redis_server, redis_db: int, tmp: Path):
+    def __init__(self, name: str, code: Path, postgres, redis_server, redis_db: int, tmp: Path, repo: Path):
         from tests.support.sami_server import SamiServer, sami_env
 
         self.name, self.tag = name, f"sami{redis_db}"
         self.redis_url = redis_server.url(redis_db)
         env = sami_env(SAMI_MODE="production", SAMI_REDIS_URL=self.redis_url,
-                       SAMI_INSTANCE_DIR=str(tmp / f"instance-{redis_db}"), PYTHONPATH=str(code))
+                       SAMI_INSTANCE_DIR=str(tmp / f"instance-{redis_db}"), PYTHONPATH=str(code),
+                       SAMI_DEPLOYMENTS_REPO=str(repo))
         env.update({"SAMI_SECRET_KEY": secrets.token_hex(16), "SAMI_WEBHOOK_SECRET": HMAC_KEY})
         self.database_url = create_database(postgres, f"bench_webhooks_{redis_db}", code, env, name)
+        self.token = create_token(code, env, self.database_url)
         env["SAMI_DATABASE_URL"] = self.database_url
         self.server = SamiServer(env, tmp / f"sami-{redis_db}.log", cwd=code)
 
@@ -474,6 +597,22 @@ class Reference:
             self.process.wait()
 
 
+def seed_deployments(database_url: str) -> None:
+    """The durable limit's deployments, Running (Sami creates its own with its first requests)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        for number in range(ENVIRONMENTS):
+            connection.execute(text(
+                "INSERT INTO deployments (name, service, environment, type, state, app_overrides, "
+                "deployment_overrides, links, created_at, updated_at, status_changed_at, check_failures, version) "
+                "VALUES (:name, :service, :environment, 'swarm', 'Running', '{}', '{}', '[]', now(), now(), now(), "
+                "0, 1)"),
+                {"name": f"{SERVICE}-e{number}", "service": SERVICE, "environment": f"e{number}"})
+    engine.dispose()
+
+
 class Durable(Reference, Recording):
     """The durable limit, on a database of its own migrated by the working tree."""
 
@@ -484,6 +623,8 @@ class Durable(Reference, Recording):
 
         self.redis_url = redis_server.url(redis_db)
         self.database_url = create_database(postgres, "bench_webhooks_durable", ROOT, sami_env(), "the durable limit")
+        self.token = create_token(ROOT, sami_env(), self.database_url)
+        seed_deployments(self.database_url)
         super().__init__("durable", "durable limit", tmp, {
             **sami_env(), "BENCH_DURABLE_DATABASE": self.database_url, "BENCH_DURABLE_REDIS": self.redis_url})
 
@@ -497,7 +638,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3, help="seconds of unmeasured load before each run")
     parser.add_argument("--code", default=".", help="serve Sami from this commit or folder ('.': the working tree)")
     parser.add_argument("--baseline", default=None, help="also serve Sami from this commit or folder, to compare")
+    parser.add_argument("--endpoints", default="webhook,deploy",
+                        help="what to measure: webhook (deliveries), deploy (deployment requests), or both")
     args = parser.parse_args()
+    endpoints = [part.strip() for part in args.endpoints.split(",") if part.strip()]
+    if not endpoints or set(endpoints) - set(ENDPOINTS):
+        raise SystemExit(f"--endpoints takes {', '.join(ENDPOINTS)}")
     connection_counts = [int(part) for part in str(args.connections).split(",") if part.strip()]
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: run scripts/install-test-deps (or apt-get install wrk)")
@@ -522,72 +668,94 @@ def main() -> None:
         script = tmp / "deliveries.lua"
         script.write_text(WRK_SCRIPT)
 
-        sami = Sami("sami serve", code_of(args.code, tmp), postgres, redis_server, 1, tmp)
+        repo = write_repo(tmp / "deployments")
+        sami = Sami("sami serve", code_of(args.code, tmp), postgres, redis_server, 1, tmp, repo)
         servers: list = [Reference("bare", "bare Flask", tmp, sami_env()), Durable(postgres, redis_server, 3, tmp),
                          sami]
         if args.baseline:
             servers.append(Sami(f"baseline {args.baseline}", code_of(args.baseline, tmp), postgres, redis_server, 2,
-                                tmp))
+                                tmp, repo))
         checks: list[str] = []
-        # Delivery ids: run id, server, connections, round, then wrk's thread and its counter (the Lua
-        # side): unique across servers, runs and wrk threads.
+        # Delivery ids and tags: run id, server, endpoint, connections, round, then wrk's thread and its
+        # counter (the Lua side): unique across servers, endpoints, runs and wrk threads.
         run_id = uuid.uuid4().hex[:8]
-        results: dict[tuple[str, int], list[dict]] = {}
-        answered = {server.name: 0 for server in servers}
-        sent = {server.name: 0 for server in servers}
+        results: dict[tuple[str, str, int], list[dict]] = {}
+        answered = {(server.name, endpoint): 0 for server in servers for endpoint in endpoints}
+        sent = dict(answered)
+
+        def arguments(server, endpoint: str) -> tuple[list[str], str]:
+            if endpoint == "webhook":
+                return [str(body_file), signature], PATH
+            return ["deploy", server.token, str(ENVIRONMENTS)], DEPLOY_PATH
+
         try:
             for server in servers:
                 server.start()
             postmaster = int((postgres.data / "postmaster.pid").read_text().split()[0])
-            for connections in connection_counts:
-                for round_ in range(args.rounds):
-                    order = servers if round_ % 2 == 0 else list(reversed(servers))
-                    for server in order:
-                        if args.warmup:
-                            wrk(server.url, script, f"warm-{run_id}-{server.tag}-{connections}-{round_}", 10**9,
-                                args.warmup, connections, body_file, signature)
-                        roots = {"server": server.pid, "postgresql": postmaster, "redis": redis_server.process.pid}
-                        before = cpu_seconds(roots)
-                        result = wrk(server.url, script, f"bench-{run_id}-{server.tag}-{connections}-{round_}",
-                                     args.requests, args.duration, connections, body_file, signature)
-                        after = cpu_seconds(roots)
-                        result["cpu_ms"] = {part: (after[part] - before[part]) * 1000 / max(1, result["requests"])
-                                            for part in roots}
-                        results.setdefault((server.name, connections), []).append(result)
-                        answered[server.name] += result["requests"]
-                        sent[server.name] += result["sent"]
-                        print(json.dumps({"connections": connections, **report(server.name, result)}), flush=True)
+            for endpoint in endpoints:
+                # The bare app records nothing: it is measured with deliveries only.
+                measured = [server for server in servers if endpoint == "webhook" or isinstance(server, Recording)]
+                for connections in connection_counts:
+                    for round_ in range(args.rounds):
+                        order = measured if round_ % 2 == 0 else list(reversed(measured))
+                        for server in order:
+                            extra, path = arguments(server, endpoint)
+                            label = f"{run_id}-{server.tag}-{endpoint[0]}{connections}-{round_}"
+                            if args.warmup:
+                                wrk(server.url, script, f"warm-{label}", 10**9, args.warmup, connections, extra, path)
+                            roots = {"server": server.pid, "postgresql": postmaster,
+                                     "redis": redis_server.process.pid}
+                            before = cpu_seconds(roots)
+                            result = wrk(server.url, script, f"bench-{run_id}-{server.tag}-{endpoint[0]}{connections}"
+                                         f"-{round_}", args.requests, args.duration, connections, extra, path)
+                            after = cpu_seconds(roots)
+                            result["cpu_ms"] = {part: (after[part] - before[part]) * 1000 / max(1, result["requests"])
+                                                for part in roots}
+                            results.setdefault((server.name, endpoint, connections), []).append(result)
+                            answered[server.name, endpoint] += result["requests"]
+                            sent[server.name, endpoint] += result["sent"]
+                            print(json.dumps({"endpoint": endpoint, "connections": connections,
+                                              **report(server.name, result)}), flush=True)
             for server in servers:
-                if isinstance(server, Recording):
-                    checks += server.check(f"bench-{run_id}-{server.tag}", answered[server.name],
-                                           sent[server.name], body, signature)
+                if not isinstance(server, Recording):
+                    continue
+                if "webhook" in endpoints:
+                    checks += server.check(f"bench-{run_id}-{server.tag}-w", answered[server.name, "webhook"],
+                                           sent[server.name, "webhook"], body, signature)
+                if "deploy" in endpoints:
+                    checks += server.check_deploys(f"bench-{run_id}-{server.tag}-d", answered[server.name, "deploy"],
+                                                   sent[server.name, "deploy"])
         finally:
             for server in servers:
                 server.stop()
 
     print()
-    print(f"wrk -t 2, {args.rounds} run(s) per server and connection count of at most {args.duration:g} s or "
-          f"{args.requests} answers; {len(body)}-byte pull_request.synchronize body")
+    print(f"wrk -t 2, {args.rounds} run(s) per server, endpoint and connection count of at most {args.duration:g} s "
+          f"or {args.requests} answers; deliveries: {len(body)}-byte pull_request.synchronize body; deployment "
+          f"requests: updates of {ENVIRONMENTS} deployments in turn")
     width = max(len(server.name) for server in servers)
-    print(f"{'server':<{width}} {'conns':>5} {'requests':>9} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
-          f"{'max ms':>7} {'errors':>6}   CPU ms per request: server (all its processes), PostgreSQL, Redis")
-    rates: dict[tuple[str, int], float] = {}
-    for (name, connections), runs in results.items():
+    print(f"{'server':<{width}} {'endpoint':>8} {'conns':>5} {'requests':>9} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} "
+          f"{'p99 ms':>7} {'max ms':>7} {'errors':>6}   CPU ms per request: server (all its processes), PostgreSQL, "
+          "Redis")
+    rates: dict[tuple[str, str, int], float] = {}
+    for (name, endpoint, connections), runs in results.items():
         for result in runs:
             line = report(name, result)
-            print(f"{name:<{width}} {connections:>5} {line['requests']:>9} {line['rps']:>7.0f} {line['p50_ms']:>7.1f} "
-                  f"{line['p90_ms']:>7.1f} {line['p99_ms']:>7.1f} {line['max_ms']:>7.1f} {line['errors']:>6}   "
-                  f"{result['cpu_ms']['server']:.2f}, {result['cpu_ms']['postgresql']:.2f}, "
+            print(f"{name:<{width}} {endpoint:>8} {connections:>5} {line['requests']:>9} {line['rps']:>7.0f} "
+                  f"{line['p50_ms']:>7.1f} {line['p90_ms']:>7.1f} {line['p99_ms']:>7.1f} {line['max_ms']:>7.1f} "
+                  f"{line['errors']:>6}   {result['cpu_ms']['server']:.2f}, {result['cpu_ms']['postgresql']:.2f}, "
                   f"{result['cpu_ms']['redis']:.2f}")
-        rates[name, connections] = statistics.mean(report(name, result)["rps"] for result in runs)
+        rates[name, endpoint, connections] = statistics.mean(report(name, result)["rps"] for result in runs)
     print()
-    for connections in connection_counts:
-        for server in servers:
-            if isinstance(server, Sami):
-                own = rates[server.name, connections]
-                print(f"{connections} connections: {server.name} requests/s = "
-                      f"{own / rates['durable limit', connections]:.0%} of the durable limit's, "
-                      f"{own / rates['bare Flask', connections]:.0%} of the bare app's")
+    for endpoint in endpoints:
+        for connections in connection_counts:
+            for server in servers:
+                if isinstance(server, Sami):
+                    own = rates[server.name, endpoint, connections]
+                    bare = (f", {own / rates['bare Flask', endpoint, connections]:.0%} of the bare app's"
+                            if endpoint == "webhook" else "")
+                    print(f"{ENDPOINTS[endpoint]}, {connections} connections: {server.name} requests/s = "
+                          f"{own / rates['durable limit', endpoint, connections]:.0%} of the durable limit's{bare}")
     print("\n".join(checks))
 
 

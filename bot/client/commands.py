@@ -14,11 +14,24 @@ import click
 
 from bot.client import output
 from bot.client.common import Out
+from bot.client.environments import env
 from bot.client.exits import DESCRIPTIONS, Exit
 from bot.client.http import Client, ClientError
 from bot.client.read import info, list_, logs, services, wait
 from bot.client.settings import read_config, write_config
-from bot.client.write import archive, cancel, cleanup, clone, create, delete, request, restore, rollback, update
+from bot.client.write import (
+    archive,
+    cancel,
+    cleanup,
+    clone,
+    create,
+    delete,
+    reconcile,
+    request,
+    restore,
+    rollback,
+    update,
+)
 
 # Where a person gets a token (the server never shows one again after it is made).
 WHERE_TOKENS_COME_FROM = ("a token comes from `sami token create NAME` (--admin, or --service, --environment, "
@@ -71,12 +84,14 @@ def login(url: str | None, as_json: bool) -> None:
         click.echo("note: this token may not read deployments; list, info and wait will be refused", err=True)
 
 
-COMMANDS = (request, create, update, archive, restore, cleanup, delete, rollback, clone, cancel, list_, info,
-            logs, wait, services, login)
+COMMANDS = (request, create, update, archive, restore, cleanup, delete, rollback, reconcile, clone, cancel, list_, info,
+            logs, wait, services, login, env)
 
 
 def register(group: click.Group) -> None:
     """Add the client commands to the ``sami`` group."""
     for command in COMMANDS:
         command.epilog = EXIT_HELP
+        for sub in getattr(command, "commands", {}).values():
+            sub.epilog = EXIT_HELP
         group.add_command(command)

@@ -56,9 +56,13 @@ class Client:
     def post(self, path: str, body: Mapping[str, object] | None = None) -> dict:
         return self.call("POST", path, body=body or {})
 
+    def text(self, path: str) -> str:
+        """A GET whose answer is a document other than JSON (a YAML export): its text, or ClientError."""
+        return self.call("GET", path, raw=True)
+
     def call(self, method: str, path: str, *, body: Mapping[str, object] | None = None,
-             query: Mapping[str, object] | None = None) -> dict:
-        """One call; its JSON answer, or ClientError."""
+             query: Mapping[str, object] | None = None, raw: bool = False) -> dict:
+        """One call; its JSON answer (with ``raw``, a successful answer's text), or ClientError."""
         if not self.token:
             raise ClientError("no token: set SAMI_TOKEN, run `sami login`, or give --token "
                               "(an admin creates one with `sami token create NAME`)", Exit.REFUSED)
@@ -75,6 +79,8 @@ class Client:
         request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                if raw and response.status < 400:
+                    return response.read().decode("utf-8", "replace")
                 return self._answer(response.status, response.read(), method, path)
         except urllib.error.HTTPError as exc:
             with exc:

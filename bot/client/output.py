@@ -21,6 +21,7 @@ STATE_COLOURS = {
     "Failure": "red", "CleanupFailed": "red", "failed": "red", "timed_out": "red",
     "CreatePending": "yellow", "UpdatePending": "yellow", "ArchivePending": "yellow", "CleanupPending": "yellow",
     "queued": "yellow", "running": "yellow",
+    "drift": "magenta",
     "Archived": "blue", "cancelled": "bright_black", "superseded": "bright_black", "Removed": "bright_black",
 }
 ELLIPSIS = "…"
@@ -40,6 +41,42 @@ def state(text: str | None, colour: bool) -> str:
     """A state word, coloured when ``colour``."""
     text = text or "-"
     return click.style(text, fg=STATE_COLOURS.get(text)) if colour else text
+
+
+def drift(deployment: dict) -> str:
+    """A deployment's drift in a word: "drift" when its target runs something else than Sami deployed,
+    "synced", or "-" when nothing says (its control script reports nothing)."""
+    status = (deployment.get("drift") or {}).get("status")
+    return {"drifted": "drift", "in_sync": "synced"}.get(status, "-")
+
+
+def config_line(view: dict | None) -> str | None:
+    """A requested or deployed config in one line: image or tag, overrides, secret names, its action."""
+    if not view:
+        return None
+    words = [view.get("image") or view.get("tag") or "-"]
+    overrides = view.get("overrides") or {}
+    pairs = {**(overrides.get("app") or {}), **(overrides.get("deployment") or {})}
+    if pairs:
+        words.append(", ".join(f"{k}={v}" for k, v in sorted(pairs.items())))
+    if view.get("secrets"):
+        words.append("secrets " + ", ".join(view["secrets"]))
+    words.append(f"(action {view.get('action_id')}, {view.get('kind')} {view.get('state')})")
+    return "  ".join(words)
+
+
+def running_lines(running: dict | None) -> str | None:
+    """What the target reports running, a component a line: name, image or tag, replicas running/wanted."""
+    if not running:
+        return None
+    lines = []
+    for c in running.get("components") or []:
+        counts = ""
+        if c.get("replicas") is not None or c.get("running") is not None:
+            counts = f"  {c.get('running') if c.get('running') is not None else '?'}/" \
+                     f"{c.get('replicas') if c.get('replicas') is not None else '?'} running"
+        lines.append(f"{c['name']}  {c.get('image') or c.get('tag') or '-'}{counts}")
+    return "\n".join(lines) or "nothing"
 
 
 def deployment_state(text: str, colour: bool) -> str:

@@ -21,8 +21,9 @@ STEPS_RULE = "---"  # between an action's steps and its log
 # How `sami list` fits a narrow terminal (columns: NAME STATE SERVICE ENVIRONMENT TAG URL PR UPDATED). The name
 # stays whole and carries the service, environment and pull request, so those go first; then the URL is cut
 # around what tells it from the others, the time goes, the URL is cut further, then goes; last, a long state.
-LIST_PLAN = (("drop", 2), ("drop", 3), ("drop", 6), ("cut", 5, 24), ("drop", 7), ("cut", 5, 16), ("drop", 5),
-             ("cut", 1, 16), ("cut", 4, 8))
+# Column indices: NAME 0, STATE 1, DRIFT 2, SERVICE 3, ENVIRONMENT 4, TAG 5, URL 6, PR 7, UPDATED 8.
+LIST_PLAN = (("drop", 3), ("drop", 4), ("drop", 7), ("drop", 2), ("cut", 6, 24), ("drop", 8), ("cut", 6, 16),
+             ("drop", 6), ("cut", 1, 16), ("cut", 5, 8))
 _SHA = re.compile(r"[0-9a-f]{12,64}\Z")
 
 
@@ -79,11 +80,13 @@ def list_(out: Out, services_, environments, states, pull_request, repository, q
     if not deployments:
         out.say("no deployments")
     else:
-        rows = [[d["name"], state_cell(d), d["service"], d["environment"], short_tag(d.get("tag")), _first_link(d),
-                 d["source"].get("pull_request") or "-", output.ago(d.get("updated_at"))] for d in deployments]
-        out.say(output.table(["NAME", "STATE", "SERVICE", "ENVIRONMENT", "TAG", "URL", "PR", "UPDATED"], rows,
-                             width=output.terminal_width(), plan=LIST_PLAN, middle=(5,),
-                             styles={1: lambda s: output.deployment_state(s, out.colour)}))
+        rows = [[d["name"], state_cell(d), output.drift(d), d["service"], d["environment"], short_tag(d.get("tag")),
+                 _first_link(d), d["source"].get("pull_request") or "-", output.ago(d.get("updated_at"))]
+                for d in deployments]
+        out.say(output.table(["NAME", "STATE", "DRIFT", "SERVICE", "ENVIRONMENT", "TAG", "URL", "PR", "UPDATED"], rows,
+                             width=output.terminal_width(), plan=LIST_PLAN, middle=(6,),
+                             styles={1: lambda s: output.deployment_state(s, out.colour),
+                                     2: lambda s: output.state(s, out.colour)}))
     if document["next_cursor"]:
         click.echo(f"more: add --cursor {document['next_cursor']}", err=True)
     return Exit.OK
@@ -101,7 +104,8 @@ def info(out: Out, name) -> Exit:
     """
     answer = out.client.get(f"/api/v1/deployments/{name}")
     if out.as_json:
-        output.print_json({"deployment": answer["deployment"], "actions": answer.get("actions", [])})
+        output.print_json({"deployment": answer["deployment"], "actions": answer.get("actions", []),
+                           **{k: answer.get(k) for k in ("requested", "deployed", "running")}})
         return Exit.OK
     d = answer["deployment"]
     status = output.deployment_state(state_words(d["state"], d.get("failure_reason"), d.get("status_message")),
@@ -113,7 +117,16 @@ def info(out: Out, name) -> Exit:
         last += f", {output.ago(deploy['finished_at'])})" if deploy.get("finished_at") else ")"
         if last_deploy_failed(d["state"], deploy["state"]):
             last += f"; {d['name']} still runs what ran before it"
-    fields = [("name", d["name"]), ("state", status), ("message", d.get("status_message")), ("last deploy", last),
+    drift = d.get("drift") or {}
+    drift_text = None
+    if drift.get("status") == "drifted":
+        drift_text = (f"{output.state('drift', out.colour)} since {drift.get('since')}: "
+                      + "\n".join(x.get("text") or "" for x in drift.get("differences") or [])
+                      + f"\n(put the deployed config back: sami reconcile {d['name']})")
+    elif drift.get("status") == "in_sync":
+        drift_text = "in sync (the target runs what was deployed)"
+    fields = [("name", d["name"]), ("state", status), ("drift", drift_text), ("message", d.get("status_message")),
+              ("last deploy", last),
               ("service", d["service"]), ("environment", d["environment"]), ("type", d.get("type")),
               ("tag", d.get("tag")), ("image", d.get("image"))]
     for kind in ("app", "deployment"):
@@ -128,6 +141,9 @@ def info(out: Out, name) -> Exit:
     for key in ("repository", "pull_request", "ref", "sha"):
         if source.get(key):
             fields.append((key.replace("_", " "), source[key]))
+    fields += [("requested", output.config_line(answer.get("requested"))),
+               ("deployed", output.config_line(answer.get("deployed"))),
+               ("running", output.running_lines(answer.get("running")))]
     fields += [("updated", f"{output.ago(d.get('updated_at'))} ({d.get('updated_at')})"),
                ("created", d.get("created_at"))]
     for label, value in fields:

@@ -1,5 +1,5 @@
 """The client commands that ask for something: request, create, update, archive, restore,
-cleanup, delete, rollback, clone, cancel. Each is one API call (create and update read the
+cleanup, delete, rollback, reconcile, clone, cancel. Each is one API call (create and update read the
 deployment first), then the 202 answer, followed to its end with --wait."""
 
 from __future__ import annotations
@@ -157,8 +157,11 @@ def _operation(kind: str, summary: str, example: str) -> click.Command:
 
 archive = _operation("archive", "Archive deployment NAME: stop it and keep its data, to restore later.",
                      "sami archive web-pr-42 --wait")
-restore = _operation("restore", "Restore archived deployment NAME: start it again with its last configuration.",
-                     "sami restore web-pr-42 --wait")
+restore = _operation("restore", "Restore archived deployment NAME: start it again with its last deployed "
+                     "configuration.", "sami restore web-pr-42 --wait")
+reconcile = _operation("reconcile", "Reconcile deployment NAME: put back what Sami deployed (its last succeeded "
+                       "configuration) where the target drifted from it, e.g. an image changed by hand.",
+                       "sami reconcile web-stage --wait")
 cleanup = _operation("cleanup", "Clean up archived deployment NAME: remove it and everything it owns.",
                      "sami cleanup web-pr-42 --wait")
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from .targets import DEFAULT_TARGET, Target, TargetsError, default_target, load_targets_file
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MODES = ("development", "production", "test")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
@@ -47,6 +49,11 @@ class Settings:
     deployments_ref: str = ""
     deployments_token: str = field(default="", repr=False)
     static_root: str = ""
+    # Where environments run (bot.core.targets): SAMI_TARGETS names a targets file; without one,
+    # the single target "default" is made from the settings above and Sami's own environment.
+    targets_file: str = ""
+    targets: tuple[Target, ...] = ()
+    default_target: str = DEFAULT_TARGET
     script_timeout: int = 1800
     status_timeout: int = 600
     check_interval: int = 60
@@ -75,6 +82,21 @@ class Settings:
     metrics_token: str = field(default="", repr=False)
     metrics_port: int = 0  # workers and the scheduler serve /metrics here; 0: they do not
     shutdown_grace: int = 25
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        """The names environment files may use."""
+        return tuple(t.name for t in self.targets) or (DEFAULT_TARGET,)
+
+    def target(self, name: str | None) -> Target:
+        """The target called ``name`` (None: the default target); KeyError names an unknown one."""
+        wanted = name or self.default_target
+        for target in self.targets:
+            if target.name == wanted:
+                return target
+        if wanted == DEFAULT_TARGET and not self.targets:
+            return default_target(self.static_root)
+        raise KeyError(f"unknown target {wanted!r} (known: {', '.join(self.target_names)})")
 
     @property
     def embedded(self) -> bool:
@@ -231,6 +253,7 @@ _VARIABLES: dict[str, tuple[str, object]] = {
     "SAMI_DEPLOYMENTS_REF": ("deployments_ref", _text),
     "SAMI_DEPLOYMENTS_TOKEN": ("deployments_token", _text),
     "SAMI_STATIC_ROOT": ("static_root", _text),
+    "SAMI_TARGETS": ("targets_file", _text),
     "SAMI_SCRIPT_TIMEOUT": ("script_timeout", _int(1, 24 * 3600)),
     "SAMI_STATUS_TIMEOUT": ("status_timeout", _int(1, 24 * 3600)),
     "SAMI_CHECK_INTERVAL": ("check_interval", _int(5, 24 * 3600)),
@@ -309,6 +332,15 @@ def _fill_defaults(settings: Settings) -> Settings:
     if not settings.secret_key:
         # Development only (production requires it): sessions do not survive a restart.
         changes["secret_key"] = os.urandom(32).hex()
+    if not settings.targets:
+        static_root = str(changes.get("static_root", settings.static_root))
+        if settings.targets_file:
+            try:
+                changes["targets"], changes["default_target"] = load_targets_file(settings.targets_file, static_root)
+            except TargetsError as exc:
+                raise ConfigError("SAMI_TARGETS", str(exc)) from None
+        else:
+            changes["targets"] = (default_target(static_root),)
     if not changes:
         return settings
     return Settings(**{**settings.__dict__, **changes})

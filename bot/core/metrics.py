@@ -129,18 +129,29 @@ class StateCollector:
         deployments = GaugeMetricFamily("sami_deployments", "Deployments by state", labels=["state"])
         queued = GaugeMetricFamily("sami_actions_queued", "Actions accepted and not yet started (the database's "
                                    "view: it includes actions the queue lost and the sweep will queue again)")
+        drifted = GaugeMetricFamily("sami_deployments_drifted", "Deployments whose target no longer runs what "
+                                    "Sami deployed (drift), by service and environment",
+                                    labels=["service", "environment"])
         up = GaugeMetricFamily("sami_database_up", "1 when the database answered this scrape")
         try:
             with self.session_factory() as session:
                 counts = dict(session.execute(select(Deployment.state, func.count()).group_by(Deployment.state)).all())
                 waiting = session.scalar(select(func.count()).select_from(Action)
                                          .where(Action.state == ActionState.QUEUED))
+                # drift_since is set exactly while a deployment drifts
+                drift_counts = session.execute(
+                    select(Deployment.service, Deployment.environment, func.count())
+                    .where(Deployment.drift_since.is_not(None)).group_by(Deployment.service, Deployment.environment)
+                ).all()
             for state in DeploymentState:
                 deployments.add_metric([str(state)], counts.get(state, 0))
             queued.add_metric([], waiting or 0)
+            for service, environment, count in drift_counts:
+                drifted.add_metric([service, environment], count)
             up.add_metric([], 1)
             yield deployments
             yield queued
+            yield drifted
         except Exception as exc:
             log.warning("metrics: the database did not answer (%s)", type(exc).__name__)
             up.add_metric([], 0)

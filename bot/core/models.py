@@ -112,11 +112,24 @@ class Deployment(Base):
     check_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     check_retry_at: Mapped[datetime | None]
     archived_at: Mapped[datetime | None]
+    # What the target reported running at the last check that reported it ({"components": [...]}; see
+    # bot.services.drift), when, and how it differs from what Sami deployed: None = no verdict (the
+    # control script reports nothing), [] = in sync, else one record per difference since drift_since.
+    running: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    running_at: Mapped[datetime | None]
+    drift: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    drift_since: Mapped[datetime | None]
     # Who may run scripts on this deployment now (one worker at a time), until when.
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None]
     # Optimistic lock: a concurrent writer of the same row fails instead of overwriting.
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # What other components of its environment may reference as ${service.output}: its endpoint
+    # (a third-party service's, from its manifest's template or its ``info`` output), url, host, port.
+    outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The environment whose manifests it is deployed with, when not its own (a clone of an environment:
+    # web-qa-7 deploys with web's stage manifest).
+    manifest_environment: Mapped[str | None] = mapped_column(String(63))
 
     actions: Mapped[list[Action]] = relationship(
         back_populates="deployment", order_by="Action.id", cascade="all, delete-orphan"
@@ -149,6 +162,9 @@ class Action(Base):
     delivery_id: Mapped[str | None] = mapped_column(String(64))
     # What the script ran with: tag, image, overrides (secret values masked), manifest sha.
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # What the target reported running when this action's check passed: the baseline drift is measured
+    # against while this is the deployment's last succeeded deploy (None: the script reports nothing).
+    running: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     # Captured output, up to a megabyte: deferred, so that loading actions (lists, the row locked
@@ -362,3 +378,87 @@ class PullRequestRecord(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     __table_args__ = (UniqueConstraint("repository", "number"),)
+
+
+class EnvironmentRecord(Base):
+    """An environment Sami made itself (a clone): its name, and the environment whose manifests and
+    topology its components are deployed with."""
+
+    __tablename__ = "environments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    template: Mapped[str] = mapped_column(String(63))
+    clone_of: Mapped[str | None] = mapped_column(String(63))
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EnvironmentSnapshot(Base):
+    """A template of an environment: every component's image and tag, overrides (secret names, never
+    values), deploy order, and the deployments-repo commit it was taken at."""
+
+    __tablename__ = "environment_snapshots"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    environment: Mapped[str] = mapped_column(String(63))
+    manifest_sha: Mapped[str | None] = mapped_column(String(64))
+    # [{"service", "deployment", "kind", "mode", "wave", "depends_on", "tag", "image", "app_overrides",
+    #   "deployment_overrides", "secrets"}] in deploy order.
+    components: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index(None, "environment"),)
+
+
+class EnvironmentRun(Base):
+    """A whole-environment operation (deploy, archive, restore, cleanup): one action per component,
+    started in dependency order (reverse order to take an environment down); see
+    bot.services.environments."""
+
+    __tablename__ = "environment_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    environment: Mapped[str] = mapped_column(String(63))
+    operation: Mapped[str] = mapped_column(String(32))
+    # running, succeeded, failed
+    state: Mapped[str] = mapped_column(String(32))
+    requested_by: Mapped[str] = mapped_column(String(255))
+    origin: Mapped[str] = mapped_column(String(32))
+    snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("environment_snapshots.id", ondelete="SET NULL"))
+    manifest_sha: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    components: Mapped[list[EnvironmentRunComponent]] = relationship(
+        back_populates="run", order_by="EnvironmentRunComponent.id",
+        cascade="all, delete-orphan", passive_deletes=True)
+
+    __table_args__ = (Index(None, "environment", "created_at"), Index(None, "state"))
+
+
+class EnvironmentRunComponent(Base):
+    """One component of a run: its deployment, the components it waits for, its action and status
+    (waiting, queued, succeeded, failed, skipped)."""
+
+    __tablename__ = "environment_run_components"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("environment_runs.id", ondelete="CASCADE"))
+    service: Mapped[str] = mapped_column(String(63))
+    deployment: Mapped[str] = mapped_column(String(63))
+    wave: Mapped[int] = mapped_column(Integer)
+    # The services of the same run that must succeed before this one is queued.
+    after: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # What a deploy asks for: {"tag", "image", "app_overrides", "deployment_overrides", "template"}.
+    request: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    action_id: Mapped[int | None] = mapped_column(ForeignKey("actions.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str | None] = mapped_column(Text)
+
+    run: Mapped[EnvironmentRun] = relationship(back_populates="components")
+
+    __table_args__ = (UniqueConstraint("run_id", "service"), Index(None, "action_id"))

@@ -84,6 +84,33 @@ def clear_check_failing(deployment, message: str | None = None) -> None:
     deployment.status_message = message
 
 
+def drift_status(differences: list | None) -> str:
+    """``unknown`` (no report to judge), ``in_sync`` or ``drifted``."""
+    return "unknown" if differences is None else ("drifted" if differences else "in_sync")
+
+
+def note_running(deployment, running: dict | None, differences: list | None, now: datetime | None = None) -> bool:
+    """Record what the target of ``deployment`` reports running and how that differs from what Sami deployed
+    (None: no verdict). Drift is no state of the machine: the deployment stays where it is; a change of the
+    verdict or of what differs is recorded (the PR's comment shows it). True when it changed."""
+    now = now or datetime.now(UTC)
+    if running is not None:
+        deployment.running = running
+        deployment.running_at = now
+    before = deployment.drift
+    if differences == before:
+        return False
+    deployment.drift = differences
+    if differences and not before:
+        deployment.drift_since = now
+    elif not differences:
+        deployment.drift_since = None
+    previous, current = drift_status(before), drift_status(differences)
+    if previous != current or current == "drifted":
+        _record(_session_of(deployment), StateChange("drift", deployment.id, previous, current))
+    return True
+
+
 A = ActionState
 
 
@@ -169,7 +196,7 @@ CHANGES = "sami.state_changes"  # the session's info key of the changes not comm
 class StateChange:
     """One state change made here: a deployment's or an action's, from what (None: new) to what."""
 
-    record: str  # "deployment" or "action"
+    record: str  # "deployment", "action", or "drift" (a deployment's verdict on what its target runs)
     id: int
     previous: str | None
     current: str

@@ -38,6 +38,7 @@ MAX_TEXT = 100
 NONE = "—"
 
 S = DeploymentState
+DRIFT_BADGE = "🟣 Drift"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class EnvironmentRow:
     previous_tag: str | None = None
     # What a deploy waits for before it starts, e.g. "CI" ("Waiting for CI").
     waiting_for: str | None = None
+    # What differs between what runs and what Sami deployed, in words, while the deployment drifts.
+    drift: str | None = None
     # Why it failed, in the worker's words (a generic failure's short reason comes from it).
     status_message: str | None = None
     # The last deploy (create, update, restore, rollback): its kind, state and tag.
@@ -207,6 +210,9 @@ def _state_cell(row: EnvironmentRow) -> str:
     cell = state_badge(row.state, row.failure_reason, row.status_message)
     if row.previous_tag and str(row.state) == S.UPDATE_PENDING:
         cell += f" (was {code(row.previous_tag)})"
+    if row.drift:
+        # Its own badge: the target was changed outside Sami, which is not a failure of what Sami deployed.
+        cell += f" · {DRIFT_BADGE}: {escape_text(row.drift, 160)}"
     if row.deploy_state is not None and last_deploy_failed(row.state, row.deploy_state):
         # Still running what ran before: the last deploy did not take.
         words = last_deploy_words(row.deploy_kind or "deploy", row.deploy_state)

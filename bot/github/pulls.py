@@ -21,12 +21,12 @@ from sqlalchemy.orm import Session
 
 from bot import outbox
 from bot.core import naming
-from bot.core.errors import SamiError
+from bot.core.errors import Conflict, SamiError
 from bot.core.models import PullRequestRecord
 from bot.github import checks
 from bot.github.outcomes import Did, Result
 from bot.manifests import DeploymentsRepo, Manifest, PrDeploy
-from bot.services import deployments
+from bot.services import deployments, environments
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,15 @@ def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, 
     remember(session, pr)
     gate = CheckGate(session, pr, github)
     done = []
+    source, in_preview = preview_of(repo, manifests)
+    if in_preview:
+        manifests = [m for m in manifests if m not in in_preview]
+        try:
+            done.append(_sync_preview(session, repo, source, in_preview, pr, ctx, requested_by=requested_by,
+                                      origin=origin, gate=gate))
+        except SamiError as exc:
+            session.rollback()
+            done.append(Result.said(Did.FAILED, f"preview of {source}: {exc}"))
     for manifest in manifests:
         try:
             done.append(_sync_one(session, repo, manifest, pr, ctx, requested_by=requested_by, origin=origin,
@@ -154,6 +163,46 @@ def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, 
             done.append(Result.said(Did.FAILED, f"{manifest.deployment_name(pr.number)}: {exc}"))
     log.info("pull request %s#%s: %s", pr.repository, pr.number, "; ".join(map(str, done)))
     return done
+
+
+def preview_of(repo: DeploymentsRepo, manifests: list[Manifest]) -> tuple[str | None, list[Manifest]]:
+    """The environment the pull_request environment previews (its file's ``preview_of``), and which of
+    ``manifests`` are applications of it: their pull requests get a whole environment of their own."""
+    topology = repo.topologies.get("pull_request")
+    source = topology.preview_of if topology is not None else None
+    if not source:
+        return None, []
+    template = repo.topology(source)
+    members = set(template.components) if template is not None else set()
+    return source, [m for m in manifests if m.service_name in members]
+
+
+def _sync_preview(session: Session, repo: DeploymentsRepo, source: str, manifests: list[Manifest], pr: PullRequest,
+                  ctx: deployments.Context, *, requested_by: str, origin: str, gate: CheckGate | None) -> Result:
+    """The pull request's whole-environment preview of ``source``: its applications at the head commit,
+    the rest as ``source`` runs it; archived as a whole once the pull request is closed or unwanted."""
+    name = environments.preview_name(pr.repository, pr.number)
+    why_not = next((w for w in (unwanted_because(m, pr) for m in manifests) if w), None)
+    if why_not is not None and pr.state == "open" and pr.fork and approved(session, pr):
+        why_not = None
+    if why_not is None:
+        for manifest in manifests:
+            blocked = gate.blocks(manifest) if manifest.require_checks and gate is not None else None
+            if blocked:
+                return Result.said(blocked[0], f"{name}: {blocked[1]}")
+    tags = {m.service_name: m.render_pr_tag(sha=pr.head_sha, number=pr.number, branch=pr.head_ref)
+            for m in manifests}
+    try:
+        run = environments.sync_preview(session, repo, source, tags, ctx, repository=pr.repository,
+                                        number=pr.number, is_open=why_not is None, requested_by=requested_by,
+                                        origin=origin)
+    except Conflict as exc:  # a run of the preview still goes: the next event (or the reconciler) moves it on
+        return Result.said(Did.WAITING, f"{name}: {exc}")
+    if run is None:
+        return Result.said(Did.SKIPPED, f"{name}: {why_not}")
+    what = "archiving" if run.operation == "archive" else "deploying"
+    return Result(Did.DONE, f"{what} preview {name} of {source} ({len(run.components)} components, run {run.id})"
+                  + (f" ({why_not})" if why_not else f" at {pr.head_sha[:7]}"))
 
 
 def _sync_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: PullRequest,

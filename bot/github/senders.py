@@ -22,6 +22,7 @@ from bot.core.models import Action, Deployment, OutboxRow, OutboxState, PullRequ
 from bot.core.states import ActionState, DeploymentState
 from bot.github import comment as sticky
 from bot.github.client import GitHubError
+from bot.services import drift
 
 A = ActionState
 
@@ -89,6 +90,7 @@ def render_comment(session: Session, repository: str, number: int, record: PullR
             updated_at=deployment.status_changed_at, action_id=action.id if action else None,
             action_state=action.state if action else None, action_kind=action.kind if action else None,
             page_url=sender.page(deployment.name, action.id if action else None), previous_tag=previous,
+            drift=drift.summary(deployment.drift) or None,
             status_message=deployment.status_message, deploy_kind=deploy.kind if deploy else None,
             deploy_state=deploy.state if deploy else None,
             deploy_tag=(deploy.config or {}).get("tag") if deploy else None))

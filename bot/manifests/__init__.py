@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import cachetools
@@ -26,6 +27,7 @@ from .loader import (
 from .model import (
     URL_PLACEHOLDERS,
     DeploymentsRepo,
+    ExternalCheck,
     Health,
     ImageUpdate,
     Manifest,
@@ -33,6 +35,7 @@ from .model import (
     PrDeploy,
     ServiceType,
 )
+from .topology import Kind, ThirdPartyMode, Topology
 
 __all__ = [
     "MANIFEST_NAMES",
@@ -40,13 +43,17 @@ __all__ = [
     "URL_PLACEHOLDERS",
     "DeploymentsRepo",
     "DeploymentsRepoError",
+    "ExternalCheck",
     "GitCredentials",
     "Health",
     "ImageUpdate",
+    "Kind",
     "Manifest",
     "ManifestError",
     "PrDeploy",
     "ServiceType",
+    "ThirdPartyMode",
+    "Topology",
     "clear_memo",
     "default_cache_dir",
     "is_git_source",
@@ -59,7 +66,9 @@ __all__ = [
 _MEMO_SIZE = 8
 # Trees loaded from git, by (source, sha, cache folder): a sha's tree never changes, so the process
 # keeps the last few (least recently used go first).
-_memo: cachetools.LRUCache[tuple[str, str, str], DeploymentsRepo] = cachetools.LRUCache(_MEMO_SIZE)
+# The known target names are part of the key: they decide which environment files are valid.
+_MemoKey = tuple[str, str, str, tuple[str, ...] | None]
+_memo: cachetools.LRUCache[_MemoKey, DeploymentsRepo] = cachetools.LRUCache(_MEMO_SIZE)
 _memo_lock = threading.Lock()
 
 
@@ -90,7 +99,7 @@ def prune_trees(
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_key = str(cache.resolve())
     with _memo_lock:
-        held = [sha for (_, sha, key) in _memo if key == cache_key]
+        held = [sha for (_, sha, key, _targets) in _memo if key == cache_key]
     return gitsource.prune_trees(cache, keep, min_age=min_age, protect=held)
 
 
@@ -114,6 +123,7 @@ def load_deployments_repo(
     ref: str | None = None,
     cache_dir: os.PathLike[str] | str | None = None,
     git_credentials: GitCredentials | str | None = None,
+    targets: Iterable[str] | None = None,
 ) -> DeploymentsRepo:
     """Load and validate a deployments repo from a local folder or a git source.
 
@@ -121,8 +131,10 @@ def load_deployments_repo(
     A git source (URL, or a local repository with ref) is mirrored into cache_dir, ref is
     resolved to a commit, and that commit's tree is loaded; a commit already loaded by this
     process is answered from memory. Raises DeploymentsRepoError when the source cannot be
-    read at all; problems in manifests are in the result's errors.
+    read at all; problems in manifests are in the result's errors. ``targets`` are the target
+    names environment files may name (None: not checked, e.g. `sami validate` without settings).
     """
+    known = None if targets is None else tuple(sorted(set(targets)))
     text = os.fspath(source)
     if not is_git_source(text, ref):
         path = Path(text)
@@ -130,7 +142,7 @@ def load_deployments_repo(
             raise DeploymentsRepoError(f"{text} is a folder, not a git repository; drop --ref")
         if not path.is_dir():
             raise DeploymentsRepoError(f"{text}: no such folder")
-        return load_tree(path)
+        return load_tree(path, targets=known)
 
     if not is_git_url(text):
         text = str(Path(text).resolve())
@@ -139,21 +151,21 @@ def load_deployments_repo(
     cache_key = str(cache.resolve())
     if ref is not None and len(ref) in (40, 64):
         # A full sha names the same tree forever: no need to ask git anything.
-        cached = _memo_get((text, ref, cache_key))
+        cached = _memo_get((text, ref, cache_key, known))
         if cached is not None:
             return cached
     sha = mirror.resolve(ref)
-    key = (text, sha, cache_key)
+    key = (text, sha, cache_key, known)
     cached = _memo_get(key)
     if cached is not None:
         return cached
-    repo = load_tree(mirror.tree(sha), sha=sha)
+    repo = load_tree(mirror.tree(sha), sha=sha, targets=known)
     with _memo_lock:
         _memo[key] = repo
     return repo
 
 
-def _memo_get(key: tuple[str, str, str]) -> DeploymentsRepo | None:
+def _memo_get(key: _MemoKey) -> DeploymentsRepo | None:
     with _memo_lock:
         repo = _memo.get(key)
         if repo is None:

@@ -22,7 +22,7 @@ import yaml
 
 from bot.core import naming
 
-from . import folder, yamlsafe
+from . import environments, folder, yamlsafe
 from .model import (
     DEFAULT_PR_TAG,
     MAX_BRANCH_IN_TAG,
@@ -32,6 +32,7 @@ from .model import (
     SHORT_SHA,
     URL_PLACEHOLDERS,
     DeploymentsRepo,
+    ExternalCheck,
     Health,
     ImageUpdate,
     Manifest,
@@ -60,6 +61,12 @@ MAX_FOLDER_ENTRIES = folder.MAX_FOLDER_ENTRIES
 _TYPES = tuple(t.value for t in ServiceType)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SINGLE_LINE_FIELDS = ("service_name", "repository", "image", "deploy_label", "url")
+# Placeholders of an internal third-party service's endpoint template.
+ENDPOINT_PLACEHOLDERS = ("name", "service", "environment", "namespace")
+_HOST_PORT_RE = re.compile(
+    r"(?:(?P<name>[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)"
+    r"|\[(?P<v6>[0-9A-Fa-f:.]+)\]):(?P<port>[0-9]{1,5})"
+)
 # Manifests in a folder tree are spread over worker processes above this count.
 PARALLEL_THRESHOLD = 2_000
 
@@ -120,12 +127,17 @@ class Candidate:
 
 @dataclass(frozen=True)
 class FileResult:
-    """Outcome of one sami.yaml: a manifest when valid, its errors, where service_name is."""
+    """Outcome of one sami.yaml: a manifest when valid, its errors, where service_name is.
+
+    ``marks`` places the fields the environment checks may report on (depends_on entries,
+    override values holding references): (field, line, column) each.
+    """
 
     candidate: Candidate
     manifest: Manifest | None
     errors: tuple[ManifestError, ...]
     anchor: tuple[int, int]
+    marks: tuple[tuple[str, int | None, int | None], ...] = ()
 
 
 # --- discovery --------------------------------------------------------------------------
@@ -359,7 +371,17 @@ def _load_manifest_file(tree: _Tree, candidate: Candidate, schema: ManifestSchem
     anchor_pos = _anchor(document.node)
     if ctx.errors:
         return FileResult(candidate, None, tuple(ctx.errors), anchor_pos)
-    return FileResult(candidate, _build_manifest(candidate, data), (), anchor_pos)
+    return FileResult(candidate, _build_manifest(candidate, data), (), anchor_pos, _marks(ctx, data))
+
+
+def _marks(ctx: _Context, data: dict[str, Any]) -> tuple[tuple[str, int | None, int | None], ...]:
+    """Positions of the depends_on entries and of the override values that hold references."""
+    paths: list[Path_] = [("depends_on", index) for index in range(len(data.get("depends_on", ())))]
+    for level in ("app", "deployment"):
+        for key, value in data.get("overrides", {}).get(level, {}).items():
+            if isinstance(value, str) and "${" in value:
+                paths.append(("overrides", level, key))
+    return tuple((yamlsafe.format_field(path), *ctx.where(path)) for path in paths)
 
 
 def _anchor(root: yaml.Node | None) -> tuple[int, int]:
@@ -496,6 +518,95 @@ def _check_tree_rules(
         for index, name in enumerate(data["secrets"]):
             if isinstance(name, str) and "\n" in name:
                 ctx.add(("secrets", index), f"secrets[{index}]: must be a single line")
+    _check_kind_rules(data, bad, service_name, ctx)
+
+
+def _check_kind_rules(data: dict[str, Any], bad: set[str | int], service_name: str | None, ctx: _Context) -> None:
+    """kind, mode, size, endpoint, check, seed and depends_on fit together."""
+    kind = data.get("kind", Kind.APPLICATION.value)
+    if "kind" in bad:
+        return
+    third_party = kind == Kind.THIRD_PARTY.value
+    mode = data.get("mode", ThirdPartyMode.INTERNAL.value) if third_party else None
+    if "mode" in data and not third_party:
+        ctx.add(("mode",), "mode: only third-party services have a mode; add kind: third_party or remove mode", True)
+    internal = mode == ThirdPartyMode.INTERNAL.value
+    external = mode == ThirdPartyMode.EXTERNAL.value
+    if "size" in data and not internal:
+        what = "external ones are not provisioned" if external else "this is an application"
+        ctx.add(("size",), f"size: only internal third-party services have a size ({what})", True)
+    if "engine" in data and not internal:
+        ctx.add(("engine",), "engine: only internal third-party services are provisioned by a built-in set", True)
+    elif "engine" in data and "control_scripts" in data:
+        ctx.add(("engine",), "engine: the built-in scripts of the engine and control_scripts exclude each other",
+                True)
+    elif "engine" in data and data.get("type") not in ("swarm", "k8s", None) and "type" not in bad:
+        ctx.add(("engine",), f"engine: the built-in {data['engine']} sets run on swarm and k8s; type is "
+                             f"{data['type']!r}", True)
+    elif "engine" in data and "image" not in data:
+        ctx.add(("engine",), "engine: needs image (e.g. local/redis); the tag comes with each deployment request")
+    if data.get("seed") is True and not internal:
+        ctx.add(("seed",), "seed: only internal third-party services are seeded", True)
+    if "check" in data and not external:
+        ctx.add(
+            ("check",),
+            "check: only external third-party services have a check here; applications use health",
+            True,
+        )
+    if "endpoint" in data and not third_party:
+        ctx.add(("endpoint",), "endpoint: only third-party services have an endpoint; applications have url", True)
+    elif external and "endpoint" not in data and "mode" not in bad:
+        ctx.add(("mode",), "an external third-party service needs endpoint: a host:port list, e.g. pay.example.com:443")
+    elif third_party and "endpoint" in data and "endpoint" not in bad and "mode" not in bad:
+        entries = _endpoint_entries(data["endpoint"])
+        for index, entry in enumerate(entries):
+            problem = _host_port_problem(entry) if external else _endpoint_template_problem(entry)
+            if problem:
+                where: Path_ = ("endpoint", index) if isinstance(data["endpoint"], list) else ("endpoint",)
+                ctx.add(where, f"endpoint: {entry!r} {problem}")
+    if external and _good(data, "check", bad, dict) and data["check"].get("type") == "http" and (
+        "path" not in data["check"]
+    ):
+        ctx.add(("check",), "check: an http check needs path (e.g. /healthz)")
+    if _good(data, "depends_on", bad, list) and service_name is not None:
+        for index, name in enumerate(data["depends_on"]):
+            if name == service_name:
+                ctx.add(("depends_on", index), f"depends_on[{index}]: a service cannot depend on itself")
+
+
+def _endpoint_entries(value: str | list[str]) -> list[str]:
+    if isinstance(value, list):
+        return [str(v).strip() for v in value]
+    return [part.strip() for part in value.split(",")]
+
+
+def _host_port_problem(entry: str) -> str | None:
+    """Why entry is not host:port (None when it is)."""
+    match = _HOST_PORT_RE.fullmatch(entry)
+    if match is None:
+        return "is not host:port (a DNS name, an IPv4 address or [IPv6], then ':' and a port)"
+    if not 1 <= int(match.group("port")) <= 65535:
+        return "has a port outside 1-65535"
+    return None
+
+
+def _endpoint_template_problem(entry: str) -> str | None:
+    """Why an internal service's endpoint template is unusable (None when it is fine)."""
+    try:
+        parts = list(string.Formatter().parse(entry))
+    except ValueError:
+        return "has an unbalanced '{' or '}'"
+    allowed = " ".join("{" + p + "}" for p in ENDPOINT_PLACEHOLDERS)
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in ENDPOINT_PLACEHOLDERS:
+            return f"has the unknown placeholder {{{name}}} (allowed: {allowed})"
+        if spec or conversion:
+            return f"placeholder {{{name}}} must be written without ':' or '!' options"
+    if any(c.isspace() for c in entry):
+        return "must not contain spaces"
+    return None
 
 
 class _Walked:
@@ -640,6 +751,10 @@ def _build_manifest(candidate: Candidate, data: dict[str, Any]) -> Manifest:
     update = data.get("oob", {}).get("update-image")
     pr_deploy = data.get("pr_deploy", False)
     ttl = data.get("ttl")
+    kind = Kind(data.get("kind", Kind.APPLICATION.value))
+    third_party = kind is Kind.THIRD_PARTY
+    mode = ThirdPartyMode(data.get("mode", ThirdPartyMode.INTERNAL.value)) if third_party else None
+    check = data.get("check")
     return Manifest(
         path=candidate.rel_path,
         directory=candidate.rel_dir,
@@ -673,6 +788,19 @@ def _build_manifest(candidate: Candidate, data: dict[str, Any]) -> Manifest:
         control_scripts=data["control_scripts"].rstrip("/") if "control_scripts" in data else None,
         files=tuple(data.get("files", ())),
         update_image=None if update is None else ImageUpdate(update["file"], update["path"]),
+        on_drift=data.get("on_drift", "report"),
+        kind=kind,
+        mode=mode,
+        size=data.get("size", 1) if mode is ThirdPartyMode.INTERNAL else None,
+        endpoint=",".join(_endpoint_entries(data["endpoint"])) if "endpoint" in data else None,
+        depends_on=tuple(data.get("depends_on", ())),
+        check=None
+        if check is None
+        else ExternalCheck(
+            check["type"], check.get("path"), parse_duration(check.get("timeout", DEFAULT_HEALTH_TIMEOUT))
+        ),
+        seed=bool(data.get("seed", False)),
+        engine=data.get("engine"),
     )
 
 
@@ -687,7 +815,7 @@ def _load_chunk(root: str, candidates: Sequence[Candidate], version: str) -> lis
 
 # Results cross process boundaries as plain tuples: pickling dataclasses, enums and the
 # candidates' folder listings costs more than the work saved by a second process.
-_Row = tuple[Any, tuple[tuple[Any, ...], ...], tuple[int, int]]
+_Row = tuple[Any, tuple[tuple[Any, ...], ...], tuple[int, int], tuple[tuple[str, int | None, int | None], ...]]
 
 
 def _manifest_row(manifest: Manifest) -> tuple[Any, ...]:
@@ -698,6 +826,7 @@ def _manifest_row(manifest: Manifest) -> tuple[Any, ...]:
     values["update_image"] = None if manifest.update_image is None else astuple(manifest.update_image)
     values["kind"] = manifest.kind.value
     values["mode"] = None if manifest.mode is None else manifest.mode.value
+    values["check"] = None if manifest.check is None else astuple(manifest.check)
     return tuple(values.values())
 
 
@@ -710,6 +839,7 @@ def _manifest_from_row(row: tuple[Any, ...]) -> Manifest:
         values["update_image"] = ImageUpdate(*values["update_image"])
     values["kind"] = Kind(values["kind"])
     values["mode"] = None if values["mode"] is None else ThirdPartyMode(values["mode"])
+    values["check"] = None if values["check"] is None else ExternalCheck(*values["check"])
     return Manifest(**values)
 
 
@@ -722,6 +852,7 @@ def _load_chunk_rows(root: str, candidates: Sequence[Candidate], version: str) -
             None if r.manifest is None else _manifest_row(r.manifest),
             tuple(astuple(e) for e in r.errors),
             r.anchor,
+            r.marks,
         )
         for r in _load_chunk(root, candidates, version)
     ]
@@ -745,8 +876,9 @@ def _load_all(root: Path, candidates: list[Candidate], workers: int | None) -> l
                     None if manifest is None else _manifest_from_row(manifest),
                     tuple(ManifestError(*e) for e in errors),
                     anchor,
+                    marks,
                 )
-                for candidate, (manifest, errors, anchor) in zip(candidates[len(mine) :], rows, strict=True)
+                for candidate, (manifest, errors, anchor, marks) in zip(candidates[len(mine) :], rows, strict=True)
             ]
             return mine + theirs
     return _load_chunk(str(root), candidates, "v1beta")
@@ -834,8 +966,17 @@ def _key(result: FileResult) -> tuple[str, str]:
     return service, environment
 
 
-def load_tree(root: str | os.PathLike[str], sha: str | None = None, *, workers: int | None = None) -> DeploymentsRepo:
-    """Load and validate every manifest of a deployments repo folder."""
+def load_tree(
+    root: str | os.PathLike[str],
+    sha: str | None = None,
+    *,
+    workers: int | None = None,
+    targets: Iterable[str] | None = None,
+) -> DeploymentsRepo:
+    """Load and validate every manifest and environment file of a deployments repo folder.
+
+    ``targets``: the target names environment files may use; None leaves them unchecked.
+    """
     root_path = Path(root)
     candidates, errors = discover(root_path)
     results = _load_all(root_path, candidates, workers)
@@ -845,5 +986,30 @@ def load_tree(root: str | os.PathLike[str], sha: str | None = None, *, workers: 
     for result in results:
         errors.extend(result.errors)
     errors.extend(duplicates)
+    env_files, env_errors = environments.read_environment_files(root_path)
+    topologies: dict[str, Any] = {}
+    invalid: frozenset[str] = frozenset()
+    files: dict[str, str] = {}
+    kept = [r for r in results if r.manifest is not None and r.candidate.rel_path not in duplicated]
+    if env_files or env_errors or any(r.marks for r in kept):
+        # Nothing to check across manifests when no file and no manifest names another service.
+        checked = environments.check_environments(
+            env_files,
+            [environments.Marked(r.manifest, {f: (line, col) for f, line, col in r.marks})  # type: ignore[arg-type]
+             for r in kept],
+            targets,
+            {_key(r): r.candidate.rel_path for r in results if r.manifest is None},
+        )
+        errors.extend(env_errors)
+        errors.extend(checked.errors)
+        topologies, invalid, files = checked.topologies, frozenset(checked.invalid), checked.files
     errors.sort(key=lambda e: (e.path, e.line or 0, e.column or 0, e.message))
-    return DeploymentsRepo(root=root_path, sha=sha, manifests=manifests, errors=tuple(errors))
+    return DeploymentsRepo(
+        root=root_path,
+        sha=sha,
+        manifests=manifests,
+        errors=tuple(errors),
+        topologies=topologies,
+        environment_files=files,
+        invalid_environments=invalid,
+    )

@@ -59,6 +59,20 @@ class Health:
 
 
 @dataclass(frozen=True)
+class ExternalCheck:
+    """How an external third-party endpoint is checked: TCP to each host:port, or HTTP GET of a path."""
+
+    type: str  # "tcp" or "http"
+    path: str | None
+    timeout: int
+
+
+# The outputs a deployment records, by what it is: ${<service>.<output>} may name only these.
+THIRD_PARTY_OUTPUTS = ("endpoint", "host", "port")
+APPLICATION_OUTPUTS = ("url",)
+
+
+@dataclass(frozen=True)
 class ImageUpdate:
     """Where the image reference lives: a YAML file in the manifest folder and a dotted path."""
 
@@ -117,6 +131,11 @@ class Manifest:
     size: int | None = None  # members of an internal third-party service
     endpoint: str | None = None  # template (internal) or host:port list (external)
     depends_on: tuple[str, ...] = ()
+    # What a periodic check that finds drift does: "report" it, or "reconcile" (put the deployed config back).
+    on_drift: str = "report"
+    check: ExternalCheck | None = None  # external third-party services only
+    seed: bool = False  # internal third-party services: seed a fresh clone or preview
+    engine: str | None = None  # internal third-party services: the built-in scripts (redis, postgres)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "app_overrides", _frozen_mapping(self.app_overrides))
@@ -134,6 +153,17 @@ class Manifest:
         values["app_overrides"] = dict(self.app_overrides)
         values["deployment_overrides"] = dict(self.deployment_overrides)
         return values
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """What a deployment of this manifest records, for ${<service>.<output>} references.
+
+        A third-party service records its endpoint (a host:port list) and the host and port of
+        its first entry; an application with a url records the url.
+        """
+        if self.kind is Kind.THIRD_PARTY:
+            return THIRD_PARTY_OUTPUTS
+        return APPLICATION_OUTPUTS if self.url is not None else ()
 
     @property
     def is_pull_request_environment(self) -> bool:
@@ -201,6 +231,19 @@ class Manifest:
             "size": self.size,
             "endpoint": self.endpoint,
             "depends_on": list(self.depends_on),
+            "on_drift": self.on_drift,
+            # Fields of third-party services only: an application's answer stays as it was.
+            **(
+                {}
+                if self.kind is Kind.APPLICATION
+                else {
+                    "check": None
+                    if self.check is None
+                    else {"type": self.check.type, "path": self.check.path, "timeout": self.check.timeout},
+                    "seed": self.seed,
+                    "engine": self.engine,
+                }
+            ),
         }
 
 
@@ -241,8 +284,13 @@ class DeploymentsRepo:
     sha: str | None
     manifests: tuple[Manifest, ...]
     errors: tuple[ManifestError, ...]
-    # Environment files (environments/<name>.yaml) by environment name; see topology().
+    # Environment files (environments/<name>.yaml) that parsed, valid or not, by environment name;
+    # topology() gives only usable ones. environment_files: every file found, name -> path.
     topologies: Mapping[str, Topology] = field(default_factory=dict, hash=False)
+    environment_files: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # Environments that cannot be operated on as a whole: their file has errors, or their
+    # components' dependencies do (a cycle, a dependency missing from the environment).
+    invalid_environments: frozenset[str] = frozenset()
     _index: Mapping[tuple[str, str], Manifest] = field(init=False, repr=False, compare=False, hash=False)
     _services: Mapping[str, tuple[Manifest, ...]] = field(init=False, repr=False, compare=False, hash=False)
 
@@ -274,13 +322,30 @@ class DeploymentsRepo:
     def topology(self, environment: str) -> Topology | None:
         """The environment as a product: its file, or implicitly every service with a manifest for it.
 
-        None when the environment has neither a file nor any manifest.
+        None when the environment has neither a file nor any manifest, or is invalid (see
+        invalid_environments; the reasons are in errors).
         """
+        if environment in self.invalid_environments:
+            return None
         explicit = self.topologies.get(environment)
         if explicit is not None:
             return explicit
         components = tuple(s for s, ms in self._services.items() if any(m.environment == environment for m in ms))
         return Topology(name=environment, components=components) if components else None
+
+    def target_of(self, environment: str) -> str | None:
+        """The target name the environment's file gives (None: the default target).
+
+        ValueError when the environment has a file too broken to say (its errors say why): a
+        deployment must not silently land on the default target.
+        """
+        topology = self.topologies.get(environment)
+        if topology is not None:
+            return topology.target
+        if environment in self.environment_files:
+            raise ValueError(f"{self.environment_files[environment]} has errors, so the target of environment "
+                             f"{environment!r} is unknown; run sami validate")
+        return None
 
     def errors_for(self, path: str) -> tuple[ManifestError, ...]:
         """Errors reported for one file (repo-relative path)."""

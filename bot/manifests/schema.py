@@ -24,7 +24,7 @@ from typing import Any
 
 import jsonschema
 
-from manifests_schema import load_schema
+from manifests_schema import load_environment_schema, load_schema
 
 from .yamlsafe import format_field
 
@@ -511,6 +511,12 @@ class ManifestSchema:
 def manifest_schema(version: str = "v1beta") -> ManifestSchema:
     """The compiled schema of a manifest version, built once per process."""
     return ManifestSchema(load_schema(version))
+
+
+@functools.cache
+def environment_schema(version: str = "v1beta") -> ManifestSchema:
+    """The compiled schema of an environment file version, built once per process."""
+    return ManifestSchema(load_environment_schema(version))
 
 
 # --- describing jsonschema errors -------------------------------------------------------

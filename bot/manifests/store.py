@@ -71,8 +71,11 @@ class ManifestStore:
     LOCAL_TTL = 2.0
     GIT_TTL = 60.0
 
-    def __init__(self, source: str, ref: str | None, cache_dir: str | Path, token: str | None = None):
+    def __init__(self, source: str, ref: str | None, cache_dir: str | Path, token: str | None = None,
+                 targets: tuple[str, ...] | None = None):
         self.source = source
+        # The target names environment files may use (None: not checked).
+        self.targets = targets
         self.ref = ref or None
         self.cache_dir = Path(cache_dir)
         # An https token for a private deployments repo; git gets it through its environment.
@@ -89,7 +92,8 @@ class ManifestStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> ManifestStore:
         return cls(settings.deployments_repo, settings.deployments_ref,
-                   Path(settings.instance_dir) / "deployments-cache", settings.deployments_token)
+                   Path(settings.instance_dir) / "deployments-cache", settings.deployments_token,
+                   targets=settings.target_names)
 
     @property
     def is_git(self) -> bool:
@@ -134,7 +138,7 @@ class ManifestStore:
             else:
                 try:
                     repo = load_deployments_repo(self.source, ref=self.ref, cache_dir=self.cache_dir,
-                                                 git_credentials=self.credentials)
+                                                 git_credentials=self.credentials, targets=self.targets)
                 except DeploymentsRepoError as exc:
                     if current is None:
                         raise
@@ -161,4 +165,4 @@ class ManifestStore:
                 "git history; deploy again to use the folder as it is now"
             )
         return load_deployments_repo(self.source, ref=sha, cache_dir=self.cache_dir,
-                                     git_credentials=self.credentials)
+                                     git_credentials=self.credentials, targets=self.targets)

@@ -9,6 +9,7 @@ it later: nothing accepted is lost.
 from __future__ import annotations
 
 import logging
+import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,11 +32,15 @@ from bot.core.states import (
     transition,
 )
 from bot.manifests import DeploymentsRepo, Manifest
+from bot.manifests.topology import REFERENCE_RE, Kind, ThirdPartyMode, resolve_references
 
 log = logging.getLogger(__name__)
 S = DeploymentState
 
 ORIGINS = ("api", "webhook", "cli", "page", "schedule", "reconcile")
+# Actions that deploy a config (run create, update or unarchive and wait for check): the last one that
+# succeeded is what the deployment runs, as far as Sami knows.
+DEPLOY_KINDS = ("create", "update", "restore")
 # Deployments.pull_request is a 32-bit integer column.
 MAX_PULL_REQUEST = 2**31 - 1
 # Whole numbers Sami takes in requests: what a script (or a database id) can hold.
@@ -62,6 +67,8 @@ class DeploymentRequest:
     # Seconds an update waits before it starts, so that a newer request can replace it (pushes to a
     # pull request come in series); 0 starts it at once.
     debounce_seconds: float = 0
+    # The environment whose manifest it deploys with, when not its own (a component of a cloned environment).
+    manifest_environment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,75 @@ def deployment_links(manifest: Manifest, deployment: Deployment, ctx: Context) -
     url = manifest.render_url(name=deployment.name, base_domain=ctx.base_domain, namespace=ctx.namespace,
                               project_name=ctx.project_name, pr=deployment.pull_request)
     return [{"name": "app", "url": url}] if url else []
+
+
+def recorded_outputs(manifest: Manifest, deployment: Deployment, ctx: Context) -> dict[str, str]:
+    """What other components of the deployment's environment may reference: its outputs so far, with
+    the endpoint from its manifest (a template for an internal third-party service, the outside
+    host:port list for an external one), its host and port, and its first link as ``url``."""
+    outputs = dict(deployment.outputs or {})
+    if manifest.endpoint:
+        if manifest.mode is ThirdPartyMode.EXTERNAL:
+            endpoint = manifest.endpoint
+        else:
+            values = {"name": deployment.name, "namespace": ctx.namespace, "base_domain": ctx.base_domain,
+                      "project_name": ctx.project_name, "service": deployment.service,
+                      "environment": deployment.environment}
+            endpoint = string.Formatter().vformat(manifest.endpoint, (), _Blank(values))
+        outputs.update(endpoint_parts(endpoint))
+    if deployment.links:
+        outputs["url"] = deployment.links[0]["url"]
+    return outputs
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def endpoint_parts(endpoint: str) -> dict[str, str]:
+    """``endpoint`` and, from its first ``host:port``, ``host`` and ``port``."""
+    parts = {"endpoint": endpoint}
+    first = endpoint.split(",")[0].strip()
+    host, sep, port = first.rpartition(":")
+    if sep and host and port.isdigit():
+        parts.update(host=host, port=port)
+    elif first:
+        parts["host"] = first
+    return parts
+
+
+def environment_outputs(session: Session, deployment: Deployment) -> dict[str, dict[str, str]]:
+    """The outputs recorded by the deployments of ``deployment``'s environment (a pull request's own), by service."""
+    pr = Deployment.pull_request.is_(None) if deployment.pull_request is None else \
+        Deployment.pull_request == deployment.pull_request
+    rows = session.execute(select(Deployment.service, Deployment.outputs).where(
+        Deployment.environment == deployment.environment, pr, Deployment.state != S.REMOVED)).all()
+    return {service: dict(outputs or {}) for service, outputs in rows}
+
+
+def resolve_config(session: Session, deployment: Deployment, config: dict, *, strict: bool) -> dict:
+    """``config`` with every ``${service.output}`` in its overrides replaced by what that service
+    recorded in the deployment's environment. An unresolvable reference is Invalid when ``strict``
+    (create, update, restore), and left as it is otherwise (archive and cleanup do not need it)."""
+    levels = ("app_overrides", "deployment_overrides")
+    if not any(REFERENCE_RE.search(str(v)) for level in levels for v in (config.get(level) or {}).values()):
+        return config
+    outputs = environment_outputs(session, deployment)
+    resolved = dict(config)
+    for level in levels:
+        values = {}
+        for key, value in (config.get(level) or {}).items():
+            try:
+                values[key] = resolve_references(str(value), outputs)
+            except KeyError as exc:
+                if strict:
+                    raise Invalid(f"override {key!r} of {deployment.name} references {exc.args[0]}, which no "
+                                  f"deployment of environment {deployment.environment!r} has recorded: deploy "
+                                  f"that service first (or the whole environment)") from None
+                values[key] = value
+        resolved[level] = values
+    return resolved
 
 
 def find_manifest(repo: DeploymentsRepo, service: str, environment: str) -> Manifest:
@@ -251,7 +327,9 @@ def _debounced_start(session: Session, deployment: Deployment, seconds: float) -
 def commit_and_queue(session: Session, ctx: Context, deployment: Deployment, action: Action,
                       start: Start = Start()) -> Accepted:
     outbox.commit(session)
-    queued = ctx.broker.enqueue_action(session, action.id, delay=start.delay) if ctx.broker is not None else False
+    # The action was just inserted: no job of it exists to look for.
+    queued = (ctx.broker.enqueue_action(session, action.id, delay=start.delay, new=True)
+              if ctx.broker is not None else False)
     log.info("accepted %s of %s as action %s (queued: %s%s)", action.kind, deployment.name, action.id, queued,
              f", starts in {start.delay:.0f} s" if start.delay else "",
              extra={"deployment": deployment.name, "action_id": action.id})
@@ -264,12 +342,26 @@ def _target(repo: DeploymentsRepo, request: DeploymentRequest) -> tuple[str, Man
         name = naming.deployment_name(request.service, request.environment, request.pull_request)
     except naming.InvalidName as exc:
         raise Invalid(str(exc)) from None
-    return name, find_manifest(repo, request.service, request.environment)
+    return name, find_manifest(repo, request.service, request.manifest_environment or request.environment)
+
+
+def manifest_of(repo: DeploymentsRepo, deployment: Deployment) -> Manifest | None:
+    """The manifest ``deployment`` deploys with: its environment's, or the one it was cloned from."""
+    return repo.find(deployment.service, deployment.manifest_environment or deployment.environment)
 
 
 def request_deployment(session: Session, repo: DeploymentsRepo, request: DeploymentRequest,
                        ctx: Context) -> Accepted:
     """Create the deployment, or update it to a new tag/image or overrides."""
+    deployment, action, start = accept_request(session, repo, request, ctx)
+    return commit_and_queue(session, ctx, deployment, action, start)
+
+
+def accept_request(session: Session, repo: DeploymentsRepo, request: DeploymentRequest,
+                   ctx: Context) -> tuple[Deployment, Action, Start]:
+    """Decide and record a request in ``session``'s transaction, without committing it: the caller
+    commits (with ``outbox.commit``) and then queues the action (a whole-environment run queues
+    several in the transaction that settles another)."""
     if request.pull_request is not None and not (isinstance(request.pull_request, int)
                                                  and 1 <= request.pull_request <= MAX_PULL_REQUEST):
         raise Invalid(f"'pull_request' must be a whole number from 1 to {MAX_PULL_REQUEST}")
@@ -308,29 +400,54 @@ def request_deployment(session: Session, repo: DeploymentsRepo, request: Deploym
     deployment.ref = request.ref or deployment.ref
     deployment.sha = request.sha or deployment.sha
     deployment.manifest_sha = repo.sha
+    deployment.manifest_environment = (request.manifest_environment
+                                       if request.manifest_environment != request.environment else None)
     deployment.links = deployment_links(manifest, deployment, ctx)
+    deployment.outputs = recorded_outputs(manifest, deployment, ctx)
     start = _debounced_start(session, deployment, request.debounce_seconds) if kind == "update" else Start()
+    config = resolve_config(session, deployment, action_config(deployment, manifest, repo), strict=True)
     action = record_action(session, deployment, kind, requested_by=request.requested_by, origin=request.origin,
-                     delivery_id=request.delivery_id, config=action_config(deployment, manifest, repo),
-                     not_before=start.not_before)
+                     delivery_id=request.delivery_id, config=config, not_before=start.not_before)
     if kind == "update":
         supersede_queued_updates(session, deployment, action)
-    return commit_and_queue(session, ctx, deployment, action, start)
+    return deployment, action, start
 
 
 def action_config(deployment: Deployment, manifest: Manifest, repo: DeploymentsRepo) -> dict:
     """The config an action runs with, fixed when it is accepted."""
+    # The environment file's overrides go to every application of the environment; its own win.
+    topology = repo.topology(manifest.environment) if manifest.kind is Kind.APPLICATION else None
+    shared = dict(topology.overrides) if topology is not None else {}
     return {
         "tag": deployment.tag,
         "image": deployment.image,
-        "app_overrides": {**manifest.app_overrides, **deployment.app_overrides},
+        "app_overrides": {**shared, **manifest.app_overrides, **deployment.app_overrides},
         "deployment_overrides": {**manifest.deployment_overrides, **deployment.deployment_overrides},
         "manifest": manifest.path,
         "manifest_sha": repo.sha,
         "type": str(manifest.type),
         "pull_request": deployment.pull_request,
         "sha": deployment.sha,
+        **({"manifest_environment": deployment.manifest_environment} if deployment.manifest_environment else {}),
     }
+
+
+def deployed_action(session: Session, deployment_id: int) -> Action | None:
+    """The deployment's last succeeded create, update or restore: the config it runs (None: never deployed)."""
+    return session.scalars(select(Action).where(
+        Action.deployment_id == deployment_id, Action.kind.in_(DEPLOY_KINDS),
+        Action.state == ActionState.SUCCEEDED).order_by(Action.id.desc()).limit(1)).first()
+
+
+def apply_config(deployment: Deployment, config: Mapping, manifest: Manifest) -> None:
+    """Set ``deployment``'s tag/image and overrides to an earlier action's ``config``; overrides are stored
+    as what differs from the manifest's defaults, as a request would have left them."""
+    deployment.tag, deployment.image = config.get("tag"), config.get("image")
+    deployment.app_overrides = {k: v for k, v in (config.get("app_overrides") or {}).items()
+                                if manifest.app_overrides.get(k) != v}
+    deployment.deployment_overrides = {k: v for k, v in (config.get("deployment_overrides") or {}).items()
+                                       if manifest.deployment_overrides.get(k) != v}
+    deployment.sha = config.get("sha") or deployment.sha
 
 
 def unknown_deployment(name: str) -> NotFound:
@@ -356,43 +473,72 @@ def get_deployment(session: Session, name: str, *, lock: bool = False) -> Deploy
     return deployment
 
 
-def _operation(session: Session, repo: DeploymentsRepo, name: str, kind: str, wanted: DeploymentState,
-               ctx: Context, *, requested_by: str, origin: str, delivery_id: str | None = None) -> Accepted:
-    deployment = get_deployment(session, name, lock=True)
+def refuse_if_busy(session: Session, deployment: Deployment) -> None:
+    """Conflict when an action of ``deployment`` is queued or running: one thing at a time."""
     busy = session.scalars(select(Action.id).where(
         Action.deployment_id == deployment.id,
         Action.state.in_((ActionState.QUEUED, ActionState.RUNNING)))).first()
     if busy is not None:
-        raise Conflict(f"deployment {name!r} has action {busy} in progress: wait until it finishes",
+        raise Conflict(f"deployment {deployment.name!r} has action {busy} in progress: wait until it finishes",
                        state=str(deployment.state), action_id=busy)
-    manifest = repo.find(deployment.service, deployment.environment)
+
+
+def _operation(session: Session, repo: DeploymentsRepo, name: str, kind: str, ctx: Context, *, requested_by: str,
+               origin: str, delivery_id: str | None = None) -> Accepted:
+    deployment, action = accept_operation(session, repo, name, kind, requested_by=requested_by, origin=origin,
+                                          delivery_id=delivery_id)
+    return commit_and_queue(session, ctx, deployment, action)
+
+
+OPERATION_STATES = {"archive": S.ARCHIVE_PENDING, "restore": S.CREATE_PENDING, "cleanup": S.CLEANUP_PENDING}
+
+
+def accept_operation(session: Session, repo: DeploymentsRepo, name: str, kind: str, *, requested_by: str,
+                     origin: str, delivery_id: str | None = None,
+                     delete_data: bool = False) -> tuple[Deployment, Action]:
+    """Decide and record an archive, restore or cleanup of ``name`` without committing it (see accept_request).
+
+    ``delete_data``: a cleanup's script gets ``--delete-data`` (an internal third-party service's
+    volumes are removed too; without it they are kept, and its output says so)."""
+    wanted = OPERATION_STATES[kind]
+    deployment = get_deployment(session, name, lock=True)
+    refuse_if_busy(session, deployment)
+    manifest = manifest_of(repo, deployment)
     if manifest is None and kind != "cleanup":
         raise Invalid(f"the deployments repo no longer has a manifest for {deployment.service} "
                            f"{deployment.environment}; only cleanup is possible")
     transition(deployment, wanted)
+    if kind == "restore" and manifest is not None:
+        # A restore brings back what last ran, not a request that failed before the archive.
+        deployed = deployed_action(session, deployment.id)
+        if deployed is not None:
+            apply_config(deployment, deployed.config or {}, manifest)
     config = action_config(deployment, manifest, repo) if manifest else {
         "tag": deployment.tag, "image": deployment.image, "type": deployment.type,
         "app_overrides": deployment.app_overrides, "deployment_overrides": deployment.deployment_overrides,
         "manifest": None, "manifest_sha": repo.sha,
     }
+    config = resolve_config(session, deployment, config, strict=kind == "restore")
+    if delete_data and kind == "cleanup":
+        config = {**config, "delete_data": True}
     action = record_action(session, deployment, kind, requested_by=requested_by, origin=origin,
                      delivery_id=delivery_id, config=config)
-    return commit_and_queue(session, ctx, deployment, action)
+    return deployment, action
 
 
 def archive_deployment(session, repo, name, ctx, **who) -> Accepted:
     """Take a live deployment down, keeping its volumes (restorable)."""
-    return _operation(session, repo, name, "archive", S.ARCHIVE_PENDING, ctx, **who)
+    return _operation(session, repo, name, "archive", ctx, **who)
 
 
 def restore_deployment(session, repo, name, ctx, **who) -> Accepted:
     """Bring an archived deployment back with its last tag and overrides."""
-    return _operation(session, repo, name, "restore", S.CREATE_PENDING, ctx, **who)
+    return _operation(session, repo, name, "restore", ctx, **who)
 
 
 def cleanup_deployment(session, repo, name, ctx, **who) -> Accepted:
     """Remove an archived deployment and everything it owns."""
-    return _operation(session, repo, name, "cleanup", S.CLEANUP_PENDING, ctx, **who)
+    return _operation(session, repo, name, "cleanup", ctx, **who)
 
 
 @dataclass(frozen=True)
@@ -482,14 +628,15 @@ def refresh_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: 
                        origin: str, delivery_id: str | None = None) -> Accepted:
     """Update a deployment to the manifests of ``repo``, keeping its tag (or image) and overrides."""
     deployment = get_deployment(session, name)
-    manifest = find_manifest(repo, deployment.service, deployment.environment)
+    manifest = find_manifest(repo, deployment.service, deployment.manifest_environment or deployment.environment)
     # An image given by digest keeps its digest; a tag follows the manifest's image name.
     keep_image = bool(deployment.image and manifest.image
                       and naming.split_image(deployment.image)[0] == manifest.image)
     request = DeploymentRequest(
         service=deployment.service, environment=deployment.environment, requested_by=requested_by,
         origin=origin, tag=None if keep_image else deployment.tag, image=deployment.image if keep_image else None,
-        pull_request=deployment.pull_request, delivery_id=delivery_id)
+        pull_request=deployment.pull_request, delivery_id=delivery_id,
+        manifest_environment=deployment.manifest_environment)
     return request_deployment(session, repo, request, ctx)
 
 

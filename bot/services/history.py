@@ -18,8 +18,10 @@ from bot.services.deployments import (
     Accepted,
     Context,
     action_config,
+    apply_config,
     check_overrides,
     commit_and_queue,
+    deployed_action,
     deployment_links,
     find_manifest,
     get_deployment,
@@ -27,6 +29,7 @@ from bot.services.deployments import (
     lock_or_create,
     merge_overrides,
     record_action,
+    refuse_if_busy,
 )
 
 S = DeploymentState
@@ -108,23 +111,26 @@ def rollback_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx:
         raise Conflict(f"deployment {name!r} is archived: restore it first "
                        f"(POST /api/v1/deployments/{name}/restore)", state=str(deployment.state))
     transition(deployment, S.UPDATE_PENDING)  # 409 naming the allowed transitions otherwise
-    config = target.config or {}
-    deployment.tag, deployment.image = config.get("tag"), config.get("image")
-    # Stored as what differs from the manifest's defaults, as a request would have left them.
-    deployment.app_overrides = {k: v for k, v in (config.get("app_overrides") or {}).items()
-                                if manifest.app_overrides.get(k) != v}
-    deployment.deployment_overrides = {k: v for k, v in (config.get("deployment_overrides") or {}).items()
-                                       if manifest.deployment_overrides.get(k) != v}
-    deployment.sha = config.get("sha") or deployment.sha
+    return _update_to(session, repo, ctx, deployment, manifest, target, "rollback_to", requested_by=requested_by,
+                      origin=origin, delivery_id=delivery_id)
+
+
+def _update_to(session: Session, repo: DeploymentsRepo, ctx: Context, deployment: Deployment, manifest,
+               earlier: Action, mark: str, *, requested_by: str, origin: str, delivery_id: str | None) -> Accepted:
+    """Record and queue an update of ``deployment`` (already UpdatePending) to the config of action ``earlier``,
+    with the current manifests; its config names ``earlier`` under ``mark`` (rollback_to, reconcile_of)."""
+    apply_config(deployment, earlier.config or {}, manifest)
     deployment.type = str(manifest.type)
     deployment.manifest_sha = repo.sha
     deployment.links = deployment_links(manifest, deployment, ctx)
     action = record_action(session, deployment, "update", requested_by=requested_by, origin=origin,
-                     config={**action_config(deployment, manifest, repo), "rollback_to": target.id},
-                     delivery_id=delivery_id)
+                           config={**action_config(deployment, manifest, repo), mark: earlier.id},
+                           delivery_id=delivery_id)
     supersede_queued_updates(session, deployment, action)
-    going_to = RollbackTarget.of(target).as_dict()
-    return replace(commit_and_queue(session, ctx, deployment, action), rollback_to=going_to)
+    accepted = commit_and_queue(session, ctx, deployment, action)
+    if mark != "rollback_to":
+        return accepted
+    return replace(accepted, rollback_to=RollbackTarget.of(earlier).as_dict())
 
 
 def clone_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *,
@@ -174,3 +180,23 @@ def clone_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Co
     action = record_action(session, deployment, "create", requested_by=requested_by, origin=origin,
                      config={**action_config(deployment, manifest, repo), "clone_of": source.name})
     return commit_and_queue(session, ctx, deployment, action)
+
+
+def reconcile_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *, requested_by: str,
+                         origin: str, delivery_id: str | None = None) -> Accepted:
+    """Put back what Sami deployed: an update to the config of the last succeeded create, update or restore,
+    marked ``reconcile_of`` that action. It repairs drift (a change made on the target by hand) and
+    leaves the deployment where a failed request had left it asking for the last good config."""
+    deployment = get_deployment(session, name, lock=True)
+    if deployment.state not in (S.RUNNING, S.FAILURE):
+        raise Conflict(f"deployment {name!r} is {deployment.state}: only a Running or Failure deployment can be "
+                       f"reconciled", state=str(deployment.state))
+    refuse_if_busy(session, deployment)
+    deployed = deployed_action(session, deployment.id)
+    if deployed is None:
+        raise Conflict(f"deployment {name!r} has no deployed config to put back (no create, update or restore of "
+                       f"it succeeded)", state=str(deployment.state))
+    manifest = find_manifest(repo, deployment.service, deployment.environment)
+    transition(deployment, S.UPDATE_PENDING, message=f"reconciling to action {deployed.id}'s config")
+    return _update_to(session, repo, ctx, deployment, manifest, deployed, "reconcile_of", requested_by=requested_by,
+                      origin=origin, delivery_id=delivery_id)

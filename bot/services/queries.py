@@ -26,7 +26,7 @@ from bot.services.tokens import Scopes
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
-# States a person should look at first: `attention` sorts them to the top.
+# States a person should look at first: `attention` sorts them, and drifted deployments, to the top.
 ATTENTION_STATES = (DeploymentState.FAILURE, DeploymentState.CLEANUP_FAILED)
 SORTS = ("name", "-updated", "state", "attention")
 _REPOSITORY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}\Z")
@@ -126,7 +126,13 @@ def readable(query, scopes: Scopes | None):
 
 
 def _attention_rank():
-    return case((Deployment.state.in_([s.value for s in ATTENTION_STATES]), 0), else_=1)
+    # drift_since is set exactly while the deployment drifts
+    return case((Deployment.state.in_([s.value for s in ATTENTION_STATES]) | Deployment.drift_since.is_not(None), 0),
+                else_=1)
+
+
+def _needs_attention(deployment: Deployment) -> bool:
+    return deployment.state in ATTENTION_STATES or deployment.drift_since is not None
 
 
 def _sort_keys(sort: str) -> list[tuple[object, bool, str]]:
@@ -144,7 +150,7 @@ def _key_of(deployment: Deployment, sort: str) -> list:
     values = {"name": [deployment.name, deployment.id],
               "-updated": [deployment.updated_at.isoformat(), deployment.id],
               "state": [str(deployment.state), deployment.name, deployment.id],
-              "attention": [0 if deployment.state in ATTENTION_STATES else 1, deployment.updated_at.isoformat(),
+              "attention": [0 if _needs_attention(deployment) else 1, deployment.updated_at.isoformat(),
                             deployment.id]}
     return values[sort]
 

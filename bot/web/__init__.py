@@ -17,6 +17,8 @@ from bot.web import (
     auth,
     bodies,
     database,
+    environment_pages,
+    environments,
     errors,
     health,
     metrics,
@@ -69,7 +71,8 @@ def create_app(test_config: dict | None = None, *, context: WorkerContext | None
         shared.init_app(app, context.manifests)
         auth.init_app(app, context.github)
     errors.init_app(app)
-    for blueprint in (health.bp, api.bp, openapi.bp, sites.bp, setup.bp, pages.bp):
+    for blueprint in (health.bp, api.bp, environments.bp, openapi.bp, sites.bp, setup.bp, pages.bp,
+                      environment_pages.bp):
         app.register_blueprint(blueprint)
     webhooks.init_app(app)
     metrics.init_app(app)

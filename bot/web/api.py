@@ -18,7 +18,7 @@ from bot import outbox
 from bot.core import naming
 from bot.core.errors import Invalid
 from bot.core.models import Action, ActionStep, Deployment, OutboxRow
-from bot.services import actions, deployments, history, queries
+from bot.services import actions, deployments, drift, history, queries
 from bot.services.tokens import Scopes, TokenError, authenticate
 from bot.web import openapi, shared
 from bot.web.database import get_session
@@ -70,7 +70,11 @@ def token_required(view):
             g.token = authenticate(session, value.strip())
         except TokenError as exc:
             raise Unauthorized(str(exc)) from None
-        session.commit()  # last_used_at
+        # last_used_at moves on at most once a minute (bot.services.tokens): only then is there
+        # something to commit, kept even if the request then fails; otherwise the request goes on in
+        # the transaction its token was read in, without a commit of nothing on the way.
+        if session.dirty:
+            session.commit()
         return view(*args, **kwargs)
 
     return wrapper
@@ -257,6 +261,18 @@ def rollback(name: str):
     return _accepted(result)
 
 
+@bp.post("/api/v1/deployments/<name>/reconcile")
+@token_required
+def reconcile(name: str):
+    """Put back what Sami deployed (the last succeeded config) on a deployment whose target drifted."""
+    session = get_session()
+    deployment = _deployment(session, name, "deploy")
+    require("deploy", deployment.service, deployment.environment)
+    result = history.reconcile_deployment(session, shared.manifests().current(), name, shared.services_context(),
+                                          requested_by=_requested_by(), origin="api")
+    return _accepted(result)
+
+
 @bp.post("/api/v1/deployments/<name>/clone")
 @token_required
 def clone(name: str):
@@ -337,7 +353,7 @@ def deployment_to_dict(deployment: Deployment, last_deploy: queries.LastDeploy |
                                               "ref": deployment.ref, "sha": deployment.sha},
         "created_at": _iso(deployment.created_at), "updated_at": _iso(deployment.updated_at),
         "status_changed_at": _iso(deployment.status_changed_at), "checked_at": _iso(deployment.checked_at),
-        "archived_at": _iso(deployment.archived_at),
+        "archived_at": _iso(deployment.archived_at), "drift": drift.drift_view(deployment),
         "last_deploy": last_deploy.as_dict() if last_deploy else None,
     }
 
@@ -397,12 +413,15 @@ def list_deliveries():
 @bp.get("/api/v1/deployments/<name>")
 @token_required
 def show_deployment(name: str):
-    """One deployment with its latest actions."""
-    deployment = _deployment(get_session(), name)
-    actions = get_session().scalars(select(Action).where(Action.deployment_id == deployment.id)
-                                    .options(selectinload(Action.steps)).order_by(Action.id.desc()).limit(50)).all()
-    deploy = queries.last_deploys(get_session(), [deployment.id]).get(deployment.id)
-    return jsonify(deployment=deployment_to_dict(deployment, deploy),
+    """One deployment with its latest actions, and what it was asked for, deployed and runs."""
+    session = get_session()
+    deployment = _deployment(session, name)
+    actions = session.scalars(select(Action).where(Action.deployment_id == deployment.id)
+                              .options(selectinload(Action.steps)).order_by(Action.id.desc()).limit(50)).all()
+    views = drift.config_views(session, deployment, shared.secret_names(deployment))
+    deploy = queries.last_deploys(session, [deployment.id]).get(deployment.id)
+    return jsonify(deployment=deployment_to_dict(deployment, deploy), requested=views["requested"],
+                   deployed=views["deployed"], running=views["running"],
                    actions=[action_to_dict(a) for a in actions])
 
 

@@ -99,6 +99,43 @@ SCHEMAS: dict[str, dict] = {
                 "properties": {"action_id": {"type": "integer"}, "kind": {"type": "string"},
                                "state": {"$ref": "#/components/schemas/ActionState"}, "tag": TEXT_OR_NULL,
                                "finished_at": ISO_TIME}},
+            "drift": {"$ref": "#/components/schemas/Drift"},
+        },
+    },
+    "Drift": {
+        "type": "object", "description": "Whether the target runs what Sami deployed, from the report of its check: "
+        "unknown (its control script reports nothing, or nothing was deployed), in_sync, or drifted (with what "
+        "differs: only images, replicas and the overrides Sami passed are compared). Drift is not a state: a "
+        "drifted deployment keeps its state; POST .../reconcile puts the deployed config back.",
+        "required": ["status", "differences", "summary", "since"],
+        "properties": {
+            "status": {"type": "string", "enum": ["unknown", "in_sync", "drifted"]},
+            "differences": {"type": "array", "items": {"type": "object", "required": ["component", "field"],
+                            "properties": {"component": TEXT_OR_NULL, "field": {"type": "string"},
+                                           "deployed": {}, "running": {}, "text": {"type": "string"}}}},
+            "summary": {"type": "string"}, "since": ISO_TIME,
+        },
+    },
+    "ConfigView": {
+        "type": ["object", "null"], "description": "A config of the deployment and the action it comes from; "
+        "secrets by name only",
+        "required": ["action_id", "kind", "state", "tag", "image", "overrides", "secrets", "at"],
+        "properties": {
+            "action_id": {"type": ["integer", "null"]}, "kind": TEXT_OR_NULL, "state": TEXT_OR_NULL,
+            "tag": TEXT_OR_NULL, "image": TEXT_OR_NULL,
+            "overrides": {"type": "object", "properties": {"app": OVERRIDES_OUT, "deployment": OVERRIDES_OUT}},
+            "secrets": {"type": "array", "items": {"type": "string"}}, "at": ISO_TIME,
+        },
+    },
+    "Running": {
+        "type": ["object", "null"], "description": "What the target reported running at its last check (null: "
+        "its control script reports nothing)",
+        "required": ["components", "at"],
+        "properties": {
+            "components": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+                "name": {"type": "string"}, "image": TEXT_OR_NULL, "tag": TEXT_OR_NULL,
+                "replicas": {"type": ["integer", "null"]}, "running": {"type": ["integer", "null"]}}}},
+            "at": ISO_TIME,
         },
     },
     "Action": {
@@ -143,8 +180,13 @@ SCHEMAS: dict[str, dict] = {
                        "next_cursor": TEXT_OR_NULL},
     },
     "DeploymentDetail": {
-        "type": "object", "required": ["deployment", "actions"],
+        "type": "object", "required": ["deployment", "requested", "deployed", "running", "actions"],
         "properties": {"deployment": {"$ref": "#/components/schemas/Deployment"},
+                       "requested": {"$ref": "#/components/schemas/ConfigView",
+                                     "description": "the latest accepted create, update or restore"},
+                       "deployed": {"$ref": "#/components/schemas/ConfigView",
+                                    "description": "the last one that succeeded: what the deployment runs"},
+                       "running": {"$ref": "#/components/schemas/Running"},
                        "actions": {"type": "array", "items": {"$ref": "#/components/schemas/Action"}}},
     },
     "ActionLog": {
@@ -193,6 +235,98 @@ SCHEMAS: dict[str, dict] = {
                            "delivered_at": ISO_TIME}}}},
     },
     "Deleted": {"type": "object", "required": ["deleted"], "properties": {"deleted": {"type": "string"}}},
+    "EnvironmentList": {
+        "type": "object", "required": ["environments"],
+        "properties": {"environments": {"type": "array", "items": {
+            "type": "object", "required": ["name", "template", "components", "problem"],
+            "properties": {"name": {"type": "string"}, "template": TEXT_OR_NULL,
+                           "components": {"type": "array", "items": {"type": "string"}},
+                           "problem": {"type": ["string", "null"], "description": "why it cannot be ordered"}}}}},
+    },
+    "Environment": {
+        "type": "object", "required": ["environment", "template", "target", "waves", "components", "last_run"],
+        "description": "An environment now: its components in deploy order (waves) with state, version, endpoint.",
+        "properties": {
+            "environment": {"type": "string"},
+            "template": {"type": "string", "description": "the environment whose manifests it deploys with"},
+            "target": TEXT_OR_NULL,
+            "waves": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}},
+            "components": {"type": "array", "items": {
+                "type": "object", "required": ["service", "deployment", "wave", "depends_on", "kind", "state"],
+                "properties": {"service": {"type": "string"}, "deployment": {"type": "string"},
+                               "wave": {"type": "integer"},
+                               "depends_on": {"type": "array", "items": {"type": "string"}},
+                               "kind": {"type": "string", "enum": ["application", "third_party"]},
+                               "mode": {"type": ["string", "null"], "enum": ["internal", "external", None]},
+                               "state": {"type": ["string", "null"]}, "tag": TEXT_OR_NULL, "image": TEXT_OR_NULL,
+                               "endpoint": TEXT_OR_NULL, "url": TEXT_OR_NULL, "status_message": TEXT_OR_NULL}}},
+            "last_run": {"oneOf": [{"$ref": "#/components/schemas/EnvironmentRun"}, {"type": "null"}]},
+        },
+    },
+    "EnvironmentRun": {
+        "type": "object", "required": ["id", "environment", "operation", "state", "components"],
+        "description": "A whole-environment operation: one action per component, in dependency order (reverse "
+                       "order for archive and cleanup); a failed component stops those after it.",
+        "properties": {
+            "id": {"type": "integer"}, "environment": {"type": "string"},
+            "operation": {"type": "string", "enum": ["deploy", "archive", "restore", "cleanup"]},
+            "state": {"type": "string", "enum": ["running", "succeeded", "failed"]},
+            "requested_by": {"type": "string"}, "origin": {"type": "string"},
+            "snapshot_id": {"type": ["integer", "null"]}, "manifest_sha": TEXT_OR_NULL, "message": TEXT_OR_NULL,
+            "created_at": ISO_TIME, "finished_at": ISO_TIME,
+            "components": {"type": "array", "items": {
+                "type": "object", "required": ["service", "deployment", "wave", "after", "action_id", "status"],
+                "properties": {"service": {"type": "string"}, "deployment": {"type": "string"},
+                               "wave": {"type": "integer"},
+                               "after": {"type": "array", "items": {"type": "string"},
+                                         "description": "the components it waits for"},
+                               "action_id": {"type": ["integer", "null"]},
+                               "status": {"type": "string", "enum": ["waiting", "queued", "succeeded", "failed",
+                                                                     "skipped"]},
+                               "message": TEXT_OR_NULL}}},
+        },
+    },
+    "Cloned": {
+        "type": "object", "required": ["environment", "data", "run"],
+        "properties": {"environment": {"type": "string"},
+                       "data": {"type": "object", "additionalProperties": {"type": "string"},
+                                "description": "per component: empty (provisioned fresh, no data copied), shared "
+                                               "(an external endpoint), or application"},
+                       "run": {"$ref": "#/components/schemas/EnvironmentRun"}},
+    },
+    "Snapshot": {
+        "type": "object", "required": ["name", "environment", "manifest_sha", "components"],
+        "properties": {
+            "name": {"type": "string"}, "environment": {"type": "string"}, "manifest_sha": TEXT_OR_NULL,
+            "created_by": TEXT_OR_NULL, "created_at": ISO_TIME,
+            "components": {"type": "array", "description": "in deploy order; secrets by name only", "items": {
+                "type": "object", "required": ["service", "deployment", "tag", "image"],
+                "properties": {"service": {"type": "string"}, "deployment": {"type": "string"},
+                               "kind": {"type": "string"}, "mode": TEXT_OR_NULL, "wave": {"type": "integer"},
+                               "depends_on": {"type": "array", "items": {"type": "string"}},
+                               "tag": TEXT_OR_NULL, "image": TEXT_OR_NULL,
+                               "app_overrides": OVERRIDES_OUT, "deployment_overrides": OVERRIDES_OUT,
+                               "secrets": {"type": "array", "items": {"type": "string"}}}}},
+        },
+    },
+    "SnapshotList": {
+        "type": "object", "required": ["snapshots"],
+        "properties": {"snapshots": {"type": "array", "items": {"$ref": "#/components/schemas/Snapshot"}}},
+    },
+    "EnvironmentDiff": {
+        "type": "object", "required": ["left", "right", "only_left", "only_right", "changed", "same"],
+        "properties": {
+            "left": {"type": "string"}, "right": {"type": "string"},
+            "only_left": {"type": "array", "items": {"type": "string"}},
+            "only_right": {"type": "array", "items": {"type": "string"}},
+            "same": {"type": "array", "items": {"type": "string"}},
+            "changed": {"type": "array", "items": {
+                "type": "object", "required": ["service", "changes"],
+                "properties": {"service": {"type": "string"}, "changes": {
+                    "type": "object", "description": "field: {left, right} for tag, image, app_overrides, "
+                                                     "deployment_overrides, secrets (names only)"}}}},
+        },
+    },
 }
 
 
@@ -229,6 +363,11 @@ LIMIT_PARAM = {"name": "limit", "in": "query", "schema": {"type": "integer", "mi
                "description": "page size (default 50)"}
 CURSOR_PARAM = {"name": "cursor", "in": "query", "schema": {"type": "string", "minLength": 1},
                 "description": "the next_cursor of the previous page"}
+ENVIRONMENT_PARAM = {"name": "name", "in": "path", "required": True,
+                     "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,62}$"},
+                     "description": "the environment, e.g. stage or qa-7", "example": "stage"}
+SNAPSHOT_PARAM = {"name": "snapshot_name", "in": "path", "required": True,
+                  "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,99}$"}, "example": "stage-1"}
 DEPLOYMENT_REQUEST = {"required": True, "content": {"application/json": {"schema": _ref("DeploymentRequest")}}}
 
 
@@ -239,6 +378,25 @@ def _deployment_request_op(operation_id: str) -> dict:
         "requestBody": DEPLOYMENT_REQUEST,
         "responses": {"202": _json("Accepted", "accepted: the action is recorded and queued"),
                       **_errors(400, 403, 409, 413, 503)},
+    }
+
+
+def _environment_operation(kind: str, summary: str) -> dict:
+    body = {"type": "object", "additionalProperties": False, "properties": {}}
+    if kind == "deploy":
+        body["properties"] = {
+            "versions": {"type": "object", "additionalProperties": {"type": "string"},
+                         "description": "SERVICE: tag (or image) for components; the others keep theirs"},
+            "snapshot": {"type": "string", "description": "deploy exactly this snapshot"}}
+    if kind == "cleanup":
+        body["properties"] = {"delete_data": {"type": "boolean", "description": "remove internal third-party "
+                                              "services' data volumes too (kept by default, and the run says so)"}}
+    return {
+        "operationId": f"{kind}Environment", "tags": ["environments"], "summary": summary,
+        "parameters": [ENVIRONMENT_PARAM],
+        "requestBody": {"required": False, "content": {"application/json": {"schema": body}}},
+        "responses": {"202": _json("EnvironmentRun", "accepted: the run is recorded, its first components queued"),
+                      **_errors(400, 403, 404, 409, 413, 503)},
     }
 
 
@@ -323,6 +481,14 @@ PATHS: dict[str, dict] = {
         "responses": {"202": _json("Accepted", "accepted: an update action with that config is queued"),
                       **_errors(403, 404, 409, 413, 503)},
     }},
+    "/api/v1/deployments/{name}/reconcile": {"post": {
+        "operationId": "reconcileDeployment", "tags": ["deployments"],
+        "summary": "Put back what Sami deployed: an update to the config of the last succeeded create, update or "
+                   "restore, e.g. after an image was changed by hand on the target (drift); deploy scope",
+        "parameters": [NAME_PARAM],
+        "responses": {"202": _json("Accepted", "accepted: an update action with the deployed config is queued"),
+                      **_errors(400, 403, 404, 409, 503)},
+    }},
     "/api/v1/deployments/{name}/clone": {"post": {
         "operationId": "cloneDeployment", "tags": ["deployments"],
         "summary": "Create a deployment with this one's service, tag/image and overrides in another environment "
@@ -380,6 +546,81 @@ PATHS: dict[str, dict] = {
                            "pending", "delivering", "delivered", "skipped", "failed"]}},
                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}],
         "responses": {"200": _json("OutboxList", "the outbox rows"), **_errors(400, 403)},
+    }},
+    "/api/v1/environments": {"get": {
+        "operationId": "listEnvironments", "tags": ["environments"],
+        "summary": "The environments of the deployments repo and those Sami cloned (read scope)",
+        "responses": {"200": _json("EnvironmentList", "the environments"), **_errors(403, 503)},
+    }},
+    "/api/v1/environments/{name}": {"get": {
+        "operationId": "showEnvironment", "tags": ["environments"],
+        "summary": "An environment's components in deploy order with state, version and endpoint, and its last "
+                   "run (read scope on each component)",
+        "parameters": [ENVIRONMENT_PARAM],
+        "responses": {"200": _json("Environment", "the environment"), **_errors(403, 404, 503)},
+    }},
+    "/api/v1/environments/{name}/deploy": {"post": _environment_operation(
+        "deploy", "Deploy every component in dependency order, independent ones in parallel (deploy scope)")},
+    "/api/v1/environments/{name}/archive": {"post": _environment_operation(
+        "archive", "Archive every component in reverse dependency order, keeping data (archive scope)")},
+    "/api/v1/environments/{name}/restore": {"post": _environment_operation(
+        "restore", "Restore every archived component in dependency order, what it uses first (restore scope)")},
+    "/api/v1/environments/{name}/cleanup": {"post": _environment_operation(
+        "cleanup", "Clean up every archived component in reverse dependency order (cleanup scope)")},
+    "/api/v1/environments/{name}/clone": {"post": {
+        "operationId": "cloneEnvironment", "tags": ["environments"],
+        "summary": "Deploy every component again as environment 'name': same versions and overrides, new "
+                   "deployment names; internal third-party services fresh (no data copied), external ones shared "
+                   "(read here, deploy scope there)",
+        "parameters": [ENVIRONMENT_PARAM],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "additionalProperties": False, "required": ["name"],
+            "properties": {"name": {"type": "string"}}}}}},
+        "responses": {"202": _json("Cloned", "accepted: the clone's run is recorded"),
+                      **_errors(400, 403, 404, 409, 413, 503)},
+    }},
+    "/api/v1/environments/{name}/runs/{run_id}": {"get": {
+        "operationId": "showEnvironmentRun", "tags": ["environments"], "summary": "One run, component by component",
+        "parameters": [ENVIRONMENT_PARAM, {"name": "run_id", "in": "path", "required": True,
+                                           "schema": {"type": "integer", "minimum": 0}}],
+        "responses": {"200": _json("EnvironmentRun", "the run"), **_errors(403, 404, 503)},
+    }},
+    "/api/v1/environments/{name}/diff": {"get": {
+        "operationId": "diffEnvironment", "tags": ["environments"],
+        "summary": "Versions and overrides that differ from another environment or a snapshot (read scope)",
+        "parameters": [ENVIRONMENT_PARAM, {"name": "with", "in": "query", "required": True,
+                                           "schema": {"type": "string", "minLength": 1},
+                                           "description": "another environment, or snapshot:NAME"}],
+        "responses": {"200": _json("EnvironmentDiff", "the differences"), **_errors(403, 404, 503)},
+    }},
+    "/api/v1/environments/{name}/snapshots": {
+        "get": {
+            "operationId": "listSnapshots", "tags": ["environments"], "summary": "The environment's snapshots",
+            "parameters": [ENVIRONMENT_PARAM],
+            "responses": {"200": _json("SnapshotList", "newest first"), **_errors(403, 404, 503)},
+        },
+        "post": {
+            "operationId": "createSnapshot", "tags": ["environments"],
+            "summary": "Snapshot every component's version, overrides (secret names only), deploy order and the "
+                       "deployments-repo commit (deploy scope)",
+            "parameters": [ENVIRONMENT_PARAM],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False,
+                "properties": {"name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,99}$"}}}}}},
+            "responses": {"201": _json("Snapshot", "the snapshot"), **_errors(400, 403, 404, 409, 413, 503)},
+        },
+    },
+    "/api/v1/snapshots/{snapshot_name}": {"get": {
+        "operationId": "showSnapshot", "tags": ["environments"], "summary": "One snapshot (read scope)",
+        "parameters": [SNAPSHOT_PARAM],
+        "responses": {"200": _json("Snapshot", "the snapshot"), **_errors(403, 404)},
+    }},
+    "/api/v1/snapshots/{snapshot_name}/export": {"get": {
+        "operationId": "exportSnapshot", "tags": ["environments"], "summary": "One snapshot as YAML (read scope)",
+        "parameters": [SNAPSHOT_PARAM],
+        "responses": {"200": {"description": "the snapshot as a YAML document",
+                              "content": {"application/yaml": {"schema": {"type": "string"}}}},
+                      **_errors(403, 404)},
     }},
     "/api/v1/services": {"get": {
         "operationId": "listServices", "tags": ["services"],

@@ -38,7 +38,7 @@ from bot.core.models import Action, ActionStep, ApiToken, Deployment
 from bot.core.naming import PRODUCTION_ENVIRONMENT
 from bot.core.states import DeploymentState, IllegalTransition
 from bot.github.outcomes import Did
-from bot.services import actions, deployments, history, queries
+from bot.services import actions, deployments, drift, history, queries
 from bot.services.tokens import Scopes, TokenError, authenticate, create_token
 from bot.web import auth, errors, events, oauth, shared
 from bot.web.database import get_session
@@ -49,13 +49,14 @@ bp = Blueprint("pages", __name__, template_folder="templates", static_folder="st
                static_url_path="/static/page")
 MASK = "••••"
 SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "PRIVATE", "CREDENTIAL", "API_KEY", "APIKEY")
-WRITES = ("update", "archive", "restore", "cleanup", "rollback", "delete")
-# The permission each write needs, as the API asks for it (rollback and cancelling an update: deploy).
-NEEDS = {"update": "deploy", "rollback": "deploy", "create": "deploy", "archive": "archive", "restore": "restore",
-         "cleanup": "cleanup", "delete": "admin"}
+WRITES = ("update", "archive", "restore", "cleanup", "rollback", "delete", "reconcile")
+# The permission each write needs, as the API asks for it (rollback, reconcile and cancelling an update: deploy).
+NEEDS = {"update": "deploy", "rollback": "deploy", "reconcile": "deploy", "create": "deploy", "archive": "archive",
+         "restore": "restore", "cleanup": "cleanup", "delete": "admin"}
 # The states in which the page offers each write (the services refuse the others anyway).
 OFFERED_IN = {"update": ("Running", "Failure"), "rollback": ("Running", "Failure"), "archive": ("Running", "Failure"),
-              "restore": ("Archived",), "cleanup": ("Archived", "CleanupFailed"), "delete": ("CleanupFailed",)}
+              "restore": ("Archived",), "cleanup": ("Archived", "CleanupFailed"), "delete": ("CleanupFailed",),
+              "reconcile": ("Running", "Failure")}
 # Writes nothing undoes: the form asks for the deployment's name typed out, and the handler compares it.
 TYPED_NAME = ("cleanup", "delete")
 # The most of a log the page shows at once; the whole of it is a download away.
@@ -314,11 +315,12 @@ def deployment(name: str):
                                    secret_names),
               "deployment": masked_config({**(manifest.deployment_overrides if manifest else {}),
                                            **(row.deployment_overrides or {})}, secret_names)}
+    views = drift.config_views(session_, row, secret_names)
     last_deploy = queries.last_deploys(session_, [row.id]).get(row.id)
     return render_template("deployment.html", d=row, actions=actions, config=config, secret_names=secret_names,
                            shown=shown, current=current, log=_shown_log(shown), manifest=manifest,
                            cancellable=cancellable, serving=row.state in SERVING_STATES,
-                           offers=offers, last_deploy=last_deploy, rollback_to=rollback_to)
+                           offers=offers, last_deploy=last_deploy, rollback_to=rollback_to, views=views, may=may)
 
 
 @bp.get("/deployments/<name>/actions/<int:action_id>")
@@ -554,7 +556,7 @@ def _facts(row: Deployment) -> list[tuple[str, str]]:
             ("Runs now", row.tag or "—")]
 
 
-@bp.post("/deployments/<name>/<any(update, archive, restore, cleanup, rollback, delete):kind>")
+@bp.post("/deployments/<name>/<any(update, archive, restore, cleanup, rollback, delete, reconcile):kind>")
 def change(name: str, kind: str):
     """A write from the page: the same services call as the API's, as the signed-in viewer, once confirmed."""
     viewer = auth.current_viewer()
@@ -590,6 +592,10 @@ def change(name: str, kind: str):
             deployments.delete_deployment(session_, name, requested_by=viewer.requested_by, origin="page")
             flash(f"the record of {name} is deleted", "ok")
             return redirect(url_for("pages.deployment", name=name))
+        elif kind == "reconcile":
+            result = history.reconcile_deployment(session_, shared.manifests().current(), name,
+                                                  shared.services_context(), requested_by=viewer.requested_by,
+                                                  origin="page")
         else:
             operation = {"archive": deployments.archive_deployment, "restore": deployments.restore_deployment,
                          "cleanup": deployments.cleanup_deployment}[kind]

@@ -26,3 +26,13 @@ def init_app(app, store: ManifestStore | None = None) -> None:
     """Give the app its manifest store: ``store`` (shared with the embedded worker), or one made from
     its settings."""
     app.extensions["sami.manifests"] = store or ManifestStore.from_settings(app.config["SAMI"])
+
+
+def secret_names(deployment) -> tuple[str, ...]:
+    """The names (never the values) of the secrets ``deployment``'s manifest gives its scripts; none when the
+    deployments repo cannot be read or no longer has its manifest."""
+    try:
+        manifest = manifests().current().find(deployment.service, deployment.environment)
+    except Exception:  # the git host is down: the page and the API still answer
+        return ()
+    return tuple(manifest.secrets) if manifest is not None else ()

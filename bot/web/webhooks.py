@@ -17,13 +17,15 @@ import hmac
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
-from sqlalchemy import Text, bindparam, func
+from sqlalchemy import Text, bindparam, func, null
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -31,7 +33,7 @@ from bot.core import logs
 from bot.core.errors import Invalid
 from bot.core.models import Delivery, DeliveryStatus
 from bot.core.signing import signature, webhook_secret
-from bot.web.database import get_session
+from bot.web.database import run_and_commit
 from bot.web.errors import Unauthorized, WebError
 from bot.web.queue import get_broker
 
@@ -92,43 +94,82 @@ def parse_delivery(delivery_id: str, event: str, payload: dict[str, Any], body: 
                     payload=payload, body=json.dumps(payload) if body is None else body)
 
 
-@functools.cache
-def _insert_statement(dialect: str, finished: bool):
-    """INSERT ... ON CONFLICT (delivery_id) DO NOTHING RETURNING id, built once per database kind.
+@dataclass(frozen=True)
+class _Insert:
+    """The intake's INSERT compiled once for one kind of database: the SQL text its driver runs, and
+    how the values go in (by name, or in ``order`` for drivers that take them by position), each
+    through its column type's conversion where it has one (an enum's value, SQLite's timestamps)."""
 
-    Built once and run with plain parameters: the intake's one statement pays no statement
-    construction, and the payload goes in as the text GitHub sent (it is valid JSON: it was
-    parsed), not serialised again.
+    sql: str
+    order: tuple[str, ...] | None
+    conversions: tuple[tuple[str, Callable[[Any], Any]], ...]
+
+    def parameters(self, values: dict[str, Any]) -> dict[str, Any] | tuple[Any, ...]:
+        for name, convert in self.conversions:
+            values[name] = convert(values[name])
+        return values if self.order is None else tuple(values[name] for name in self.order)
+
+
+_INSERTS: dict[tuple[str, str, bool], _Insert] = {}
+
+
+def _insert_statement(dialect: Dialect, finished: bool) -> _Insert:
+    """INSERT ... ON CONFLICT (delivery_id) DO NOTHING RETURNING id, compiled once per database kind.
+
+    Compiled once and run with plain parameters: the intake's one statement pays no statement
+    construction, compilation or cache lookup, and the payload goes in as the text GitHub sent (it
+    is valid JSON: it was parsed), not serialised again.
     """
-    table = Delivery.__table__
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-    # PostgreSQL's clock on PostgreSQL, the one the sweep and the jobs compare with.
-    now = func.now() if dialect == "postgresql" else bindparam("now", type_=table.c.received_at.type)
-    columns = ("delivery_id", "event", "action", "repository", "installation_id", "sender", "status", "outcome")
-    return (
-        insert(table)
-        .values({**{name: bindparam(name, type_=table.c[name].type) for name in columns},
-                 "payload": bindparam("body", type_=Text()), "attempts": 0, "received_at": now,
-                 "processed_at": now if finished else None})
-        .on_conflict_do_nothing(index_elements=["delivery_id"])
-        .returning(table.c.id)
-    )
+    key = (dialect.name, dialect.paramstyle, finished)
+    if key not in _INSERTS:
+        table = Delivery.__table__
+        insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect.name]
+        # PostgreSQL's clock on PostgreSQL, the one the sweep and the jobs compare with.
+        now = func.now() if dialect.name == "postgresql" else bindparam("now", type_=table.c.received_at.type)
+        columns = ("delivery_id", "event", "action", "repository", "installation_id", "sender", "status", "outcome",
+                   "attempts")
+        compiled = (
+            insert(table)
+            .values({**{name: bindparam(name, type_=table.c[name].type) for name in columns},
+                     "payload": bindparam("body", type_=Text()), "received_at": now,
+                     "processed_at": now if finished else null()})
+            .on_conflict_do_nothing(index_elements=["delivery_id"])
+            .returning(table.c.id)
+        ).compile(dialect=dialect)
+        conversions = []
+        for name, parameter in compiled.binds.items():
+            convert = parameter.type.dialect_impl(dialect).bind_processor(dialect)
+            if convert is not None:
+                conversions.append((name, convert))
+        order = tuple(compiled.positiontup) if compiled.positional else None
+        _INSERTS[key] = _Insert(compiled.string, order, tuple(conversions))
+    return _INSERTS[key]
 
 
-def record_delivery(session: Session, received: Received, status: DeliveryStatus = DeliveryStatus.RECEIVED,
-                    outcome: str | None = None) -> int | None:
-    """Insert the delivery's row; its id, or None if a row with that delivery id exists already.
+def _values(received: Received, status: DeliveryStatus, outcome: str | None) -> dict[str, Any]:
+    return {"delivery_id": received.delivery_id, "event": received.event, "action": received.action,
+            "repository": received.repository, "installation_id": received.installation_id,
+            "sender": received.sender, "status": status, "outcome": outcome, "attempts": 0, "body": received.body,
+            "now": datetime.now(UTC)}
+
+
+def _finished(status: DeliveryStatus) -> bool:
+    return status in (DeliveryStatus.PROCESSED, DeliveryStatus.IGNORED)
+
+
+def record_delivery(connection: Connection | Session, received: Received,
+                    status: DeliveryStatus = DeliveryStatus.RECEIVED, outcome: str | None = None) -> int | None:
+    """Insert the delivery's row in the connection's (or the session's) transaction; its id, or None
+    if a row with that delivery id exists already.
 
     INSERT ... ON CONFLICT DO NOTHING: concurrent copies of one delivery never fail on the unique
-    delivery id; exactly one of them gets the row.
+    delivery id; exactly one of them gets the row. It is the delivery's only write: no outbox row
+    comes with it.
     """
-    connection = session.connection()
-    statement = _insert_statement(connection.dialect.name,
-                                  status in (DeliveryStatus.PROCESSED, DeliveryStatus.IGNORED))
-    return connection.execute(statement, {
-        "delivery_id": received.delivery_id, "event": received.event, "action": received.action,
-        "repository": received.repository, "installation_id": received.installation_id, "sender": received.sender,
-        "status": status, "outcome": outcome, "body": received.body, "now": datetime.now(UTC)}).scalar()
+    if isinstance(connection, Session):
+        connection = connection.connection()
+    insert = _insert_statement(connection.dialect, _finished(status))
+    return connection.exec_driver_sql(insert.sql, insert.parameters(_values(received, status, outcome))).scalar()
 
 
 def _header(name: str, pattern: re.Pattern, example: str) -> str:
@@ -194,20 +235,15 @@ def _record(received: Received, status: DeliveryStatus = DeliveryStatus.RECEIVED
     finds it and the delivery is answered as a duplicate without queueing it; the row is still
     "received", so the scheduler's sweep queues it.
     """
-    session = get_session()
+    statement = functools.partial(_insert_statement, finished=_finished(status))
     try:
-        row_id = record_delivery(session, received, status, outcome)
-        session.commit()
-        return row_id
+        return run_and_commit(statement, _values(received, status, outcome))
     except DBAPIError as exc:
         if not exc.connection_invalidated:
             raise
-        session.rollback()
         log.warning("delivery %s: the database connection was closed (%s); recording it on a new one",
                     received.delivery_id, type(exc.orig).__name__)
-    row_id = record_delivery(session, received, status, outcome)
-    session.commit()
-    return row_id
+    return run_and_commit(statement, _values(received, status, outcome))
 
 
 def _record_and_queue(received: Received):

@@ -24,6 +24,11 @@ sami_service=""
 sami_environment=""
 sami_tag=""
 sami_manifest_dir=""
+# The Sami target the deployment runs on (--target, given with a targets file; else SAMI_TARGET).
+sami_target=${SAMI_TARGET:-}
+# Third-party sets: update --force shrinks a service; cleanup --delete-data removes its volumes.
+sami_force=0
+sami_delete_data=0
 sami_old_status=""
 sami_new_status=""
 sami_app_config=()
@@ -98,6 +103,9 @@ sami_parse_args() {
             --environment) sami_environment=$value ;;
             --tag) sami_tag=$value ;;
             --manifest-dir) sami_manifest_dir=$value ;;
+            --target) sami_target=$value ;;
+            --force) sami_force=1 ;;
+            --delete-data) sami_delete_data=1 ;;
             --old-status) sami_old_status=$value ;;
             --new-status) sami_new_status=$value ;;
             --application-config) sami_app_config+=("$value") ;;
@@ -316,6 +324,59 @@ sami_image_matches() {
 }
 
 # Probe SAMI_HEALTH_URL when set. Returns 0 on a 2xx/3xx answer within the timeout.
+# --- the report of what runs (check's stdout, one JSON line) -------------------------------
+# {"running":[{"name":"web-stage_web","image":"app:1","replicas":2,"running":2,"env":{"LOG_LEVEL":"debug"}}]}
+# Sami compares only what it sets (images, replicas, the overrides it passed); see ../README.md.
+sami_report_items=()
+
+# A JSON string: backslashes, quotes, tabs and newlines escaped, other control characters dropped.
+sami_json_string() {
+    local s=$1
+    s=${s//\\/\\\\}
+    s=${s//\"/\\\"}
+    s=${s//$'\t'/\\t}
+    s=${s//$'\n'/\\n}
+    s=${s//$'\r'/}
+    s=${s//[$'\001'-$'\037']/}
+    printf '"%s"' "$s"
+}
+
+# Usage: sami_report_add NAME IMAGE REPLICAS RUNNING [KEY=VALUE]... (empty IMAGE/REPLICAS/RUNNING: not known)
+sami_report_add() {
+    local name=$1 image=$2 replicas=$3 running=$4 item env="" sep=""
+    shift 4
+    for item in "$@"; do
+        env+="${sep}$(sami_json_string "${item%%=*}"):$(sami_json_string "${item#*=}")"
+        sep=,
+    done
+    local json="{\"name\":$(sami_json_string "$name")"
+    [ -n "$image" ] && json+=",\"image\":$(sami_json_string "$image")"
+    [[ $replicas =~ ^[0-9]+$ ]] && json+=",\"replicas\":${replicas}"
+    [[ $running =~ ^[0-9]+$ ]] && json+=",\"running\":${running}"
+    [ -n "$env" ] && json+=",\"env\":{${env}}"
+    sami_report_items+=("${json}}")
+}
+
+# Like sami_report_add, for a target known by its tag alone (static files).
+sami_report_add_tag() {
+    sami_report_items+=("{\"name\":$(sami_json_string "$1"),\"tag\":$(sami_json_string "$2")}")
+}
+
+sami_report_print() {
+    local IFS=,
+    printf '{"running":[%s]}\n' "${sami_report_items[*]}"
+}
+
+# Environment names of the overrides Sami passed (each once), for the report's env.
+sami_override_env_names() {
+    local item
+    for item in "${sami_app_config[@]}" "${sami_deploy_config[@]}"; do
+        [[ $item == *=* ]] || continue
+        sami_env_name "${item%%=*}"
+        printf '\n'
+    done | sort -u
+}
+
 sami_health_check() {
     local url=${SAMI_HEALTH_URL:-} timeout=${SAMI_HEALTH_TIMEOUT:-10}
     [ -n "$url" ] || return 0

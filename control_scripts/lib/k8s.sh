@@ -13,6 +13,9 @@
 #   secretEnv.<NAME>=<value>             each SAMI_SECRET_<NAME>, in a private values file
 # Options (not passed as values): chart=<folder>, values-file=<f1,f2>, rollout-timeout=<dur>.
 # Deployment-config keys image and image.* are refused: the image comes from Sami.
+#
+# A target with a Kubernetes context (SAMI_KUBE_CONTEXT, from Sami's targets file) makes every
+# helm call (HELM_KUBECONTEXT) and every kubectl call (--context) use that context of KUBECONFIG.
 
 K8S_INSTANCE_LABEL=app.kubernetes.io/instance
 K8S_ANNOTATION=sami.io/archived-replicas
@@ -29,6 +32,23 @@ k8s_chart() {
     sami_config chart chart
 }
 
+# The chart folder: the manifest's, or for an internal third-party service (SAMI_ENGINE redis or
+# postgres) the built-in chart in ../charts, with size members (SAMI_SIZE).
+k8s_chart_dir() {
+    if [ -n "${SAMI_ENGINE:-}" ]; then
+        printf '%s' "$sami_lib/../charts/${SAMI_ENGINE}"
+    else
+        printf '%s' "$sami_manifest_dir/$(k8s_chart)"
+    fi
+}
+
+k8s_engine_port() {
+    case ${SAMI_ENGINE:-} in
+        postgres) sami_config port 5432 ;;
+        *) sami_config port 6379 ;;
+    esac
+}
+
 k8s_validate() {
     local chart file list items timeout item
     if ! [[ $sami_namespace =~ ^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$ ]]; then
@@ -39,7 +59,11 @@ k8s_validate() {
     fi
     sami_require_manifest_dir
     chart=$(k8s_chart)
-    if ! sami_safe_relative_path "$chart"; then
+    if [ -n "${SAMI_ENGINE:-}" ]; then
+        [[ ${SAMI_ENGINE} =~ ^(redis|postgres)$ ]] && [ -f "$(k8s_chart_dir)/Chart.yaml" ] \
+            || sami_problem "SAMI_ENGINE=\"${SAMI_ENGINE}\" has no built-in chart (redis or postgres)."
+        [[ ${SAMI_SIZE:-1} =~ ^[1-9][0-9]?$ ]] || sami_problem "size ${SAMI_SIZE} is not a number of members (1-99)."
+    elif ! sami_safe_relative_path "$chart"; then
         sami_problem "chart=\"${chart}\" must be a path inside the manifest folder."
     elif [ -d "$sami_manifest_dir" ] && [ ! -f "$sami_manifest_dir/$chart/Chart.yaml" ]; then
         sami_problem "Helm chart \"${chart}\" was not found (no ${chart}/Chart.yaml in the manifest folder); add it or set --deployment-config chart=<folder>."
@@ -108,6 +132,7 @@ k8s_build_values() {
         done
     fi
     [ -n "$sami_tag" ] && k8s_args+=(--set-string "image.tag=$(k8s_escape "$sami_tag")")
+    [ -n "${SAMI_ENGINE:-}" ] && k8s_args+=(--set "size=${SAMI_SIZE:-1}")
     if [ -n "${SAMI_IMAGE:-}" ]; then
         k8s_args+=(--set-string "image.repository=$(k8s_escape "$(sami_image_repo "$SAMI_IMAGE")")")
     fi
@@ -158,7 +183,7 @@ k8s_config_check() {
     k8s_build_values
     local out
     # Render the chart with the values a deploy would use: catches template errors early.
-    if ! out=$("$HELM" template "$sami_name" "$sami_manifest_dir/$(k8s_chart)" "${k8s_args[@]}" 2>&1 >/dev/null); then
+    if ! out=$("$HELM" template "$sami_name" "$(k8s_chart_dir)" "${k8s_args[@]}" 2>&1 >/dev/null); then
         printf 'The Helm chart does not render with these values:\n%s\n' "$out"
         exit "$SAMI_EXIT_USAGE"
     fi
@@ -169,7 +194,15 @@ k8s_deploy() {
     sami_require_tag
     sami_fail_on_problems
     k8s_build_values
-    sami_run "$HELM" upgrade --install "$sami_name" "$sami_manifest_dir/$(k8s_chart)" \
+    local current
+    if [ -n "${SAMI_ENGINE:-}" ]; then
+        current=$("$KUBECTL" get statefulset "$sami_name" --namespace "$sami_namespace" \
+            -o 'jsonpath={.spec.replicas}' 2>/dev/null || :)
+        if [[ $current =~ ^[0-9]+$ ]] && [ "$current" -gt "${SAMI_SIZE:-1}" ] && [ "$sami_force" != 1 ]; then
+            sami_die "$SAMI_EXIT_FAIL" "resize of ${sami_name} from ${current} to ${SAMI_SIZE:-1} members refused: the data of the members removed is not handed over to the others; run it again forced (--force) to shrink anyway"
+        fi
+    fi
+    sami_run "$HELM" upgrade --install "$sami_name" "$(k8s_chart_dir)" \
         --create-namespace --history-max 10 "${k8s_args[@]}"
 }
 
@@ -290,10 +323,31 @@ k8s_cleanup() {
     else
         printf '%s\n' "$out" >&2
     fi
+    if [ -n "${SAMI_ENGINE:-}" ] && [ "$sami_delete_data" != 1 ]; then
+        echo "data volumes kept: the PVCs labelled ${K8S_INSTANCE_LABEL}=${sami_name} (clean up with --delete-data to delete them)"
+        return
+    fi
     sami_run "$KUBECTL" delete pvc --namespace "$sami_namespace" \
         -l "${K8S_INSTANCE_LABEL}=${sami_name}" --ignore-not-found >&2 \
         || sami_die "$SAMI_EXIT_FAIL" "cannot delete the PVCs of ${sami_name}"
+    [ -n "${SAMI_ENGINE:-}" ] && echo "data volumes deleted: the PVCs labelled ${K8S_INSTANCE_LABEL}=${sami_name}"
+    return 0
 }
 
-k8s_info() { sami_info_links; }
+k8s_info() {
+    if [ -n "${SAMI_ENGINE:-}" ]; then
+        printf 'endpoint,%s.%s.svc:%s\n' "${sami_name}-0.${sami_name}" "$sami_namespace" "$(k8s_engine_port)"
+        return
+    fi
+    sami_info_links
+}
 k8s_notifications() { sami_notifications; }
+
+if [ -n "${SAMI_KUBE_CONTEXT:-}" ]; then
+    export HELM_KUBECONTEXT=$SAMI_KUBE_CONTEXT
+    k8s_real_kubectl=$KUBECTL
+    KUBECTL=k8s_kubectl
+    k8s_kubectl() {
+        "$k8s_real_kubectl" --context "$SAMI_KUBE_CONTEXT" "$@"
+    }
+fi

@@ -190,9 +190,15 @@ static_file_config_check() { static_config_check; }
 static_file_create() { static_deploy; }
 static_file_update() { static_deploy; }
 
+# Its stdout is the report of what runs: the tag of the release `current` serves (empty: nothing served).
 static_file_check() {
     local base target
     base=$(static_base)
+    if [ -L "$base/current" ] && [ -d "$base/current" ]; then
+        target=$(readlink -- "$base/current")
+        sami_report_add_tag current "$(static_release_tag "${target#releases/}")"
+    fi
+    sami_report_print
     if [ ! -L "$base/current" ]; then
         if [ -L "$base/archived" ]; then
             sami_die "$SAMI_EXIT_FAIL" "${sami_name} is archived"

@@ -99,13 +99,29 @@ swarm_load_services() {
     return 0
 }
 
-# check for long-running services: tag (3), then running replicas (2), then health (1).
+# The container env entries of a service whose names are those of the overrides Sami passed.
+swarm_passed_env() {
+    local line
+    [ -n "$swarm_override_names" ] || return 0
+    "$DOCKER" service inspect --format '{{range .Spec.TaskTemplate.ContainerSpec.Env}}{{println .}}{{end}}' "$1" \
+        | while IFS= read -r line; do
+            [[ $line == *=* ]] || continue
+            grep -qxF -- "${line%%=*}" <<<"$swarm_override_names" && printf '%s\n' "$line"
+        done
+}
+
+# check for long-running services: tag (3), then running replicas (2), then health (1). Its stdout is
+# the report of what runs (every service's image, replicas and passed overrides; empty: no stack).
 swarm_check() {
     swarm_load_services
-    [ "${#swarm_service_names[@]}" -gt 0 ] \
-        || sami_die "$SAMI_EXIT_FAIL" "stack ${sami_name} has no services (not deployed?)"
+    if [ "${#swarm_service_names[@]}" -eq 0 ]; then
+        sami_report_print
+        sami_die "$SAMI_EXIT_FAIL" "stack ${sami_name} has no services (not deployed?)"
+    fi
     local svc state mode replicas image archived_replicas archived_global update_state
     local mismatch=0 partial=0 desired running task_desired current task_image err total=0
+    local swarm_override_names env_items
+    swarm_override_names=$(sami_override_env_names)
     for svc in "${swarm_service_names[@]}"; do
         state=$(swarm_service_state "$svc") || sami_die "$SAMI_EXIT_FAIL" "cannot inspect ${svc}"
         IFS='|' read -r mode replicas image archived_replicas archived_global update_state <<<"$state"
@@ -132,7 +148,12 @@ swarm_check() {
             sami_log "${svc}: ${running}/${desired} replicas running${update_state:+ (update ${update_state})}"
             partial=1
         fi
+        env_items=()
+        mapfile -t env_items < <(swarm_passed_env "$svc")
+        sami_report_add "$svc" "${image%%@*}" "$([ "$mode" = replicated ] && printf '%s' "$replicas")" \
+            "$running" "${env_items[@]}"
     done
+    sami_report_print
     if [ "$total" -eq 0 ]; then
         sami_log "no service of ${sami_name} wants a running task (archived?)"
         partial=1

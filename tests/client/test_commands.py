@@ -190,11 +190,11 @@ def test_list_info_and_services_read_back_as_json_and_as_tables(server):
     table = server.run("list", "--service", "docs")
     assert table.returncode == Exit.OK
     header, *rows = table.stdout.splitlines()
-    assert header.split() == ["NAME", "STATE", "SERVICE", "ENVIRONMENT", "TAG", "URL", "PR", "UPDATED"]
+    assert header.split() == ["NAME", "STATE", "DRIFT", "SERVICE", "ENVIRONMENT", "TAG", "URL", "PR", "UPDATED"]
     row = next(r for r in rows if r.startswith("docs-stage "))
-    assert row.split()[1:5] == ["Running", "docs", "stage", "v1"]
+    assert row.split()[1:6] == ["Running", "synced", "docs", "stage", "v1"]
     info = json.loads(server.run("info", "docs-stage", "--json").stdout)
-    assert set(info) == {"deployment", "actions"}
+    assert set(info) == {"deployment", "actions", "requested", "deployed", "running"}
     assert info["deployment"]["name"] == "docs-stage" and info["actions"][0]["kind"] in ("create", "update")
     shown = server.run("info", "docs-stage").stdout
     assert "state:                Running" in shown and "ACTION  KIND" in shown
@@ -531,7 +531,7 @@ def test_list_fits_60_80_and_120_columns_keeping_the_name_whole(server):
             assert re.search(r"\S*/docs-pr-77/(\s|$)", row), (columns, row)
     # without a terminal nothing is cut or left out
     plain = server.run("list", "--service", "docs", "-q", "docs-pr-77").stdout.splitlines()
-    assert plain[0].split() == ["NAME", "STATE", "SERVICE", "ENVIRONMENT", "TAG", "URL", "PR", "UPDATED"]
+    assert plain[0].split() == ["NAME", "STATE", "DRIFT", "SERVICE", "ENVIRONMENT", "TAG", "URL", "PR", "UPDATED"]
     assert url in plain[1]
 
 

@@ -101,7 +101,7 @@ def test_step_lines_mark_how_each_step_ended():
     assert output.step_lines(steps[:1], finished=True, colour=True)[0].startswith("\x1b[32m✓\x1b[0m config_check")
 
 
-LIST = ["NAME", "STATE", "SERVICE", "ENVIRONMENT", "TAG", "URL", "PR", "UPDATED"]
+LIST = ["NAME", "STATE", "DRIFT", "SERVICE", "ENVIRONMENT", "TAG", "URL", "PR", "UPDATED"]
 
 
 def list_rows() -> list[list[str]]:
@@ -114,21 +114,21 @@ def list_rows() -> list[list[str]]:
          "status_message": "update failed (exit 1): image not found", "tag": "v2", "service": "documentation",
          "environment": "pull_request", "url": "https://documentation-pr-1235.preview.example.test/", "pr": "1235"},
     ]
-    return [[d["name"], state_cell(d), d["service"], d["environment"], short_tag(d["tag"]), d["url"], d["pr"],
+    return [[d["name"], state_cell(d), "-", d["service"], d["environment"], short_tag(d["tag"]), d["url"], d["pr"],
              "3 min ago"] for d in deployments]
 
 
 def test_the_list_at_60_80_and_120_columns_keeps_names_whole_and_urls_ends():
     from bot.client.read import LIST_PLAN
     for width in (60, 80, 120):
-        lines = output.table(LIST, list_rows(), width=width, plan=LIST_PLAN, middle=(5,)).splitlines()
+        lines = output.table(LIST, list_rows(), width=width, plan=LIST_PLAN, middle=(6,)).splitlines()
         assert max(len(line) for line in lines) <= width, (width, lines)
         assert [line.split()[0] for line in lines[1:]] == ["documentation-pr-1234", "documentation-pr-1235"]
         assert lines[1].split()[1:5] == ["Running,", "last", "deploy", "failed"], lines
         assert "Failed (update exit 1)" in lines[2]
         assert "3f2c1ab" in lines[1].split() and "3f2c1ab9" not in lines[1]
         if width >= 80:  # the URL is cut around what tells it from the others
-            assert lines[0].split()[3] == "URL", lines
+            assert lines[0].split()[3] == "URL", lines  # service, environment, pull request and drift went first
             urls = [line.split()[6] for line in lines[1:]]  # after the name, four words of state and the tag
             assert urls[0].find("pr-1234") > 0 and urls[1].find("pr-1235") > 0, lines
 

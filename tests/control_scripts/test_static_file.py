@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import shutil
 import stat
@@ -376,6 +377,8 @@ def test_the_prepared_copy_of_a_good_bundle_deploys(deployments: Path, static_ro
     (deployments / DOCS_STAGE / "mirror").symlink_to("site")
     errors = [str(e) for e in load_deployments_repo(deployments).errors]
     assert errors == [
+        "environments/stage.yaml:5:31: components[3]: the manifest of 'docs', "
+        f"{DOCS_STAGE}/sami.yaml, has errors",
         f"{DOCS_STAGE}/mirror/again: is a symlink to '.', a folder that contains it (a loop); link to a file or "
         "to a folder beside it",
         f"{DOCS_STAGE}/sami.yaml:12:9: files[0]: 'site/again' is a symlink to '.', a folder that contains it "
@@ -499,3 +502,36 @@ def test_an_archive_cannot_write_through_a_symlink_it_holds(kind: str, static_ro
     assert list(outside.iterdir()) == []
     assert not (static_root / "docs-stage" / "current").exists()
     assert _leftovers(static_root / "docs-stage") == []
+
+
+def test_check_reports_the_served_tag_and_nothing_once_removed(static_root: Path):
+    assert _run("create", static_root, "v1").returncode == 0
+    checked = _run("check", static_root, "v1")
+    assert checked.returncode == 0
+    assert json.loads(checked.stdout.splitlines()[-1]) == {"running": [{"name": "current", "tag": "v1"}]}
+    assert json.loads(_run("check", static_root, "v2").stdout.splitlines()[-1])["running"][0]["tag"] == "v1"
+    (static_root / "docs-stage" / "current").unlink()
+    gone = _run("check", static_root, "v1")
+    assert gone.returncode == 1 and json.loads(gone.stdout.splitlines()[-1]) == {"running": []}
+
+
+def test_check_batch_answers_for_every_deployment_as_check_would(static_root: Path, tmp_path: Path):
+    for name, tag in (("docs-a", "v1"), ("docs-b", "v1")):
+        assert _run("create", static_root, tag, name=name).returncode == 0
+    batch = tmp_path / "batch.jsonl"
+    entries = [{"name": "docs-a", "tag": "v1"}, {"name": "docs-b", "tag": "v2"}, {"name": "docs-c", "tag": "v1"},
+               {"name": "../etc", "tag": "v1"}]
+    batch.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    done = run_script("static_file", "check_batch", ["--project-name", "sami", "--base-domain", "example.test",
+                                                     "--namespace", "sami", f"--batch={batch}"],
+                      env=_env(static_root))
+    assert done.returncode == 0, done.stderr
+    answers = {a["name"]: a for a in map(json.loads, done.stdout.splitlines())}
+    assert answers["docs-a"] == {"name": "docs-a", "exit": 0, "message": "", "running": [{"name": "current",
+                                                                                          "tag": "v1"}]}
+    assert answers["docs-b"]["exit"] == 3 and answers["docs-b"]["running"] == [{"name": "current", "tag": "v1"}]
+    assert answers["docs-c"]["exit"] == 1 and answers["docs-c"]["running"] == []
+    assert answers["../etc"]["exit"] == 64 and "running" not in answers["../etc"]
+    for name in ("docs-a", "docs-b"):  # each answer is what that deployment's own check says
+        own = _run("check", static_root, entries[["docs-a", "docs-b"].index(name)]["tag"], name=name)
+        assert own.returncode == answers[name]["exit"]

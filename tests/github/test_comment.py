@@ -262,3 +262,17 @@ def test_one_more_environment_is_singular():
     rows = [row(f"s{i}") for i in range(3)]
     text = render_sticky_comment(rows, pr_number=1, head_sha=HEAD, now=NOW, max_rows=2)
     assert "…and 1 more environment." in text
+
+
+def test_drift_has_its_own_badge_beside_the_state_and_is_escaped():
+    drifted = row("web", tag="v1", drift="web-pr-42_web: image local/web:hand (deployed local/web:v1)")
+    failed = row("api", DeploymentState.FAILURE, failure_reason=FailureReason.TAG_MISMATCH, tag="v1")
+    text = render_sticky_comment([drifted, failed], pr_number=42, head_sha=HEAD, now=NOW)
+    web_line = next(line for line in text.splitlines() if line.startswith("| web |"))
+    api_line = next(line for line in text.splitlines() if line.startswith("| api |"))
+    assert "🟢 Running · 🟣 Drift: web-pr-42\\_web: image local/web:hand \\(deployed local/web:v1\\)" in web_line
+    assert "Drift" not in api_line and "🔴 Failed (tag mismatch)" in api_line
+    hostile = render_sticky_comment([row("web", drift="x | [y](http://e.test) @bob\n| z")], pr_number=42,
+                                    head_sha=HEAD, now=NOW)
+    web_line = next(line for line in hostile.splitlines() if line.startswith("| web |"))
+    assert web_line.count(" | ") == 5 and "](" not in web_line and "@bob" not in web_line  # six cells, no more

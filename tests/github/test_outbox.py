@@ -16,7 +16,8 @@ from bot import outbox
 from bot.core import db
 from bot.core.config import settings_from_mapping
 from bot.core.models import Action, Deployment, OutboxRow, OutboxState, PullRequestRecord
-from bot.core.states import ActionState, DeploymentState, transition, transition_action
+from bot.core.states import ActionState, DeploymentState, note_running, transition, transition_action
+from bot.github import senders
 from bot.services import deployments
 from tests.github import webhook_fixtures
 from tests.github.conftest import token_client
@@ -550,3 +551,31 @@ def test_an_update_waiting_for_newer_pushes_shows_on_github_only_once_it_may_sta
         shown = [(path, body.get("ref")) for _, path, body in proxy.forwarded[sent:]
                  if path.endswith("/deployments") or "/statuses/" in path]
         assert shown == [("/repos/acme/probe/deployments", "3" * 40), (f"/repos/acme/probe/statuses/{'3' * 40}", None)]
+
+
+def test_a_drift_change_refreshes_the_sticky_comment_which_shows_a_drift_badge(db_session, worker_ctx, github_mock):
+    worker_ctx.github = token_client(github_mock.url)
+    accepted = accept(db_session, worker_ctx)
+    settle(db_session, accepted.action_id)
+    deliver_due(db_session, worker_ctx)
+    assert not [row for row in rows(db_session) if row.state is O.PENDING]
+    deployment = db_session.scalars(select(Deployment)).one()
+    gone = [{"component": None, "field": "present", "deployed": "1 component(s)", "running": "nothing"}]
+    assert note_running(deployment, {"components": []}, gone)
+    outbox.commit(db_session)
+    assert [row.kind for row in rows(db_session) if row.state is O.PENDING] == ["comment"]
+    record = db_session.scalars(select(PullRequestRecord)).one()
+    body = senders.render_comment(db_session, "acme/probe", 7, record,
+                                  senders.Sender(worker_ctx.github, "https://sami.example.test"), db_now(db_session))
+    assert "🟢 Running · 🟣 Drift: the deployment: nothing \\(deployed 1 component\\(s\\)\\)" in body
+    assert deliver_due(db_session, worker_ctx) == ["delivered"]
+    # The same verdict again changes nothing, so no row; in sync again refreshes the comment.
+    assert not note_running(deployment, {"components": []}, gone)
+    outbox.commit(db_session)
+    assert not [row for row in rows(db_session) if row.state is O.PENDING]
+    assert note_running(deployment, {"components": [{"name": "app"}]}, [])
+    outbox.commit(db_session)
+    assert [row.kind for row in rows(db_session) if row.state is O.PENDING] == ["comment"]
+    assert "Drift" not in senders.render_comment(db_session, "acme/probe", 7, record,
+                                                 senders.Sender(worker_ctx.github, "https://x.test"),
+                                                 db_now(db_session))

@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from bot.core import metrics
 from bot.core.models import DeliveryStatus
 from bot.web import create_app
+from bot.web.queue import get_broker
 from tests.conftest import WEBHOOK_SECRET
 from tests.github import webhook_fixtures
 from tests.github.webhook_fixtures import deliveries, handed_off, post, queued_jobs
@@ -298,3 +299,35 @@ def test_while_the_database_is_unreachable_a_delivery_is_answered_503_to_be_sent
     assert response.headers["Retry-After"] == "1"
     assert "database" in response.json["error"]
     assert queued_jobs(redis_client) == []
+
+
+def test_a_delivery_is_answered_202_and_handed_off_only_once_its_row_is_committed(
+        test_config, own_database_url, redis_client):
+    # The app's own engine and pool, as `sami serve` has. A deferred constraint trigger makes
+    # PostgreSQL refuse the COMMIT itself (the INSERT went through): the delivery must not be
+    # answered as accepted, nor handed to the workers, and no row stays behind.
+    engine = create_engine(own_database_url)
+    with engine.begin() as connection:
+        connection.execute(text(
+            "CREATE FUNCTION refuse_commit() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN IF NEW.delivery_id LIKE 'refused-%' THEN RAISE EXCEPTION 'refused at commit'; END IF; "
+            "RETURN NULL; END $$"))
+        connection.execute(text(
+            "CREATE CONSTRAINT TRIGGER refuse_commit AFTER INSERT ON deliveries DEFERRABLE INITIALLY DEFERRED "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_commit()"))
+    app = create_app({**test_config, "database_url": own_database_url})
+    client = app.test_client()
+    payload = github_payloads.example("pull_request", "synchronize")
+    try:
+        refused = post(client, "pull_request", payload, delivery="refused-1")
+        accepted = post(client, "pull_request", payload, delivery="accepted-1")
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT delivery_id, id FROM deliveries ORDER BY id")).all()
+    finally:
+        app.extensions["sami.db"].kw["bind"].dispose()
+        get_broker(app).connection.close()
+        engine.dispose()
+    assert refused.status_code == 500, refused.json
+    assert accepted.status_code == 202, accepted.json
+    assert [delivery_id for delivery_id, _ in rows] == ["accepted-1"]
+    assert queued_jobs(redis_client) == [f"delivery-{rows[0][1]}"]

@@ -18,7 +18,7 @@ from .conftest import EXAMPLES
 def test_valid_tree_exits_zero_with_a_summary() -> None:
     result = CliRunner().invoke(validate, [str(EXAMPLES)])
     assert result.exit_code == 0, result.output
-    assert result.output == "9 manifests valid\n"
+    assert result.output == "10 manifests and 1 environment file valid\n"
 
 
 def test_invalid_tree_lists_every_error_and_exits_one(add_manifest: Callable[..., Path], repo_dir: Path) -> None:
@@ -80,4 +80,4 @@ def test_ref_on_a_git_source(git_source: dict[str, Any], tmp_path: Path) -> None
         [str(git_source["bare"]), "--ref", "v1", "--cache-dir", str(tmp_path / "c")],
     )
     assert result.exit_code == 0, result.output
-    assert result.output == "9 manifests valid\n"
+    assert result.output == "10 manifests and 1 environment file valid\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.manifests import PrDeploy, ServiceType, load_deployments_repo
+from bot.manifests import Kind, PrDeploy, ServiceType, ThirdPartyMode, load_deployments_repo
 
 from .conftest import EXAMPLES
 
@@ -20,7 +20,20 @@ def test_examples_are_valid() -> None:
         ("docs", ServiceType.STATIC_FILE, "stage"),
         ("docs", ServiceType.STATIC_FILE, "pull_request"),
         ("nightly-report", ServiceType.CRON, "stage"),
+        ("cache", ServiceType.SWARM, "stage"),
     }
+
+
+def test_example_environment_file() -> None:
+    repo = load_deployments_repo(EXAMPLES, targets=["default"])
+    assert repo.ok, "\n".join(str(e) for e in repo.errors)
+    stage = repo.topology("stage")
+    assert stage is not None and stage.path == "environments/stage.yaml" and stage.target is None
+    assert set(stage.components) == {m.service_name for m in repo.manifests if m.environment == "stage"}
+    cache = repo.find("cache", "stage")
+    assert cache is not None and cache.kind is Kind.THIRD_PARTY and cache.mode is ThirdPartyMode.INTERNAL
+    assert (cache.engine, cache.size, cache.image) == ("redis", 1, "local/redis")
+    assert repo.topology("production").implicit
 
 
 def test_example_values_other_parts_rely_on() -> None:

@@ -17,7 +17,7 @@ from datetime import datetime
 
 from workers.context import WorkerContext
 from workers.lease import db_now
-from workers.scheduler import checks, github, reaper, retention, sweep
+from workers.scheduler import checks, environments, github, reaper, retention, sweep
 from workers.scheduler.report import Every, TickReport
 
 __all__ = ["Scheduler", "TickReport"]
@@ -38,6 +38,7 @@ class Scheduler:
         self.steps: dict[str, Callable[[TickReport, datetime], None]] = {
             "reap": step(reaper.reap, ctx),
             "sweep": step(sweep.sweep_actions, ctx),
+            "environments": step(environments.advance_runs, ctx),
             "sweep_deliveries": step(sweep.sweep_deliveries, ctx),
             "sweep_outbox": step(sweep.sweep_outbox, ctx, pruned=Every()),
             "checks": step(checks.checks, ctx),

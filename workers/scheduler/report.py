@@ -14,6 +14,8 @@ class TickReport:
     reaped: list[int] = field(default_factory=list)
     requeued: list[int] = field(default_factory=list)
     checks: list[int] = field(default_factory=list)
+    # The checks of ``checks`` queued together, one ``check_batch`` call per list.
+    check_batches: list[list[int]] = field(default_factory=list)
     archive_checks: list[int] = field(default_factory=list)
     cleanups: list[str] = field(default_factory=list)
     leases_freed: list[int] = field(default_factory=list)
@@ -21,11 +23,12 @@ class TickReport:
     rounds: list[str] = field(default_factory=list)  # GitHub rounds queued: reconcile, redeliver
     outbox: list[int] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    runs: list[int] = field(default_factory=list)  # whole-environment runs moved on by the backstop
 
     def did_something(self) -> bool:
         """Whether the tick changed or queued anything (a check queued alone is routine)."""
         return bool(self.queued or self.reaped or self.outbox or self.requeued or self.cleanups
-                    or self.deliveries or self.rounds or self.expired)
+                    or self.deliveries or self.rounds or self.expired or self.runs)
 
 
 @dataclass

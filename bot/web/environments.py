@@ -1,0 +1,171 @@
+"""The environments API: whole-environment operations, clones, snapshots and diffs under
+``/api/v1/environments`` (and ``/api/v1/snapshots``). Deciding belongs to bot.services.environments
+and bot.services.snapshots; this module checks tokens and shapes, and answers."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from bot.core.errors import Invalid, NotFound
+from bot.services import environments, snapshots
+from bot.web import shared
+from bot.web.api import _check_query, _field, _json_body, _requested_by, require, token_required
+from bot.web.database import get_session
+
+bp = Blueprint("environments_api", __name__)
+bp.before_request(_check_query)
+
+# The scope each operation needs on every component of the environment.
+SCOPES = {"deploy": "deploy", "archive": "archive", "restore": "restore", "cleanup": "cleanup"}
+
+
+def _environment(name: str, scope: str = "read") -> environments.Environment:
+    """The environment, after checking that the token may ``scope`` every one of its components."""
+    env = environments.environment(get_session(), shared.manifests().current(), name)
+    for component in env.components:
+        require(scope, component.service, name)
+    return env
+
+
+@bp.get("/api/v1/environments")
+@token_required
+def list_environments():
+    """The environments of the deployments repo and those Sami cloned, with their components."""
+    require("read")
+    session = get_session()
+    repo = shared.manifests().current()
+    names = sorted({m.environment for m in repo.manifests if m.environment != "pull_request"} | set(repo.topologies)
+                   | set(environments.cloned_names(session)))
+    found = []
+    for name in names:
+        try:
+            env = environments.environment(session, repo, name)
+        except (Invalid, NotFound) as exc:
+            found.append({"name": name, "template": None, "components": [], "problem": str(exc)})
+            continue
+        found.append({"name": name, "template": env.template,
+                      "components": [c.service for c in env.components], "problem": None})
+    return jsonify(environments=found)
+
+
+@bp.get("/api/v1/environments/<name>")
+@token_required
+def show_environment(name: str):
+    """Its components in deploy order with state, version and endpoint, and its last run."""
+    _environment(name)
+    return jsonify(environments.status(get_session(), shared.manifests().current(), name))
+
+
+@bp.post("/api/v1/environments/<name>/<any(deploy, archive, restore, cleanup):operation>")
+@token_required
+def operate(name: str, operation: str):
+    """Start a whole-environment run: 202 with the run (its first components are queued)."""
+    body = _json_body() if request.content_length else {}
+    known = {"deploy": {"versions", "snapshot"}, "cleanup": {"delete_data"}}.get(operation, set())
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise Invalid(f"unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known)) or 'none'})")
+    versions = _field(body, "versions", dict) or {}
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in versions.items()):
+        raise Invalid("'versions' must be an object of SERVICE: tag (or image)")
+    snapshot = _field(body, "snapshot", str)
+    delete_data = bool(_field(body, "delete_data", bool))
+    if snapshot and versions:
+        raise Invalid("give 'versions' or 'snapshot', not both")
+    _environment(name, SCOPES[operation])
+    session, repo = get_session(), shared.manifests().current()
+    who = dict(requested_by=_requested_by(), origin="api")
+    if snapshot:
+        run = snapshots.deploy(session, repo, name, snapshot, shared.services_context(), **who)
+    else:
+        run = environments.start_run(session, repo, name, operation, shared.services_context(),
+                                     versions=versions, delete_data=delete_data, **who)
+    return jsonify(environments.run_view(run)), 202
+
+
+@bp.post("/api/v1/environments/<name>/clone")
+@token_required
+def clone(name: str):
+    """Clone the environment as a whole under a new name: 202 with the run and what each component's data is."""
+    body = _json_body()
+    unknown = sorted(set(body) - {"name"})
+    if unknown:
+        raise Invalid(f"unknown field(s) {', '.join(unknown)} (known: name)")
+    new_name = _field(body, "name", str, required=True)
+    env = _environment(name)
+    for component in env.components:
+        require("deploy", component.service, new_name)
+    cloned = environments.clone(get_session(), shared.manifests().current(), name, new_name,
+                                shared.services_context(), requested_by=_requested_by(), origin="api")
+    return jsonify(environment=cloned.environment, data=cloned.data, run=environments.run_view(cloned.run)), 202
+
+
+@bp.get("/api/v1/environments/<name>/runs/<int:run_id>")
+@token_required
+def show_run(name: str, run_id: int):
+    """One run of the environment, component by component."""
+    _environment(name)
+    run = environments.get_run(get_session(), run_id)
+    if run.environment != name:
+        raise NotFound(f"no run {run_id} of environment {name!r}")
+    return jsonify(environments.run_view(run))
+
+
+@bp.get("/api/v1/environments/<name>/diff")
+@token_required
+def diff(name: str):
+    """What differs between this environment and ``?with=`` (another environment, or snapshot:NAME)."""
+    other = request.args.get("with")
+    if not other:
+        raise Invalid("give the other side: ?with=ENVIRONMENT or ?with=snapshot:NAME")
+    _environment(name)
+    session, repo = get_session(), shared.manifests().current()
+    if not other.startswith(snapshots.SNAPSHOT_PREFIX):
+        _environment(other)
+    else:
+        snapshot = snapshots.get(session, other[len(snapshots.SNAPSHOT_PREFIX):])
+        for component in snapshot.components:
+            require("read", component["service"], snapshot.environment)
+    return jsonify(snapshots.diff(session, repo, name, other))
+
+
+@bp.get("/api/v1/environments/<name>/snapshots")
+@token_required
+def list_snapshots(name: str):
+    """The environment's snapshots, newest first."""
+    _environment(name)
+    return jsonify(snapshots=[snapshots.view(s) for s in snapshots.listing(get_session(), name)])
+
+
+@bp.post("/api/v1/environments/<name>/snapshots")
+@token_required
+def create_snapshot(name: str):
+    """Record every component's version, overrides (secret names only) and deploy order as a snapshot."""
+    body = _json_body() if request.content_length else {}
+    unknown = sorted(set(body) - {"name"})
+    if unknown:
+        raise Invalid(f"unknown field(s) {', '.join(unknown)} (known: name)")
+    _environment(name, "deploy")
+    snapshot = snapshots.create(get_session(), shared.manifests().current(), name, name=_field(body, "name", str),
+                                created_by=_requested_by())
+    return jsonify(snapshots.view(snapshot)), 201
+
+
+def _snapshot(snapshot_name: str):
+    snapshot = snapshots.get(get_session(), snapshot_name)
+    for component in snapshot.components:
+        require("read", component["service"], snapshot.environment)
+    return snapshot
+
+
+@bp.get("/api/v1/snapshots/<snapshot_name>")
+@token_required
+def show_snapshot(snapshot_name: str):
+    return jsonify(snapshots.view(_snapshot(snapshot_name)))
+
+
+@bp.get("/api/v1/snapshots/<snapshot_name>/export")
+@token_required
+def export_snapshot(snapshot_name: str):
+    """The snapshot as YAML."""
+    return Response(snapshots.export_yaml(_snapshot(snapshot_name)), mimetype="application/yaml")

@@ -1,0 +1,50 @@
+# PostgreSQL as an internal third-party service (see third_party.sh), one member: streaming
+# replicas are not part of the built-in set, so size above 1 is refused. The image takes the
+# public postgres image's settings (scripts/images/postgres builds one from Debian's packages):
+# POSTGRES_PASSWORD from the manifest's secret POSTGRES_PASSWORD (SAMI_SECRET_POSTGRES_PASSWORD),
+# POSTGRES_USER and POSTGRES_DB from the deployment config user= and database= (default postgres),
+# data in /var/lib/postgresql/data.
+tp_engine=postgres
+tp_port_default=5432
+tp_data_dir=/var/lib/postgresql/data
+tp_max_size=1
+
+tp_member() {
+    local user database
+    user=$(sami_config user postgres)
+    database=$(sami_config database "$user")
+    printf '    command: ["postgres", "-p", "%s"]\n' "$(tp_member_port "$1")"
+    printf '    environment:\n'
+    printf '      POSTGRES_USER: "%s"\n      POSTGRES_DB: "%s"\n' "$user" "$database"
+    # Interpolated by docker stack deploy from its own environment: the value is not in the file.
+    printf '      POSTGRES_PASSWORD: "${SAMI_POSTGRES_PASSWORD}"\n'
+}
+
+postgres_validate() {
+    local name
+    for name in user database; do
+        [[ $(sami_config "$name" postgres) =~ ^[a-z_][a-z0-9_]{0,62}$ ]] \
+            || sami_problem "${name}=\"$(sami_config "$name")\" must be lowercase letters, digits and _."
+    done
+    [ -n "${SAMI_SECRET_POSTGRES_PASSWORD:-}" ] \
+        || sami_problem "no password: list POSTGRES_PASSWORD in the manifest's secrets (Sami reads SAMI_SCRIPT_SECRET_POSTGRES_PASSWORD)."
+}
+
+tp_ping() {
+    local answer
+    answer=$("$DOCKER" exec "$1" pg_isready -h 127.0.0.1 -p "$(tp_member_port "$2")" 2>&1)
+    [[ $answer == *"accepting connections"* ]] || { sami_log "member $2: pg_isready: ${answer:0:200}"; return 1; }
+}
+
+export SAMI_POSTGRES_PASSWORD=${SAMI_SECRET_POSTGRES_PASSWORD:-}
+
+postgres_config_check() { postgres_validate; tp_config_check; }
+postgres_create() { postgres_validate; tp_create; }
+postgres_update() { postgres_validate; tp_update; }
+postgres_check() { tp_check; }
+postgres_archive() { tp_archive; }
+postgres_unarchive() { postgres_validate; tp_unarchive; }
+postgres_archive_check() { tp_archive_check; }
+postgres_cleanup() { tp_cleanup; }
+postgres_info() { tp_info; }
+postgres_notifications() { tp_notifications; }

@@ -1,0 +1,74 @@
+"""`sami env` against a real `sami serve` (the embedded default): a two-component environment of
+probe services deployed, snapshotted, changed, diffed, deployed back from its snapshot, cloned, and
+taken down, with the exit status of each."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.client.conftest import Server
+from tests.pipeline.environment_repo import Service, write_environment_repo
+from tests.support.sami_server import SamiServer, sami, sami_env
+from tests.support.servers import free_port
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("env-cli")
+    repo = write_environment_repo(tmp / "repo", tmp / "record", {"db": Service(), "web": Service()},
+                                  environments=("demo",))
+    port = free_port()
+    env = sami_env(SAMI_INSTANCE_DIR=str(tmp / "instance"), SAMI_DEPLOYMENTS_REPO=str(repo),
+                   SAMI_BASE_DOMAIN=f"127.0.0.1:{port}", SAMI_PUBLIC_URL=f"http://127.0.0.1:{port}",
+                   SAMI_LOG_LEVEL="warning")
+    sami("db", "upgrade", env=env)
+    admin = sami("token", "create", "env-admin", "--admin", env=env).stdout.strip()
+    reader = sami("token", "create", "env-reader", "--action", "read", env=env).stdout.strip()
+    (tmp / "home").mkdir()
+    with SamiServer(env, tmp / "serve.log", port=port) as running:
+        yield Server(running.url, admin, reader, env, tmp / "home")
+
+
+def ok(result, code=0):
+    assert result.returncode == code, (result.stdout, result.stderr)
+    return result
+
+
+def test_a_whole_environment_from_the_command_line(server):
+    deployed = ok(server.run("env", "deploy", "demo", "--version", "db=16", "--version", "web=v1", "--wait"))
+    assert "deploy run" in deployed.stdout and "succeeded" in deployed.stdout
+    status = json.loads(ok(server.run("env", "status", "demo", "--json")).stdout)
+    assert [(c["deployment"], c["state"], c["tag"]) for c in status["components"]] == [
+        ("db-demo", "Running", "16"), ("web-demo", "Running", "v1")]
+    table = ok(server.run("env", "status", "demo")).stdout
+    assert "WAVE" in table and "web-demo" in table and "last run: deploy" in table
+
+    ok(server.run("env", "snapshot", "demo", "--name", "good"))
+    assert "good" in ok(server.run("env", "snapshot", "demo", "--list")).stdout
+    exported = yaml.safe_load(ok(server.run("env", "snapshot", "--export", "good")).stdout)
+    assert {c["service"]: c["tag"] for c in exported["snapshot"]["components"]} == {"db": "16", "web": "v1"}
+
+    ok(server.run("env", "deploy", "demo", "--version", "web=v2", "--wait"))
+    differs = ok(server.run("env", "diff", "snapshot:good", "demo"), code=1)
+    assert "web" in differs.stdout and "v1" in differs.stdout and "v2" in differs.stdout
+    ok(server.run("env", "deploy", "demo", "--from-snapshot", "good", "--wait"))
+    assert "alike" in ok(server.run("env", "diff", "demo", "snapshot:good")).stdout
+
+    cloned = ok(server.run("env", "clone", "demo", "demo-2", "--wait"))
+    assert "db: application" in cloned.stdout and "succeeded" in cloned.stdout
+    assert "alike" in ok(server.run("env", "diff", "demo", "demo-2")).stdout
+    for operation in ("archive", "restore", "archive", "cleanup"):
+        ok(server.run("env", operation, "demo-2", "--wait"))
+    gone = json.loads(ok(server.run("env", "status", "demo-2", "--json")).stdout)
+    assert {c["state"] for c in gone["components"]} == {None}
+
+
+def test_refusals_have_their_exit_codes(server):
+    assert server.run("env", "status", "nowhere").returncode == 4
+    refused = server.run("env", "deploy", "demo", "--version", "web=v3", token="reader")
+    assert refused.returncode == 3 and "may not deploy" in refused.stderr
+    assert server.run("env", "deploy", "demo", "--version", "web", "--wait").returncode == 2
+    assert server.run("env", "diff", "snapshot:a", "snapshot:b").returncode == 2

@@ -1,0 +1,98 @@
+"""Container images from Debian's packages for tests on the private Swarm (no registry needed).
+
+`debian_rootfs(packages)` writes a minimal Debian root filesystem with the packages into a
+tarball with mmdebstrap, once per package set (kept under ~/.cache/sami-tests, so a second run
+costs nothing); `import_image(swarm, tar, tag, changes)` turns it into an image of a private
+dockerd. `redis_image` and `postgres_image` make images that follow scripts/images/redis and
+scripts/images/postgres (data folders owned by their users, the postgres entrypoint).
+Images are imported, never built: a build on the tests' vfs storage copies the whole root
+filesystem for every step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+from tests.support.docker import DockerSwarm
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sami-tests"
+# Folders the images' processes write, owned by their users (as the Dockerfiles in scripts/images do).
+_HOOK = ("chroot \"$1\" sh -c 'mkdir -p /data /var/lib/postgresql/data /run/postgresql"
+         " && chown -R redis:redis /data && chown -R postgres:postgres /var/lib/postgresql /run/postgresql'")
+PACKAGES = ("redis-server", "redis-tools", "postgresql-15", "postgresql-client-15")
+
+
+def unavailable_reason() -> str | None:
+    return None if shutil.which("mmdebstrap") else "mmdebstrap is not installed (apt-get install mmdebstrap)"
+
+
+def _mirror() -> str:
+    try:
+        for line in Path("/etc/apt/sources.list.d/debian.sources").read_text().splitlines():
+            if line.startswith("URIs:"):
+                return line.split(":", 1)[1].split()[0]
+    except OSError:
+        pass
+    return "http://deb.debian.org/debian"
+
+
+def debian_rootfs(packages: tuple[str, ...] = PACKAGES, suite: str = "bookworm") -> Path:
+    """A tarball of a minimal Debian with the packages; built once per package set."""
+    key = hashlib.sha256(" ".join((suite, *sorted(packages), _HOOK)).encode()).hexdigest()[:16]
+    path = CACHE / f"debian-{suite}-{key}.tar"
+    if path.is_file():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=CACHE) as temp:
+        partial = Path(temp) / "rootfs.tar"
+        subprocess.run(
+            ["mmdebstrap", "--variant=minbase", f"--include={','.join(packages)}", f"--customize-hook={_HOOK}",
+             suite, str(partial), _mirror()],
+            check=True, capture_output=True, timeout=900,
+        )
+        os.replace(partial, path)
+    return path
+
+
+def import_image(swarm: DockerSwarm, tar: Path, tag: str, changes: tuple[str, ...] = ()) -> str:
+    args = ["import"]
+    for change in changes:
+        args += ["--change", change]
+    with tar.open("rb") as handle:
+        subprocess.run([swarm.docker, *args, "-", tag], env=swarm.env(), stdin=handle, check=True,
+                       capture_output=True, timeout=600)
+    return tag
+
+
+def redis_image(swarm: DockerSwarm, tag: str = "local/redis:1") -> str:
+    return import_image(swarm, debian_rootfs(), tag, ("WORKDIR /data", "USER redis",
+                                                      'CMD ["redis-server", "--protected-mode", "no"]'))
+
+
+def postgres_image(swarm: DockerSwarm, tag: str = "local/postgres:1") -> str:
+    """The rootfs with scripts/images/postgres's entrypoint appended, imported (no build, no network)."""
+    entrypoint = REPO_ROOT / "scripts" / "images" / "postgres" / "entrypoint"
+    with tempfile.TemporaryDirectory(dir=CACHE) as temp:
+        tar = Path(temp) / "postgres.tar"
+        shutil.copyfile(debian_rootfs(), tar)
+        with tarfile.open(tar, "a") as archive:
+            info = archive.gettarinfo(str(entrypoint), arcname="./usr/local/bin/postgres-entrypoint")
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mode = 0o755
+            with entrypoint.open("rb") as handle:
+                archive.addfile(info, handle)
+        return import_image(swarm, tar, tag, (
+            "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "ENV PGDATA=/var/lib/postgresql/data",
+            "USER postgres",
+            'ENTRYPOINT ["postgres-entrypoint"]',
+            'CMD ["postgres"]',
+        ))
