@@ -205,10 +205,12 @@ def test_a_state_reads_as_words_with_its_reason_and_the_last_deploys_result(page
     deployment still running after its last deploy failed says so beside its state, also when it changes live."""
     now = datetime.now(UTC)
     with site.sessions() as session:
+        # Checked just now: the server's periodic checks leave them alone (their service has no manifest, so a
+        # check would fail and reword the status this test reads).
         kept = Deployment(name="words-stage", service="words", environment="stage", type="swarm", state="Running",
-                          tag="v2")
+                          tag="v2", checked_at=now)
         broken = Deployment(name="words-prod", service="words", environment="prod", type="swarm", state="Failure",
-                            failure_reason="generic", tag="v7",
+                            failure_reason="generic", tag="v7", checked_at=now,
                             status_message="update failed (exit 1): image local/words:v7 not found")
         session.add_all([kept, broken])
         session.flush()
