@@ -56,7 +56,7 @@ def test_an_image_changed_by_hand_is_drift_and_reconcile_puts_it_back(swarm, db_
         assert baseline[f"{STACK}_web"]["env"] == {"PORT": str(port)}  # the override Sami passed, as the target has it
 
         # Someone changes the image on the swarm by hand.
-        swarm.run("service", "update", "--detach", "--no-resolve-image", "--image", "local/web:by-hand",
+        swarm.run("service", "update", "--no-resolve-image", "--image", "local/web:by-hand",
                   f"{STACK}_web")
         assert web_image(swarm) == "local/web:by-hand"
         report = periodic_check(db_session, worker_ctx, work)
