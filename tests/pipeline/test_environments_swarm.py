@@ -25,7 +25,7 @@ from sqlalchemy import select
 from bot.core.models import Deployment, EnvironmentRun
 from bot.core.states import DeploymentState
 from bot.services import environments, snapshots
-from tests.pipeline.environment_repo import EnvironmentManifests, Service
+from tests.pipeline.environment_repo import EnvironmentManifests, Service, topology_fields
 from tests.support.docker import DockerSwarm
 
 pytestmark = [pytest.mark.swarm, pytest.mark.slow]
@@ -136,6 +136,8 @@ def write_repo(root: Path) -> Path:
             "image": image, "timeout": "2m", "status_timeout": "60s", "control_scripts": "scripts/envtest",
             "overrides": {"deployment": dict(service.deployment_overrides), "app": dict(service.app_overrides)},
             "allowed_overrides": {"app": sorted(service.app_overrides), "deployment": []},
+            # kind, mode and depends_on on disk too: the loader checks the web app's ${cache.endpoint}
+            **topology_fields(service),
         }, sort_keys=False))
     return root
 
