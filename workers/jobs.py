@@ -23,7 +23,7 @@ from sqlalchemy import exists, select, update
 from bot import outbox
 from bot.core import logs, metrics
 from bot.core.errors import failure_text
-from bot.core.lifecycle import REASON_WORDS
+from bot.core.lifecycle import DEPLOY_KINDS, REASON_WORDS
 from bot.core.models import Action, Deployment
 from bot.core.states import (
     ActionState,
@@ -39,7 +39,7 @@ from bot.core.states import (
 from bot.manifests import DeploymentsRepo, DeploymentsRepoError, Manifest
 from bot.manifests.topology import Kind
 from bot.services import environments
-from bot.services.deployments import DEPLOY_KINDS, Context, endpoint_parts
+from bot.services.deployments import Context, endpoint_parts
 from bot.services.drift import parse_report
 from workers.actionlog import ActionLog
 from workers.context import WorkerContext

@@ -160,8 +160,10 @@ ACTION_WORDS: dict[ActionState, tuple[str, str, str]] = {
     A.CANCELLED: ("⏹️", "cancelled", "quiet"),
     A.SUPERSEDED: ("⏭️", "superseded", "quiet"),
 }
-# The kinds of action that deploy something (whose result "the last deploy" is).
-DEPLOY_KINDS = frozenset({"create", "update", "restore", "rollback"})
+# The kinds of action that deploy a config (run create, update or unarchive and wait for check): the
+# result of the last is "the last deploy", and the last that succeeded is what the deployment runs, as
+# far as Sami knows. A rollback or a reconcile is an update.
+DEPLOY_KINDS = ("create", "update", "restore")
 SHORT_REASON = 40  # characters of a generic failure's reason on a list or in a comment
 # "create failed (exit 1): ..." as the worker words a failed script: the script and its exit code.
 _SCRIPT_FAILED = re.compile(r"(?P<script>[a-z_]+) failed \(exit (?P<code>-?\d+)\)")

@@ -22,6 +22,7 @@ from bot import outbox
 from bot.core import naming
 from bot.core.db import db_now
 from bot.core.errors import Conflict, Invalid, NotFound
+from bot.core.lifecycle import DEPLOY_KINDS
 from bot.core.models import Action, Deployment
 from bot.core.states import (
     ActionState,
@@ -38,9 +39,6 @@ log = logging.getLogger(__name__)
 S = DeploymentState
 
 ORIGINS = ("api", "webhook", "cli", "page", "schedule", "reconcile")
-# Actions that deploy a config (run create, update or unarchive and wait for check): the last one that
-# succeeded is what the deployment runs, as far as Sami knows.
-DEPLOY_KINDS = ("create", "update", "restore")
 # Deployments.pull_request is a 32-bit integer column.
 MAX_PULL_REQUEST = 2**31 - 1
 # Whole numbers Sami takes in requests: what a script (or a database id) can hold.

@@ -19,9 +19,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.core.lifecycle import DEPLOY_KINDS
 from bot.core.models import Action, Deployment
 from bot.core.states import ActionState
-from bot.services.deployments import DEPLOY_KINDS, deployed_action
+from bot.services.deployments import deployed_action
 
 REPORT_KEY = "running"
 MAX_COMPONENTS = 200

@@ -261,7 +261,7 @@ def last_deploys(session: Session, deployment_ids: Sequence[int]) -> dict[int, L
     if not deployment_ids:
         return {}
     latest = (select(func.max(Action.id)).where(Action.deployment_id.in_(list(deployment_ids)),
-                                                Action.kind.in_(sorted(DEPLOY_KINDS)))
+                                                Action.kind.in_(DEPLOY_KINDS))
               .group_by(Action.deployment_id))
     rows = session.execute(select(Action.deployment_id, Action.id, Action.kind, Action.state, Action.config,
                                   Action.finished_at).where(Action.id.in_(latest))).all()
