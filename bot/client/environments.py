@@ -43,10 +43,30 @@ def _show_run(out: Out, run: dict) -> None:
                          width=output.terminal_width(), shrink=(5,)))
 
 
+def _progress(run: dict) -> dict[str, tuple]:
+    return {c["service"]: (c["status"], c["action_id"], c.get("message")) for c in run["components"]}
+
+
+def _say_progress(out: Out, run: dict, seen: dict[str, tuple], started: float) -> dict[str, tuple]:
+    """One line for each component whose status changed since ``seen``, with the time since the wait began."""
+    now = _progress(run)
+    elapsed = int(time.monotonic() - started)
+    for component in run["components"]:
+        status, action_id, message = now[component["service"]]
+        if seen.get(component["service"]) == now[component["service"]] or out.as_json:
+            continue
+        out.say(f"{component['deployment']}: {output.state(status, out.colour)}"
+                + (f" (action {action_id})" if action_id else "") + (f": {message}" if message else "")
+                + f" · {elapsed // 60}:{elapsed % 60:02d}")
+    return now
+
+
 def _follow(out: Out, run: dict, timeout: float, interval: float) -> Exit:
-    """Poll the run until nothing in it waits or runs."""
-    deadline = time.monotonic() + timeout
+    """Poll the run until nothing in it waits or runs, saying each component's change as it comes."""
+    started = time.monotonic()
+    deadline = started + timeout
     path = f"/api/v1/environments/{_path(run['environment'])}/runs/{int(run['id'])}"
+    seen = _progress(run)
     while run["state"] == "running":
         if time.monotonic() > deadline:
             _finish(out, run)
@@ -55,6 +75,7 @@ def _follow(out: Out, run: dict, timeout: float, interval: float) -> Exit:
             return Exit.TIMED_OUT
         time.sleep(interval)
         run = out.client.get(path)
+        seen = _say_progress(out, run, seen, started)
     _finish(out, run)
     return Exit.OK if run["state"] == "succeeded" else Exit.FAILED
 

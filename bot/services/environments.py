@@ -44,6 +44,7 @@ from bot.services.deployments import (
     Start,
     accept_operation,
     accept_request,
+    image_and_tag,
     lock_deployment,
 )
 
@@ -221,6 +222,13 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
     unknown = sorted(set(versions) - {c.service for c in env.components})
     if unknown:
         raise Invalid(f"environment {name!r} has no component {', '.join(unknown)}")
+    for service, version in sorted(versions.items()):
+        # A version the component's deploy would refuse is refused now, before any run is recorded.
+        request = _deploy_request(session, env.component(service), version, None)
+        try:
+            image_and_tag(env.component(service).manifest, request.get("tag"), request.get("image"))
+        except Invalid as exc:
+            raise Invalid(f"version {version!r} of {service}: {exc}") from None
     snapshot = dict(snapshot or {})
     graph = {c.service: set(c.depends_on) for c in env.components}
     after = reverse_graph(graph) if operation in REVERSE else graph

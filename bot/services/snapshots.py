@@ -56,7 +56,7 @@ def create(session: Session, repo: DeploymentsRepo, environment: str, *, name: s
 def get(session: Session, name: str) -> EnvironmentSnapshot:
     snapshot = session.scalars(select(EnvironmentSnapshot).where(EnvironmentSnapshot.name == name)).first()
     if snapshot is None:
-        raise NotFound(f"no snapshot named {name!r} (list them: sami env snapshot list)")
+        raise NotFound(f"no snapshot named {name!r} (list them: sami env snapshot --list)")
     return snapshot
 
 
@@ -93,8 +93,18 @@ def side(session: Session, repo: DeploymentsRepo, which: str) -> tuple[str, dict
     if which.startswith(SNAPSHOT_PREFIX):
         snapshot = get(session, which[len(SNAPSHOT_PREFIX):])
         return which, {c["service"]: c for c in snapshot.components}
-    env = environments.environment(session, repo, which)
-    return which, environments.versions_of(session, env)
+    return which, environments.versions_of(session, environment_side(session, repo, which))
+
+
+def environment_side(session: Session, repo: DeploymentsRepo, name: str) -> environments.Environment:
+    """The environment a diff names; when there is none but a snapshot has that name, the answer says
+    how to name the snapshot."""
+    try:
+        return environments.environment(session, repo, name)
+    except NotFound as exc:
+        if session.scalars(select(EnvironmentSnapshot.id).where(EnvironmentSnapshot.name == name)).first():
+            raise NotFound(f"{exc.message}; for the snapshot named {name!r}, give {SNAPSHOT_PREFIX}{name}") from None
+        raise
 
 
 def diff(session: Session, repo: DeploymentsRepo, left: str, right: str) -> dict:

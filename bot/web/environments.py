@@ -118,11 +118,12 @@ def diff(name: str):
     other = request.args.get("with")
     if not other:
         raise Invalid("give the other side: ?with=ENVIRONMENT or ?with=snapshot:NAME")
-    _environment(name)
     session, repo = get_session(), shared.manifests().current()
-    if not other.startswith(snapshots.SNAPSHOT_PREFIX):
-        _environment(other)
-    else:
+    # The left side is always an environment (the route's); the right may be a snapshot.
+    for which in (name, *(() if other.startswith(snapshots.SNAPSHOT_PREFIX) else (other,))):
+        for component in snapshots.environment_side(session, repo, which).components:
+            require("read", component.service, which)
+    if other.startswith(snapshots.SNAPSHOT_PREFIX):
         snapshot = snapshots.get(session, other[len(snapshots.SNAPSHOT_PREFIX):])
         for component in snapshot.components:
             require("read", component["service"], snapshot.environment)

@@ -40,6 +40,11 @@ def ok(result, code=0):
 def test_a_whole_environment_from_the_command_line(server):
     deployed = ok(server.run("env", "deploy", "demo", "--version", "db=16", "--version", "web=v1", "--wait"))
     assert "deploy run" in deployed.stdout and "succeeded" in deployed.stdout
+    # While it waits, each component's change is said as it comes: db before web, which waits for it.
+    progress = [line for line in deployed.stdout.splitlines() if line.startswith(("db-demo: ", "web-demo: "))]
+    assert any(line.startswith("db-demo: succeeded (action ") for line in progress), deployed.stdout
+    assert progress[-1].startswith("web-demo: succeeded (action "), deployed.stdout
+    assert progress.index(next(line for line in progress if line.startswith("db-demo: succeeded"))) < len(progress) - 1
     status = json.loads(ok(server.run("env", "status", "demo", "--json")).stdout)
     assert [(c["deployment"], c["state"], c["tag"]) for c in status["components"]] == [
         ("db-demo", "Running", "16"), ("web-demo", "Running", "v1")]
@@ -72,3 +77,7 @@ def test_refusals_have_their_exit_codes(server):
     assert refused.returncode == 3 and "may not deploy" in refused.stderr
     assert server.run("env", "deploy", "demo", "--version", "web", "--wait").returncode == 2
     assert server.run("env", "diff", "snapshot:a", "snapshot:b").returncode == 2
+    # A snapshot's name given as a side of a diff: the answer says how to name it.
+    ok(server.run("env", "snapshot", "demo", "--name", "named-like-this"))
+    bare = server.run("env", "diff", "named-like-this", "demo")
+    assert bare.returncode == 4 and "give snapshot:named-like-this" in bare.stderr, bare.stderr

@@ -6,7 +6,7 @@ the endpoints the environment's own third-party services recorded."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bot.core.errors import Conflict, Invalid
 from bot.core.models import Action, Deployment, EnvironmentRun
@@ -152,6 +152,12 @@ def test_one_run_at_a_time_and_unknown_components(db_session, env_repo, services
         start(db_session, env_repo, services_ctx, versions={"nope": "v1"})
     with pytest.raises(Invalid, match="unknown environment operation"):
         start(db_session, env_repo, services_ctx, "explode")
+    # A version a component's deploy would refuse is refused before any run is recorded.
+    runs_before = db_session.scalar(select(func.count()).select_from(EnvironmentRun))
+    with pytest.raises(Invalid, match="version 'bad tag!' of web: tag 'bad tag!' is not a valid image tag"):
+        start(db_session, env_repo, services_ctx, versions={"api": "v2", "web": "bad tag!"})
+    db_session.rollback()
+    assert db_session.scalar(select(func.count()).select_from(EnvironmentRun)) == runs_before
 
 
 def test_a_component_without_a_version_fails_and_stops_its_dependents(db_session, env_repo, services_ctx, work):
