@@ -366,6 +366,9 @@ def _queue_component(session: Session, repo: DeploymentsRepo, run: EnvironmentRu
     if run.operation == "deploy":
         return _queue_deploy(session, repo, run, component, deployment, ctx, who)
     if state is None or state is S.REMOVED:
+        if run.operation == "cleanup" and (component.request or {}).get("delete_data"):
+            # An earlier cleanup kept the volumes on purpose; they are no longer any deployment's.
+            return "not deployed: data volumes an earlier cleanup kept stay (remove them on the target)"
         return "not deployed"
     if run.operation == "archive":
         if state in (S.ARCHIVED, S.ARCHIVE_PENDING):
@@ -429,7 +432,8 @@ def _record_result(component: EnvironmentRunComponent, action: Action) -> None:
         component.status, component.message = SUCCEEDED, None
         if "delete_data" in (component.request or {}):  # an internal third-party service cleaned up
             component.message = ("data volumes deleted" if component.request["delete_data"]
-                                 else "data volumes kept (clean up with --delete-data to delete them)")
+                                 else "data volumes kept: they outlive the deployment "
+                                      "(cleanup --delete-data deletes them with it)")
     else:
         component.status = FAILED
         detail = f": {action.error}" if action.error else ""

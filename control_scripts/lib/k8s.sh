@@ -324,7 +324,7 @@ k8s_cleanup() {
         printf '%s\n' "$out" >&2
     fi
     if [ -n "${SAMI_ENGINE:-}" ] && [ "$sami_delete_data" != 1 ]; then
-        echo "data volumes kept: the PVCs labelled ${K8S_INSTANCE_LABEL}=${sami_name} (clean up with --delete-data to delete them)"
+        echo "data volumes kept: the PVCs labelled ${K8S_INSTANCE_LABEL}=${sami_name} (they outlive the release; cleanup --delete-data deletes them with it)"
         return
     fi
     sami_run "$KUBECTL" delete pvc --namespace "$sami_namespace" \

@@ -200,7 +200,7 @@ tp_cleanup() {
         sami_run "$DOCKER" volume rm $volumes >&2 || sami_die "$SAMI_EXIT_FAIL" "the data volumes of ${sami_name} could not be removed"
         echo "data volumes deleted: $(tr '\n' ' ' <<<"$volumes")"
     else
-        echo "data volumes kept: $(tr '\n' ' ' <<<"$volumes")(clean up with --delete-data to delete them)"
+        echo "data volumes kept: $(tr '\n' ' ' <<<"$volumes")(they outlive the deployment; cleanup --delete-data deletes them with it)"
     fi
 }
 

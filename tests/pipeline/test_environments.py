@@ -126,6 +126,11 @@ def test_archive_and_cleanup_go_in_reverse_order_and_restore_in_deploy_order(db_
         assert {d.state for d in db_session.scalars(select(Deployment))} == {state}
     # The internal third-party service's data was kept, and the run says so.
     assert {c.service: c.message for c in run.components}["db"].startswith("data volumes kept")
+    # A later cleanup with --delete-data has no deployment to run a script for, and says what stays.
+    again = start(db_session, env_repo, services_ctx, "cleanup", delete_data=True)
+    notes = {c.service: c.message for c in run_of(db_session, again.id).components}
+    assert notes["db"].startswith("not deployed: data volumes an earlier cleanup kept stay"), notes
+    assert notes["web"] == "not deployed"
 
 
 def test_cleanup_with_delete_data_removes_internal_services_data(db_session, env_repo, services_ctx, work):
