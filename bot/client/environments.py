@@ -32,12 +32,18 @@ def _versions(pairs: tuple[str, ...]) -> dict[str, str]:
     return versions
 
 
+def _wave(component: dict) -> str:
+    """The wave counted from 1, as the page shows it (the API counts from 0)."""
+    wave = component.get("wave")
+    return "-" if wave is None else str(int(wave) + 1)
+
+
 def _show_run(out: Out, run: dict) -> None:
     if out.as_json:
         return
     out.say(f"{run['operation']} run {run['id']} of {run['environment']}: {run['state']}"
             + (f" ({run['message']})" if run.get("message") else ""))
-    rows = [[str(c["wave"]), c["service"], c["deployment"], output.state(c["status"], out.colour),
+    rows = [[_wave(c), c["service"], c["deployment"], output.state(c["status"], out.colour),
              str(c["action_id"] or "-"), c.get("message") or ""] for c in run["components"]]
     out.say(output.table(["WAVE", "SERVICE", "DEPLOYMENT", "STATUS", "ACTION", "NOTE"], rows,
                          width=output.terminal_width(), shrink=(5,)))
@@ -181,7 +187,7 @@ def status(out: Out, environment) -> Exit:
     target = f" on {answer['target']}" if answer.get("target") else ""
     made = f" (deployed with {answer['template']}'s manifests)" if answer["template"] != environment else ""
     out.say(f"environment {environment}{target}{made}")
-    rows = [[str(c["wave"]), c["service"], c["kind"] + (f"/{c['mode']}" if c.get("mode") else ""),
+    rows = [[_wave(c), c["service"], c["kind"] + (f"/{c['mode']}" if c.get("mode") else ""),
              c["deployment"], output.state(c["state"] or "not deployed", out.colour), c["tag"] or "-",
              c.get("endpoint") or c.get("url") or "-"] for c in answer["components"]]
     out.say(output.table(["WAVE", "SERVICE", "KIND", "DEPLOYMENT", "STATE", "VERSION", "ENDPOINT"], rows,
@@ -294,7 +300,7 @@ def _print_snapshot(out: Out, answer: dict) -> None:
         return
     out.say(f"snapshot {answer['name']} of {answer['environment']}"
             + (f" at {answer['manifest_sha'][:12]}" if answer.get("manifest_sha") else ""))
-    rows = [[str(c.get("wave", "-")), c["service"], c["tag"] or "-",
+    rows = [[_wave(c), c["service"], c["tag"] or "-",
              ", ".join(f"{k}={v}" for k, v in {**c.get("app_overrides", {}),
                                                 **c.get("deployment_overrides", {})}.items()) or "-",
              ", ".join(c.get("secrets") or []) or "-"] for c in answer["components"]]

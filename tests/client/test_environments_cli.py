@@ -50,6 +50,8 @@ def test_a_whole_environment_from_the_command_line(server):
         ("db-demo", "Running", "16"), ("web-demo", "Running", "v1")]
     table = ok(server.run("env", "status", "demo")).stdout
     assert "WAVE" in table and "web-demo" in table and "last run: deploy" in table
+    # Waves count from 1, as on the page.
+    assert [line.split()[0] for line in table.splitlines() if "-demo" in line] == ["1", "1"], table
 
     ok(server.run("env", "snapshot", "demo", "--name", "good"))
     assert "good" in ok(server.run("env", "snapshot", "demo", "--list")).stdout
