@@ -22,11 +22,8 @@ import redis
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from sqlalchemy import update
-from sqlalchemy.orm import Session
 
 from bot.core.config import Settings
-from bot.core.models import Action
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +71,6 @@ def github_round_job_id(name: str) -> str:
     return f"github-{name}"
 
 
-def _mark_enqueued(session: Session, action_id: int) -> None:
-    session.execute(update(Action).where(Action.id == action_id)
-                    .values(enqueued_at=datetime.now(UTC))
-                    .execution_options(synchronize_session=False))
-    session.commit()
-
-
 class RQBroker:
     """Work on Redis through RQ; the job id of an action is the action id."""
 
@@ -126,7 +116,7 @@ class RQBroker:
             queue.enqueue_call(func, args=args, timeout=timeout, **options)
         return True
 
-    def enqueue_action(self, session: Session | None, action_id: int, started_counts: bool = True,
+    def enqueue_action(self, action_id: int, started_counts: bool = True,
                        delay: float = 0.0, new: bool = False) -> bool:
         """Queue action ``action_id``, to start ``delay`` seconds from now; False (and the sweep
         queues it when it is due) when Redis is unreachable. ``new``: the action was just accepted,
@@ -138,8 +128,6 @@ class RQBroker:
             log.warning("could not queue action %s (%s); the sweep will queue it", action_id,
                         type(exc).__name__, extra={"action_id": action_id})
             return False
-        if session is not None:
-            _mark_enqueued(session, action_id)
         return True
 
     def enqueue_check(self, deployment_id: int, kind: str = "check", started_counts: bool = True) -> bool:
@@ -294,14 +282,12 @@ class InProcessBroker:
         self._executor.submit(run)
         return True
 
-    def enqueue_action(self, session: Session | None, action_id: int, started_counts: bool = True,
+    def enqueue_action(self, action_id: int, started_counts: bool = True,
                        delay: float = 0.0, new: bool = False) -> bool:
         if delay > 0:
             self._submit_later(str(action_id), delay, RUN_ACTION, action_id)
         else:
             self._submit(str(action_id), RUN_ACTION, action_id)
-        if session is not None:
-            _mark_enqueued(session, action_id)
         return True
 
     def enqueue_check(self, deployment_id: int, kind: str = "check", started_counts: bool = True) -> bool:

@@ -179,7 +179,6 @@ class Action(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     retry_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    enqueued_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     script_started_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
@@ -198,7 +197,6 @@ class Action(Base):
 
     __table_args__ = (
         Index(None, "deployment_id", "created_at"),
-        Index(None, "state", "enqueued_at"),
         Index(None, "state", "heartbeat_at"),
         Index(None, "delivery_id"),
     )

@@ -2,7 +2,7 @@
 
 Every function checks the manifest and the state machine, writes the deployment and its action
 in one transaction, commits, and only then hands the action id to the queue. If the queue is
-unreachable the action stays recorded (``enqueued_at`` empty) and the scheduler's sweep queues
+unreachable the action stays recorded (its job is not on the queue) and the scheduler's sweep queues
 it later: nothing accepted is lost.
 """
 
@@ -326,7 +326,7 @@ def commit_and_queue(session: Session, ctx: Context, deployment: Deployment, act
                       start: Start = Start()) -> Accepted:
     outbox.commit(session)
     # The action was just inserted: no job of it exists to look for.
-    queued = (ctx.broker.enqueue_action(session, action.id, delay=start.delay, new=True)
+    queued = (ctx.broker.enqueue_action(action.id, delay=start.delay, new=True)
               if ctx.broker is not None else False)
     log.info("accepted %s of %s as action %s (queued: %s%s)", action.kind, deployment.name, action.id, queued,
              f", starts in {start.delay:.0f} s" if start.delay else "",

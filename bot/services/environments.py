@@ -293,7 +293,7 @@ def hand_to_queue(session: Session, ctx: Context, queued: list[Queued]) -> None:
     if ctx.broker is None:
         return
     for item in queued:
-        ctx.broker.enqueue_action(session, item.action_id, delay=item.delay)
+        ctx.broker.enqueue_action(item.action_id, delay=item.delay)
 
 
 # --- advancing a run ---------------------------------------------------------------------------

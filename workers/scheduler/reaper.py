@@ -92,8 +92,7 @@ def reap(ctx: WorkerContext, report: TickReport, now: datetime) -> None:
         session.commit()
         report.leases_freed.extend(freed)
     for action_id in report.requeued:
-        with ctx.session() as session:
-            ctx.broker.enqueue_action(session, action_id, started_counts=False)
+        ctx.broker.enqueue_action(action_id, started_counts=False)
 
 
 def _stop_leftovers(action_id: int, worker: str | None, pgid: int | None) -> str:

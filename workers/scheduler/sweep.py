@@ -42,9 +42,8 @@ def sweep_actions(ctx: WorkerContext, report: TickReport, now: datetime) -> None
         # action is due, so a job still scheduled for later lost the scheduler that was to queue it.
         if ctx.broker.job_is_live(str(action_id), started_counts=False, scheduled_counts=False):
             continue
-        with ctx.session() as session:
-            if ctx.broker.enqueue_action(session, action_id, started_counts=False):
-                report.queued.append(action_id)
+        if ctx.broker.enqueue_action(action_id, started_counts=False):
+            report.queued.append(action_id)
 
 
 def sweep_deliveries(ctx: WorkerContext, report: TickReport, now: datetime) -> None:
