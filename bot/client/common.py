@@ -97,3 +97,20 @@ def wait_options(function: Callable) -> Callable:
                             help="With --wait: give up waiting after this many seconds (exit 5).")(function)
     return click.option("--wait", is_flag=True,
                         help="Wait until the action ends; the exit status says how it ended.")(function)
+
+
+def confirm_by_name(name: str, what: str, yes: bool) -> None:
+    """Ask for ``name`` to be typed before ``what`` (something that cannot be undone), as the page does;
+    ``--yes`` skips it, and without a terminal to ask on it is required."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"give --yes to {what} without a terminal to confirm on")
+    typed = click.prompt(f"This will {what}; it cannot be undone. Type {name} to go on", default="",
+                         show_default=False)
+    if typed.strip() != name:
+        raise ClientError(f"not confirmed ({typed.strip()!r} is not {name!r}); nothing was done", Exit.BAD_INPUT)
+
+
+def yes_option(function: Callable) -> Callable:
+    return click.option("--yes", is_flag=True, help="Do not ask for the name to be typed.")(function)

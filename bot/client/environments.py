@@ -11,7 +11,7 @@ import urllib.parse
 import click
 
 from bot.client import output
-from bot.client.common import Out, client_command
+from bot.client.common import Out, client_command, confirm_by_name, yes_option
 from bot.client.exits import Exit
 from bot.client.http import ClientError
 
@@ -162,10 +162,14 @@ def _operation(name: str, doc: str):
 @click.argument("environment")
 @click.option("--delete-data", is_flag=True, help="Remove internal third-party services' data volumes too "
               "(without it they are kept, and each says so).")
+@yes_option
 @run_options
 @client_command
-def cleanup(out: Out, environment, delete_data, wait, timeout, interval) -> Exit:
-    """Clean up every archived component of ENVIRONMENT in reverse dependency order."""
+def cleanup(out: Out, environment, delete_data, yes, wait, timeout, interval) -> Exit:
+    """Clean up every archived component of ENVIRONMENT in reverse dependency order (asks for ENVIRONMENT to
+    be typed)."""
+    confirm_by_name(environment, f"remove every archived component of environment {environment}"
+                    + (" and the data of its internal third-party services" if delete_data else ""), yes)
     run = out.client.post(f"/api/v1/environments/{_path(environment)}/cleanup",
                           {"delete_data": True} if delete_data else {})
     return _started(out, run, wait, timeout, interval)

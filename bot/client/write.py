@@ -4,13 +4,20 @@ deployment first), then the 202 answer, followed to its end with --wait."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
 import click
 
 from bot.client import output
-from bot.client.common import Out, client_command, complete_deployment, parse_action_id, wait_options
+from bot.client.common import (
+    Out,
+    client_command,
+    complete_deployment,
+    confirm_by_name,
+    parse_action_id,
+    wait_options,
+    yes_option,
+)
 from bot.client.exits import ACTION_EXITS, Exit
 from bot.client.follow import accepted, follow, report, rollback_words
 from bot.client.http import ClientError
@@ -162,13 +169,27 @@ restore = _operation("restore", "Restore archived deployment NAME: start it agai
 reconcile = _operation("reconcile", "Reconcile deployment NAME: put back what Sami deployed (its last succeeded "
                        "configuration) where the target drifted from it, e.g. an image changed by hand.",
                        "sami reconcile web-stage --wait")
-cleanup = _operation("cleanup", "Clean up archived deployment NAME: remove it and everything it owns.",
-                     "sami cleanup web-pr-42 --wait")
 
 
 @click.command()
 @click.argument("name", shell_complete=complete_deployment)
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@yes_option
+@wait_options
+@client_command
+def cleanup(out: Out, name, yes, wait, timeout, interval) -> Exit:
+    """Clean up archived deployment NAME: remove it and everything it owns (asks for NAME to be typed).
+
+    \b
+    Example:
+        sami cleanup web-pr-42 --yes --wait
+    """
+    confirm_by_name(name, f"remove deployment {name} and everything it owns", yes)
+    return accepted(out, out.client.post(f"/api/v1/deployments/{name}/cleanup"), wait, timeout, interval)
+
+
+@click.command()
+@click.argument("name", shell_complete=complete_deployment)
+@yes_option
 @client_command
 def delete(out: Out, name, yes) -> Exit:
     """Forget deployment NAME whose cleanup failed (admin): its record goes, whatever it left stays.
@@ -177,10 +198,7 @@ def delete(out: Out, name, yes) -> Exit:
     Example:
         sami delete web-pr-42 --yes
     """
-    if not yes:
-        if not sys.stdin.isatty():
-            raise click.UsageError("give --yes to delete without a terminal to confirm on")
-        click.confirm(f"Forget deployment {name}? What its cleanup left behind is not removed", abort=True)
+    confirm_by_name(name, f"forget deployment {name} (what its cleanup left behind is not removed)", yes)
     answer = out.client.call("DELETE", f"/api/v1/deployments/{name}")
     if out.as_json:
         output.print_json({"deleted": answer.get("deleted", name)})

@@ -170,7 +170,14 @@ def test_archive_restore_cleanup_and_what_is_refused_in_between(server):
     restored = server.run("restore", "probe-pr-14", "--wait")
     assert restored.returncode == Exit.OK and "probe-pr-14 is Running" in restored.stdout
     assert server.run("archive", "probe-pr-14", "--wait").returncode == Exit.OK
-    cleaned = server.run("cleanup", "probe-pr-14", "--wait", "--json")
+    # Without a terminal a cleanup needs --yes; on one, the name must be typed out.
+    unconfirmed = server.run("cleanup", "probe-pr-14")
+    assert unconfirmed.returncode == Exit.BAD_INPUT
+    assert "give --yes to remove deployment probe-pr-14" in unconfirmed.stderr
+    status, shown = _typed_on_terminal(server, "probe-pr-1", "cleanup", "probe-pr-14")
+    assert status == Exit.BAD_INPUT and "Type probe-pr-14 to go on" in shown and "nothing was done" in shown, shown
+    assert server.api("/api/v1/deployments/probe-pr-14")["deployment"]["state"] == "Archived"
+    cleaned = server.run("cleanup", "probe-pr-14", "--yes", "--wait", "--json")
     assert cleaned.returncode == Exit.OK, cleaned.stderr
     result = json.loads(cleaned.stdout)["result"]
     assert result["outcome"] == "succeeded" and result["deployment"] is None
@@ -481,6 +488,29 @@ def _on_terminal(server, *args: str, columns: int) -> tuple[int, str]:
     with subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=env, stdin=subprocess.DEVNULL,
                           stdout=follower, stderr=follower, cwd=ROOT) as process:
         os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the other side is closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        status = process.wait(60)
+    os.close(leader)
+    return status, b"".join(chunks).decode()
+
+
+def _typed_on_terminal(server, typed: str, *args: str) -> tuple[int, str]:
+    """Run `sami ARGS` on a pseudo-terminal and type ``typed`` and Enter on it; its status and output."""
+    import pty
+
+    leader, follower = pty.openpty()
+    with subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=server.client_env(server.admin),
+                          stdin=follower, stdout=follower, stderr=follower, cwd=ROOT) as process:
+        os.close(follower)
+        os.write(leader, typed.encode() + b"\n")  # the terminal keeps it until the prompt reads it
         chunks = []
         while True:
             try:

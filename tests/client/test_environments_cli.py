@@ -67,8 +67,12 @@ def test_a_whole_environment_from_the_command_line(server):
     cloned = ok(server.run("env", "clone", "demo", "demo-2", "--wait"))
     assert "db: application" in cloned.stdout and "succeeded" in cloned.stdout
     assert "alike" in ok(server.run("env", "diff", "demo", "demo-2")).stdout
-    for operation in ("archive", "restore", "archive", "cleanup"):
+    for operation in ("archive", "restore", "archive"):
         ok(server.run("env", operation, "demo-2", "--wait"))
+    # A cleanup cannot be undone: without a terminal to type the name on, it needs --yes.
+    unconfirmed = server.run("env", "cleanup", "demo-2", "--wait")
+    assert unconfirmed.returncode == 2 and "give --yes" in unconfirmed.stderr
+    ok(server.run("env", "cleanup", "demo-2", "--yes", "--wait"))
     gone = json.loads(ok(server.run("env", "status", "demo-2", "--json")).stdout)
     assert {c["state"] for c in gone["components"]} == {None}
 
