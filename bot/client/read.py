@@ -174,8 +174,18 @@ def _print_steps(out: Out, steps: list[dict], finished: bool, rule: bool = True)
         click.echo(STEPS_RULE)
 
 
+def _latest_action(out: Out, name: str) -> int:
+    """The newest action of deployment ``name`` (said on stderr, so that the output stays the log)."""
+    actions = out.client.get(f"/api/v1/deployments/{name}").get("actions") or []
+    if not actions:
+        raise ClientError(f"deployment {name} has no actions yet", Exit.NOT_FOUND)
+    newest = actions[0]
+    click.echo(f"{name}: action {newest['id']} ({newest['kind']}, {newest['state']})", err=True)
+    return int(newest["id"])
+
+
 @click.command()
-@click.argument("action_id")
+@click.argument("action_id", metavar="ACTION_ID|NAME", shell_complete=complete_deployment)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the action ends.")
 @click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, hidden=True)
 @click.option("--timeout", type=click.FloatRange(1, 86400), default=1800, show_default=True,
@@ -184,6 +194,7 @@ def _print_steps(out: Out, steps: list[dict], finished: bool, rule: bool = True)
 def logs(out: Out, action_id, follow, interval, timeout) -> Exit:
     """Print action ACTION_ID's steps (its control-script calls: ✓ passed, ✗ failed, ⏱ timed out,
     with how long each took and a non-zero exit code), then its output (admin: logs may hold secrets).
+    Given a deployment's NAME instead, its newest action's.
 
     With --follow, new output is printed as it comes until the action ends, then the steps again
     if they changed meanwhile; the exit status is then the action's (0 succeeded, 1 failed, 5 timed
@@ -192,8 +203,10 @@ def logs(out: Out, action_id, follow, interval, timeout) -> Exit:
     \b
     Example:
         sami logs 118 --follow
+        sami logs web-pr-42
     """
-    action_id = parse_action_id(action_id)
+    is_name = not action_id.isdigit() and re.fullmatch(r"[a-z][a-z0-9-]{0,62}", action_id) is not None
+    action_id = _latest_action(out, action_id) if is_name else parse_action_id(action_id)
     client = out.client
     started = time.monotonic()
     answer = client.get(f"/api/v1/actions/{action_id}/log")

@@ -129,6 +129,10 @@ def test_logs_shows_the_actions_steps_before_its_log(server):
     assert server.run("wait", str(action_id)).returncode == Exit.FAILED
     shown = server.run("logs", str(action_id))
     assert shown.returncode == Exit.OK, shown.stderr
+    # By the deployment's name: its newest action's, the same output, and which action on stderr.
+    by_name = server.run("logs", "probe-pr-16")
+    assert by_name.stdout == shown.stdout and f"probe-pr-16: action {action_id} (create, failed)" in by_name.stderr
+    assert server.run("logs", "no-such-deployment").returncode == Exit.NOT_FOUND
     lines = shown.stdout.splitlines()
     # one line a step: its mark, its script, how long it took, and its exit code when it is not 0
     assert re.fullmatch(r"✓ config_check +\d+\.\d s", lines[0]), lines
