@@ -221,7 +221,8 @@ def check_batch(deployment_ids: list[int], seen_at: str | None = None, *, ctx: W
                    if seen_at else None)
     claimed = [i for i in deployment_ids if claim_lease(ctx.session, i, owner)]
     try:
-        groups: dict[Path, list[Planned]] = {}
+        # One call per script set and Sami target: each target has its own Docker host or static root.
+        groups: dict[tuple[Path, str | None], list[Planned]] = {}
         for deployment_id in claimed:
             try:
                 plan = _plan(ctx, repo, deployment_id, "check", fresh_after)
@@ -230,7 +231,8 @@ def check_batch(deployment_ids: list[int], seen_at: str | None = None, *, ctx: W
                 log.warning("check of %s cannot run: %s; next try in %d s", name, exc, delay)
                 continue
             if plan is not None:
-                groups.setdefault(ctx.executor.scripts_dir(repo, plan.manifest), []).append(plan)
+                key = (ctx.executor.scripts_dir(repo, plan.manifest), plan.target.runs_on)
+                groups.setdefault(key, []).append(plan)
         for plans in groups.values():
             _run_batch(ctx, repo, plans, owner)
     finally:
@@ -254,7 +256,7 @@ def _run_batch(ctx: WorkerContext, repo: DeploymentsRepo, plans: list[Planned], 
                     copies[key] = prepare_manifest_dir(repo, plan.manifest, plan.target.image,
                                                        Path(temp) / str(len(copies)))
                 entries.append(ctx.executor.batch_entry(plan.target, copies[key]))
-            result = ctx.executor.run_batch(repo, plans[0].manifest, entries, Path(temp),
+            result = ctx.executor.run_batch(repo, plans[0].target, entries, Path(temp),
                                             on_tick=_beat(ctx, ids, owner), label=f"sami-check-batch-{ids[0]}")
     except LeaseLost as exc:
         log.info("check_batch of %d deployments dropped: %s", len(ids), exc)

@@ -292,10 +292,16 @@ class Executor:
                 "deployment_config": {naming.check_override_key(k): v
                                       for k, v in target.deployment_overrides.items()}}
 
-    def run_batch(self, repo: DeploymentsRepo, manifest: Manifest, entries: list[dict], workdir: Path, *,
+    # Each deployment's own variables: a batch entry carries them, the batch's environment does not.
+    BATCH_OWN_VARIABLES = frozenset({"SAMI_IMAGE", "SAMI_URL", "SAMI_HEALTH_URL", "SAMI_HEALTH_TIMEOUT", "SAMI_SIZE",
+                                     "SAMI_ENGINE"})
+
+    def run_batch(self, repo: DeploymentsRepo, target: Target, entries: list[dict], workdir: Path, *,
                   on_tick: Callable[[], None] | None = None, label: str = SUPERVISOR_LABEL,
                   timeout: float | None = None) -> ScriptResult:
-        """One ``check_batch`` call of ``manifest``'s script set for every deployment in ``entries``."""
+        """One ``check_batch`` call of ``target``'s script set for every deployment in ``entries``, all of
+        which run on ``target``'s Sami target (its Docker host, Kubernetes context or static root)."""
+        manifest = target.manifest
         script = self.scripts_dir(repo, manifest) / BATCH_OPERATION
         if not (script.is_file() and os.access(script, os.X_OK)):
             raise ExecutorError(f"no executable {BATCH_OPERATION!r} script in {script.parent.name}/")
@@ -304,9 +310,9 @@ class Executor:
         s = self.settings
         argv = [str(script), "--project-name", s.project_name, "--base-domain", s.base_domain,
                 "--namespace", s.namespace, "--batch", str(batch)]
-        env = {key: self.environ[key] for key in PASSED_ENVIRONMENT if key in self.environ}
-        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-        env["SAMI_STATIC_ROOT"] = s.static_root
+        # What every deployment of the batch shares: the target's settings, none of one deployment's own.
+        env = {key: value for key, value in self.env(target, {}).items()
+               if key not in self.BATCH_OWN_VARIABLES}
         return run_control_script(argv, env=env, cwd=str(workdir),
                                   timeout=timeout or manifest.timeout or s.script_timeout,
                                   on_tick=on_tick, label=label)
