@@ -272,3 +272,58 @@ def test_compose_one_shot_jobs_and_removed_manifest(swarm_session: DockerSwarm, 
     assert swarm.output("network", "ls", "-q", "--filter", label) == ""
     again = run_script("compose", "cleanup", args, env=env)
     assert again.returncode == 0, again.stderr
+
+
+def test_check_batch_answers_every_deployment_as_its_check_does(swarm_session: DockerSwarm, tmp_path: Path):
+    """swarm/check_batch against the real Swarm: for a running stack, a tag mismatch, an unhealthy
+    URL, an archived stack and one that does not exist, each answer line has the exit code, the
+    report of what runs and the message that `check` of that deployment gives."""
+    import json
+
+    swarm = swarm_session
+    image = swarm.retag("local/web:batch-a")
+    ports = {"batch-up": free_port(), "batch-parked": free_port()}
+    manifest = prepare_manifest(EXAMPLES / "web" / "swarm" / "stage", tmp_path / "m", ("services", "web", "image"),
+                                image)
+    for name, port in ports.items():
+        args = contract_args(name, tag="batch-a", manifest_dir=manifest, deployment_config={"port": str(port)})
+        assert run_script("swarm", "create", args, env=_stack_env(swarm, image, port)).returncode == 0
+        env = _stack_env(swarm, image, port)
+        assert wait_for(lambda args=args, env=env: run_script("swarm", "check", args, env=env)).returncode == 0
+    parked = contract_args("batch-parked", tag="batch-a", manifest_dir=manifest,
+                           deployment_config={"port": str(ports["batch-parked"])})
+    assert run_script("swarm", "archive", parked, env=_stack_env(swarm, image)).returncode == 0
+    assert wait_for(lambda: run_script("swarm", "archive_check", parked, env=_stack_env(swarm, image))).returncode == 0
+
+    up = ports["batch-up"]
+    cases = [  # name, tag, health URL
+        ("batch-up", "batch-a", f"http://127.0.0.1:{up}/healthz"),
+        ("batch-up", "batch-b", f"http://127.0.0.1:{up}/healthz"),
+        ("batch-up", "batch-a", f"http://127.0.0.1:{up}/no-such-page"),
+        ("batch-parked", "batch-a", ""),
+        ("batch-missing", "batch-a", ""),
+    ]
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("".join(json.dumps({
+        "name": name, "service": "web", "environment": "stage", "tag": tag, "image": image, "health_url": url,
+        "health_timeout": "5", "manifest_dir": str(manifest), "application_config": {},
+        "deployment_config": {"port": str(ports.get(name, up))}}) + "\n" for name, tag, url in cases))
+    done = run_script("swarm", "check_batch", ["--project-name", "p", "--base-domain", "d", "--namespace", "n",
+                                               "--batch", str(batch)], env=swarm.env())
+    assert done.returncode == 0, done.stderr
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [a["name"] for a in answers] == [name for name, _, _ in cases]
+    for (name, tag, url), answer in zip(cases, answers, strict=True):
+        args = contract_args(name, tag=tag, manifest_dir=manifest,
+                             deployment_config={"port": str(ports.get(name, up))})
+        env = swarm.env({"SAMI_IMAGE": image, "SAMI_HEALTH_TIMEOUT": "5", "SAMI_HEALTH_URL": url})
+        alone = run_script("swarm", "check", args, env=env)
+        report = json.loads(next(line for line in alone.stdout.splitlines() if line.startswith('{"running"')))
+        assert (answer["exit"], answer["running"]) == (alone.returncode, report["running"]), (name, tag, url)
+        # What the script itself says (curl's own line about the 404 aside).
+        said = [line for line in alone.stderr.splitlines() if line.startswith("sami[swarm/check]: ")]
+        assert answer["message"].splitlines() == said, (name, tag, url)
+    assert [a["exit"] for a in answers] == [0, 3, 1, 2, 1]
+    for name in ports:
+        assert run_script("swarm", "cleanup", contract_args(name, tag="batch-a", manifest_dir=manifest),
+                          env=swarm.env()).returncode == 0
