@@ -1,0 +1,199 @@
+"""The built-in router set (the entry of blue-green releases) against a real single-node Docker Swarm.
+
+Two backends (busybox httpd answering "blue" and "green") run on the host's network; the router
+(haproxy from Debian's packages, scripts/images/router) is created pointing at blue. A bounded loop
+of HTTP requests over loopback goes through the router's port while `switch` runs: no request
+fails, and the answers are all of the old colour, then all of the new one.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.control_scripts.helpers import contract_args, run_script, wait_for
+from tests.support import images
+from tests.support.docker import DockerSwarm, free_port
+
+pytestmark = pytest.mark.swarm
+
+# Requests of one loop at least, and at least this many after the change it watches has returned.
+LOOP_REQUESTS = 2000
+AFTER_CHANGE = 300
+# The most requests one loop makes, whatever happens (the loop is bounded).
+LOOP_LIMIT = 50_000
+
+
+@pytest.fixture(scope="module")
+def router_image(swarm_session: DockerSwarm) -> str:
+    reason = images.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    images.router_image(swarm_session, "local/router:1")
+    swarm_session.run("tag", "local/router:1", "local/router:2")
+    return "local/router"
+
+
+@dataclass
+class RequestLoop:
+    """Sequential GETs of http://127.0.0.1:port/ (a new connection each), every answer recorded in order:
+    the body, or "failed: <error>". It runs until it has made `LOOP_REQUESTS` requests and `AFTER_CHANGE`
+    more after `change_done()` (or `LOOP_LIMIT` in all)."""
+
+    port: int
+    answers: list[str] = field(default_factory=list)
+    started_change_at: int | None = None
+    finished_change_at: int | None = None
+    _warm: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _get(self) -> str:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request("GET", "/")
+            response = connection.getresponse()
+            body = response.read().decode(errors="replace").strip()
+            return body if response.status == 200 else f"failed: HTTP {response.status} {body[:80]}"
+        except (OSError, http.client.HTTPException) as exc:
+            return f"failed: {exc!r}"
+        finally:
+            connection.close()
+
+    def _run(self) -> None:
+        while len(self.answers) < LOOP_LIMIT:
+            self.answers.append(self._get())
+            if len(self.answers) >= AFTER_CHANGE:
+                self._warm.set()
+            done = self.finished_change_at
+            if done is not None and len(self.answers) >= max(LOOP_REQUESTS, done + AFTER_CHANGE):
+                return
+
+    def __enter__(self) -> RequestLoop:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self._warm.wait(timeout=120), f"the loop made only {len(self.answers)} requests"
+        return self
+
+    def change(self, action: Callable[[], subprocess.CompletedProcess]) -> subprocess.CompletedProcess:
+        """Run `action` while the loop runs, marking where in the answers it started and returned."""
+        self.started_change_at = len(self.answers)
+        try:
+            return action()
+        finally:
+            self.finished_change_at = len(self.answers)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.finished_change_at is None:
+            self.finished_change_at = len(self.answers)
+        assert self._thread is not None
+        self._thread.join(timeout=600)
+        assert not self._thread.is_alive(), "the request loop did not end"
+
+    def failures(self) -> list[str]:
+        return [answer for answer in self.answers if answer.startswith("failed")]
+
+
+def _assert_switched(loop: RequestLoop, old: str, new: str) -> None:
+    answers = loop.answers
+    assert len(answers) >= LOOP_REQUESTS
+    assert loop.failures() == [], f"{len(loop.failures())} of {len(answers)} requests failed"
+    assert set(answers) == {old, new}, set(answers)
+    first_new = answers.index(new)
+    assert answers[:first_new] == [old] * first_new, "every answer before the switch comes from the old colour"
+    assert answers[first_new:] == [new] * (len(answers) - first_new), "no answer of the old colour after the new one"
+    assert loop.started_change_at is not None and loop.finished_change_at is not None
+    assert first_new >= loop.started_change_at, "the new colour answered before the switch began"
+    assert first_new <= loop.finished_change_at, "the new colour answers once the switch returns"
+    assert len(answers) - loop.finished_change_at >= AFTER_CHANGE
+
+
+def _report(stdout: str) -> list[dict]:
+    lines = [line for line in stdout.splitlines() if line.startswith('{"running"')]
+    assert lines, stdout
+    return json.loads(lines[-1])["running"]
+
+
+def _backend(swarm: DockerSwarm, name: str, colour: str, port: int) -> None:
+    script = f"mkdir -p /www && echo {colour} > /www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /www"
+    swarm.run("service", "create", "--quiet", "--name", name, "--network", "host", "--stop-grace-period", "5s",
+              swarm.base_image, "sh", "-c", script, timeout=180)
+
+
+@pytest.mark.timeout(1200)  # the first test builds the router's root filesystem (once per machine)
+def test_switch_blue_green_and_back_drops_no_request(swarm_session: DockerSwarm, router_image: str,
+                                                     tmp_path: Path) -> None:
+    swarm = swarm_session
+    name = "shop-entry"
+    port, blue_port, green_port = free_port(), free_port(), free_port()
+    blue, green = f"127.0.0.1:{blue_port}", f"127.0.0.1:{green_port}"
+    config = {"port": str(port), "bind": "127.0.0.1", "colour": "blue", "backend": blue}
+    env = swarm.env({"SAMI_IMAGE": f"{router_image}:1"})
+
+    def run(op: str, *extra: str, tag: str = "1", **more: str) -> subprocess.CompletedProcess:
+        args = contract_args(name, tag=tag, manifest_dir=tmp_path, service="entry",
+                             deployment_config={**config, **more})
+        return run_script("router", op, [*args, *extra], env=dict(env, SAMI_IMAGE=f"{router_image}:{tag}"))
+
+    def switch(colour: str, backend: str) -> subprocess.CompletedProcess:
+        return run("switch", "--colour", colour, "--backend", backend)
+
+    try:
+        _backend(swarm, "shop-blue", "blue", blue_port)
+        _backend(swarm, "shop-green", "green", green_port)
+        assert run("config_check").returncode == 0
+        missing = run("config_check", backend="")
+        assert missing.returncode == 64 and "backend is missing" in missing.stdout
+        created = run("create")
+        assert created.returncode == 0, created.stderr
+        healthy = wait_for(lambda: run("check"), timeout=180)
+        assert healthy.returncode == 0, healthy.stderr
+        assert _report(healthy.stdout) == [{"name": f"{name}_router", "image": f"{router_image}:1", "replicas": 1,
+                                            "running": 1, "colour": "blue", "backend": blue}]
+        assert run("info").stdout == f"entry,http://127.0.0.1:{port}/\n"
+
+        # Refused before anything is asked: exit 64, nothing changes.
+        assert switch("red", green).returncode == 64
+        assert switch("green", "127.0.0.1;reboot:80").returncode == 64
+        assert run_script("router", "switch", contract_args("Bad_Name"), env=env).returncode == 64
+        # A backend that does not answer is refused and the live one keeps serving.
+        dead = switch("green", f"127.0.0.1:{free_port()}")
+        assert dead.returncode == 1
+        assert "does not answer from the router" in dead.stderr and f"blue {blue} stays live" in dead.stderr
+
+        with RequestLoop(port) as loop:
+            to_green = loop.change(lambda: switch("green", green))
+        assert to_green.returncode == 0, to_green.stderr
+        assert to_green.stdout == f"live: green {green} (was blue {blue})\n"
+        _assert_switched(loop, "blue", "green")
+        checked = run("check")
+        assert checked.returncode == 0, checked.stderr
+        assert _report(checked.stdout)[0]["colour"] == "green" and _report(checked.stdout)[0]["backend"] == green
+
+        # Rollback: the same loop, the same result.
+        with RequestLoop(port) as loop:
+            to_blue = loop.change(lambda: switch("blue", blue))
+        assert to_blue.returncode == 0, to_blue.stderr
+        _assert_switched(loop, "green", "blue")
+
+        # An update of the router itself starts the new task first and stops the old one softly; the new
+        # one starts on the recorded live colour (blue again, here after a switch to green).
+        assert switch("green", green).returncode == 0
+        with RequestLoop(port) as loop:
+            updated = loop.change(lambda: (run("update", tag="2"), wait_for(lambda: run("check", tag="2"),
+                                                                               timeout=180))[1])
+        assert updated.returncode == 0, updated.stderr
+        assert loop.failures() == [], f"{len(loop.failures())} of {len(loop.answers)} requests failed"
+        assert set(loop.answers) == {"green"}
+        assert _report(updated.stdout)[0]["image"] == f"{router_image}:2"
+        assert _report(updated.stdout)[0]["colour"] == "green"
+    finally:
+        run("cleanup")
+        swarm.run("service", "rm", "shop-blue", "shop-green", check=False)
+    assert swarm.output("service", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={name}") == ""
