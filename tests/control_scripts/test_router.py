@@ -8,97 +8,24 @@ fails, and the answers are all of the old colour, then all of the new one.
 
 from __future__ import annotations
 
-import http.client
 import json
 import subprocess
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.control_scripts.helpers import contract_args, run_script, wait_for
-from tests.support import images
+from tests.control_scripts.helpers import (
+    AFTER_CHANGE,
+    LOOP_REQUESTS,
+    RequestLoop,
+    contract_args,
+    run_script,
+    wait_for,
+    wait_for_one_container,
+)
 from tests.support.docker import DockerSwarm, free_port
 
 pytestmark = pytest.mark.swarm
-
-# Requests of one loop at least, and at least this many after the change it watches has returned.
-LOOP_REQUESTS = 2000
-AFTER_CHANGE = 300
-# The most requests one loop makes, whatever happens (the loop is bounded).
-LOOP_LIMIT = 50_000
-
-
-@pytest.fixture(scope="module")
-def router_image(swarm_session: DockerSwarm) -> str:
-    reason = images.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    images.router_image(swarm_session, "local/router:1")
-    swarm_session.run("tag", "local/router:1", "local/router:2")
-    return "local/router"
-
-
-@dataclass
-class RequestLoop:
-    """Sequential GETs of http://127.0.0.1:port/ (a new connection each), every answer recorded in order:
-    the body, or "failed: <error>". It runs until it has made `LOOP_REQUESTS` requests and `AFTER_CHANGE`
-    more after `change_done()` (or `LOOP_LIMIT` in all)."""
-
-    port: int
-    answers: list[str] = field(default_factory=list)
-    started_change_at: int | None = None
-    finished_change_at: int | None = None
-    _warm: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def _get(self) -> str:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            connection.request("GET", "/")
-            response = connection.getresponse()
-            body = response.read().decode(errors="replace").strip()
-            return body if response.status == 200 else f"failed: HTTP {response.status} {body[:80]}"
-        except (OSError, http.client.HTTPException) as exc:
-            return f"failed: {exc!r}"
-        finally:
-            connection.close()
-
-    def _run(self) -> None:
-        while len(self.answers) < LOOP_LIMIT:
-            self.answers.append(self._get())
-            if len(self.answers) >= AFTER_CHANGE:
-                self._warm.set()
-            done = self.finished_change_at
-            if done is not None and len(self.answers) >= max(LOOP_REQUESTS, done + AFTER_CHANGE):
-                return
-
-    def __enter__(self) -> RequestLoop:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        assert self._warm.wait(timeout=120), f"the loop made only {len(self.answers)} requests"
-        return self
-
-    def change(self, action: Callable[[], subprocess.CompletedProcess]) -> subprocess.CompletedProcess:
-        """Run `action` while the loop runs, marking where in the answers it started and returned."""
-        self.started_change_at = len(self.answers)
-        try:
-            return action()
-        finally:
-            self.finished_change_at = len(self.answers)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.finished_change_at is None:
-            self.finished_change_at = len(self.answers)
-        assert self._thread is not None
-        self._thread.join(timeout=600)
-        assert not self._thread.is_alive(), "the request loop did not end"
-
-    def failures(self) -> list[str]:
-        return [answer for answer in self.answers if answer.startswith("failed")]
-
 
 def _assert_switched(loop: RequestLoop, old: str, new: str) -> None:
     answers = loop.answers
@@ -185,9 +112,14 @@ def test_switch_blue_green_and_back_drops_no_request(swarm_session: DockerSwarm,
         # An update of the router itself starts the new task first and stops the old one softly; the new
         # one starts on the recorded live colour (blue again, here after a switch to green).
         assert switch("green", green).returncode == 0
+        def update() -> subprocess.CompletedProcess:
+            assert run("update", tag="2").returncode == 0
+            converged = wait_for(lambda: run("check", tag="2"), timeout=180)
+            assert wait_for_one_container(swarm.output, f"{name}_router"), "the old router is still there"
+            return converged
+
         with RequestLoop(port) as loop:
-            updated = loop.change(lambda: (run("update", tag="2"), wait_for(lambda: run("check", tag="2"),
-                                                                               timeout=180))[1])
+            updated = loop.change(update)
         assert updated.returncode == 0, updated.stderr
         assert loop.failures() == [], f"{len(loop.failures())} of {len(loop.answers)} requests failed"
         assert set(loop.answers) == {"green"}
