@@ -28,7 +28,7 @@ router_port() { sami_config port; }
 router_bind() { sami_config bind 0.0.0.0; }
 router_probe_path() { sami_config probe-path /; }
 
-# 0 when $1 is HOST:PORT with a host name (a Swarm service name may hold "_") or IPv4 address and a port 1-65535.
+# 0 when $1 is HOST:PORT with a host name (names may hold "_") or IPv4 address and a port 1-65535.
 router_valid_backend() {
     local value=$1 port
     [[ $value =~ ^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?:[0-9]{1,5}$ ]] || return 1
