@@ -129,3 +129,108 @@ def test_switch_blue_green_and_back_drops_no_request(swarm_session: DockerSwarm,
         run("cleanup")
         swarm.run("service", "rm", "shop-blue", "shop-green", check=False)
     assert swarm.output("service", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={name}") == ""
+
+
+def _wait_for_writer(fifo: Path, timeout: float = 60) -> bytes:
+    """Read one line from a FIFO once something writes to it (bounded: fails after `timeout`)."""
+    import os
+    import select
+    import time
+
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        deadline = time.monotonic() + timeout
+        data = b""
+        while not data.endswith(b"\n") and time.monotonic() < deadline:
+            readable, _, _ = select.select([fd], [], [], 0.5)
+            if readable:
+                chunk = os.read(fd, 64)
+                if not chunk:  # no writer yet (or it closed): wait for one
+                    time.sleep(0.05)
+                data += chunk
+        return data
+    finally:
+        os.close(fd)
+
+
+def _write_to_reader(fifo: Path, data: bytes, timeout: float = 60) -> bool:
+    """Write to a FIFO once something has it open for reading (bounded); True when written."""
+    import os
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: no reader yet
+            time.sleep(0.05)
+            continue
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        return True
+    return False
+
+
+@pytest.mark.timeout(600)
+def test_a_request_in_flight_finishes_on_the_former_backend(swarm_session: DockerSwarm, router_image: str,
+                                                            tmp_path: Path) -> None:
+    """A request that blue is answering when the router switches to green is answered by blue, whole."""
+    import http.client
+    import os
+    import threading
+
+    swarm = swarm_session
+    name = "slow-entry"
+    port, blue_port, green_port = free_port(), free_port(), free_port()
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    os.mkfifo(gate / "started")
+    os.mkfifo(gate / "release")
+    # /cgi-bin/slow says it started, then answers only once the test releases it.
+    cgi = ("mkdir -p /www/cgi-bin && echo blue > /www/index.html && "
+           "printf '#!/bin/sh\\necho started > /gate/started\\nread line < /gate/release\\n"
+           "printf \"Content-Type: text/plain\\\\r\\\\n\\\\r\\\\nblue, slowly\\\\n\"\\n' > /www/cgi-bin/slow && "
+           f"chmod +x /www/cgi-bin/slow && exec httpd -f -p 127.0.0.1:{blue_port} -h /www")
+    swarm.run("service", "create", "--quiet", "--name", "slow-blue", "--network", "host",
+              "--mount", f"type=bind,src={gate},dst=/gate", swarm.base_image, "sh", "-c", cgi, timeout=180)
+    _backend(swarm, "slow-green", "green", green_port)
+    config = {"port": str(port), "bind": "127.0.0.1", "colour": "blue", "backend": f"127.0.0.1:{blue_port}"}
+    args = contract_args(name, tag="1", manifest_dir=tmp_path, service="entry", deployment_config=config)
+    env = swarm.env({"SAMI_IMAGE": f"{router_image}:1"})
+    answer: dict[str, object] = {}
+
+    def slow_request() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        try:
+            connection.request("GET", "/cgi-bin/slow")
+            response = connection.getresponse()
+            answer.update(status=response.status, body=response.read().decode())
+        except (OSError, http.client.HTTPException) as exc:
+            answer.update(error=repr(exc))
+        finally:
+            connection.close()
+
+    try:
+        assert run_script("router", "create", args, env=env).returncode == 0
+        assert wait_for(lambda: run_script("router", "check", args, env=env), timeout=180).returncode == 0
+        in_flight = threading.Thread(target=slow_request, daemon=True)
+        in_flight.start()
+        assert _wait_for_writer(gate / "started") == b"started\n", "the slow request did not reach blue"
+        switched = run_script("router", "switch", [*args, "--colour", "green", "--backend",
+                                                   f"127.0.0.1:{green_port}"], env=env)
+        assert switched.returncode == 0, switched.stderr
+        probe = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            probe.request("GET", "/")
+            assert probe.getresponse().read() == b"green\n", "new requests go to green"
+        finally:
+            probe.close()
+        assert _write_to_reader(gate / "release", b"go\n"), "the slow request was no longer waiting"
+        in_flight.join(timeout=60)
+        assert not in_flight.is_alive()
+        assert answer == {"status": 200, "body": "blue, slowly\n"}
+    finally:
+        run_script("router", "cleanup", args, env=env)
+        swarm.run("service", "rm", "slow-blue", "slow-green", check=False)
