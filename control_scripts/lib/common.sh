@@ -5,6 +5,7 @@
 #        --environment ENV --tag TAG --manifest-dir DIR
 #        [--application-config K=V]... [--deployment-config K=V]...
 #        [--old-status S --new-status S]          (notifications only)
+#        [--colour blue|green --backend HOST:PORT] (switch only)
 # Flags come in any order, as "--flag value" or "--flag=value"; unknown flags (with their
 # value) are ignored so that newer bots can call older scripts. See ../README.md.
 
@@ -31,6 +32,9 @@ sami_force=0
 sami_delete_data=0
 sami_old_status=""
 sami_new_status=""
+# switch (entry routers): the colour to make live and its backend HOST:PORT.
+sami_colour=""
+sami_backend=""
 sami_app_config=()
 sami_deploy_config=()
 # "KEY=VALUE" strings for the tool's variable substitution, built by sami_build_env.
@@ -108,6 +112,8 @@ sami_parse_args() {
             --delete-data) sami_delete_data=1 ;;
             --old-status) sami_old_status=$value ;;
             --new-status) sami_new_status=$value ;;
+            --colour) sami_colour=$value ;;
+            --backend) sami_backend=$value ;;
             --application-config) sami_app_config+=("$value") ;;
             --deployment-config) sami_deploy_config+=("$value") ;;
             *) sami_log "ignoring unknown flag ${flag}" ;;
@@ -328,6 +334,7 @@ sami_image_matches() {
 # {"running":[{"name":"web-stage_web","image":"app:1","replicas":2,"running":2,"env":{"LOG_LEVEL":"debug"}}]}
 # Sami compares only what it sets (images, replicas, the overrides it passed); see ../README.md.
 sami_report_items=()
+sami_report_more=""
 
 # A JSON string: backslashes, quotes, tabs and newlines escaped, other control characters dropped.
 sami_json_string() {
@@ -354,6 +361,8 @@ sami_report_add() {
     [[ $replicas =~ ^[0-9]+$ ]] && json+=",\"replicas\":${replicas}"
     [[ $running =~ ^[0-9]+$ ]] && json+=",\"running\":${running}"
     [ -n "$env" ] && json+=",\"env\":{${env}}"
+    # Fields a set adds of its own (a JSON fragment starting with ","), e.g. a router's live colour.
+    json+=${sami_report_more:-}
     sami_report_items+=("${json}}")
 }
 

@@ -150,6 +150,8 @@ swarm_check() {
         fi
         env_items=()
         mapfile -t env_items < <(swarm_passed_env "$svc")
+        sami_report_more=""
+        declare -F swarm_report_more >/dev/null && sami_report_more=$(swarm_report_more "$svc")
         sami_report_add "$svc" "${image%%@*}" "$([ "$mode" = replicated ] && printf '%s' "$replicas")" \
             "$running" "${env_items[@]}"
     done

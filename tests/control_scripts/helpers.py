@@ -1,15 +1,19 @@
 """Helpers for the control script tests: call scripts with the contract's argv, recording
-stand-ins for clients that have no real counterpart here, waiting for convergence."""
+stand-ins for clients that have no real counterpart here, waiting for convergence, and a bounded
+loop of HTTP requests that records every answer while a change runs."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,6 +97,14 @@ def wait_for(
         if result.returncode == want or time.monotonic() > deadline:
             return result
         time.sleep(interval)
+
+
+def wait_for_one_container(docker_output: Callable[..., str], service: str, timeout: float = 120) -> bool:
+    """Wait until the Swarm service has one container left (an update's old task gone); True when it has."""
+    label = f"label=com.docker.swarm.service.name={service}"
+    result = wait_for(lambda: subprocess.CompletedProcess(
+        [], 0 if len(docker_output("ps", "-q", "--filter", label).split()) == 1 else 1), timeout=timeout)
+    return result.returncode == 0
 
 
 def prepare_manifest(
@@ -182,3 +194,69 @@ class RecordingStandIns:
         if extra:
             env.update(extra)
         return env
+
+
+# Requests of one loop at least, and at least this many after the change it watches has returned.
+LOOP_REQUESTS = 2000
+AFTER_CHANGE = 300
+# The most requests one loop makes, whatever happens (the loop is bounded).
+LOOP_LIMIT = 50_000
+
+
+@dataclass
+class RequestLoop:
+    """Sequential GETs of http://127.0.0.1:port/ (a new connection each), every answer recorded in order:
+    the body, or "failed: <error>". It runs until it has made `LOOP_REQUESTS` requests and `AFTER_CHANGE`
+    more after `change_done()` (or `LOOP_LIMIT` in all)."""
+
+    port: int
+    answers: list[str] = field(default_factory=list)
+    started_change_at: int | None = None
+    finished_change_at: int | None = None
+    _warm: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _get(self) -> str:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request("GET", "/")
+            response = connection.getresponse()
+            body = response.read().decode(errors="replace").strip()
+            return body if response.status == 200 else f"failed: HTTP {response.status} {body[:80]}"
+        except (OSError, http.client.HTTPException) as exc:
+            return f"failed: {exc!r}"
+        finally:
+            connection.close()
+
+    def _run(self) -> None:
+        while len(self.answers) < LOOP_LIMIT:
+            self.answers.append(self._get())
+            if len(self.answers) >= AFTER_CHANGE:
+                self._warm.set()
+            done = self.finished_change_at
+            if done is not None and len(self.answers) >= max(LOOP_REQUESTS, done + AFTER_CHANGE):
+                return
+
+    def __enter__(self) -> RequestLoop:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self._warm.wait(timeout=120), f"the loop made only {len(self.answers)} requests"
+        return self
+
+    def change(self, action: Callable[[], subprocess.CompletedProcess]) -> subprocess.CompletedProcess:
+        """Run `action` while the loop runs, marking where in the answers it started and returned."""
+        self.started_change_at = len(self.answers)
+        try:
+            return action()
+        finally:
+            self.finished_change_at = len(self.answers)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.finished_change_at is None:
+            self.finished_change_at = len(self.answers)
+        assert self._thread is not None
+        self._thread.join(timeout=600)
+        assert not self._thread.is_alive(), "the request loop did not end"
+
+    def failures(self) -> list[str]:
+        return [answer for answer in self.answers if answer.startswith("failed")]

@@ -418,3 +418,71 @@ def test_readme_documents_every_operation():
     for op in OPERATIONS:
         assert f"`{op}`" in text
     assert Path(SCRIPTS / "__init__.py").exists()
+
+
+ROUTER_OPERATIONS = (*OPERATIONS, "switch")
+
+
+def test_router_set_refuses_bad_names_and_switch_arguments_before_any_client(stand_ins, tmp_path):
+    env = stand_ins.env({"SAMI_IMAGE": "local/router:1"})
+    config = {"port": "8080", "backend": "127.0.0.1:18081"}
+    for op in ROUTER_OPERATIONS:
+        path = SCRIPTS / "router" / op
+        assert path.is_file() and os.access(path, os.X_OK), path
+        for bad in BAD_NAMES:
+            result = run_script("router", op, contract_args(bad, tag="1", manifest_dir=tmp_path,
+                                                            deployment_config=config), env=env)
+            assert result.returncode == 64, (op, bad, result.stderr)
+    for colour, backend in [("red", "127.0.0.1:80"), ("", "127.0.0.1:80"), ("green", "127.0.0.1"),
+                            ("green", "127.0.0.1:0"), ("green", "127.0.0.1:70000"), ("green", "web;id:80"),
+                            ("green", "-web:80"), ("green", "$(id):80"), ("green", ""), ("Blue", "web:80")]:
+        args = [*contract_args("shop-entry", tag="1", manifest_dir=tmp_path, deployment_config=config),
+                "--colour", colour, "--backend", backend]
+        result = run_script("router", "switch", args, env=env)
+        assert result.returncode == 64, (colour, backend, result.stderr)
+    assert stand_ins.calls() == [], "no client may be called for refused input"
+
+
+@pytest.mark.parametrize(
+    ("deployment_config", "expected"),
+    [
+        ({"backend": "web:80"}, "port is missing"),
+        ({"port": "8080"}, "backend is missing"),
+        ({"port": "8080", "backend": "web"}, 'backend="web" is not HOST:PORT'),
+        ({"port": "8080", "backend": "web:80", "colour": "red"}, 'colour="red" must be blue or green'),
+        ({"port": "8080", "backend": "web:80", "bind": "any"}, 'bind="any" is not an IPv4 address'),
+        ({"port": "8080", "backend": "web:80", "probe-path": "health"}, 'probe-path="health" is not a path'),
+        ({"port": "8080", "backend": "web:80", "switch-timeout": "0"}, "switch-timeout"),
+    ],
+)
+def test_router_config_check_says_what_is_wrong(deployment_config, expected, stand_ins, tmp_path):
+    env = stand_ins.env({"SAMI_IMAGE": "local/router:1"})
+    result = run_script("router", "config_check", contract_args("shop-entry", tag="1", manifest_dir=tmp_path,
+                                                                deployment_config=deployment_config), env=env)
+    assert result.returncode == 64
+    assert expected in result.stdout, result.stdout
+
+
+def test_router_stack_updates_start_first_with_a_health_check_and_a_soft_stop(stand_ins, tmp_path):
+    import yaml
+
+    args = contract_args("shop-entry", tag="3", manifest_dir=tmp_path,
+                         deployment_config={"port": "8080", "bind": "127.0.0.1", "backend": "shop-blue_web:80"})
+    # The stand-in docker records the -c stack file's path; it also keeps a copy (the script removes its own).
+    capture = tmp_path / "stack.yml"
+    env = stand_ins.env({"SAMI_IMAGE": "registry.example.test/router:1", "TMPDIR": str(tmp_path)})
+    docker = Path(env["DOCKER"])
+    keep = f"\nimport shutil\nshutil.copy(argv[argv.index('-c') + 1], {str(capture)!r})\n"
+    docker.write_text(docker.read_text() + keep)
+    result = run_script("router", "create", args, env=env)
+    assert result.returncode == 0, result.stderr
+    (call,) = stand_ins.calls("docker")
+    assert call["argv"][:3] == ["stack", "deploy", "--prune"] and call["argv"][-1] == "shop-entry"
+    router = yaml.safe_load(capture.read_text())["services"]["router"]
+    assert router["image"] == "registry.example.test/router:3"
+    assert router["environment"] == {"ROUTER_PORT": "8080", "ROUTER_BIND": "127.0.0.1", "ROUTER_COLOUR": "blue",
+                                     "ROUTER_BACKEND": "shop-blue_web:80"}
+    assert router["deploy"]["update_config"]["order"] == "start-first"
+    assert router["stop_signal"] == "SIGUSR1" and router["stop_grace_period"] == "30s"
+    assert router["healthcheck"]["test"][-1] == "http://127.0.0.1:8080/sami-router/healthz"
+    assert not list(tmp_path.glob("sami-router-stack.*")), "the temporary stack file is removed"

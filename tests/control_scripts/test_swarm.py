@@ -327,3 +327,84 @@ def test_check_batch_answers_every_deployment_as_its_check_does(swarm_session: D
     for name in ports:
         assert run_script("swarm", "cleanup", contract_args(name, tag="batch-a", manifest_dir=manifest),
                           env=swarm.env()).returncode == 0
+
+
+# An application that can share its port during a start-first update: haproxy (which binds with
+# SO_REUSEPORT) answering its TAG, on the host's network. SIGUSR1 is haproxy's soft stop: it stops
+# listening and finishes the requests in flight.
+ROLLING_STACK = """\
+version: "3.8"
+services:
+  web:
+    image: "${IMAGE}"
+    entrypoint: ["sh", "-c"]
+    command:
+      - |
+        mkdir -p /run/app
+        {
+          printf 'defaults\\n  mode http\\n  timeout connect 5s\\n'
+          printf '  timeout client 30s\\n  timeout server 30s\\n'
+          printf 'frontend web\\n  bind 127.0.0.1:%s\\n' "$$PORT"
+          printf '  http-request return status 200 content-type text/plain string %s\\n' "$$TAG"
+        } > /run/app/haproxy.cfg
+        exec haproxy -db -f /run/app/haproxy.cfg
+    environment:
+      PORT: "${PORT}"
+      TAG: "${TAG}"
+    networks: [hostnet]
+    stop_signal: SIGUSR1
+    stop_grace_period: 10s
+    healthcheck:
+      test: ["CMD", "curl", "-fsS", "-o", "/dev/null", "--max-time", "2", "http://127.0.0.1:${PORT}/"]
+      interval: 1s
+      timeout: 3s
+      retries: 3
+      start_period: 10s
+    deploy:
+      replicas: 1
+      update_config: {order: start-first, failure_action: rollback, monitor: 5s}
+      restart_policy: {condition: any, delay: 2s}
+networks:
+  hostnet:
+    external: true
+    name: host
+"""
+
+
+@pytest.mark.timeout(900)
+def test_start_first_update_drops_no_request(swarm_session: DockerSwarm, router_image: str, tmp_path: Path):
+    from tests.control_scripts.helpers import RequestLoop, wait_for_one_container
+
+    swarm = swarm_session
+    name = "rolling-stage"
+    port = free_port()
+    manifest = tmp_path / "manifest"
+    manifest.mkdir()
+    (manifest / "stack.yml").write_text(ROLLING_STACK)
+
+    def run(op: str, tag: str) -> subprocess.CompletedProcess:
+        args = contract_args(name, tag=tag, manifest_dir=manifest, deployment_config={"port": str(port)})
+        return run_script("swarm", op, args, env=_stack_env(swarm, f"{router_image}:{tag}"))
+
+    def update_and_converge() -> subprocess.CompletedProcess:
+        updated = run("update", "2")
+        assert updated.returncode == 0, updated.stderr
+        converged = wait_for(lambda: run("check", "2"), timeout=180)
+        # The old task stops once the new one is healthy; its container goes after the soft stop.
+        assert wait_for_one_container(swarm.output, f"{name}_web"), "the old task's container is still there"
+        return converged
+
+    try:
+        assert run("create", "1").returncode == 0
+        assert wait_for(lambda: run("check", "1"), timeout=180).returncode == 0
+        with RequestLoop(port) as loop:
+            converged = loop.change(update_and_converge)
+        assert converged.returncode == 0, converged.stderr
+        assert loop.failures() == [], f"{len(loop.failures())} of {len(loop.answers)} requests failed"
+        assert loop.answers[0] == "1" and loop.answers[-1] == "2"
+        assert set(loop.answers) == {"1", "2"}
+        # Start-first: the new task ran beside the old one, which was then stopped (one left).
+        tasks = swarm.output("service", "ps", "--format", "{{.Image}} {{.DesiredState}}", f"{name}_web").split("\n")
+        assert f"{router_image}:2 Running" in tasks and f"{router_image}:1 Shutdown" in tasks
+    finally:
+        run("cleanup", "2")

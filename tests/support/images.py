@@ -4,7 +4,8 @@
 tarball with mmdebstrap, once per package set (kept under ~/.cache/sami-tests, so a second run
 costs nothing); `import_image(swarm, tar, tag, changes)` turns it into an image of a private
 dockerd. `redis_image` and `postgres_image` make images that follow scripts/images/redis and
-scripts/images/postgres (data folders owned by their users, the postgres entrypoint).
+scripts/images/postgres (data folders owned by their users, the postgres entrypoint);
+`router_image` one that follows scripts/images/router (haproxy, its entrypoint).
 Images are imported, never built: a build on the tests' vfs storage copies the whole root
 filesystem for every step.
 """
@@ -27,6 +28,9 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sami
 _HOOK = ("chroot \"$1\" sh -c 'mkdir -p /data /var/lib/postgresql/data /run/postgresql"
          " && chown -R redis:redis /data && chown -R postgres:postgres /var/lib/postgresql /run/postgresql'")
 PACKAGES = ("redis-server", "redis-tools", "postgresql-15", "postgresql-client-15")
+# The entry router: haproxy, socat for its runtime API, curl for the probes through it.
+ROUTER_PACKAGES = ("haproxy", "socat", "curl")
+_ROUTER_HOOK = "chroot \"$1\" sh -c 'mkdir -p /var/lib/sami-router /run/sami-router'"
 
 
 def unavailable_reason() -> str | None:
@@ -43,9 +47,9 @@ def _mirror() -> str:
     return "http://deb.debian.org/debian"
 
 
-def debian_rootfs(packages: tuple[str, ...] = PACKAGES, suite: str = "bookworm") -> Path:
+def debian_rootfs(packages: tuple[str, ...] = PACKAGES, suite: str = "bookworm", hook: str = _HOOK) -> Path:
     """A tarball of a minimal Debian with the packages; built once per package set."""
-    key = hashlib.sha256(" ".join((suite, *sorted(packages), _HOOK)).encode()).hexdigest()[:16]
+    key = hashlib.sha256(" ".join((suite, *sorted(packages), hook)).encode()).hexdigest()[:16]
     path = CACHE / f"debian-{suite}-{key}.tar"
     if path.is_file():
         return path
@@ -53,7 +57,7 @@ def debian_rootfs(packages: tuple[str, ...] = PACKAGES, suite: str = "bookworm")
     with tempfile.TemporaryDirectory(dir=CACHE) as temp:
         partial = Path(temp) / "rootfs.tar"
         subprocess.run(
-            ["mmdebstrap", "--variant=minbase", f"--include={','.join(packages)}", f"--customize-hook={_HOOK}",
+            ["mmdebstrap", "--variant=minbase", f"--include={','.join(packages)}", f"--customize-hook={hook}",
              suite, str(partial), _mirror()],
             check=True, capture_output=True, timeout=900,
         )
@@ -76,19 +80,25 @@ def redis_image(swarm: DockerSwarm, tag: str = "local/redis:1") -> str:
                                                       'CMD ["redis-server", "--protected-mode", "no"]'))
 
 
+def _with_file(rootfs: Path, temp: str, source: Path, arcname: str) -> Path:
+    """A copy of the rootfs tarball with one executable file appended."""
+    tar = Path(temp) / "image.tar"
+    shutil.copyfile(rootfs, tar)
+    with tarfile.open(tar, "a") as archive:
+        info = archive.gettarinfo(str(source), arcname=arcname)
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        info.mode = 0o755
+        with source.open("rb") as handle:
+            archive.addfile(info, handle)
+    return tar
+
+
 def postgres_image(swarm: DockerSwarm, tag: str = "local/postgres:1") -> str:
     """The rootfs with scripts/images/postgres's entrypoint appended, imported (no build, no network)."""
     entrypoint = REPO_ROOT / "scripts" / "images" / "postgres" / "entrypoint"
     with tempfile.TemporaryDirectory(dir=CACHE) as temp:
-        tar = Path(temp) / "postgres.tar"
-        shutil.copyfile(debian_rootfs(), tar)
-        with tarfile.open(tar, "a") as archive:
-            info = archive.gettarinfo(str(entrypoint), arcname="./usr/local/bin/postgres-entrypoint")
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            info.mode = 0o755
-            with entrypoint.open("rb") as handle:
-                archive.addfile(info, handle)
+        tar = _with_file(debian_rootfs(), temp, entrypoint, "./usr/local/bin/postgres-entrypoint")
         return import_image(swarm, tar, tag, (
             "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "ENV PGDATA=/var/lib/postgresql/data",
@@ -96,3 +106,15 @@ def postgres_image(swarm: DockerSwarm, tag: str = "local/postgres:1") -> str:
             'ENTRYPOINT ["postgres-entrypoint"]',
             'CMD ["postgres"]',
         ))
+
+
+def router_rootfs() -> Path:
+    return debian_rootfs(ROUTER_PACKAGES, hook=_ROUTER_HOOK)
+
+
+def router_image(swarm: DockerSwarm, tag: str = "local/router:1") -> str:
+    """haproxy from Debian's packages with scripts/images/router's entrypoint, as its Dockerfile builds it."""
+    entrypoint = REPO_ROOT / "scripts" / "images" / "router" / "entrypoint"
+    with tempfile.TemporaryDirectory(dir=CACHE) as temp:
+        tar = _with_file(router_rootfs(), temp, entrypoint, "./usr/local/bin/sami-router")
+        return import_image(swarm, tar, tag, ('ENTRYPOINT ["sami-router"]',))
