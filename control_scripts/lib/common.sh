@@ -31,6 +31,9 @@ sami_force=0
 sami_delete_data=0
 sami_old_status=""
 sami_new_status=""
+# switch (blue-green): the colour the entry switches to, and the endpoint it then sends traffic to.
+sami_colour=""
+sami_backend=""
 sami_app_config=()
 sami_deploy_config=()
 # "KEY=VALUE" strings for the tool's variable substitution, built by sami_build_env.
@@ -108,6 +111,8 @@ sami_parse_args() {
             --delete-data) sami_delete_data=1 ;;
             --old-status) sami_old_status=$value ;;
             --new-status) sami_new_status=$value ;;
+            --colour) sami_colour=$value ;;
+            --backend) sami_backend=$value ;;
             --application-config) sami_app_config+=("$value") ;;
             --deployment-config) sami_deploy_config+=("$value") ;;
             *) sami_log "ignoring unknown flag ${flag}" ;;
