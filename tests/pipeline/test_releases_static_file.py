@@ -6,6 +6,7 @@ rollback under the same loop, and the previous colour archived once keep_previou
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import threading
 from datetime import timedelta
@@ -21,6 +22,7 @@ from bot.core.errors import Conflict, NotAllowed
 from bot.core.models import Deployment, Release
 from bot.core.states import DeploymentState
 from bot.services import releases
+from bot.services.tokens import Scopes, create_token
 from workers.scheduler import Scheduler, TickReport
 
 S = DeploymentState
@@ -251,3 +253,44 @@ def test_a_switch_needs_a_release_awaiting_and_a_failed_switch_leaves_the_entry(
     assert failed.state == "failed" and "serves nothing" in failed.message
     assert not (Path(settings.static_root) / "site-production" / "current").exists()
     assert releases.live(db_session, "production") is None
+
+
+@pytest.fixture
+def api(app, db_session):
+    scopes = Scopes(services=("*",), environments=("*",), actions=("read", "deploy"))
+    tokens = {name: create_token(db_session, name, scopes) for name in ("release-manager", "ci")}
+    db_session.commit()
+    client = app.test_client()
+
+    def call(method, path, body=None, token="release-manager"):  # noqa: S107 (a token's name)
+        return client.open(path, method=method, data=None if body is None else json.dumps(body),
+                           headers={"Authorization": f"Bearer {tokens[token]}"}, content_type="application/json")
+
+    return call
+
+
+def test_the_api_deploys_the_idle_colour_and_only_an_approver_switches_it(api, work, db_session, settings):
+    prepared = api("POST", "/api/v1/environments/production/release", {"versions": {"site": "v1"}}, token="ci")
+    assert prepared.status_code == 202, prepared.json
+    assert (prepared.json["state"], prepared.json["to_colour"]) == ("deploying", "blue")
+    work()
+    shown = api("GET", "/api/v1/environments/production/releases", token="ci").json
+    assert shown["awaiting_release"] is True and shown["live"] is None and shown["idle"]["colour"] == "blue"
+    assert shown["release_approvers"] == ["token:release-manager", "alice"]
+
+    refused = api("POST", "/api/v1/environments/production/release/switch", token="ci")
+    assert refused.status_code == 403
+    assert refused.json["error"].startswith("token:ci may not release 'production'")
+    assert refused.json["approvers"] == ["token:release-manager", "alice"]
+    assert api("POST", "/api/v1/environments/production/rollback", token="ci").status_code == 403
+
+    switched = api("POST", "/api/v1/environments/production/release/switch")
+    assert switched.status_code == 202, switched.json
+    work()
+    shown = api("GET", "/api/v1/environments/production/releases").json
+    assert shown["live"]["colour"] == "blue" and shown["awaiting_release"] is False
+    assert [(r["kind"], r["state"], r["requested_by"], r["switched_by"]) for r in shown["releases"]] == [
+        ("release", "live", "token:ci", "token:release-manager")]
+    assert (Path(settings.static_root) / "site-production" / "current" / "index.html").is_file()
+    again = api("POST", "/api/v1/environments/production/release/switch")
+    assert again.status_code == 409 and "awaits release" in again.json["error"]
