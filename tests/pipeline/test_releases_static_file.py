@@ -23,6 +23,8 @@ from bot.core.models import Deployment, Release
 from bot.core.states import DeploymentState
 from bot.services import releases
 from bot.services.tokens import Scopes, create_token
+from bot.web import shared
+from tests.web.conftest import csrf, sign_in_with_token
 from workers.scheduler import Scheduler, TickReport
 
 S = DeploymentState
@@ -125,6 +127,11 @@ class Reader(threading.Thread):
                 self.answers.append(seen)
                 self.progress.notify_all()
         connection.close()
+
+
+def repo_of(app):
+    with app.app_context():
+        return shared.manifests().current()
 
 
 def release_row(db_session, release_id: int) -> Release:
@@ -294,3 +301,27 @@ def test_the_api_deploys_the_idle_colour_and_only_an_approver_switches_it(api, w
     assert (Path(settings.static_root) / "site-production" / "current" / "index.html").is_file()
     again = api("POST", "/api/v1/environments/production/release/switch")
     assert again.status_code == 409 and "awaits release" in again.json["error"]
+
+
+def test_the_page_shows_what_awaits_release_and_refuses_a_writer_who_is_not_an_approver(
+        app, api, work, db_session):
+    assert api("POST", "/api/v1/environments/production/release", {"versions": {"site": "v1"}}).status_code == 202
+    work()
+    tokens = {name: create_token(db_session, f"{name}-page", Scopes(services=("*",), environments=("*",),
+                                                                     actions=("read", "deploy")))
+              for name in ("writer",)}
+    db_session.commit()
+    client = app.test_client()
+    sign_in_with_token(client, tokens["writer"])
+    page = client.get("/environments/production").get_data(as_text=True)
+    assert "Awaiting release: blue" in page and "token:release-manager, alice may release it" in page
+    assert "Only token:release-manager, alice may release or roll back production." in page
+    token = csrf(client, "/environments/production")
+    asked = client.post("/environments/production/release", data={"csrf_token": token})
+    assert asked.status_code == 200 and "Release production?" in asked.get_data(as_text=True)
+    refused = client.post("/environments/production/release", data={"csrf_token": token, "confirmed": "yes"},
+                          follow_redirects=True)
+    assert "token:writer-page may not release &#39;production&#39;" in refused.get_data(as_text=True)
+    assert releases.live(db_session, "production") is None
+    assert releases.status(db_session, repo_of(app), "production")["awaiting_release"]
+    assert client.post("/environments/production/release", data={"confirmed": "yes"}).status_code in (400, 403)
