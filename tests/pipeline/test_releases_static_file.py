@@ -34,10 +34,8 @@ MIN_REQUESTS = 2_000
 MAX_REQUESTS = 50_000
 
 
-@pytest.fixture
-def release_repo(tmp_path) -> Path:
+def write_release_repo(root: Path) -> Path:
     """A deployments repo whose production environment (one static site, the entry) is released blue-green."""
-    root = tmp_path / "release-deployments"
     folder = root / "services" / "site" / "static_file" / "production"
     (folder / "site").mkdir(parents=True)
     (folder / "site" / "index.html").write_text("<h1>site</h1>\n")
@@ -50,6 +48,11 @@ def release_repo(tmp_path) -> Path:
         "blue_green": {"entry": "site", "keep_previous": f"{KEEP_PREVIOUS}s",
                        "release_approvers": ["token:release-manager", "alice"]}}, sort_keys=False))
     return root
+
+
+@pytest.fixture
+def release_repo(tmp_path) -> Path:
+    return write_release_repo(tmp_path / "release-deployments")
 
 
 @pytest.fixture
