@@ -3,7 +3,8 @@
 ``switch <common args> --name <entry> --colour blue|green --backend HOST:PORT|PATH`` runs on the entry
 component's script set, with the stable entry's name (``<entry>-<environment>``) and, as ``--backend``,
 the endpoint of the colour's entry deployment: the ``endpoint`` it recorded (``host:port``, Swarm), or
-for ``static_file`` the folder it serves (``<static root>/<deployment>/current``).
+for ``static_file`` the folder it serves (``<static root>/<deployment>/current``), for ``k8s`` the
+colour's release and its Service port (``<deployment>:<service.port, default 80>``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from workers.executor import ExecutorError, Target, prepare_manifest_dir
 
 log = logging.getLogger(__name__)
 OPERATION = "switch"
+K8S_SERVICE_PORT = 80  # the example chart's service.port
 
 
 def backend_of(ctx: WorkerContext, plan: releases.SwitchPlan, manifest, runs_on: str | None) -> str:
@@ -30,6 +32,9 @@ def backend_of(ctx: WorkerContext, plan: releases.SwitchPlan, manifest, runs_on:
         platform = ctx.settings.target(runs_on)
         root = platform.static_root or ctx.settings.static_root
         return str(Path(root) / plan.backend_deployment.name / "current")
+    if str(manifest.type) == "k8s":  # the colour's release: its pods carry its name, its Service the port
+        overrides = dict(plan.backend_deployment.deployment_overrides or {})
+        return f"{plan.backend_deployment.name}:{overrides.get('service.port') or K8S_SERVICE_PORT}"
     raise ExecutorError(f"{plan.backend_deployment.name} records no endpoint to switch the entry to")
 
 
