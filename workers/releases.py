@@ -4,7 +4,8 @@
 component's script set, with the stable entry's name (``<entry>-<environment>``) and, as ``--backend``,
 the endpoint of the colour's entry deployment: the ``endpoint`` it recorded (``host:port``, Swarm), or
 for ``static_file`` the folder it serves (``<static root>/<deployment>/current``), for ``k8s`` the
-colour's release and its Service port (``<deployment>:<service.port, default 80>``).
+colour's release and its Service port (``<deployment>:<service.port, default 80>``), else the host and
+port of the URL it recorded (a Swarm entry's router reaches the colour there).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bot.core.errors import SamiError
 from bot.services import releases
@@ -35,7 +37,10 @@ def backend_of(ctx: WorkerContext, plan: releases.SwitchPlan, manifest, runs_on:
     if str(manifest.type) == "k8s":  # the colour's release: its pods carry its name, its Service the port
         overrides = dict(plan.backend_deployment.deployment_overrides or {})
         return f"{plan.backend_deployment.name}:{overrides.get('service.port') or K8S_SERVICE_PORT}"
-    raise ExecutorError(f"{plan.backend_deployment.name} records no endpoint to switch the entry to")
+    url = urlsplit(str(outputs.get("url") or ""))
+    if url.scheme in ("http", "https") and url.hostname:  # Swarm: where the colour's entry answers
+        return f"{url.hostname}:{url.port or (443 if url.scheme == 'https' else 80)}"
+    raise ExecutorError(f"{plan.backend_deployment.name} records no endpoint or URL to switch the entry to")
 
 
 def run_switch(release_id: int, *, ctx: WorkerContext) -> bool | None:
