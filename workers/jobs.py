@@ -38,7 +38,7 @@ from bot.core.states import (
 )
 from bot.manifests import DeploymentsRepo, DeploymentsRepoError, Manifest
 from bot.manifests.topology import Kind
-from bot.services import environments
+from bot.services import environments, releases
 from bot.services.deployments import Context, endpoint_parts
 from bot.services.drift import parse_report
 from workers.actionlog import ActionLog
@@ -536,6 +536,7 @@ def _settle(run: Run, outcome: Outcome, prepared: Prepared | None, outputs: dict
             deployment.outputs = {**(deployment.outputs or {}), **outputs}
         if advance_run:
             queued = environments.action_settled(session, action, _repo_at(run, prepared), services_ctx)
+            releases.deploys_settled(session, run.environment)
         outbox.commit(session)
         environments.hand_to_queue(session, services_ctx, queued)
         new_state = deployment.state

@@ -155,6 +155,14 @@ def refresh(session: Session, release: Release) -> Release:
     return release
 
 
+def deploys_settled(session: Session, environment: str) -> None:
+    """A run of ``environment`` may have finished (in the worker's transaction, not committed): a release
+    deploying into it (a colour) moves on to awaiting release, or failed."""
+    for release in session.scalars(select(Release).where(Release.state == "deploying")):
+        if release.environment and environment in {colour_environment(release.environment, c) for c in COLOURS}:
+            refresh(session, release)
+
+
 def status(session: Session, repo: DeploymentsRepo, name: str, ctx: Context | None = None) -> dict:
     """Live and idle colour, what awaits release and who may release it, and the last releases."""
     bg = blue_green(session, repo, name)

@@ -144,10 +144,11 @@ def release_row(db_session, release_id: int) -> Release:
 
 def deploy_idle(db_session, repo, services_ctx, work, tag: str) -> Release:
     release = releases.prepare(db_session, repo, "production", services_ctx, versions={"site": tag}, **WHO)
+    assert release.state == "deploying"
     work()
-    db_session.expire_all()
-    assert releases.status(db_session, repo, "production")["awaiting_release"]
-    return release_row(db_session, release.id)
+    release = release_row(db_session, release.id)
+    assert release.state == "awaiting"  # the worker that settled the colour's last component moved it on
+    return release
 
 
 def switch_under_load(port: int, do_switch, work) -> tuple[list[str], int, int, Release]:
