@@ -52,16 +52,21 @@ def environments_page():
     return render_template("environments.html", rows=rows)
 
 
-@bp.get("/environments/<name>")
-def environment_page(name: str):
-    """One environment: components in deploy order with state, version and endpoint; its last run."""
-    session, repo = get_session(), shared.manifests().current()
+def _environment(session, repo, name: str) -> environments.Environment:
+    """The environment ``name``, or the page's 404 / 400 saying why not."""
     try:
-        env = environments.environment(session, repo, name)
+        return environments.environment(session, repo, name)
     except NotFound as exc:
         abort(404, exc.message)
     except Invalid as exc:
         abort(400, exc.message)
+
+
+@bp.get("/environments/<name>")
+def environment_page(name: str):
+    """One environment: components in deploy order with state, version and endpoint; its last run."""
+    session, repo = get_session(), shared.manifests().current()
+    env = _environment(session, repo, name)
     if not all(_readable(c.service, name) for c in env.components):
         abort(404, f"no environment named {name!r}")
     view = environments.status(session, repo, name)
@@ -92,12 +97,7 @@ def release(name: str, kind: str):
     if viewer is None:
         abort(401, "sign in to release")
     session, repo = get_session(), shared.manifests().current()
-    try:
-        env = environments.environment(session, repo, name)
-    except NotFound as exc:
-        abort(404, exc.message)
-    except Invalid as exc:
-        abort(400, exc.message)
+    env = _environment(session, repo, name)
     if env.topology.blue_green is None or env.template != name:
         abort(400, f"environment {name!r} is not released blue-green")
     if not _may_write(viewer, env, name):
