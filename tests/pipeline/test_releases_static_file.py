@@ -9,13 +9,14 @@ import http.client
 import json
 import os
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
+from rq import Queue
 from sqlalchemy import select
 
 from bot.core.errors import Conflict, NotAllowed
@@ -25,6 +26,7 @@ from bot.services import releases
 from bot.services.tokens import Scopes, create_token
 from bot.web import shared
 from tests.web.conftest import csrf, sign_in_with_token
+from workers.queue import ACTIONS_QUEUE
 from workers.scheduler import Scheduler, TickReport
 
 S = DeploymentState
@@ -40,7 +42,7 @@ def write_release_repo(root: Path) -> Path:
     (folder / "site").mkdir(parents=True)
     (folder / "site" / "index.html").write_text("<h1>site</h1>\n")
     manifest = {"version": "v1beta", "service_name": "site", "type": "static_file", "files": ["site"],
-                "status_timeout": "20s"}
+                "status_timeout": "20s", "url": "http://{name}.example.test"}
     (folder / "sami.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     (root / "environments").mkdir()
     (root / "environments" / "production.yaml").write_text(yaml.safe_dump({
@@ -194,6 +196,8 @@ def test_a_release_switches_the_entry_with_no_failed_request_and_a_rollback_swit
     status = releases.status(db_session, repo, "production")
     assert status["live"]["colour"] == "blue" and status["idle"]["colour"] == "green"
     assert status["idle"]["tag"] == "v2" and status["release_approvers"] == ["token:release-manager", "alice"]
+    assert status["idle"]["preview_url"] == "http://site-production-green.example.test"  # where QA tests it
+    assert status["live"]["preview_url"] == "http://site-production-blue.example.test"
 
     answers, before, after, switched = switch_under_load(
         web, lambda: releases.switch(db_session, repo, "production", services_ctx, **WHO), work)
@@ -234,7 +238,7 @@ def test_a_release_switches_the_entry_with_no_failed_request_and_a_rollback_swit
         releases.rollback(db_session, repo, "production", services_ctx, **WHO)
 
 
-def test_only_release_approvers_may_release_or_roll_back(db_session, worker_ctx, services_ctx, work):
+def test_only_release_approvers_may_release_or_roll_back(db_session, worker_ctx, services_ctx, work, redis_client):
     repo = worker_ctx.manifests.current()
     deploy_idle(db_session, repo, services_ctx, work, "v1")
     for who in ("token:ci", "github:mallory"):
@@ -244,8 +248,16 @@ def test_only_release_approvers_may_release_or_roll_back(db_session, worker_ctx,
             releases.rollback(db_session, repo, "production", services_ctx, requested_by=who, origin="api")
     assert releases.status(db_session, repo, "production")["awaiting_release"]
     done = releases.switch(db_session, repo, "production", services_ctx, requested_by="github:Alice", origin="page")
+    # The queue loses the switch (Redis flushed, a worker gone): the scheduler's step queues it again.
+    Queue(ACTIONS_QUEUE, connection=redis_client).empty()
+    report = TickReport()
+    Scheduler(worker_ctx).steps["releases"](report, datetime.now(UTC))
+    assert report.switches == [done.id]
     work()
     assert release_row(db_session, done.id).state == "live"
+    report = TickReport()
+    Scheduler(worker_ctx).steps["releases"](report, datetime.now(UTC))
+    assert report.switches == []
 
 
 def test_a_switch_needs_a_release_awaiting_and_a_failed_switch_leaves_the_entry(
