@@ -87,7 +87,8 @@ def run_options(function):
 
 @click.group(name="env")
 def env() -> None:
-    """Whole environments: deploy in dependency order, status, archive, restore, cleanup, clone, diff, snapshots.
+    """Whole environments: deploy in dependency order, status, archive, restore, cleanup, clone, diff, snapshots,
+    and blue-green releases (release, rollback, releases).
 
     \b
     Example:
@@ -97,6 +98,7 @@ def env() -> None:
         sami env snapshot stage --name before-release
         sami env deploy production --from-snapshot before-release
         sami env diff stage qa-7
+        sami env release production --snapshot before-release --wait
     """
 
 

@@ -259,9 +259,10 @@ def _aware(value: datetime) -> datetime:
 def prepare(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *, requested_by: str, origin: str,
             versions: Mapping[str, str] | None = None, snapshot: str | None = None,
             source_repo: str | None = None, pull_request: int | None = None) -> Release:
-    """Deploy a release into the idle colour of ``name``: ``snapshot`` (its name), or ``versions``
-    (service -> tag or image; the others keep what the live colour runs), or, with neither, what the
-    live colour runs. Commits; the release is ``deploying`` until its run has finished."""
+    """Deploy a release into the idle colour of ``name``: ``snapshot`` (its name; a snapshot of any
+    environment, e.g. stage's, gives its components' versions and overrides exactly), or ``versions``
+    (service -> tag or image); the components neither names keep what the live colour runs. Commits;
+    the release is ``deploying`` until its run has finished."""
     bg = blue_green(session, repo, name)
     if snapshot and versions:
         raise Invalid("give versions or a snapshot, not both")
@@ -275,22 +276,26 @@ def prepare(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *,
     current = live(session, name)
     idle = other_colour(None if current is None else current.to_colour)
     idle_env = bg.colour_environment(idle)
-    _colour_record(session, name, idle_env, requested_by)
     env = environments.environment(session, repo, name)
     by_service: dict[str, dict] = {}
     snapshot_id = None
-    if snapshot:
-        found = snapshots.get(session, snapshot)
-        if found.environment not in (name, *(bg.colour_environment(c) for c in COLOURS)):
-            raise Invalid(f"snapshot {snapshot!r} is of environment {found.environment!r}, not of {name!r}")
-        by_service = {c["service"]: dict(c) for c in found.components}
-        snapshot_id = found.id
-    elif current is not None:
+    if current is not None:
         by_service = environments.versions_of(session, environments.environment(
             session, repo, bg.colour_environment(current.to_colour)))
+    if snapshot:  # of any environment (stage's, QA'd there): the components it has, exactly
+        found = snapshots.get(session, snapshot)
+        members = {c.service for c in env.components}
+        by_service.update({c["service"]: dict(c) for c in found.components if c["service"] in members})
+        snapshot_id = found.id
     unknown = sorted(set(versions or {}) - {c.service for c in env.components})
     if unknown:
         raise Invalid(f"environment {name!r} has no component {', '.join(unknown)}")
+    missing = sorted({c.service for c in env.components} - set(versions or {}) - set(by_service))
+    if missing:
+        raise Invalid(f"no version for {', '.join(missing)}: nothing of {name!r} is live yet to keep it from; give "
+                      f"a snapshot or a version of every component (sami env release {name} --version "
+                      f"{missing[0]}=TAG)")
+    _colour_record(session, name, idle_env, requested_by)
     if busy is not None and busy.state == "awaiting":
         transition_release(busy, "superseded", message="a newer release was deployed into the idle colour")
     release = new_release(session, Release(
@@ -301,12 +306,10 @@ def prepare(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *,
         run = environments.start_run(session, repo, idle_env, "deploy", ctx, requested_by=requested_by,
                                      origin=origin, versions=versions, snapshot=by_service or None,
                                      snapshot_id=snapshot_id)
-    except Exception:
+    except Exception:  # refused (a run of the colour in progress, a version missing): no release either
         session.rollback()
         raise
-    release = session.get(Release, release.id)
-    if release is None:  # start_run refused and rolled back (a run of the colour in progress)
-        raise Conflict(f"the idle colour {idle_env!r} could not be deployed")
+    release = session.get(Release, release.id)  # start_run committed it with the run
     release.run_id = run.id
     refresh(session, release)
     outbox.commit(session)

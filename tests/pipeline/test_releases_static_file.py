@@ -19,10 +19,10 @@ import yaml
 from rq import Queue
 from sqlalchemy import select
 
-from bot.core.errors import Conflict, NotAllowed
+from bot.core.errors import Conflict, Invalid, NotAllowed
 from bot.core.models import Deployment, Release
 from bot.core.states import DeploymentState
-from bot.services import releases
+from bot.services import releases, snapshots
 from bot.services.tokens import Scopes, create_token
 from bot.web import shared
 from tests.web.conftest import csrf, sign_in_with_token
@@ -267,6 +267,11 @@ def test_a_switch_needs_a_release_awaiting_and_a_failed_switch_leaves_the_entry(
         releases.switch(db_session, repo, "production", services_ctx, **WHO)
     with pytest.raises(Conflict, match="no previous colour"):
         releases.rollback(db_session, repo, "production", services_ctx, **WHO)
+    with pytest.raises(Invalid, match="no version for site: nothing of 'production' is live yet"):
+        releases.prepare(db_session, repo, "production", services_ctx, **WHO)
+    with pytest.raises(Invalid, match="has no component web"):
+        releases.prepare(db_session, repo, "production", services_ctx, versions={"web": "v1"}, **WHO)
+    assert releases.history(db_session, "production") == []
     release = deploy_idle(db_session, repo, services_ctx, work, "v1")
     # The colour's served folder is gone by the time the switch runs: the switch fails, nothing changes.
     (Path(settings.static_root) / "site-production-blue" / "current").unlink()
@@ -341,3 +346,21 @@ def test_the_page_shows_what_awaits_release_and_refuses_a_writer_who_is_not_an_a
     assert releases.live(db_session, "production") is None
     assert releases.status(db_session, repo_of(app), "production")["awaiting_release"]
     assert client.post("/environments/production/release", data={"confirmed": "yes"}).status_code in (400, 403)
+
+
+def test_a_snapshot_is_released_exactly_and_recorded(db_session, worker_ctx, services_ctx, work):
+    repo = worker_ctx.manifests.current()
+    deploy_idle(db_session, repo, services_ctx, work, "v1")
+    releases.switch(db_session, repo, "production", services_ctx, **WHO)
+    work()
+    good = snapshots.create(db_session, repo, "production-blue", name="blue-v1", created_by="test")
+    deploy_idle(db_session, repo, services_ctx, work, "v2")
+    releases.switch(db_session, repo, "production", services_ctx, **WHO)
+    work()
+    again = releases.prepare(db_session, repo, "production", services_ctx, snapshot="blue-v1", **WHO)
+    work()
+    again = release_row(db_session, again.id)
+    assert (again.state, again.to_colour, again.snapshot_id) == ("awaiting", "blue", good.id)
+    shown = releases.status(db_session, repo, "production")
+    assert shown["idle"]["tag"] == "v1" and shown["live"]["tag"] == "v2"
+    assert shown["history"][0]["snapshot_id"] == good.id
