@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from bot.core import logs
 from bot.core.lifecycle import DEPLOY_KINDS
-from bot.core.models import Action, Delivery, Deployment, OutboxRow, OutboxState, PullRequestRecord
+from bot.core.models import Action, Delivery, Deployment, OutboxRow, OutboxState, PullRequestRecord, Release
 from bot.core.states import ActionState, StateChange, take_changes
 
 A = ActionState
@@ -67,6 +67,11 @@ def write_rows(session: Session, changes: list[StateChange]) -> None:
             deployment = session.get(Deployment, change.id)
             if deployment is not None and deployment.source_repo and deployment.pull_request:
                 request_sticky_comment(connection, deployment.source_repo, deployment.pull_request)
+            continue
+        if change.record == "release":  # a release asked for on a pull request: its sticky comment says so
+            release = session.get(Release, change.id)
+            if release is not None and release.source_repo and release.pull_request:
+                request_sticky_comment(connection, release.source_repo, release.pull_request)
             continue
         action = session.get(Action, change.id)
         deployment = session.get(Deployment, action.deployment_id) if action is not None else None

@@ -38,7 +38,7 @@ from bot.core.states import (
 )
 from bot.manifests import DeploymentsRepo, DeploymentsRepoError, Manifest
 from bot.manifests.topology import Kind
-from bot.services import environments
+from bot.services import environments, releases
 from bot.services.deployments import Context, endpoint_parts
 from bot.services.drift import parse_report
 from workers.actionlog import ActionLog
@@ -536,6 +536,7 @@ def _settle(run: Run, outcome: Outcome, prepared: Prepared | None, outputs: dict
             deployment.outputs = {**(deployment.outputs or {}), **outputs}
         if advance_run:
             queued = environments.action_settled(session, action, _repo_at(run, prepared), services_ctx)
+            releases.deploys_settled(session, run.environment)
         outbox.commit(session)
         environments.hand_to_queue(session, services_ctx, queued)
         new_state = deployment.state
@@ -578,14 +579,15 @@ def make_target(ctx: WorkerContext, name: str, service: str, environment: str, p
                 manifest: Manifest, config: dict, repo: DeploymentsRepo | None = None) -> Target:
     """The script target for a deployment with ``config`` (tag, image, overrides).
 
-    It runs on the Sami target ``config`` names, else the one its environment's file names in
-    ``repo`` (else the default target).
+    It runs on the Sami target ``config`` names, else the one the file of the environment whose manifests
+    it deploys with names in ``repo`` (a clone's, a colour's or a preview's template; else its own), else
+    the default target.
     """
     s = ctx.settings
     runs_on = config.get("target")
     if runs_on is None and repo is not None:
         try:
-            runs_on = repo.target_of(environment)
+            runs_on = repo.target_of(config.get("manifest_environment") or environment)
         except ValueError as exc:
             raise ExecutorError(f"{exc}; nothing was run") from None
     url = manifest.render_url(name=name, base_domain=s.base_domain, namespace=s.namespace,

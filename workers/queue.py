@@ -43,6 +43,9 @@ OUTBOX_JOB_TIMEOUT = 120
 # that hangs then holds up a worker for a while, never the scheduler's tick.
 GITHUB_ROUNDS = {"reconcile": "workers.github_rounds.reconcile_round",
                  "redeliver": "workers.github_rounds.redeliver_round"}
+# A blue-green switch of an environment's entry goes on the actions queue: it runs a control script.
+RUN_SWITCH = "workers.releases.run_switch"
+SWITCH_JOB_TIMEOUT = 600
 GITHUB_ROUND_JOB_TIMEOUT = 600  # seconds; past its deadline a round only waits for its last request
 # New webhook deliveries' row ids, pushed by the web intake (one command per delivery) and turned
 # into their jobs by the workers (``RQBroker.take_deliveries``), away from the request's time.
@@ -59,6 +62,11 @@ def delivery_job_id(delivery_row_id: int) -> str:
 def check_batch_job_id(deployment_ids: list[int]) -> str:
     """One job per set of deployments: the same due set queued again while its job waits is not doubled."""
     return f"check_batch-{len(deployment_ids)}-{zlib.crc32(','.join(map(str, sorted(deployment_ids))).encode()):08x}"
+
+
+def switch_job_id(release_id: int) -> str:
+    """The job id of a release's switch."""
+    return f"switch-{release_id}"
 
 
 def outbox_job_id(row_id: int) -> str:
@@ -202,6 +210,15 @@ class RQBroker:
             log.warning("could not queue outbox row %s: %s", row_id, type(exc).__name__)
             return False
 
+    def enqueue_switch(self, release_id: int) -> bool:
+        """Queue the switch of release ``release_id``; False (and the scheduler's releases step tries) without Redis."""
+        try:
+            return self._enqueue(self.actions, RUN_SWITCH, switch_job_id(release_id), release_id,
+                                 timeout=SWITCH_JOB_TIMEOUT)
+        except redis.RedisError as exc:
+            log.warning("could not queue the switch of release %s: %s", release_id, type(exc).__name__)
+            return False
+
     def enqueue_github_round(self, name: str, round_at: str) -> bool:
         """Queue GitHub round ``name`` as of ``round_at`` (an ISO time); a no-op while one waits or runs."""
         try:
@@ -305,6 +322,9 @@ class InProcessBroker:
 
     def enqueue_outbox(self, row_id: int, started_counts: bool = True) -> bool:
         return self._submit(outbox_job_id(row_id), DELIVER_OUTBOX, row_id)
+
+    def enqueue_switch(self, release_id: int) -> bool:
+        return self._submit(switch_job_id(release_id), RUN_SWITCH, release_id)
 
     def enqueue_github_round(self, name: str, round_at: str) -> bool:
         return self._submit(github_round_job_id(name), GITHUB_ROUNDS[name], round_at)

@@ -114,7 +114,8 @@ def run_options(function):
 
 @click.group(name="env")
 def env() -> None:
-    """Whole environments: deploy in dependency order, status, archive, restore, cleanup, clone, diff, snapshots.
+    """Whole environments: deploy in dependency order, status, archive, restore, cleanup, clone, diff, snapshots,
+    and blue-green releases (release, rollback, releases).
 
     \b
     Example:
@@ -124,6 +125,7 @@ def env() -> None:
         sami env snapshot stage --name before-release
         sami env deploy production --from-snapshot before-release
         sami env diff stage qa-7
+        sami env release production --snapshot before-release --wait
     """
 
 
@@ -310,3 +312,109 @@ def _print_snapshot(out: Out, answer: dict) -> None:
              ", ".join(c.get("secrets") or []) or "-"] for c in answer["components"]]
     out.say(output.table(["WAVE", "SERVICE", "VERSION", "OVERRIDES", "SECRETS (names)"], rows,
                          width=output.terminal_width(), shrink=(3,)))
+
+
+# --- blue-green releases ---------------------------------------------------------------------------
+
+def _show_release(out: Out, release: dict) -> None:
+    if out.as_json:
+        output.print_json(release)
+        return
+    moved = f"{release['from_colour'] or 'nothing'} -> {release['to_colour']}"
+    who = release.get("switched_by") or release["requested_by"]
+    out.say(f"{release['kind']} {release['id']} of {release['environment']}: {moved}, {release['state_words']} "
+            f"(by {who})" + (f": {release['message']}" if release.get("message") else ""))
+
+
+def _follow_release(out: Out, release: dict, timeout: float, interval: float) -> Exit:
+    """Poll the release until it is no longer deploying or switching."""
+    deadline = time.monotonic() + timeout
+    path = f"/api/v1/environments/{_path(release['environment'])}/releases/{int(release['id'])}"
+    while release["state"] in ("deploying", "switching"):
+        if time.monotonic() > deadline:
+            _show_release(out, release)
+            click.echo(f"sami: {release['kind']} {release['id']} still {release['state']} after {timeout:g} s; it "
+                       f"goes on on the server (sami env releases {release['environment']})", err=True)
+            return Exit.TIMED_OUT
+        time.sleep(interval)
+        out.client.get(f"/api/v1/environments/{_path(release['environment'])}/releases")  # moves a finished deploy on
+        release = out.client.get(path)
+    _show_release(out, release)
+    return Exit.OK if release["state"] in ("awaiting", "live") else Exit.FAILED
+
+
+@env.command()
+@click.argument("environment")
+@click.option("--version", "versions", multiple=True, metavar="SERVICE=TAG",
+              help="A component's tag or image (repeat); the others keep what the live colour runs.")
+@click.option("--snapshot", metavar="NAME", help="Deploy exactly this snapshot into the idle colour.")
+@click.option("--switch", is_flag=True, help="Switch the entry to the colour awaiting release (after QA).")
+@run_options
+@client_command
+def release(out: Out, environment, versions, snapshot, switch, wait, timeout, interval) -> Exit:
+    """Blue-green: deploy a release into ENVIRONMENT's idle colour for QA, then --switch the entry to it.
+
+    \b
+    Example:
+        sami env release production --snapshot stage-ok --wait   # deployed into the idle colour
+        sami env releases production                             # its preview URL; QA tests it there
+        sami env release production --switch --wait              # release_approvers only
+        sami env rollback production --wait                       # back to the previous colour at once
+    """
+    if switch and (versions or snapshot):
+        raise click.UsageError("--switch switches what awaits release: deploy it first (without --switch)")
+    if versions and snapshot:
+        raise click.UsageError("give --version or --snapshot, not both")
+    base = f"/api/v1/environments/{_path(environment)}"
+    if switch:
+        answer = out.client.post(f"{base}/release/switch", {})
+    else:
+        body: dict = {"snapshot": snapshot} if snapshot else {}
+        if versions:
+            body["versions"] = _versions(versions)
+        answer = out.client.post(f"{base}/release", body)
+    if wait:
+        return _follow_release(out, answer, timeout, interval)
+    _show_release(out, answer)
+    out.say(f"follow it: sami env releases {environment}")
+    return Exit.OK
+
+
+@env.command()
+@click.argument("environment")
+@run_options
+@client_command
+def rollback(out: Out, environment, wait, timeout, interval) -> Exit:
+    """Blue-green: switch ENVIRONMENT's entry back to the previous colour (still running) at once."""
+    answer = out.client.post(f"/api/v1/environments/{_path(environment)}/rollback", {})
+    if wait:
+        return _follow_release(out, answer, timeout, interval)
+    _show_release(out, answer)
+    return Exit.OK
+
+
+@env.command()
+@click.argument("environment")
+@client_command
+def releases(out: Out, environment) -> Exit:
+    """Blue-green: ENVIRONMENT's live and idle colour, what awaits release and who may release it, and
+    every release and rollback (who, when, which snapshot, from which colour to which)."""
+    answer = out.client.get(f"/api/v1/environments/{_path(environment)}/releases")
+    if out.as_json:
+        output.print_json(answer)
+        return Exit.OK
+    live = answer.get("live")
+    out.say(f"environment {environment}: entry {answer['entry_deployment']} -> "
+            + (f"{live['colour']} ({live['environment']}, {live['tag'] or '-'})" if live else "nothing yet"))
+    idle = answer["idle"]
+    out.say(f"idle: {idle['colour']} ({idle['environment']}, {idle['tag'] or '-'})"
+            + (f" preview {idle['preview_url']}" if idle.get("preview_url") else ""))
+    if answer["awaiting_release"]:
+        who = ", ".join(answer["release_approvers"]) or "whoever may deploy it"
+        out.say(f"awaiting release: {who} may release it (sami env release {environment} --switch)")
+    rows = [[str(r["id"]), r["kind"], f"{r['from_colour'] or '-'} -> {r['to_colour']}", r["state_words"],
+             r.get("switched_by") or r["requested_by"], (r.get("switched_at") or r["created_at"] or "")[:19],
+             str(r["snapshot_id"] or "-")] for r in answer["releases"]]
+    out.say(output.table(["ID", "KIND", "COLOURS", "STATE", "BY", "WHEN", "SNAPSHOT"], rows,
+                         width=output.terminal_width(), shrink=(3,)))
+    return Exit.OK

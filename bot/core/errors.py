@@ -27,6 +27,10 @@ class Conflict(SamiError):
     """The request is at odds with the current state (a deployment busy, a name taken)."""
 
 
+class NotAllowed(SamiError):
+    """The caller is known but may not do this (not among an environment's release approvers)."""
+
+
 def failure_text(exc: Exception) -> str:
     """What an outcome says of an unexpected error: its type and message, but only the type of a
     database error, whose message holds SQL and the values sent (the log has them)."""

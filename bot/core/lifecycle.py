@@ -128,6 +128,33 @@ ACTION_TRANSITIONS: frozenset[tuple[ActionState, ActionState]] = frozenset(
 )
 
 
+# A blue-green release (bot.services.releases): deployed into the idle colour, then awaiting QA and
+# the release; switching the entry; live. A rollback starts switching. A live one is replaced by the
+# next switch; one awaiting is superseded by a newer release deployed into the same idle colour.
+RELEASE_STATES = ("deploying", "awaiting", "switching", "live", "replaced", "failed", "superseded")
+RELEASE_TRANSITIONS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("deploying", "awaiting"),
+        ("deploying", "failed"),
+        ("deploying", "superseded"),
+        ("awaiting", "switching"),
+        ("awaiting", "superseded"),
+        ("switching", "live"),
+        ("switching", "failed"),
+        ("live", "replaced"),
+    }
+)
+RELEASE_WORDS: dict[str, str] = {
+    "deploying": "deploying into the idle colour",
+    "awaiting": "awaiting release",
+    "switching": "switching",
+    "live": "live",
+    "replaced": "replaced",
+    "failed": "failed",
+    "superseded": "superseded",
+}
+
+
 # --- the words people read: one table for the status page, the pull request comment and the CLI ---------
 
 # Each state as an icon, a word and a tone (the page's colour: ok, busy, bad, quiet); the icon never

@@ -460,3 +460,37 @@ class EnvironmentRunComponent(Base):
     run: Mapped[EnvironmentRun] = relationship(back_populates="components")
 
     __table_args__ = (UniqueConstraint("run_id", "service"), Index(None, "action_id"))
+
+
+class Release(Base):
+    """A blue-green step of an environment (bot.services.releases): a release deployed into the idle
+    colour and switched to, or a rollback to the previous colour; who asked, when, which snapshot,
+    from which colour to which, and its state (RELEASE_TRANSITIONS in bot.core.lifecycle)."""
+
+    __tablename__ = "releases"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    environment: Mapped[str] = mapped_column(String(63))
+    # release, rollback
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    from_colour: Mapped[str | None] = mapped_column(String(8))
+    to_colour: Mapped[str] = mapped_column(String(8))
+    snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("environment_snapshots.id", ondelete="SET NULL"))
+    # The environment run that deployed the colour (a release), and the one that archived the colour it
+    # replaced once keep_previous had passed.
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("environment_runs.id", ondelete="SET NULL"))
+    archive_run_id: Mapped[int | None] = mapped_column(ForeignKey("environment_runs.id", ondelete="SET NULL"))
+    versions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    requested_by: Mapped[str] = mapped_column(String(255))
+    origin: Mapped[str] = mapped_column(String(32))
+    switched_by: Mapped[str | None] = mapped_column(String(255))
+    # The pull request a comment command came from: its sticky comment shows the release.
+    source_repo: Mapped[str | None] = mapped_column(String(255))
+    pull_request: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    switched_at: Mapped[datetime | None]
+    previous_archived_at: Mapped[datetime | None]
+
+    __table_args__ = (Index(None, "environment", "id"), Index(None, "state"))

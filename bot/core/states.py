@@ -17,13 +17,14 @@ from bot.core.lifecycle import (
     ACTION_TRANSITIONS,
     LIVE_STATES,
     PENDING_STATES,
+    RELEASE_TRANSITIONS,
     TRANSITIONS,
     ActionState,
     DeploymentState,
     FailureReason,
     after_cancel,
 )
-from bot.core.models import Action, Deployment
+from bot.core.models import Action, Deployment, Release
 
 # The machine's words live in bot.core.lifecycle (free of the database, so the CLI shares them).
 __all__ = ["ACTION_TRANSITIONS", "LIVE_STATES", "PENDING_STATES", "TRANSITIONS", "ActionState", "DeploymentState",
@@ -187,6 +188,43 @@ def supersede_queued_updates(session: Session, deployment: Deployment, keep: Act
     return ids
 
 
+class IllegalReleaseTransition(Exception):
+    """A release state change that is not allowed (the web layer answers 409)."""
+
+    def __init__(self, release_id: int, current: str, wanted: str):
+        allowed = sorted(to for frm, to in RELEASE_TRANSITIONS if frm == current)
+        super().__init__(f"release {release_id} is {current} and cannot become {wanted} (from {current} it can "
+                         f"become: {', '.join(allowed) or 'nothing'})")
+        self.release_id = release_id
+
+
+def new_release(session: Session, release: Release, state: str) -> Release:
+    """Add ``release`` to ``session`` in its first state (deploying for a release, switching for a rollback)."""
+    if state not in ("deploying", "switching"):
+        raise IllegalReleaseTransition(0, "new", state)
+    release.state = state
+    session.add(release)
+    session.flush()
+    _record(session, StateChange("release", release.id, None, state))
+    return release
+
+
+def transition_release(release: Release, wanted: str, *, message: str | None = None,
+                       now: datetime | None = None) -> str:
+    """Move ``release`` to ``wanted`` or raise IllegalReleaseTransition; return the previous state."""
+    session = _session_of(release)
+    current = release.state
+    if (current, wanted) not in RELEASE_TRANSITIONS:
+        raise IllegalReleaseTransition(release.id, current, wanted)
+    release.state = wanted
+    if message is not None:
+        release.message = message[:2000]
+    if wanted == "live":
+        release.switched_at = now or datetime.now(UTC)
+    _record(session, StateChange("release", release.id, current, wanted))
+    return current
+
+
 # --- the record of changes ------------------------------------------------------------------------
 
 CHANGES = "sami.state_changes"  # the session's info key of the changes not committed yet
@@ -196,7 +234,7 @@ CHANGES = "sami.state_changes"  # the session's info key of the changes not comm
 class StateChange:
     """One state change made here: a deployment's or an action's, from what (None: new) to what."""
 
-    record: str  # "deployment", "action", or "drift" (a deployment's verdict on what its target runs)
+    record: str  # "deployment", "action", "release", or "drift" (a deployment's verdict on what its target runs)
     id: int
     previous: str | None
     current: str

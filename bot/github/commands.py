@@ -42,11 +42,14 @@ class Verb(enum.StrEnum):
     ARCHIVE = "archive"
     RESTORE = "restore"
     ROLLBACK = "rollback"
+    RELEASE = "release"
     STATUS = "status"
     HELP = "help"
 
 
-STATE_CHANGING = frozenset({Verb.DEPLOY, Verb.UPDATE, Verb.ARCHIVE, Verb.RESTORE, Verb.ROLLBACK})
+STATE_CHANGING = frozenset({Verb.DEPLOY, Verb.UPDATE, Verb.ARCHIVE, Verb.RESTORE, Verb.ROLLBACK, Verb.RELEASE})
+# Verbs whose one argument is an environment (released blue-green), not a service.
+TAKES_ENVIRONMENT = frozenset({Verb.RELEASE})
 # How many services each verb takes at most (None: any number up to MAX_SERVICES).
 MAX_ARGUMENTS: dict[Verb, int | None] = {
     Verb.DEPLOY: None,
@@ -54,6 +57,7 @@ MAX_ARGUMENTS: dict[Verb, int | None] = {
     Verb.ARCHIVE: None,
     Verb.RESTORE: None,
     Verb.ROLLBACK: 1,
+    Verb.RELEASE: 1,
     Verb.STATUS: 0,
     Verb.HELP: 0,
 }
@@ -168,6 +172,9 @@ def _parse_line(number: int, rest: str) -> tuple[Command | None, CommandError | 
     except ValueError:
         return None, CommandError(number, _unknown_verb(word))
     limit = MAX_ARGUMENTS[verb]
+    if verb in TAKES_ENVIRONMENT and not arguments:
+        return None, CommandError(number, f"`{PREFIX} {verb}` needs the environment to release, e.g. "
+                                          f"`{PREFIX} {verb} production`")
     if limit == 0 and arguments:
         return None, CommandError(number, f"`{PREFIX} {verb}` takes no arguments (got {len(arguments)})")
     if limit is not None and len(arguments) > limit:
@@ -226,6 +233,8 @@ def help_text(services: tuple[str, ...] | list[str] = ()) -> str:
         f"| `{PREFIX} archive [service…]` | Stop the environments; they can be restored |",
         f"| `{PREFIX} restore [service…]` | Bring archived environments back |",
         f"| `{PREFIX} rollback [service]` | Go back to the last successful deploy before the current one |",
+        f"| `{PREFIX} release environment` | Switch a blue-green environment of this repository to the release "
+        "awaiting it (its release approvers only) |",
         f"| `{PREFIX} status` | Refresh the status comment |",
         f"| `{PREFIX} help` | Show this help |",
         "",

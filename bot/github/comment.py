@@ -293,10 +293,14 @@ def _length(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
+MAX_RELEASE_LINES = 3  # the latest releases and rollbacks asked for on the pull request
+
+
 def render_sticky_comment(rows: Sequence[EnvironmentRow], *, pr_number: int, head_sha: str | None,
                           now: datetime, public_url: str | None = None, awaiting_approval: bool = False,
                           last_command: LastCommand | None = None, max_rows: int = MAX_ROWS,
-                          limit: int = MAX_COMMENT_CHARS, ci_failed: str | None = None) -> str:
+                          limit: int = MAX_COMMENT_CHARS, ci_failed: str | None = None,
+                          releases: Sequence[str] = ()) -> str:
     """The sticky comment's Markdown for pull request ``pr_number``; the same input gives the same text."""
     sha = short_sha(head_sha)
     title = f"### Sami environments for #{int(pr_number)}"
@@ -312,6 +316,7 @@ def render_sticky_comment(rows: Sequence[EnvironmentRow], *, pr_number: int, hea
     status_page = link("status page", public_url) if safe_url(public_url) else None
     outcome = [line for line in (_last_action_line(ordered, now),
                                  _last_command_line(last_command) if last_command else None) if line]
+    outcome += [f"🔀 {escape_text(line)}" for line in releases[:MAX_RELEASE_LINES]]
     tail = [""]
     if outcome:
         tail += ["  \n".join(outcome), ""]  # two spaces: a line break, not a new paragraph

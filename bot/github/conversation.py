@@ -27,7 +27,7 @@ from bot.github.client import GitHubError
 from bot.github.outcomes import Did, Outcome, Result
 from bot.github.router import Event, HandlerContext, Retry
 from bot.manifests import Manifest
-from bot.services import deployments, history
+from bot.services import deployments, environments, history, releases
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,8 @@ class _Runner:
             outbox.request_sticky_comment(self.ctx.session.connection(), self.repository, self.number, delay=0)
             return [Result(Did.DONE, "status refreshed")]
         self.changing = True
+        if verb is commands.Verb.RELEASE:
+            return [self._release(command.services[0])]
         chosen = self.manifests(command)
         if isinstance(chosen, str):
             return [Result.said(Did.REFUSED, f"{command}: {chosen}")]
@@ -183,6 +185,25 @@ class _Runner:
                           self.ctx.services, **self.who), verb))
         except GitHubError as exc:
             raise Retry(GITHUB_RETRY_SECONDS, f"the pull request could not be read: {exc}") from None
+
+    def _release(self, name: str) -> Result:
+        """Switch blue-green environment ``name`` to the release awaiting it, when the environment belongs
+        to this pull request's repository (a component's manifest names it); release_approvers decide who."""
+        repo = self.ctx.manifests.current()
+        try:
+            env = environments.environment(self.ctx.session, repo, name)
+            mine = {m.service_name for m in pulls.pull_request_manifests(repo, self.repository)}
+            if not any(c.service in mine or (c.manifest.repository or "").lower() == self.repository.lower()
+                       for c in env.components):
+                return Result.said(Did.REFUSED, f"/sami release {name}: environment {name!r} does not belong to "
+                                                f"{self.repository} (none of its components' manifests names it)")
+            done = releases.switch(self.ctx.session, repo, name, self.ctx.services,
+                                   requested_by=f"github:{self.author}", origin="webhook",
+                                   source_repo=self.repository, pull_request=self.number)
+        except SamiError as exc:
+            self.ctx.session.rollback()
+            return Result.said(Did.REFUSED, f"/sami release {name}: {exc}")
+        return Result(Did.DONE, f"release {done.id} of {name} switching to {done.to_colour}")
 
     def _each(self, manifests: list[Manifest], do: Callable[[Manifest], Result]) -> list[Result]:
         done = []

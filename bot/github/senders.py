@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 
 from bot import outbox
 from bot.core.db import db_now
-from bot.core.models import Action, Deployment, OutboxRow, OutboxState, PullRequestRecord
+from bot.core.models import Action, Deployment, OutboxRow, OutboxState, PullRequestRecord, Release
 from bot.core.states import ActionState, DeploymentState
 from bot.github import comment as sticky
 from bot.github.client import GitHubError
-from bot.services import drift
+from bot.services import drift, releases
 
 A = ActionState
 
@@ -106,9 +106,12 @@ def render_comment(session: Session, repository: str, number: int, record: PullR
     last = record.last_command
     last_command = sticky.LastCommand(last["text"], last["author"], last["result"]) if last else None
     awaiting = bool(record.fork and record.head_sha and record.approved_sha != record.head_sha)
+    asked = session.scalars(select(Release).where(Release.source_repo == repository, Release.pull_request == number)
+                            .order_by(Release.id.desc()).limit(sticky.MAX_RELEASE_LINES))
     return sticky.render_sticky_comment(rows, pr_number=number, head_sha=head, now=now,
                                         public_url=sender.public_url.rstrip("/") + "/deployments",
-                                        awaiting_approval=awaiting, last_command=last_command, ci_failed=ci_failed)
+                                        awaiting_approval=awaiting, last_command=last_command, ci_failed=ci_failed,
+                                        releases=[releases.summary(r) for r in asked])
 
 
 def _send_comment(session: Session, row: OutboxRow, sender: Sender) -> dict[str, Any]:

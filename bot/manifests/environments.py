@@ -24,7 +24,17 @@ from bot.core import naming
 from . import yamlsafe
 from .model import Manifest, ManifestError
 from .schema import environment_schema
-from .topology import ENVIRONMENTS_DIR, Kind, Topology, find_cycle, references
+from .topology import (
+    COLOURS,
+    DEFAULT_KEEP_PREVIOUS,
+    ENVIRONMENTS_DIR,
+    BlueGreen,
+    Kind,
+    Topology,
+    find_cycle,
+    parse_duration,
+    references,
+)
 
 ENVIRONMENT_SUFFIXES = (".yaml", ".yml")
 MAX_ENVIRONMENT_BYTES = 256 * 1024
@@ -144,6 +154,12 @@ def _read_one(root: Path, name: str, rel: str) -> EnvironmentFile:
     if env_file.errors:
         return env_file
     overrides = data.get("overrides", {}).get("app", {})
+    blue_green = None
+    if "blue_green" in data:
+        spec = data["blue_green"]
+        blue_green = BlueGreen(entry=spec["entry"],
+                               keep_previous=parse_duration(spec.get("keep_previous", DEFAULT_KEEP_PREVIOUS)),
+                               approvers=tuple(spec.get("release_approvers") or ()))
     env_file.topology = Topology(
         name=name,
         components=tuple(data["components"]) if "components" in data else (),
@@ -151,6 +167,7 @@ def _read_one(root: Path, name: str, rel: str) -> EnvironmentFile:
         overrides={k: _text(v) for k, v in overrides.items()},
         preview_of=data.get("preview_of"),
         path=rel,
+        blue_green=blue_green,
     )
     env_file.explicit_components = "components" in data
     return env_file
@@ -320,6 +337,9 @@ def _check_one(
                                                                     f"{has})"))
     if env_file is not None and not components:
         errors.append(env_file.error((), f"environment {name!r} has no components: no service has a manifest for it"))
+    blue_green = topology.blue_green if topology is not None else None
+    if env_file is not None and blue_green is not None:
+        errors.extend(_blue_green_problems(name, env_file, blue_green, components))
 
     graph: dict[str, set[str]] = {}
     edges: dict[tuple[str, str], tuple[Marked, str]] = {}
@@ -393,6 +413,28 @@ def _check_one(
     return errors
 
 
+def _blue_green_problems(name: str, env_file: EnvironmentFile, blue_green: BlueGreen,
+                         components: Sequence[str]) -> list[ManifestError]:
+    """The entry must be a component; the pull request environment has no colours; every colour's
+    deployment name must stay a DNS label."""
+    errors = []
+    if name == PULL_REQUEST_ENVIRONMENT:
+        errors.append(env_file.error(("blue_green",), "blue_green: the pull_request environment is not released "
+                                                      "blue-green (its previews follow their pull request)"))
+    if blue_green.entry not in components:
+        shown = ", ".join(components) or "none"
+        errors.append(env_file.error(("blue_green", "entry"), f"blue_green.entry: {blue_green.entry!r} is not a "
+                                                              f"component of environment {name!r} (its components: "
+                                                              f"{shown})"))
+    for service in components:
+        problem = naming.name_length_problem(service, f"{name}-{max(COLOURS, key=len)}")
+        if problem is not None:
+            errors.append(env_file.error(("blue_green",), f"blue_green: {problem} (the colours add -blue and "
+                                                          "-green to the environment)"))
+            break
+    return errors
+
+
 def _missing(name: str, dep: str, env_file: EnvironmentFile | None, services: Mapping[str, list[str]]) -> str:
     """Why dep is not in the environment, naming the file that decides it."""
     if env_file is not None and env_file.explicit_components:
@@ -429,4 +471,5 @@ def _completed(
         overrides=topology.overrides,
         preview_of=topology.preview_of,
         path=topology.path,
+        blue_green=topology.blue_green,
     )

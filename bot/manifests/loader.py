@@ -42,7 +42,7 @@ from .model import (
 )
 from .parallel import map_chunks
 from .schema import ManifestSchema, manifest_schema
-from .topology import Kind, ThirdPartyMode
+from .topology import Kind, ThirdPartyMode, parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,6 @@ _PREVIEW_NAME_RE = re.compile(r"(.+)-pr-[0-9]+")
 # Entries walked in a manifest's folder or a control_scripts folder.
 MAX_FOLDER_ENTRIES = folder.MAX_FOLDER_ENTRIES
 _TYPES = tuple(t.value for t in ServiceType)
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SINGLE_LINE_FIELDS = ("service_name", "repository", "image", "deploy_label", "url")
 # Placeholders of an internal third-party service's endpoint template.
 ENDPOINT_PLACEHOLDERS = ("name", "service", "environment", "namespace")
@@ -85,20 +84,6 @@ def is_valid_environment(name: str) -> bool:
 def max_deployment_name(type_name: str) -> int:
     """Longest deployment name a target accepts (Helm release names: 53 characters)."""
     return MAX_DEPLOYMENT_NAMES.get(type_name, MAX_DEPLOYMENT_NAME)
-
-
-def parse_duration(value: int | str) -> int:
-    """Seconds in a duration: an integer of seconds, or '90s', '30m', '12h', '7d'."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, int):
-        return value
-    text = value.strip()
-    if text[-1:] in _DURATION_UNITS and text[:-1].isdigit():
-        return int(text[:-1]) * _DURATION_UNITS[text[-1]]
-    if text.isdigit():
-        return int(text)
-    raise ValueError(f"not a duration: {value!r}")
 
 
 def _optional_duration(data: dict[str, Any], key: str) -> int | None:

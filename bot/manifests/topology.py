@@ -40,6 +40,23 @@ class ThirdPartyMode(StrEnum):
     EXTERNAL = "external"
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+COLOURS = ("blue", "green")
+DEFAULT_KEEP_PREVIOUS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class BlueGreen:
+    """An environment released blue-green: two colours of it (every component under ``-blue`` and
+    ``-green`` names) and a stable ``entry`` component switched between them. ``keep_previous`` is
+    seconds the previous colour keeps running after a release; ``approvers`` are GitHub logins or
+    ``org/team`` names allowed to release (empty: whoever may deploy)."""
+
+    entry: str
+    keep_previous: int = DEFAULT_KEEP_PREVIOUS
+    approvers: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Topology:
     """One environment as a product: its components, the target it runs on, its overrides.
@@ -55,6 +72,7 @@ class Topology:
     overrides: Mapping[str, str] = field(default_factory=dict)
     preview_of: str | None = None
     path: str | None = None
+    blue_green: BlueGreen | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.overrides, MappingProxyType):
@@ -63,6 +81,20 @@ class Topology:
     @property
     def implicit(self) -> bool:
         return self.path is None
+
+
+def parse_duration(value: int | str) -> int:
+    """Seconds in a duration: an integer of seconds, or '90s', '30m', '12h', '7d'."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int):
+        return value
+    text = value.strip()
+    if text[-1:] in _DURATION_UNITS and text[:-1].isdigit():
+        return int(text[:-1]) * _DURATION_UNITS[text[-1]]
+    if text.isdigit():
+        return int(text)
+    raise ValueError(f"not a duration: {value!r}")
 
 
 class CycleError(ValueError):

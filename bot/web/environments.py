@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from bot.core.errors import Invalid, NotFound
-from bot.services import environments, snapshots
+from bot.services import environments, releases, snapshots
 from bot.web import shared
 from bot.web.api import _check_query, _field, _json_body, _requested_by, require, token_required
 from bot.web.database import get_session
@@ -170,3 +170,66 @@ def show_snapshot(snapshot_name: str):
 def export_snapshot(snapshot_name: str):
     """The snapshot as YAML."""
     return Response(snapshots.export_yaml(_snapshot(snapshot_name)), mimetype="application/yaml")
+
+
+# --- blue-green releases (bot.services.releases decides) -------------------------------------------
+
+@bp.get("/api/v1/environments/<name>/releases")
+@token_required
+def list_releases(name: str):
+    """Live and idle colour, what awaits release and who may release it, and the releases, newest first."""
+    _environment(name)
+    session, repo = get_session(), shared.manifests().current()
+    found = releases.status(session, repo, name, shared.services_context())
+    found["releases"] = [releases.view(r) for r in releases.history(session, name)]
+    return jsonify(found)
+
+
+@bp.post("/api/v1/environments/<name>/release")
+@token_required
+def release(name: str):
+    """Deploy a release into the idle colour for QA (``snapshot`` or ``versions``; neither: what the live
+    colour runs): 202 with the release, which awaits release once its run has succeeded."""
+    body = _json_body() if request.content_length else {}
+    unknown = sorted(set(body) - {"versions", "snapshot"})
+    if unknown:
+        raise Invalid(f"unknown field(s) {', '.join(unknown)} (known: snapshot, versions)")
+    versions = _field(body, "versions", dict) or {}
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in versions.items()):
+        raise Invalid("'versions' must be an object of SERVICE: tag (or image)")
+    _environment(name, "deploy")
+    found = releases.prepare(get_session(), shared.manifests().current(), name, shared.services_context(),
+                             versions=versions, snapshot=_field(body, "snapshot", str),
+                             requested_by=_requested_by(), origin="api")
+    return jsonify(releases.view(found)), 202
+
+
+@bp.post("/api/v1/environments/<name>/release/switch")
+@token_required
+def switch(name: str):
+    """Switch the entry to the colour awaiting release (release_approvers only): 202 with the release,
+    live once the entry's switch script has run."""
+    _environment(name, "deploy")
+    found = releases.switch(get_session(), shared.manifests().current(), name, shared.services_context(),
+                            requested_by=_requested_by(), origin="api")
+    return jsonify(releases.view(found)), 202
+
+
+@bp.post("/api/v1/environments/<name>/rollback")
+@token_required
+def rollback(name: str):
+    """Switch the entry back to the previous colour at once (release_approvers only): 202 with the rollback."""
+    _environment(name, "deploy")
+    found = releases.rollback(get_session(), shared.manifests().current(), name, shared.services_context(),
+                              requested_by=_requested_by(), origin="api")
+    return jsonify(releases.view(found)), 202
+
+
+@bp.get("/api/v1/environments/<name>/releases/<int:release_id>")
+@token_required
+def show_release(name: str, release_id: int):
+    _environment(name)
+    found = releases.get(get_session(), release_id)
+    if found.environment != name:
+        raise NotFound(f"no release {release_id} of environment {name!r}")
+    return jsonify(releases.view(found))

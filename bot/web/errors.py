@@ -9,7 +9,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
-from bot.core.errors import Conflict, Invalid, NotFound, SamiError
+from bot.core.errors import Conflict, Invalid, NotAllowed, NotFound, SamiError
 from bot.core.states import IllegalTransition
 from bot.manifests import DeploymentsRepoError
 
@@ -36,7 +36,8 @@ class Forbidden(WebError):
 
 
 # The status of each kind of refusal the services make.
-STATUSES: tuple[tuple[type[SamiError], int], ...] = ((Invalid, 400), (NotFound, 404), (Conflict, 409))
+STATUSES: tuple[tuple[type[SamiError], int], ...] = ((Invalid, 400), (NotFound, 404), (Conflict, 409),
+                                                        (NotAllowed, 403))
 
 
 def status_of(exc: Exception) -> int:

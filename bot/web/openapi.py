@@ -294,6 +294,41 @@ SCHEMAS: dict[str, dict] = {
                                                "(an external endpoint), or application"},
                        "run": {"$ref": "#/components/schemas/EnvironmentRun"}},
     },
+    "Release": {
+        "type": "object", "required": ["id", "environment", "kind", "state", "from_colour", "to_colour"],
+        "description": "a release into the idle colour, or a switch of the entry (release or rollback)",
+        "properties": {
+            "id": {"type": "integer"}, "environment": {"type": "string"},
+            "kind": {"type": "string", "enum": ["release", "rollback"]},
+            "state": {"type": "string", "enum": ["deploying", "awaiting", "switching", "live", "replaced", "failed",
+                                                 "superseded"]},
+            "state_words": {"type": "string"},
+            "from_colour": {"type": ["string", "null"], "enum": ["blue", "green", None]},
+            "to_colour": {"type": "string", "enum": ["blue", "green"]},
+            "snapshot_id": {"type": ["integer", "null"]}, "run_id": {"type": ["integer", "null"]},
+            "archive_run_id": {"type": ["integer", "null"]}, "versions": OVERRIDES_OUT,
+            "requested_by": {"type": "string"}, "switched_by": TEXT_OR_NULL, "origin": {"type": "string"},
+            "message": TEXT_OR_NULL, "created_at": ISO_TIME, "switched_at": ISO_TIME,
+            "previous_archived_at": ISO_TIME}},
+    "Colour": {
+        "type": "object", "required": ["colour", "environment", "entry_deployment"],
+        "properties": {"colour": {"type": "string"}, "environment": {"type": "string"},
+                       "entry_deployment": {"type": "string"}, "tag": TEXT_OR_NULL, "preview_url": TEXT_OR_NULL,
+                       "states": {"type": "array", "items": {"type": "string"}}}},
+    "Releases": {
+        "type": "object", "required": ["environment", "entry", "live", "idle", "awaiting_release", "releases"],
+        "properties": {
+            "environment": {"type": "string"}, "entry": {"type": "string"}, "entry_deployment": {"type": "string"},
+            "keep_previous": {"type": "integer", "description": "seconds"},
+            "release_approvers": {"type": "array", "items": {"type": "string"},
+                                  "description": "who may release; empty: whoever may deploy"},
+            "live": {"anyOf": [{"$ref": "#/components/schemas/Colour"}, {"type": "null"}]},
+            "idle": {"$ref": "#/components/schemas/Colour"},
+            "previous": {"type": ["object", "null"]},
+            "pending": {"anyOf": [{"$ref": "#/components/schemas/Release"}, {"type": "null"}]},
+            "awaiting_release": {"type": "boolean"},
+            "history": {"type": "array", "items": {"$ref": "#/components/schemas/Release"}},
+            "releases": {"type": "array", "items": {"$ref": "#/components/schemas/Release"}}}},
     "Snapshot": {
         "type": "object", "required": ["name", "environment", "manifest_sha", "components"],
         "properties": {
@@ -592,6 +627,46 @@ PATHS: dict[str, dict] = {
                                            "schema": {"type": "string", "minLength": 1},
                                            "description": "another environment, or snapshot:NAME"}],
         "responses": {"200": _json("EnvironmentDiff", "the differences"), **_errors(403, 404, 503)},
+    }},
+    "/api/v1/environments/{name}/releases": {"get": {
+        "operationId": "listReleases", "tags": ["environments"],
+        "summary": "Blue-green: live and idle colour, what awaits release, who may release, and every release and "
+                   "rollback, newest first (read scope)",
+        "parameters": [ENVIRONMENT_PARAM],
+        "responses": {"200": _json("Releases", "the releases"), **_errors(400, 403, 404, 503)},
+    }},
+    "/api/v1/environments/{name}/releases/{release_id}": {"get": {
+        "operationId": "showRelease", "tags": ["environments"], "summary": "One release or rollback (read scope)",
+        "parameters": [ENVIRONMENT_PARAM, {"name": "release_id", "in": "path", "required": True,
+                                           "schema": {"type": "integer", "minimum": 0}}],
+        "responses": {"200": _json("Release", "the release"), **_errors(403, 404, 503)},
+    }},
+    "/api/v1/environments/{name}/release": {"post": {
+        "operationId": "prepareRelease", "tags": ["environments"],
+        "summary": "Deploy a release into the idle colour for QA: a snapshot, or versions (the others keep what "
+                   "the live colour runs) (deploy scope)",
+        "parameters": [ENVIRONMENT_PARAM],
+        "requestBody": {"required": False, "content": {"application/json": {"schema": {
+            "type": "object", "additionalProperties": False,
+            "properties": {"versions": {"type": "object", "additionalProperties": {"type": "string"}},
+                           "snapshot": {"type": "string"}}}}}},
+        "responses": {"202": _json("Release", "accepted: the idle colour is being deployed"),
+                      **_errors(400, 403, 404, 409, 413, 503)},
+    }},
+    "/api/v1/environments/{name}/release/switch": {"post": {
+        "operationId": "switchRelease", "tags": ["environments"],
+        "summary": "Switch the entry to the colour awaiting release (deploy scope; release_approvers only)",
+        "parameters": [ENVIRONMENT_PARAM],
+        "responses": {"202": _json("Release", "accepted: the entry's switch is queued"),
+                      **_errors(400, 403, 404, 409, 503)},
+    }},
+    "/api/v1/environments/{name}/rollback": {"post": {
+        "operationId": "rollbackRelease", "tags": ["environments"],
+        "summary": "Switch the entry back to the previous colour, still running (deploy scope; release_approvers "
+                   "only)",
+        "parameters": [ENVIRONMENT_PARAM],
+        "responses": {"202": _json("Release", "accepted: the entry's switch back is queued"),
+                      **_errors(400, 403, 404, 409, 503)},
     }},
     "/api/v1/environments/{name}/snapshots": {
         "get": {

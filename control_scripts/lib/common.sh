@@ -32,7 +32,8 @@ sami_force=0
 sami_delete_data=0
 sami_old_status=""
 sami_new_status=""
-# switch (entry routers): the colour to make live and its backend HOST:PORT.
+# switch (blue-green): the colour the entry switches to, and its backend (HOST:PORT, or the folder a
+# static site serves).
 sami_colour=""
 sami_backend=""
 sami_app_config=()

@@ -343,6 +343,47 @@ k8s_info() {
 }
 k8s_notifications() { sami_notifications; }
 
+# switch (blue-green): the entry is a Service named --name whose selector picks the pods of the
+# colour's release (app.kubernetes.io/instance=<colour deployment>, the first label of --backend
+# HOST:PORT) on the port named http; one kubectl apply changes the selector in one update.
+k8s_switch() {
+    local instance port
+    case $sami_colour in
+        blue | green) ;;
+        *) sami_die "$SAMI_EXIT_USAGE" "--colour must be blue or green" ;;
+    esac
+    if ! [[ $sami_backend =~ ^([a-z][a-z0-9-]{0,62})(\.[a-z0-9.-]+)?:([0-9]{1,5})$ ]]; then
+        sami_die "$SAMI_EXIT_USAGE" "--backend must be HOST:PORT, the host's first label the colour's release"
+    fi
+    instance=${BASH_REMATCH[1]}
+    port=$((10#${BASH_REMATCH[3]}))
+    [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || sami_die "$SAMI_EXIT_USAGE" "--backend port ${port} is not a port"
+    # Global: the EXIT trap runs after this function has returned.
+    k8s_switch_file=$(mktemp) || sami_die "$SAMI_EXIT_FAIL" "cannot create a temporary file"
+    trap 'rm -f -- "$k8s_switch_file"' EXIT
+    cat >"$k8s_switch_file" <<SERVICE
+apiVersion: v1
+kind: Service
+metadata:
+  name: ${sami_name}
+  namespace: ${sami_namespace}
+  labels:
+    app.kubernetes.io/managed-by: sami
+    sami.io/colour: ${sami_colour}
+spec:
+  selector:
+    ${K8S_INSTANCE_LABEL}: ${instance}
+  ports:
+    - name: http
+      port: ${port}
+      targetPort: http
+      protocol: TCP
+SERVICE
+    sami_run "$KUBECTL" apply --namespace "$sami_namespace" -f "$k8s_switch_file" >&2 \
+        || sami_die "$SAMI_EXIT_FAIL" "cannot switch service ${sami_name} to ${instance}"
+    sami_log "service ${sami_name} selects ${instance} (${sami_colour})"
+}
+
 if [ -n "${SAMI_KUBE_CONTEXT:-}" ]; then
     export HELM_KUBECONTEXT=$SAMI_KUBE_CONTEXT
     k8s_real_kubectl=$KUBECTL

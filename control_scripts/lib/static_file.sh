@@ -252,5 +252,34 @@ static_file_cleanup() {
     rm -rf -- "$(static_base)" || sami_die "$SAMI_EXIT_FAIL" "cannot remove $(static_base)"
 }
 
+# switch (blue-green): make the entry's "current" point at the live colour's served folder
+# (--backend, a path inside SAMI_STATIC_ROOT). A new symlink is renamed over the old one (ln -s, then
+# mv -T), so a reader always finds either the old colour or the new one, never a missing entry.
+static_file_switch() {
+    local root=${SAMI_STATIC_ROOT:-} base backend link
+    [ -n "$root" ] && [ "$root" != / ] || sami_die "$SAMI_EXIT_USAGE" "SAMI_STATIC_ROOT is not set"
+    case $sami_colour in
+        blue | green) ;;
+        *) sami_die "$SAMI_EXIT_USAGE" "--colour must be blue or green" ;;
+    esac
+    [ -n "$sami_backend" ] || sami_die "$SAMI_EXIT_USAGE" "--backend (the live colour's served folder) is required"
+    [[ $sami_backend == /* ]] || sami_die "$SAMI_EXIT_USAGE" "--backend must be an absolute path"
+    static_inside "$sami_backend" "$root" \
+        || sami_die "$SAMI_EXIT_USAGE" "--backend ${sami_backend} is outside SAMI_STATIC_ROOT"
+    [ -d "$sami_backend" ] || sami_die "$SAMI_EXIT_FAIL" "the ${sami_colour} colour serves nothing at ${sami_backend}"
+    base=$(static_base)
+    backend=$(realpath -s -- "$sami_backend") || sami_die "$SAMI_EXIT_FAIL" "cannot resolve ${sami_backend}"
+    mkdir -p -- "$base" || sami_die "$SAMI_EXIT_FAIL" "cannot create ${base}"
+    link="$base/.current.$$"
+    rm -f -- "$link"
+    ln -s -- "$backend" "$link" || sami_die "$SAMI_EXIT_FAIL" "cannot create a symlink in ${base}"
+    if ! static_rename "$link" "$base/current"; then
+        rm -f -- "$link"
+        sami_die "$SAMI_EXIT_FAIL" "cannot switch ${base}/current"
+    fi
+    printf '%s\n' "$sami_colour" >"$base/.colour.$$" && mv -T -f -- "$base/.colour.$$" "$base/colour"
+    sami_log "serving ${base}/current -> ${backend} (${sami_colour})"
+}
+
 static_file_info() { sami_info_links; }
 static_file_notifications() { sami_notifications; }

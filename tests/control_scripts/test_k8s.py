@@ -311,3 +311,41 @@ def test_check_compares_docker_hub_references_normalised(stand_ins):
     assert run_script("k8s", "check", args, env=env).returncode == 3
     stand_ins.respond([(WORKLOADS, "Deployment/api-stage|1|1||docker.io/library/api:v2 \n", 0)])
     assert run_script("k8s", "check", args, env=env).returncode == 0
+
+
+def _switch(stand_ins: RecordingStandIns, colour: str, backend: str):
+    args = contract_args("api-production", tag="v2", manifest_dir=CHARTS["stage"], service="api",
+                         environment="production", namespace="apps")
+    return run_script("k8s", "switch", [*args, "--colour", colour, "--backend", backend], env=stand_ins.env())
+
+
+def test_switch_renders_a_valid_service_whose_selector_picks_the_colour(stand_ins):
+    import kubernetes_validate
+
+    for colour in ("green", "blue"):
+        stand_ins.reset()
+        result = _switch(stand_ins, colour, f"api-production-{colour}.apps.svc:8080")
+        assert result.returncode == 0, result.stderr
+        (call,) = stand_ins.calls("kubectl")
+        assert call["argv"][:3] == ["apply", "--namespace", "apps"] and call["argv"][3] == "-f"
+        (rendered,) = call["files"].values()
+        service = yaml.safe_load(rendered)
+        kubernetes_validate.validate(service, "1.31.0", strict=True)
+        assert service["metadata"]["name"] == "api-production"
+        assert service["metadata"]["labels"]["sami.io/colour"] == colour
+        assert service["spec"]["selector"] == {"app.kubernetes.io/instance": f"api-production-{colour}"}
+        assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+        assert not Path(call["argv"][4]).exists()  # the rendered file is removed after the call
+
+
+@pytest.mark.parametrize(("colour", "backend", "says"), [
+    ("red", "api-production-red:80", "--colour must be blue or green"),
+    ("blue", "/srv/sites/api", "--backend must be HOST:PORT"),
+    ("blue", "Api-Production-Blue:80", "--backend must be HOST:PORT"),
+    ("blue", "api-production-blue:0", "is not a port"),
+    ("blue", "api-production-blue:70000", "is not a port"),
+])
+def test_switch_refuses_a_bad_colour_or_backend_and_calls_nothing(stand_ins, colour, backend, says):
+    result = _switch(stand_ins, colour, backend)
+    assert result.returncode == 64 and says in result.stderr, result.stderr
+    assert stand_ins.calls("kubectl") == []

@@ -535,3 +535,38 @@ def test_check_batch_answers_for_every_deployment_as_check_would(static_root: Pa
     for name in ("docs-a", "docs-b"):  # each answer is what that deployment's own check says
         own = _run("check", static_root, entries[["docs-a", "docs-b"].index(name)]["tag"], name=name)
         assert own.returncode == answers[name]["exit"]
+
+
+def _switch(root: Path, colour: str, backend: str | Path, name: str = "docs-stage"):
+    args = contract_args(name, tag="v1", manifest_dir=SITE, service="docs")
+    return run_script("static_file", "switch", [*args, "--colour", colour, "--backend", str(backend)],
+                      env=_env(root))
+
+
+def test_switch_points_the_entry_at_a_colour_and_back(static_root: Path) -> None:
+    for colour in ("blue", "green"):
+        assert _run("create", static_root, "v1", name=f"docs-stage-{colour}").returncode == 0
+    blue, green = (static_root / f"docs-stage-{c}" / "current" for c in ("blue", "green"))
+    entry = static_root / "docs-stage"
+    for colour, backend in (("blue", blue), ("green", green), ("blue", blue)):
+        result = _switch(static_root, colour, backend)
+        assert result.returncode == 0, result.stderr
+        assert os.readlink(entry / "current") == str(backend)
+        assert (entry / "colour").read_text() == f"{colour}\n"
+        assert (entry / "current" / "index.html").is_file()
+        assert [p.name for p in entry.iterdir() if p.name.startswith(".")] == []  # no temporary link left
+
+
+@pytest.mark.parametrize(("colour", "backend", "code", "says"), [
+    ("red", "{root}/docs-stage-blue/current", 64, "--colour must be blue or green"),
+    ("blue", "", 64, "--backend"),
+    ("blue", "docs-stage-blue/current", 64, "must be an absolute path"),
+    ("blue", "/etc", 64, "outside SAMI_STATIC_ROOT"),
+    ("blue", "{root}/../outside", 64, "outside SAMI_STATIC_ROOT"),
+    ("blue", "{root}/docs-stage-blue/current", 1, "serves nothing"),
+])
+def test_switch_refuses_what_it_cannot_serve_and_changes_nothing(static_root: Path, colour, backend, code,
+                                                                 says) -> None:
+    result = _switch(static_root, colour, backend.format(root=static_root))
+    assert result.returncode == code and says in result.stderr, result.stderr
+    assert not (static_root / "docs-stage" / "current").exists()

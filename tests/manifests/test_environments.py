@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from bot.manifests import Kind, ThirdPartyMode, load_deployments_repo
 from bot.manifests.cli import validate
 from bot.manifests.loader import load_tree
+from bot.manifests.topology import BlueGreen
 
 from .conftest import STACK
 
@@ -308,6 +309,47 @@ CASES = [
         None,
         [("environments/qa.yaml", 1, "", "is empty")],
     ),
+    (
+        "blue-green-entry-not-a-component",
+        {**STAGE, "environments/stage.yaml": "version: v1beta\ncomponents: [web]\nblue_green:\n  entry: api\n"},
+        None,
+        [("environments/stage.yaml", 4, "blue_green.entry", "'api' is not a component of environment 'stage' "
+                                                            "(its components: web)")],
+    ),
+    (
+        "blue-green-keep-previous-not-a-duration",
+        {**STAGE, "environments/stage.yaml": "version: v1beta\nblue_green:\n  entry: web\n  keep_previous: 1 day\n"},
+        None,
+        [("environments/stage.yaml", 4, "blue_green.keep_previous", "")],
+    ),
+    (
+        "blue-green-approver-not-a-login",
+        {**STAGE, "environments/stage.yaml": "version: v1beta\nblue_green:\n  entry: web\n"
+                                             "  release_approvers: [alice, \"bob smith\"]\n"},
+        None,
+        [("environments/stage.yaml", 4, "blue_green.release_approvers[1]", "")],
+    ),
+    (
+        "blue-green-without-entry",
+        {**STAGE, "environments/stage.yaml": "version: v1beta\nblue_green: {keep_previous: 24h}\n"},
+        None,
+        [("environments/stage.yaml", 2, "blue_green", "entry")],
+    ),
+    (
+        "blue-green-names-too-long",
+        {"a-very-long-service-name-for-this-check/production-europe-west": "app",
+         "environments/production-europe-west.yaml": "version: v1beta\nblue_green:\n"
+                                                     "  entry: a-very-long-service-name-for-this-check\n"},
+        None,
+        [("environments/production-europe-west.yaml", 3, "blue_green", "the colours add -blue and -green")],
+    ),
+    (
+        "blue-green-not-for-pull-requests",
+        {**STAGE, "web/pull_request": "app",
+         "environments/pull_request.yaml": "version: v1beta\nblue_green: {entry: web}\n"},
+        None,
+        [("environments/pull_request.yaml", 2, "blue_green", "the pull_request environment is not released")],
+    ),
 ]
 
 
@@ -357,6 +399,22 @@ def test_an_environment_file_becomes_a_topology(tmp_path: Path) -> None:
     assert cache.endpoint == "{name}:6379" and cache.outputs == ("endpoint", "host", "port")
     assert pay.mode is ThirdPartyMode.EXTERNAL and pay.size is None and pay.endpoint == "pay.example.com:443"
     assert web.kind is Kind.APPLICATION and web.depends_on == ("cache",) and web.outputs == ("url",)
+
+
+def test_blue_green_becomes_part_of_the_topology(tmp_path: Path) -> None:
+    root = tmp_path / "deployments"
+    write(root, {**STAGE, "environments/stage.yaml": """\
+        version: v1beta
+        blue_green:
+          entry: web
+          keep_previous: 2h
+          release_approvers: [alice, "token:release-manager"]
+        """})
+    repo = load_deployments_repo(root)
+    assert repo.ok, [str(e) for e in repo.errors]
+    assert repo.topology("stage").blue_green == BlueGreen("web", 7200, ("alice", "token:release-manager"))
+    write(root, {"environments/stage.yaml": "version: v1beta\nblue_green: {entry: web}\n"})
+    assert load_deployments_repo(root).topology("stage").blue_green == BlueGreen("web", 24 * 3600, ())
 
 
 def test_a_file_without_components_takes_every_service_of_the_environment(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,6 +13,7 @@ from bot.core.config import ConfigError, load_settings, settings_from_mapping
 from bot.core.targets import DEFAULT_TARGET, SecretRef
 from bot.manifests import Manifest, load_deployments_repo
 from workers.executor import Executor, ExecutorError, Target
+from workers.jobs import make_target
 
 TARGETS = """\
 default: swarm-a
@@ -193,6 +195,22 @@ def test_the_environment_file_chooses_the_target(tmp_path: Path, targets_file: P
     broken = load_deployments_repo(root, targets=settings.target_names)
     with pytest.raises(ValueError, match=r"environments/stage\.yaml has errors"):
         broken.target_of("stage")
+
+
+def test_a_colour_or_a_clone_runs_on_the_target_of_the_environment_it_is_deployed_like(
+        tmp_path: Path, targets_file: Path) -> None:
+    settings = load_settings({"SAMI_TARGETS": str(targets_file), "SAMI_INSTANCE_DIR": str(tmp_path)})
+    root = scripts(tmp_path)
+    (root / "environments").mkdir()
+    (root / "environments" / "stage.yaml").write_text("version: v1beta\ntarget: swarm-b\n")
+    repo = load_deployments_repo(root, targets=settings.target_names)
+    ctx = SimpleNamespace(settings=settings)
+    web = repo.find("web", "stage")
+    colour = make_target(ctx, "web-stage-blue", "web", "stage-blue", None, web,
+                         {"tag": "v1", "manifest_environment": "stage"}, repo)
+    assert colour.runs_on == "swarm-b"
+    assert make_target(ctx, "web-stage", "web", "stage", None, web, {"tag": "v1"}, repo).runs_on == "swarm-b"
+    assert make_target(ctx, "web-other", "web", "other", None, web, {"tag": "v1"}, repo).runs_on is None
 
 
 @pytest.mark.swarm

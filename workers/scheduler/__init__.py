@@ -17,7 +17,7 @@ from datetime import datetime
 
 from workers.context import WorkerContext
 from workers.lease import db_now
-from workers.scheduler import checks, environments, github, reaper, retention, sweep
+from workers.scheduler import checks, environments, github, reaper, releases, retention, sweep
 from workers.scheduler.report import Every, TickReport
 
 __all__ = ["Scheduler", "TickReport"]
@@ -39,6 +39,7 @@ class Scheduler:
             "reap": step(reaper.reap, ctx),
             "sweep": step(sweep.sweep_actions, ctx),
             "environments": step(environments.advance_runs, ctx),
+            "releases": step(releases.releases_step, ctx),
             "sweep_deliveries": step(sweep.sweep_deliveries, ctx),
             "sweep_outbox": step(sweep.sweep_outbox, ctx, pruned=Every()),
             "checks": step(checks.checks, ctx),

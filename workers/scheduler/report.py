@@ -24,11 +24,14 @@ class TickReport:
     outbox: list[int] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     runs: list[int] = field(default_factory=list)  # whole-environment runs moved on by the backstop
+    releases_archived: list[int] = field(default_factory=list)  # releases whose previous colour was archived
+    switches: list[int] = field(default_factory=list)  # release switches queued again
 
     def did_something(self) -> bool:
         """Whether the tick changed or queued anything (a check queued alone is routine)."""
         return bool(self.queued or self.reaped or self.outbox or self.requeued or self.cleanups
-                    or self.deliveries or self.rounds or self.expired or self.runs)
+                    or self.deliveries or self.rounds or self.expired or self.runs
+                    or self.releases_archived or self.switches)
 
 
 @dataclass
