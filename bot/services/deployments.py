@@ -34,6 +34,7 @@ from bot.core.states import (
 )
 from bot.manifests import DeploymentsRepo, Manifest
 from bot.manifests.topology import REFERENCE_RE, Kind, ThirdPartyMode, resolve_references
+from bot.services import pins
 
 log = logging.getLogger(__name__)
 S = DeploymentState
@@ -67,6 +68,9 @@ class DeploymentRequest:
     debounce_seconds: float = 0
     # The environment whose manifest it deploys with, when not its own (a component of a cloned environment).
     manifest_environment: str | None = None
+    # The request is itself a rollback that pins (a component of an environment deployed from a snapshot):
+    # a pin does not refuse it. Every other request is refused while the deployment is pinned.
+    pinning: bool = False
 
 
 @dataclass(frozen=True)
@@ -376,6 +380,8 @@ def accept_request(session: Session, repo: DeploymentsRepo, request: DeploymentR
             raise Conflict(f"deployment name {name!r} is not available; rename the environment or the service")
         raise Conflict(f"deployment name {name!r} is taken by service {deployment.service!r} in environment "
                        f"{deployment.environment!r}; rename the environment or the service")
+    if not request.pinning:
+        pins.refuse_if_pinned(deployment)  # a rollback pinned it: 409 naming who, when and how to unpin
     if deployment.state is S.REMOVED:
         kind, wanted = "create", S.CREATE_PENDING
         deployment.app_overrides, deployment.deployment_overrides = {}, {}

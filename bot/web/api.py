@@ -18,7 +18,7 @@ from bot import outbox
 from bot.core import naming
 from bot.core.errors import Invalid
 from bot.core.models import Action, ActionStep, Deployment, OutboxRow
-from bot.services import actions, deployments, drift, history, queries
+from bot.services import actions, deployments, drift, history, pins, queries
 from bot.services.tokens import Scopes, TokenError, authenticate
 from bot.web import openapi, shared
 from bot.web.database import get_session
@@ -273,6 +273,18 @@ def reconcile(name: str):
     return _accepted(result)
 
 
+@bp.post("/api/v1/deployments/<name>/unpin")
+@token_required
+def unpin(name: str):
+    """Clear the pin a rollback put on a deployment: CI requests and pushes change it again."""
+    session = get_session()
+    deployment = _deployment(session, name, "deploy")
+    require("deploy", deployment.service, deployment.environment)
+    deployment = pins.unpin(session, name, requested_by=_requested_by())
+    deploy = queries.last_deploys(session, [deployment.id]).get(deployment.id)
+    return jsonify(deployment_to_dict(deployment, deploy))
+
+
 @bp.post("/api/v1/deployments/<name>/clone")
 @token_required
 def clone(name: str):
@@ -354,7 +366,7 @@ def deployment_to_dict(deployment: Deployment, last_deploy: queries.LastDeploy |
         "created_at": _iso(deployment.created_at), "updated_at": _iso(deployment.updated_at),
         "status_changed_at": _iso(deployment.status_changed_at), "checked_at": _iso(deployment.checked_at),
         "archived_at": _iso(deployment.archived_at), "drift": drift.drift_view(deployment),
-        "last_deploy": last_deploy.as_dict() if last_deploy else None,
+        "last_deploy": last_deploy.as_dict() if last_deploy else None, "pin": pins.view(deployment),
     }
 
 

@@ -32,7 +32,22 @@ SCHEMAS: dict[str, dict] = {
         "type": "object", "required": ["error", "status"],
         "description": "Every error answer: a message a person can act on, the HTTP status, sometimes details.",
         "properties": {"error": {"type": "string"}, "status": {"type": "integer"},
-                       "state": {"type": "string", "description": "the deployment's state (409 answers)"}},
+                       "state": {"type": "string", "description": "the deployment's state (409 answers)"},
+                       "pinned": {"type": "object", "description": "a 409 because a rollback pinned the "
+                                  "deployment: its Pin (for an environment: the pins of its pinned components "
+                                  "by deployment name)"}},
+    },
+    "Pin": {
+        "type": ["object", "null"],
+        "description": "A rollback pinned the deployment (null: it is not pinned): CI requests, pushes to the "
+                       "deployments repo and whole-environment deploys that would change it are refused (409) "
+                       "until it is unpinned (POST .../unpin, sami unpin, the page's Unpin button, /sami unpin) "
+                       "or a new release is made",
+        "required": ["by", "at", "action_id", "reason", "unpin"],
+        "properties": {"by": {"type": "string"}, "at": ISO_TIME, "action_id": {"type": ["integer", "null"]},
+                       "reason": TEXT_OR_NULL,
+                       "unpin": {"type": "object", "description": "how to unpin: cli, page, api, comment",
+                                 "additionalProperties": {"type": "string"}}},
     },
     "Accepted": {
         "type": "object", "required": ["deployment", "action_id", "kind", "state", "status_url"],
@@ -100,6 +115,7 @@ SCHEMAS: dict[str, dict] = {
                                "state": {"$ref": "#/components/schemas/ActionState"}, "tag": TEXT_OR_NULL,
                                "finished_at": ISO_TIME}},
             "drift": {"$ref": "#/components/schemas/Drift"},
+            "pin": {"$ref": "#/components/schemas/Pin"},
         },
     },
     "Drift": {
@@ -488,6 +504,14 @@ PATHS: dict[str, dict] = {
         "parameters": [NAME_PARAM],
         "responses": {"202": _json("Accepted", "accepted: an update action with the deployed config is queued"),
                       **_errors(400, 403, 404, 409, 503)},
+    }},
+    "/api/v1/deployments/{name}/unpin": {"post": {
+        "operationId": "unpinDeployment", "tags": ["deployments"],
+        "summary": "Clear the pin a rollback put on a deployment: CI requests and pushes to the deployments repo "
+                   "change it again (deploy scope); 409 when it is not pinned",
+        "parameters": [NAME_PARAM],
+        "responses": {"200": _json("Deployment", "unpinned: the deployment, its pin null"),
+                      **_errors(403, 404, 409, 503)},
     }},
     "/api/v1/deployments/{name}/clone": {"post": {
         "operationId": "cloneDeployment", "tags": ["deployments"],
