@@ -26,9 +26,11 @@ log = logging.getLogger(__name__)
 
 
 def how_to_unpin(name: str) -> dict[str, str]:
-    """The ways to unpin ``name``: the command, the page (its Unpin button), the API, the comment command."""
+    """The ways to unpin ``name``: the command, the page (its Unpin button), the API, the comment command, and
+    a person's deploy of a version on purpose."""
     return {"cli": f"sami unpin {name}", "page": f"/deployments/{name}",
-            "api": f"POST /api/v1/deployments/{name}/unpin", "comment": "/sami unpin"}
+            "api": f"POST /api/v1/deployments/{name}/unpin", "comment": "/sami unpin",
+            "deploy": f"sami update {name} --tag TAG --unpin"}
 
 
 def view(deployment: Deployment) -> dict | None:
@@ -55,7 +57,8 @@ def refusal(deployment: Deployment) -> Pinned:
     name = deployment.name
     return Pinned(f"deployment {name!r} is {words(deployment)}: Sami leaves it at the rolled-back version until "
                   f"it is unpinned (sami unpin {name}, the Unpin button on its page /deployments/{name}, or "
-                  f"comment /sami unpin on its pull request)",
+                  f"comment /sami unpin on its pull request), or a person deploys a version on purpose "
+                  f"(sami update {name} --tag TAG --unpin)",
                   state=str(deployment.state), pinned=view(deployment))
 
 

@@ -85,6 +85,8 @@ SCHEMAS: dict[str, dict] = {
             "repository": {"type": "string", "description": "owner/name"},
             "overrides": {"type": "object", "additionalProperties": False,
                           "properties": {"app": OVERRIDES_IN, "deployment": OVERRIDES_IN}},
+            "unpin": {"type": "boolean", "description": "the deployment is pinned (a rollback pinned it): unpin it "
+                      "and deploy this; without it a pinned deployment's request is a 409 naming the pin"},
         },
     },
     "Deployment": {

@@ -74,7 +74,8 @@ def test_a_rollback_pins_until_unpinned(client, tokens, db_session, work):
         deployment.pinned_at.isoformat()[:16])
     assert body["pinned"]["unpin"] == {"cli": "sami unpin probe-stage", "page": "/deployments/probe-stage",
                                        "api": "POST /api/v1/deployments/probe-stage/unpin",
-                                       "comment": "/sami unpin"}
+                                       "comment": "/sami unpin",
+                                       "deploy": "sami update probe-stage --tag TAG --unpin"}
     assert len(call(client, tokens["ci"], "GET", "/api/v1/deployments/probe-stage/actions").json["actions"]) \
         == actions_before
     assert row(db_session).tag == "v1"
@@ -83,6 +84,9 @@ def test_a_rollback_pins_until_unpinned(client, tokens, db_session, work):
     shown = call(client, tokens["reader"], "GET", "/api/v1/deployments/probe-stage").json["deployment"]
     assert shown["pin"]["by"] == "token:ops" and shown["pin"]["action_id"] == rollback.json["action_id"]
     assert call(client, tokens["reader"], "POST", "/api/v1/deployments/probe-stage/unpin").status_code == 403
+
+    # A refused request with a bad body is still a 400 first.
+    assert ci(client, tokens["ci"], "v3", unpin="yes").status_code == 400
 
     unpinned = call(client, tokens["ci"], "POST", "/api/v1/deployments/probe-stage/unpin")
     assert unpinned.status_code == 200, unpinned.json
@@ -195,3 +199,18 @@ def test_an_environment_rolled_back_to_a_snapshot_pins_every_component(db_sessio
     work()
     db_session.expire_all()
     assert db_session.scalars(select(Deployment).where(Deployment.name == "web-stage")).one().tag == "v3"
+
+
+def test_a_person_deploys_over_a_pin_on_purpose_with_unpin(client, tokens, db_session, work):
+    for tag in ("v1", "v2"):
+        assert ci(client, tokens["ci"], tag).status_code == 202
+        work()
+    assert call(client, tokens["ops"], "POST", "/api/v1/deployments/probe-stage/rollback").status_code == 202
+    work()
+    assert row(db_session).pinned_by == "token:ops"
+    assert ci(client, tokens["ci"], "v3").status_code == 409
+    fixed = ci(client, tokens["ops"], "v3-fixed", unpin=True)
+    assert fixed.status_code == 202, fixed.json
+    work()
+    assert (row(db_session).tag, row(db_session).pinned_by) == ("v3-fixed", None)
+    assert ci(client, tokens["ci"], "v4").status_code == 202
