@@ -42,11 +42,12 @@ class Verb(enum.StrEnum):
     ARCHIVE = "archive"
     RESTORE = "restore"
     ROLLBACK = "rollback"
+    UNPIN = "unpin"
     STATUS = "status"
     HELP = "help"
 
 
-STATE_CHANGING = frozenset({Verb.DEPLOY, Verb.UPDATE, Verb.ARCHIVE, Verb.RESTORE, Verb.ROLLBACK})
+STATE_CHANGING = frozenset({Verb.DEPLOY, Verb.UPDATE, Verb.ARCHIVE, Verb.RESTORE, Verb.ROLLBACK, Verb.UNPIN})
 # How many services each verb takes at most (None: any number up to MAX_SERVICES).
 MAX_ARGUMENTS: dict[Verb, int | None] = {
     Verb.DEPLOY: None,
@@ -54,6 +55,7 @@ MAX_ARGUMENTS: dict[Verb, int | None] = {
     Verb.ARCHIVE: None,
     Verb.RESTORE: None,
     Verb.ROLLBACK: 1,
+    Verb.UNPIN: None,
     Verb.STATUS: 0,
     Verb.HELP: 0,
 }
@@ -225,7 +227,9 @@ def help_text(services: tuple[str, ...] | list[str] = ()) -> str:
         f"| `{PREFIX} update [service…]` | Deploy the pull request's latest commit again |",
         f"| `{PREFIX} archive [service…]` | Stop the environments; they can be restored |",
         f"| `{PREFIX} restore [service…]` | Bring archived environments back |",
-        f"| `{PREFIX} rollback [service]` | Go back to the last successful deploy before the current one |",
+        f"| `{PREFIX} rollback [service]` | Go back to the last successful deploy before the current one; it stays "
+        "there (pinned) until unpinned |",
+        f"| `{PREFIX} unpin [service…]` | Let pushes deploy again over a rollback |",
         f"| `{PREFIX} status` | Refresh the status comment |",
         f"| `{PREFIX} help` | Show this help |",
         "",

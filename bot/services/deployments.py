@@ -633,8 +633,9 @@ def _unchanged(session: Session, name: str, reason: str, waiting: bool = False) 
 
 
 def refresh_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *, requested_by: str,
-                       origin: str, delivery_id: str | None = None) -> Accepted:
-    """Update a deployment to the manifests of ``repo``, keeping its tag (or image) and overrides."""
+                       origin: str, delivery_id: str | None = None, unpin: bool = False) -> Accepted:
+    """Update a deployment to the manifests of ``repo``, keeping its tag (or image) and overrides; ``unpin``
+    clears a rollback's pin with it (else a pinned deployment is refused)."""
     deployment = get_deployment(session, name)
     manifest = find_manifest(repo, deployment.service, deployment.manifest_environment or deployment.environment)
     # An image given by digest keeps its digest; a tag follows the manifest's image name.
@@ -644,7 +645,7 @@ def refresh_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: 
         service=deployment.service, environment=deployment.environment, requested_by=requested_by,
         origin=origin, tag=None if keep_image else deployment.tag, image=deployment.image if keep_image else None,
         pull_request=deployment.pull_request, delivery_id=delivery_id,
-        manifest_environment=deployment.manifest_environment)
+        manifest_environment=deployment.manifest_environment, unpin=unpin)
     return request_deployment(session, repo, request, ctx)
 
 
