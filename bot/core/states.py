@@ -69,6 +69,9 @@ def transition(deployment, wanted: DeploymentState, *, reason: FailureReason | N
         deployment.archived_at = now
     elif wanted in (S.CREATE_PENDING, S.REMOVED) and current is not S.CLEANUP_FAILED:
         deployment.archived_at = None
+    if wanted is S.REMOVED and deployment.pinned_by is not None:
+        # Nothing runs any more to keep at a version: a deployment made again under the name starts unpinned.
+        deployment.pinned_by = deployment.pinned_at = deployment.pinned_action_id = deployment.pin_reason = None
     _record(session, StateChange("deployment", deployment.id, str(current), str(wanted)))
     return current
 
