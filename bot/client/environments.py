@@ -161,7 +161,9 @@ def status(out: Out, environment) -> Exit:
     made = f" (deployed with {answer['template']}'s manifests)" if answer["template"] != environment else ""
     out.say(f"environment {environment}{target}{made}")
     rows = [[str(c["wave"]), c["service"], c["kind"] + (f"/{c['mode']}" if c.get("mode") else ""),
-             c["deployment"], output.state(c["state"] or "not deployed", out.colour), c["tag"] or "-",
+             c["deployment"],
+             ("PINNED " if c.get("pin") else "") + output.state(c["state"] or "not deployed", out.colour),
+             c["tag"] or "-",
              c.get("endpoint") or c.get("url") or "-"] for c in answer["components"]]
     out.say(output.table(["WAVE", "SERVICE", "KIND", "DEPLOYMENT", "STATE", "VERSION", "ENDPOINT"], rows,
                          width=output.terminal_width(), shrink=(6,)))

@@ -532,6 +532,7 @@ def status(session: Session, repo: DeploymentsRepo, name: str) -> dict:
             "tag": d.tag if live else None, "image": d.image if live else None,
             "endpoint": outputs.get("endpoint"), "url": outputs.get("url"),
             "status_message": d.status_message if live else None,
+            "pin": pins.view(d) if live else None,
         })
     return {"environment": name, "template": env.template, "target": env.topology.target,
             "waves": [list(w) for w in env.waves], "components": components,

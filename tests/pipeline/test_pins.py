@@ -152,7 +152,7 @@ def test_a_pin_and_an_unpin_refresh_the_pull_requests_comment(db_session, worker
 
 
 def test_an_environment_rolled_back_to_a_snapshot_pins_every_component(db_session, env_repo, services_ctx,  # noqa: F811
-                                                                       work):
+                                                                       work, app):
     repo = env_repo.current()
     environments.start_run(db_session, repo, "stage", "deploy", services_ctx, versions=VERSIONS, **WHO)
     work()
@@ -174,6 +174,13 @@ def test_an_environment_rolled_back_to_a_snapshot_pins_every_component(db_sessio
     # Each component's pin names the action that deployed it.
     component_actions = {c.deployment: c.action_id for c in db_session.get(EnvironmentRun, run.id).components}
     assert {name: d.pinned_action_id for name, d in rows.items()} == component_actions
+
+    # The environment's status and page show every component pinned.
+    shown = environments.status(db_session, repo, "stage")["components"]
+    assert {c["deployment"]: c["pin"]["by"] for c in shown} == dict.fromkeys(rows, "carol")
+    app.extensions["sami.manifests"] = env_repo
+    page = app.test_client().get("/environments/stage").get_data(as_text=True)
+    assert page.count(">Pinned</span>") == 4 and "sami unpin web-stage" in page
 
     # CI's request for one component of the pinned environment is refused...
     with pytest.raises(Pinned, match=r"web-stage.* is pinned by carol"):
