@@ -67,9 +67,9 @@ def environment_refusal(environment: str, pinned: list[Deployment]) -> Pinned:
     first = pinned[0]
     more = f" (and {', '.join(d.name for d in pinned[1:])}, pinned too)" if len(pinned) > 1 else ""
     commands = " && ".join(f"sami unpin {d.name}" for d in pinned)
-    return Pinned(f"environment {environment!r} has pinned components: {first.name} is {words(first)}{more}; "
+    return Pinned(f"environment {environment!r} has pinned components: {first.name} is {words(first)}{more}. "
                   f"Sami leaves them at the rolled-back versions until they are unpinned ({commands}, or the "
-                  f"Unpin button on each one's page), or deploy a snapshot (sami env deploy {environment} "
+                  f"Unpin button on each one's page), or a snapshot is deployed (sami env deploy {environment} "
                   f"--from-snapshot N), which pins them again",
                   pinned={d.name: view(d) for d in pinned})
 
@@ -77,6 +77,8 @@ def environment_refusal(environment: str, pinned: list[Deployment]) -> Pinned:
 def refuse_if_pinned(deployment: Deployment | None) -> None:
     """Pinned (a Conflict) when ``deployment`` is pinned."""
     if deployment is not None and deployment.pinned_by is not None:
+        log.info("refused a change of %s: %s", deployment.name, words(deployment),
+                 extra={"deployment": deployment.name})
         raise refusal(deployment)
 
 
