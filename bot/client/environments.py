@@ -144,6 +144,25 @@ def cleanup(out: Out, environment, delete_data, wait, timeout, interval) -> Exit
     return _started(out, run, wait, timeout, interval)
 
 
+@env.command()
+@click.argument("environment")
+@client_command
+def unpin(out: Out, environment) -> Exit:
+    """Unpin every pinned component of ENVIRONMENT: deploying a snapshot pinned them, so CI requests,
+    pushes and environment deploys were refused; from now on they change them again.
+
+    \b
+    Example:
+        sami env unpin production
+    """
+    answer = out.client.post(f"/api/v1/environments/{_path(environment)}/unpin", {})
+    if out.as_json:
+        output.print_json(answer)
+    else:
+        out.say(f"unpinned {', '.join(answer.get('unpinned') or [])}: CI requests and pushes change them again")
+    return Exit.OK
+
+
 archive = _operation("archive", "Archive every component of ENVIRONMENT in reverse dependency order (data kept).")
 restore = _operation("restore", "Restore every archived component of ENVIRONMENT in deploy order (what it uses first).")
 

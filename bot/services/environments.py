@@ -539,6 +539,21 @@ def status(session: Session, repo: DeploymentsRepo, name: str) -> dict:
             "last_run": run_view(last) if last is not None else None}
 
 
+def unpin(session: Session, repo: DeploymentsRepo, name: str, *, requested_by: str) -> list[str]:
+    """Unpin every pinned component of environment ``name`` (a snapshot deploy pinned them) and commit; the
+    deployments unpinned. Conflict when none is pinned."""
+    env = environment(session, repo, name)
+    pinned = pins.pinned_of(session, [c.deployment for c in env.components])
+    if not pinned:
+        raise Conflict(f"no component of environment {name!r} is pinned: CI requests and pushes already change them")
+    for deployment in pinned:
+        pins.clear(deployment)
+    outbox.commit(session)
+    unpinned = [d.name for d in pinned]
+    log.info("environment %s: unpinned %s by %s", name, ", ".join(unpinned), requested_by)
+    return unpinned
+
+
 def is_internal(component: Component) -> bool:
     return component.manifest.kind is Kind.THIRD_PARTY and component.manifest.mode is not ThirdPartyMode.EXTERNAL
 

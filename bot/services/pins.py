@@ -66,7 +66,7 @@ def environment_refusal(environment: str, pinned: list[Deployment]) -> Pinned:
     """The refusal of a whole-environment deploy that would move pinned components on."""
     first = pinned[0]
     more = f" (and {', '.join(d.name for d in pinned[1:])}, pinned too)" if len(pinned) > 1 else ""
-    commands = " && ".join(f"sami unpin {d.name}" for d in pinned)
+    commands = f"sami env unpin {environment}, or " + " && ".join(f"sami unpin {d.name}" for d in pinned)
     return Pinned(f"environment {environment!r} has pinned components: {first.name} is {words(first)}{more}. "
                   f"Sami leaves them at the rolled-back versions until they are unpinned ({commands}, or the "
                   f"Unpin button on each one's page), or a snapshot is deployed (sami env deploy {environment} "

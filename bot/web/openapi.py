@@ -594,6 +594,18 @@ PATHS: dict[str, dict] = {
         "restore", "Restore every archived component in dependency order, what it uses first (restore scope)")},
     "/api/v1/environments/{name}/cleanup": {"post": _environment_operation(
         "cleanup", "Clean up every archived component in reverse dependency order (cleanup scope)")},
+    "/api/v1/environments/{name}/unpin": {"post": {
+        "operationId": "unpinEnvironment", "tags": ["environments"],
+        "summary": "Unpin every pinned component of the environment (a snapshot deploy pinned them): CI requests, "
+                   "pushes and environment deploys change them again (deploy scope on every component); 409 when "
+                   "none is pinned",
+        "parameters": [ENVIRONMENT_PARAM],
+        "responses": {"200": {"description": "the deployments unpinned", "content": {"application/json": {
+            "schema": {"type": "object", "required": ["environment", "unpinned"],
+                       "properties": {"environment": {"type": "string"},
+                                      "unpinned": {"type": "array", "items": {"type": "string"}}}}}}},
+                      **_errors(403, 404, 409, 503)},
+    }},
     "/api/v1/environments/{name}/clone": {"post": {
         "operationId": "cloneEnvironment", "tags": ["environments"],
         "summary": "Deploy every component again as environment 'name': same versions and overrides, new "

@@ -59,7 +59,11 @@ def test_a_whole_environment_from_the_command_line(server):
     # Deploying a snapshot rolled the environment back: every component is pinned, and a deploy is refused.
     assert ok(server.run("env", "status", "demo")).stdout.count("PINNED Running") == 2
     refused = server.run("env", "deploy", "demo", "--version", "web=v3")
-    assert refused.returncode == 2 and "sami unpin db-demo && sami unpin web-demo" in refused.stderr, refused.stderr
+    assert refused.returncode == 2 and "sami env unpin demo, or sami unpin db-demo && sami unpin web-demo" \
+        in refused.stderr, refused.stderr
+    assert ok(server.run("env", "unpin", "demo")).stdout.startswith("unpinned db-demo, web-demo: ")
+    assert "PINNED" not in ok(server.run("env", "status", "demo")).stdout
+    assert server.run("env", "unpin", "demo").returncode == 2  # none is pinned
 
     cloned = ok(server.run("env", "clone", "demo", "demo-2", "--wait"))
     assert "db: application" in cloned.stdout and "succeeded" in cloned.stdout

@@ -207,6 +207,24 @@ def test_an_environment_rolled_back_to_a_snapshot_pins_every_component(db_sessio
     db_session.expire_all()
     assert db_session.scalars(select(Deployment).where(Deployment.name == "web-stage")).one().tag == "v3"
 
+    # The rest at once, through the API: deploy scope on every component, then environment deploys go again.
+    token = create_token(db_session, "envs", Scopes(services=("*",), environments=("stage",),
+                                                    actions=("deploy", "read")))
+    reader = create_token(db_session, "env-reader", Scopes(services=("*",), environments=("stage",),
+                                                           actions=("read",)))
+    db_session.commit()
+    client = app.test_client()
+    assert call(client, reader, "POST", "/api/v1/environments/stage/unpin").status_code == 403
+    unpinned = call(client, token, "POST", "/api/v1/environments/stage/unpin")
+    assert unpinned.status_code == 200, unpinned.json
+    assert unpinned.json == {"environment": "stage", "unpinned": ["api-stage", "cache-stage", "db-stage"]}
+    again = call(client, token, "POST", "/api/v1/environments/stage/unpin")
+    assert again.status_code == 409 and "no component of environment 'stage' is pinned" in again.json["error"]
+    run = environments.start_run(db_session, repo, "stage", "deploy", services_ctx, versions={"api": "v3"}, **WHO)
+    work()
+    db_session.expire_all()
+    assert db_session.get(EnvironmentRun, run.id).state == "succeeded"
+
 
 def test_a_person_deploys_over_a_pin_on_purpose_with_unpin(client, tokens, db_session, work):
     for tag in ("v1", "v2"):
