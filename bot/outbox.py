@@ -56,14 +56,14 @@ def commit(session: Session) -> None:
 
 def write_rows(session: Session, changes: list[StateChange]) -> None:
     """The rows each change implies, in ``session``'s transaction: a deployment's change refreshes
-    its pull request's sticky comment (so does a change of its drift); an action's gives its GitHub
+    its pull request's sticky comment (so does a change of its drift or pin); an action's gives its GitHub
     Deployment, statuses and reaction."""
     if not changes:
         return
     session.flush()
     connection = session.connection()
     for change in changes:
-        if change.record in ("deployment", "drift"):
+        if change.record in ("deployment", "drift", "pin"):
             deployment = session.get(Deployment, change.id)
             if deployment is not None and deployment.source_repo and deployment.pull_request:
                 request_sticky_comment(connection, deployment.source_repo, deployment.pull_request)

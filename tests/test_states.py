@@ -21,9 +21,11 @@ from bot.core.states import (
     StateChange,
     after_cancel,
     changes_pending,
+    pin,
     take_changes,
     transition,
     transition_action,
+    unpin,
 )
 
 # The graph as the README documents it, written out here so the module is checked against it.
@@ -183,3 +185,19 @@ def test_a_refused_change_records_nothing():
 def test_a_change_outside_a_session_is_refused_rather_than_lost():
     with pytest.raises(RuntimeError, match="outside a database session"):
         transition(Deployment(name="web-stage", state=DeploymentState.RUNNING), DeploymentState.FAILURE)
+
+
+def test_a_pin_and_an_unpin_are_recorded_changes_and_a_removed_deployment_keeps_no_pin():
+    session = Session()
+    deployment = Deployment(id=4, name="web-stage", state=DeploymentState.CLEANUP_PENDING)
+    session.add(deployment)
+    pin(deployment, by="alice", action_id=9, reason="rollback to v1 (the configuration of action 2)")
+    assert (deployment.pinned_by, deployment.pinned_action_id, deployment.pinned_at is not None) == ("alice", 9, True)
+    assert unpin(deployment) is True and deployment.pinned_by is None and deployment.pinned_at is None
+    assert unpin(deployment) is False  # not pinned: nothing to record
+    assert take_changes(session) == [StateChange("pin", 4, None, "pinned"), StateChange("pin", 4, "pinned", "unpinned")]
+    pin(deployment, by="bob", action_id=None, reason="x" * 600)
+    assert len(deployment.pin_reason) == 500
+    transition(deployment, DeploymentState.REMOVED)
+    assert (deployment.pinned_by, deployment.pinned_at, deployment.pinned_action_id, deployment.pin_reason) == (
+        None, None, None, None)

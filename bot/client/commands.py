@@ -30,6 +30,7 @@ from bot.client.write import (
     request,
     restore,
     rollback,
+    unpin,
     update,
 )
 
@@ -84,8 +85,8 @@ def login(url: str | None, as_json: bool) -> None:
         click.echo("note: this token may not read deployments; list, info and wait will be refused", err=True)
 
 
-COMMANDS = (request, create, update, archive, restore, cleanup, delete, rollback, reconcile, clone, cancel, list_, info,
-            logs, wait, services, login, env)
+COMMANDS = (request, create, update, archive, restore, cleanup, delete, rollback, reconcile, unpin, clone, cancel,
+            list_, info, logs, wait, services, login, env)
 
 
 def register(group: click.Group) -> None:

@@ -177,6 +177,25 @@ def cleanup(out: Out, environment, delete_data, yes, wait, timeout, interval) ->
     return _started(out, run, wait, timeout, interval)
 
 
+@env.command()
+@click.argument("environment")
+@client_command
+def unpin(out: Out, environment) -> Exit:
+    """Unpin every pinned component of ENVIRONMENT: deploying a snapshot pinned them, so CI requests,
+    pushes and environment deploys were refused; from now on they change them again.
+
+    \b
+    Example:
+        sami env unpin production
+    """
+    answer = out.client.post(f"/api/v1/environments/{_path(environment)}/unpin", {})
+    if out.as_json:
+        output.print_json(answer)
+    else:
+        out.say(f"unpinned {', '.join(answer.get('unpinned') or [])}: CI requests and pushes change them again")
+    return Exit.OK
+
+
 archive = _operation("archive", "Archive every component of ENVIRONMENT in reverse dependency order (data kept).")
 restore = _operation("restore", "Restore every archived component of ENVIRONMENT in deploy order (what it uses first).")
 
@@ -194,7 +213,9 @@ def status(out: Out, environment) -> Exit:
     made = f" (deployed with {answer['template']}'s manifests)" if answer["template"] != environment else ""
     out.say(f"environment {environment}{target}{made}")
     rows = [[_wave(c), c["service"], c["kind"] + (f"/{c['mode']}" if c.get("mode") else ""),
-             c["deployment"], output.state(c["state"] or "not deployed", out.colour), c["tag"] or "-",
+             c["deployment"],
+             ("PINNED " if c.get("pin") else "") + output.state(c["state"] or "not deployed", out.colour),
+             c["tag"] or "-",
              c.get("endpoint") or c.get("url") or "-"] for c in answer["components"]]
     out.say(output.table(["WAVE", "SERVICE", "KIND", "DEPLOYMENT", "STATE", "VERSION", "ENDPOINT"], rows,
                          width=output.terminal_width(), shrink=(6,)))

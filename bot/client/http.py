@@ -146,7 +146,8 @@ def explain(status: int, message: str, document: Mapping, method: str, path: str
     if status == 409:
         message = API_CALL_RE.sub(lambda m: f"sami {m['kind']} {m['name']}", message)
         state = document.get("state")
-        hint = next_steps(state, document.get("action_id")) if state else ""
+        # A pinned deployment's refusal says how to unpin it: the state's next steps would not help.
+        hint = next_steps(state, document.get("action_id")) if state and not document.get("pinned") else ""
         return f"{message}{'; ' + hint if hint else ''}"
     if status >= 500:
         return f"the server failed: {message}"

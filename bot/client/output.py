@@ -83,7 +83,8 @@ def deployment_state(text: str, colour: bool) -> str:
     """A deployment's state in words (bot.core.lifecycle's), coloured by the tone of its first word."""
     if not colour:
         return text
-    tone = next((tone for word, tone in _WORD_TONES if text.startswith(word)), None)
+    words = text.removeprefix("PINNED ")  # a pinned deployment's marker comes first (bot.client.read)
+    tone = next((tone for word, tone in _WORD_TONES if words.startswith(word)), None)
     return click.style(text, fg=TONE_COLOURS[tone]) if tone else text
 
 

@@ -36,7 +36,23 @@ def state_cell(d: dict) -> str:
     """The state as the page and the comment word it, with its short reason, and a last deploy that failed."""
     words = state_words(d["state"], d.get("failure_reason"), d.get("status_message"))
     note = last_deploy_note(d["state"], (d.get("last_deploy") or {}).get("state"))
-    return f"{words}, {note}" if note else words
+    words = f"{words}, {note}" if note else words
+    # First, so that a narrow terminal's cut of the state keeps it.
+    return f"{PINNED} {words}" if d.get("pin") else words
+
+
+PINNED = "PINNED"
+
+
+def pin_text(d: dict) -> str | None:
+    """A pinned deployment's pin for `sami info`: who, when, why, and how to unpin."""
+    pin = d.get("pin")
+    if not pin:
+        return None
+    why = f" after a {pin['reason']}" if pin.get("reason", "").startswith("rollback") else \
+        (f" ({pin['reason']})" if pin.get("reason") else "")
+    return (f"by {pin.get('by')}, {output.ago(pin.get('at'))}{why}\nCI requests and pushes to the deployments repo "
+            f"are refused until it is unpinned: sami unpin {d['name']}")
 
 
 def _first_link(deployment: dict) -> str:
@@ -125,7 +141,8 @@ def info(out: Out, name) -> Exit:
                       + f"\n(put the deployed config back: sami reconcile {d['name']})")
     elif drift.get("status") == "in_sync":
         drift_text = "in sync (the target runs what was deployed)"
-    fields = [("name", d["name"]), ("state", status), ("drift", drift_text), ("message", d.get("status_message")),
+    fields = [("name", d["name"]), ("state", status), ("pinned", pin_text(d)), ("drift", drift_text),
+              ("message", d.get("status_message")),
               ("last deploy", last),
               ("service", d["service"]), ("environment", d["environment"]), ("type", d.get("type")),
               ("tag", d.get("tag")), ("image", d.get("image"))]

@@ -1,5 +1,5 @@
 """The client commands that ask for something: request, create, update, archive, restore,
-cleanup, delete, rollback, reconcile, clone, cancel. Each is one API call (create and update read the
+cleanup, delete, rollback, reconcile, unpin, clone, cancel. Each is one API call (create and update read the
 deployment first), then the 202 answer, followed to its end with --wait."""
 
 from __future__ import annotations
@@ -129,18 +129,24 @@ def create(out: Out, service, environment, pull_request, wait, timeout, interval
 @click.command()
 @click.argument("name", shell_complete=complete_deployment)
 @deploy_options
+@click.option("--unpin", is_flag=True, help="NAME is pinned (a rollback pinned it): unpin it and deploy this.")
 @wait_options
 @client_command
-def update(out: Out, name, wait, timeout, interval, **what) -> Exit:
+def update(out: Out, name, unpin, wait, timeout, interval, **what) -> Exit:
     """Update deployment NAME: a new tag or image, or changed overrides (the rest stays as it is).
+
+    A deployment a rollback pinned is updated only with --unpin.
 
     \b
     Example:
         sami update web-stage --tag 1.4.3 --wait
         sami update web-pr-42 -o LOG_LEVEL=debug
+        sami update web-stage --tag 1.4.4 --unpin
     """
     current = out.client.get(f"/api/v1/deployments/{name}")["deployment"]
     body = {"service": current["service"], "environment": current["environment"], **_body(**what)}
+    if unpin:
+        body["unpin"] = True
     if not (what["tag"] or what["image"]):
         body["tag"] = current["tag"]
     if current["source"].get("pull_request") is not None:
@@ -185,6 +191,25 @@ def cleanup(out: Out, name, yes, wait, timeout, interval) -> Exit:
     """
     confirm_by_name(name, f"remove deployment {name} and everything it owns", yes)
     return accepted(out, out.client.post(f"/api/v1/deployments/{name}/cleanup"), wait, timeout, interval)
+
+
+@click.command()
+@click.argument("name", shell_complete=complete_deployment)
+@client_command
+def unpin(out: Out, name) -> Exit:
+    """Unpin deployment NAME: a rollback pinned it, so CI requests and pushes to the deployments repo were
+    refused; from now on they change it again.
+
+    \b
+    Example:
+        sami unpin web-stage
+    """
+    answer = out.client.call("POST", f"/api/v1/deployments/{name}/unpin")
+    if out.as_json:
+        output.print_json({"deployment": answer})
+    else:
+        out.say(f"unpinned {answer.get('name', name)}: CI requests and pushes to the deployments repo change it again")
+    return Exit.OK
 
 
 @click.command()

@@ -31,6 +31,11 @@ class NotAllowed(SamiError):
     """The caller is known but may not do this (not among an environment's release approvers)."""
 
 
+class Pinned(Conflict):
+    """The deployment is pinned (a rollback pinned it): nothing moves it on by itself until it is unpinned.
+    ``details`` name who pinned it, when, why, and how to unpin."""
+
+
 def failure_text(exc: Exception) -> str:
     """What an outcome says of an unexpected error: its type and message, but only the type of a
     database error, whose message holds SQL and the values sent (the log has them)."""

@@ -130,6 +130,13 @@ class Deployment(Base):
     # The environment whose manifests it is deployed with, when not its own (a clone of an environment:
     # web-qa-7 deploys with web's stage manifest).
     manifest_environment: Mapped[str | None] = mapped_column(String(63))
+    # A rollback pins the deployment (bot.services.pins): while pinned_by is set, CI requests and pushes
+    # to the deployments repo that would change it are refused. Who pinned it, when, by which action
+    # (no foreign key: the pin outlives a pruned action) and why ("rollback to v1 (...)").
+    pinned_by: Mapped[str | None] = mapped_column(String(255))
+    pinned_at: Mapped[datetime | None]
+    pinned_action_id: Mapped[int | None] = mapped_column(BigId)
+    pin_reason: Mapped[str | None] = mapped_column(String(500))
 
     actions: Mapped[list[Action]] = relationship(
         back_populates="deployment", order_by="Action.id", cascade="all, delete-orphan"

@@ -70,6 +70,9 @@ def transition(deployment, wanted: DeploymentState, *, reason: FailureReason | N
         deployment.archived_at = now
     elif wanted in (S.CREATE_PENDING, S.REMOVED) and current is not S.CLEANUP_FAILED:
         deployment.archived_at = None
+    if wanted is S.REMOVED and deployment.pinned_by is not None:
+        # Nothing runs any more to keep at a version: a deployment made again under the name starts unpinned.
+        deployment.pinned_by = deployment.pinned_at = deployment.pinned_action_id = deployment.pin_reason = None
     _record(session, StateChange("deployment", deployment.id, str(current), str(wanted)))
     return current
 
@@ -109,6 +112,26 @@ def note_running(deployment, running: dict | None, differences: list | None, now
     previous, current = drift_status(before), drift_status(differences)
     if previous != current or current == "drifted":
         _record(_session_of(deployment), StateChange("drift", deployment.id, previous, current))
+    return True
+
+
+def pin(deployment, *, by: str, action_id: int | None, reason: str, now: datetime | None = None) -> None:
+    """Pin ``deployment`` (a rollback did it): while pinned, what would move it on by itself (a CI request,
+    a push to the deployments repo) is refused. Pinning again names the newer pin. The pull request's
+    comment says so."""
+    deployment.pinned_by = by[:255]
+    deployment.pinned_at = now or datetime.now(UTC)
+    deployment.pinned_action_id = action_id
+    deployment.pin_reason = reason[:500]
+    _record(_session_of(deployment), StateChange("pin", deployment.id, None, "pinned"))
+
+
+def unpin(deployment) -> bool:
+    """Clear ``deployment``'s pin (an unpin, or a new release); True when it was pinned."""
+    if deployment.pinned_by is None:
+        return False
+    deployment.pinned_by = deployment.pinned_at = deployment.pinned_action_id = deployment.pin_reason = None
+    _record(_session_of(deployment), StateChange("pin", deployment.id, "pinned", "unpinned"))
     return True
 
 
@@ -234,7 +257,9 @@ CHANGES = "sami.state_changes"  # the session's info key of the changes not comm
 class StateChange:
     """One state change made here: a deployment's or an action's, from what (None: new) to what."""
 
-    record: str  # "deployment", "action", "release", or "drift" (a deployment's verdict on what its target runs)
+    # "deployment", "action", "release", "drift" (a deployment's verdict on what its target runs) or "pin"
+    # (a rollback's pin set or cleared)
+    record: str
     id: int
     previous: str | None
     current: str

@@ -43,11 +43,13 @@ class Verb(enum.StrEnum):
     RESTORE = "restore"
     ROLLBACK = "rollback"
     RELEASE = "release"
+    UNPIN = "unpin"
     STATUS = "status"
     HELP = "help"
 
 
-STATE_CHANGING = frozenset({Verb.DEPLOY, Verb.UPDATE, Verb.ARCHIVE, Verb.RESTORE, Verb.ROLLBACK, Verb.RELEASE})
+STATE_CHANGING = frozenset({Verb.DEPLOY, Verb.UPDATE, Verb.ARCHIVE, Verb.RESTORE, Verb.ROLLBACK, Verb.RELEASE,
+                            Verb.UNPIN})
 # Verbs whose one argument is an environment (released blue-green), not a service.
 TAKES_ENVIRONMENT = frozenset({Verb.RELEASE})
 # How many services each verb takes at most (None: any number up to MAX_SERVICES).
@@ -58,6 +60,7 @@ MAX_ARGUMENTS: dict[Verb, int | None] = {
     Verb.RESTORE: None,
     Verb.ROLLBACK: 1,
     Verb.RELEASE: 1,
+    Verb.UNPIN: None,
     Verb.STATUS: 0,
     Verb.HELP: 0,
 }
@@ -232,7 +235,9 @@ def help_text(services: tuple[str, ...] | list[str] = ()) -> str:
         f"| `{PREFIX} update [service…]` | Deploy the pull request's latest commit again |",
         f"| `{PREFIX} archive [service…]` | Stop the environments; they can be restored |",
         f"| `{PREFIX} restore [service…]` | Bring archived environments back |",
-        f"| `{PREFIX} rollback [service]` | Go back to the last successful deploy before the current one |",
+        f"| `{PREFIX} rollback [service]` | Go back to the last successful deploy before the current one; it stays "
+        "there (pinned) until unpinned |",
+        f"| `{PREFIX} unpin [service…]` | Let pushes deploy again over a rollback |",
         f"| `{PREFIX} release environment` | Switch a blue-green environment of this repository to the release "
         "awaiting it (its release approvers only) |",
         f"| `{PREFIX} status` | Refresh the status comment |",

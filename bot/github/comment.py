@@ -39,6 +39,7 @@ NONE = "—"
 
 S = DeploymentState
 DRIFT_BADGE = "🟣 Drift"
+PIN_BADGE = "📌 Pinned"
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class EnvironmentRow:
     deploy_kind: str | None = None
     deploy_state: ActionState | str | None = None
     deploy_tag: str | None = None
+    # Who pinned it (a rollback did), and why; None when it is not pinned.
+    pinned_by: str | None = None
+    pin_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}
 _SPACES = re.compile(r"\s+")
 _CODE_SAFE = re.compile(r"[A-Za-z0-9_.:/+@-]{1,128}\Z")
 _COMMAND_SAFE = re.compile(r"/sami(?: [A-Za-z0-9_.,-]+)*\Z")
+_UNPIN_SAFE = re.compile(r"sami unpin [a-z0-9-]{1,63}\Z")
 _HEX_SHA = re.compile(r"[0-9a-fA-F]{7,64}\Z")
 _URL = re.compile(r"https?://[^\s<>\"'`\\]+\Z", re.IGNORECASE)
 _URL_KEEP = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/?#@!$&*+,;=%")
@@ -213,6 +218,12 @@ def _state_cell(row: EnvironmentRow) -> str:
     if row.drift:
         # Its own badge: the target was changed outside Sami, which is not a failure of what Sami deployed.
         cell += f" · {DRIFT_BADGE}: {escape_text(row.drift, 160)}"
+    if row.pinned_by:
+        # Pushes leave it where a rollback took it: say who, and the two ways out.
+        after = " after a rollback" if str(row.pin_reason or "").startswith("rollback") else ""
+        cell += (f" · {PIN_BADGE} by {escape_text(row.pinned_by, 60)}{after}; "
+                 f"{code(f'/sami unpin {row.service}', 80, _COMMAND_SAFE)} or "
+                 f"{code(f'sami unpin {row.name}', 80, _UNPIN_SAFE)}")
     if row.deploy_state is not None and last_deploy_failed(row.state, row.deploy_state):
         # Still running what ran before: the last deploy did not take.
         words = last_deploy_words(row.deploy_kind or "deploy", row.deploy_state)

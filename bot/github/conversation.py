@@ -27,7 +27,7 @@ from bot.github.client import GitHubError
 from bot.github.outcomes import Did, Outcome, Result
 from bot.github.router import Event, HandlerContext, Retry
 from bot.manifests import Manifest
-from bot.services import deployments, environments, history, releases
+from bot.services import deployments, environments, history, pins, releases
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,8 @@ class _Runner:
         chosen = self.manifests(command)
         if isinstance(chosen, str):
             return [Result.said(Did.REFUSED, f"{command}: {chosen}")]
+        if verb is commands.Verb.UNPIN:
+            return self._each(chosen, self._unpin)
         try:
             if verb in (commands.Verb.DEPLOY, commands.Verb.UPDATE):
                 pr = self.pull_request()
@@ -215,6 +217,16 @@ class _Runner:
                 done.append(Result.said(Did.FAILED, f"{manifest.deployment_name(self.number)}: {exc}"))
         return done
 
+    def _unpin(self, manifest: Manifest) -> Result:
+        name = manifest.deployment_name(self.number)
+        existing = self.ctx.session.query(Deployment).filter(Deployment.name == name).first()
+        if existing is None or existing.state is DeploymentState.REMOVED:
+            return Result.said(Did.UNCHANGED, f"{name}: not deployed")
+        if existing.pinned_by is None:
+            return Result.said(Did.UNCHANGED, f"{name}: not pinned")
+        pins.unpin(self.ctx.session, name, requested_by=f"github:{self.author}")
+        return Result(Did.DONE, f"unpinned {name}: pushes deploy it again")
+
     def _accepted(self, accepted: deployments.Accepted, verb: commands.Verb) -> Result:
         self.queued += 1
         return Result(Did.DONE, f"{verb} of {accepted.deployment} queued (action {accepted.action_id})")
@@ -236,16 +248,20 @@ class _Runner:
                     why += ("; it deploys when they pass" if self._resumes(manifest, pr)
                             else f"; comment /sami {verb} again when they pass")
                 return Result.said(did, f"{name}: {why}")
+        # A writer's deploy or update is a person's decision: it deploys over a rollback's pin and clears it.
+        pinned = existing is not None and existing.pinned_by is not None
+        unpinned = ", unpinned" if pinned else ""
         result = pulls.deploy_one(self.ctx.session, self.ctx.manifests.current(), manifest, pr, self.ctx.services,
-                                **self.who)
+                                **self.who, unpin=pinned)
         if result.did is Did.UNCHANGED and verb is commands.Verb.UPDATE and "already at" in result.text:
             # `update` deploys the same commit again.
             accepted = deployments.refresh_deployment(self.ctx.session, self.ctx.manifests.current(), name,
-                                                   self.ctx.services, **self.who)
+                                                   self.ctx.services, **self.who, unpin=pinned)
             self.queued += 1
-            return Result(Did.DONE, f"updated {accepted.deployment} again at {pr.head_sha[:7]}")
+            return Result(Did.DONE, f"updated {accepted.deployment} again at {pr.head_sha[:7]}{unpinned}")
         if result.did is not Did.UNCHANGED:
             self.queued += 1
+            return Result(result.did, result.text + unpinned)
         return result
 
 

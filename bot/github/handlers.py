@@ -172,7 +172,11 @@ def _push_outcome(result: pushes.PushResult) -> str:
     if result.without_manifest:
         parts.append(f"no manifest any more for {_names(result.without_manifest)} (left as they are)")
     parts.append(f"{result.unchanged} unchanged")
-    if not result.updated and not result.failed:
+    # After the count, so that each line starts with its word (the deliveries page shows them as refused).
+    parts.extend(f"refused {line}" for line in result.refused[:SHOWN_NAMES])
+    if len(result.refused) > SHOWN_NAMES:
+        parts.append(f"refused {len(result.refused) - SHOWN_NAMES} more pinned deployments")
+    if not result.updated and not result.failed and not result.refused:
         return f"{at}: no deployment's manifest folder changed ({', '.join(parts)})"
     return f"{at}: " + "; ".join(parts)
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from bot import outbox
 from bot.core import naming
-from bot.core.errors import Conflict, SamiError
+from bot.core.errors import Conflict, Pinned, SamiError
 from bot.core.models import PullRequestRecord
 from bot.github import checks
 from bot.github.outcomes import Did, Result
@@ -151,6 +151,9 @@ def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, 
         try:
             done.append(_sync_preview(session, repo, source, in_preview, pr, ctx, requested_by=requested_by,
                                       origin=origin, gate=gate))
+        except Pinned as exc:  # a rollback pinned a component: the push leaves the preview as it is
+            session.rollback()
+            done.append(Result.said(Did.REFUSED, f"preview of {source}: {exc}"))
         except SamiError as exc:
             session.rollback()
             done.append(Result.said(Did.FAILED, f"preview of {source}: {exc}"))
@@ -158,6 +161,9 @@ def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, 
         try:
             done.append(_sync_one(session, repo, manifest, pr, ctx, requested_by=requested_by, origin=origin,
                                   delivery_id=delivery_id, gate=gate, debounce=debounce))
+        except Pinned as exc:  # a rollback pinned it: the push leaves it where the rollback took it
+            session.rollback()
+            done.append(Result.said(Did.REFUSED, str(exc)))
         except SamiError as exc:  # one service's problem does not hide the others'
             session.rollback()
             done.append(Result.said(Did.FAILED, f"{manifest.deployment_name(pr.number)}: {exc}"))
@@ -237,16 +243,18 @@ def _sync_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: P
 
 
 def deploy_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: PullRequest, ctx: deployments.Context,
-               *, requested_by: str, origin: str, delivery_id: str | None, debounce: float = 0) -> Result:
+               *, requested_by: str, origin: str, delivery_id: str | None, debounce: float = 0,
+               unpin: bool = False) -> Result:
     """Bring ``manifest``'s environment of ``pr`` to its head commit (create, restore or update; an update
-    waits ``debounce`` seconds for a newer push to replace it); one line."""
+    waits ``debounce`` seconds for a newer push to replace it); one line. ``unpin``: a writer's command deploys
+    over a rollback's pin, clearing it (a push does not: Pinned)."""
     name = manifest.deployment_name(pr.number)
     short = pr.head_sha[:7]
     request = deployments.DeploymentRequest(
         service=manifest.service_name, environment=manifest.environment, requested_by=requested_by,
         origin=origin, tag=manifest.render_pr_tag(sha=pr.head_sha, number=pr.number, branch=pr.head_ref),
         ref=_ref(pr.head_ref), sha=pr.head_sha, pull_request=pr.number, source_repo=pr.repository,
-        delivery_id=delivery_id, debounce_seconds=debounce)
+        delivery_id=delivery_id, debounce_seconds=debounce, unpin=unpin)
     ensured = deployments.ensure_deployed(session, repo, request, ctx, revive=origin != "reconcile")
     if ensured.done is None:
         return Result.said(Did.UNCHANGED, f"{name}: {ensured.reason}")

@@ -4,7 +4,8 @@ A push names its repository by URLs (clone, ssh, web); the configured deployment
 or a local git repository (whose ``origin`` remote says where it comes from). Both are reduced
 to ``host/owner/name`` to be compared. A deployment is changed by a push when the content of its
 manifest's folder, or of its control_scripts folder, differs between the tree it was last
-deployed with and the pushed one.
+deployed with and the pushed one; a pinned one (a rollback pinned it) is left as it is and named
+as refused.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from bot.core.models import Deployment
 from bot.core.states import DeploymentState
 from bot.manifests import DeploymentsRepo, DeploymentsRepoError, Manifest, ManifestError
 from bot.manifests.store import ManifestStore
-from bot.services import deployments
+from bot.services import deployments, pins
 
 log = logging.getLogger(__name__)
 S = DeploymentState
@@ -143,6 +144,8 @@ class PushResult:
     failed: tuple[str, ...] = ()  # "name: why"
     unchanged: int = 0
     without_manifest: tuple[str, ...] = ()
+    # Deployments the push would have updated but a rollback pinned: "name: pinned by X at ... (why)".
+    refused: tuple[str, ...] = ()
 
 
 # Deployments a push may update: the live ones, and those a create or update is on its way to.
@@ -167,7 +170,7 @@ def update_changed_deployments(session: Session, store: ManifestStore, before: s
         except DeploymentsRepoError as exc:
             log.warning("re-reading the deployments repo after a push failed: %s", exc)
     rows = session.execute(select(Deployment.name, Deployment.service, Deployment.environment,
-                                  Deployment.manifest_sha)
+                                  Deployment.manifest_sha, Deployment.pinned_by)
                            .where(Deployment.state.in_(UPDATABLE)).order_by(Deployment.name)).all()
     trees: dict[str, DeploymentsRepo | None] = {after: repo}
 
@@ -182,8 +185,8 @@ def update_changed_deployments(session: Session, store: ManifestStore, before: s
                 trees[sha] = None
         return trees[sha]
 
-    updated, failed, missing, unchanged = [], [], [], 0
-    for name, service, environment, manifest_sha in rows:
+    updated, failed, missing, refused, unchanged = [], [], [], [], 0
+    for name, service, environment, manifest_sha, pinned_by in rows:
         manifest = repo.find(service, environment)
         if manifest is None:
             missing.append(name)
@@ -197,6 +200,11 @@ def update_changed_deployments(session: Session, store: ManifestStore, before: s
                 folder_digest(old_repo, old) == folder_digest(repo, manifest):
             unchanged += 1
             continue
+        if pinned_by is not None:
+            # A rollback pinned it: the push leaves it at the rolled-back version (the others move on).
+            deployment = session.scalars(select(Deployment).where(Deployment.name == name)).one()
+            refused.append(f"{name}: {pins.words(deployment)}, unpin with sami unpin {name}")
+            continue
         try:
             deployments.refresh_deployment(session, repo, name, ctx, requested_by=requested_by, origin=origin,
                                         delivery_id=delivery_id)
@@ -205,4 +213,4 @@ def update_changed_deployments(session: Session, store: ManifestStore, before: s
             session.rollback()
             failed.append(f"{name}: {exc}")
     return PushResult(after, updated=tuple(updated), failed=tuple(failed), unchanged=unchanged,
-                      without_manifest=tuple(missing))
+                      without_manifest=tuple(missing), refused=tuple(refused))

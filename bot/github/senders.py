@@ -93,7 +93,8 @@ def render_comment(session: Session, repository: str, number: int, record: PullR
             drift=drift.summary(deployment.drift) or None,
             status_message=deployment.status_message, deploy_kind=deploy.kind if deploy else None,
             deploy_state=deploy.state if deploy else None,
-            deploy_tag=(deploy.config or {}).get("tag") if deploy else None))
+            deploy_tag=(deploy.config or {}).get("tag") if deploy else None,
+            pinned_by=deployment.pinned_by, pin_reason=deployment.pin_reason))
     head = record.head_sha or next((d.sha for d in sorted(deployments, key=lambda d: d.updated_at) if d.sha), None)
     checks = record.checks if record.checks and record.checks.get("sha") == head else None
     ci_failed = checks["summary"] if checks and checks.get("state") == "failure" else None

@@ -34,6 +34,7 @@ from bot.core.states import (
 )
 from bot.manifests import DeploymentsRepo, Manifest
 from bot.manifests.topology import REFERENCE_RE, Kind, ThirdPartyMode, resolve_references
+from bot.services import pins
 
 log = logging.getLogger(__name__)
 S = DeploymentState
@@ -67,6 +68,11 @@ class DeploymentRequest:
     debounce_seconds: float = 0
     # The environment whose manifest it deploys with, when not its own (a component of a cloned environment).
     manifest_environment: str | None = None
+    # The request is itself a rollback that pins (a component of an environment deployed from a snapshot):
+    # a pin does not refuse it. Every other request is refused while the deployment is pinned.
+    pinning: bool = False
+    # A person deploys this on purpose over a pin (sami update --unpin): the pin is cleared with it.
+    unpin: bool = False
 
 
 @dataclass(frozen=True)
@@ -376,6 +382,10 @@ def accept_request(session: Session, repo: DeploymentsRepo, request: DeploymentR
             raise Conflict(f"deployment name {name!r} is not available; rename the environment or the service")
         raise Conflict(f"deployment name {name!r} is taken by service {deployment.service!r} in environment "
                        f"{deployment.environment!r}; rename the environment or the service")
+    if request.unpin:
+        pins.clear(deployment)
+    elif not request.pinning:
+        pins.refuse_if_pinned(deployment)  # a rollback pinned it: 409 naming who, when and how to unpin
     if deployment.state is S.REMOVED:
         kind, wanted = "create", S.CREATE_PENDING
         deployment.app_overrides, deployment.deployment_overrides = {}, {}
@@ -623,8 +633,9 @@ def _unchanged(session: Session, name: str, reason: str, waiting: bool = False) 
 
 
 def refresh_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *, requested_by: str,
-                       origin: str, delivery_id: str | None = None) -> Accepted:
-    """Update a deployment to the manifests of ``repo``, keeping its tag (or image) and overrides."""
+                       origin: str, delivery_id: str | None = None, unpin: bool = False) -> Accepted:
+    """Update a deployment to the manifests of ``repo``, keeping its tag (or image) and overrides; ``unpin``
+    clears a rollback's pin with it (else a pinned deployment is refused)."""
     deployment = get_deployment(session, name)
     manifest = find_manifest(repo, deployment.service, deployment.manifest_environment or deployment.environment)
     # An image given by digest keeps its digest; a tag follows the manifest's image name.
@@ -634,7 +645,7 @@ def refresh_deployment(session: Session, repo: DeploymentsRepo, name: str, ctx: 
         service=deployment.service, environment=deployment.environment, requested_by=requested_by,
         origin=origin, tag=None if keep_image else deployment.tag, image=deployment.image if keep_image else None,
         pull_request=deployment.pull_request, delivery_id=delivery_id,
-        manifest_environment=deployment.manifest_environment)
+        manifest_environment=deployment.manifest_environment, unpin=unpin)
     return request_deployment(session, repo, request, ctx)
 
 

@@ -38,6 +38,7 @@ from bot.core.models import Action, Deployment, EnvironmentRecord, EnvironmentRu
 from bot.core.states import ActionState, DeploymentState, IllegalTransition
 from bot.manifests import DeploymentsRepo, Manifest
 from bot.manifests.topology import CycleError, Kind, ThirdPartyMode, Topology, dependents, deploy_waves, references
+from bot.services import pins
 from bot.services.deployments import (
     Context,
     DeploymentRequest,
@@ -197,7 +198,8 @@ def running_run(session: Session, name: str) -> EnvironmentRun | None:
 def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str, ctx: Context, *,
               requested_by: str, origin: str, versions: Mapping[str, str] | None = None,
               snapshot: Mapping | None = None, snapshot_id: int | None = None,
-              only: Iterable[str] | None = None, delete_data: bool = False) -> EnvironmentRun:
+              only: Iterable[str] | None = None, delete_data: bool = False,
+              pin_reason: str | None = None) -> EnvironmentRun:
     """Start ``operation`` on every component of environment ``name`` and commit; the first components
     are on the queue when it returns.
 
@@ -207,6 +209,10 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
     succeeded, "unchanged"). ``delete_data`` (cleanup): internal third-party services' data volumes
     are removed too (their cleanup gets ``--delete-data``); without it they are kept, and the component's
     note says so. Conflict while another run of the environment is still going.
+
+    A deploy with ``pin_reason`` is a rollback (to a snapshot): it pins every component it deploys, at once
+    and again with its action when each is queued. A deploy without one is refused (Pinned) while a
+    component it would move is pinned.
     """
     if operation not in OPERATIONS:
         raise Invalid(f"unknown environment operation {operation!r} (one of: {', '.join(OPERATIONS)})")
@@ -230,6 +236,12 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
         except Invalid as exc:
             raise Invalid(f"version {version!r} of {service}: {exc}") from None
     snapshot = dict(snapshot or {})
+    moved = [c.deployment for c in env.components if only is None or c.service in set(only)]
+    if operation == "deploy" and pin_reason is None:
+        pinned = pins.pinned_of(session, moved)
+        if pinned:
+            session.rollback()
+            raise pins.environment_refusal(name, pinned)
     graph = {c.service: set(c.depends_on) for c in env.components}
     after = reverse_graph(graph) if operation in REVERSE else graph
     run = EnvironmentRun(environment=name, operation=operation, state=RUNNING, requested_by=requested_by[:255],
@@ -245,6 +257,8 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
         if operation == "deploy" and not left:
             request.update(_deploy_request(session, component, versions.get(component.service),
                                            snapshot.get(component.service)))
+            if pin_reason is not None:
+                request["pin"] = pin_reason
         if operation == "cleanup" and is_internal(component):
             request["delete_data"] = bool(delete_data)
         run.components.append(EnvironmentRunComponent(
@@ -253,6 +267,11 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
             after=sorted(after[component.service]), request=request, status=SUCCEEDED if left else WAITING,
             message="unchanged" if left else None))
     session.flush()
+    if operation == "deploy" and pin_reason is not None:
+        # Pinned from now, not only once each component's wave comes: no CI request slips in between.
+        for deployment in session.scalars(select(Deployment).where(Deployment.name.in_(moved),
+                                                                   Deployment.state != S.REMOVED)):
+            pins.pin(deployment, by=requested_by, action_id=None, reason=pin_reason)
     queued = advance(session, repo, run, ctx, requested_by=requested_by, origin=origin)
     outbox.commit(session)
     hand_to_queue(session, ctx, queued)
@@ -404,8 +423,10 @@ def _queue_deploy(session: Session, repo: DeploymentsRepo, run: EnvironmentRun, 
     request = DeploymentRequest(
         service=component.service, environment=environment_name, tag=wanted.get("tag"),
         image=wanted.get("image") if not wanted.get("tag") else None, app_overrides=app,
-        deployment_overrides=dep, manifest_environment=template, **who)
-    _, action, start = accept_request(session, repo, request, ctx)
+        deployment_overrides=dep, manifest_environment=template, pinning=bool(wanted.get("pin")), **who)
+    deployment, action, start = accept_request(session, repo, request, ctx)
+    if wanted.get("pin"):
+        pins.pin(deployment, by=who["requested_by"], action_id=action.id, reason=wanted["pin"])
     return action, start
 
 
@@ -523,10 +544,26 @@ def status(session: Session, repo: DeploymentsRepo, name: str) -> dict:
             "tag": d.tag if live else None, "image": d.image if live else None,
             "endpoint": outputs.get("endpoint"), "url": outputs.get("url"),
             "status_message": d.status_message if live else None,
+            "pin": pins.view(d) if live else None,
         })
     return {"environment": name, "template": env.template, "target": env.topology.target,
             "waves": [list(w) for w in env.waves], "components": components,
             "last_run": run_view(last) if last is not None else None}
+
+
+def unpin(session: Session, repo: DeploymentsRepo, name: str, *, requested_by: str) -> list[str]:
+    """Unpin every pinned component of environment ``name`` (a snapshot deploy pinned them) and commit; the
+    deployments unpinned. Conflict when none is pinned."""
+    env = environment(session, repo, name)
+    pinned = pins.pinned_of(session, [c.deployment for c in env.components])
+    if not pinned:
+        raise Conflict(f"no component of environment {name!r} is pinned: CI requests and pushes already change them")
+    for deployment in pinned:
+        pins.clear(deployment)
+    outbox.commit(session)
+    unpinned = [d.name for d in pinned]
+    log.info("environment %s: unpinned %s by %s", name, ", ".join(unpinned), requested_by)
+    return unpinned
 
 
 def is_internal(component: Component) -> bool:

@@ -14,6 +14,7 @@ from bot.core.errors import Conflict, Invalid, NotFound
 from bot.core.models import Action, Deployment
 from bot.core.states import ActionState, DeploymentState, supersede_queued_updates, transition
 from bot.manifests import DeploymentsRepo
+from bot.services import pins
 from bot.services.deployments import (
     Accepted,
     Context,
@@ -127,6 +128,10 @@ def _update_to(session: Session, repo: DeploymentsRepo, ctx: Context, deployment
                            config={**action_config(deployment, manifest, repo), mark: earlier.id},
                            delivery_id=delivery_id)
     supersede_queued_updates(session, deployment, action)
+    if mark == "rollback_to":
+        # Pinned at the version it went back to (again, if it was pinned): CI and pushes leave it there.
+        pins.pin(deployment, by=requested_by, action_id=action.id,
+                 reason=f"rollback to {RollbackTarget.of(earlier).words}")
     accepted = commit_and_queue(session, ctx, deployment, action)
     if mark != "rollback_to":
         return accepted

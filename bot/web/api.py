@@ -18,7 +18,7 @@ from bot import outbox
 from bot.core import naming
 from bot.core.errors import Invalid
 from bot.core.models import Action, ActionStep, Deployment, OutboxRow
-from bot.services import actions, deployments, drift, history, queries
+from bot.services import actions, deployments, drift, history, pins, queries
 from bot.services.tokens import Scopes, TokenError, authenticate
 from bot.web import openapi, shared
 from bot.web.database import get_session
@@ -164,7 +164,8 @@ def _accepted(result: deployments.Accepted):
 
 def deployment_request_from_body(body: Mapping, requested_by: str, origin: str) -> deployments.DeploymentRequest:
     """Validate a request body's shape into a DeploymentRequest (meaning is checked by services)."""
-    known = {"service", "environment", "tag", "image", "ref", "sha", "pull_request", "overrides", "repository"}
+    known = {"service", "environment", "tag", "image", "ref", "sha", "pull_request", "overrides", "repository",
+             "unpin"}
     unknown = sorted(set(body) - known)
     if unknown:
         raise Invalid(f"unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -198,7 +199,7 @@ def deployment_request_from_body(body: Mapping, requested_by: str, origin: str) 
         tag=_field(body, "tag", str), image=_field(body, "image", str),
         ref=ref, sha=sha, pull_request=pull_request, source_repo=repository,
         app_overrides=app_overrides, deployment_overrides=deployment_overrides,
-        requested_by=requested_by, origin=origin)
+        unpin=bool(_field(body, "unpin", bool)), requested_by=requested_by, origin=origin)
 
 
 @bp.post("/deployment_request")
@@ -271,6 +272,18 @@ def reconcile(name: str):
     result = history.reconcile_deployment(session, shared.manifests().current(), name, shared.services_context(),
                                           requested_by=_requested_by(), origin="api")
     return _accepted(result)
+
+
+@bp.post("/api/v1/deployments/<name>/unpin")
+@token_required
+def unpin(name: str):
+    """Clear the pin a rollback put on a deployment: CI requests and pushes change it again."""
+    session = get_session()
+    deployment = _deployment(session, name, "deploy")
+    require("deploy", deployment.service, deployment.environment)
+    deployment = pins.unpin(session, name, requested_by=_requested_by())
+    deploy = queries.last_deploys(session, [deployment.id]).get(deployment.id)
+    return jsonify(deployment_to_dict(deployment, deploy))
 
 
 @bp.post("/api/v1/deployments/<name>/clone")
@@ -354,7 +367,7 @@ def deployment_to_dict(deployment: Deployment, last_deploy: queries.LastDeploy |
         "created_at": _iso(deployment.created_at), "updated_at": _iso(deployment.updated_at),
         "status_changed_at": _iso(deployment.status_changed_at), "checked_at": _iso(deployment.checked_at),
         "archived_at": _iso(deployment.archived_at), "drift": drift.drift_view(deployment),
-        "last_deploy": last_deploy.as_dict() if last_deploy else None,
+        "last_deploy": last_deploy.as_dict() if last_deploy else None, "pin": pins.view(deployment),
     }
 
 

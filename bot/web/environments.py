@@ -83,6 +83,15 @@ def operate(name: str, operation: str):
     return jsonify(environments.run_view(run)), 202
 
 
+@bp.post("/api/v1/environments/<name>/unpin")
+@token_required
+def unpin(name: str):
+    """Unpin every pinned component (a snapshot deploy pinned them): 200 with the deployments unpinned."""
+    _environment(name, "deploy")
+    unpinned = environments.unpin(get_session(), shared.manifests().current(), name, requested_by=_requested_by())
+    return jsonify(environment=name, unpinned=unpinned)
+
+
 @bp.post("/api/v1/environments/<name>/clone")
 @token_required
 def clone(name: str):

@@ -32,7 +32,22 @@ SCHEMAS: dict[str, dict] = {
         "type": "object", "required": ["error", "status"],
         "description": "Every error answer: a message a person can act on, the HTTP status, sometimes details.",
         "properties": {"error": {"type": "string"}, "status": {"type": "integer"},
-                       "state": {"type": "string", "description": "the deployment's state (409 answers)"}},
+                       "state": {"type": "string", "description": "the deployment's state (409 answers)"},
+                       "pinned": {"type": "object", "description": "a 409 because a rollback pinned the "
+                                  "deployment: its Pin (for an environment: the pins of its pinned components "
+                                  "by deployment name)"}},
+    },
+    "Pin": {
+        "type": ["object", "null"],
+        "description": "A rollback pinned the deployment (null: it is not pinned): CI requests, pushes to the "
+                       "deployments repo and whole-environment deploys that would change it are refused (409) "
+                       "until it is unpinned (POST .../unpin, sami unpin, the page's Unpin button, /sami unpin) "
+                       "or a new release is made",
+        "required": ["by", "at", "action_id", "reason", "unpin"],
+        "properties": {"by": {"type": "string"}, "at": ISO_TIME, "action_id": {"type": ["integer", "null"]},
+                       "reason": TEXT_OR_NULL,
+                       "unpin": {"type": "object", "description": "how to unpin: cli, page, api, comment",
+                                 "additionalProperties": {"type": "string"}}},
     },
     "Accepted": {
         "type": "object", "required": ["deployment", "action_id", "kind", "state", "status_url"],
@@ -70,6 +85,8 @@ SCHEMAS: dict[str, dict] = {
             "repository": {"type": "string", "description": "owner/name"},
             "overrides": {"type": "object", "additionalProperties": False,
                           "properties": {"app": OVERRIDES_IN, "deployment": OVERRIDES_IN}},
+            "unpin": {"type": "boolean", "description": "the deployment is pinned (a rollback pinned it): unpin it "
+                      "and deploy this; without it a pinned deployment's request is a 409 naming the pin"},
         },
     },
     "Deployment": {
@@ -100,6 +117,7 @@ SCHEMAS: dict[str, dict] = {
                                "state": {"$ref": "#/components/schemas/ActionState"}, "tag": TEXT_OR_NULL,
                                "finished_at": ISO_TIME}},
             "drift": {"$ref": "#/components/schemas/Drift"},
+            "pin": {"$ref": "#/components/schemas/Pin"},
         },
     },
     "Drift": {
@@ -259,7 +277,8 @@ SCHEMAS: dict[str, dict] = {
                                "kind": {"type": "string", "enum": ["application", "third_party"]},
                                "mode": {"type": ["string", "null"], "enum": ["internal", "external", None]},
                                "state": {"type": ["string", "null"]}, "tag": TEXT_OR_NULL, "image": TEXT_OR_NULL,
-                               "endpoint": TEXT_OR_NULL, "url": TEXT_OR_NULL, "status_message": TEXT_OR_NULL}}},
+                               "endpoint": TEXT_OR_NULL, "url": TEXT_OR_NULL, "status_message": TEXT_OR_NULL,
+                               "pin": {"$ref": "#/components/schemas/Pin"}}}},
             "last_run": {"oneOf": [{"$ref": "#/components/schemas/EnvironmentRun"}, {"type": "null"}]},
         },
     },
@@ -524,6 +543,14 @@ PATHS: dict[str, dict] = {
         "responses": {"202": _json("Accepted", "accepted: an update action with the deployed config is queued"),
                       **_errors(400, 403, 404, 409, 503)},
     }},
+    "/api/v1/deployments/{name}/unpin": {"post": {
+        "operationId": "unpinDeployment", "tags": ["deployments"],
+        "summary": "Clear the pin a rollback put on a deployment: CI requests and pushes to the deployments repo "
+                   "change it again (deploy scope); 409 when it is not pinned",
+        "parameters": [NAME_PARAM],
+        "responses": {"200": _json("Deployment", "unpinned: the deployment, its pin null"),
+                      **_errors(403, 404, 409, 503)},
+    }},
     "/api/v1/deployments/{name}/clone": {"post": {
         "operationId": "cloneDeployment", "tags": ["deployments"],
         "summary": "Create a deployment with this one's service, tag/image and overrides in another environment "
@@ -602,6 +629,18 @@ PATHS: dict[str, dict] = {
         "restore", "Restore every archived component in dependency order, what it uses first (restore scope)")},
     "/api/v1/environments/{name}/cleanup": {"post": _environment_operation(
         "cleanup", "Clean up every archived component in reverse dependency order (cleanup scope)")},
+    "/api/v1/environments/{name}/unpin": {"post": {
+        "operationId": "unpinEnvironment", "tags": ["environments"],
+        "summary": "Unpin every pinned component of the environment (a snapshot deploy pinned them): CI requests, "
+                   "pushes and environment deploys change them again (deploy scope on every component); 409 when "
+                   "none is pinned",
+        "parameters": [ENVIRONMENT_PARAM],
+        "responses": {"200": {"description": "the deployments unpinned", "content": {"application/json": {
+            "schema": {"type": "object", "required": ["environment", "unpinned"],
+                       "properties": {"environment": {"type": "string"},
+                                      "unpinned": {"type": "array", "items": {"type": "string"}}}}}}},
+                      **_errors(403, 404, 409, 503)},
+    }},
     "/api/v1/environments/{name}/clone": {"post": {
         "operationId": "cloneEnvironment", "tags": ["environments"],
         "summary": "Deploy every component again as environment 'name': same versions and overrides, new "

@@ -38,7 +38,7 @@ from bot.core.models import Action, ActionStep, ApiToken, Deployment
 from bot.core.naming import PRODUCTION_ENVIRONMENT
 from bot.core.states import DeploymentState, IllegalTransition
 from bot.github.outcomes import Did
-from bot.services import actions, deployments, drift, history, queries
+from bot.services import actions, deployments, drift, history, pins, queries
 from bot.services.tokens import Scopes, TokenError, authenticate, create_token
 from bot.web import auth, errors, events, oauth, shared
 from bot.web.database import get_session
@@ -49,10 +49,11 @@ bp = Blueprint("pages", __name__, template_folder="templates", static_folder="st
                static_url_path="/static/page")
 MASK = "••••"
 SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "PRIVATE", "CREDENTIAL", "API_KEY", "APIKEY")
-WRITES = ("update", "archive", "restore", "cleanup", "rollback", "delete", "reconcile")
-# The permission each write needs, as the API asks for it (rollback, reconcile and cancelling an update: deploy).
+WRITES = ("update", "archive", "restore", "cleanup", "rollback", "delete", "reconcile", "unpin")
+# The permission each write needs, as the API asks for it (rollback, reconcile, unpin and cancelling an update:
+# deploy).
 NEEDS = {"update": "deploy", "rollback": "deploy", "reconcile": "deploy", "create": "deploy", "archive": "archive",
-         "restore": "restore", "cleanup": "cleanup", "delete": "admin"}
+         "restore": "restore", "cleanup": "cleanup", "delete": "admin", "unpin": "deploy"}
 # The states in which the page offers each write (the services refuse the others anyway).
 OFFERED_IN = {"update": ("Running", "Failure"), "rollback": ("Running", "Failure"), "archive": ("Running", "Failure"),
               "restore": ("Archived",), "cleanup": ("Archived", "CleanupFailed"), "delete": ("CleanupFailed",),
@@ -309,6 +310,8 @@ def deployment(name: str):
         except SamiError:
             may["rollback"] = False  # nothing earlier to go back to (the service says so too)
     offers = {kind for kind, states in OFFERED_IN.items() if may.get(kind) and row.state in states}
+    if may.get("unpin") and row.pinned_by is not None:
+        offers.add("unpin")
     cancellable = {a.id for a in actions if viewer and not a.state.finished
                    and auth.may_change(viewer, NEEDS.get(a.kind, "admin"), row, manifest)}
     config = {"app": masked_config({**(manifest.app_overrides if manifest else {}), **(row.app_overrides or {})},
@@ -525,6 +528,14 @@ def _confirm_change(kind: str, row: Deployment):
                      "cleanup left behind stays where it is, for you to remove by hand.", "This cannot be undone."]
         return _confirm(title=title, lines=lines, facts=_facts(row), action=action, fields={}, button=button,
                         back=back, danger=True, typed_name=row.name, error=error)
+    if kind == "unpin":
+        if request.form.get("confirmed") == "yes":
+            return None
+        return _confirm(title=f"Unpin {row.name}?", danger=False, action=action, fields={},
+                        lines=[f"A rollback pinned {row.name}: CI requests and pushes to the deployments repo are "
+                               "refused, so it stays at the version it was rolled back to.",
+                               "Once unpinned, the next CI request or push that changes it deploys over that version."],
+                        facts=[*_facts(row), ("Pinned", pins.words(row))], button=f"Unpin {row.name}", back=back)
     production = row.environment == PRODUCTION_ENVIRONMENT and kind in ("update", "rollback")
     if (kind != "archive" and not production) or request.form.get("confirmed") == "yes":
         return None
@@ -556,7 +567,7 @@ def _facts(row: Deployment) -> list[tuple[str, str]]:
             ("Runs now", row.tag or "—")]
 
 
-@bp.post("/deployments/<name>/<any(update, archive, restore, cleanup, rollback, delete, reconcile):kind>")
+@bp.post("/deployments/<name>/<any(update, archive, restore, cleanup, rollback, delete, reconcile, unpin):kind>")
 def change(name: str, kind: str):
     """A write from the page: the same services call as the API's, as the signed-in viewer, once confirmed."""
     viewer = auth.current_viewer()
@@ -591,6 +602,10 @@ def change(name: str, kind: str):
         elif kind == "delete":
             deployments.delete_deployment(session_, name, requested_by=viewer.requested_by, origin="page")
             flash(f"the record of {name} is deleted", "ok")
+            return redirect(url_for("pages.deployment", name=name))
+        elif kind == "unpin":
+            pins.unpin(session_, name, requested_by=viewer.requested_by)
+            flash(f"{name} is unpinned: CI requests and pushes to the deployments repo change it again", "ok")
             return redirect(url_for("pages.deployment", name=name))
         elif kind == "reconcile":
             result = history.reconcile_deployment(session_, shared.manifests().current(), name,

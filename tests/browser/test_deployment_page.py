@@ -374,3 +374,42 @@ def test_no_secret_reaches_the_action_page_or_its_download(browser, site):  # no
         stored = session.scalars(select(Action.log).where(Action.id == accepted["action_id"])).one()
     assert raw.text() == stored  # masked exactly as the page shows it, and whole
     page.context.close()
+
+
+def test_a_pinned_deployment_shows_its_pin_and_a_writer_unpins_it_after_a_confirmation(browser, site):  # noqa: F811
+    name = "probe-pr-88"
+    for tag in ("a1", "a2"):
+        site.deploy(environment="pull_request", pull_request=88, tag=tag)
+        wait_state(site, name, "Running")
+    status, answer = site.api("POST", f"/api/v1/deployments/{name}/rollback")
+    assert status == 202, answer
+    wait_state(site, name, "Running")
+    for viewport, label in ((DESKTOP, "desktop"), (PHONE, "phone")):
+        page = new_page(browser, site, viewport=viewport)
+        page.goto(f"{site.url}/deployments/{name}")
+        banner = page.locator("section.pinned")
+        expect(banner).to_contain_text(re.compile(r"Pinned by token:\S+ · just now after a rollback to a1 "
+                                                  r"\(the configuration of action \d+\)"))
+        expect(banner).to_contain_text(f"sami unpin {name}")
+        expect(banner).to_contain_text("/sami unpin")
+        expect(banner.get_by_role("button", name="Unpin…")).to_be_visible()
+        shoot_both_schemes(page, f"pinned-{label}")
+        page.context.close()
+    refused_status, refused = site.api("POST", "/api/v1/deployments", {"service": "probe",
+                                                                       "environment": "pull_request",
+                                                                       "pull_request": 88, "tag": "a3"})
+    assert refused_status == 409 and "is pinned by token:" in refused["error"]
+
+    page = new_page(browser, site, javascript=False)
+    page.goto(f"{site.url}/deployments/{name}")
+    page.get_by_role("button", name="Unpin…").click()
+    expect(page.get_by_role("heading", name=f"Unpin {name}?")).to_be_visible()
+    expect(page.get_by_text("Once unpinned, the next CI request or push that changes it deploys over that "
+                            "version.")).to_be_visible()
+    assert site.api("GET", f"/api/v1/deployments/{name}")[1]["deployment"]["pin"] is not None
+    page.get_by_role("button", name=f"Unpin {name}").click()
+    expect(page).to_have_url(re.compile(rf"/deployments/{name}$"))
+    expect(page.get_by_text(f"{name} is unpinned")).to_be_visible()
+    expect(page.locator("section.pinned")).to_have_count(0)
+    assert site.api("GET", f"/api/v1/deployments/{name}")[1]["deployment"]["pin"] is None
+    page.context.close()

@@ -433,7 +433,10 @@ def test_rollback_goes_back_to_the_previous_good_tag_or_a_given_action(server):
     assert answer.startswith(f"accepted: rollback of probe-pr-41 to t1 (the configuration of action {first}) "
                              "(action "), answer
     assert server.run("wait", re.search(r"\(action (\d+), ", answer)[1]).returncode == Exit.OK
-    assert server.run("update", "probe-pr-41", "--tag", "t2", "--wait").returncode == Exit.OK
+    # The rollback pinned it: an update is refused unless it unpins on purpose.
+    refused = server.run("update", "probe-pr-41", "--tag", "t2")
+    assert refused.returncode == Exit.BAD_INPUT and "is pinned by token:ci-admin" in refused.stderr, refused.stderr
+    assert server.run("update", "probe-pr-41", "--tag", "t2", "--unpin", "--wait").returncode == Exit.OK
     back = server.run("rollback", "probe-pr-41", "--wait", "--json")
     assert back.returncode == Exit.OK, back.stderr
     document = json.loads(back.stdout)
@@ -444,6 +447,34 @@ def test_rollback_goes_back_to_the_previous_good_tag_or_a_given_action(server):
     assert to.returncode == Exit.OK and "probe-pr-41 is Running" in to.stdout
     missing = server.run("rollback", "nope-stage")
     assert missing.returncode == Exit.NOT_FOUND
+
+
+def test_a_pinned_deployment_shows_in_list_and_info_until_sami_unpin(server):
+    for tag in ("p1", "p2"):
+        assert server.run("request", "probe", "pull_request", "--pull-request", "43", "--tag", tag,
+                          "--wait").returncode == Exit.OK
+    assert server.run("rollback", "probe-pr-43", "--wait").returncode == Exit.OK
+    listed = server.run("list", "-q", "probe-pr-43").stdout.splitlines()
+    assert listed[1].split()[:3] == ["probe-pr-43", "PINNED", "Running"], listed
+    info = server.run("info", "probe-pr-43").stdout
+    pinned = next(line for line in info.splitlines() if line.startswith("pinned:"))
+    assert "by token:ci-admin, " in pinned and "after a rollback to p1 (the configuration of action" in pinned
+    assert "are refused until it is unpinned: sami unpin probe-pr-43" in info
+    # CI's request is refused, exit 2, with how to unpin and not the state's next steps.
+    refused = server.run("request", "probe", "pull_request", "--pull-request", "43", "--tag", "p3")
+    assert refused.returncode == Exit.BAD_INPUT
+    assert "sami unpin probe-pr-43" in refused.stderr and "from Running you can" not in refused.stderr
+
+    unpinned = server.run("unpin", "probe-pr-43", "--json")
+    assert unpinned.returncode == Exit.OK, unpinned.stderr
+    assert json.loads(unpinned.stdout)["deployment"]["pin"] is None
+    assert server.run("list", "-q", "probe-pr-43").stdout.splitlines()[1].split()[1] == "Running"
+    assert "pinned:" not in server.run("info", "probe-pr-43").stdout
+    again = server.run("unpin", "probe-pr-43")
+    assert again.returncode == Exit.BAD_INPUT and "is not pinned" in again.stderr
+    assert server.run("unpin", "probe-pr-43", token="reader").returncode == Exit.NOT_FOUND
+    assert server.run("request", "probe", "pull_request", "--pull-request", "43", "--tag", "p3",
+                      "--wait").returncode == Exit.OK
 
 
 def test_clone_makes_a_new_deployment_with_the_same_configuration(server):

@@ -63,6 +63,14 @@ def test_a_whole_environment_from_the_command_line(server):
     assert "web" in differs.stdout and "v1" in differs.stdout and "v2" in differs.stdout
     ok(server.run("env", "deploy", "demo", "--from-snapshot", "good", "--wait"))
     assert "alike" in ok(server.run("env", "diff", "demo", "snapshot:good")).stdout
+    # Deploying a snapshot rolled the environment back: every component is pinned, and a deploy is refused.
+    assert ok(server.run("env", "status", "demo")).stdout.count("PINNED Running") == 2
+    refused = server.run("env", "deploy", "demo", "--version", "web=v3")
+    assert refused.returncode == 2 and "sami env unpin demo, or sami unpin db-demo && sami unpin web-demo" \
+        in refused.stderr, refused.stderr
+    assert ok(server.run("env", "unpin", "demo")).stdout.startswith("unpinned db-demo, web-demo: ")
+    assert "PINNED" not in ok(server.run("env", "status", "demo")).stdout
+    assert server.run("env", "unpin", "demo").returncode == 2  # none is pinned
 
     cloned = ok(server.run("env", "clone", "demo", "demo-2", "--wait"))
     assert "db: application" in cloned.stdout and "succeeded" in cloned.stdout

@@ -276,3 +276,18 @@ def test_drift_has_its_own_badge_beside_the_state_and_is_escaped():
                                     head_sha=HEAD, now=NOW)
     web_line = next(line for line in hostile.splitlines() if line.startswith("| web |"))
     assert web_line.count(" | ") == 5 and "](" not in web_line and "@bob" not in web_line  # six cells, no more
+
+
+def test_a_pinned_environment_says_who_pinned_it_and_how_to_unpin():
+    pinned = row("web", tag="v1", pinned_by="github:alice", pin_reason="rollback to v1 (the configuration of action 3)")
+    text = render_sticky_comment([pinned, row("api", tag="v2")], pr_number=42, head_sha=HEAD, now=NOW)
+    web_line = next(line for line in text.splitlines() if line.startswith("| web |"))
+    api_line = next(line for line in text.splitlines() if line.startswith("| api |"))
+    assert "🟢 Running · 📌 Pinned by github:alice after a rollback; `/sami unpin web` or `sami unpin web-pr-42`" \
+        in web_line
+    assert "Pinned" not in api_line
+    hostile = render_sticky_comment([row("web", pinned_by="x | [y](http://e.test) @bob", pin_reason="z")],
+                                    pr_number=42, head_sha=HEAD, now=NOW)
+    web_line = next(line for line in hostile.splitlines() if line.startswith("| web |"))
+    assert web_line.count(" | ") == 5 and "](" not in web_line and "@bob" not in web_line
+    assert "after a rollback" not in web_line

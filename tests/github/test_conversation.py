@@ -233,9 +233,51 @@ def test_a_writer_rolls_back_archives_and_restores_from_comments(dispatch, db_se
     assert dispatch(comment_payload("/sami restore")).startswith(f"restore of probe-pr-{NUMBER} queued")
     work()
     assert deployment().state is DeploymentState.RUNNING
-    # An archive while an update is queued is answered with why, not queued.
-    assert dispatch(comment_payload("/sami update")) == f"updated probe-pr-{NUMBER} again at {HEAD[:7]}"
+    # An archive while an update is queued is answered with why, not queued. A writer's update deploys over the
+    # rollback's pin, and says it unpinned it.
+    assert dispatch(comment_payload("/sami update")) == f"updated probe-pr-{NUMBER} again at {HEAD[:7]}, unpinned"
     assert "failed" in dispatch(comment_payload("/sami archive"))
     kinds = [a.kind for a in db_session.scalars(select(Action).order_by(Action.id))]
     # A rollback is an update back to the earlier config (its tag is checked above).
     assert kinds == ["create", "update", "update", "archive", "restore", "update"]
+
+
+def test_a_rollback_from_a_comment_holds_off_pushes_until_sami_unpin(dispatch, db_session, worker_ctx, work,
+                                                                     github_mock):
+    from tests.github.test_handlers import pr_event
+
+    worker_ctx.github = token_client(github_mock.url)
+    handler_ctx = router.HandlerContext(
+        session=db_session, manifests=worker_ctx.manifests, settings=worker_ctx.settings, github=worker_ctx.github,
+        services=deployments.Context.from_settings(worker_ctx.settings, worker_ctx.broker))
+
+    def push(head: str) -> str:
+        pushed = pr_event("synchronize", number=NUMBER, head=head)
+        for where in (pushed.payload["repository"], pushed.payload["pull_request"]["base"]["repo"],
+                      pushed.payload["pull_request"]["head"]["repo"]):
+            where["full_name"] = REPOSITORY
+        return worker_ctx.router.dispatch(pushed, handler_ctx).text
+
+    def deployment() -> Deployment:
+        db_session.expire_all()
+        return db_session.scalars(select(Deployment).where(Deployment.name == f"probe-pr-{NUMBER}")).one()
+
+    assert dispatch(comment_payload("/sami deploy probe")) == f"created probe-pr-{NUMBER} at {HEAD[:7]}"
+    work()
+    assert push("2" * 40) == f"updated probe-pr-{NUMBER} to 2222222"
+    work()
+    assert dispatch(comment_payload("/sami rollback probe")).startswith(f"rollback of probe-pr-{NUMBER} queued")
+    work()
+    assert (deployment().tag, deployment().pinned_by) == (HEAD, "github:Codertocat")
+
+    # The next push is refused, saying who pinned it and how to unpin; it stays at the rolled-back commit.
+    refused = push("3" * 40)
+    assert refused.startswith(f"refused deployment 'probe-pr-{NUMBER}' is pinned by github:Codertocat at "), refused
+    assert f"sami unpin probe-pr-{NUMBER}" in refused and "comment /sami unpin" in refused
+    assert deployment().tag == HEAD
+
+    # Only writers may unpin (the same permission as any command that changes an environment).
+    assert dispatch(comment_payload("/sami unpin probe")) == f"unpinned probe-pr-{NUMBER}: pushes deploy it again"
+    assert deployment().pinned_by is None
+    assert dispatch(comment_payload("/sami unpin")) == f"unchanged probe-pr-{NUMBER}: not pinned"
+    assert push("3" * 40) == f"updated probe-pr-{NUMBER} to 3333333"

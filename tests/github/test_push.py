@@ -14,14 +14,16 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from bot.core.models import Action, Deployment
+from bot.core.models import Action, Delivery, Deployment
 from bot.core.states import ActionState, DeploymentState
 from bot.github import pushes, router
 from bot.manifests import load_deployments_repo
-from bot.services import deployments
+from bot.services import deployments, history, pins
+from tests.github import webhook_fixtures
 from tests.pipeline import conftest as pipeline
 from tests.pipeline.conftest import read_record
 from tests.support import github_payloads
+from workers import deliveries as delivery_jobs
 
 S = DeploymentState
 ORIGIN = "https://github.com/acme/deployments.git"
@@ -297,3 +299,54 @@ def test_a_refresh_keeps_the_deployments_image(db_session, worker_ctx, services_
     assert (stage.image, stage.tag, stage.app_overrides) == ("local/renamed:" + "ab" * 6, "ab" * 6,
                                                              {"LOG_LEVEL": "debug"})
     assert [a.config["image"] for a in updates(db_session)] == [f"local/probe@{digest}", "local/renamed:" + "ab" * 6]
+
+
+def test_a_push_leaves_a_pinned_deployment_and_updates_the_others(db_session, worker_ctx, services_ctx, work,
+                                                                  client, probe_repo, deployed, record):
+    """A signed push delivery, recorded by the webhook endpoint and processed by the delivery job: the
+    deployment a rollback pinned is refused and named so; the other one the push changes is updated."""
+    repo = worker_ctx.manifests.current()
+    deployments.request_deployment(db_session, repo, deployments.DeploymentRequest(
+        service="probe", environment="stage", tag="v2", requested_by="test", origin="cli"), services_ctx)
+    work()
+    history.rollback_deployment(db_session, repo, "probe-stage", services_ctx, requested_by="token:ops",
+                                origin="api")
+    work()
+    stage = deployment_rows(db_session)[1]
+    assert (stage.tag, stage.pinned_by) == ("v1", "token:ops")
+
+    # The control scripts both deployments use change.
+    check = probe_repo / "scripts/probe/check"
+    check.write_text(check.read_text() + "# changed\n")
+    after = commit(probe_repo)
+    payload = push_event(deployed, after).payload
+    answer = webhook_fixtures.post(client, "push", payload)
+    assert answer.status_code == 202, answer.json
+    row_id = db_session.scalars(select(Delivery.id).where(Delivery.delivery_id == answer.json["delivery"])).one()
+    assert delivery_jobs.process_delivery(row_id, ctx=worker_ctx) == "processed"
+    db_session.expire_all()
+    delivery = db_session.get(Delivery, row_id)
+    assert delivery.outcome.startswith(f"deployments repo at {after[:7]}: updated probe-pr-3; 0 unchanged; "
+                                       f"refused probe-stage: pinned by token:ops at ")
+    assert delivery.outcome.endswith(", unpin with sami unpin probe-stage")
+    assert [a.config["manifest_sha"] for a in updates(db_session) if a.state is ActionState.QUEUED] == [after]
+    work()
+    pr3, stage = deployment_rows(db_session)
+    assert (pr3.manifest_sha, pr3.state) == (after, S.RUNNING)
+    assert stage.tag == "v1" and stage.manifest_sha != after
+    # The deliveries page shows the push as refused, not as a green "processed".
+    page = client.get("/deliveries").get_data(as_text=True)
+    assert "processed: refused (see the outcome)" in page
+
+    # Once unpinned, the next push catches the deployment up (its own tree differs from the pushed one).
+    pins.unpin(db_session, "probe-stage", requested_by="token:ops")
+    (probe_repo / "README.md").write_text("docs\n")
+    latest = commit(probe_repo)
+    assert dispatch_push(db_session, worker_ctx, services_ctx, push_event(after, latest)) == (
+        f"deployments repo at {latest[:7]}: updated probe-stage; 1 unchanged")
+
+
+def dispatch_push(db_session, worker_ctx, services_ctx, event: router.Event) -> str:
+    ctx = router.HandlerContext(session=db_session, manifests=worker_ctx.manifests, services=services_ctx,
+                                settings=worker_ctx.settings)
+    return worker_ctx.router.dispatch(event, ctx).text

@@ -275,3 +275,58 @@ def test_action_views_and_services_speak_the_lifecycles_words(client, db_session
     services = client.get("/services").get_data(as_text=True)
     listed = services[services.index('data-deployment="probe-stage"'):]
     assert ">Failed <small>(update exit 1)</small></span>" in listed[:listed.index("</li>")]
+
+
+def test_a_pinned_deployment_shows_who_pinned_it_and_a_writer_unpins_it_after_a_confirmation(client, admin_token,
+                                                                                           db_session, work):
+    for tag in ("v1", "v2"):
+        request_deployment(client, admin_token, tag=tag)
+        work()
+    api(client, admin_token, "/api/v1/deployments/probe-stage/rollback")
+    work()
+    # Signed out: the banner says who pinned it, when and why, and how to unpin; no button.
+    page = html_lib.unescape(client.get("/deployments/probe-stage").get_data(as_text=True))
+    banner = page[page.index('<section class="pinned"'):page.index("</section>", page.index('<section class="pinned"'))]
+    assert 'data-pinned-by="token:admin"' in banner and "Pinned</span> by token:admin · <time" in banner
+    assert "just now</time> after a rollback to v1 (the configuration of action" in banner
+    assert "sami unpin probe-stage" in banner and "Unpin…" not in banner
+
+    sign_in_with_token(client, admin_token)
+    page = client.get("/deployments/probe-stage").get_data(as_text=True)
+    assert ">Unpin…</button>" in page
+    # The page's own update is refused while pinned, saying how to unpin.
+    token = csrf(client, "/")
+    refused = client.post("/deployments/probe-stage/update", data={"csrf_token": token, "tag": "v3"},
+                          follow_redirects=True)
+    assert "is pinned by token:admin" in html_lib.unescape(refused.get_data(as_text=True))
+    asked = client.post("/deployments/probe-stage/unpin", data={"csrf_token": token})
+    text = html_lib.unescape(asked.get_data(as_text=True))
+    assert asked.status_code == 200 and "Unpin probe-stage?" in text and ">Unpin probe-stage</button>" in text
+    assert "pinned by token:admin at " in text and 'name="confirmed" value="yes"' in text
+    db_session.expire_all()
+    assert db_session.scalars(select(Deployment.pinned_by).where(Deployment.name == "probe-stage")).one() \
+        == "token:admin"
+    done = client.post("/deployments/probe-stage/unpin", data={"csrf_token": token, "confirmed": "yes"},
+                       follow_redirects=True)
+    assert "probe-stage is unpinned" in done.get_data(as_text=True)
+    assert '<section class="pinned"' not in done.get_data(as_text=True)
+    db_session.expire_all()
+    assert db_session.scalars(select(Deployment.pinned_by).where(Deployment.name == "probe-stage")).one() is None
+    request_deployment(client, admin_token, tag="v3")
+
+
+def test_a_reader_sees_the_pin_but_no_unpin_button_and_may_not_unpin(client, admin_token, db_session, work):
+    for tag in ("v1", "v2"):
+        request_deployment(client, admin_token, tag=tag)
+        work()
+    api(client, admin_token, "/api/v1/deployments/probe-stage/rollback")
+    reader = create_token(db_session, "reader", Scopes(services=("*",), environments=("*",), actions=("read",)))
+    db_session.commit()
+    sign_in_with_token(client, reader)
+    page = client.get("/deployments/probe-stage").get_data(as_text=True)
+    assert '<section class="pinned"' in page and "Unpin…" not in page
+    refused = client.post("/deployments/probe-stage/unpin", data={"csrf_token": csrf(client, "/"), "confirmed": "yes"})
+    assert refused.status_code == 403
+    db_session.expire_all()
+    assert db_session.scalars(select(Deployment.pinned_by).where(Deployment.name == "probe-stage")).one() \
+        == "token:admin"
