@@ -458,6 +458,9 @@ class EnvironmentRunComponent(Base):
     action_id: Mapped[int | None] = mapped_column(ForeignKey("actions.id", ondelete="SET NULL"))
     status: Mapped[str] = mapped_column(String(32))
     message: Mapped[str | None] = mapped_column(Text)
+    # A clone's or a preview's third-party service: "empty", "seeded", "seed failed: <why>" (internal,
+    # provisioned fresh) or "shared" (external); None for applications and for other runs.
+    data: Mapped[str | None] = mapped_column(String(1000))
 
     run: Mapped[EnvironmentRun] = relationship(back_populates="components")
 

@@ -1,0 +1,25 @@
+"""environment run components: what an internal third-party service of a clone or a preview holds
+(empty, seeded, or why its seed failed), and what an external one is (shared)
+
+Revision ID: 0015
+Revises: 0012
+Create Date: 2026-12-07
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0015"
+down_revision = "0012"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("environment_run_components") as batch:
+        batch.add_column(sa.Column("data", sa.String(1000), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("environment_run_components") as batch:
+        batch.drop_column("data")
