@@ -39,8 +39,12 @@ def _show_run(out: Out, run: dict) -> None:
             + (f" ({run['message']})" if run.get("message") else ""))
     rows = [[str(c["wave"]), c["service"], c["deployment"], output.state(c["status"], out.colour),
              str(c["action_id"] or "-"), c.get("message") or ""] for c in run["components"]]
-    out.say(output.table(["WAVE", "SERVICE", "DEPLOYMENT", "STATUS", "ACTION", "NOTE"], rows,
-                         width=output.terminal_width(), shrink=(5,)))
+    headers = ["WAVE", "SERVICE", "DEPLOYMENT", "STATUS", "ACTION", "NOTE"]
+    if any(c.get("data") for c in run["components"]):  # a clone's or a preview's: what each service holds
+        headers.insert(5, "DATA")
+        for row, c in zip(rows, run["components"], strict=True):
+            row.insert(5, c.get("data") or "-")
+    out.say(output.table(headers, rows, width=output.terminal_width(), shrink=(len(headers) - 1,)))
 
 
 def _follow(out: Out, run: dict, timeout: float, interval: float) -> Exit:
@@ -163,8 +167,12 @@ def status(out: Out, environment) -> Exit:
     rows = [[str(c["wave"]), c["service"], c["kind"] + (f"/{c['mode']}" if c.get("mode") else ""),
              c["deployment"], output.state(c["state"] or "not deployed", out.colour), c["tag"] or "-",
              c.get("endpoint") or c.get("url") or "-"] for c in answer["components"]]
-    out.say(output.table(["WAVE", "SERVICE", "KIND", "DEPLOYMENT", "STATE", "VERSION", "ENDPOINT"], rows,
-                         width=output.terminal_width(), shrink=(6,)))
+    headers = ["WAVE", "SERVICE", "KIND", "DEPLOYMENT", "STATE", "VERSION", "ENDPOINT"]
+    if any(c.get("data") for c in answer["components"]):  # a clone or a preview: empty, seeded, seed failed
+        headers.append("DATA")
+        for row, c in zip(rows, answer["components"], strict=True):
+            row.append(c.get("data") or "-")
+    out.say(output.table(headers, rows, width=output.terminal_width(), shrink=(6,)))
     if answer.get("last_run"):
         run = answer["last_run"]
         out.say(f"last run: {run['operation']} {run['id']} {run['state']}"

@@ -23,6 +23,9 @@ bp = Blueprint("openapi", __name__)
 NAME = {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,62}$"}
 ISO_TIME = {"type": ["string", "null"], "format": "date-time"}
 TEXT_OR_NULL = {"type": ["string", "null"]}
+COMPONENT_DATA = {"type": ["string", "null"],
+                  "description": "a clone's or a preview's third-party service: empty, seeded or seed failed: <why> "
+                                 "(internal, provisioned fresh), shared (external); null otherwise"}
 OVERRIDES_IN = {"type": "object", "description": "KEY: value; a value is text or a whole number, null removes "
                 "the override", "additionalProperties": {"type": ["string", "integer", "null"]}}
 OVERRIDES_OUT = {"type": "object", "additionalProperties": {"type": "string"}}
@@ -259,7 +262,8 @@ SCHEMAS: dict[str, dict] = {
                                "kind": {"type": "string", "enum": ["application", "third_party"]},
                                "mode": {"type": ["string", "null"], "enum": ["internal", "external", None]},
                                "state": {"type": ["string", "null"]}, "tag": TEXT_OR_NULL, "image": TEXT_OR_NULL,
-                               "endpoint": TEXT_OR_NULL, "url": TEXT_OR_NULL, "status_message": TEXT_OR_NULL}}},
+                               "endpoint": TEXT_OR_NULL, "url": TEXT_OR_NULL, "status_message": TEXT_OR_NULL,
+                               "data": COMPONENT_DATA}}},
             "last_run": {"oneOf": [{"$ref": "#/components/schemas/EnvironmentRun"}, {"type": "null"}]},
         },
     },
@@ -283,15 +287,16 @@ SCHEMAS: dict[str, dict] = {
                                "action_id": {"type": ["integer", "null"]},
                                "status": {"type": "string", "enum": ["waiting", "queued", "succeeded", "failed",
                                                                      "skipped"]},
-                               "message": TEXT_OR_NULL}}},
+                               "message": TEXT_OR_NULL, "data": COMPONENT_DATA}}},
         },
     },
     "Cloned": {
         "type": "object", "required": ["environment", "data", "run"],
         "properties": {"environment": {"type": "string"},
                        "data": {"type": "object", "additionalProperties": {"type": "string"},
-                                "description": "per component: empty (provisioned fresh, no data copied), shared "
-                                               "(an external endpoint), or application"},
+                                "description": "per component: empty (provisioned fresh, no data copied), seeded "
+                                               "(fresh, then its seed runs once it is up), shared (an external "
+                                               "endpoint), or application"},
                        "run": {"$ref": "#/components/schemas/EnvironmentRun"}},
     },
     "Snapshot": {
