@@ -41,6 +41,7 @@ from bot.manifests.topology import Kind
 from bot.services import environments
 from bot.services.deployments import Context, endpoint_parts
 from bot.services.drift import parse_report
+from workers import endpoints
 from workers.actionlog import ActionLog
 from workers.context import WorkerContext
 from workers.executor import ExecutorError, Target, prepare_manifest_dir
@@ -439,7 +440,12 @@ def _wait_for(run: Run, check: str, prepared: Prepared, status_timeout: int) -> 
         remaining = max(1.0, deadline - time.monotonic())
         result = run.script(check, prepared, quiet=True, timeout=min(script_timeout, remaining),
                             again=attempts > 1)
+        if check == "check":  # an external service's endpoint must answer too (its manifest's check)
+            result = endpoints.checked(prepared.manifest, result)
         if result.ok:
+            if check == "check" and endpoints.wanted(prepared.manifest):
+                run.log.line(f"# endpoint check ({prepared.manifest.check.type}) of {prepared.manifest.endpoint}: "
+                             "passed")
             run.log.line(f"# {check}: passed (attempt {attempts})")
             running = parse_report(result.stdout) if check == "check" else None
             return Outcome(ActionState.SUCCEEDED, done, exit_code=result.exit_code, running=running)
