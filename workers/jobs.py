@@ -415,7 +415,11 @@ def _perform(run: Run, prepared: Prepared) -> Outcome:
         if not result.ok:
             return _script_failed(run, "config_check", result)
     operation = SCRIPT_FOR[run.kind]
-    extra = ("--delete-data",) if run.kind == "cleanup" and run.config.get("delete_data") else ()
+    extra: tuple[str, ...] = ()
+    if run.kind == "cleanup" and run.config.get("delete_data"):
+        extra = ("--delete-data",)
+    elif run.kind == "update" and run.config.get("force"):  # a shrink the user asked for (check_resize)
+        extra = ("--force",)
     result = run.script(operation, prepared, extra=extra)
     if not result.ok:
         return _script_failed(run, operation, result)

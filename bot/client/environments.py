@@ -109,9 +109,11 @@ def env() -> None:
 @click.option("--version", "versions", multiple=True, metavar="SERVICE=TAG",
               help="A component's tag or image (repeat); the others keep the version they run.")
 @click.option("--from-snapshot", "snapshot", metavar="NAME", help="Deploy exactly this snapshot.")
+@click.option("--force", is_flag=True, help="Let internal third-party services shrink (refused without it: the "
+              "data of the members removed is not handed over).")
 @run_options
 @client_command
-def deploy(out: Out, environment, versions, snapshot, wait, timeout, interval) -> Exit:
+def deploy(out: Out, environment, versions, snapshot, force, wait, timeout, interval) -> Exit:
     """Deploy every component of ENVIRONMENT: third-party services and then applications, in
     depends_on order, independent ones in parallel; a failed component stops those that depend on it."""
     if versions and snapshot:
@@ -119,6 +121,8 @@ def deploy(out: Out, environment, versions, snapshot, wait, timeout, interval) -
     body: dict = {"snapshot": snapshot} if snapshot else {}
     if versions:
         body["versions"] = _versions(versions)
+    if force:
+        body["force"] = True
     run = out.client.post(f"/api/v1/environments/{_path(environment)}/deploy", body)
     return _started(out, run, wait, timeout, interval)
 

@@ -67,6 +67,8 @@ class DeploymentRequest:
     debounce_seconds: float = 0
     # The environment whose manifest it deploys with, when not its own (a component of a cloned environment).
     manifest_environment: str | None = None
+    # Shrink an internal third-party service anyway: its update script gets --force (see check_resize).
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -388,6 +390,7 @@ def accept_request(session: Session, repo: DeploymentsRepo, request: DeploymentR
         raise Conflict(f"deployment {name!r} is {deployment.state}: wait until that finishes",
                        state=str(deployment.state))
 
+    size = check_resize(session, deployment, manifest, kind, force=request.force)
     transition(deployment, wanted)
     deployment.type = str(manifest.type)
     deployment.tag, deployment.image = tag, image
@@ -404,11 +407,37 @@ def accept_request(session: Session, repo: DeploymentsRepo, request: DeploymentR
     deployment.outputs = recorded_outputs(manifest, deployment, ctx)
     start = _debounced_start(session, deployment, request.debounce_seconds) if kind == "update" else Start()
     config = resolve_config(session, deployment, action_config(deployment, manifest, repo), strict=True)
+    if size is not None:  # an internal third-party service: the members it runs, and a shrink asked for
+        config["size"] = size
+        if request.force and kind == "update":
+            config["force"] = True
     action = record_action(session, deployment, kind, requested_by=request.requested_by, origin=request.origin,
                      delivery_id=request.delivery_id, config=config, not_before=start.not_before)
     if kind == "update":
         supersede_queued_updates(session, deployment, action)
     return deployment, action, start
+
+
+def check_resize(session: Session, deployment: Deployment, manifest: Manifest, kind: str, *,
+                 force: bool) -> int | None:
+    """The members an internal third-party service is deployed with (None for anything else).
+
+    Growing is allowed; shrinking is refused (Conflict, naming both sizes) unless ``force``: whether the
+    members removed handed their data over cannot be seen from outside. The size it runs is the one its
+    last successful deploy recorded."""
+    if manifest.kind is not Kind.THIRD_PARTY or manifest.mode is ThirdPartyMode.EXTERNAL:
+        return None
+    size = manifest.size or 1
+    if kind != "update" or force:
+        return size
+    deployed = deployed_action(session, deployment.id)
+    running = (deployed.config or {}).get("size") if deployed is not None else None
+    if isinstance(running, int) and size < running:
+        raise Conflict(f"resize of {deployment.name} from {running} to {size} members refused: the data of the "
+                       f"members removed is not handed over to the others, and Sami cannot see that from outside; "
+                       f"ask again with force (API \"force\": true, sami update/request --force, sami env deploy "
+                       f"--force) to shrink anyway", size=size, running=running)
+    return size
 
 
 def action_config(deployment: Deployment, manifest: Manifest, repo: DeploymentsRepo) -> dict:

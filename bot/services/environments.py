@@ -200,7 +200,7 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
               requested_by: str, origin: str, versions: Mapping[str, str] | None = None,
               snapshot: Mapping | None = None, snapshot_id: int | None = None,
               only: Iterable[str] | None = None, delete_data: bool = False,
-              fresh: bool = False) -> EnvironmentRun:
+              fresh: bool = False, force: bool = False) -> EnvironmentRun:
     """Start ``operation`` on every component of environment ``name`` and commit; the first components
     are on the queue when it returns.
 
@@ -211,7 +211,9 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
     are removed too (their cleanup gets ``--delete-data``); without it they are kept, and the component's
     note says so. ``fresh`` (a clone, a preview's first deploy): each component records what its data is
     (``data``: internal third-party services empty, or seeded when their manifest says ``seed``; external
-    ones shared). Conflict while another run of the environment is still going.
+    ones shared). ``force`` (deploy): internal third-party services may shrink (their update gets
+    ``--force``); without it a shrink fails its component, naming both sizes. Conflict while another run
+    of the environment is still going.
     """
     if operation not in OPERATIONS:
         raise Invalid(f"unknown environment operation {operation!r} (one of: {', '.join(OPERATIONS)})")
@@ -243,6 +245,8 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
         if operation == "deploy" and not left:
             request.update(_deploy_request(session, component, versions.get(component.service),
                                            snapshot.get(component.service)))
+            if force and is_internal(component):
+                request["force"] = True
         if operation == "cleanup" and is_internal(component):
             request["delete_data"] = bool(delete_data)
         data = None
@@ -404,7 +408,7 @@ def _queue_deploy(session: Session, repo: DeploymentsRepo, run: EnvironmentRun, 
     request = DeploymentRequest(
         service=component.service, environment=environment_name, tag=wanted.get("tag"),
         image=wanted.get("image") if not wanted.get("tag") else None, app_overrides=app,
-        deployment_overrides=dep, manifest_environment=template, **who)
+        deployment_overrides=dep, manifest_environment=template, force=bool(wanted.get("force")), **who)
     _, action, start = accept_request(session, repo, request, ctx)
     if wanted.get("seed") and action.kind == "create":
         # Provisioned fresh for a clone or a preview: the worker runs the scripts' seed once its check passes.
@@ -699,3 +703,4 @@ def sync_preview(session: Session, repo: DeploymentsRepo, source: str, tags: Map
     session.flush()
     return start_run(session, repo, name, "deploy", ctx, requested_by=requested_by, origin=origin, snapshot=running,
                      fresh=True)
+

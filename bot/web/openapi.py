@@ -23,6 +23,8 @@ bp = Blueprint("openapi", __name__)
 NAME = {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,62}$"}
 ISO_TIME = {"type": ["string", "null"], "format": "date-time"}
 TEXT_OR_NULL = {"type": ["string", "null"]}
+FORCE = {"type": "boolean", "description": "let an internal third-party service shrink (its update script gets "
+                                          "--force); without it a shrink is refused (409) naming both sizes"}
 COMPONENT_DATA = {"type": ["string", "null"],
                   "description": "a clone's or a preview's third-party service: empty, seeded or seed failed: <why> "
                                  "(internal, provisioned fresh), shared (external); null otherwise"}
@@ -73,6 +75,7 @@ SCHEMAS: dict[str, dict] = {
             "repository": {"type": "string", "description": "owner/name"},
             "overrides": {"type": "object", "additionalProperties": False,
                           "properties": {"app": OVERRIDES_IN, "deployment": OVERRIDES_IN}},
+            "force": FORCE,
         },
     },
     "Deployment": {
@@ -392,7 +395,8 @@ def _environment_operation(kind: str, summary: str) -> dict:
         body["properties"] = {
             "versions": {"type": "object", "additionalProperties": {"type": "string"},
                          "description": "SERVICE: tag (or image) for components; the others keep theirs"},
-            "snapshot": {"type": "string", "description": "deploy exactly this snapshot"}}
+            "snapshot": {"type": "string", "description": "deploy exactly this snapshot"},
+            "force": FORCE}
     if kind == "cleanup":
         body["properties"] = {"delete_data": {"type": "boolean", "description": "remove internal third-party "
                                               "services' data volumes too (kept by default, and the run says so)"}}
