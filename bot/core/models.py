@@ -392,6 +392,11 @@ class EnvironmentRecord(Base):
     clone_of: Mapped[str | None] = mapped_column(String(63))
     created_by: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # A pull request's preview (preview_of): the pull request, whose sticky comment lists its components.
+    pull_request_repository: Mapped[str | None] = mapped_column(String(140))
+    pull_request_number: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_environments_pull_request", "pull_request_repository", "pull_request_number"),)
 
 
 class EnvironmentSnapshot(Base):

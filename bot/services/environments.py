@@ -700,7 +700,40 @@ def sync_preview(session: Session, repo: DeploymentsRepo, source: str, tags: Map
         record = EnvironmentRecord(name=name)
         session.add(record)
     record.template, record.clone_of, record.created_by = env.template, source, requested_by[:255]
+    # The pull request whose sticky comment lists the preview's components.
+    record.pull_request_repository, record.pull_request_number = repository[:140], number
     session.flush()
     return start_run(session, repo, name, "deploy", ctx, requested_by=requested_by, origin=origin, snapshot=running,
                      fresh=True)
 
+
+def preview_of_pull_request(session: Session, repository: str, number: int) -> dict | None:
+    """The whole-environment preview of pull request ``repository#number`` as its sticky comment shows it: its
+    name, source, and each component (in deploy order) with state, version, link and the last run's result."""
+    record = session.scalars(select(EnvironmentRecord).where(
+        EnvironmentRecord.pull_request_repository == repository,
+        EnvironmentRecord.pull_request_number == number)).first()
+    if record is None:
+        return None
+    last = session.scalars(select(EnvironmentRun).where(EnvironmentRun.environment == record.name)
+                           .order_by(EnvironmentRun.id.desc()).limit(1)).first()
+    if last is None:
+        return None
+    names = [c.deployment for c in last.components]
+    rows = {d.name: d for d in session.scalars(select(Deployment).where(Deployment.name.in_(names)))}
+    components = []
+    for c in sorted(last.components, key=lambda c: (c.wave, c.service)):
+        d = rows.get(c.deployment)
+        live = d is not None and d.state is not S.REMOVED
+        outputs = dict(d.outputs or {}) if live else {}
+        link = next((entry.get("url") for entry in (d.links or ()) if entry.get("url")), None) if live else None
+        components.append({
+            "service": c.service, "deployment": c.deployment, "state": d.state if live else None,
+            "failure_reason": d.failure_reason if live else None,
+            "status_message": d.status_message if live else None, "tag": d.tag if live else None,
+            "url": link or outputs.get("url"), "endpoint": outputs.get("endpoint"),
+            "status": c.status, "message": c.message, "data": c.data,
+            "updated_at": d.status_changed_at if live else None,
+        })
+    return {"environment": record.name, "source": record.clone_of, "run_id": last.id,
+            "operation": last.operation, "run_state": last.state, "components": components}
