@@ -407,10 +407,8 @@ def accept_request(session: Session, repo: DeploymentsRepo, request: DeploymentR
     deployment.outputs = recorded_outputs(manifest, deployment, ctx)
     start = _debounced_start(session, deployment, request.debounce_seconds) if kind == "update" else Start()
     config = resolve_config(session, deployment, action_config(deployment, manifest, repo), strict=True)
-    if size is not None:  # an internal third-party service: the members it runs, and a shrink asked for
-        config["size"] = size
-        if request.force and kind == "update":
-            config["force"] = True
+    if size is not None and request.force and kind == "update":  # a shrink asked for: its script gets --force
+        config["force"] = True
     action = record_action(session, deployment, kind, requested_by=request.requested_by, origin=request.origin,
                      delivery_id=request.delivery_id, config=config, not_before=start.not_before)
     if kind == "update":
@@ -456,6 +454,9 @@ def action_config(deployment: Deployment, manifest: Manifest, repo: DeploymentsR
         "pull_request": deployment.pull_request,
         "sha": deployment.sha,
         **({"manifest_environment": deployment.manifest_environment} if deployment.manifest_environment else {}),
+        # An internal third-party service's members: what a later update's size is compared with (check_resize).
+        **({"size": manifest.size or 1} if manifest.kind is Kind.THIRD_PARTY
+           and manifest.mode is not ThirdPartyMode.EXTERNAL else {}),
     }
 
 
