@@ -9,7 +9,6 @@ component, and the app that depends on it is not deployed.
 
 from __future__ import annotations
 
-import stat
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from bot.core.states import DeploymentState
 from bot.manifests import DeploymentsRepo, load_deployments_repo
 from bot.services import environments
 from tests.pipeline.conftest import read_record
-from tests.pipeline.probe_scripts import OPERATIONS, PROBE
+from tests.pipeline.probe_scripts import write_probe_scripts
 from tests.support import images
 from tests.support.docker import DockerSwarm
 
@@ -45,12 +44,7 @@ class Folder:
 
 
 def write_repo(root: Path, record: Path) -> Path:
-    scripts = root / "scripts" / "probe"
-    scripts.mkdir(parents=True)
-    for operation in OPERATIONS:
-        path = scripts / operation
-        path.write_text(PROBE)
-        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    write_probe_scripts(root / "scripts" / "probe")
     cache = root / "services" / "cache" / "swarm" / "stage"
     cache.mkdir(parents=True)
     (cache / "sami.yaml").write_text(yaml.safe_dump({
