@@ -29,7 +29,16 @@ from sqlalchemy.orm import Session
 
 from bot.core import logs
 from bot.core.lifecycle import DEPLOY_KINDS
-from bot.core.models import Action, Delivery, Deployment, OutboxRow, OutboxState, PullRequestRecord, Release
+from bot.core.models import (
+    Action,
+    Delivery,
+    Deployment,
+    EnvironmentRecord,
+    OutboxRow,
+    OutboxState,
+    PullRequestRecord,
+    Release,
+)
 from bot.core.states import ActionState, StateChange, take_changes
 
 A = ActionState
@@ -47,6 +56,9 @@ DEPLOYMENT_STATES = {
     A.TIMED_OUT: "failure", A.CANCELLED: "error", A.SUPERSEDED: "inactive",
 }
 
+
+# Whole-environment previews of pull requests are environments named pr-<number>-<6 hex digits>.
+PREVIEW_PREFIX = "pr-"
 
 def commit(session: Session) -> None:
     """Write the rows the state changes recorded on ``session`` imply, then commit them together."""
@@ -67,6 +79,10 @@ def write_rows(session: Session, changes: list[StateChange]) -> None:
             deployment = session.get(Deployment, change.id)
             if deployment is not None and deployment.source_repo and deployment.pull_request:
                 request_sticky_comment(connection, deployment.source_repo, deployment.pull_request)
+            elif deployment is not None and deployment.environment.startswith(PREVIEW_PREFIX):
+                preview = _preview_of(session, deployment.environment)
+                if preview is not None:  # a component of a pull request's whole-environment preview
+                    request_sticky_comment(connection, *preview)
             continue
         if change.record == "release":  # a release asked for on a pull request: its sticky comment says so
             release = session.get(Release, change.id)
@@ -77,6 +93,15 @@ def write_rows(session: Session, changes: list[StateChange]) -> None:
         deployment = session.get(Deployment, action.deployment_id) if action is not None else None
         if deployment is not None and deployment.source_repo:
             _action_rows(connection, action, deployment, ActionState(change.current))
+
+
+def _preview_of(session: Session, environment: str) -> tuple[str, int] | None:
+    """The pull request (repository, number) whose preview ``environment`` is, if it is one."""
+    row = session.execute(select(EnvironmentRecord.pull_request_repository, EnvironmentRecord.pull_request_number)
+                          .where(EnvironmentRecord.name == environment)).first()
+    if row is None or not row.pull_request_repository or not row.pull_request_number:
+        return None
+    return row.pull_request_repository, int(row.pull_request_number)
 
 
 def _cause(action: Action | None = None) -> str | None:

@@ -37,6 +37,7 @@ from bot.manifests import DeploymentsRepo, DeploymentsRepoError, Manifest
 from bot.services.deployments import Context, action_config, deployed_action
 from bot.services.drift import compare, parse_report, summary
 from bot.services.history import reconcile_deployment
+from workers import endpoints
 from workers.context import WorkerContext
 from workers.executor import ExecutorError, Target, prepare_manifest_dir
 from workers.jobs import (
@@ -156,6 +157,8 @@ def _periodic(ctx: WorkerContext, deployment_id: int, kind: str, owner: str) -> 
         manifest_dir = prepare_manifest_dir(repo, plan.manifest, plan.target.image, Path(temp))
         result = ctx.executor.run(kind, repo, plan.target, manifest_dir, on_tick=_beat(ctx, [deployment_id], owner),
                                   label=f"sami-check-{deployment_id}")
+    if kind == "check":  # an external service's endpoint must answer too (its manifest's check)
+        result = endpoints.checked(plan.manifest, result)
     _settle(ctx, plan, kind, result)
 
 
@@ -269,7 +272,7 @@ def _run_batch(ctx: WorkerContext, repo: DeploymentsRepo, plans: list[Planned], 
     answers = parse_batch(result.stdout)
     for plan in plans:
         try:
-            _settle(ctx, plan, "check", batch_result(answers.get(plan.name), result))
+            _settle(ctx, plan, "check", endpoints.checked(plan.manifest, batch_result(answers.get(plan.name), result)))
         except StaleDataError:
             log.info("check of %s dropped: StaleDataError", plan.name)
 

@@ -24,7 +24,7 @@ from workers.runner import MIN_MASKED_LENGTH, SUPERVISOR_LABEL, ScriptResult, ru
 
 BUILTIN_SCRIPTS = Path(control_scripts.__file__).resolve().parent
 OPERATIONS = ("create", "update", "archive", "unarchive", "check", "archive_check", "cleanup",
-              "config_check", "info", "notifications", "switch")
+              "config_check", "info", "notifications", "switch", "seed")
 # The bot's own environment is not passed on; only what tools need to reach their targets.
 PASSED_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "DOCKER_HOST", "DOCKER_CONFIG",
                       "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "DOCKER_CONTEXT", "KUBECONFIG", "DOCKER",

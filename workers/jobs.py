@@ -41,6 +41,7 @@ from bot.manifests.topology import Kind
 from bot.services import environments, releases
 from bot.services.deployments import Context, endpoint_parts
 from bot.services.drift import parse_report
+from workers import endpoints
 from workers.actionlog import ActionLog
 from workers.context import WorkerContext
 from workers.executor import ExecutorError, Target, prepare_manifest_dir
@@ -363,6 +364,24 @@ def _execute(ctx: WorkerContext, run: Run, action_id: int, owner: str, may_start
             outcome = _failed(run.kind, f"internal error: {type(exc).__name__}")
         run.log.flush()
         outputs = _info_outputs(run, prepared, outcome)
+        if _seed_wanted(run, prepared, outcome):
+            try:
+                outcome = _seed(run, prepared, outputs, outcome)
+            except HandBack:
+                run.log.flush()
+                requeue(ctx.session, action_id, owner)
+                return False
+            except LeaseLost:
+                run.log.flush()
+                return False
+            except Cancelled as exc:
+                run.log.line(f"# {exc}: the seed was stopped")
+                outcome = Outcome(ActionState.CANCELLED, after_cancel(run.kind, ran=True), FailureReason.CANCELLED,
+                                  f"action {action_id} ({run.kind}) {exc}")
+            except (ExecutorError, ScriptNotFound) as exc:
+                run.log.line(f"error: {exc}")
+                outcome = _failed(run.kind, f"seed failed: {exc}")
+            run.log.flush()
         changed = _finish(run, outcome, prepared, outputs)
         metrics.action_finished(run.kind, outcome.state, time.monotonic() - started)
         run.settled()
@@ -396,7 +415,11 @@ def _perform(run: Run, prepared: Prepared) -> Outcome:
         if not result.ok:
             return _script_failed(run, "config_check", result)
     operation = SCRIPT_FOR[run.kind]
-    extra = ("--delete-data",) if run.kind == "cleanup" and run.config.get("delete_data") else ()
+    extra: tuple[str, ...] = ()
+    if run.kind == "cleanup" and run.config.get("delete_data"):
+        extra = ("--delete-data",)
+    elif run.kind == "update" and run.config.get("force"):  # a shrink the user asked for (check_resize)
+        extra = ("--force",)
     result = run.script(operation, prepared, extra=extra)
     if not result.ok:
         return _script_failed(run, operation, result)
@@ -421,7 +444,12 @@ def _wait_for(run: Run, check: str, prepared: Prepared, status_timeout: int) -> 
         remaining = max(1.0, deadline - time.monotonic())
         result = run.script(check, prepared, quiet=True, timeout=min(script_timeout, remaining),
                             again=attempts > 1)
+        if check == "check":  # an external service's endpoint must answer too (its manifest's check)
+            result = endpoints.checked(prepared.manifest, result)
         if result.ok:
+            if check == "check" and endpoints.wanted(prepared.manifest):
+                run.log.line(f"# endpoint check ({prepared.manifest.check.type}) of {prepared.manifest.endpoint}: "
+                             "passed")
             run.log.line(f"# {check}: passed (attempt {attempts})")
             running = parse_report(result.stdout) if check == "check" else None
             return Outcome(ActionState.SUCCEEDED, done, exit_code=result.exit_code, running=running)
@@ -446,6 +474,37 @@ def _wait_for(run: Run, check: str, prepared: Prepared, status_timeout: int) -> 
     if detail:
         message += f": {detail[-1][:300]}"
     return _failed(run.kind, message, reason, last.exit_code)
+
+
+def _seed_wanted(run: Run, prepared: Prepared | None, outcome: Outcome) -> bool:
+    """An internal third-party service provisioned for a clone or a preview (its create's config says
+    ``seed``) is seeded once, after its first check passed; never on an ordinary deploy or an update."""
+    return (prepared is not None and outcome.state is ActionState.SUCCEEDED and run.kind == "create"
+            and bool(run.config.get("seed")))
+
+
+def _seed(run: Run, prepared: Prepared, outputs: dict[str, str], checked: Outcome) -> Outcome:
+    """Run the scripts' ``seed`` (given ``--endpoint`` when the service's is known); its failure fails
+    the action, and so the component and what depends on it."""
+    if not run.ctx.executor.has(prepared.repo, prepared.manifest, "seed"):
+        return _failed(run.kind, "seed failed: the control scripts have no seed operation")
+    endpoint = outputs.get("endpoint") or _recorded_endpoint(run)
+    extra = ("--endpoint", endpoint) if endpoint else ()
+    result = run.script("seed", prepared, extra=extra)
+    if result.ok:
+        return checked
+    if result.timed_out:
+        return _failed(run.kind, "seed failed: timed out", FailureReason.TIMED_OUT, None, ActionState.TIMED_OUT)
+    detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
+    why = detail[-1][:500] if detail else "no output"
+    return _failed(run.kind, f"seed failed: {why} (exit {result.exit_code})", FailureReason.GENERIC,
+                   result.exit_code)
+
+
+def _recorded_endpoint(run: Run) -> str | None:
+    with run.ctx.session() as session:
+        outputs = session.scalar(select(Deployment.outputs).where(Deployment.id == run.deployment_id))
+    return (outputs or {}).get("endpoint")
 
 
 def _info_outputs(run: Run, prepared: Prepared | None, outcome: Outcome) -> dict[str, str]:

@@ -45,8 +45,12 @@ def _show_run(out: Out, run: dict) -> None:
             + (f" ({run['message']})" if run.get("message") else ""))
     rows = [[_wave(c), c["service"], c["deployment"], output.state(c["status"], out.colour),
              str(c["action_id"] or "-"), c.get("message") or ""] for c in run["components"]]
-    out.say(output.table(["WAVE", "SERVICE", "DEPLOYMENT", "STATUS", "ACTION", "NOTE"], rows,
-                         width=output.terminal_width(), shrink=(5,)))
+    headers = ["WAVE", "SERVICE", "DEPLOYMENT", "STATUS", "ACTION", "NOTE"]
+    if any(c.get("data") for c in run["components"]):  # a clone's or a preview's: what each service holds
+        headers.insert(5, "DATA")
+        for row, c in zip(rows, run["components"], strict=True):
+            row.insert(5, c.get("data") or "-")
+    out.say(output.table(headers, rows, width=output.terminal_width(), shrink=(len(headers) - 1,)))
 
 
 def _progress(run: dict) -> dict[str, tuple]:
@@ -134,9 +138,11 @@ def env() -> None:
 @click.option("--version", "versions", multiple=True, metavar="SERVICE=TAG",
               help="A component's tag or image (repeat); the others keep the version they run.")
 @click.option("--from-snapshot", "snapshot", metavar="NAME", help="Deploy exactly this snapshot.")
+@click.option("--force", is_flag=True, help="Let internal third-party services shrink (refused without it: the "
+              "data of the members removed is not handed over).")
 @run_options
 @client_command
-def deploy(out: Out, environment, versions, snapshot, wait, timeout, interval) -> Exit:
+def deploy(out: Out, environment, versions, snapshot, force, wait, timeout, interval) -> Exit:
     """Deploy every component of ENVIRONMENT: third-party services and then applications, in
     depends_on order, independent ones in parallel; a failed component stops those that depend on it."""
     if versions and snapshot:
@@ -144,6 +150,8 @@ def deploy(out: Out, environment, versions, snapshot, wait, timeout, interval) -
     body: dict = {"snapshot": snapshot} if snapshot else {}
     if versions:
         body["versions"] = _versions(versions)
+    if force:
+        body["force"] = True
     run = out.client.post(f"/api/v1/environments/{_path(environment)}/deploy", body)
     return _started(out, run, wait, timeout, interval)
 
@@ -217,8 +225,12 @@ def status(out: Out, environment) -> Exit:
              ("PINNED " if c.get("pin") else "") + output.state(c["state"] or "not deployed", out.colour),
              c["tag"] or "-",
              c.get("endpoint") or c.get("url") or "-"] for c in answer["components"]]
-    out.say(output.table(["WAVE", "SERVICE", "KIND", "DEPLOYMENT", "STATE", "VERSION", "ENDPOINT"], rows,
-                         width=output.terminal_width(), shrink=(6,)))
+    headers = ["WAVE", "SERVICE", "KIND", "DEPLOYMENT", "STATE", "VERSION", "ENDPOINT"]
+    if any(c.get("data") for c in answer["components"]):  # a clone or a preview: empty, seeded, seed failed
+        headers.append("DATA")
+        for row, c in zip(rows, answer["components"], strict=True):
+            row.append(c.get("data") or "-")
+    out.say(output.table(headers, rows, width=output.terminal_width(), shrink=(6,)))
     if answer.get("last_run"):
         run = answer["last_run"]
         out.say(f"last run: {run['operation']} {run['id']} {run['state']}"

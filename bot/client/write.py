@@ -48,15 +48,17 @@ def deploy_options(function: Callable) -> Callable:
         click.option("--ref", help="The git branch or tag the image was built from."),
         click.option("--sha", help="The commit the image was built from."),
         click.option("--repository", metavar="OWNER/NAME", help="The application repository."),
+        click.option("--force", is_flag=True, help="Shrink an internal third-party service anyway (refused "
+                     "without it: the data of the members removed is not handed over)."),
     ]):
         function = decorator(function)
     return function
 
 
-def _body(tag, image, app_overrides, deployment_overrides, ref, sha, repository) -> dict:
+def _body(tag, image, app_overrides, deployment_overrides, ref, sha, repository, force=False) -> dict:
     if tag and image:
         raise click.UsageError("give --tag or --image, not both: an image carries its own tag")
-    body = {"tag": tag, "image": image, "ref": ref, "sha": sha, "repository": repository}
+    body = {"tag": tag, "image": image, "ref": ref, "sha": sha, "repository": repository, "force": force or None}
     overrides = {"app": _overrides(app_overrides, "--override"),
                  "deployment": _overrides(deployment_overrides, "--deployment-override")}
     if overrides["app"] or overrides["deployment"]:

@@ -397,6 +397,11 @@ class EnvironmentRecord(Base):
     clone_of: Mapped[str | None] = mapped_column(String(63))
     created_by: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # A pull request's preview (preview_of): the pull request, whose sticky comment lists its components.
+    pull_request_repository: Mapped[str | None] = mapped_column(String(140))
+    pull_request_number: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_environments_pull_request", "pull_request_repository", "pull_request_number"),)
 
 
 class EnvironmentSnapshot(Base):
@@ -463,6 +468,9 @@ class EnvironmentRunComponent(Base):
     action_id: Mapped[int | None] = mapped_column(ForeignKey("actions.id", ondelete="SET NULL"))
     status: Mapped[str] = mapped_column(String(32))
     message: Mapped[str | None] = mapped_column(Text)
+    # A clone's or a preview's third-party service: "empty", "seeded", "seed failed: <why>" (internal,
+    # provisioned fresh) or "shared" (external); None for applications and for other runs.
+    data: Mapped[str | None] = mapped_column(String(1000))
 
     run: Mapped[EnvironmentRun] = relationship(back_populates="components")
 

@@ -76,6 +76,35 @@ class EnvironmentRow:
 
 
 @dataclass(frozen=True)
+class PreviewComponent:
+    """One component of a pull request's whole-environment preview: what runs, and what its last run did."""
+
+    service: str
+    state: DeploymentState | str | None  # None: not deployed (yet, or any more)
+    failure_reason: FailureReason | str | None = None
+    status_message: str | None = None
+    tag: str | None = None
+    url: str | None = None
+    endpoint: str | None = None
+    status: str = "waiting"  # in the run: waiting, queued, succeeded, failed, skipped
+    message: str | None = None  # the run's note (why it failed or was skipped)
+    data: str | None = None  # a third-party service's: empty, seeded, seed failed: ..., shared
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A pull request's whole-environment preview (``preview_of``) and its last run."""
+
+    environment: str
+    source: str | None
+    run_id: int
+    operation: str
+    run_state: str  # running, succeeded, failed
+    components: tuple[PreviewComponent, ...]
+    page_url: str | None = None
+
+
+@dataclass(frozen=True)
 class LastCommand:
     """The last `/sami` command on the pull request and what became of it."""
 
@@ -300,6 +329,58 @@ def _ci_failed_notice(head_sha: str | None, summary: str) -> str:
             "pass; a new push is checked again.")
 
 
+RUN_STATUS = {"waiting": "⏳ waiting", "queued": "⏳ queued", "succeeded": "✅ succeeded", "failed": "❌ failed",
+              "skipped": "⏭️ skipped"}
+RUN_STATE = {"running": "⏳ running", "succeeded": "✅ succeeded", "failed": "❌ failed"}
+
+
+def _preview_link_cell(component: PreviewComponent) -> str:
+    parts = []
+    if safe_url(component.url):
+        label = str(component.url).split("://", 1)[1].rstrip("/")
+        parts.append(f"[{escape_text(label, 80)}]({safe_url(component.url)})")
+    if component.endpoint:  # a third-party service's host:port
+        parts.append(code(component.endpoint) if _CODE_SAFE.match(component.endpoint)
+                     else escape_text(component.endpoint, 120))
+    return " · ".join(parts) or NONE
+
+
+def _preview_run_cell(component: PreviewComponent) -> str:
+    cell = RUN_STATUS.get(component.status) or f"❔ {escape_text(component.status, 20)}"
+    if component.data:
+        cell += f" · data: {escape_text(component.data, 120)}"
+    if component.message and component.status in ("failed", "skipped") and not (
+            component.data and component.data in component.message):  # a failed seed says it once
+        cell += f" — {escape_text(component.message, 160)}"
+    return cell
+
+
+def _preview_row(component: PreviewComponent) -> str:
+    state = state_badge(component.state, component.failure_reason, component.status_message) \
+        if component.state is not None else "not deployed"
+    cells = [escape_text(component.service, 63), state, _preview_link_cell(component),
+             code(component.tag) if component.tag else NONE, _preview_run_cell(component)]
+    return "| " + " | ".join(cells) + " |"
+
+
+def render_preview(preview: Preview, max_rows: int = MAX_ROWS) -> list[str]:
+    """The lines of a pull request's whole-environment preview: a line about it and its last run, then
+    every component (deploy order) with its state, link, version and result in that run."""
+    about = f"**Preview environment {code(preview.environment, 63)}**"
+    if preview.source:
+        about += f" (like {code(preview.source, 63)})"
+    run = RUN_STATE.get(preview.run_state) or escape_text(preview.run_state, 20)
+    about += f" · {escape_text(preview.operation, 20)} run {int(preview.run_id)}: {run}"
+    if safe_url(preview.page_url):
+        about += " · " + link("environment page", preview.page_url)
+    lines = [about, "", "| Component | State | Link | Version | This run |", "| --- | --- | --- | --- | --- |"]
+    lines += [_preview_row(component) for component in preview.components[:max_rows]]
+    left_out = len(preview.components) - max_rows
+    if left_out > 0:
+        lines += ["", f"…and {left_out} more component{'s' if left_out > 1 else ''} on the environment page."]
+    return lines
+
+
 def _length(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
@@ -311,8 +392,9 @@ def render_sticky_comment(rows: Sequence[EnvironmentRow], *, pr_number: int, hea
                           now: datetime, public_url: str | None = None, awaiting_approval: bool = False,
                           last_command: LastCommand | None = None, max_rows: int = MAX_ROWS,
                           limit: int = MAX_COMMENT_CHARS, ci_failed: str | None = None,
-                          releases: Sequence[str] = ()) -> str:
-    """The sticky comment's Markdown for pull request ``pr_number``; the same input gives the same text."""
+                          releases: Sequence[str] = (), preview: Preview | None = None) -> str:
+    """The sticky comment's Markdown for pull request ``pr_number``; the same input gives the same text.
+    With ``preview`` (the pull request's whole-environment preview), its components come first."""
     sha = short_sha(head_sha)
     title = f"### Sami environments for #{int(pr_number)}"
     if sha:
@@ -322,6 +404,8 @@ def render_sticky_comment(rows: Sequence[EnvironmentRow], *, pr_number: int, hea
         head += [_approval_notice(head_sha), ""]
     if ci_failed:
         head += [_ci_failed_notice(head_sha, ci_failed), ""]
+    if preview is not None:
+        head += [*render_preview(preview, max_rows), ""]
 
     ordered = sorted(rows, key=lambda r: (str(r.service), str(r.name), r.action_id or 0))
     status_page = link("status page", public_url) if safe_url(public_url) else None
@@ -337,6 +421,8 @@ def render_sticky_comment(rows: Sequence[EnvironmentRow], *, pr_number: int, hea
     footer += f" · as of {_as_utc(now):%Y-%m-%d %H:%M} UTC</sub>"
     tail.append(footer)
 
+    if not ordered and preview is not None:
+        return "\n".join(head[:-1] + tail) + "\n"
     if not ordered:
         body = ["No environments for this pull request yet. Comment `/sami deploy` to create them."]
         return "\n".join(head + body + tail) + "\n"

@@ -22,7 +22,7 @@ from bot.core.models import Action, Deployment, OutboxRow, OutboxState, PullRequ
 from bot.core.states import ActionState, DeploymentState
 from bot.github import comment as sticky
 from bot.github.client import GitHubError
-from bot.services import drift, releases
+from bot.services import drift, environments, releases
 
 A = ActionState
 
@@ -112,7 +112,22 @@ def render_comment(session: Session, repository: str, number: int, record: PullR
     return sticky.render_sticky_comment(rows, pr_number=number, head_sha=head, now=now,
                                         public_url=sender.public_url.rstrip("/") + "/deployments",
                                         awaiting_approval=awaiting, last_command=last_command, ci_failed=ci_failed,
-                                        releases=[releases.summary(r) for r in asked])
+                                        releases=[releases.summary(r) for r in asked],
+                                        preview=_preview(session, repository, number, sender))
+
+
+def _preview(session: Session, repository: str, number: int, sender: Sender) -> sticky.Preview | None:
+    """The pull request's whole-environment preview (``preview_of``), as the comment shows it."""
+    found = environments.preview_of_pull_request(session, repository, number)
+    if found is None:
+        return None
+    components = tuple(sticky.PreviewComponent(
+        service=c["service"], state=c["state"], failure_reason=c["failure_reason"],
+        status_message=c["status_message"], tag=c["tag"], url=c["url"], endpoint=c["endpoint"],
+        status=c["status"], message=c["message"], data=c["data"]) for c in found["components"])
+    return sticky.Preview(environment=found["environment"], source=found["source"], run_id=found["run_id"],
+                          operation=found["operation"], run_state=found["run_state"], components=components,
+                          page_url=f"{sender.public_url.rstrip('/')}/environments/{found['environment']}")
 
 
 def _send_comment(session: Session, row: OutboxRow, sender: Sender) -> dict[str, Any]:

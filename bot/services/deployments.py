@@ -73,6 +73,8 @@ class DeploymentRequest:
     pinning: bool = False
     # A person deploys this on purpose over a pin (sami update --unpin): the pin is cleared with it.
     unpin: bool = False
+    # Shrink an internal third-party service anyway: its update script gets --force (see check_resize).
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -398,6 +400,7 @@ def accept_request(session: Session, repo: DeploymentsRepo, request: DeploymentR
         raise Conflict(f"deployment {name!r} is {deployment.state}: wait until that finishes",
                        state=str(deployment.state))
 
+    size = check_resize(session, deployment, manifest, kind, force=request.force)
     transition(deployment, wanted)
     deployment.type = str(manifest.type)
     deployment.tag, deployment.image = tag, image
@@ -414,11 +417,35 @@ def accept_request(session: Session, repo: DeploymentsRepo, request: DeploymentR
     deployment.outputs = recorded_outputs(manifest, deployment, ctx)
     start = _debounced_start(session, deployment, request.debounce_seconds) if kind == "update" else Start()
     config = resolve_config(session, deployment, action_config(deployment, manifest, repo), strict=True)
+    if size is not None and request.force and kind == "update":  # a shrink asked for: its script gets --force
+        config["force"] = True
     action = record_action(session, deployment, kind, requested_by=request.requested_by, origin=request.origin,
                      delivery_id=request.delivery_id, config=config, not_before=start.not_before)
     if kind == "update":
         supersede_queued_updates(session, deployment, action)
     return deployment, action, start
+
+
+def check_resize(session: Session, deployment: Deployment, manifest: Manifest, kind: str, *,
+                 force: bool) -> int | None:
+    """The members an internal third-party service is deployed with (None for anything else).
+
+    Growing is allowed; shrinking is refused (Conflict, naming both sizes) unless ``force``: whether the
+    members removed handed their data over cannot be seen from outside. The size it runs is the one its
+    last successful deploy recorded."""
+    if manifest.kind is not Kind.THIRD_PARTY or manifest.mode is ThirdPartyMode.EXTERNAL:
+        return None
+    size = manifest.size or 1
+    if kind != "update" or force:
+        return size
+    deployed = deployed_action(session, deployment.id)
+    running = (deployed.config or {}).get("size") if deployed is not None else None
+    if isinstance(running, int) and size < running:
+        raise Conflict(f"resize of {deployment.name} from {running} to {size} members refused: the data of the "
+                       f"members removed is not handed over to the others, and Sami cannot see that from outside; "
+                       f"ask again with force (API \"force\": true, sami update/request --force, sami env deploy "
+                       f"--force) to shrink anyway", size=size, running=running)
+    return size
 
 
 def action_config(deployment: Deployment, manifest: Manifest, repo: DeploymentsRepo) -> dict:
@@ -437,6 +464,9 @@ def action_config(deployment: Deployment, manifest: Manifest, repo: DeploymentsR
         "pull_request": deployment.pull_request,
         "sha": deployment.sha,
         **({"manifest_environment": deployment.manifest_environment} if deployment.manifest_environment else {}),
+        # An internal third-party service's members: what a later update's size is compared with (check_resize).
+        **({"size": manifest.size or 1} if manifest.kind is Kind.THIRD_PARTY
+           and manifest.mode is not ThirdPartyMode.EXTERNAL else {}),
     }
 
 

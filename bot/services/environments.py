@@ -58,6 +58,9 @@ OPERATIONS = ("deploy", "archive", "restore", "cleanup")
 REVERSE = frozenset({"archive", "cleanup"})
 
 WAITING, QUEUED, SUCCEEDED, FAILED, SKIPPED = "waiting", "queued", "succeeded", "failed", "skipped"
+# What a fresh environment's third-party service holds (a clone's, a preview's): internal ones are
+# provisioned empty and, when their manifest says ``seed``, seeded once their first check passes.
+EMPTY, SEEDED, SEED_FAILED, SHARED = "empty", "seeded", "seed failed", "shared"
 COMPONENT_STATUSES = (WAITING, QUEUED, SUCCEEDED, FAILED, SKIPPED)
 RUNNING, RUN_SUCCEEDED, RUN_FAILED = "running", "succeeded", "failed"
 
@@ -199,7 +202,7 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
               requested_by: str, origin: str, versions: Mapping[str, str] | None = None,
               snapshot: Mapping | None = None, snapshot_id: int | None = None,
               only: Iterable[str] | None = None, delete_data: bool = False,
-              pin_reason: str | None = None) -> EnvironmentRun:
+              pin_reason: str | None = None, fresh: bool = False, force: bool = False) -> EnvironmentRun:
     """Start ``operation`` on every component of environment ``name`` and commit; the first components
     are on the queue when it returns.
 
@@ -208,7 +211,11 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
     its deployment runs now. With ``only``, the other components are left as they are (recorded as
     succeeded, "unchanged"). ``delete_data`` (cleanup): internal third-party services' data volumes
     are removed too (their cleanup gets ``--delete-data``); without it they are kept, and the component's
-    note says so. Conflict while another run of the environment is still going.
+    note says so. ``fresh`` (a clone, a preview's first deploy): each component records what its data is
+    (``data``: internal third-party services empty, or seeded when their manifest says ``seed``; external
+    ones shared). ``force`` (deploy): internal third-party services may shrink (their update gets
+    ``--force``); without it a shrink fails its component, naming both sizes. Conflict while another run
+    of the environment is still going.
 
     A deploy with ``pin_reason`` is a rollback (to a snapshot): it pins every component it deploys, at once
     and again with its action when each is queued. A deploy without one is refused (Pinned) while a
@@ -259,13 +266,20 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
                                            snapshot.get(component.service)))
             if pin_reason is not None:
                 request["pin"] = pin_reason
+            if force and is_internal(component):
+                request["force"] = True
         if operation == "cleanup" and is_internal(component):
             request["delete_data"] = bool(delete_data)
+        data = None
+        if fresh and operation == "deploy" and not left and component.manifest.kind is Kind.THIRD_PARTY:
+            data = EMPTY if is_internal(component) else SHARED
+            if is_internal(component) and component.manifest.seed:
+                request["seed"] = True
         run.components.append(EnvironmentRunComponent(
             service=component.service, deployment=component.deployment,
             wave=(last - component.wave) if operation in REVERSE else component.wave,
             after=sorted(after[component.service]), request=request, status=SUCCEEDED if left else WAITING,
-            message="unchanged" if left else None))
+            message="unchanged" if left else None, data=data))
     session.flush()
     if operation == "deploy" and pin_reason is not None:
         # Pinned from now, not only once each component's wave comes: no CI request slips in between.
@@ -423,10 +437,14 @@ def _queue_deploy(session: Session, repo: DeploymentsRepo, run: EnvironmentRun, 
     request = DeploymentRequest(
         service=component.service, environment=environment_name, tag=wanted.get("tag"),
         image=wanted.get("image") if not wanted.get("tag") else None, app_overrides=app,
-        deployment_overrides=dep, manifest_environment=template, pinning=bool(wanted.get("pin")), **who)
+        deployment_overrides=dep, manifest_environment=template, pinning=bool(wanted.get("pin")),
+        force=bool(wanted.get("force")), **who)
     deployment, action, start = accept_request(session, repo, request, ctx)
     if wanted.get("pin"):
         pins.pin(deployment, by=who["requested_by"], action_id=action.id, reason=wanted["pin"])
+    if wanted.get("seed") and action.kind == "create":
+        # Provisioned fresh for a clone or a preview: the worker runs the scripts' seed once its check passes.
+        action.config = {**(action.config or {}), "seed": True}
     return action, start
 
 
@@ -449,6 +467,11 @@ def action_settled(session: Session, action: Action, repo_at: Callable[[str | No
 
 
 def _record_result(component: EnvironmentRunComponent, action: Action) -> None:
+    seeding = bool((action.config or {}).get("seed"))
+    if seeding and action.state is ActionState.SUCCEEDED:
+        component.data = SEEDED
+    elif seeding and (action.error or "").startswith(SEED_FAILED):
+        component.data = action.error[:1000]
     if action.state is ActionState.SUCCEEDED:
         component.status, component.message = SUCCEEDED, None
         if "delete_data" in (component.request or {}):  # an internal third-party service cleaned up
@@ -517,7 +540,7 @@ def run_view(run: EnvironmentRun) -> dict:
         "manifest_sha": run.manifest_sha, "message": run.message,
         "created_at": _time(run.created_at), "finished_at": _time(run.finished_at),
         "components": [{"service": c.service, "deployment": c.deployment, "wave": c.wave, "after": list(c.after),
-                        "action_id": c.action_id, "status": c.status, "message": c.message}
+                        "action_id": c.action_id, "status": c.status, "message": c.message, "data": c.data}
                        for c in sorted(run.components, key=lambda c: (c.wave, c.service))],
     }
 
@@ -533,6 +556,7 @@ def status(session: Session, repo: DeploymentsRepo, name: str) -> dict:
     rows = {d.name: d for d in session.scalars(select(Deployment).where(Deployment.name.in_(names)))}
     last = session.scalars(select(EnvironmentRun).where(EnvironmentRun.environment == name)
                            .order_by(EnvironmentRun.id.desc()).limit(1)).first()
+    data = component_data(session, name)
     components = []
     for c in env.components:
         d = rows.get(c.deployment)
@@ -545,6 +569,7 @@ def status(session: Session, repo: DeploymentsRepo, name: str) -> dict:
             "endpoint": outputs.get("endpoint"), "url": outputs.get("url"),
             "status_message": d.status_message if live else None,
             "pin": pins.view(d) if live else None,
+            "data": data.get(c.service) if live else None,
         })
     return {"environment": name, "template": env.template, "target": env.topology.target,
             "waves": [list(w) for w in env.waves], "components": components,
@@ -564,6 +589,19 @@ def unpin(session: Session, repo: DeploymentsRepo, name: str, *, requested_by: s
     unpinned = [d.name for d in pinned]
     log.info("environment %s: unpinned %s by %s", name, ", ".join(unpinned), requested_by)
     return unpinned
+
+
+def component_data(session: Session, name: str) -> dict[str, str]:
+    """What each third-party service of a clone or a preview holds (empty, seeded, seed failed: ..., shared),
+    as the latest run that provisioned it recorded; by service."""
+    found: dict[str, str] = {}
+    for service, data in session.execute(
+            select(EnvironmentRunComponent.service, EnvironmentRunComponent.data)
+            .join(EnvironmentRun, EnvironmentRun.id == EnvironmentRunComponent.run_id)
+            .where(EnvironmentRun.environment == name, EnvironmentRunComponent.data.is_not(None))
+            .order_by(EnvironmentRun.id.desc())):
+        found.setdefault(service, data)
+    return found
 
 
 def is_internal(component: Component) -> bool:
@@ -639,16 +677,19 @@ def clone(session: Session, repo: DeploymentsRepo, source: str, name: str, ctx: 
     record.template, record.clone_of, record.created_by = env.template, source, requested_by[:255]
     session.flush()
     run = start_run(session, repo, name, "deploy", ctx, requested_by=requested_by, origin=origin,
-                    snapshot=running)
-    data = {}
-    for component in env.components:
-        if component.manifest.kind is not Kind.THIRD_PARTY:
-            data[component.service] = "application"
-        elif component.manifest.mode is ThirdPartyMode.EXTERNAL:
-            data[component.service] = "shared (external endpoint)"
-        else:
-            data[component.service] = "empty (provisioned fresh, no data copied)"
-    return Cloned(name, run, data)
+                    snapshot=running, fresh=True)
+    return Cloned(name, run, {component.service: data_words(component) for component in env.components})
+
+
+def data_words(component: Component) -> str:
+    """What a fresh environment's component holds, in the words a clone's answer gives."""
+    if component.manifest.kind is not Kind.THIRD_PARTY:
+        return "application"
+    if component.manifest.mode is ThirdPartyMode.EXTERNAL:
+        return "shared (external endpoint)"
+    if component.manifest.seed:
+        return "seeded (provisioned fresh, no data copied; its seed runs once it is up)"
+    return "empty (provisioned fresh, no data copied)"
 
 
 def cloned_names(session: Session) -> list[str]:
@@ -708,5 +749,40 @@ def sync_preview(session: Session, repo: DeploymentsRepo, source: str, tags: Map
         record = EnvironmentRecord(name=name)
         session.add(record)
     record.template, record.clone_of, record.created_by = env.template, source, requested_by[:255]
+    # The pull request whose sticky comment lists the preview's components.
+    record.pull_request_repository, record.pull_request_number = repository[:140], number
     session.flush()
-    return start_run(session, repo, name, "deploy", ctx, requested_by=requested_by, origin=origin, snapshot=running)
+    return start_run(session, repo, name, "deploy", ctx, requested_by=requested_by, origin=origin, snapshot=running,
+                     fresh=True)
+
+
+def preview_of_pull_request(session: Session, repository: str, number: int) -> dict | None:
+    """The whole-environment preview of pull request ``repository#number`` as its sticky comment shows it: its
+    name, source, and each component (in deploy order) with state, version, link and the last run's result."""
+    record = session.scalars(select(EnvironmentRecord).where(
+        EnvironmentRecord.pull_request_repository == repository,
+        EnvironmentRecord.pull_request_number == number)).first()
+    if record is None:
+        return None
+    last = session.scalars(select(EnvironmentRun).where(EnvironmentRun.environment == record.name)
+                           .order_by(EnvironmentRun.id.desc()).limit(1)).first()
+    if last is None:
+        return None
+    names = [c.deployment for c in last.components]
+    rows = {d.name: d for d in session.scalars(select(Deployment).where(Deployment.name.in_(names)))}
+    components = []
+    for c in sorted(last.components, key=lambda c: (c.wave, c.service)):
+        d = rows.get(c.deployment)
+        live = d is not None and d.state is not S.REMOVED
+        outputs = dict(d.outputs or {}) if live else {}
+        link = next((entry.get("url") for entry in (d.links or ()) if entry.get("url")), None) if live else None
+        components.append({
+            "service": c.service, "deployment": c.deployment, "state": d.state if live else None,
+            "failure_reason": d.failure_reason if live else None,
+            "status_message": d.status_message if live else None, "tag": d.tag if live else None,
+            "url": link or outputs.get("url"), "endpoint": outputs.get("endpoint"),
+            "status": c.status, "message": c.message, "data": c.data,
+            "updated_at": d.status_changed_at if live else None,
+        })
+    return {"environment": record.name, "source": record.clone_of, "run_id": last.id,
+            "operation": last.operation, "run_state": last.state, "components": components}

@@ -80,13 +80,14 @@ def export_yaml(snapshot: EnvironmentSnapshot) -> str:
 
 
 def deploy(session: Session, repo: DeploymentsRepo, environment: str, name: str, ctx, *, requested_by: str,
-           origin: str):
-    """Deploy exactly snapshot ``name`` to ``environment``: each component's version and overrides. It is
-    the environment's rollback: every component is pinned there (see bot.services.pins)."""
+           origin: str, force: bool = False):
+    """Deploy exactly snapshot ``name`` to ``environment``: each component's version and overrides (``force``:
+    internal third-party services may shrink). It is the environment's rollback: every component is pinned
+    there (see bot.services.pins)."""
     snapshot = get(session, name)
     by_service = {c["service"]: c for c in snapshot.components}
     return environments.start_run(session, repo, environment, "deploy", ctx, requested_by=requested_by,
-                                  origin=origin, snapshot=by_service, snapshot_id=snapshot.id,
+                                  origin=origin, snapshot=by_service, snapshot_id=snapshot.id, force=force,
                                   pin_reason=f"environment {environment} rolled back to snapshot {name}")
 
 

@@ -165,7 +165,7 @@ def _accepted(result: deployments.Accepted):
 def deployment_request_from_body(body: Mapping, requested_by: str, origin: str) -> deployments.DeploymentRequest:
     """Validate a request body's shape into a DeploymentRequest (meaning is checked by services)."""
     known = {"service", "environment", "tag", "image", "ref", "sha", "pull_request", "overrides", "repository",
-             "unpin"}
+             "unpin", "force"}
     unknown = sorted(set(body) - known)
     if unknown:
         raise Invalid(f"unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -199,7 +199,8 @@ def deployment_request_from_body(body: Mapping, requested_by: str, origin: str) 
         tag=_field(body, "tag", str), image=_field(body, "image", str),
         ref=ref, sha=sha, pull_request=pull_request, source_repo=repository,
         app_overrides=app_overrides, deployment_overrides=deployment_overrides,
-        unpin=bool(_field(body, "unpin", bool)), requested_by=requested_by, origin=origin)
+        unpin=bool(_field(body, "unpin", bool)), force=bool(_field(body, "force", bool)),
+        requested_by=requested_by, origin=origin)
 
 
 @bp.post("/deployment_request")

@@ -61,7 +61,7 @@ def show_environment(name: str):
 def operate(name: str, operation: str):
     """Start a whole-environment run: 202 with the run (its first components are queued)."""
     body = _json_body() if request.content_length else {}
-    known = {"deploy": {"versions", "snapshot"}, "cleanup": {"delete_data"}}.get(operation, set())
+    known = {"deploy": {"versions", "snapshot", "force"}, "cleanup": {"delete_data"}}.get(operation, set())
     unknown = sorted(set(body) - known)
     if unknown:
         raise Invalid(f"unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known)) or 'none'})")
@@ -70,16 +70,17 @@ def operate(name: str, operation: str):
         raise Invalid("'versions' must be an object of SERVICE: tag (or image)")
     snapshot = _field(body, "snapshot", str)
     delete_data = bool(_field(body, "delete_data", bool))
+    force = bool(_field(body, "force", bool))
     if snapshot and versions:
         raise Invalid("give 'versions' or 'snapshot', not both")
     _environment(name, SCOPES[operation])
     session, repo = get_session(), shared.manifests().current()
     who = dict(requested_by=_requested_by(), origin="api")
     if snapshot:
-        run = snapshots.deploy(session, repo, name, snapshot, shared.services_context(), **who)
+        run = snapshots.deploy(session, repo, name, snapshot, shared.services_context(), force=force, **who)
     else:
         run = environments.start_run(session, repo, name, operation, shared.services_context(),
-                                     versions=versions, delete_data=delete_data, **who)
+                                     versions=versions, delete_data=delete_data, force=force, **who)
     return jsonify(environments.run_view(run)), 202
 
 

@@ -23,6 +23,11 @@ bp = Blueprint("openapi", __name__)
 NAME = {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,62}$"}
 ISO_TIME = {"type": ["string", "null"], "format": "date-time"}
 TEXT_OR_NULL = {"type": ["string", "null"]}
+FORCE = {"type": "boolean", "description": "let an internal third-party service shrink (its update script gets "
+                                          "--force); without it a shrink is refused (409) naming both sizes"}
+COMPONENT_DATA = {"type": ["string", "null"],
+                  "description": "a clone's or a preview's third-party service: empty, seeded or seed failed: <why> "
+                                 "(internal, provisioned fresh), shared (external); null otherwise"}
 OVERRIDES_IN = {"type": "object", "description": "KEY: value; a value is text or a whole number, null removes "
                 "the override", "additionalProperties": {"type": ["string", "integer", "null"]}}
 OVERRIDES_OUT = {"type": "object", "additionalProperties": {"type": "string"}}
@@ -87,6 +92,7 @@ SCHEMAS: dict[str, dict] = {
                           "properties": {"app": OVERRIDES_IN, "deployment": OVERRIDES_IN}},
             "unpin": {"type": "boolean", "description": "the deployment is pinned (a rollback pinned it): unpin it "
                       "and deploy this; without it a pinned deployment's request is a 409 naming the pin"},
+            "force": FORCE,
         },
     },
     "Deployment": {
@@ -278,7 +284,8 @@ SCHEMAS: dict[str, dict] = {
                                "mode": {"type": ["string", "null"], "enum": ["internal", "external", None]},
                                "state": {"type": ["string", "null"]}, "tag": TEXT_OR_NULL, "image": TEXT_OR_NULL,
                                "endpoint": TEXT_OR_NULL, "url": TEXT_OR_NULL, "status_message": TEXT_OR_NULL,
-                               "pin": {"$ref": "#/components/schemas/Pin"}}}},
+                               "pin": {"$ref": "#/components/schemas/Pin"},
+                               "data": COMPONENT_DATA}}},
             "last_run": {"oneOf": [{"$ref": "#/components/schemas/EnvironmentRun"}, {"type": "null"}]},
         },
     },
@@ -302,15 +309,16 @@ SCHEMAS: dict[str, dict] = {
                                "action_id": {"type": ["integer", "null"]},
                                "status": {"type": "string", "enum": ["waiting", "queued", "succeeded", "failed",
                                                                      "skipped"]},
-                               "message": TEXT_OR_NULL}}},
+                               "message": TEXT_OR_NULL, "data": COMPONENT_DATA}}},
         },
     },
     "Cloned": {
         "type": "object", "required": ["environment", "data", "run"],
         "properties": {"environment": {"type": "string"},
                        "data": {"type": "object", "additionalProperties": {"type": "string"},
-                                "description": "per component: empty (provisioned fresh, no data copied), shared "
-                                               "(an external endpoint), or application"},
+                                "description": "per component: empty (provisioned fresh, no data copied), seeded "
+                                               "(fresh, then its seed runs once it is up), shared (an external "
+                                               "endpoint), or application"},
                        "run": {"$ref": "#/components/schemas/EnvironmentRun"}},
     },
     "Release": {
@@ -441,7 +449,8 @@ def _environment_operation(kind: str, summary: str) -> dict:
         body["properties"] = {
             "versions": {"type": "object", "additionalProperties": {"type": "string"},
                          "description": "SERVICE: tag (or image) for components; the others keep theirs"},
-            "snapshot": {"type": "string", "description": "deploy exactly this snapshot"}}
+            "snapshot": {"type": "string", "description": "deploy exactly this snapshot"},
+            "force": FORCE}
     if kind == "cleanup":
         body["properties"] = {"delete_data": {"type": "boolean", "description": "remove internal third-party "
                                               "services' data volumes too (kept by default, and the run says so)"}}

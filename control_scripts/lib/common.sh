@@ -30,6 +30,7 @@ sami_target=${SAMI_TARGET:-}
 # Third-party sets: update --force shrinks a service; cleanup --delete-data removes its volumes.
 sami_force=0
 sami_delete_data=0
+sami_endpoint=""  # seed: the service's endpoint HOST:PORT, when Sami knows it (the built-in sets find member 0 themselves)
 sami_old_status=""
 sami_new_status=""
 # switch (blue-green): the colour the entry switches to, and its backend (HOST:PORT, or the folder a
@@ -111,6 +112,7 @@ sami_parse_args() {
             --target) sami_target=$value ;;
             --force) sami_force=1 ;;
             --delete-data) sami_delete_data=1 ;;
+            --endpoint) sami_endpoint=$value ;;
             --old-status) sami_old_status=$value ;;
             --new-status) sami_new_status=$value ;;
             --colour) sami_colour=$value ;;

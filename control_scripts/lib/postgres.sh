@@ -36,6 +36,21 @@ tp_ping() {
     [[ $answer == *"accepting connections"* ]] || { sami_log "member $2: pg_isready: ${answer:0:200}"; return 1; }
 }
 
+tp_seed_file=seed.sql
+
+# seed.sql runs through psql in member 0's container, over its local socket (trusted in the image), as
+# the configured user on the configured database; the first error stops it and fails the seed.
+tp_seed_run() {
+    local user database output
+    user=$(sami_config user postgres)
+    database=$(sami_config database "$user")
+    output=$("$DOCKER" exec -i "$1" psql -X -q -v ON_ERROR_STOP=1 -p "$(tp_member_port 0)" -U "$user" \
+        -d "$database" -f - <"$2" 2>&1) && return 0
+    tp_seed_error=$(grep -m 1 -E 'ERROR|FATAL|error' <<<"$output" | cut -c 1-300)
+    [ -n "$tp_seed_error" ] || tp_seed_error=${output:0:300}
+    return 1
+}
+
 export SAMI_POSTGRES_PASSWORD=${SAMI_SECRET_POSTGRES_PASSWORD:-}
 
 postgres_config_check() { postgres_validate; tp_config_check; }
@@ -47,4 +62,5 @@ postgres_unarchive() { postgres_validate; tp_unarchive; }
 postgres_archive_check() { tp_archive_check; }
 postgres_cleanup() { tp_cleanup; }
 postgres_info() { tp_info; }
+postgres_seed() { tp_seed; }
 postgres_notifications() { tp_notifications; }

@@ -22,6 +22,23 @@ tp_ping() {
     [ "$answer" = PONG ] || { sami_log "member $2: redis-cli ping answered: ${answer:0:200}"; return 1; }
 }
 
+tp_seed_file=seed.redis
+
+# seed.redis holds redis-cli commands, one a line. redis-cli exits 0 even when a command fails, so its
+# answers are read in --no-raw form, where an error reply (and nothing else) starts with "(error)".
+tp_seed_run() {
+    local answers errors
+    answers=$("$DOCKER" exec -i "$1" redis-cli --no-raw -p "$(tp_member_port 0)" <"$2" 2>&1) || {
+        tp_seed_error="redis-cli: ${answers:0:300}"
+        return 1
+    }
+    errors=$(grep -c '^(error)' <<<"$answers")
+    if [ "$errors" -gt 0 ]; then
+        tp_seed_error="${errors} command(s) failed, the first: $(grep -m 1 '^(error)' <<<"$answers" | cut -c 9-308)"
+        return 1
+    fi
+}
+
 redis_config_check() { tp_config_check; }
 redis_create() { tp_create; }
 redis_update() { tp_update; }
@@ -31,4 +48,5 @@ redis_unarchive() { tp_unarchive; }
 redis_archive_check() { tp_archive_check; }
 redis_cleanup() { tp_cleanup; }
 redis_info() { tp_info; }
+redis_seed() { tp_seed; }
 redis_notifications() { tp_notifications; }

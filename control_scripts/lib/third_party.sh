@@ -6,13 +6,19 @@
 #   tp_max_size      the most members the set runs (postgres: 1)
 #   tp_member        a function printing member i's service (YAML lines, 4 spaces in)
 #   tp_ping          a function checking member i answers (in its container), 0 when it does
+#   tp_seed_file     the seed file a manifest folder may hold (seed.redis, seed.sql)
+#   tp_seed_run      a function feeding that file to member 0's container (stdin), 0 when it took it;
+#                    otherwise it sets tp_seed_error to why
 #
 # The stack is named after the deployment; member i is service m<i> with its own volume data-<i>.
 # Members are recorded in the swarm's own store (service labels sami.member, sami.size), so a
 # resize knows the current size without Sami's database. Resizing up is allowed; down is
 # refused unless --force (the data of the members removed is not handed over). Archive scales
 # the members to 0 and keeps their volumes; cleanup removes the stack and keeps the volumes
-# unless --delete-data, and says which. info prints the endpoint: "endpoint,HOST:PORT".
+# unless --delete-data, and says which. info prints the endpoint: "endpoint,HOST:PORT". seed (run
+# by Sami once, after a clone's or a preview's fresh service first passes its check) feeds the
+# engine's seed file of the manifest folder (tp_seed_file) to member 0 through its own client in its
+# container (tp_seed_run); without the file there is nothing to seed.
 #
 # Deployment config:
 #   network=overlay (default)  an attachable overlay network <name>_net, members reached as
@@ -202,6 +208,22 @@ tp_cleanup() {
     else
         echo "data volumes kept: $(tr '\n' ' ' <<<"$volumes")(they outlive the deployment; cleanup --delete-data deletes them with it)"
     fi
+}
+
+tp_seed() {
+    local file container
+    file="${sami_manifest_dir}/${tp_seed_file}"
+    if [ ! -e "$file" ]; then
+        echo "no ${tp_seed_file} in the manifest folder: ${sami_name} stays empty"
+        return 0
+    fi
+    [ -f "$file" ] && [ ! -L "$file" ] || sami_die "$SAMI_EXIT_USAGE" "${tp_seed_file} must be a plain file of the manifest folder"
+    container=$(tp_container 0)
+    [ -n "$container" ] || sami_die "$SAMI_EXIT_FAIL" "member 0 of ${sami_name} has no running container on this node to seed"
+    tp_seed_error=""
+    tp_seed_run "$container" "$file" \
+        || sami_die "$SAMI_EXIT_FAIL" "seeding ${sami_name} from ${tp_seed_file} failed: ${tp_seed_error:-no reason given}"
+    echo "seeded ${sami_name} from ${tp_seed_file}"
 }
 
 tp_info() {

@@ -18,7 +18,7 @@ from tests.support.servers import free_port
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("env-cli")
-    repo = write_environment_repo(tmp / "repo", tmp / "record", {"db": Service(), "web": Service()},
+    repo = write_environment_repo(tmp / "repo", tmp / "record", {"db": Service(third_party=True), "web": Service()},
                                   environments=("demo",))
     port = free_port()
     env = sami_env(SAMI_INSTANCE_DIR=str(tmp / "instance"), SAMI_DEPLOYMENTS_REPO=str(repo),
@@ -73,7 +73,12 @@ def test_a_whole_environment_from_the_command_line(server):
     assert server.run("env", "unpin", "demo").returncode == 2  # none is pinned
 
     cloned = ok(server.run("env", "clone", "demo", "demo-2", "--wait"))
-    assert "db: application" in cloned.stdout and "succeeded" in cloned.stdout
+    assert "db: empty (provisioned fresh, no data copied)" in cloned.stdout and "succeeded" in cloned.stdout
+    assert "web: application" in cloned.stdout and "DATA" in cloned.stdout
+    clone_status = json.loads(ok(server.run("env", "status", "demo-2", "--json")).stdout)
+    assert {c["service"]: c["data"] for c in clone_status["components"]} == {"db": "empty", "web": None}
+    assert "DATA" in ok(server.run("env", "status", "demo-2")).stdout
+    assert "DATA" not in ok(server.run("env", "status", "demo")).stdout, "an ordinary environment has no data column"
     assert "alike" in ok(server.run("env", "diff", "demo", "demo-2")).stdout
     for operation in ("archive", "restore", "archive"):
         ok(server.run("env", operation, "demo-2", "--wait"))

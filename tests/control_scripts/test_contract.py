@@ -486,3 +486,43 @@ def test_router_stack_updates_start_first_with_a_health_check_and_a_soft_stop(st
     assert router["stop_signal"] == "SIGUSR1" and router["stop_grace_period"] == "30s"
     assert router["healthcheck"]["test"][-1] == "http://127.0.0.1:8080/sami-router/healthz"
     assert not list(tmp_path.glob("sami-router-stack.*")), "the temporary stack file is removed"
+
+
+@pytest.mark.parametrize(
+    ("engine", "seed_file", "client"),
+    [
+        ("postgres", "seed.sql", ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-p", "5433", "-U", "postgres",
+                                  "-d", "orders", "-f", "-"]),
+        ("redis", "seed.redis", ["redis-cli", "--no-raw", "-p", "5433"]),
+    ],
+)
+def test_third_party_seed_feeds_its_file_to_member_0s_own_client(stand_ins, tmp_path, engine, seed_file, client):
+    """The built-in seed: nothing without the file; with it, the engine's client in member 0's container
+    (an argv list, the file on stdin); a failure names the file and the client's error."""
+    args = contract_args("shop-qa-7", tag="16", manifest_dir=tmp_path, service="shop",
+                         deployment_config={"port": "5433", "database": "orders"})
+    env = stand_ins.env({"SAMI_IMAGE": f"local/{engine}:16", "SAMI_SECRET_POSTGRES_PASSWORD": "a-long-password"})
+    container = ["ps", "-q", "--filter", "label=com.docker.swarm.service.name=shop-qa-7_m0", "--filter",
+                 "status=running"]
+    stand_ins.respond([(container, "c0ffee\n", 0)])
+    nothing = run_script(engine, "seed", args, env=env)
+    assert nothing.returncode == 0 and f"no {seed_file} in the manifest folder" in nothing.stdout
+    assert stand_ins.calls("docker") == []
+
+    (tmp_path / seed_file).write_text("-- the data a fresh copy starts with\n")
+    seeded = run_script(engine, "seed", args, env=env)
+    assert seeded.returncode == 0, seeded.stderr
+    assert f"seeded shop-qa-7 from {seed_file}" in seeded.stdout
+    assert [c["argv"] for c in stand_ins.calls("docker")] == [container, ["exec", "-i", "c0ffee", *client]]
+
+    error = ("(error) ERR unknown command 'NOPE'\n" if engine == "redis"
+             else 'psql:<stdin>:1: ERROR:  relation "nope" does not exist\n')
+    stand_ins.respond([(container, "c0ffee\n", 0), (["exec"], error, 0 if engine == "redis" else 3)])
+    failed = run_script(engine, "seed", args, env=env)
+    assert failed.returncode == 1
+    assert f"seeding shop-qa-7 from {seed_file} failed" in failed.stderr
+    assert ("ERR unknown command 'NOPE'" if engine == "redis" else 'relation "nope" does not exist') in failed.stderr
+    assert "a-long-password" not in failed.stderr + failed.stdout
+
+    stand_ins.respond([(container, "", 0)])
+    assert "no running container on this node" in run_script(engine, "seed", args, env=env).stderr

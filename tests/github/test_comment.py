@@ -15,6 +15,8 @@ from bot.github.comment import (
     MAX_COMMENT_CHARS,
     EnvironmentRow,
     LastCommand,
+    Preview,
+    PreviewComponent,
     action_badge,
     age,
     escape_text,
@@ -47,7 +49,28 @@ def three_rows():
     ]
 
 
+def a_preview(**changes) -> Preview:
+    fields = dict(
+        environment="pr-42-86f279", source="stage", run_id=12, operation="deploy", run_state="failed",
+        page_url="https://sami.example.test/environments/pr-42-86f279",
+        components=(
+            PreviewComponent("pay", DeploymentState.RUNNING, tag="2024.1", endpoint="pay.example.com:443",
+                             status="succeeded", data="shared"),
+            PreviewComponent("cache", DeploymentState.FAILURE, FailureReason.GENERIC,
+                             "seed failed: 1 command(s) failed (exit 1)", tag="7",
+                             endpoint="cache-pr-42-86f279_m0:6379",
+                             status="failed", message="action 31 failed: seed failed: 1 command(s) failed (exit 1)",
+                             data="seed failed: 1 command(s) failed (exit 1)"),
+            PreviewComponent("web", None, status="skipped",
+                             message="not run: cache failed (action 31 failed: seed failed)"),
+        ))
+    fields.update(changes)
+    return Preview(**fields)
+
+
 CASES = {
+    "preview_environment": lambda: render_sticky_comment(
+        [], pr_number=42, head_sha=HEAD, now=NOW, public_url="https://sami.example.test", preview=a_preview()),
     "three_environments": lambda: render_sticky_comment(
         three_rows(), pr_number=42, head_sha=HEAD, now=NOW, public_url="https://sami.example.test",
         last_command=LastCommand("/sami deploy web", "alice", "accepted")),
@@ -291,3 +314,24 @@ def test_a_pinned_environment_says_who_pinned_it_and_how_to_unpin():
     web_line = next(line for line in hostile.splitlines() if line.startswith("| web |"))
     assert web_line.count(" | ") == 5 and "](" not in web_line and "@bob" not in web_line
     assert "after a rollback" not in web_line
+
+
+def test_a_preview_lists_every_component_with_its_link_and_run_result():
+    body = CASES["preview_environment"]()
+    assert "No environments for this pull request yet" not in body
+    assert "**Preview environment `pr-42-86f279`** (like `stage`) · deploy run 12: ❌ failed" in body
+    rows = [line for line in body.splitlines() if line.startswith(("| pay", "| cache", "| web"))]
+    assert len(rows) == 3
+    assert "`pay.example.com:443`" in rows[0] and "✅ succeeded · data: shared" in rows[0]
+    assert "❌ failed · data: seed failed" in rows[1]
+    assert rows[2].startswith("| web | not deployed | — | — | ⏭️ skipped — not run: cache failed")
+
+
+def test_a_preview_escapes_what_others_chose():
+    body = render_sticky_comment([], pr_number=1, head_sha=None, now=NOW, preview=a_preview(components=(
+        PreviewComponent("web", DeploymentState.RUNNING, url="javascript:alert(1)", tag="v1", status="failed",
+                         message="<img src=x> | @alice [x](https://evil.test)"),)))
+    assert "javascript" not in body
+    assert "<img" not in body and "@alice" not in body and "](https://evil.test)" not in body
+    row = next(line for line in body.splitlines() if line.startswith("| web"))
+    assert row.count(" | ") == 4, "a value cannot add table cells"

@@ -78,15 +78,20 @@ exit 0
 """
 
 
-def write_probe_repo(root: Path, record: Path, *, timeout: str = "60s", status_timeout: str = "5s",
-                     secrets: tuple[str, ...] = (), environments: tuple[str, ...] = ("stage", "pull_request")) -> Path:
-    """Create a deployments repo with one service ``probe`` in ``environments`` (stage and pull_request)."""
-    scripts = root / "scripts" / "probe"
-    scripts.mkdir(parents=True)
+def write_probe_scripts(scripts: Path) -> Path:
+    """The probe set, one executable per operation, in ``scripts`` (made if needed)."""
+    scripts.mkdir(parents=True, exist_ok=True)
     for operation in OPERATIONS:
         path = scripts / operation
         path.write_text(PROBE)
         path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return scripts
+
+
+def write_probe_repo(root: Path, record: Path, *, timeout: str = "60s", status_timeout: str = "5s",
+                     secrets: tuple[str, ...] = (), environments: tuple[str, ...] = ("stage", "pull_request")) -> Path:
+    """Create a deployments repo with one service ``probe`` in ``environments`` (stage and pull_request)."""
+    write_probe_scripts(root / "scripts" / "probe")
     for environment in environments:
         folder = root / "services" / "probe" / "swarm" / environment
         folder.mkdir(parents=True)

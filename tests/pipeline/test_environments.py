@@ -308,7 +308,10 @@ def test_a_pull_request_preview_is_a_whole_environment_of_its_own(db_session, en
 def test_a_pull_request_of_an_application_gets_the_whole_environment(db_session, env_repo, services_ctx, work):
     from datetime import UTC, datetime
 
+    from bot import outbox
     from bot.core.config import Settings
+    from bot.core.models import OutboxRow
+    from bot.github import senders
     from bot.github.pulls import PullRequest, sync_pull_request
     from bot.manifests.topology import Topology
 
@@ -336,6 +339,28 @@ def test_a_pull_request_of_an_application_gets_the_whole_environment(db_session,
     assert {s: preview[s].tag for s in ("db", "cache", "api")} == {s: VERSIONS[s] for s in ("db", "cache", "api")}
     # No single-service preview beside it.
     assert db_session.scalars(select(Deployment).where(Deployment.name == "web-pr-7")).first() is None
+
+    # The sticky comment lists every component of the preview with its link and its result in the run.
+    comment_rows = db_session.scalars(select(OutboxRow).where(OutboxRow.kind == "comment",
+                                                              OutboxRow.repository == "acme/web",
+                                                              OutboxRow.pull_request == 7)).all()
+    assert comment_rows, "the preview's state changes refresh the pull request's comment"
+    record = outbox.pull_request_record(db_session, "acme/web", 7)
+    body = senders.render_comment(db_session, "acme/web", 7, record, senders.Sender(None, "https://sami.test"),
+                                  datetime.now(UTC))
+    assert "No environments for this pull request yet" not in body
+    assert f"**Preview environment `{name}`** (like `stage`) · deploy run" in body and "✅ succeeded" in body
+    assert f"[environment page](https://sami.test/environments/{name})" in body
+    lines = {line.split(" | ")[0][2:]: line for line in body.splitlines() if line.startswith("| ")
+             and not line.startswith(("| Component", "| ---"))}
+    assert set(lines) == {"db", "cache", "api", "web"}
+    # A third-party service shows its endpoint (and the link its scripts' info gives, here the probe's).
+    assert f"[db-{name}.example.test](https://db-{name}.example.test) · `db-{name}.internal:5432`" in lines["db"]
+    assert "data: empty" in lines["db"]
+    assert "`cache.example.net:6379`" in lines["cache"] and "data: shared" in lines["cache"]
+    assert f"[web-{name}.example.test](https://web-{name}.example.test)" in lines["web"]
+    assert f"`{head}`" in lines["web"] or f"`{head[:7]}" in lines["web"] or "1a2b3c4" in lines["web"]
+    assert all("🟢 Running" in line and "✅ succeeded" in line for line in lines.values()), lines
     said = sync("closed")
     assert said[0].startswith(f"archiving preview {name}")
     work()
