@@ -324,12 +324,13 @@ def test_login_saves_url_and_token_for_the_other_commands_and_only_for_that_serv
 @pytest.mark.parametrize("command", [["cancel"], ["logs"], ["wait"], ["rollback", "docs-stage", "--to"]])
 def test_an_action_id_that_is_not_a_whole_number_is_exit_2_saying_what_it_is(server, command):
     name = command[-1] if command[-1].startswith("--") else "ACTION_ID"
-    for value, wanted in (("abc", "a whole number"), ("1.5", "a whole number"), ("0", "1 or more")):
+    # ("ABC": not a deployment's name either, which `sami logs` also takes)
+    for value, wanted in (("ABC", "a whole number"), ("1.5", "a whole number"), ("0", "1 or more")):
         done = server.run(*command, value)
         assert done.returncode == Exit.BAD_INPUT
         assert done.stderr == f"sami: {name} must be {wanted} (an action's id, as `sami info NAME` lists them)\n"
         assert done.stdout == ""
-    as_json = server.run(*command, "abc", "--json")
+    as_json = server.run(*command, "ABC", "--json")
     assert as_json.returncode == Exit.BAD_INPUT
     assert json.loads(as_json.stdout) == {"error": f"{name} must be a whole number (an action's id, as `sami info "
                                                    "NAME` lists them)", "status": None, "exit_code": 2}
