@@ -21,6 +21,7 @@ from bot.core.models import Action, ActionStep, Deployment, OutboxRow
 from bot.services import actions, deployments, drift, history, pins, queries
 from bot.services.tokens import Scopes, TokenError, authenticate
 from bot.web import openapi, shared
+from bot.web.bodies import body_field, json_object
 from bot.web.database import get_session
 from bot.web.errors import Forbidden, Unauthorized
 
@@ -35,7 +36,7 @@ CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @bp.before_request
-def _check_query():
+def check_query():
     """400 for a query parameter the OpenAPI document does not declare for this operation (a typo
     such as ?servce= would otherwise be ignored silently), or a value its schema there refuses."""
     if request.url_rule is None:
@@ -120,35 +121,7 @@ def _action(session, action_id: int, acting=None, options=()) -> Action:
     raise deployments.unknown_action(action_id)
 
 
-def _json_body() -> dict:
-    body = request.get_json()  # malformed JSON: 400 (bot.web.bodies), too long: 413
-    if not isinstance(body, dict):
-        raise Invalid("the body must be a JSON object, not a " + type(body).__name__)
-    return body
-
-
-# What a JSON value of a Python type is called in an error a person reads.
-JSON_KINDS = {str: "a string (text)", int: "a whole number", bool: "true or false", dict: "an object ({...})",
-              list: "a list ([...])", float: "a number with a fraction"}
-
-
-def _field(body: Mapping, name: str, kind: type | tuple, required: bool = False):
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise Invalid(f"'{name}' is required")
-        return None
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        wanted = " or ".join(JSON_KINDS.get(k, k.__name__) for k in kinds)
-        raise Invalid(f"'{name}' must be {wanted}, not {JSON_KINDS.get(type(value), type(value).__name__)}")
-    low, high = deployments.MIN_INT64, deployments.MAX_INT64
-    if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
-        raise Invalid(f"'{name}' must be a whole number from {low} to {high} (64 bits)")
-    return value
-
-
-def _requested_by() -> str:
+def requester() -> str:
     return f"token:{g.token.name}"
 
 
@@ -169,7 +142,7 @@ def deployment_request_from_body(body: Mapping, requested_by: str, origin: str) 
     unknown = sorted(set(body) - known)
     if unknown:
         raise Invalid(f"unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    overrides = _field(body, "overrides", dict) or {}
+    overrides = body_field(body, "overrides", dict) or {}
     unknown = sorted(set(overrides) - {"app", "deployment"})
     if unknown:
         raise Invalid("'overrides' takes 'app' and 'deployment' objects")
@@ -177,10 +150,10 @@ def deployment_request_from_body(body: Mapping, requested_by: str, origin: str) 
     deployment_overrides = overrides.get("deployment") or {}
     if not isinstance(app_overrides, dict) or not isinstance(deployment_overrides, dict):
         raise Invalid("'overrides.app' and 'overrides.deployment' must be objects of KEY: value")
-    sha = _field(body, "sha", str)
+    sha = body_field(body, "sha", str)
     if sha is not None and not SHA_RE.match(sha):
         raise Invalid("'sha' must be a commit sha (7 to 64 hex digits)")
-    ref = _field(body, "ref", str)
+    ref = body_field(body, "ref", str)
     if ref is not None:
         try:
             naming.check_ref(ref)
@@ -190,16 +163,16 @@ def deployment_request_from_body(body: Mapping, requested_by: str, origin: str) 
     if pull_request is not None and (not isinstance(pull_request, int) or isinstance(pull_request, bool)
                                      or not 1 <= pull_request <= deployments.MAX_PULL_REQUEST):
         raise Invalid(f"'pull_request' must be a whole number from 1 to {deployments.MAX_PULL_REQUEST}")
-    repository = _field(body, "repository", str)
+    repository = body_field(body, "repository", str)
     if repository is not None and not REPOSITORY_RE.match(repository):
         raise Invalid("'repository' must be owner/name")
     return deployments.DeploymentRequest(
-        service=_field(body, "service", str, required=True),
-        environment=_field(body, "environment", str, required=True),
-        tag=_field(body, "tag", str), image=_field(body, "image", str),
+        service=body_field(body, "service", str, required=True),
+        environment=body_field(body, "environment", str, required=True),
+        tag=body_field(body, "tag", str), image=body_field(body, "image", str),
         ref=ref, sha=sha, pull_request=pull_request, source_repo=repository,
         app_overrides=app_overrides, deployment_overrides=deployment_overrides,
-        unpin=bool(_field(body, "unpin", bool)), force=bool(_field(body, "force", bool)),
+        unpin=bool(body_field(body, "unpin", bool)), force=bool(body_field(body, "force", bool)),
         requested_by=requested_by, origin=origin)
 
 
@@ -208,8 +181,8 @@ def deployment_request_from_body(body: Mapping, requested_by: str, origin: str) 
 @token_required
 def deployment_request():
     """Create or update a deployment: 202 with the action that will do it."""
-    body = _json_body()
-    req = deployment_request_from_body(body, _requested_by(), "api")
+    body = json_object()
+    req = deployment_request_from_body(body, requester(), "api")
     require("deploy", req.service, req.environment)
     result = deployments.request_deployment(get_session(), shared.manifests().current(), req,
                                          shared.services_context(_knows("deploy")))
@@ -229,7 +202,7 @@ def operation(name: str, kind: str):
     deployment = _deployment(session, name, kind)
     require(kind, deployment.service, deployment.environment)
     result = OPERATIONS[kind](session, shared.manifests().current(), name, shared.services_context(),
-                              requested_by=_requested_by(), origin="api")
+                              requested_by=requester(), origin="api")
     return _accepted(result)
 
 
@@ -250,16 +223,16 @@ def rollback_target(name: str):
 @token_required
 def rollback(name: str):
     """Update a deployment back to an earlier succeeded config (``action_id``, or the previous good one)."""
-    body = _json_body() if request.content_length else {}
+    body = json_object() if request.content_length else {}
     unknown = sorted(set(body) - {"action_id"})
     if unknown:
         raise Invalid(f"unknown field(s) {', '.join(unknown)} (known: action_id)")
-    to_action_id = _field(body, "action_id", int)
+    to_action_id = body_field(body, "action_id", int)
     session = get_session()
     deployment = _deployment(session, name, "deploy")
     require("deploy", deployment.service, deployment.environment)
     result = history.rollback_deployment(session, shared.manifests().current(), name, shared.services_context(),
-                                          to_action_id=to_action_id, requested_by=_requested_by(), origin="api")
+                                          to_action_id=to_action_id, requested_by=requester(), origin="api")
     return _accepted(result)
 
 
@@ -271,7 +244,7 @@ def reconcile(name: str):
     deployment = _deployment(session, name, "deploy")
     require("deploy", deployment.service, deployment.environment)
     result = history.reconcile_deployment(session, shared.manifests().current(), name, shared.services_context(),
-                                          requested_by=_requested_by(), origin="api")
+                                          requested_by=requester(), origin="api")
     return _accepted(result)
 
 
@@ -282,7 +255,7 @@ def unpin(name: str):
     session = get_session()
     deployment = _deployment(session, name, "deploy")
     require("deploy", deployment.service, deployment.environment)
-    deployment = pins.unpin(session, name, requested_by=_requested_by())
+    deployment = pins.unpin(session, name, requested_by=requester())
     deploy = queries.last_deploys(session, [deployment.id]).get(deployment.id)
     return jsonify(deployment_to_dict(deployment, deploy))
 
@@ -291,17 +264,17 @@ def unpin(name: str):
 @token_required
 def clone(name: str):
     """A new deployment with this one's service, tag/image and overrides, in another environment or name."""
-    body = _json_body()
+    body = json_object()
     unknown = sorted(set(body) - {"environment", "name"})
     if unknown:
         raise Invalid(f"unknown field(s) {', '.join(unknown)} (known: environment, name)")
-    environment, new_name = _field(body, "environment", str), _field(body, "name", str)
+    environment, new_name = body_field(body, "environment", str), body_field(body, "name", str)
     session = get_session()
     source = _deployment(session, name)  # the clone copies its config: read on the source
     require("deploy", source.service, environment or source.environment)
     result = history.clone_deployment(session, shared.manifests().current(), name,
                                           shared.services_context(_knows("deploy")),
-                                       environment=environment, new_name=new_name, requested_by=_requested_by(),
+                                       environment=environment, new_name=new_name, requested_by=requester(),
                                        origin="api")
     return _accepted(result)
 
@@ -319,7 +292,7 @@ def cancel(action_id: int):
     session = get_session()
     action = _action(session, action_id, lambda a: CANCEL_SCOPE.get(a.kind, "admin"))
     require(CANCEL_SCOPE.get(action.kind, "admin"), action.deployment.service, action.deployment.environment)
-    action = actions.cancel_action(session, action_id, shared.services_context(), requested_by=_requested_by(),
+    action = actions.cancel_action(session, action_id, shared.services_context(), requested_by=requester(),
                                     origin="api")
     return jsonify(action_to_dict(action))
 
@@ -347,7 +320,7 @@ def list_actions(name: str):
 def delete(name: str):
     """Forget a deployment whose cleanup failed (admin)."""
     require("admin")
-    deployments.delete_deployment(get_session(), name, requested_by=_requested_by(), origin="api")
+    deployments.delete_deployment(get_session(), name, requested_by=requester(), origin="api")
     return jsonify(deleted=name)
 
 

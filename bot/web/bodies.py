@@ -4,12 +4,16 @@ with errors a person can act on (400) instead of internal errors."""
 from __future__ import annotations
 
 import typing as t
+from collections.abc import Mapping
 
 import flask
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream
+
+from bot.core.errors import Invalid
+from bot.services import deployments
 
 
 class _StreamWithinLimit(LimitedStream):
@@ -74,3 +78,34 @@ class JSONProvider(DefaultJSONProvider):
         except RecursionError:
             raise ValueError("it is nested too deeply (a request body is an object whose fields are at most "
                              "a few levels deep)") from None
+
+
+def json_object() -> dict:
+    """The request's body, which must be a JSON object (400 otherwise)."""
+    body = flask.request.get_json()  # malformed JSON: 400 (bot.web.bodies), too long: 413
+    if not isinstance(body, dict):
+        raise Invalid("the body must be a JSON object, not a " + type(body).__name__)
+    return body
+
+
+# What a JSON value of a Python type is called in an error a person reads.
+JSON_KINDS = {str: "a string (text)", int: "a whole number", bool: "true or false", dict: "an object ({...})",
+              list: "a list ([...])", float: "a number with a fraction"}
+
+
+def body_field(body: Mapping, name: str, kind: type | tuple, required: bool = False):
+    """``body[name]`` when it is of JSON ``kind`` (None when absent, unless ``required``); 400 naming what
+    it must be otherwise."""
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise Invalid(f"'{name}' is required")
+        return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        wanted = " or ".join(JSON_KINDS.get(k, k.__name__) for k in kinds)
+        raise Invalid(f"'{name}' must be {wanted}, not {JSON_KINDS.get(type(value), type(value).__name__)}")
+    low, high = deployments.MIN_INT64, deployments.MAX_INT64
+    if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
+        raise Invalid(f"'{name}' must be a whole number from {low} to {high} (64 bits)")
+    return value

@@ -9,11 +9,12 @@ from flask import Blueprint, Response, jsonify, request
 from bot.core.errors import Invalid, NotFound
 from bot.services import environments, releases, snapshots
 from bot.web import shared
-from bot.web.api import _check_query, _field, _json_body, _requested_by, require, token_required
+from bot.web.api import check_query, requester, require, token_required
+from bot.web.bodies import body_field, json_object
 from bot.web.database import get_session
 
 bp = Blueprint("environments_api", __name__)
-bp.before_request(_check_query)
+bp.before_request(check_query)
 
 # The scope each operation needs on every component of the environment.
 SCOPES = {"deploy": "deploy", "archive": "archive", "restore": "restore", "cleanup": "cleanup"}
@@ -60,22 +61,22 @@ def show_environment(name: str):
 @token_required
 def operate(name: str, operation: str):
     """Start a whole-environment run: 202 with the run (its first components are queued)."""
-    body = _json_body() if request.content_length else {}
+    body = json_object() if request.content_length else {}
     known = {"deploy": {"versions", "snapshot", "force"}, "cleanup": {"delete_data"}}.get(operation, set())
     unknown = sorted(set(body) - known)
     if unknown:
         raise Invalid(f"unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known)) or 'none'})")
-    versions = _field(body, "versions", dict) or {}
+    versions = body_field(body, "versions", dict) or {}
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in versions.items()):
         raise Invalid("'versions' must be an object of SERVICE: tag (or image)")
-    snapshot = _field(body, "snapshot", str)
-    delete_data = bool(_field(body, "delete_data", bool))
-    force = bool(_field(body, "force", bool))
+    snapshot = body_field(body, "snapshot", str)
+    delete_data = bool(body_field(body, "delete_data", bool))
+    force = bool(body_field(body, "force", bool))
     if snapshot and versions:
         raise Invalid("give 'versions' or 'snapshot', not both")
     _environment(name, SCOPES[operation])
     session, repo = get_session(), shared.manifests().current()
-    who = dict(requested_by=_requested_by(), origin="api")
+    who = dict(requested_by=requester(), origin="api")
     if snapshot:
         run = snapshots.deploy(session, repo, name, snapshot, shared.services_context(), force=force, **who)
     else:
@@ -89,7 +90,7 @@ def operate(name: str, operation: str):
 def unpin(name: str):
     """Unpin every pinned component (a snapshot deploy pinned them): 200 with the deployments unpinned."""
     _environment(name, "deploy")
-    unpinned = environments.unpin(get_session(), shared.manifests().current(), name, requested_by=_requested_by())
+    unpinned = environments.unpin(get_session(), shared.manifests().current(), name, requested_by=requester())
     return jsonify(environment=name, unpinned=unpinned)
 
 
@@ -97,16 +98,16 @@ def unpin(name: str):
 @token_required
 def clone(name: str):
     """Clone the environment as a whole under a new name: 202 with the run and what each component's data is."""
-    body = _json_body()
+    body = json_object()
     unknown = sorted(set(body) - {"name"})
     if unknown:
         raise Invalid(f"unknown field(s) {', '.join(unknown)} (known: name)")
-    new_name = _field(body, "name", str, required=True)
+    new_name = body_field(body, "name", str, required=True)
     env = _environment(name)
     for component in env.components:
         require("deploy", component.service, new_name)
     cloned = environments.clone(get_session(), shared.manifests().current(), name, new_name,
-                                shared.services_context(), requested_by=_requested_by(), origin="api")
+                                shared.services_context(), requested_by=requester(), origin="api")
     return jsonify(environment=cloned.environment, data=cloned.data, run=environments.run_view(cloned.run)), 202
 
 
@@ -152,13 +153,13 @@ def list_snapshots(name: str):
 @token_required
 def create_snapshot(name: str):
     """Record every component's version, overrides (secret names only) and deploy order as a snapshot."""
-    body = _json_body() if request.content_length else {}
+    body = json_object() if request.content_length else {}
     unknown = sorted(set(body) - {"name"})
     if unknown:
         raise Invalid(f"unknown field(s) {', '.join(unknown)} (known: name)")
     _environment(name, "deploy")
-    snapshot = snapshots.create(get_session(), shared.manifests().current(), name, name=_field(body, "name", str),
-                                created_by=_requested_by())
+    snapshot = snapshots.create(get_session(), shared.manifests().current(), name, name=body_field(body, "name", str),
+                                created_by=requester())
     return jsonify(snapshots.view(snapshot)), 201
 
 
@@ -200,17 +201,17 @@ def list_releases(name: str):
 def release(name: str):
     """Deploy a release into the idle colour for QA (``snapshot`` or ``versions``; neither: what the live
     colour runs): 202 with the release, which awaits release once its run has succeeded."""
-    body = _json_body() if request.content_length else {}
+    body = json_object() if request.content_length else {}
     unknown = sorted(set(body) - {"versions", "snapshot"})
     if unknown:
         raise Invalid(f"unknown field(s) {', '.join(unknown)} (known: snapshot, versions)")
-    versions = _field(body, "versions", dict) or {}
+    versions = body_field(body, "versions", dict) or {}
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in versions.items()):
         raise Invalid("'versions' must be an object of SERVICE: tag (or image)")
     _environment(name, "deploy")
     found = releases.prepare(get_session(), shared.manifests().current(), name, shared.services_context(),
-                             versions=versions, snapshot=_field(body, "snapshot", str),
-                             requested_by=_requested_by(), origin="api")
+                             versions=versions, snapshot=body_field(body, "snapshot", str),
+                             requested_by=requester(), origin="api")
     return jsonify(releases.view(found)), 202
 
 
@@ -221,7 +222,7 @@ def switch(name: str):
     live once the entry's switch script has run."""
     _environment(name, "deploy")
     found = releases.switch(get_session(), shared.manifests().current(), name, shared.services_context(),
-                            requested_by=_requested_by(), origin="api")
+                            requested_by=requester(), origin="api")
     return jsonify(releases.view(found)), 202
 
 
@@ -231,7 +232,7 @@ def rollback(name: str):
     """Switch the entry back to the previous colour at once (release_approvers only): 202 with the rollback."""
     _environment(name, "deploy")
     found = releases.rollback(get_session(), shared.manifests().current(), name, shared.services_context(),
-                              requested_by=_requested_by(), origin="api")
+                              requested_by=requester(), origin="api")
     return jsonify(releases.view(found)), 202
 
 
