@@ -105,8 +105,8 @@ def test_a_chunked_body_past_the_limit_is_a_413(server):
 def test_a_chunked_body_within_the_limit_is_read(server):
     port, token = server
     status, body = post_chunked(port, token, LIMIT // 2)
-    assert (status, body["error"]) == (400, "unknown field(s) padding (known: environment, image, overrides, "
-                                            "pull_request, ref, repository, service, sha, tag)")
+    assert (status, body["error"]) == (400, "unknown field(s) padding (known: environment, force, image, overrides, "
+                                            "pull_request, ref, repository, service, sha, tag, unpin)")
 
 
 def test_a_request_line_too_long_is_a_json_414(server):

@@ -55,7 +55,7 @@ def _backend(swarm: DockerSwarm, name: str, colour: str, port: int) -> None:
 
 @pytest.mark.timeout(1200)  # the first test builds the router's root filesystem (once per machine)
 def test_switch_blue_green_and_back_drops_no_request(swarm_session: DockerSwarm, router_image: str,
-                                                     tmp_path: Path) -> None:
+                                                     tmp_path: Path, queued_connections_migrate) -> None:
     swarm = swarm_session
     name = "shop-entry"
     port, blue_port, green_port = free_port(), free_port(), free_port()

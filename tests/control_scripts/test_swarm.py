@@ -372,7 +372,8 @@ networks:
 
 
 @pytest.mark.timeout(900)
-def test_start_first_update_drops_no_request(swarm_session: DockerSwarm, router_image: str, tmp_path: Path):
+def test_start_first_update_drops_no_request(swarm_session: DockerSwarm, router_image: str, tmp_path: Path,
+                                            queued_connections_migrate):
     from tests.control_scripts.helpers import RequestLoop, wait_for_one_container
 
     swarm = swarm_session
