@@ -597,7 +597,7 @@ def _settle(run: Run, outcome: Outcome, prepared: Prepared | None, outputs: dict
             queued = environments.action_settled(session, action, _repo_at(run, prepared), services_ctx)
             releases.deploys_settled(session, run.environment)
         outbox.commit(session)
-        environments.hand_to_queue(session, services_ctx, queued)
+        environments.hand_to_queue(services_ctx, queued)
         new_state = deployment.state
     log.info("action %s %s: %s is %s", run.action_id, outcome.state, run.deployment_name, new_state)
     return (old_state, new_state) if new_state is not old_state else None

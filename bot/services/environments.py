@@ -288,7 +288,7 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
             pins.pin(deployment, by=requested_by, action_id=None, reason=pin_reason)
     queued = advance(session, repo, run, ctx, requested_by=requested_by, origin=origin)
     outbox.commit(session)
-    hand_to_queue(session, ctx, queued)
+    hand_to_queue(ctx, queued)
     log.info("environment %s: %s run %s started (%d components, %d queued)", name, operation, run.id,
              len(run.components), len(queued))
     return run
@@ -321,7 +321,7 @@ def _deploy_request(session: Session, component: Component, version: str | None,
     return {}
 
 
-def hand_to_queue(session: Session, ctx: Context, queued: list[Queued]) -> None:
+def hand_to_queue(ctx: Context, queued: list[Queued]) -> None:
     """Queue the actions a committed run step accepted (the sweep queues any the queue refuses)."""
     if ctx.broker is None:
         return
@@ -517,7 +517,7 @@ def advance_runs(session_factory: Callable[[], Session], repo_at: Callable[[str 
                 continue
             after = [(c.status, c.action_id) for c in run.components]
             outbox.commit(session)
-            hand_to_queue(session, ctx, queued)
+            hand_to_queue(ctx, queued)
             if before != after or run.state != RUNNING:
                 moved.append(run_id)
     return moved

@@ -178,7 +178,7 @@ def test_archive_restore_cleanup_and_what_is_refused_in_between(server):
     unconfirmed = server.run("cleanup", "probe-pr-14")
     assert unconfirmed.returncode == Exit.BAD_INPUT
     assert "give --yes to remove deployment probe-pr-14" in unconfirmed.stderr
-    status, shown = _typed_on_terminal(server, "probe-pr-1", "cleanup", "probe-pr-14")
+    status, shown = _on_terminal(server, "cleanup", "probe-pr-14", typed="probe-pr-1")
     assert status == Exit.BAD_INPUT and "Type probe-pr-14 to go on" in shown and "nothing was done" in shown, shown
     assert server.api("/api/v1/deployments/probe-pr-14")["deployment"]["state"] == "Archived"
     cleaned = server.run("cleanup", "probe-pr-14", "--yes", "--wait", "--json")
@@ -509,8 +509,9 @@ def test_cancel_stops_a_running_action(server):
     assert f"action {action_id} already ended (cancelled); there is nothing to cancel" in again.stderr
 
 
-def _on_terminal(server, *args: str, columns: int) -> tuple[int, str]:
-    """Run `sami ARGS` with its output on a pseudo-terminal ``columns`` wide; its status and output."""
+def _on_terminal(server, *args: str, columns: int = 80, typed: str | None = None) -> tuple[int, str]:
+    """Run `sami ARGS` with its output on a pseudo-terminal ``columns`` wide; its status and output. With
+    ``typed``, its input is the terminal too, and ``typed`` and Enter are typed on it."""
     import fcntl
     import pty
     import struct
@@ -521,32 +522,12 @@ def _on_terminal(server, *args: str, columns: int) -> tuple[int, str]:
     env = server.client_env(server.admin)
     env.pop("COLUMNS", None)
     env.pop("LINES", None)
-    with subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=env, stdin=subprocess.DEVNULL,
+    stdin = subprocess.DEVNULL if typed is None else follower
+    with subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=env, stdin=stdin,
                           stdout=follower, stderr=follower, cwd=ROOT) as process:
         os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:  # the other side is closed
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        status = process.wait(60)
-    os.close(leader)
-    return status, b"".join(chunks).decode()
-
-
-def _typed_on_terminal(server, typed: str, *args: str) -> tuple[int, str]:
-    """Run `sami ARGS` on a pseudo-terminal and type ``typed`` and Enter on it; its status and output."""
-    import pty
-
-    leader, follower = pty.openpty()
-    with subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=server.client_env(server.admin),
-                          stdin=follower, stdout=follower, stderr=follower, cwd=ROOT) as process:
-        os.close(follower)
-        os.write(leader, typed.encode() + b"\n")  # the terminal keeps it until the prompt reads it
+        if typed is not None:
+            os.write(leader, typed.encode() + b"\n")  # the terminal keeps it until the prompt reads it
         chunks = []
         while True:
             try:
