@@ -159,7 +159,10 @@ def _read_one(root: Path, name: str, rel: str) -> EnvironmentFile:
         spec = data["blue_green"]
         blue_green = BlueGreen(entry=spec["entry"],
                                keep_previous=parse_duration(spec.get("keep_previous", DEFAULT_KEEP_PREVIOUS)),
-                               approvers=tuple(spec.get("release_approvers") or ()))
+                               approvers=tuple(spec.get("release_approvers") or ()),
+                               colours={colour: {service: {k: _text(v) for k, v in values.items()}
+                                                 for service, values in by_service.items()}
+                                        for colour, by_service in (spec.get("colours") or {}).items()})
     env_file.topology = Topology(
         name=name,
         components=tuple(data["components"]) if "components" in data else (),
@@ -426,6 +429,11 @@ def _blue_green_problems(name: str, env_file: EnvironmentFile, blue_green: BlueG
         errors.append(env_file.error(("blue_green", "entry"), f"blue_green.entry: {blue_green.entry!r} is not a "
                                                               f"component of environment {name!r} (its components: "
                                                               f"{shown})"))
+    for colour, by_service in blue_green.colours.items():
+        for service in by_service:
+            if service not in components:
+                errors.append(env_file.error(("blue_green", "colours", colour, service), (
+                    f"blue_green.colours.{colour}: {service!r} is not a component of environment {name!r}")))
     for service in components:
         problem = naming.name_length_problem(service, f"{name}-{max(COLOURS, key=len)}")
         if problem is not None:

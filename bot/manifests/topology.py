@@ -50,11 +50,17 @@ class BlueGreen:
     """An environment released blue-green: two colours of it (every component under ``-blue`` and
     ``-green`` names) and a stable ``entry`` component switched between them. ``keep_previous`` is
     seconds the previous colour keeps running after a release; ``approvers`` are GitHub logins or
-    ``org/team`` names allowed to release (empty: whoever may deploy)."""
+    ``org/team`` names allowed to release (empty: whoever may deploy). ``colours`` are what tells the
+    colours apart: colour -> component -> deployment overrides (a port of its own on a host's network)."""
 
     entry: str
     keep_previous: int = DEFAULT_KEEP_PREVIOUS
     approvers: tuple[str, ...] = ()
+    colours: Mapping[str, Mapping[str, Mapping[str, str]]] = field(default_factory=dict)
+
+    def overrides_of(self, colour: str, service: str) -> dict[str, str]:
+        """The deployment overrides ``colour`` gives ``service`` ({} when none)."""
+        return dict(self.colours.get(colour, {}).get(service, {}))
 
 
 @dataclass(frozen=True)

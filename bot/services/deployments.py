@@ -33,7 +33,7 @@ from bot.core.states import (
     transition,
 )
 from bot.manifests import DeploymentsRepo, Manifest
-from bot.manifests.topology import REFERENCE_RE, Kind, ThirdPartyMode, resolve_references
+from bot.manifests.topology import COLOURS, REFERENCE_RE, Kind, ThirdPartyMode, resolve_references
 from bot.services import pins
 
 log = logging.getLogger(__name__)
@@ -457,7 +457,8 @@ def action_config(deployment: Deployment, manifest: Manifest, repo: DeploymentsR
         "tag": deployment.tag,
         "image": deployment.image,
         "app_overrides": {**shared, **manifest.app_overrides, **deployment.app_overrides},
-        "deployment_overrides": {**manifest.deployment_overrides, **deployment.deployment_overrides},
+        "deployment_overrides": {**manifest.deployment_overrides, **deployment.deployment_overrides,
+                                 **colour_overrides(deployment, manifest, repo)},
         "manifest": manifest.path,
         "manifest_sha": repo.sha,
         "type": str(manifest.type),
@@ -468,6 +469,20 @@ def action_config(deployment: Deployment, manifest: Manifest, repo: DeploymentsR
         **({"size": manifest.size or 1} if manifest.kind is Kind.THIRD_PARTY
            and manifest.mode is not ThirdPartyMode.EXTERNAL else {}),
     }
+
+
+def colour_overrides(deployment: Deployment, manifest: Manifest, repo: DeploymentsRepo) -> dict[str, str]:
+    """What the environment file's ``blue_green.colours`` gives this deployment when it is one colour
+    of a blue-green environment (a port of its own, say): it wins over the manifest and the release,
+    since both colours run at once. {} for anything else."""
+    topology = repo.topology(manifest.environment)
+    blue_green = topology.blue_green if topology is not None else None
+    if blue_green is None:
+        return {}
+    for colour in COLOURS:
+        if deployment.environment == f"{manifest.environment}-{colour}":
+            return blue_green.overrides_of(colour, manifest.service_name)
+    return {}
 
 
 def deployed_action(session: Session, deployment_id: int) -> Action | None:

@@ -271,3 +271,61 @@ router_info() {
 }
 
 router_notifications() { sami_notifications; }
+
+# --- the stable entry of a blue-green environment on swarm (the swarm set's switch) ---------------
+#
+# A blue-green environment whose entry component is a swarm stack gets a router in front of its two
+# colours: a stack named after the stable entry (the entry's deployment name without a colour, the
+# --name of switch), the router above. The first switch deploys it with the colour it switches to
+# live; every later one is router_switch (haproxy's runtime API, nothing dropped). The entry
+# component's deployment config says where it listens and what it runs:
+#   entry-port=<n>        the port of the stable entry (required)
+#   entry-bind=<IPv4>     the address it listens on (default 0.0.0.0)
+#   router-image=IMAGE    the router's image, e.g. local/router:1 (required; scripts/images/router)
+# Each colour's entry listens on a port of its own (blue_green.colours in the environment file),
+# which Sami passes as --backend.
+
+# Wait until one router task runs and the live colour answers through it (within switch-timeout).
+router_wait_live() {
+    local timeout deadline containers entry code=000
+    timeout=$(sami_config switch-timeout 60)
+    [[ $timeout =~ ^[1-9][0-9]{0,3}$ ]] || sami_die "$SAMI_EXIT_USAGE" "switch-timeout=\"${timeout}\" is not a number of seconds"
+    deadline=$((SECONDS + timeout))
+    while :; do
+        containers=$(router_containers) || containers=""
+        if [ -n "$containers" ] && [ "$(wc -l <<<"$containers")" -eq 1 ] \
+            && entry=$(router_entry_url "$containers"); then
+            code=$(router_status "$containers" "${entry}$(router_probe_path)" 5)
+            router_answered "$code" && return 0
+        fi
+        [ "$SECONDS" -lt "$deadline" ] \
+            || sami_die "$SAMI_EXIT_FAIL" "the router of ${sami_name} did not answer within ${timeout}s (HTTP ${code})"
+        sleep 1
+    done
+}
+
+swarm_switch() {
+    router_valid_colour "$sami_colour" || sami_die "$SAMI_EXIT_USAGE" "--colour must be blue or green"
+    router_valid_backend "$sami_backend" || sami_die "$SAMI_EXIT_USAGE" "--backend must be HOST:PORT"
+    local port image
+    port=$(sami_config entry-port)
+    if ! [[ $port =~ ^[0-9]{1,5}$ ]] || [ "$((10#$port))" -lt 1 ] || [ "$((10#$port))" -gt 65535 ]; then
+        sami_die "$SAMI_EXIT_USAGE" "entry-port=\"${port}\": the entry's deployment config needs entry-port=<n>, the port the stable entry ${sami_name} listens on"
+    fi
+    image=$(sami_config router-image)
+    [[ $image =~ ^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$ ]] \
+        || sami_die "$SAMI_EXIT_USAGE" "router-image=\"${image}\": the entry's deployment config needs router-image=IMAGE:TAG (haproxy, scripts/images/router)"
+    # What the router's functions read: its port, address and image (the colour's own are for the colour).
+    sami_deploy_config+=("port=$((10#$port))" "bind=$(sami_config entry-bind 0.0.0.0)")
+    SAMI_IMAGE=$(sami_image_repo "$image")
+    sami_tag=$(sami_image_tag "$image")
+    if ! "$DOCKER" service inspect "${sami_name}_router" >/dev/null 2>&1; then
+        sami_deploy_config+=("colour=${sami_colour}" "backend=${sami_backend}")
+        sami_log "${sami_name} has no router yet: starting one with ${sami_colour} (${sami_backend}) live"
+        router_deploy || sami_die "$SAMI_EXIT_FAIL" "cannot deploy the router of ${sami_name}"
+        router_wait_live
+        printf 'live: %s %s (a new router on port %s)\n' "$sami_colour" "$sami_backend" "$((10#$port))"
+        return 0
+    fi
+    router_switch
+}

@@ -446,6 +446,27 @@ def test_router_set_refuses_bad_names_and_switch_arguments_before_any_client(sta
 @pytest.mark.parametrize(
     ("deployment_config", "expected"),
     [
+        ({"router-image": "local/router:1"}, 'entry-port="": the entry\'s deployment config needs entry-port=<n>'),
+        ({"entry-port": "80000", "router-image": "local/router:1"}, 'entry-port="80000"'),
+        ({"entry-port": "8080"}, 'router-image="": the entry\'s deployment config needs router-image=IMAGE:TAG'),
+        ({"entry-port": "8080", "router-image": "local/router:1;id"}, 'router-image="local/router:1;id"'),
+    ],
+)
+def test_the_swarm_entry_switch_needs_the_routers_port_and_image(deployment_config, expected, stand_ins, tmp_path):
+    """The swarm set's switch (the stable entry of a blue-green environment) says what its config lacks
+    before it calls any client."""
+    env = stand_ins.env({"SAMI_IMAGE": "local/web:2"})
+    args = [*contract_args("web-production", tag="2", manifest_dir=tmp_path, deployment_config=deployment_config),
+            "--colour", "green", "--backend", "127.0.0.1:18183"]
+    result = run_script("swarm", "switch", args, env=env)
+    assert result.returncode == 64
+    assert expected in result.stderr, result.stderr
+    assert stand_ins.calls() == []
+
+
+@pytest.mark.parametrize(
+    ("deployment_config", "expected"),
+    [
         ({"backend": "web:80"}, "port is missing"),
         ({"port": "8080"}, "backend is missing"),
         ({"port": "8080", "backend": "web"}, 'backend="web" is not HOST:PORT'),

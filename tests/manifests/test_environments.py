@@ -336,6 +336,23 @@ CASES = [
         [("environments/stage.yaml", 2, "blue_green", "entry")],
     ),
     (
+        "blue-green-colour-overrides-of-no-component",
+        {**STAGE, "environments/stage.yaml": "version: v1beta\ncomponents: [web]\nblue_green:\n  entry: web\n"
+                                             "  colours:\n    blue: {web: {port: 18101}}\n"
+                                             "    green:\n      api: {port: 18102}\n"},
+        None,
+        [("environments/stage.yaml", 8, "blue_green.colours.green.api",
+          "blue_green.colours.green: 'api' is not a component of environment 'stage'")],
+    ),
+    (
+        "blue-green-colour-not-blue-or-green",
+        {**STAGE, "environments/stage.yaml": "version: v1beta\nblue_green:\n  entry: web\n"
+                                             "  colours:\n    red: {web: {port: 18101}}\n"},
+        None,
+        [("environments/stage.yaml", 5, "blue_green.colours.red",
+          "unknown key 'red' in blue_green.colours (allowed: blue, green)")],
+    ),
+    (
         "blue-green-names-too-long",
         {"a-very-long-service-name-for-this-check/production-europe-west": "app",
          "environments/production-europe-west.yaml": "version: v1beta\nblue_green:\n"

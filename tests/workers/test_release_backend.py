@@ -30,6 +30,8 @@ def plan(**recorded) -> SwitchPlan:
     ("swarm", {"outputs": {"url": "http://web-production-green.example.test:18081/"}},
      "web-production-green.example.test:18081"),
     ("swarm", {"outputs": {"url": "https://green.example.test"}}, "green.example.test:443"),
+    ("swarm", {"deployment_overrides": {"port": "18183"}}, "127.0.0.1:18183"),
+    ("swarm", {"deployment_overrides": {"port": "18183", "advertise": "10.0.0.7"}}, "10.0.0.7:18183"),
     ("k8s", {"deployment_overrides": {"service.port": "8080"}}, "web-production-green:8080"),
     ("k8s", {}, "web-production-green:80"),
 ])
