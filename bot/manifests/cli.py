@@ -47,7 +47,7 @@ def _report(repo: DeploymentsRepo, output_format: str, prefix: str) -> None:
         return ManifestError(f"{prefix}/{error.path}", error.line, error.column, error.field, error.message)
 
     # Environment files are reported only when the repo has them: other repos read as before.
-    files = [t for t in repo.topologies.values() if t.name not in repo.invalid_environments]
+    files = [t for t in repo.topologies.values() if t.name not in repo.invalid_environments and t.path is not None]
     with_files = bool(repo.environment_files) or any(e.path.startswith(f"{ENVIRONMENTS_DIR}/") for e in repo.errors)
     if output_format == "json":
         answer = {

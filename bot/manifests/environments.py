@@ -247,6 +247,8 @@ def check_environments(
             result.invalid.add(name)
         if env_file is not None:
             result.topologies[name] = _completed(env_file, by_key, valid_files)
+    for name in sorted(environments):
+        errors.extend(_manifest_blue_green(name, by_key, result))
     seen: set[ManifestError] = set()
     for error in errors:
         if error not in seen:
@@ -440,6 +442,42 @@ def _blue_green_problems(name: str, env_file: EnvironmentFile, blue_green: BlueG
             errors.append(env_file.error(("blue_green",), f"blue_green: {problem} (the colours add -blue and "
                                                           "-green to the environment)"))
             break
+    return errors
+
+
+def _manifest_blue_green(name: str, by_key: Mapping[tuple[str, str], Marked],
+                         result: EnvironmentsResult) -> list[ManifestError]:
+    """A manifest's own ``blue_green``: when its environment has no file, that environment (every service
+    with a manifest for it) is released blue-green with the manifest's service as the entry. One manifest
+    per environment may say it; an environment with a file says it there."""
+    saying = [by_key[key] for key in sorted(by_key) if key[1] == name and by_key[key].manifest.blue_green]
+    if not saying:
+        return []
+    errors = []
+    if name in result.files:
+        errors = [marked.error("blue_green", f"blue_green: environment {name!r} has a file ({result.files[name]}): "
+                                             "say blue_green there") for marked in saying]
+    elif len(saying) > 1:
+        paths = ", ".join(marked.manifest.path for marked in saying)
+        errors = [marked.error("blue_green", f"blue_green: more than one manifest of environment {name!r} says it "
+                                             f"({paths}); one entry per environment") for marked in saying]
+    else:
+        marked = saying[0]
+        components = tuple(sorted(service for service, environment in by_key if environment == name))
+        if name == PULL_REQUEST_ENVIRONMENT:
+            errors.append(marked.error("blue_green", "blue_green: the pull_request environment is not released "
+                                                     "blue-green (its previews follow their pull request)"))
+        for service in components:
+            problem = naming.name_length_problem(service, f"{name}-{max(COLOURS, key=len)}")
+            if problem is not None:
+                errors.append(marked.error("blue_green", f"blue_green: {problem} (the colours add -blue and -green "
+                                                         "to the environment)"))
+                break
+        if not errors:
+            result.topologies[name] = Topology(name=name, components=components,
+                                               blue_green=marked.manifest.blue_green)
+    if errors:
+        result.invalid.add(name)
     return errors
 
 

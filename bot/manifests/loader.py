@@ -42,7 +42,7 @@ from .model import (
 )
 from .parallel import map_chunks
 from .schema import ManifestSchema, manifest_schema
-from .topology import Kind, ThirdPartyMode, parse_duration
+from .topology import DEFAULT_KEEP_PREVIOUS, BlueGreen, Kind, ThirdPartyMode, parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -362,6 +362,8 @@ def _load_manifest_file(tree: _Tree, candidate: Candidate, schema: ManifestSchem
 def _marks(ctx: _Context, data: dict[str, Any]) -> tuple[tuple[str, int | None, int | None], ...]:
     """Positions of the depends_on entries and of the override values that hold references."""
     paths: list[Path_] = [("depends_on", index) for index in range(len(data.get("depends_on", ())))]
+    if "blue_green" in data:
+        paths.append(("blue_green",))
     for level in ("app", "deployment"):
         for key, value in data.get("overrides", {}).get(level, {}).items():
             if isinstance(value, str) and "${" in value:
@@ -786,7 +788,20 @@ def _build_manifest(candidate: Candidate, data: dict[str, Any]) -> Manifest:
         ),
         seed=bool(data.get("seed", False)),
         engine=data.get("engine"),
+        blue_green=_blue_green(data),
     )
+
+
+def _blue_green(data: dict[str, Any]) -> BlueGreen | None:
+    """A manifest's own blue_green: its service is the entry of its environment's colours."""
+    spec = data.get("blue_green")
+    if spec is None:
+        return None
+    service = data["service_name"]
+    return BlueGreen(entry=service, keep_previous=parse_duration(spec.get("keep_previous", DEFAULT_KEEP_PREVIOUS)),
+                     approvers=tuple(spec.get("release_approvers") or ()),
+                     colours={colour: {service: {k: _override_text(v) for k, v in values.items()}}
+                              for colour, values in (spec.get("colours") or {}).items()})
 
 
 # --- the whole tree ---------------------------------------------------------------------
@@ -976,7 +991,7 @@ def load_tree(
     invalid: frozenset[str] = frozenset()
     files: dict[str, str] = {}
     kept = [r for r in results if r.manifest is not None and r.candidate.rel_path not in duplicated]
-    if env_files or env_errors or any(r.marks for r in kept):
+    if env_files or env_errors or any(r.marks or r.manifest.blue_green for r in kept):
         # Nothing to check across manifests when no file and no manifest names another service.
         checked = environments.check_environments(
             env_files,

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .topology import Kind, ThirdPartyMode, Topology
+from .topology import BlueGreen, Kind, ThirdPartyMode, Topology
 
 URL_PLACEHOLDERS = (
     "name",
@@ -136,6 +136,8 @@ class Manifest:
     check: ExternalCheck | None = None  # external third-party services only
     seed: bool = False  # internal third-party services: seed a fresh clone or preview
     engine: str | None = None  # internal third-party services: the built-in scripts (redis, postgres)
+    # Blue-green releases of its environment when that has no file (this service is the entry).
+    blue_green: BlueGreen | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "app_overrides", _frozen_mapping(self.app_overrides))

@@ -353,6 +353,27 @@ CASES = [
           "unknown key 'red' in blue_green.colours (allowed: blue, green)")],
     ),
     (
+        "manifest-blue-green-beside-an-environment-file",
+        {**STAGE, "web/stage": "app\nblue_green: {keep_previous: 1h}\n",
+         "environments/stage.yaml": "version: v1beta\n"},
+        None,
+        [(manifest("web", "stage"), 7, "blue_green",
+          "blue_green: environment 'stage' has a file (environments/stage.yaml): say blue_green there")],
+    ),
+    (
+        "manifest-blue-green-twice-in-one-environment",
+        {"web/stage": "app\nblue_green: {}\n", "api/stage": "app\nblue_green: {}\n"},
+        None,
+        [(manifest(service, "stage"), 7, "blue_green", "more than one manifest of environment 'stage' says it "
+          f"({manifest('api', 'stage')}, {manifest('web', 'stage')})") for service in ("api", "web")],
+    ),
+    (
+        "manifest-blue-green-of-pull-requests",
+        {"web/pull_request": "app\nblue_green: {}\n"},
+        None,
+        [(manifest("web", "pull_request"), 7, "blue_green", "the pull_request environment is not released")],
+    ),
+    (
         "blue-green-names-too-long",
         {"a-very-long-service-name-for-this-check/production-europe-west": "app",
          "environments/production-europe-west.yaml": "version: v1beta\nblue_green:\n"
@@ -549,3 +570,19 @@ def test_validate_checks_target_names_with_a_targets_file(tmp_path: Path) -> Non
     assert CliRunner().invoke(validate, [str(root), "--targets", str(targets)]).exit_code == 0
     targets.write_text("targets: [\n")
     assert CliRunner().invoke(validate, [str(root), "--targets", str(targets)]).exit_code == 2
+
+
+def test_a_manifest_releases_its_environment_blue_green_when_it_has_no_file(tmp_path: Path) -> None:
+    root = tmp_path / "deployments"
+    write(root, {"web/production": "app\nblue_green:\n  keep_previous: 2h\n  release_approvers: [alice]\n"
+                                   "  colours: {blue: {port: 18182}, green: {port: 18192}}\n",
+                 "api/production": "app", "web/stage": "app"})
+    repo = load_deployments_repo(root)
+    assert repo.errors == ()
+    topology = repo.topology("production")
+    assert topology.components == ("api", "web") and topology.path is None
+    assert topology.blue_green.entry == "web" and topology.blue_green.keep_previous == 7200
+    assert topology.blue_green.approvers == ("alice",)
+    assert topology.blue_green.overrides_of("green", "web") == {"port": "18192"}
+    assert topology.blue_green.overrides_of("green", "api") == {}
+    assert repo.topology("stage").blue_green is None
