@@ -753,9 +753,30 @@ PATHS: dict[str, dict] = {
 }
 
 
+def _optional_may_be_null(document: dict) -> dict:
+    """Every optional property of a request body may be null, which the API reads as absent (bodies.body_field):
+    the document says so, so that a client that sends ``"force": null`` finds it described."""
+    schemas = document["components"]["schemas"]
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            content = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+            schema = content.get("schema", {})
+            if "$ref" in schema:
+                schema = schemas[schema["$ref"].rsplit("/", 1)[-1]]
+            required = set(schema.get("required", ()))
+            for name, prop in schema.get("properties", {}).items():
+                kinds = prop.get("type")
+                if name in required or kinds is None:
+                    continue
+                kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+                if "null" not in kinds:
+                    prop["type"] = [*kinds, "null"]
+    return document
+
+
 @functools.cache
 def _document(version: str) -> dict:
-    return {
+    return _optional_may_be_null(copy.deepcopy({
         "openapi": "3.1.0",
         "info": {"title": "Sami", "version": version,
                  "description": "Sami's HTTP API for CI, the CLI and the status page. Send a token as "
@@ -769,7 +790,7 @@ def _document(version: str) -> dict:
             "schemas": SCHEMAS,
         },
         "paths": PATHS,
-    }
+    }))
 
 
 def spec() -> dict:
