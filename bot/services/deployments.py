@@ -372,6 +372,8 @@ def accept_request(session: Session, repo: DeploymentsRepo, request: DeploymentR
                                                  and 1 <= request.pull_request <= MAX_PULL_REQUEST):
         raise Invalid(f"'pull_request' must be a whole number from 1 to {MAX_PULL_REQUEST}")
     name, manifest = _target(repo, request)
+    if request.environment == manifest.environment:
+        refuse_blue_green_base(repo, request.environment)
     image, tag = image_and_tag(manifest, request.tag, request.image)
     app_overrides = check_overrides("app", request.app_overrides, manifest.allowed_app_overrides)
     deployment_overrides = check_overrides("deployment", request.deployment_overrides,
@@ -469,6 +471,20 @@ def action_config(deployment: Deployment, manifest: Manifest, repo: DeploymentsR
         **({"size": manifest.size or 1} if manifest.kind is Kind.THIRD_PARTY
            and manifest.mode is not ThirdPartyMode.EXTERNAL else {}),
     }
+
+
+def refuse_blue_green_base(repo: DeploymentsRepo, environment: str) -> None:
+    """A blue-green environment runs in its two colours only (``production-blue``, ``-green``): its own
+    name is its stable entry's (``web-production``, a router or a link), so nothing is deployed under it
+    directly; a release goes into the idle colour. Conflict naming how, for anything asked of it."""
+    topology = repo.topology(environment)
+    if topology is None or topology.blue_green is None:
+        return
+    entry = topology.blue_green.entry
+    raise Conflict(f"environment {environment!r} is released blue-green: its components run in its colours "
+                   f"({environment}-blue and {environment}-green) and {entry}-{environment} is its stable entry; "
+                   f"deploy a release into the idle colour (sami env release {environment} --version "
+                   f"{entry}=TAG, POST /api/v1/environments/{environment}/release), then switch to it")
 
 
 def colour_overrides(deployment: Deployment, manifest: Manifest, repo: DeploymentsRepo) -> dict[str, str]:

@@ -47,6 +47,7 @@ from bot.services.deployments import (
     accept_request,
     image_and_tag,
     lock_deployment,
+    refuse_blue_green_base,
 )
 
 log = logging.getLogger(__name__)
@@ -223,6 +224,8 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
     """
     if operation not in OPERATIONS:
         raise Invalid(f"unknown environment operation {operation!r} (one of: {', '.join(OPERATIONS)})")
+    if operation == "deploy":
+        refuse_blue_green_base(repo, name)
     env = environment(session, repo, name)
     # One run of an environment at a time: the environment's record row is its lock (made if needed).
     _lock_environment(session, name)

@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy import select
 
-from bot.core.models import Release
-from bot.services import releases
+from bot.core.errors import Conflict
+from bot.core.models import Deployment, Release
+from bot.services import deployments, environments, releases
+from bot.services.deployments import DeploymentRequest
+from bot.services.tokens import Scopes, create_token
 
 WHO = {"requested_by": "token:release-manager", "origin": "cli"}
 
@@ -51,3 +55,24 @@ def test_a_manifests_own_blue_green_releases_its_environment(db_session, worker_
     releases.switch(db_session, repo, "production", services_ctx, **WHO)
     work()
     assert os.readlink(root / "site-production" / "current") == str(root / "site-production-green" / "current")
+
+
+def test_nothing_is_deployed_under_a_blue_green_environments_own_name(db_session, worker_ctx, services_ctx, app):
+    """Its name is its stable entry's (site-production): a CI request or a whole-environment deploy of
+    it is refused, saying how to release; its colours deploy as usual."""
+    repo = worker_ctx.manifests.current()
+    request = DeploymentRequest(service="site", environment="production", tag="v1", **WHO)
+    with pytest.raises(Conflict, match=r"environment 'production' is released blue-green: .* site-production is its "
+                                       r"stable entry; deploy a release into the idle colour \(sami env release "
+                                       r"production --version site=TAG"):
+        deployments.request_deployment(db_session, repo, request, services_ctx)
+    with pytest.raises(Conflict, match="released blue-green"):
+        environments.start_run(db_session, repo, "production", "deploy", services_ctx, versions={"site": "v1"},
+                               **WHO)
+    assert db_session.scalars(select(Deployment)).all() == []
+    token = create_token(db_session, "ci", Scopes(services=("*",), environments=("*",), actions=("read", "deploy")))
+    db_session.commit()
+    answer = app.test_client().post("/deployment_request", json={"service": "site", "environment": "production",
+                                                                 "tag": "v1"},
+                                    headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 409 and "released blue-green" in answer.json["error"]
