@@ -172,7 +172,8 @@ def deploys_settled(session: Session, environment: str) -> None:
 
 
 def status(session: Session, repo: DeploymentsRepo, name: str, ctx: Context | None = None) -> dict:
-    """Live and idle colour, what awaits release and who may release it, and the last releases. Reads only: a
+    """Live and idle colour, what awaits release and who may release it, what a rollback pinned (``pinned``),
+    and the last releases. Reads only: a
     release whose run has finished is shown as what it becomes (the worker that settles the run's last
     component, or the scheduler's releases step, records it)."""
     bg = blue_green(session, repo, name)
@@ -190,6 +191,8 @@ def status(session: Session, repo: DeploymentsRepo, name: str, ctx: Context | No
             "colour": current.from_colour, "archived": current.previous_archived_at is not None,
             "archive_at": _time(_archive_at(bg, current))},
         "pending": pending_view,
+        "pinned": [{"deployment": d.name, **pins.view(d)}
+                   for d in pins.pinned_in(session, pins.colour_environments(name))],
         "awaiting_release": pending_view is not None and pending_view["state"] == "awaiting",
         "history": history_view(session, name, limit=20),
     }
@@ -415,8 +418,7 @@ def _pin_colours(session: Session, bg: BlueGreenEnvironment, rollback: Release) 
     """A rollback says "not that release": both colours are pinned at once (in the rollback's transaction), so
     CI requests, pushes and environment deploys leave them as they are until someone unpins the environment
     (sami env unpin) or a new release is switched live."""
-    reason = (f"rollback {rollback.id} of {bg.name} from {rollback.from_colour} to {rollback.to_colour}; "
-              f"sami env unpin {bg.name}")
+    reason = f"rollback {rollback.id} of {bg.name} from {rollback.from_colour} to {rollback.to_colour}"
     for deployment in session.scalars(select(Deployment).where(
             Deployment.environment.in_(pins.colour_environments(bg.name)), Deployment.state != S.REMOVED)
             .order_by(Deployment.name)):

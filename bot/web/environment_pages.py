@@ -89,10 +89,10 @@ def _may_write(viewer, env: environments.Environment, name: str) -> bool:
     return auth.may_change(viewer, "deploy", entry, manifest)
 
 
-@bp.post("/environments/<name>/<any(release, rollback):kind>")
+@bp.post("/environments/<name>/<any(release, rollback, unpin):kind>")
 def release(name: str, kind: str):
-    """Release (switch the entry to the colour awaiting release) or roll back, once confirmed; the
-    services decide who may (release_approvers) and whether it can be done now."""
+    """Release (switch the entry to the colour awaiting release), roll back, or unpin what a rollback pinned,
+    once confirmed; the services decide who may (release_approvers) and whether it can be done now."""
     viewer = auth.current_viewer()
     if viewer is None:
         abort(401, "sign in to release")
@@ -107,6 +107,10 @@ def release(name: str, kind: str):
         state = releases.status(session, repo, name)
         if request.form.get("confirmed") != "yes":
             return _confirm(kind, name, state, back)
+        if kind == "unpin":
+            unpinned = environments.unpin(session, repo, name, requested_by=viewer.requested_by)
+            flash(f"{', '.join(unpinned)} unpinned: CI requests and environment deploys change {name} again", "ok")
+            return redirect(back)
         if kind == "release":
             done = releases.switch(session, repo, name, shared.services_context(),
                                    requested_by=viewer.requested_by, origin="page")
@@ -122,6 +126,16 @@ def release(name: str, kind: str):
 
 def _confirm(kind: str, name: str, state: dict, back: str):
     live = state["live"]["colour"] if state["live"] else "nothing"
+    if kind == "unpin":
+        pinned = state["pinned"]
+        facts = [("Environment", name), ("Pinned", ", ".join(p["deployment"] for p in pinned) or "nothing")]
+        if pinned:
+            facts.append(("By", f"{pinned[0]['by']} ({pinned[0]['reason']})"))
+        return pages._confirm(title=f"Unpin {name}?", lines=[
+            f"A rollback pinned {name}: CI requests and environment deploys leave its colours as they are.",
+            "Once unpinned, the next CI request or environment deploy that changes them goes through."],
+            facts=facts, danger=False, action=url_for("environment_pages.release", name=name, kind=kind),
+            fields={}, button=f"Unpin {name}", back=back)
     if kind == "release":
         to = state["idle"]["colour"]
         lines = [f"The entry of {name} switches from {live} to {to}: everyone using {name} gets what QA tested "

@@ -7,7 +7,9 @@ from __future__ import annotations
 from sqlalchemy import MetaData, select, update
 
 from bot.core.models import Deployment, Release
+from bot.services.tokens import Scopes, create_token
 from tests.pipeline.test_releases_static_file import api, release_repo, test_config  # noqa: F401  (fixtures)
+from tests.web.conftest import csrf, sign_in_with_token
 
 COLOURS = ("site-production-blue", "site-production-green")
 
@@ -52,7 +54,7 @@ def test_a_blue_green_rollback_pins_the_environment_until_a_release_is_switched_
     assert (rolled["kind"], rolled["from_colour"], rolled["to_colour"]) == ("rollback", "green", "blue")
     assert pins(db_session) == dict.fromkeys(COLOURS, "token:release-manager")  # both colours, at once
     pinned = api("GET", "/api/v1/deployments/site-production-blue", token="ci").json["deployment"]["pin"]
-    assert pinned["reason"] == f"rollback {rolled['id']} of production from green to blue; sami env unpin production"
+    assert pinned["reason"] == f"rollback {rolled['id']} of production from green to blue"
 
     # CI's next build for production: refused before anything is written, naming who, when and how to unpin.
     before = deployment_count(db_session)
@@ -60,7 +62,7 @@ def test_a_blue_green_rollback_pins_the_environment_until_a_release_is_switched_
     assert refused.status_code == 409, refused.json
     error = refused.json["error"]
     assert error.startswith("environment 'production' is pinned by token:release-manager at ")
-    assert f"(rollback {rolled['id']} of production from green to blue" in error
+    assert f"(rollback {rolled['id']} of production from green to blue)" in error
     assert "sami env unpin production" in error and "the Unpin button on its page /environments/production" in error
     assert sorted(refused.json["pinned"]) == list(COLOURS)
     assert refused.json["unpin"]["cli"] == "sami env unpin production"
@@ -108,6 +110,33 @@ def test_sami_env_unpin_ends_a_blue_green_rollbacks_pin(api, work, db_session): 
     # A rollback switched live does not unpin: rolling back again pins again, and only a release unpins.
     roll_back(api, work)
     assert pins(db_session) == dict.fromkeys(COLOURS, "token:release-manager")
+
+
+def test_the_environment_page_shows_the_pin_and_unpins_it(api, app, work, db_session):  # noqa: F811
+    release(api, work, "v1")
+    release(api, work, "v2")
+    rolled = roll_back(api, work)
+    writer = create_token(db_session, "writer-page", Scopes(services=("*",), environments=("*",),
+                                                            actions=("read", "deploy")))
+    db_session.commit()
+    client = app.test_client()
+    assert "Unpin production" not in client.get("/environments/production").get_data(as_text=True)  # anonymous
+    sign_in_with_token(client, writer)
+    page = client.get("/environments/production").get_data(as_text=True)
+    assert "📌 Pinned by token:release-manager · " in page
+    assert f"after rollback {rolled['id']} of production from green to blue" in page
+    assert "sami env unpin production" in page and "Unpin production</button>" in page
+    token = csrf(client, "/environments/production")
+    asked = client.post("/environments/production/unpin", data={"csrf_token": token})
+    assert asked.status_code == 200 and "Unpin production?" in asked.get_data(as_text=True)
+    assert pins(db_session) == dict.fromkeys(COLOURS, "token:release-manager")  # asked first, nothing done
+    done = client.post("/environments/production/unpin", data={"csrf_token": token, "confirmed": "yes"},
+                       follow_redirects=True).get_data(as_text=True)
+    assert "site-production-blue, site-production-green unpinned" in done and "📌 Pinned" not in done
+    assert pins(db_session) == dict.fromkeys(COLOURS)
+    again = client.post("/environments/production/unpin", data={"csrf_token": token, "confirmed": "yes"},
+                        follow_redirects=True).get_data(as_text=True)
+    assert "no component of environment &#39;production&#39; is pinned" in again
 
 
 def database(db_session) -> dict[str, list[tuple]]:
