@@ -606,6 +606,8 @@ def ensure_deployed(session: Session, repo: DeploymentsRepo, request: Deployment
 
     An Archived or Removed deployment already at that tag and sha comes back only with ``revive``:
     callers that repair missed events leave what was archived on purpose (by hand, for idleness) alone.
+    They leave a pinned deployment alone too, as unchanged rather than refused: the event that would have
+    moved it was refused when it came, and a repair round must not refuse (and log) it again each time.
     """
     name, manifest = _target(repo, request)
     _, tag = image_and_tag(manifest, request.tag, request.image)
@@ -614,6 +616,8 @@ def ensure_deployed(session: Session, repo: DeploymentsRepo, request: Deployment
     state = deployment.state
     there = deployment.tag == tag and (request.sha is None or deployment.sha == request.sha)
     at = f"{request.sha[:7]}" if request.sha else tag
+    if not (revive or there or request.unpin or request.pinning) and deployment.pinned_by is not None:
+        return _unchanged(session, name, f"{pins.words(deployment)}; left as it is until it is unpinned")
     if state in (S.RUNNING, S.FAILURE, S.CREATE_PENDING, S.UPDATE_PENDING):
         if there:
             return _unchanged(session, name, f"already at {at}" + (" (Failure)" if state is S.FAILURE else ""))
