@@ -94,32 +94,79 @@ def blue_green(session: Session, repo: DeploymentsRepo, name: str) -> BlueGreenE
 
 # --- who may release ---------------------------------------------------------------------------
 
+# Whether a GitHub login is an active member of a GitHub team: ``(org, team_slug, login) -> bool``. The caller
+# that can ask GitHub hands one in (bot.github.teams); it raises MembershipUnknown when GitHub cannot say.
+TeamCheck = Callable[[str, str, str], bool]
+TEAM, TOKEN = "team:", "token:"
+
+
+class MembershipUnknown(SamiError):
+    """Whether someone is a member of a team among the approvers could not be learnt (a GitHub error, no
+    credentials): they are refused, never let through."""
+
+
 def approvers(bg: BlueGreenEnvironment) -> tuple[str, ...]:
     return bg.settings.approvers
 
 
-def may_release(bg: BlueGreenEnvironment, who: str) -> bool:
+def who_may(bg: BlueGreenEnvironment) -> str:
+    """The approvers in words: ``alice, team:acme/releasers (its members on GitHub), token:release-bot``."""
+    return ", ".join(f"{entry} (its members on GitHub)" if entry.startswith(TEAM) else entry
+                     for entry in approvers(bg))
+
+
+def may_release(bg: BlueGreenEnvironment, who: str, teams: TeamCheck | None = None) -> bool:
     """Whether ``who`` (``github:<login>`` or ``token:<name>``) may release and roll back ``bg``.
 
     Without ``release_approvers`` whoever may deploy the environment may; with it, a GitHub user whose
-    login is listed (case-insensitive, as GitHub's), or an API token listed as ``token:<name>``.
+    login is listed (case-insensitive, as GitHub's) or who is an active member of a listed ``team:<org>/<slug>``
+    (asked through ``teams``), or an API token listed as ``token:<name>``. MembershipUnknown when only a team's
+    membership could let them and it could not be learnt (without ``teams``, or a GitHub error).
     """
     listed = approvers(bg)
     if not listed:
         return True
     kind, _, name = who.partition(":")
     for entry in listed:
-        if entry.startswith("token:"):
-            if kind == "token" and entry[len("token:"):] == name:
+        if entry.startswith(TOKEN):
+            if kind == "token" and entry[len(TOKEN):] == name:
                 return True
-        elif kind == "github" and entry.lower() == name.lower():
+        elif not entry.startswith(TEAM) and kind == "github" and entry.lower() == name.lower():
             return True
+    if kind != "github":
+        return False  # teams have people as members, not API tokens
+    unknown = []
+    for entry in listed:
+        if not entry.startswith(TEAM):
+            continue
+        org, _, slug = entry[len(TEAM):].partition("/")
+        if teams is None:
+            unknown.append(f"{entry}: GitHub is not asked here")
+            continue
+        try:
+            if teams(org, slug, name):
+                return True
+        except MembershipUnknown as exc:
+            unknown.append(f"{entry}: {exc.message}")
+    if unknown:
+        raise MembershipUnknown("; ".join(unknown))
     return False
 
 
-def check_may_release(bg: BlueGreenEnvironment, who: str) -> None:
-    if not may_release(bg, who):
-        raise NotAllowed(f"{who} may not release {bg.name!r}: only {', '.join(approvers(bg))} may "
+def check_may_release(bg: BlueGreenEnvironment, who: str, teams: TeamCheck | None = None) -> None:
+    """NotAllowed, saying who may (teams included), unless ``who`` may release ``bg``; a team membership GitHub
+    could not confirm refuses too."""
+    try:
+        allowed = may_release(bg, who, teams)
+    except MembershipUnknown as exc:
+        log.warning("environment %s: refused %s, whose team membership could not be learnt: %s", bg.name, who,
+                    exc.message)
+        raise NotAllowed(f"{who} may not release {bg.name!r}: Sami could not learn from GitHub whether they are a "
+                         f"member of the teams that may ({exc.message}), and lets no one through on an error; only "
+                         f"{who_may(bg)} may (release_approvers in its environment file)",
+                         approvers=list(approvers(bg))) from None
+    if not allowed:
+        raise NotAllowed(f"{who} may not release {bg.name!r}: only {who_may(bg)} may "
                          "(release_approvers in its environment file)", approvers=list(approvers(bg)))
 
 
@@ -358,10 +405,11 @@ def _colour_record(session: Session, name: str, colour_env: str, requested_by: s
 # --- switching -----------------------------------------------------------------------------------
 
 def switch(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *, requested_by: str, origin: str,
-           source_repo: str | None = None, pull_request: int | None = None) -> Release:
-    """Switch the entry of ``name`` to the colour awaiting release. Commits and queues the switch."""
+           source_repo: str | None = None, pull_request: int | None = None, teams: TeamCheck | None = None) -> Release:
+    """Switch the entry of ``name`` to the colour awaiting release (``teams`` answers for the approvers' GitHub
+    teams). Commits and queues the switch."""
     bg = blue_green(session, repo, name)
-    check_may_release(bg, requested_by)
+    check_may_release(bg, requested_by, teams)
     pending = _latest(session, name, OPEN_STATES)
     if pending is not None:
         refresh(session, pending)
@@ -386,11 +434,12 @@ def switch(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *, 
 
 
 def rollback(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *, requested_by: str, origin: str,
-             source_repo: str | None = None, pull_request: int | None = None) -> Release:
-    """Switch the entry of ``name`` back to the colour live before the last switch (still running).
-    Commits and queues the switch."""
+             source_repo: str | None = None, pull_request: int | None = None,
+             teams: TeamCheck | None = None) -> Release:
+    """Switch the entry of ``name`` back to the colour live before the last switch (still running; ``teams``
+    answers for the approvers' GitHub teams). Commits and queues the switch."""
     bg = blue_green(session, repo, name)
-    check_may_release(bg, requested_by)
+    check_may_release(bg, requested_by, teams)
     switching = _latest(session, name, ("switching",))
     if switching is not None:
         raise Conflict(f"{switching.kind} {switching.id} of {name!r} is switching: wait until it is done",

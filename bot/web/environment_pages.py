@@ -4,10 +4,11 @@ like the API's."""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from bot.core.errors import Invalid, NotFound, SamiError
 from bot.core.models import Deployment
+from bot.github.teams import TeamMembership
 from bot.services import environments, releases
 from bot.web import auth, pages, shared
 from bot.web.database import get_session
@@ -75,9 +76,21 @@ def environment_page(name: str):
         blue_green = releases.status(session, repo, name, shared.services_context())
         viewer = auth.current_viewer()
         blue_green["may_write"] = _may_write(viewer, env, name)
-        blue_green["may_release"] = blue_green["may_write"] and releases.may_release(
-            releases.blue_green(session, repo, name), viewer.requested_by)
+        blue_green["may_release"] = blue_green["may_write"] and _may_release(session, repo, name, viewer)
     return render_template("environment.html", env=view, blue_green=blue_green)
+
+
+def _teams() -> TeamMembership:
+    """Who is in the approvers' GitHub teams, asked with Sami's GitHub client (None without credentials)."""
+    return TeamMembership(current_app.extensions.get("sami.github"))
+
+
+def _may_release(session, repo, name: str, viewer) -> bool:
+    """Whether to offer ``viewer`` the release buttons; a team membership GitHub cannot confirm offers none."""
+    try:
+        return releases.may_release(releases.blue_green(session, repo, name), viewer.requested_by, _teams())
+    except releases.MembershipUnknown:
+        return False
 
 
 def _may_write(viewer, env: environments.Environment, name: str) -> bool:
@@ -113,10 +126,10 @@ def release(name: str, kind: str):
             return redirect(back)
         if kind == "release":
             done = releases.switch(session, repo, name, shared.services_context(),
-                                   requested_by=viewer.requested_by, origin="page")
+                                   requested_by=viewer.requested_by, origin="page", teams=_teams())
         else:
             done = releases.rollback(session, repo, name, shared.services_context(),
-                                     requested_by=viewer.requested_by, origin="page")
+                                     requested_by=viewer.requested_by, origin="page", teams=_teams())
         flash(f"{done.kind} {done.id} accepted: the entry switches to {done.to_colour}", "ok")
     except SamiError as exc:
         session.rollback()
