@@ -123,7 +123,7 @@ def test_the_environment_page_shows_the_pin_and_unpins_it(api, app, work, db_ses
     assert "Unpin production" not in client.get("/environments/production").get_data(as_text=True)  # anonymous
     sign_in_with_token(client, writer)
     page = client.get("/environments/production").get_data(as_text=True)
-    assert "📌 Pinned by token:release-manager · " in page
+    assert "📌 Pinned</span> by token:release-manager · " in page
     assert f"after rollback {rolled['id']} of production from green to blue" in page
     assert "sami env unpin production" in page and "Unpin production</button>" in page
     token = csrf(client, "/environments/production")
@@ -132,7 +132,7 @@ def test_the_environment_page_shows_the_pin_and_unpins_it(api, app, work, db_ses
     assert pins(db_session) == dict.fromkeys(COLOURS, "token:release-manager")  # asked first, nothing done
     done = client.post("/environments/production/unpin", data={"csrf_token": token, "confirmed": "yes"},
                        follow_redirects=True).get_data(as_text=True)
-    assert "site-production-blue, site-production-green unpinned" in done and "📌 Pinned" not in done
+    assert "site-production-blue, site-production-green unpinned" in done and 'id="pinned"' not in done
     assert pins(db_session) == dict.fromkeys(COLOURS)
     again = client.post("/environments/production/unpin", data={"csrf_token": token, "confirmed": "yes"},
                         follow_redirects=True).get_data(as_text=True)
