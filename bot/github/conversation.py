@@ -26,6 +26,7 @@ from bot.github import comment as sticky
 from bot.github.client import GitHubError
 from bot.github.outcomes import Did, Outcome, Result
 from bot.github.router import Event, HandlerContext, Retry
+from bot.github.teams import TeamMembership
 from bot.manifests import Manifest
 from bot.services import deployments, environments, history, pins, releases
 
@@ -201,7 +202,8 @@ class _Runner:
                                                 f"{self.repository} (none of its components' manifests names it)")
             done = releases.switch(self.ctx.session, repo, name, self.ctx.services,
                                    requested_by=f"github:{self.author}", origin="webhook",
-                                   source_repo=self.repository, pull_request=self.number)
+                                   source_repo=self.repository, pull_request=self.number,
+                                   teams=TeamMembership(self.ctx.github))
         except SamiError as exc:
             self.ctx.session.rollback()
             return Result.said(Did.REFUSED, f"/sami release {name}: {exc}")

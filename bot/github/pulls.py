@@ -29,6 +29,8 @@ from bot.manifests import DeploymentsRepo, Manifest, PrDeploy
 from bot.services import deployments, environments
 
 log = logging.getLogger(__name__)
+# The origin of what the reconciler does: it repairs missed events and leaves what was decided on purpose.
+RECONCILE = "reconcile"
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}\Z")
 
@@ -153,7 +155,9 @@ def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, 
                                       origin=origin, gate=gate))
         except Pinned as exc:  # a rollback pinned a component: the push leaves the preview as it is
             session.rollback()
-            done.append(Result.said(Did.REFUSED, f"preview of {source}: {exc}"))
+            # The reconciler repairs missed events only: it leaves a pinned preview alone without a refusal.
+            did = Did.UNCHANGED if origin == RECONCILE else Did.REFUSED
+            done.append(Result.said(did, f"preview of {source}: {exc}"))
         except SamiError as exc:
             session.rollback()
             done.append(Result.said(Did.FAILED, f"preview of {source}: {exc}"))
@@ -167,7 +171,10 @@ def sync_pull_request(session: Session, repo: DeploymentsRepo, pr: PullRequest, 
         except SamiError as exc:  # one service's problem does not hide the others'
             session.rollback()
             done.append(Result.said(Did.FAILED, f"{manifest.deployment_name(pr.number)}: {exc}"))
-    log.info("pull request %s#%s: %s", pr.repository, pr.number, "; ".join(map(str, done)))
+    # A repair round that changed nothing (pinned, already right) says so at debug only: it comes back every round.
+    quiet = origin == RECONCILE and all(r.did in (Did.UNCHANGED, Did.SKIPPED) for r in done)
+    log.log(logging.DEBUG if quiet else logging.INFO, "pull request %s#%s: %s", pr.repository, pr.number,
+            "; ".join(map(str, done)))
     return done
 
 
@@ -255,7 +262,7 @@ def deploy_one(session: Session, repo: DeploymentsRepo, manifest: Manifest, pr: 
         origin=origin, tag=manifest.render_pr_tag(sha=pr.head_sha, number=pr.number, branch=pr.head_ref),
         ref=_ref(pr.head_ref), sha=pr.head_sha, pull_request=pr.number, source_repo=pr.repository,
         delivery_id=delivery_id, debounce_seconds=debounce, unpin=unpin)
-    ensured = deployments.ensure_deployed(session, repo, request, ctx, revive=origin != "reconcile")
+    ensured = deployments.ensure_deployed(session, repo, request, ctx, revive=origin != RECONCILE)
     if ensured.done is None:
         return Result.said(Did.UNCHANGED, f"{name}: {ensured.reason}")
     if ensured.done == "restored":

@@ -186,6 +186,7 @@ def update_changed_deployments(session: Session, store: ManifestStore, before: s
         return trees[sha]
 
     updated, failed, missing, refused, unchanged = [], [], [], [], 0
+    released_pins: dict[str, list[Deployment]] = {}
     for name, service, environment, manifest_sha, pinned_by in rows:
         manifest = repo.find(service, environment)
         if manifest is None:
@@ -204,6 +205,13 @@ def update_changed_deployments(session: Session, store: ManifestStore, before: s
             # A rollback pinned it: the push leaves it at the rolled-back version (the others move on).
             deployment = session.scalars(select(Deployment).where(Deployment.name == name)).one()
             refused.append(f"{name}: {pins.words(deployment)}, unpin with sami unpin {name}")
+            continue
+        if environment not in released_pins:
+            released_pins[environment] = pins.release_pins(session, repo, environment)
+        if released_pins[environment]:
+            # A rollback of its environment's blue-green release pinned the environment: left as it is too.
+            refused.append(f"{name}: environment {environment} is {pins.words(released_pins[environment][0])}, "
+                           f"unpin with sami env unpin {pins.blue_green_of(repo, environment) or environment}")
             continue
         try:
             deployments.refresh_deployment(session, repo, name, ctx, requested_by=requested_by, origin=origin,

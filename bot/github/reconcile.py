@@ -27,7 +27,14 @@ from bot.core.models import Deployment
 from bot.core.states import DeploymentState
 from bot.github.client import DeadlinePassed, GitHubClient, GitHubError, RateLimited
 from bot.github.outcomes import Did
-from bot.github.pulls import PayloadError, PullRequest, pull_request_manifests, repository_allowed, sync_pull_request
+from bot.github.pulls import (
+    RECONCILE,
+    PayloadError,
+    PullRequest,
+    pull_request_manifests,
+    repository_allowed,
+    sync_pull_request,
+)
 from bot.manifests import DeploymentsRepo, PrDeploy
 from bot.services.deployments import Context
 
@@ -35,7 +42,7 @@ log = logging.getLogger(__name__)
 S = DeploymentState
 
 REQUESTED_BY = "schedule:reconcile"
-ORIGIN = "reconcile"
+ORIGIN = RECONCILE
 # Environments that exist for a pull request and that a closed pull request would archive.
 LIVE_PR_STATES = (S.CREATE_PENDING, S.UPDATE_PENDING, S.RUNNING, S.FAILURE)
 

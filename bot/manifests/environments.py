@@ -421,7 +421,7 @@ def _check_one(
 def _blue_green_problems(name: str, env_file: EnvironmentFile, blue_green: BlueGreen,
                          components: Sequence[str]) -> list[ManifestError]:
     """The entry must be a component; the pull request environment has no colours; every colour's
-    deployment name must stay a DNS label."""
+    deployment name must stay a DNS label; a team among the approvers is named by its slug; no approver twice."""
     errors = []
     if name == PULL_REQUEST_ENVIRONMENT:
         errors.append(env_file.error(("blue_green",), "blue_green: the pull_request environment is not released "
@@ -436,6 +436,18 @@ def _blue_green_problems(name: str, env_file: EnvironmentFile, blue_green: BlueG
             if service not in components:
                 errors.append(env_file.error(("blue_green", "colours", colour, service), (
                     f"blue_green.colours.{colour}: {service!r} is not a component of environment {name!r}")))
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(blue_green.approvers):
+        where = ("blue_green", "release_approvers", index)
+        if entry.startswith("team:") and entry != entry.lower():
+            errors.append(env_file.error(where, f"blue_green.release_approvers[{index}]: {entry!r}: GitHub's team "
+                                                f"names here are the team's slug, in lowercase as in its URL "
+                                                f"(team:{entry[len('team:'):].lower()})"))
+        key = entry if entry.startswith("token:") else entry.lower()  # logins and teams ignore case on GitHub
+        if key in seen:
+            errors.append(env_file.error(where, f"blue_green.release_approvers[{index}]: {entry!r} is listed "
+                                                f"already (release_approvers[{seen[key]}])"))
+        seen.setdefault(key, index)
     for service in components:
         problem = naming.name_length_problem(service, f"{name}-{max(COLOURS, key=len)}")
         if problem is not None:

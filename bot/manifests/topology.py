@@ -49,9 +49,10 @@ DEFAULT_KEEP_PREVIOUS = 24 * 3600
 class BlueGreen:
     """An environment released blue-green: two colours of it (every component under ``-blue`` and
     ``-green`` names) and a stable ``entry`` component switched between them. ``keep_previous`` is
-    seconds the previous colour keeps running after a release; ``approvers`` are GitHub logins or
-    ``org/team`` names allowed to release (empty: whoever may deploy). ``colours`` are what tells the
-    colours apart: colour -> component -> deployment overrides (a port of its own on a host's network)."""
+    seconds the previous colour keeps running after a release; ``approvers`` are GitHub logins,
+    ``team:<org>/<slug>`` GitHub teams and ``token:<name>`` API tokens allowed to release (empty: whoever may
+    deploy). ``colours`` are what tells the colours apart: colour -> component -> deployment overrides (a
+    port of its own on a host's network)."""
 
     entry: str
     keep_previous: int = DEFAULT_KEEP_PREVIOUS

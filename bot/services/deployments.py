@@ -71,6 +71,9 @@ class DeploymentRequest:
     # The request is itself a rollback that pins (a component of an environment deployed from a snapshot):
     # a pin does not refuse it. Every other request is refused while the deployment is pinned.
     pinning: bool = False
+    # A blue-green release deploys into its idle colour: a rollback's pin of the environment does not refuse it
+    # (the pin stays until the release is switched live).
+    releasing: bool = False
     # A person deploys this on purpose over a pin (sami update --unpin): the pin is cleared with it.
     unpin: bool = False
     # Shrink an internal third-party service anyway: its update script gets --force (see check_resize).
@@ -386,9 +389,12 @@ def accept_request(session: Session, repo: DeploymentsRepo, request: DeploymentR
             raise Conflict(f"deployment name {name!r} is not available; rename the environment or the service")
         raise Conflict(f"deployment name {name!r} is taken by service {deployment.service!r} in environment "
                        f"{deployment.environment!r}; rename the environment or the service")
+    if not (request.pinning or request.releasing):
+        # A rollback of a blue-green release pinned the environment: its colours, and its own names, stay.
+        pins.refuse_if_release_pinned(session, repo, request.environment)
     if request.unpin:
         pins.clear(deployment)
-    elif not request.pinning:
+    elif not (request.pinning or request.releasing):
         pins.refuse_if_pinned(deployment)  # a rollback pinned it: 409 naming who, when and how to unpin
     if deployment.state is S.REMOVED:
         kind, wanted = "create", S.CREATE_PENDING
@@ -631,6 +637,8 @@ def ensure_deployed(session: Session, repo: DeploymentsRepo, request: Deployment
 
     An Archived or Removed deployment already at that tag and sha comes back only with ``revive``:
     callers that repair missed events leave what was archived on purpose (by hand, for idleness) alone.
+    They leave a pinned deployment alone too, as unchanged rather than refused: the event that would have
+    moved it was refused when it came, and a repair round must not refuse (and log) it again each time.
     """
     name, manifest = _target(repo, request)
     _, tag = image_and_tag(manifest, request.tag, request.image)
@@ -639,6 +647,8 @@ def ensure_deployed(session: Session, repo: DeploymentsRepo, request: Deployment
     state = deployment.state
     there = deployment.tag == tag and (request.sha is None or deployment.sha == request.sha)
     at = f"{request.sha[:7]}" if request.sha else tag
+    if not (revive or there or request.unpin or request.pinning) and deployment.pinned_by is not None:
+        return _unchanged(session, name, f"{pins.words(deployment)}; left as it is until it is unpinned")
     if state in (S.RUNNING, S.FAILURE, S.CREATE_PENDING, S.UPDATE_PENDING):
         if there:
             return _unchanged(session, name, f"already at {at}" + (" (Failure)" if state is S.FAILURE else ""))

@@ -203,7 +203,8 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
               requested_by: str, origin: str, versions: Mapping[str, str] | None = None,
               snapshot: Mapping | None = None, snapshot_id: int | None = None,
               only: Iterable[str] | None = None, delete_data: bool = False,
-              pin_reason: str | None = None, fresh: bool = False, force: bool = False) -> EnvironmentRun:
+              pin_reason: str | None = None, fresh: bool = False, force: bool = False,
+              releasing: bool = False) -> EnvironmentRun:
     """Start ``operation`` on every component of environment ``name`` and commit; the first components
     are on the queue when it returns.
 
@@ -220,7 +221,8 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
 
     A deploy with ``pin_reason`` is a rollback (to a snapshot): it pins every component it deploys, at once
     and again with its action when each is queued. A deploy without one is refused (Pinned) while a
-    component it would move is pinned.
+    component it would move is pinned, or while a rollback of its blue-green release pinned the environment
+    (its colours); ``releasing`` (a release deployed into the idle colour) goes through that pin and leaves it.
     """
     if operation not in OPERATIONS:
         raise Invalid(f"unknown environment operation {operation!r} (one of: {', '.join(OPERATIONS)})")
@@ -247,7 +249,11 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
             raise Invalid(f"version {version!r} of {service}: {exc}") from None
     snapshot = dict(snapshot or {})
     moved = [c.deployment for c in env.components if only is None or c.service in set(only)]
-    if operation == "deploy" and pin_reason is None:
+    if operation == "deploy" and pin_reason is None and not releasing:
+        held = pins.release_pins(session, repo, name)
+        if held:
+            session.rollback()
+            raise pins.release_refusal(pins.blue_green_of(repo, name) or name, held)
         pinned = pins.pinned_of(session, moved)
         if pinned:
             session.rollback()
@@ -269,6 +275,8 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
                                            snapshot.get(component.service)))
             if pin_reason is not None:
                 request["pin"] = pin_reason
+            if releasing:
+                request["release"] = True
             if force and is_internal(component):
                 request["force"] = True
         if operation == "cleanup" and is_internal(component):
@@ -441,6 +449,7 @@ def _queue_deploy(session: Session, repo: DeploymentsRepo, run: EnvironmentRun, 
         service=component.service, environment=environment_name, tag=wanted.get("tag"),
         image=wanted.get("image") if not wanted.get("tag") else None, app_overrides=app,
         deployment_overrides=dep, manifest_environment=template, pinning=bool(wanted.get("pin")),
+        releasing=bool(wanted.get("release")),
         force=bool(wanted.get("force")), **who)
     deployment, action, start = accept_request(session, repo, request, ctx)
     if wanted.get("pin"):
@@ -581,9 +590,14 @@ def status(session: Session, repo: DeploymentsRepo, name: str) -> dict:
 
 def unpin(session: Session, repo: DeploymentsRepo, name: str, *, requested_by: str) -> list[str]:
     """Unpin every pinned component of environment ``name`` (a snapshot deploy pinned them) and commit; the
-    deployments unpinned. Conflict when none is pinned."""
+    deployments unpinned. For an environment released blue-green, or one of its colours, both colours are
+    unpinned (a rollback of its release pinned them). Conflict when none is pinned."""
     env = environment(session, repo, name)
     pinned = pins.pinned_of(session, [c.deployment for c in env.components])
+    released = pins.blue_green_of(repo, name)
+    if released is not None:
+        pinned = sorted({d.name: d for d in [*pinned, *pins.pinned_in(session, pins.colour_environments(released))]}
+                        .values(), key=lambda d: d.name)
     if not pinned:
         raise Conflict(f"no component of environment {name!r} is pinned: CI requests and pushes already change them")
     for deployment in pinned:

@@ -21,6 +21,8 @@ from bot.core import naming, states
 from bot.core.errors import Conflict, Invalid, NotFound, Pinned
 from bot.core.models import Deployment
 from bot.core.states import DeploymentState
+from bot.manifests import DeploymentsRepo
+from bot.manifests.topology import COLOURS
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,61 @@ def environment_refusal(environment: str, pinned: list[Deployment]) -> Pinned:
                   f"Unpin button on each one's page), or a snapshot is deployed (sami env deploy {environment} "
                   f"--from-snapshot N), which pins them again",
                   pinned={d.name: view(d) for d in pinned})
+
+
+def colour_environments(environment: str) -> list[str]:
+    """``production`` -> ``production-blue``, ``production-green``: the colours of an environment released
+    blue-green, whose deployments a rollback of its release pins and a release switched live unpins."""
+    return [f"{environment}-{colour}" for colour in COLOURS]
+
+
+def blue_green_of(repo: DeploymentsRepo, environment: str) -> str | None:
+    """The environment released blue-green that ``environment`` is, or is a colour of (None: neither)."""
+    candidates = [environment] + [environment.removesuffix(f"-{c}") for c in COLOURS if environment.endswith(f"-{c}")]
+    for name in candidates:
+        # Only a file says blue_green; read even when it has errors now, so that a pin holds through them.
+        topology = repo.topologies.get(name)
+        if topology is not None and topology.blue_green is not None:
+            return name
+    return None
+
+
+def release_pins(session: Session, repo: DeploymentsRepo, environment: str) -> list[Deployment]:
+    """The pinned deployments of the colours of the blue-green environment ``environment`` is (or is a colour
+    of): a rollback of its release pinned them. None for any other environment."""
+    released = blue_green_of(repo, environment)
+    return [] if released is None else pinned_in(session, colour_environments(released))
+
+
+def pinned_in(session: Session, environments: list[str]) -> list[Deployment]:
+    """The pinned deployments of ``environments``."""
+    return list(session.scalars(select(Deployment).where(Deployment.environment.in_(environments),
+                                                         Deployment.pinned_by.is_not(None))
+                                .order_by(Deployment.name)))
+
+
+def release_refusal(environment: str, pinned: list[Deployment]) -> Pinned:
+    """The refusal of a change of a blue-green environment a rollback pinned (409 on the API): who, when, and
+    how to unpin it."""
+    first = pinned[0]
+    return Pinned(f"environment {environment!r} is {words(first)}: Sami leaves its colours "
+                  f"({', '.join(d.name for d in pinned)}) as they are until it is unpinned (sami env unpin "
+                  f"{environment}, or the Unpin button on its page /environments/{environment}) or a new release "
+                  f"is switched live (sami env release {environment} --version SERVICE=TAG, then sami env release "
+                  f"{environment} --switch)",
+                  pinned={d.name: view(d) for d in pinned},
+                  unpin={"cli": f"sami env unpin {environment}", "page": f"/environments/{environment}",
+                         "api": f"POST /api/v1/environments/{environment}/unpin"})
+
+
+def refuse_if_release_pinned(session: Session, repo: DeploymentsRepo, environment: str) -> None:
+    """Pinned (a Conflict) when ``environment`` is released blue-green (or is one of its colours) and a rollback
+    of its release pinned it."""
+    pinned = release_pins(session, repo, environment)
+    if pinned:
+        released = blue_green_of(repo, environment) or environment
+        log.info("refused a change of environment %s: %s", released, words(pinned[0]))
+        raise release_refusal(released, pinned)
 
 
 def refuse_if_pinned(deployment: Deployment | None) -> None:

@@ -37,7 +37,7 @@ from bot.core.models import Deployment, EnvironmentRecord, EnvironmentRun, Relea
 from bot.core.states import DeploymentState, IllegalReleaseTransition, new_release, transition_release
 from bot.manifests import DeploymentsRepo
 from bot.manifests.topology import COLOURS, BlueGreen
-from bot.services import environments, snapshots
+from bot.services import environments, pins, snapshots
 from bot.services.deployments import Context
 
 log = logging.getLogger(__name__)
@@ -94,32 +94,79 @@ def blue_green(session: Session, repo: DeploymentsRepo, name: str) -> BlueGreenE
 
 # --- who may release ---------------------------------------------------------------------------
 
+# Whether a GitHub login is an active member of a GitHub team: ``(org, team_slug, login) -> bool``. The caller
+# that can ask GitHub hands one in (bot.github.teams); it raises MembershipUnknown when GitHub cannot say.
+TeamCheck = Callable[[str, str, str], bool]
+TEAM, TOKEN = "team:", "token:"
+
+
+class MembershipUnknown(SamiError):
+    """Whether someone is a member of a team among the approvers could not be learnt (a GitHub error, no
+    credentials): they are refused, never let through."""
+
+
 def approvers(bg: BlueGreenEnvironment) -> tuple[str, ...]:
     return bg.settings.approvers
 
 
-def may_release(bg: BlueGreenEnvironment, who: str) -> bool:
+def who_may(bg: BlueGreenEnvironment) -> str:
+    """The approvers in words: ``alice, team:acme/releasers (its members on GitHub), token:release-bot``."""
+    return ", ".join(f"{entry} (its members on GitHub)" if entry.startswith(TEAM) else entry
+                     for entry in approvers(bg))
+
+
+def may_release(bg: BlueGreenEnvironment, who: str, teams: TeamCheck | None = None) -> bool:
     """Whether ``who`` (``github:<login>`` or ``token:<name>``) may release and roll back ``bg``.
 
     Without ``release_approvers`` whoever may deploy the environment may; with it, a GitHub user whose
-    login is listed (case-insensitive, as GitHub's), or an API token listed as ``token:<name>``.
+    login is listed (case-insensitive, as GitHub's) or who is an active member of a listed ``team:<org>/<slug>``
+    (asked through ``teams``), or an API token listed as ``token:<name>``. MembershipUnknown when only a team's
+    membership could let them and it could not be learnt (without ``teams``, or a GitHub error).
     """
     listed = approvers(bg)
     if not listed:
         return True
     kind, _, name = who.partition(":")
     for entry in listed:
-        if entry.startswith("token:"):
-            if kind == "token" and entry[len("token:"):] == name:
+        if entry.startswith(TOKEN):
+            if kind == "token" and entry[len(TOKEN):] == name:
                 return True
-        elif kind == "github" and entry.lower() == name.lower():
+        elif not entry.startswith(TEAM) and kind == "github" and entry.lower() == name.lower():
             return True
+    if kind != "github":
+        return False  # teams have people as members, not API tokens
+    unknown = []
+    for entry in listed:
+        if not entry.startswith(TEAM):
+            continue
+        org, _, slug = entry[len(TEAM):].partition("/")
+        if teams is None:
+            unknown.append(f"{entry}: GitHub is not asked here")
+            continue
+        try:
+            if teams(org, slug, name):
+                return True
+        except MembershipUnknown as exc:
+            unknown.append(f"{entry}: {exc.message}")
+    if unknown:
+        raise MembershipUnknown("; ".join(unknown))
     return False
 
 
-def check_may_release(bg: BlueGreenEnvironment, who: str) -> None:
-    if not may_release(bg, who):
-        raise NotAllowed(f"{who} may not release {bg.name!r}: only {', '.join(approvers(bg))} may "
+def check_may_release(bg: BlueGreenEnvironment, who: str, teams: TeamCheck | None = None) -> None:
+    """NotAllowed, saying who may (teams included), unless ``who`` may release ``bg``; a team membership GitHub
+    could not confirm refuses too."""
+    try:
+        allowed = may_release(bg, who, teams)
+    except MembershipUnknown as exc:
+        log.warning("environment %s: refused %s, whose team membership could not be learnt: %s", bg.name, who,
+                    exc.message)
+        raise NotAllowed(f"{who} may not release {bg.name!r}: Sami could not learn from GitHub whether they are a "
+                         f"member of the teams that may ({exc.message}), and lets no one through on an error; only "
+                         f"{who_may(bg)} may (release_approvers in its environment file)",
+                         approvers=list(approvers(bg))) from None
+    if not allowed:
+        raise NotAllowed(f"{who} may not release {bg.name!r}: only {who_may(bg)} may "
                          "(release_approvers in its environment file)", approvers=list(approvers(bg)))
 
 
@@ -140,18 +187,26 @@ def live_colour(session: Session, name: str) -> str | None:
     return None if current is None else current.to_colour
 
 
-def refresh(session: Session, release: Release) -> Release:
-    """A release deploying into the idle colour moves on once its run has finished (not committed)."""
+def settled(session: Session, release: Release) -> tuple[str, str | None] | None:
+    """What a release deploying into the idle colour becomes once its run has finished: (state, message), or
+    None while it is not deploying or its run goes on. Reads only."""
     if release.state != "deploying" or release.run_id is None:
-        return release
+        return None
     run = session.get(EnvironmentRun, release.run_id)
     if run is None:
-        transition_release(release, "failed", message="its deploy run is gone")
-    elif run.state == environments.RUN_SUCCEEDED:
-        transition_release(release, "awaiting", message=f"{release.to_colour} deployed (run {run.id}): awaiting "
-                                                        "release")
-    elif run.state == environments.RUN_FAILED:
-        transition_release(release, "failed", message=f"deploy run {run.id} failed: {run.message or ''}")
+        return "failed", "its deploy run is gone"
+    if run.state == environments.RUN_SUCCEEDED:
+        return "awaiting", f"{release.to_colour} deployed (run {run.id}): awaiting release"
+    if run.state == environments.RUN_FAILED:
+        return "failed", f"deploy run {run.id} failed: {run.message or ''}"
+    return None
+
+
+def refresh(session: Session, release: Release) -> Release:
+    """A release deploying into the idle colour moves on once its run has finished (not committed)."""
+    moved = settled(session, release)
+    if moved is not None:
+        transition_release(release, moved[0], message=moved[1])
     return release
 
 
@@ -164,12 +219,13 @@ def deploys_settled(session: Session, environment: str) -> None:
 
 
 def status(session: Session, repo: DeploymentsRepo, name: str, ctx: Context | None = None) -> dict:
-    """Live and idle colour, what awaits release and who may release it, and the last releases."""
+    """Live and idle colour, what awaits release and who may release it, what a rollback pinned (``pinned``),
+    and the last releases. Reads only: a
+    release whose run has finished is shown as what it becomes (the worker that settles the run's last
+    component, or the scheduler's releases step, records it)."""
     bg = blue_green(session, repo, name)
     pending = _latest(session, name, OPEN_STATES)
-    if pending is not None and pending.state == "deploying":
-        refresh(session, pending)
-        outbox.commit(session)
+    pending_view = None if pending is None else shown(session, pending)
     current = live(session, name)
     live_c = None if current is None else current.to_colour
     idle = other_colour(live_c)
@@ -181,9 +237,11 @@ def status(session: Session, repo: DeploymentsRepo, name: str, ctx: Context | No
         "previous": None if current is None or current.from_colour is None else {
             "colour": current.from_colour, "archived": current.previous_archived_at is not None,
             "archive_at": _time(_archive_at(bg, current))},
-        "pending": None if pending is None else view(pending),
-        "awaiting_release": pending is not None and pending.state == "awaiting",
-        "history": [view(r) for r in history(session, name, limit=20)],
+        "pending": pending_view,
+        "pinned": [{"deployment": d.name, **pins.view(d)}
+                   for d in pins.pinned_in(session, pins.colour_environments(name))],
+        "awaiting_release": pending_view is not None and pending_view["state"] == "awaiting",
+        "history": history_view(session, name, limit=20),
     }
 
 
@@ -217,6 +275,23 @@ def _colour_view(session: Session, repo: DeploymentsRepo, bg: BlueGreenEnvironme
 def history(session: Session, name: str, limit: int = 100) -> list[Release]:
     return list(session.scalars(select(Release).where(Release.environment == name)
                                 .order_by(Release.id.desc()).limit(limit)))
+
+
+def history_view(session: Session, name: str, limit: int = 100) -> list[dict]:
+    """The releases of ``name``, newest first, as shown: one whose run has finished as what it becomes."""
+    found = []
+    for release in history(session, name, limit=limit):
+        found.append(shown(session, release))
+    return found
+
+
+def shown(session: Session, release: Release) -> dict:
+    """``view`` of ``release``, a release whose deploy run has finished as what it becomes (reads only)."""
+    found = view(release)
+    moved = settled(session, release)
+    if moved is not None:
+        found.update(state=moved[0], state_words=RELEASE_WORDS.get(moved[0], moved[0]), message=moved[1])
+    return found
 
 
 def get(session: Session, release_id: int) -> Release:
@@ -305,7 +380,7 @@ def prepare(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *,
     try:
         run = environments.start_run(session, repo, idle_env, "deploy", ctx, requested_by=requested_by,
                                      origin=origin, versions=versions, snapshot=by_service or None,
-                                     snapshot_id=snapshot_id)
+                                     snapshot_id=snapshot_id, releasing=True)
     except Exception:  # refused (a run of the colour in progress, a version missing): no release either
         session.rollback()
         raise
@@ -330,10 +405,11 @@ def _colour_record(session: Session, name: str, colour_env: str, requested_by: s
 # --- switching -----------------------------------------------------------------------------------
 
 def switch(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *, requested_by: str, origin: str,
-           source_repo: str | None = None, pull_request: int | None = None) -> Release:
-    """Switch the entry of ``name`` to the colour awaiting release. Commits and queues the switch."""
+           source_repo: str | None = None, pull_request: int | None = None, teams: TeamCheck | None = None) -> Release:
+    """Switch the entry of ``name`` to the colour awaiting release (``teams`` answers for the approvers' GitHub
+    teams). Commits and queues the switch."""
     bg = blue_green(session, repo, name)
-    check_may_release(bg, requested_by)
+    check_may_release(bg, requested_by, teams)
     pending = _latest(session, name, OPEN_STATES)
     if pending is not None:
         refresh(session, pending)
@@ -358,11 +434,12 @@ def switch(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *, 
 
 
 def rollback(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *, requested_by: str, origin: str,
-             source_repo: str | None = None, pull_request: int | None = None) -> Release:
-    """Switch the entry of ``name`` back to the colour live before the last switch (still running).
-    Commits and queues the switch."""
+             source_repo: str | None = None, pull_request: int | None = None,
+             teams: TeamCheck | None = None) -> Release:
+    """Switch the entry of ``name`` back to the colour live before the last switch (still running; ``teams``
+    answers for the approvers' GitHub teams). Commits and queues the switch."""
     bg = blue_green(session, repo, name)
-    check_may_release(bg, requested_by)
+    check_may_release(bg, requested_by, teams)
     switching = _latest(session, name, ("switching",))
     if switching is not None:
         raise Conflict(f"{switching.kind} {switching.id} of {name!r} is switching: wait until it is done",
@@ -379,10 +456,30 @@ def rollback(session: Session, repo: DeploymentsRepo, name: str, ctx: Context, *
         snapshot_id=_snapshot_of(session, name, current.from_colour), versions={},
         requested_by=requested_by[:255], switched_by=requested_by[:255], origin=origin,
         source_repo=source_repo, pull_request=pull_request), "switching")
+    _pin_colours(session, bg, release)
     outbox.commit(session)
     _queue(ctx, release.id)
     log.info("environment %s: rollback %s switching back to %s", name, release.id, release.to_colour)
     return release
+
+
+def _pin_colours(session: Session, bg: BlueGreenEnvironment, rollback: Release) -> None:
+    """A rollback says "not that release": both colours are pinned at once (in the rollback's transaction), so
+    CI requests, pushes and environment deploys leave them as they are until someone unpins the environment
+    (sami env unpin) or a new release is switched live."""
+    reason = f"rollback {rollback.id} of {bg.name} from {rollback.from_colour} to {rollback.to_colour}"
+    for deployment in session.scalars(select(Deployment).where(
+            Deployment.environment.in_(pins.colour_environments(bg.name)), Deployment.state != S.REMOVED)
+            .order_by(Deployment.name)):
+        pins.pin(deployment, by=rollback.requested_by, action_id=None, reason=reason)
+
+
+def _unpin_colours(session: Session, name: str) -> list[str]:
+    """A release switched live ends a rollback's pin of the environment: both colours are unpinned."""
+    unpinned = [d.name for d in pins.pinned_in(session, pins.colour_environments(name)) if pins.clear(d)]
+    if unpinned:
+        log.info("environment %s: a release switched live unpinned %s", name, ", ".join(unpinned))
+    return unpinned
 
 
 def _snapshot_of(session: Session, name: str, colour: str) -> int | None:
@@ -441,8 +538,9 @@ def plan(session: Session, repo: DeploymentsRepo, release_id: int) -> SwitchPlan
 
 
 def switched(session: Session, release_id: int, *, ok: bool, message: str, now: datetime | None = None) -> bool:
-    """Settle a switch the worker ran (commits): ``live`` (the one live before is ``replaced``) or
-    ``failed`` (the entry stays where it was). False when it was settled already."""
+    """Settle a switch the worker ran (commits): ``live`` (the one live before is ``replaced``; a release, not a
+    rollback, unpins the colours a rollback pinned) or ``failed`` (the entry stays where it was). False when it
+    was settled already."""
     release = session.scalars(select(Release).where(Release.id == release_id).with_for_update()).first()
     if release is None or release.state != "switching":
         session.rollback()
@@ -453,6 +551,8 @@ def switched(session: Session, release_id: int, *, ok: bool, message: str, now: 
         if before is not None and before.id != release.id:
             transition_release(before, "replaced", message=f"replaced by {release.kind} {release.id}")
         transition_release(release, "live", message=message, now=now)
+        if release.kind == RELEASE:
+            _unpin_colours(session, release.environment)
     else:
         transition_release(release, "failed", message=message)
     outbox.commit(session)

@@ -4,10 +4,11 @@ like the API's."""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from bot.core.errors import Invalid, NotFound, SamiError
 from bot.core.models import Deployment
+from bot.github.teams import TeamMembership
 from bot.services import environments, releases
 from bot.web import auth, pages, shared
 from bot.web.database import get_session
@@ -75,9 +76,21 @@ def environment_page(name: str):
         blue_green = releases.status(session, repo, name, shared.services_context())
         viewer = auth.current_viewer()
         blue_green["may_write"] = _may_write(viewer, env, name)
-        blue_green["may_release"] = blue_green["may_write"] and releases.may_release(
-            releases.blue_green(session, repo, name), viewer.requested_by)
+        blue_green["may_release"] = blue_green["may_write"] and _may_release(session, repo, name, viewer)
     return render_template("environment.html", env=view, blue_green=blue_green)
+
+
+def _teams() -> TeamMembership:
+    """Who is in the approvers' GitHub teams, asked with Sami's GitHub client (None without credentials)."""
+    return TeamMembership(current_app.extensions.get("sami.github"))
+
+
+def _may_release(session, repo, name: str, viewer) -> bool:
+    """Whether to offer ``viewer`` the release buttons; a team membership GitHub cannot confirm offers none."""
+    try:
+        return releases.may_release(releases.blue_green(session, repo, name), viewer.requested_by, _teams())
+    except releases.MembershipUnknown:
+        return False
 
 
 def _may_write(viewer, env: environments.Environment, name: str) -> bool:
@@ -89,10 +102,10 @@ def _may_write(viewer, env: environments.Environment, name: str) -> bool:
     return auth.may_change(viewer, "deploy", entry, manifest)
 
 
-@bp.post("/environments/<name>/<any(release, rollback):kind>")
+@bp.post("/environments/<name>/<any(release, rollback, unpin):kind>")
 def release(name: str, kind: str):
-    """Release (switch the entry to the colour awaiting release) or roll back, once confirmed; the
-    services decide who may (release_approvers) and whether it can be done now."""
+    """Release (switch the entry to the colour awaiting release), roll back, or unpin what a rollback pinned,
+    once confirmed; the services decide who may (release_approvers) and whether it can be done now."""
     viewer = auth.current_viewer()
     if viewer is None:
         abort(401, "sign in to release")
@@ -107,12 +120,16 @@ def release(name: str, kind: str):
         state = releases.status(session, repo, name)
         if request.form.get("confirmed") != "yes":
             return _confirm(kind, name, state, back)
+        if kind == "unpin":
+            unpinned = environments.unpin(session, repo, name, requested_by=viewer.requested_by)
+            flash(f"{', '.join(unpinned)} unpinned: CI requests and environment deploys change {name} again", "ok")
+            return redirect(back)
         if kind == "release":
             done = releases.switch(session, repo, name, shared.services_context(),
-                                   requested_by=viewer.requested_by, origin="page")
+                                   requested_by=viewer.requested_by, origin="page", teams=_teams())
         else:
             done = releases.rollback(session, repo, name, shared.services_context(),
-                                     requested_by=viewer.requested_by, origin="page")
+                                     requested_by=viewer.requested_by, origin="page", teams=_teams())
         flash(f"{done.kind} {done.id} accepted: the entry switches to {done.to_colour}", "ok")
     except SamiError as exc:
         session.rollback()
@@ -122,6 +139,16 @@ def release(name: str, kind: str):
 
 def _confirm(kind: str, name: str, state: dict, back: str):
     live = state["live"]["colour"] if state["live"] else "nothing"
+    if kind == "unpin":
+        pinned = state["pinned"]
+        facts = [("Environment", name), ("Pinned", ", ".join(p["deployment"] for p in pinned) or "nothing")]
+        if pinned:
+            facts.append(("By", f"{pinned[0]['by']} ({pinned[0]['reason']})"))
+        return pages._confirm(title=f"Unpin {name}?", lines=[
+            f"A rollback pinned {name}: CI requests and environment deploys leave its colours as they are.",
+            "Once unpinned, the next CI request or environment deploy that changes them goes through."],
+            facts=facts, danger=False, action=url_for("environment_pages.release", name=name, kind=kind),
+            fields={}, button=f"Unpin {name}", back=back)
     if kind == "release":
         to = state["idle"]["colour"]
         lines = [f"The entry of {name} switches from {live} to {to}: everyone using {name} gets what QA tested "

@@ -192,7 +192,7 @@ def list_releases(name: str):
     _environment(name)
     session, repo = get_session(), shared.manifests().current()
     found = releases.status(session, repo, name, shared.services_context())
-    found["releases"] = [releases.view(r) for r in releases.history(session, name)]
+    found["releases"] = releases.history_view(session, name)
     return jsonify(found)
 
 
@@ -240,7 +240,8 @@ def rollback(name: str):
 @token_required
 def show_release(name: str, release_id: int):
     _environment(name)
-    found = releases.get(get_session(), release_id)
+    session = get_session()
+    found = releases.get(session, release_id)
     if found.environment != name:
         raise NotFound(f"no release {release_id} of environment {name!r}")
-    return jsonify(releases.view(found))
+    return jsonify(releases.shown(session, found))

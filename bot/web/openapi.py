@@ -40,7 +40,9 @@ SCHEMAS: dict[str, dict] = {
                        "state": {"type": "string", "description": "the deployment's state (409 answers)"},
                        "pinned": {"type": "object", "description": "a 409 because a rollback pinned the "
                                   "deployment: its Pin (for an environment: the pins of its pinned components "
-                                  "by deployment name)"}},
+                                  "by deployment name)"},
+                       "unpin": {"type": "object", "description": "a 409 because a rollback of a blue-green "
+                                 "release pinned the environment: how to unpin it (cli, page, api)"}},
     },
     "Pin": {
         "type": ["object", "null"],
@@ -348,7 +350,11 @@ SCHEMAS: dict[str, dict] = {
             "environment": {"type": "string"}, "entry": {"type": "string"}, "entry_deployment": {"type": "string"},
             "keep_previous": {"type": "integer", "description": "seconds"},
             "release_approvers": {"type": "array", "items": {"type": "string"},
-                                  "description": "who may release; empty: whoever may deploy"},
+                                  "description": "who may release: GitHub logins, team:ORG/SLUG (the members of "
+                                                 "a GitHub team), token:NAME; empty: whoever may deploy"},
+            "pinned": {"type": "array", "description": "the colours' deployments a rollback pinned (each with its "
+                       "pin and its name as deployment): changes are refused until sami env unpin or a release "
+                       "switched live", "items": {"type": "object"}},
             "live": {"anyOf": [{"$ref": "#/components/schemas/Colour"}, {"type": "null"}]},
             "idle": {"$ref": "#/components/schemas/Colour"},
             "previous": {"type": ["object", "null"]},

@@ -81,3 +81,33 @@ def test_a_release_approver_releases_from_the_page(browser, site):  # noqa: F811
         page.screenshot(path=str(SCREENSHOTS / "release-390.png"), full_page=True)
     finally:
         context.close()
+
+
+def test_a_rollback_pins_the_environment_and_the_page_unpins_it(browser, site):  # noqa: F811
+    manager = site.manager
+    call(site, manager, "POST", "/api/v1/environments/production/release", {"versions": {"site": "v2"}})
+    until(site, manager, lambda shown: shown["awaiting_release"])
+    call(site, manager, "POST", "/api/v1/environments/production/release/switch")
+    until(site, manager, lambda shown: shown["live"] is not None and shown["live"]["colour"] == "green")
+    rolled = call(site, manager, "POST", "/api/v1/environments/production/rollback")
+    until(site, manager, lambda shown: shown["live"]["colour"] == "blue" and len(shown["pinned"]) == 2)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(site.url + "/login")
+        page.get_by_label("Sami token").fill(manager)
+        page.get_by_role("button", name="Sign in with token").click()
+        page.goto(site.url + "/environments/production")
+        expect(page.locator("#pinned")).to_contain_text("Pinned by token:release-manager")
+        expect(page.locator("#pinned")).to_contain_text(f"rollback {rolled['id']} of production from green to blue")
+        assert axe_violations(page) == []
+        page.set_viewport_size({"width": 390, "height": 900})
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        page.get_by_role("button", name="Unpin production").click()
+        expect(page.get_by_role("heading", name="Unpin production?")).to_be_visible()
+        page.get_by_role("button", name="Unpin production").click()
+        expect(page.get_by_text("site-production-blue, site-production-green unpinned")).to_be_visible()
+        expect(page.locator("#pinned")).to_have_count(0)
+        assert call(site, manager, "GET", "/api/v1/environments/production/releases")["pinned"] == []
+    finally:
+        context.close()

@@ -3,6 +3,7 @@ the probe deployments repo: Prism for the happy path, the recording fake for fai
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import timedelta
 
@@ -13,6 +14,7 @@ from bot.core.models import Action, Deployment
 from bot.core.states import DeploymentState
 from bot.github.client import Deadline
 from bot.github.reconcile import reconcile_pull_requests, reconciled_repositories
+from bot.services import history, pins
 from tests.github.conftest import token_client
 from tests.pipeline import conftest as pipeline
 from tests.support.github_mock import Reply
@@ -225,3 +227,36 @@ def test_the_scheduler_queues_a_round_every_few_minutes_and_a_rate_limit_holds_i
     scheduler.steps["reconcile"](report, now + every + timedelta(seconds=900))
     work()
     assert len(token_fake.requests) == 3
+
+
+def test_a_pinned_environment_is_left_alone_quietly_round_after_round(db_session, worker_ctx, services_ctx, work,
+                                                                      token_fake, github, two_running, caplog):
+    token_fake.on("GET", PULLS, Reply(200, [pr(4), pr(3, sha="b" * 40)]))
+    assert reconcile(worker_ctx, services_ctx, github).done == ["updated probe-pr-3 to bbbbbbb"]
+    work()
+    history.rollback_deployment(db_session, worker_ctx.manifests.current(), "probe-pr-3", services_ctx,
+                                requested_by="alice", origin="cli")
+    work()
+    db_session.expire_all()
+    pinned = db_session.scalars(select(Deployment).where(Deployment.name == "probe-pr-3")).one()
+    assert (pinned.pinned_by, pinned.sha) == ("alice", pr(3)["head"]["sha"])
+
+    # The pull request's head moves on (a push whose webhook was missed, or refused): every round finds it pinned.
+    token_fake.on("GET", PULLS, Reply(200, [pr(4), pr(3, sha="c" * 40)]))
+    actions = action_count(db_session)
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()
+    for _ in range(3):
+        report = reconcile(worker_ctx, services_ctx, github)
+        assert report.done == [] and report.errors == []
+    assert action_count(db_session) == actions
+    said = [r for r in caplog.records if "probe-pr-3" in r.getMessage()]
+    assert [r for r in said if "refused" in r.getMessage() or r.levelno > logging.DEBUG] == []
+    assert len(said) == 3 and all("pinned by alice" in r.getMessage() for r in said)  # one debug line a round
+    db_session.expire_all()
+    assert db_session.scalars(select(Deployment.sha).where(Deployment.name == "probe-pr-3")).one() \
+        == pr(3)["head"]["sha"]
+
+    # Unpinned, the next round moves it to the head.
+    pins.unpin(db_session, "probe-pr-3", requested_by="alice")
+    assert reconcile(worker_ctx, services_ctx, github).done == ["updated probe-pr-3 to ccccccc"]

@@ -102,3 +102,35 @@ def test_only_a_release_approver_releases_from_a_comment_of_the_environments_rep
         assert outcome(db_session, "r-3") == ("refused /sami release elsewhere: environment 'elsewhere' does not "
                                               f"belong to {REPOSITORY} (none of its components' manifests names it)")
 
+
+
+def test_a_member_of_an_approving_team_releases_from_a_comment_and_a_github_error_refuses(
+        client, db_session, worker_ctx, services_ctx, work, release_repo):  # noqa: F811
+    env = release_repo / "environments/production.yaml"
+    data = yaml.safe_load(env.read_text())
+    data["blue_green"]["release_approvers"] = ["token:release-manager", "team:acme/release-managers"]
+    env.write_text(yaml.safe_dump(data))
+    repo = worker_ctx.manifests.current(refresh=True)
+    prepared = releases.prepare(db_session, repo, "production", services_ctx, versions={"site": "v1"},
+                                requested_by="token:ci", origin="api")
+    work()
+    with Writers() as fake:
+        worker_ctx.github = token_client(fake.url)
+        fake.on("GET", "/orgs/acme/teams/release-managers/memberships/Mallory", Reply(502, {"message": "Bad Gateway"}))
+        fake.on("GET", "/orgs/acme/teams/release-managers/memberships/alice",
+                Reply(200, {"state": "active", "role": "member", "url": "https://api.github.com/x"}))
+        post(client, "issue_comment", comment_payload("/sami release production", login="Mallory"), delivery="t-1")
+        work()
+        said = outcome(db_session, "t-1")
+        assert said.startswith("refused /sami release production: github:Mallory may not release 'production': Sami "
+                               "could not learn from GitHub whether they are a member of the teams that may "
+                               "(team:acme/release-managers: GitHub answered 502"), said
+        assert said.endswith("only token:release-manager, team:acme/release-managers (its members on GitHub) may "
+                             "(release_approvers in its environment file)"), said
+        db_session.expire_all()
+        assert db_session.get(Release, prepared.id).state == "awaiting"
+
+        post(client, "issue_comment", comment_payload("/sami release production", login="alice"), delivery="t-2")
+        work()
+        assert outcome(db_session, "t-2") == f"release {prepared.id} of production switching to blue"
+        assert fake.calls("GET", "/orgs/acme/teams/release-managers/memberships/alice")

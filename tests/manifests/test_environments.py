@@ -330,6 +330,31 @@ CASES = [
         [("environments/stage.yaml", 4, "blue_green.release_approvers[1]", "")],
     ),
     (
+        "blue-green-team-without-a-slug",
+        {**STAGE, "environments/stage.yaml": "version: v1beta\nblue_green:\n  entry: web\n"
+                                             "  release_approvers: [alice, \"team:acme\"]\n"},
+        None,
+        [("environments/stage.yaml", 4, "blue_green.release_approvers[1]",
+          "use a GitHub login, a GitHub team as team:<org>/<team slug>, or an API token as token:<name>")],
+    ),
+    (
+        "blue-green-team-named-not-by-its-slug",
+        {**STAGE, "environments/stage.yaml": "version: v1beta\nblue_green:\n  entry: web\n"
+                                             "  release_approvers:\n    - alice\n    - team:acme/Release-Managers\n"},
+        None,
+        [("environments/stage.yaml", 6, "blue_green.release_approvers[1]",
+          "'team:acme/Release-Managers': GitHub's team names here are the team's slug, in lowercase as in its URL "
+          "(team:acme/release-managers)")],
+    ),
+    (
+        "blue-green-approver-twice",
+        {**STAGE, "environments/stage.yaml": "version: v1beta\nblue_green:\n  entry: web\n"
+                                             "  release_approvers:\n    - alice\n    - team:acme/ops\n    - Alice\n"},
+        None,
+        [("environments/stage.yaml", 7, "blue_green.release_approvers[2]",
+          "'Alice' is listed already (release_approvers[0])")],
+    ),
+    (
         "blue-green-without-entry",
         {**STAGE, "environments/stage.yaml": "version: v1beta\nblue_green: {keep_previous: 24h}\n"},
         None,
@@ -446,11 +471,12 @@ def test_blue_green_becomes_part_of_the_topology(tmp_path: Path) -> None:
         blue_green:
           entry: web
           keep_previous: 2h
-          release_approvers: [alice, "token:release-manager"]
+          release_approvers: [alice, "token:release-manager", "team:acme/release-managers"]
         """})
     repo = load_deployments_repo(root)
     assert repo.ok, [str(e) for e in repo.errors]
-    assert repo.topology("stage").blue_green == BlueGreen("web", 7200, ("alice", "token:release-manager"))
+    assert repo.topology("stage").blue_green == BlueGreen("web", 7200, ("alice", "token:release-manager",
+                                                                         "team:acme/release-managers"))
     write(root, {"environments/stage.yaml": "version: v1beta\nblue_green: {entry: web}\n"})
     assert load_deployments_repo(root).topology("stage").blue_green == BlueGreen("web", 24 * 3600, ())
 
