@@ -86,7 +86,7 @@ def blue_green_of(repo: DeploymentsRepo, environment: str) -> str | None:
     """The environment released blue-green that ``environment`` is, or is a colour of (None: neither)."""
     candidates = [environment] + [environment.removesuffix(f"-{c}") for c in COLOURS if environment.endswith(f"-{c}")]
     for name in candidates:
-        # Only a file says blue_green; read even when it has errors now, so that a pin holds through them.
+        # Its file (or one manifest) says blue_green; a file is read even with errors, so that a pin holds.
         topology = repo.topologies.get(name)
         if topology is not None and topology.blue_green is not None:
             return name
