@@ -494,9 +494,10 @@ def _wait_for(run: Run, check: str, prepared: Prepared, status_timeout: int) -> 
 
 
 def _seed_wanted(run: Run, prepared: Prepared | None, outcome: Outcome) -> bool:
-    """An internal third-party service provisioned for a clone or a preview (its create's config says
-    ``seed``) is seeded once, after its first check passed; never on an ordinary deploy or an update."""
-    return (prepared is not None and outcome.state is ActionState.SUCCEEDED and run.kind == "create"
+    """An internal third-party service provisioned for a clone or a preview is seeded once, after the check of
+    the action whose config says ``seed`` passed: its create's, or, when that create or its seed failed, the
+    update of a later deploy of its environment (bot.services.environments decides); never otherwise."""
+    return (prepared is not None and outcome.state is ActionState.SUCCEEDED and run.kind in ("create", "update")
             and bool(run.config.get("seed")))
 
 
