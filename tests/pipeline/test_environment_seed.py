@@ -97,18 +97,25 @@ def test_a_failed_seed_fails_its_component_and_skips_its_dependents(tmp_path, re
     assert not [line for line in read_record(record) if "api-qa-2" in line]
 
 
-def test_a_clone_whose_create_failed_before_its_seed_is_seeded_by_the_next_deploy_once(
-        tmp_path, record, worker_ctx, db_session, services_ctx, work):
+def clone_failing(tmp_path, record, worker_ctx, db_session, services_ctx, work, operation: str, name: str):
+    """stage deployed, its db then told to fail ``operation`` (which stage itself never runs again), and
+    cloned as ``name``: the clone keeps stage's overrides, so its db's ``operation`` fails."""
     repo = make_repo(tmp_path, record, worker_ctx)
     environments.start_run(db_session, repo.current(), "stage", "deploy", services_ctx,
                            versions={"db": "16", "api": "v1"}, **WHO)
     work()
-    # The clone keeps stage's overrides: its db's create fails (stage's own update does not).
     request_deployment(db_session, repo.current(), DeploymentRequest(
-        service="db", environment="stage", tag="16", deployment_overrides={"fail": "create"}, **WHO), services_ctx)
+        service="db", environment="stage", tag="16", deployment_overrides={"fail": operation}, **WHO), services_ctx)
     work()
-    cloned = environments.clone(db_session, repo.current(), "stage", "qa-3", services_ctx, **WHO)
+    cloned = environments.clone(db_session, repo.current(), "stage", name, services_ctx, **WHO)
     work()
+    return repo, cloned
+
+
+def test_a_clone_whose_create_failed_before_its_seed_is_seeded_by_the_next_deploy_once(
+        tmp_path, record, worker_ctx, db_session, services_ctx, work):
+    # The clone keeps stage's overrides: its db's create fails (stage's own update does not).
+    repo, cloned = clone_failing(tmp_path, record, worker_ctx, db_session, services_ctx, work, "create", "qa-3")
     result = components(db_session, cloned.run.id)
     assert result["db"][:2] == ("failed", "empty"), result
     assert result["api"][0] == "skipped"
@@ -135,15 +142,7 @@ def test_a_clone_whose_create_failed_before_its_seed_is_seeded_by_the_next_deplo
 
 def test_a_failed_seed_runs_again_with_the_next_deploy_until_it_passes(tmp_path, record, worker_ctx, db_session,
                                                                          services_ctx, work):
-    repo = make_repo(tmp_path, record, worker_ctx)
-    environments.start_run(db_session, repo.current(), "stage", "deploy", services_ctx,
-                           versions={"db": "16", "api": "v1"}, **WHO)
-    work()
-    request_deployment(db_session, repo.current(), DeploymentRequest(
-        service="db", environment="stage", tag="16", deployment_overrides={"fail": "seed"}, **WHO), services_ctx)
-    work()
-    cloned = environments.clone(db_session, repo.current(), "stage", "qa-4", services_ctx, **WHO)
-    work()
+    repo, cloned = clone_failing(tmp_path, record, worker_ctx, db_session, services_ctx, work, "seed", "qa-4")
     assert components(db_session, cloned.run.id)["db"][1].startswith("seed failed: ")
     # An update of the db alone (outside a run of its environment) fixes what made the seed fail; it does not seed.
     request_deployment(db_session, repo.current(), DeploymentRequest(

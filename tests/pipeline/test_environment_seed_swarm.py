@@ -53,17 +53,22 @@ def write_repo(root: Path, record: Path) -> Path:
         "version": "v1beta", "service_name": "cache", "type": "swarm", "kind": "third_party", "mode": "internal",
         "engine": "redis", "image": "local/redis", "seed": True, "timeout": "2m", "status_timeout": "120s",
     }, sort_keys=False))
+    write_web(root, record, "cache", "REDIS")
+    return root
+
+
+def write_web(root: Path, record: Path, uses: str, variable: str) -> None:
+    """The web app (probe scripts), depending on ``uses`` and given its endpoint as ``variable``."""
     web = root / "services" / "web" / "swarm" / "stage"
     web.mkdir(parents=True)
     (web / "stack.yml").write_text(yaml.safe_dump({"version": "3.8", "services": {"app": {"image": "local/web"}}}))
     (web / "sami.yaml").write_text(yaml.safe_dump({
         "version": "v1beta", "service_name": "web", "type": "swarm", "files": ["stack.yml"],
         "oob": {"update-image": {"file": "stack.yml", "path": "services.app.image"}}, "image": "local/web",
-        "timeout": "60s", "status_timeout": "5s", "control_scripts": "scripts/probe", "depends_on": ["cache"],
-        "overrides": {"deployment": {"record": str(record)}, "app": {"REDIS": "${cache.endpoint}"}},
-        "allowed_overrides": {"app": ["REDIS"], "deployment": []},
+        "timeout": "60s", "status_timeout": "5s", "control_scripts": "scripts/probe", "depends_on": [uses],
+        "overrides": {"deployment": {"record": str(record)}, "app": {variable: f"${{{uses}.endpoint}}"}},
+        "allowed_overrides": {"app": [variable], "deployment": []},
     }, sort_keys=False))
-    return root
 
 
 @pytest.fixture
@@ -184,16 +189,7 @@ def write_postgres_repo(root: Path, record: Path) -> Path:
     }, sort_keys=False))
     (db / "seed.sql").write_text("CREATE TABLE fruits (name text PRIMARY KEY);\n"
                                  "INSERT INTO fruits VALUES ('apple'), ('pear');\n")
-    web = root / "services" / "web" / "swarm" / "stage"
-    web.mkdir(parents=True)
-    (web / "stack.yml").write_text(yaml.safe_dump({"version": "3.8", "services": {"app": {"image": "local/web"}}}))
-    (web / "sami.yaml").write_text(yaml.safe_dump({
-        "version": "v1beta", "service_name": "web", "type": "swarm", "files": ["stack.yml"],
-        "oob": {"update-image": {"file": "stack.yml", "path": "services.app.image"}}, "image": "local/web",
-        "timeout": "60s", "status_timeout": "5s", "control_scripts": "scripts/probe", "depends_on": ["db"],
-        "overrides": {"deployment": {"record": str(record)}, "app": {"DB": "${db.endpoint}"}},
-        "allowed_overrides": {"app": ["DB"], "deployment": []},
-    }, sort_keys=False))
+    write_web(root, record, "db", "DB")
     return root
 
 
