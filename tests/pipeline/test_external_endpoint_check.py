@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import socket
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from bot.core.states import DeploymentState
 from bot.services import environments
 from tests.pipeline.environment_repo import EnvironmentManifests, Service, write_environment_repo
 from workers.checks import check_deployment
+from workers.scheduler import Scheduler, TickReport
 
 S = DeploymentState
 WHO = dict(requested_by="test", origin="cli")
@@ -222,6 +224,14 @@ def test_an_external_service_runs_no_script_and_its_states_still_move(tmp_path, 
 
     check_deployment(pay.id, "check", ctx=worker_ctx)
     assert deployment(db_session, "pay-stage").state is S.RUNNING
+    # The scheduler checks it alone, though its set has a check_batch: the check is its endpoint's.
+    report = TickReport()
+    due = deployment(db_session, "pay-stage").checked_at + timedelta(seconds=worker_ctx.settings.check_interval + 1)
+    Scheduler(worker_ctx).steps["checks"](report, due)
+    assert pay.id in report.checks and not any(pay.id in batch for batch in report.check_batches), report
+    work()
+    assert deployment(db_session, "pay-stage").state is S.RUNNING
+    assert not marker.exists(), marker.read_text()
 
     run("archive")
     assert deployment(db_session, "pay-stage").state is S.ARCHIVED
