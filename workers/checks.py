@@ -153,12 +153,14 @@ def _periodic(ctx: WorkerContext, deployment_id: int, kind: str, owner: str) -> 
     plan = _plan(ctx, repo, deployment_id, kind)
     if plan is None:
         return
+    if endpoints.external(plan.manifest):  # no script: its check is the endpoint's (nothing to archive)
+        result = endpoints.answer(plan.manifest) if kind == "check" else ScriptResult(0, False, "", "", 0.0)
+        _settle(ctx, plan, kind, result)
+        return
     with tempfile.TemporaryDirectory(prefix="sami-check-") as temp:
         manifest_dir = prepare_manifest_dir(repo, plan.manifest, plan.target.image, Path(temp))
         result = ctx.executor.run(kind, repo, plan.target, manifest_dir, on_tick=_beat(ctx, [deployment_id], owner),
                                   label=f"sami-check-{deployment_id}")
-    if kind == "check":  # an external service's endpoint must answer too (its manifest's check)
-        result = endpoints.checked(plan.manifest, result)
     _settle(ctx, plan, kind, result)
 
 
@@ -272,7 +274,7 @@ def _run_batch(ctx: WorkerContext, repo: DeploymentsRepo, plans: list[Planned], 
     answers = parse_batch(result.stdout)
     for plan in plans:
         try:
-            _settle(ctx, plan, "check", endpoints.checked(plan.manifest, batch_result(answers.get(plan.name), result)))
+            _settle(ctx, plan, "check", batch_result(answers.get(plan.name), result))
         except StaleDataError:
             log.info("check of %s dropped: StaleDataError", plan.name)
 

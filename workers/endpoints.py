@@ -1,6 +1,9 @@
-"""The check of an external third-party service's endpoint (its manifest's ``check``): nothing of it is
-provisioned, so Sami itself asks the outside provider whether it answers, after a deploy's ``check`` and
-in the periodic checks.
+"""External third-party services, and the check of their endpoint (their manifest's ``check``).
+
+Nothing of an external service is provisioned, so no control script ever runs for it (``external``): its
+create, update and restore only check the endpoint, its archive and cleanup only record the state, and
+Sami itself asks the outside provider whether it answers, in place of the ``check`` script, after a deploy
+and in the periodic checks.
 
 ``{type: tcp}``: a TCP connection to every ``host:port`` of the endpoint. ``{type: http, path: /p}``: a
 GET of ``/p`` on every entry (``https`` on port 443, ``http`` otherwise); any answer below 400 passes,
@@ -13,8 +16,8 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 from bot.manifests import Manifest
 from bot.manifests.topology import Kind, ThirdPartyMode
@@ -23,10 +26,14 @@ from workers.runner import ScriptResult
 MAX_ENTRIES = 16  # entries asked at once (an endpoint list is a handful of hosts)
 
 
+def external(manifest: Manifest) -> bool:
+    """Whether ``manifest`` is an external third-party service: nothing is provisioned, no control script runs."""
+    return manifest.kind is Kind.THIRD_PARTY and manifest.mode is ThirdPartyMode.EXTERNAL
+
+
 def wanted(manifest: Manifest) -> bool:
     """Whether ``manifest`` is an external third-party service with a check of its endpoint."""
-    return (manifest.kind is Kind.THIRD_PARTY and manifest.mode is ThirdPartyMode.EXTERNAL
-            and manifest.check is not None and bool(manifest.endpoint))
+    return external(manifest) and manifest.check is not None and bool(manifest.endpoint)
 
 
 def entries(endpoint: str) -> list[tuple[str, int]]:
@@ -97,13 +104,10 @@ def problem(manifest: Manifest) -> str | None:
     return f"endpoint check ({check.type}) failed: " + "; ".join(failed)
 
 
-def checked(manifest: Manifest, result: ScriptResult) -> ScriptResult:
-    """``result`` of a ``check`` script, failed (exit 1, the reason on stderr) when its script passed but the
-    external endpoint does not answer; as it was otherwise."""
-    if not result.ok or not wanted(manifest):
-        return result
+def answer(manifest: Manifest) -> ScriptResult:
+    """What stands for the ``check`` script of an external service: its endpoint check (exit 1 with the
+    reason on stderr when it fails; exit 0 when it passes, or when the manifest has no check)."""
+    started = time.monotonic()
     why = problem(manifest)
-    if why is None:
-        return result
-    stderr = (result.stderr.rstrip("\n") + "\n" if result.stderr.strip() else "") + why + "\n"
-    return replace(result, exit_code=1, stderr=stderr)
+    return ScriptResult(exit_code=0 if why is None else 1, timed_out=False, stdout="",
+                        stderr="" if why is None else why + "\n", duration=time.monotonic() - started)

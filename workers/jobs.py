@@ -408,6 +408,8 @@ def _script_failed(run: Run, operation: str, result: ScriptResult) -> Outcome:
 
 
 def _perform(run: Run, prepared: Prepared) -> Outcome:
+    if endpoints.external(prepared.manifest):
+        return _record_only(run, prepared)
     executor = run.ctx.executor
     if run.kind in ("create", "update", "restore") and executor.has(prepared.repo, prepared.manifest,
                                                                      "config_check"):
@@ -430,8 +432,22 @@ def _perform(run: Run, prepared: Prepared) -> Outcome:
     return _wait_for(run, check, prepared, status_timeout)
 
 
+def _record_only(run: Run, prepared: Prepared) -> Outcome:
+    """An external service's action: nothing is provisioned, so no control script runs. Create, update and
+    restore wait for its endpoint to answer (its check); archive and cleanup only record the state."""
+    run.log.line(f"# {run.kind} of an external service ({prepared.manifest.endpoint}): nothing is provisioned, "
+                 "no control script runs")
+    if run.kind == "archive":
+        return Outcome(ActionState.SUCCEEDED, S.ARCHIVED)
+    if run.kind == "cleanup":
+        return Outcome(ActionState.SUCCEEDED, S.REMOVED)
+    status_timeout = prepared.manifest.status_timeout or run.ctx.settings.status_timeout
+    return _wait_for(run, "check", prepared, status_timeout)
+
+
 def _wait_for(run: Run, check: str, prepared: Prepared, status_timeout: int) -> Outcome:
-    """Run ``check`` until it passes or ``status_timeout`` seconds have gone by."""
+    """Run ``check`` until it passes or ``status_timeout`` seconds have gone by (for an external service,
+    its endpoint check in place of the script)."""
     done = S.ARCHIVED if check == "archive_check" else S.RUNNING
     deadline = time.monotonic() + status_timeout
     script_timeout = prepared.manifest.timeout or run.ctx.settings.script_timeout
@@ -442,10 +458,11 @@ def _wait_for(run: Run, check: str, prepared: Prepared, status_timeout: int) -> 
         attempts += 1
         # One check may not outlast the status timeout.
         remaining = max(1.0, deadline - time.monotonic())
-        result = run.script(check, prepared, quiet=True, timeout=min(script_timeout, remaining),
-                            again=attempts > 1)
-        if check == "check":  # an external service's endpoint must answer too (its manifest's check)
-            result = endpoints.checked(prepared.manifest, result)
+        if endpoints.external(prepared.manifest):
+            result = endpoints.answer(prepared.manifest)
+        else:
+            result = run.script(check, prepared, quiet=True, timeout=min(script_timeout, remaining),
+                                again=attempts > 1)
         if result.ok:
             if check == "check" and endpoints.wanted(prepared.manifest):
                 run.log.line(f"# endpoint check ({prepared.manifest.check.type}) of {prepared.manifest.endpoint}: "
@@ -477,9 +494,10 @@ def _wait_for(run: Run, check: str, prepared: Prepared, status_timeout: int) -> 
 
 
 def _seed_wanted(run: Run, prepared: Prepared | None, outcome: Outcome) -> bool:
-    """An internal third-party service provisioned for a clone or a preview (its create's config says
-    ``seed``) is seeded once, after its first check passed; never on an ordinary deploy or an update."""
-    return (prepared is not None and outcome.state is ActionState.SUCCEEDED and run.kind == "create"
+    """An internal third-party service provisioned for a clone or a preview is seeded once, after the check of
+    the action whose config says ``seed`` passed: its create's, or, when that create or its seed failed, the
+    update of a later deploy of its environment (bot.services.environments decides); never otherwise."""
+    return (prepared is not None and outcome.state is ActionState.SUCCEEDED and run.kind in ("create", "update")
             and bool(run.config.get("seed")))
 
 
@@ -512,6 +530,7 @@ def _info_outputs(run: Run, prepared: Prepared | None, outcome: Outcome) -> dict
     the outcome is recorded so that the components depending on it are queued with its endpoint."""
     if (prepared is None or outcome.state is not ActionState.SUCCEEDED
             or run.kind not in ("create", "update", "restore") or prepared.manifest.kind is not Kind.THIRD_PARTY
+            or endpoints.external(prepared.manifest)
             or not run.ctx.executor.has(prepared.repo, prepared.manifest, "info")):
         return {}
     try:
@@ -604,8 +623,11 @@ def _settle(run: Run, outcome: Outcome, prepared: Prepared | None, outputs: dict
 
 
 def _after_state_change(run: Run, prepared: Prepared, old: DeploymentState, new: DeploymentState) -> None:
-    """Refresh links from ``info`` and call ``notifications``; neither can fail the action."""
+    """Refresh links from ``info`` and call ``notifications``; neither can fail the action (nor runs for an
+    external service, which has no scripts)."""
     executor = run.ctx.executor
+    if endpoints.external(prepared.manifest):
+        return
     try:
         if new is S.RUNNING and executor.has(prepared.repo, prepared.manifest, "info"):
             result = executor.run("info", prepared.repo, prepared.target, prepared.manifest_dir, timeout=60,

@@ -248,6 +248,8 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
         except Invalid as exc:
             raise Invalid(f"version {version!r} of {service}: {exc}") from None
     snapshot = dict(snapshot or {})
+    # Services of a clone or a preview still waiting for the seed they asked for: seeded by this deploy.
+    unseeded = awaiting_seed(session, name) if operation == "deploy" and not fresh else {}
     moved = [c.deployment for c in env.components if only is None or c.service in set(only)]
     if operation == "deploy" and pin_reason is None and not releasing:
         held = pins.release_pins(session, repo, name)
@@ -286,6 +288,9 @@ def start_run(session: Session, repo: DeploymentsRepo, name: str, operation: str
             data = EMPTY if is_internal(component) else SHARED
             if is_internal(component) and component.manifest.seed:
                 request["seed"] = True
+        elif component.service in unseeded and not left and is_internal(component) and component.manifest.seed:
+            # Its create (or its seed) failed before: the seed runs once this deploy's check passes.
+            data, request["seed"] = unseeded[component.service], True
         run.components.append(EnvironmentRunComponent(
             service=component.service, deployment=component.deployment,
             wave=(last - component.wave) if operation in REVERSE else component.wave,
@@ -454,8 +459,9 @@ def _queue_deploy(session: Session, repo: DeploymentsRepo, run: EnvironmentRun, 
     deployment, action, start = accept_request(session, repo, request, ctx)
     if wanted.get("pin"):
         pins.pin(deployment, by=who["requested_by"], action_id=action.id, reason=wanted["pin"])
-    if wanted.get("seed") and action.kind == "create":
-        # Provisioned fresh for a clone or a preview: the worker runs the scripts' seed once its check passes.
+    if wanted.get("seed") and action.kind in ("create", "update"):
+        # Provisioned fresh for a clone or a preview, and not seeded yet: the worker runs the scripts' seed once
+        # the check of this create (or, when that failed before, of a later deploy's update) passes.
         action.config = {**(action.config or {}), "seed": True}
     return action, start
 
@@ -619,6 +625,21 @@ def component_data(session: Session, name: str) -> dict[str, str]:
             .order_by(EnvironmentRun.id.desc())):
         found.setdefault(service, data)
     return found
+
+
+def awaiting_seed(session: Session, name: str) -> dict[str, str]:
+    """The services of environment ``name`` that asked for a seed when they were provisioned fresh and do not
+    hold it yet: the latest run that recorded their data says ``empty`` (their create, or their run, stopped
+    before the seed) or ``seed failed: ...``; what it says, by service."""
+    found: dict[str, tuple[str, bool]] = {}
+    for service, data, request in session.execute(
+            select(EnvironmentRunComponent.service, EnvironmentRunComponent.data, EnvironmentRunComponent.request)
+            .join(EnvironmentRun, EnvironmentRun.id == EnvironmentRunComponent.run_id)
+            .where(EnvironmentRun.environment == name, EnvironmentRunComponent.data.is_not(None))
+            .order_by(EnvironmentRun.id.desc())):
+        found.setdefault(service, (data, bool((request or {}).get("seed"))))
+    return {service: data for service, (data, asked) in found.items()
+            if asked and (data == EMPTY or data.startswith(SEED_FAILED))}
 
 
 def is_internal(component: Component) -> bool:

@@ -155,15 +155,39 @@ tp_container() {
     "$DOCKER" ps -q --filter "label=com.docker.swarm.service.name=${sami_name}_m$1" --filter status=running | head -n 1
 }
 
+# Why member i has no running container on this node: nothing (status 1) when its task runs on another
+# node, which is not asked from here; otherwise its newest task's state and the last error its tasks
+# had. (A server that exits at once is "running" to Swarm for a moment: a passing replica count does
+# not prove that it runs.)
+tp_not_running() {
+    local here node current error first="" reason=""
+    here=$("$DOCKER" info --format '{{.Name}}' 2>/dev/null)
+    while IFS='|' read -r node current error; do
+        if [ -z "$first" ]; then
+            if [[ $current == Running* ]] && [ -n "$here" ] && [ "$node" != "$here" ]; then
+                sami_log "member $1: runs on node ${node}, not asked from this one"
+                return 1
+            fi
+            first=$current
+        fi
+        if [ -n "$error" ]; then
+            reason=$error
+            break
+        fi
+    done < <("$DOCKER" service ps --no-trunc --format '{{.Node}}|{{.CurrentState}}|{{.Error}}' "${sami_name}_m$1" \
+        2>/dev/null | head -n 5)
+    printf '%s%s' "${first:-no task}" "${reason:+; last error: ${reason}}"
+}
+
 tp_check() {
     swarm_check  # tag (3), running replicas (2)
-    local size i container
+    local size i container why
     size=$(tp_current_size)
     for ((i = 0; i < size; i++)); do
         container=$(tp_container "$i")
         if [ -z "$container" ]; then
-            sami_log "member ${i}: no running container on this node to ask"
-            continue
+            why=$(tp_not_running "$i") || continue
+            sami_die "$SAMI_EXIT_FAIL" "member ${i} of ${sami_name} has no running container: ${why:0:300}"
         fi
         if ! tp_ping "$container" "$i"; then
             sami_die "$SAMI_EXIT_FAIL" "member ${i} of ${sami_name} does not answer yet"

@@ -547,3 +547,37 @@ def test_third_party_seed_feeds_its_file_to_member_0s_own_client(stand_ins, tmp_
 
     stand_ins.respond([(container, "", 0)])
     assert "no running container on this node" in run_script(engine, "seed", args, env=env).stderr
+
+
+def test_third_party_check_fails_when_a_member_has_no_running_container(stand_ins, tmp_path):
+    """Swarm may count a member's task as running while its server has already exited (it is restarted in a
+    loop): check then fails, naming the member and what its tasks say. A member running on another node is
+    not asked from this one."""
+    args = contract_args("shop-qa-7", tag="16", manifest_dir=tmp_path, service="shop")
+    env = stand_ins.env({"SAMI_IMAGE": "local/postgres:16", "SAMI_SIZE": "1"})
+    tasks = ["service", "ps", "--no-trunc", "--format"]
+    swarm = [
+        (["service", "ls"], "shop-qa-7_m0\n", 0),
+        (["service", "inspect", "--format"], "replicated|1|local/postgres:16|||\n", 0),
+        ([*tasks, "{{.DesiredState}}|{{.CurrentState}}|{{.Image}}|{{.Error}}"],
+         "Running|Running 1 second ago|local/postgres:16|\n", 0),
+        (["ps", "-q"], "", 0),
+        (["info", "--format", "{{.Name}}"], "node-1\n", 0),
+    ]
+    stand_ins.respond([*swarm, ([*tasks, "{{.Node}}|{{.CurrentState}}|{{.Error}}"],
+                                "node-1|Running 1 second ago|\nnode-1|Failed 6 seconds ago|task: non-zero exit (1)\n",
+                                0)])
+    failed = run_script("postgres", "check", args, env=env)
+    assert failed.returncode == 1, failed.stderr
+    assert ("member 0 of shop-qa-7 has no running container: Running 1 second ago; last error: task: non-zero "
+            "exit (1)") in failed.stderr, failed.stderr
+
+    stand_ins.respond([*swarm, ([*tasks, "{{.Node}}|{{.CurrentState}}|{{.Error}}"], "", 0)])
+    gone = run_script("redis", "check", args, env=env)
+    assert gone.returncode == 1 and "member 0 of shop-qa-7 has no running container: no task" in gone.stderr
+
+    stand_ins.respond([*swarm, ([*tasks, "{{.Node}}|{{.CurrentState}}|{{.Error}}"], "node-2|Running 1 minute ago|\n",
+                                0)])
+    elsewhere = run_script("postgres", "check", args, env=env)
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert "member 0: runs on node node-2, not asked from this one" in elsewhere.stderr

@@ -127,16 +127,28 @@ def test_redis_on_the_host_network_reports_its_port(swarm_session: DockerSwarm, 
         run_script("redis", "cleanup", [*args, "--delete-data"], env=env)
 
 
+def _psql(swarm: DockerSwarm, name: str, user: str, database: str, sql: str) -> str:
+    """``sql`` run by psql in member 0's container, over its local socket; the rows unaligned."""
+    container = swarm.output("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={name}_m0",
+                             "--filter", "status=running").split()[0]
+    return swarm.output("exec", container, "psql", "-X", "-q", "-A", "-t", "-U", user, "-d", database,
+                        "-c", sql).strip()
+
+
 @pytest.mark.timeout(900)
-def test_postgres_provisions_one_member_and_refuses_more(swarm_session: DockerSwarm, tmp_path: Path) -> None:
+def test_postgres_runs_one_member_as_its_db_user_and_is_seeded(swarm_session: DockerSwarm, tmp_path: Path) -> None:
+    """The server really runs (its socket folder is in the image), as the configured db-user on the configured
+    database; seed.sql is applied by psql in member 0's container and its rows are read back there."""
     reason = images.unavailable_reason()
     if reason:
         pytest.skip(reason)
     swarm = swarm_session
     images.postgres_image(swarm, "local/postgres:1")
     name = "db-tp"
-    args = contract_args(name, tag="1", manifest_dir=tmp_path, service="db",
-                         deployment_config={"database": "shop"})
+    manifest = tmp_path / "manifest"
+    manifest.mkdir()
+    args = contract_args(name, tag="1", manifest_dir=manifest, service="db",
+                         deployment_config={"db-user": "shop_owner", "database": "shop"})
     env = swarm.env({"SAMI_IMAGE": "local/postgres:1", "SAMI_SIZE": "1",
                      "SAMI_SECRET_POSTGRES_PASSWORD": "a-long-password"})
     try:
@@ -145,14 +157,38 @@ def test_postgres_provisions_one_member_and_refuses_more(swarm_session: DockerSw
         no_password = run_script("postgres", "config_check", args,
                                  env={k: v for k, v in env.items() if k != "SAMI_SECRET_POSTGRES_PASSWORD"})
         assert no_password.returncode != 0 and "POSTGRES_PASSWORD" in no_password.stdout
+        user_key = run_script("postgres", "config_check", contract_args(
+            name, tag="1", manifest_dir=manifest, service="db", deployment_config={"user": "shop_owner"}), env=env)
+        assert user_key.returncode != 0 and 'Override key "user" is reserved' in user_key.stdout, user_key.stdout
+        bad_user = run_script("postgres", "config_check", contract_args(
+            name, tag="1", manifest_dir=manifest, service="db", deployment_config={"db-user": "Shop"}), env=env)
+        assert bad_user.returncode != 0 and 'db-user="Shop" must be lowercase' in bad_user.stdout, bad_user.stdout
+        assert run_script("postgres", "config_check", args, env=env).returncode == 0
+
         created = run_script("postgres", "create", args, env=env)
         assert created.returncode == 0, created.stderr
         assert "a-long-password" not in created.stderr + created.stdout
         checked = wait_for(lambda: run_script("postgres", "check", args, env=env), timeout=180)
         assert checked.returncode == 0, checked.stderr
         assert run_script("postgres", "info", args, env=env).stdout == f"endpoint,{name}_m0:5432\n"
-        stack_files = list(tmp_path.iterdir())
-        assert stack_files == [], "the scripts leave the manifest folder as it was"
+        assert list(manifest.iterdir()) == [], "the scripts leave the manifest folder as it was"
+        assert _psql(swarm, name, "shop_owner", "shop", "SELECT current_user || ' ' || current_database()") == \
+            "shop_owner shop"
+
+        (manifest / "seed.sql").write_text("CREATE TABLE fruits (name text PRIMARY KEY);\n"
+                                           "INSERT INTO fruits VALUES ('apple'), ('pear');\n")
+        seeded = run_script("postgres", "seed", [*args, "--endpoint", f"{name}_m0:5432"], env=env)
+        assert seeded.returncode == 0, seeded.stderr
+        assert f"seeded {name} from seed.sql" in seeded.stdout
+        assert _psql(swarm, name, "shop_owner", "shop", "SELECT name FROM fruits ORDER BY name") == "apple\npear"
+        assert _psql(swarm, name, "shop_owner", "shop", "SELECT tableowner FROM pg_tables WHERE tablename = "
+                                                        "'fruits'") == "shop_owner", "seeded as the db-user"
+
+        (manifest / "seed.sql").write_text("INSERT INTO fruits VALUES ('plum');\nINSERT INTO nosuch VALUES (1);\n")
+        failed = run_script("postgres", "seed", args, env=env)
+        assert failed.returncode == 1
+        assert 'relation "nosuch" does not exist' in failed.stderr, failed.stderr
+        assert "a-long-password" not in failed.stderr + failed.stdout
     finally:
         cleaned = run_script("postgres", "cleanup", args, env=env)
         assert "data volumes kept:" in cleaned.stdout

@@ -46,6 +46,21 @@ def test_charts_render_and_validate(real_helm, engine, size, extra, kinds):  # n
     assert statefulset["spec"]["template"]["spec"]["containers"][0]["image"] == f"local/{engine}:1"
 
 
+def test_postgres_chart_takes_the_db_user_and_database(real_helm):  # noqa: F811
+    """The user is the deployment config db-user (user= is refused by every set); the database defaults to it."""
+    def env_of(extra: dict[str, str]) -> dict[str, str]:
+        docs = _render(real_helm, "postgres", 1, {"secretEnv.POSTGRES_PASSWORD": "a-long-password", **extra})
+        statefulset = next(d for d in docs if d["kind"] == "StatefulSet")
+        return {e["name"]: e.get("value") for e in statefulset["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    assert {k: v for k, v in env_of({}).items() if k in ("POSTGRES_USER", "POSTGRES_DB")} == {
+        "POSTGRES_USER": "postgres", "POSTGRES_DB": "postgres"}
+    shop = env_of({"db-user": "shop_owner"})
+    assert (shop["POSTGRES_USER"], shop["POSTGRES_DB"]) == ("shop_owner", "shop_owner")
+    orders = env_of({"db-user": "shop_owner", "database": "orders"})
+    assert (orders["POSTGRES_USER"], orders["POSTGRES_DB"]) == ("shop_owner", "orders")
+
+
 def test_postgres_chart_refuses_more_members_and_a_missing_password(real_helm):  # noqa: F811
     for values in (["--set", "size=2", "--set-string", "secretEnv.POSTGRES_PASSWORD=a-long-password"],
                    ["--set", "size=1"]):
@@ -86,3 +101,18 @@ def test_scripts_guard_the_size_keep_the_data_and_report_the_endpoint(stand_ins:
     assert deleted.returncode == 0 and "data volumes deleted" in deleted.stdout
     assert any("pvc" in c["argv"] for c in stand_ins.calls("kubectl"))
     assert run_script("k8s", "info", args, env=env).stdout == "endpoint,cache-stage-0.cache-stage.shop.svc:6379\n"
+
+
+def test_the_k8s_scripts_pass_db_user_to_the_postgres_chart_and_refuse_user(stand_ins: RecordingStandIns, tmp_path):
+    env = stand_ins.env({"SAMI_ENGINE": "postgres", "SAMI_SIZE": "1", "SAMI_IMAGE": "local/postgres:1",
+                         "SAMI_SECRET_POSTGRES_PASSWORD": "a-long-password"})
+    args = contract_args("db-stage", tag="1", manifest_dir=tmp_path, service="db", namespace="shop",
+                         deployment_config={"db-user": "shop_owner"})
+    created = run_script("k8s", "create", args, env=env)
+    assert created.returncode == 0, created.stderr
+    (call,) = stand_ins.calls("helm")
+    assert "db-user=shop_owner" in call["argv"]
+    refused = run_script("k8s", "create", contract_args("db-stage", tag="1", manifest_dir=tmp_path, service="db",
+                                                        namespace="shop", deployment_config={"user": "shop_owner"}),
+                         env=env)
+    assert refused.returncode == 64 and 'Override key "user" is reserved' in refused.stderr

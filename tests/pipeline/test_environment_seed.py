@@ -95,3 +95,68 @@ def test_a_failed_seed_fails_its_component_and_skips_its_dependents(tmp_path, re
     assert "seed failed: seed: the data file is broken" in message
     assert result["api"][0] == "skipped" and result["api"][2].startswith("not run: db failed")
     assert not [line for line in read_record(record) if "api-qa-2" in line]
+
+
+def clone_failing(tmp_path, record, worker_ctx, db_session, services_ctx, work, operation: str, name: str):
+    """stage deployed, its db then told to fail ``operation`` (which stage itself never runs again), and
+    cloned as ``name``: the clone keeps stage's overrides, so its db's ``operation`` fails."""
+    repo = make_repo(tmp_path, record, worker_ctx)
+    environments.start_run(db_session, repo.current(), "stage", "deploy", services_ctx,
+                           versions={"db": "16", "api": "v1"}, **WHO)
+    work()
+    request_deployment(db_session, repo.current(), DeploymentRequest(
+        service="db", environment="stage", tag="16", deployment_overrides={"fail": operation}, **WHO), services_ctx)
+    work()
+    cloned = environments.clone(db_session, repo.current(), "stage", name, services_ctx, **WHO)
+    work()
+    return repo, cloned
+
+
+def test_a_clone_whose_create_failed_before_its_seed_is_seeded_by_the_next_deploy_once(
+        tmp_path, record, worker_ctx, db_session, services_ctx, work):
+    # The clone keeps stage's overrides: its db's create fails (stage's own update does not).
+    repo, cloned = clone_failing(tmp_path, record, worker_ctx, db_session, services_ctx, work, "create", "qa-3")
+    result = components(db_session, cloned.run.id)
+    assert result["db"][:2] == ("failed", "empty"), result
+    assert result["api"][0] == "skipped"
+    assert seeds(record) == []
+
+    # Deployed again: the db's update passes its check, and the seed it asked for runs then, before the api.
+    again = environments.start_run(db_session, repo.current(), "qa-3", "deploy", services_ctx,
+                                   versions={"api": "v1"}, **WHO)
+    work()
+    assert components(db_session, again.id) == {"db": ("succeeded", "seeded", None), "api": ("succeeded", None, None)}
+    (call,) = seeds(record)
+    assert "--name db-qa-3 " in call and call.endswith("--endpoint db-qa-3.internal:5432")
+    lines = read_record(record)
+    seeded_at = lines.index(next(line for line in lines if line.startswith("seed ")))
+    assert lines.index("update db-qa-3 16") < seeded_at < lines.index("create api-qa-3 v1")
+    assert environments.status(db_session, repo.current(), "qa-3")["components"][0]["data"] == "seeded"
+
+    # Once: a later deploy of the clone does not seed again.
+    third = environments.start_run(db_session, repo.current(), "qa-3", "deploy", services_ctx, **WHO)
+    work()
+    assert components(db_session, third.id)["db"] == ("succeeded", None, None)
+    assert len(seeds(record)) == 1
+
+
+def test_a_failed_seed_runs_again_with_the_next_deploy_until_it_passes(tmp_path, record, worker_ctx, db_session,
+                                                                         services_ctx, work):
+    repo, cloned = clone_failing(tmp_path, record, worker_ctx, db_session, services_ctx, work, "seed", "qa-4")
+    assert components(db_session, cloned.run.id)["db"][1].startswith("seed failed: ")
+    # An update of the db alone (outside a run of its environment) fixes what made the seed fail; it does not seed.
+    request_deployment(db_session, repo.current(), DeploymentRequest(
+        service="db", environment="qa-4", tag="16", deployment_overrides={"fail": None}, manifest_environment="stage",
+        **WHO), services_ctx)
+    work()
+    assert len(seeds(record)) == 1
+    # The next deploy of the environment seeds it, once.
+    again = environments.start_run(db_session, repo.current(), "qa-4", "deploy", services_ctx,
+                                   versions={"api": "v1"}, **WHO)
+    work()
+    assert components(db_session, again.id) == {"db": ("succeeded", "seeded", None), "api": ("succeeded", None, None)}
+    assert len(seeds(record)) == 2 and "fail=seed" not in seeds(record)[-1]
+    third = environments.start_run(db_session, repo.current(), "qa-4", "deploy", services_ctx, **WHO)
+    work()
+    assert components(db_session, third.id)["db"][1] is None
+    assert len(seeds(record)) == 2

@@ -1,9 +1,11 @@
 """Seeding a clone's fresh third-party service on a real single-node Swarm: the cache is the built-in
-redis set (Redis from Debian's packages, imported as an image), the web app uses the probe scripts.
+redis set, the database the built-in postgres set (both from Debian's packages, imported as images), the
+web app uses the probe scripts.
 
 A clone gets an empty Redis of its own (stage's data is not copied); with ``seed: true`` the worker
 runs the set's ``seed`` once its first check passed, which feeds ``seed.redis`` of the manifest folder
-to it through redis-cli in its container. An ordinary deploy never seeds. A seed that fails fails its
+to it through redis-cli in its container (``seed.sql`` through psql, for postgres). An ordinary deploy
+never seeds. A seed that fails fails its
 component, and the app that depends on it is not deployed.
 """
 
@@ -16,7 +18,7 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from bot.core.models import Deployment, EnvironmentRun
+from bot.core.models import Action, Deployment, EnvironmentRun
 from bot.core.states import DeploymentState
 from bot.manifests import DeploymentsRepo, load_deployments_repo
 from bot.services import environments
@@ -51,17 +53,22 @@ def write_repo(root: Path, record: Path) -> Path:
         "version": "v1beta", "service_name": "cache", "type": "swarm", "kind": "third_party", "mode": "internal",
         "engine": "redis", "image": "local/redis", "seed": True, "timeout": "2m", "status_timeout": "120s",
     }, sort_keys=False))
+    write_web(root, record, "cache", "REDIS")
+    return root
+
+
+def write_web(root: Path, record: Path, uses: str, variable: str) -> None:
+    """The web app (probe scripts), depending on ``uses`` and given its endpoint as ``variable``."""
     web = root / "services" / "web" / "swarm" / "stage"
     web.mkdir(parents=True)
     (web / "stack.yml").write_text(yaml.safe_dump({"version": "3.8", "services": {"app": {"image": "local/web"}}}))
     (web / "sami.yaml").write_text(yaml.safe_dump({
         "version": "v1beta", "service_name": "web", "type": "swarm", "files": ["stack.yml"],
         "oob": {"update-image": {"file": "stack.yml", "path": "services.app.image"}}, "image": "local/web",
-        "timeout": "60s", "status_timeout": "5s", "control_scripts": "scripts/probe", "depends_on": ["cache"],
-        "overrides": {"deployment": {"record": str(record)}, "app": {"REDIS": "${cache.endpoint}"}},
-        "allowed_overrides": {"app": ["REDIS"], "deployment": []},
+        "timeout": "60s", "status_timeout": "5s", "control_scripts": "scripts/probe", "depends_on": [uses],
+        "overrides": {"deployment": {"record": str(record)}, "app": {variable: f"${{{uses}.endpoint}}"}},
+        "allowed_overrides": {"app": [variable], "deployment": []},
     }, sort_keys=False))
-    return root
 
 
 @pytest.fixture
@@ -93,6 +100,20 @@ def redis_set(swarm: DockerSwarm, name: str, key: str, value: str) -> None:
     container = swarm.output("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={name}_m0",
                              "--filter", "status=running").split()[0]
     assert swarm.output("exec", container, "redis-cli", "set", key, value).strip() == "OK"
+
+
+def remove_stacks(swarm: DockerSwarm, stacks: list[str]) -> None:
+    """Remove the stacks and, once their containers are gone, their volumes."""
+    for stack in stacks:
+        swarm.run("stack", "rm", stack, check=False)
+    for stack in stacks:
+        for _ in range(100):
+            if not swarm.output("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={stack}"):
+                break
+            time.sleep(0.2)
+        volumes = swarm.output("volume", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={stack}")
+        if volumes.split():
+            swarm.run("volume", "rm", *volumes.split(), check=False)
 
 
 def run_of(db_session, run_id: int) -> EnvironmentRun:
@@ -152,13 +173,63 @@ def test_a_clone_gets_a_fresh_seeded_redis_and_a_failing_seed_stops_its_app(swar
         assert cache.state is S.FAILURE and "seed failed" in cache.status_message
         assert environments.status(db_session, seed_repo.current(), "qa-6")["components"][0]["data"] == data
     finally:
-        for stack in stacks:
-            swarm.run("stack", "rm", stack, check=False)
-        for stack in stacks:
-            for _ in range(100):
-                if not swarm.output("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={stack}"):
-                    break
-                time.sleep(0.2)
-            volumes = swarm.output("volume", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={stack}")
-            if volumes.split():
-                swarm.run("volume", "rm", *volumes.split(), check=False)
+        remove_stacks(swarm, stacks)
+
+
+def write_postgres_repo(root: Path, record: Path) -> Path:
+    write_probe_scripts(root / "scripts" / "probe")
+    db = root / "services" / "db" / "swarm" / "stage"
+    db.mkdir(parents=True)
+    (db / "sami.yaml").write_text(yaml.safe_dump({
+        "version": "v1beta", "service_name": "db", "type": "swarm", "kind": "third_party", "mode": "internal",
+        "engine": "postgres", "image": "local/postgres", "seed": True, "secrets": ["POSTGRES_PASSWORD"],
+        "timeout": "2m", "status_timeout": "180s",
+        "overrides": {"deployment": {"db-user": "shop_owner", "database": "shop"}},
+        "allowed_overrides": {"app": [], "deployment": []},
+    }, sort_keys=False))
+    (db / "seed.sql").write_text("CREATE TABLE fruits (name text PRIMARY KEY);\n"
+                                 "INSERT INTO fruits VALUES ('apple'), ('pear');\n")
+    write_web(root, record, "db", "DB")
+    return root
+
+
+def psql(swarm: DockerSwarm, name: str, sql: str) -> str:
+    container = swarm.output("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={name}_m0",
+                             "--filter", "status=running").split()[0]
+    return swarm.output("exec", container, "psql", "-X", "-q", "-A", "-t", "-U", "shop_owner", "-d", "shop",
+                        "-c", sql).strip()
+
+
+@pytest.mark.timeout(900)
+def test_a_clone_gets_a_fresh_postgres_seeded_from_seed_sql(swarm, tmp_path, record, worker_ctx, db_session,
+                                                            services_ctx, work, monkeypatch):
+    """The built-in postgres set on the Swarm: stage's database runs empty; the clone's is a server of its own
+    whose seed.sql is applied as the db-user, read back with psql from member 0."""
+    images.postgres_image(swarm, "local/postgres:1")
+    monkeypatch.setenv("SAMI_SCRIPT_SECRET_POSTGRES_PASSWORD", "a-long-password")
+    repo = Folder(write_postgres_repo(tmp_path / "postgres-environment", record))
+    worker_ctx.manifests = repo
+    stacks = ["db-stage", "db-qa-8"]
+    try:
+        run = environments.start_run(db_session, repo.current(), "stage", "deploy", services_ctx,
+                                     versions={"db": "1", "web": "v1"}, **WHO)
+        work()
+        run = run_of(db_session, run.id)
+        assert run.state == "succeeded", components(run)
+        assert psql(swarm, "db-stage", "SELECT count(*) FROM pg_tables WHERE tablename = 'fruits'") == "0", \
+            "an ordinary deploy never seeds"
+
+        cloned = environments.clone(db_session, repo.current(), "stage", "qa-8", services_ctx, **WHO)
+        work()
+        run = run_of(db_session, cloned.run.id)
+        assert run.state == "succeeded", components(run)
+        assert components(run)["db"] == ("succeeded", "seeded", None)
+        assert psql(swarm, "db-qa-8", "SELECT string_agg(name, ',' ORDER BY name) FROM fruits") == "apple,pear"
+        assert psql(swarm, "db-qa-8", "SELECT tableowner FROM pg_tables WHERE tablename = 'fruits'") == "shop_owner"
+        assert psql(swarm, "db-stage", "SELECT count(*) FROM pg_tables WHERE tablename = 'fruits'") == "0"
+        assert "create web-qa-8 v1" in read_record(record)
+        db_session.expire_all()
+        action_logs = " ".join(a.log or "" for a in db_session.scalars(select(Action)))
+        assert "a-long-password" not in action_logs
+    finally:
+        remove_stacks(swarm, stacks)

@@ -25,6 +25,8 @@ from tests.support.docker import DockerSwarm
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sami-tests"
 # Folders the images' processes write, owned by their users (as the Dockerfiles in scripts/images do).
+# mmdebstrap empties /run after the hooks, so what the images need there is added to the tarball
+# (postgres_image: the server's socket and lock folder).
 _HOOK = ("chroot \"$1\" sh -c 'mkdir -p /data /var/lib/postgresql/data /run/postgresql"
          " && chown -R redis:redis /data && chown -R postgres:postgres /var/lib/postgresql /run/postgresql'")
 PACKAGES = ("redis-server", "redis-tools", "postgresql-15", "postgresql-client-15")
@@ -94,11 +96,33 @@ def _with_file(rootfs: Path, temp: str, source: Path, arcname: str) -> Path:
     return tar
 
 
+def _user_ids(tar: Path, user: str) -> tuple[int, int]:
+    """The uid and gid of ``user`` in the tarball's /etc/passwd."""
+    with tarfile.open(tar) as archive:
+        passwd = archive.extractfile("./etc/passwd")
+        for line in (passwd.read().decode() if passwd is not None else "").splitlines():
+            fields = line.split(":")
+            if fields[0] == user:
+                return int(fields[2]), int(fields[3])
+    raise LookupError(f"no user {user} in {tar.name}")
+
+
+def _with_folder(tar: Path, arcname: str, owner: str, mode: int) -> None:
+    """Append an empty folder owned by ``owner`` to the tarball."""
+    uid, gid = _user_ids(tar, owner)
+    with tarfile.open(tar, "a") as archive:
+        info = tarfile.TarInfo(arcname)
+        info.type, info.mode, info.uid, info.gid, info.uname, info.gname = tarfile.DIRTYPE, mode, uid, gid, owner, owner
+        archive.addfile(info)
+
+
 def postgres_image(swarm: DockerSwarm, tag: str = "local/postgres:1") -> str:
-    """The rootfs with scripts/images/postgres's entrypoint appended, imported (no build, no network)."""
+    """The rootfs with scripts/images/postgres's entrypoint and the server's socket folder (/run/postgresql,
+    which its Dockerfile makes too) appended, imported (no build, no network)."""
     entrypoint = REPO_ROOT / "scripts" / "images" / "postgres" / "entrypoint"
     with tempfile.TemporaryDirectory(dir=CACHE) as temp:
         tar = _with_file(debian_rootfs(), temp, entrypoint, "./usr/local/bin/postgres-entrypoint")
+        _with_folder(tar, "./run/postgresql", "postgres", 0o2775)
         return import_image(swarm, tar, tag, (
             "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "ENV PGDATA=/var/lib/postgresql/data",

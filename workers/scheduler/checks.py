@@ -1,6 +1,7 @@
 """Status checks: queue ``check`` of live deployments and ``archive_check`` of archiving ones when
 due, each deployment at its own offset within SAMI_CHECK_INTERVAL. Deployments whose script set has
-``check_batch`` (and whose manifest names no secret) are checked together: one call per set."""
+``check_batch`` (and whose manifest names no secret) are checked together: one call per set; an
+external third-party service, which has no scripts, is checked alone (its endpoint)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy import exists, select
 
 from bot.core.lifecycle import LIVE_STATES, ActionState, DeploymentState
 from bot.core.models import Action, Deployment
+from workers import endpoints
 from workers.context import WorkerContext
 from workers.executor import BATCH_OPERATION
 from workers.scheduler.report import TickReport
@@ -77,7 +79,8 @@ def _batch_sets(ctx: WorkerContext):
         if key not in known:
             manifest = repo.find(service, environment)
             folder = None
-            if manifest is not None and not manifest.secrets and ctx.executor.has(repo, manifest, BATCH_OPERATION):
+            if (manifest is not None and not manifest.secrets and not endpoints.external(manifest)
+                    and ctx.executor.has(repo, manifest, BATCH_OPERATION)):
                 folder = ctx.executor.scripts_dir(repo, manifest)
             known[key] = folder
         return known[key]
