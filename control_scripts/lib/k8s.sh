@@ -343,6 +343,41 @@ k8s_info() {
 }
 k8s_notifications() { sami_notifications; }
 
+# seed of a built-in internal third-party service (SAMI_ENGINE): the manifest folder's seed.redis
+# (redis-cli commands, one a line) or seed.sql (run by psql as db-user, stopping at the first error) is
+# fed to member 0's own client in its pod (kubectl exec -i <name>-0), as the swarm sets do in their
+# container. Without the file there is nothing to seed.
+k8s_seed() {
+    local file client answers errors pod="${sami_name}-0" port
+    case ${SAMI_ENGINE:-} in
+        redis) file=seed.redis ;;
+        postgres) file=seed.sql ;;
+        *) sami_die "$SAMI_EXIT_USAGE" "seed is for the built-in redis and postgres services (SAMI_ENGINE), not ${sami_name}" ;;
+    esac
+    if [ ! -e "${sami_manifest_dir}/${file}" ]; then
+        echo "no ${file} in the manifest folder: ${sami_name} stays empty"
+        return 0
+    fi
+    [ -f "${sami_manifest_dir}/${file}" ] && [ ! -L "${sami_manifest_dir}/${file}" ] \
+        || sami_die "$SAMI_EXIT_USAGE" "${file} must be a plain file of the manifest folder"
+    port=$(k8s_engine_port)
+    if [ "$SAMI_ENGINE" = redis ]; then
+        client=(redis-cli --no-raw -p "$port")
+    else
+        client=(psql -X -q -v ON_ERROR_STOP=1 -p "$port" -U "$(sami_config db-user postgres)"
+                -d "$(sami_config database "$(sami_config db-user postgres)")" -f -)
+    fi
+    answers=$("$KUBECTL" exec -i --namespace "$sami_namespace" "$pod" -- "${client[@]}" \
+        <"${sami_manifest_dir}/${file}" 2>&1) \
+        || sami_die "$SAMI_EXIT_FAIL" "seeding ${sami_name} from ${file} failed: $(grep -m 1 -E 'ERROR|FATAL|error' <<<"$answers" | cut -c 1-300)"
+    # redis-cli exits 0 even when a command fails; in --no-raw form an error reply starts with "(error)".
+    errors=$(grep -c '^(error)' <<<"$answers")
+    if [ "$errors" -gt 0 ]; then
+        sami_die "$SAMI_EXIT_FAIL" "seeding ${sami_name} from ${file} failed: ${errors} command(s) failed, the first: $(grep -m 1 '^(error)' <<<"$answers" | cut -c 9-308)"
+    fi
+    echo "seeded ${sami_name} from ${file}"
+}
+
 # switch (blue-green): the entry is a Service named --name whose selector picks the pods of the
 # colour's release (app.kubernetes.io/instance=<colour deployment>, the first label of --backend
 # HOST:PORT) on the port named http; one kubectl apply changes the selector in one update.

@@ -116,3 +116,42 @@ def test_the_k8s_scripts_pass_db_user_to_the_postgres_chart_and_refuse_user(stan
                                                         namespace="shop", deployment_config={"user": "shop_owner"}),
                          env=env)
     assert refused.returncode == 64 and 'Override key "user" is reserved' in refused.stderr
+
+
+@pytest.mark.parametrize(("engine", "file", "config", "client"), [
+    ("redis", "seed.redis", {}, ["redis-cli", "--no-raw", "-p", "6379"]),
+    ("postgres", "seed.sql", {"db-user": "shop_owner"},
+     ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-p", "5432", "-U", "shop_owner", "-d", "shop_owner", "-f", "-"]),
+])
+def test_seed_feeds_the_seed_file_to_member_0s_client_in_its_pod(stand_ins: RecordingStandIns, tmp_path, engine,
+                                                                 file, config, client):
+    env = stand_ins.env({"SAMI_ENGINE": engine, "SAMI_SIZE": "1", "SAMI_IMAGE": f"local/{engine}:1"})
+    args = contract_args("db-qa-7", tag="1", manifest_dir=tmp_path, service="db", namespace="shop",
+                         deployment_config=config)
+    empty = run_script("k8s", "seed", args, env=env)
+    assert empty.returncode == 0 and f"no {file} in the manifest folder: db-qa-7 stays empty" in empty.stdout
+    assert stand_ins.calls() == []
+    (tmp_path / file).write_text("SET seeded yes\n" if engine == "redis" else "CREATE TABLE t (id int);\n")
+    seeded = run_script("k8s", "seed", args, env=env)
+    assert seeded.returncode == 0 and f"seeded db-qa-7 from {file}" in seeded.stdout, seeded.stderr
+    (call,) = stand_ins.calls("kubectl")
+    assert call["argv"] == ["exec", "-i", "--namespace", "shop", "db-qa-7-0", "--", *client]
+
+
+def test_a_seed_that_fails_says_why(stand_ins: RecordingStandIns, tmp_path):
+    (tmp_path / "seed.redis").write_text("SET a 1\nNOSUCH x\n")
+    env = stand_ins.env({"SAMI_ENGINE": "redis", "SAMI_SIZE": "1", "SAMI_IMAGE": "local/redis:1"})
+    args = contract_args("cache-qa-7", tag="1", manifest_dir=tmp_path, service="cache", namespace="shop")
+    stand_ins.respond([(["exec"], "OK\n(error) ERR unknown command 'NOSUCH'\n", 0)])
+    failed = run_script("k8s", "seed", args, env=env)
+    assert failed.returncode == 1
+    assert "1 command(s) failed, the first: ERR unknown command 'NOSUCH'" in failed.stderr
+    stand_ins.respond([(["exec"], 'psql:<stdin>:1: ERROR:  relation "nosuch" does not exist\n', 3)])
+    env["SAMI_ENGINE"] = "postgres"
+    (tmp_path / "seed.sql").write_text("SELECT * FROM nosuch;\n")
+    failed = run_script("k8s", "seed", args, env=env)
+    assert failed.returncode == 1 and 'relation "nosuch" does not exist' in failed.stderr
+    (tmp_path / "app.txt").write_text("x")
+    assert run_script("k8s", "seed", contract_args("web-qa-7", tag="1", manifest_dir=tmp_path, service="web",
+                                                   namespace="shop"),
+                      env={k: v for k, v in env.items() if k != "SAMI_ENGINE"}).returncode == 64
