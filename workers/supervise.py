@@ -17,7 +17,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import subprocess
 import sys
 
 PR_SET_PDEATHSIG = 1
@@ -49,11 +48,12 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, lambda *_: None)
     _ask_for_death_signal(parent)
     try:
-        script = subprocess.Popen(argv[1:], close_fds=True)
+        # posix_spawnp, not subprocess: importing subprocess takes longer than the rest of this start-up.
+        pid = os.posix_spawnp(argv[1], argv[1:], os.environ)
     except OSError as exc:
         print(f"cannot start {argv[1]}: {exc.strerror}", file=sys.stderr)
         return 126
-    code = script.wait()
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     if code < 0:
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
