@@ -20,6 +20,7 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+RESTORED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, name))
 DEATH_SIGNAL = signal.SIGUSR1
 
 
@@ -49,7 +50,9 @@ def main(argv: list[str]) -> int:
     _ask_for_death_signal(parent)
     try:
         # posix_spawnp, not subprocess: importing subprocess takes longer than the rest of this start-up.
-        pid = os.posix_spawnp(argv[1], argv[1:], os.environ)
+        # Python ignores SIGPIPE (and SIGXFSZ); the script gets them back at their defaults, as subprocess's
+        # restore_signals did, so that a pipeline's writer ends quietly when its reader has gone.
+        pid = os.posix_spawnp(argv[1], argv[1:], os.environ, setsigdef=RESTORED_SIGNALS)
     except OSError as exc:
         print(f"cannot start {argv[1]}: {exc.strerror}", file=sys.stderr)
         return 126
