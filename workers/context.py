@@ -20,6 +20,7 @@ from bot.github.rounds import RoundMarks, round_marks
 from bot.github.router import Router
 from bot.github.routes import make_router
 from bot.manifests.store import ManifestStore
+from workers.afterwork import AfterWork
 from workers.executor import Executor
 from workers.queue import InProcessBroker, make_broker
 from workers.stopping import Stopping
@@ -43,6 +44,10 @@ class WorkerContext:
     rounds: RoundMarks | None = None
     # The process's stop request: set on SIGTERM (a worker) or when the web process stops (embedded).
     stopping: Stopping = field(default_factory=Stopping)
+    # Where an action's info and notifications run once its outcome is recorded: beside the next job
+    # (a `sami worker`: its sessions are its own on each thread), or None: in the job, before it lets the
+    # deployment go (the embedded default, and workers that share one database connection).
+    after_work: AfterWork | None = None
 
     def session(self) -> Session:
         return self.session_factory()
@@ -100,9 +105,10 @@ def _take_deliveries(take, stop: threading.Event) -> None:
 class ContextWorker(SimpleWorker):
     """RQ's SimpleWorker (jobs run in this process) that runs each job with ``context``.
 
-    It also turns the deliveries the web intake handed off into their jobs: first all of them in
-    burst mode (a burst worker stops when its queues are empty), else from a thread of its own for as
-    long as it works.
+    With the context's ``after_work`` (a `sami worker`), an action's info and notifications run beside
+    the next job (``workers.afterwork``), and ``work`` returns once they have ended. It also turns the
+    deliveries the web intake handed off into their jobs: first all of them in burst mode (a burst
+    worker stops when its queues are empty), else from a thread of its own for as long as it works.
     """
 
     def __init__(self, *args, context: WorkerContext, **kwargs):
@@ -111,6 +117,21 @@ class ContextWorker(SimpleWorker):
         self.context = context
 
     def work(self, burst: bool = False, *args, **kwargs):
+        after_work = self.context.after_work
+        if after_work is None:
+            return self._work(burst, *args, **kwargs)
+        while True:
+            try:
+                result = self._work(burst, *args, **kwargs)
+            finally:
+                # The info and notifications of the last actions still run: they end before the worker does.
+                after_work.wait()
+            # An action queued on a deployment while its after-work held the lease is queued again when
+            # the lease is let go: a burst worker runs it too.
+            if not burst or not any(queue.count for queue in self.queues):
+                return result
+
+    def _work(self, burst: bool = False, *args, **kwargs):
         take = getattr(self.context.broker, "take_deliveries", None)
         if take is None:
             return super().work(burst, *args, **kwargs)

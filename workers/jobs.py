@@ -10,6 +10,7 @@ owning it.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import tempfile
 import time
@@ -112,17 +113,48 @@ def run_action(action_id: int, *, ctx: WorkerContext) -> None:
 
 
 def drain(ctx: WorkerContext, deployment_id: int, owner: str) -> None:
-    """Run the deployment's queued actions oldest first while holding its lease."""
+    """Run the deployment's queued actions oldest first while holding its lease.
+
+    An action's after-work (info, notifications) runs before the next action of the deployment; after
+    the last one, with ``ctx.after_work``, it runs beside the worker's next job, on a thread that keeps
+    the lease until it ends (``workers.afterwork``)."""
     while True:
+        follow_up: FollowUp | None = None
+        handed = False
         try:
             while (action_id := next_queued_action(ctx, deployment_id)) is not None:
-                if not execute_action(ctx, action_id, owner):
+                if follow_up is not None:
+                    follow_up.run_now()  # the next action's scripts never run beside this one's
+                    follow_up = None
+                later: list[FollowUp] = []
+                if not execute_action(ctx, action_id, owner, later):
                     return  # the lease is gone: whoever holds it now carries on
+                follow_up = later[0] if later else None
+            if follow_up is not None and ctx.after_work is not None:
+                ctx.after_work.start(lambda f=follow_up: _follow_up_then_let_go(ctx, f, deployment_id, owner),
+                                     name=f"sami-after-action-{follow_up.run.action_id}")
+                handed = True
+                return
         finally:
-            release_lease(ctx.session, deployment_id, owner)
+            if not handed:
+                if follow_up is not None:
+                    follow_up.run_now()
+                release_lease(ctx.session, deployment_id, owner)
         # An action queued while we held the lease had its job return early: take it over.
         if next_queued_action(ctx, deployment_id) is None or not claim_lease(ctx.session, deployment_id, owner):
             return
+
+
+def _follow_up_then_let_go(ctx: WorkerContext, follow_up: FollowUp, deployment_id: int, owner: str) -> None:
+    """Run an action's after-work, let the deployment's lease go, and queue again an action queued on it
+    meanwhile (its job returned early: the lease was held)."""
+    try:
+        follow_up.run_now()
+    finally:
+        release_lease(ctx.session, deployment_id, owner)
+    waiting = next_queued_action(ctx, deployment_id)
+    if waiting is not None:
+        ctx.broker.enqueue_action(waiting)
 
 
 # --- running one action ----------------------------------------------------------------------
@@ -148,6 +180,27 @@ class Prepared:
     manifest: Manifest
     target: Target
     manifest_dir: Path
+
+
+@dataclass
+class FollowUp:
+    """An action's after-work: info and notifications once its deployment's state changed, with the working
+    copy they run in (removed when they end) and the log ids of the action."""
+
+    run: Run
+    prepared: Prepared
+    old: DeploymentState
+    new: DeploymentState
+    stack: ExitStack
+    context: contextvars.Context
+
+    def run_now(self) -> None:
+        """Run it here and now; never raises (neither script can fail the action)."""
+        try:
+            with self.stack:
+                self.context.run(_after_state_change, self.run, self.prepared, self.old, self.new)
+        except Exception:
+            log.exception("after-work of action %s failed", self.run.action_id)
 
 
 class Run:
@@ -297,8 +350,11 @@ def retry_later(run: Run, problem: str) -> bool:
     return True
 
 
-def execute_action(ctx: WorkerContext, action_id: int, owner: str) -> bool:
-    """Run one queued action to its end and settle its deployment; False if the lease was lost."""
+def execute_action(ctx: WorkerContext, action_id: int, owner: str, later: list[FollowUp] | None = None) -> bool:
+    """Run one queued action to its end and settle its deployment; False if the lease was lost.
+
+    Its after-work (info, notifications) runs at the end, or with ``later`` is appended to it for the caller,
+    which runs it before it lets the deployment's lease go."""
     with ctx.session() as session:
         action = session.get(Action, action_id)
         if action is None or action.state is not ActionState.QUEUED:
@@ -310,10 +366,11 @@ def execute_action(ctx: WorkerContext, action_id: int, owner: str) -> bool:
         # webhook delivery that asked for it.
         about = {"delivery_id": action.delivery_id, "deployment": run.deployment_name, "action_id": action_id}
     with logs.about(**about):
-        return _execute(ctx, run, action_id, owner, may_start_at)
+        return _execute(ctx, run, action_id, owner, may_start_at, later)
 
 
-def _execute(ctx: WorkerContext, run: Run, action_id: int, owner: str, may_start_at: datetime) -> bool:
+def _execute(ctx: WorkerContext, run: Run, action_id: int, owner: str, may_start_at: datetime,
+             later: list[FollowUp] | None) -> bool:
     with ExitStack() as stack:
         # The slow part (reading manifests may fetch from git) comes before the action is claimed,
         # so a claimed action always has a fresh heartbeat.
@@ -386,7 +443,10 @@ def _execute(ctx: WorkerContext, run: Run, action_id: int, owner: str, may_start
         metrics.action_finished(run.kind, outcome.state, time.monotonic() - started)
         run.settled()
         if changed and prepared is not None:
-            _after_state_change(run, prepared, *changed)
+            if later is None:
+                _after_state_change(run, prepared, *changed)
+            else:  # the working copy stays until it has run
+                later.append(FollowUp(run, prepared, *changed, stack.pop_all(), contextvars.copy_context()))
     return True
 
 

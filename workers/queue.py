@@ -99,11 +99,12 @@ class RQBroker:
         return status in WAITING_JOB_STATES or (started_counts and status == JobStatus.STARTED)
 
     def _enqueue(self, queue: Queue, func: str, job_id: str, *args, started_counts: bool = True,
-                 timeout: int = -1, delay: float = 0.0, new: bool = False) -> bool:
+                 timeout: int = -1, delay: float = 0.0, new: bool = False, front: bool = False) -> bool:
         # A job a dead worker had started stays "started" in RQ for minutes; callers that know no
         # worker holds the deployment (the sweep, the reaper) replace it. Work asked for now replaces
         # a job scheduled for later (its time came and RQ's scheduler has not moved it, or it moved up).
         # ``new``: the row was just inserted, so no job of it can exist yet and none is looked for.
+        # ``front``: the job goes before those already waiting (work others wait behind).
         if not new:
             if self.job_is_live(job_id, started_counts, scheduled_counts=delay > 0):
                 return True
@@ -118,20 +119,22 @@ class RQBroker:
         elif new:
             # One round trip: the job, its queue and the push in one pipeline.
             with self.connection.pipeline() as pipeline:
-                queue.enqueue_call(func, args=args, timeout=timeout, pipeline=pipeline, **options)
+                queue.enqueue_call(func, args=args, timeout=timeout, pipeline=pipeline, at_front=front, **options)
                 pipeline.execute()
         else:
-            queue.enqueue_call(func, args=args, timeout=timeout, **options)
+            queue.enqueue_call(func, args=args, timeout=timeout, at_front=front, **options)
         return True
 
     def enqueue_action(self, action_id: int, started_counts: bool = True,
-                       delay: float = 0.0, new: bool = False) -> bool:
+                       delay: float = 0.0, new: bool = False, front: bool = False) -> bool:
         """Queue action ``action_id``, to start ``delay`` seconds from now; False (and the sweep
         queues it when it is due) when Redis is unreachable. ``new``: the action was just accepted,
-        so no job of it can exist yet and none is looked for (two Redis round trips fewer)."""
+        so no job of it can exist yet and none is looked for (two Redis round trips fewer).
+        ``front``: it is taken before the jobs already waiting (an environment run's component that
+        others wait behind)."""
         try:
             self._enqueue(self.actions, RUN_ACTION, str(action_id), action_id,
-                          started_counts=started_counts, delay=delay, new=new)
+                          started_counts=started_counts, delay=delay, new=new, front=front)
         except redis.RedisError as exc:
             log.warning("could not queue action %s (%s); the sweep will queue it", action_id,
                         type(exc).__name__, extra={"action_id": action_id})
@@ -300,7 +303,8 @@ class InProcessBroker:
         return True
 
     def enqueue_action(self, action_id: int, started_counts: bool = True,
-                       delay: float = 0.0, new: bool = False) -> bool:
+                       delay: float = 0.0, new: bool = False, front: bool = False) -> bool:
+        # Threads take jobs as they come: no job waits behind another long enough for an order to matter.
         if delay > 0:
             self._submit_later(str(action_id), delay, RUN_ACTION, action_id)
         else:

@@ -184,8 +184,10 @@ def run_control_script(
                 next_tick = now + tick_seconds
                 _call(on_tick)
             if not open_streams:
-                # The script closed its output but runs on: keep the timeout and the ticks going.
-                time.sleep(0.05)
+                # The script closed its output (as it does when it exits) but may run on: wait for its
+                # end, which comes in a moment when it exited, keeping the timeout and the ticks going.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(0.05)
                 continue
             try:
                 name, line = lines.get(timeout=0.2 if timed_out else min(0.2, max(0.01, deadline - now)))

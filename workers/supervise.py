@@ -17,10 +17,10 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import subprocess
 import sys
 
 PR_SET_PDEATHSIG = 1
+RESTORED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, name))
 DEATH_SIGNAL = signal.SIGUSR1
 
 
@@ -49,11 +49,14 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, lambda *_: None)
     _ask_for_death_signal(parent)
     try:
-        script = subprocess.Popen(argv[1:], close_fds=True)
+        # posix_spawnp, not subprocess: importing subprocess takes longer than the rest of this start-up.
+        # Python ignores SIGPIPE (and SIGXFSZ); the script gets them back at their defaults, as subprocess's
+        # restore_signals did, so that a pipeline's writer ends quietly when its reader has gone.
+        pid = os.posix_spawnp(argv[1], argv[1:], os.environ, setsigdef=RESTORED_SIGNALS)
     except OSError as exc:
         print(f"cannot start {argv[1]}: {exc.strerror}", file=sys.stderr)
         return 126
-    code = script.wait()
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     if code < 0:
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)

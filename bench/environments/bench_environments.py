@@ -13,6 +13,7 @@ component to a new version.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -31,7 +32,7 @@ from sqlalchemy import create_engine, select, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from bot.core import db  # noqa: E402
-from bot.core.models import Action, EnvironmentRun  # noqa: E402
+from bot.core.models import Action, ActionStep, EnvironmentRun  # noqa: E402
 from bot.manifests import load_deployments_repo  # noqa: E402
 from bot.services import environments  # noqa: E402
 from bot.services.deployments import Context  # noqa: E402
@@ -68,6 +69,56 @@ def critical_path(graph: dict[str, set[str]], durations: dict[str, float]) -> fl
     return max(finish.values())
 
 
+def chain_of(graph: dict[str, set[str]], durations: dict[str, float]) -> list[str]:
+    """The critical path's components, first to last."""
+    finish: dict[str, float] = {}
+    previous: dict[str, str | None] = {}
+    for name in sorted(graph):
+        before = max(graph[name], key=lambda d: finish[d], default=None)
+        previous[name] = before
+        finish[name] = durations[name] + (finish[before] if before else 0.0)
+    node: str | None = max(finish, key=finish.get)
+    chain = []
+    while node is not None:
+        chain.append(node)
+        node = previous[node]
+    return chain[::-1]
+
+
+def links(session: Session, by_service: dict[str, Action], chain: list[str], durations: dict[str, float],
+          start) -> tuple[list[dict], dict]:
+    """Each link of the critical path as time stamps from its dependency's end (ms), and the medians of
+    each part over the links."""
+    steps: dict[int, list[ActionStep]] = {}
+    for step in session.scalars(select(ActionStep).where(ActionStep.action_id.in_([a.id for a in by_service.values()]))
+                                .order_by(ActionStep.position)):
+        steps.setdefault(step.action_id, []).append(step)
+    rows = []
+    ready = start
+    for service in chain:
+        action = by_service[service]
+
+        def ms(moment, since=ready):
+            return round((moment - since).total_seconds() * 1000)
+        own = steps.get(action.id, [])
+        row = {"service": service, "accepted": ms(action.created_at), "claimed": ms(action.started_at)}
+        for step in own:
+            row[f"{step.operation}_start"] = ms(step.started_at)
+            row[f"{step.operation}_end"] = ms(step.finished_at)
+        row["finished"] = ms(action.finished_at)
+        row["beyond_sleep"] = row["finished"] - round(durations[service] * 1000)
+        rows.append(row)
+        ready = action.finished_at
+    parts: dict[str, list[int]] = {}
+    for row in rows[1:]:  # the first link starts from the run's record, not from an action's end
+        marks = [(k, v) for k, v in row.items() if k not in ("service", "beyond_sleep")]
+        previous = ("ready", 0)
+        for key, value in marks:
+            parts.setdefault(f"{previous[0]}->{key}", []).append(value - previous[1])
+            previous = (key, value)
+    return rows, {k: round(statistics.median(v)) for k, v in parts.items()}
+
+
 def stop(processes: list[subprocess.Popen]) -> None:
     for process in processes:
         if process.poll() is None:
@@ -82,6 +133,7 @@ def main() -> None:
     parser.add_argument("--chain", type=float, default=2.0, help="seconds of each critical-chain component's script")
     parser.add_argument("--side", type=float, default=0.5, help="seconds of every other component's script")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--links", action="store_true", help="print each critical-path link's time stamps")
     args = parser.parse_args()
     graph, durations = dag(args.chain, args.side)
     path = critical_path(graph, durations)
@@ -154,6 +206,21 @@ def main() -> None:
                                   "accepted_to_script_ms": round(statistics.median(pickups) * 1000),
                                   "beyond_script_sleep_ms": round(statistics.median(extra) * 1000)})
                 print("  medians per component:", breakdown[-1], flush=True)
+                if args.links:
+                    with Session(engine) as session:
+                        rows, parts = links(session, by_service, chain_of(graph, durations), durations,
+                                            run.created_at)
+                    for row in rows:
+                        print("   ", row)
+                    print("  critical-path links, median ms per part:", parts, flush=True)
+                    gaps = []
+                    process = {a.id: a.worker.split(":")[1] for a in by_service.values()}  # host:pid:thread:random
+                    for worker in set(process.values()):
+                        own = sorted((a for a in by_service.values() if process[a.id] == worker),
+                                     key=lambda a: a.started_at)
+                        gaps += [(b.started_at - a.finished_at).total_seconds() for a, b in itertools.pairwise(own)]
+                    print("  a worker's action settled -> its next claimed: median "
+                          f"{statistics.median(gaps) * 1000:.0f} ms, max {max(gaps) * 1000:.0f} ms", flush=True)
                 over = (total / path - 1) * 100
                 print(f"run {run_number}: {total:.2f} s (critical path {path:.2f} s, +{over:.1f} %)", flush=True)
             engine.dispose()

@@ -11,6 +11,7 @@ from bot.cli.common import migrated_sessions, one_line_errors, warn_if_metrics_o
 from bot.core.config import Settings, load_settings
 from bot.core.logs import configure_logging
 from bot.core.metrics import StateCollector, serve_metrics
+from workers.afterwork import AfterWork
 from workers.context import WorkerContext, build_context
 from workers.queue import ACTIONS_QUEUE, CHECKS_QUEUE, RQBroker, connect_redis
 from workers.scheduler import Scheduler
@@ -34,6 +35,9 @@ def worker(burst: bool, name: str | None) -> None:
     configure_logging(settings)
     connection = connect_redis(settings)
     context = build_context(settings, broker=RQBroker(connection), session_factory=sessions)
+    # An action's info and notifications run beside the next job: a component waiting for this one
+    # starts without waiting for them too.
+    context.after_work = AfterWork()
     _serve_process_metrics(settings, context)
     # No fork per job: the process keeps its database pool, and scripts run in their own
     # process groups anyway. RQ's scheduler (one process for all workers, by a lock in Redis)

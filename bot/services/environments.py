@@ -338,11 +338,19 @@ def _deploy_request(session: Session, component: Component, version: str | None,
 
 
 def hand_to_queue(ctx: Context, queued: list[Queued]) -> None:
-    """Queue the actions a committed run step accepted (the sweep queues any the queue refuses)."""
+    """Queue the actions a committed run step accepted (the sweep queues any the queue refuses).
+
+    ``queued`` comes most waited-for first. What other components wait behind goes to the front of the
+    queue, before work already waiting there (a quick component of an earlier step must not hold up the
+    longest chain); each is put at the front in turn, so the most waited-for is pushed last and taken
+    first. The others go to the back."""
     if ctx.broker is None:
         return
+    for item in reversed([q for q in queued if q.behind > 0 and q.delay <= 0]):
+        ctx.broker.enqueue_action(item.action_id, delay=item.delay, front=True)
     for item in queued:
-        ctx.broker.enqueue_action(item.action_id, delay=item.delay)
+        if item.behind <= 0 or item.delay > 0:
+            ctx.broker.enqueue_action(item.action_id, delay=item.delay)
 
 
 # --- advancing a run ---------------------------------------------------------------------------

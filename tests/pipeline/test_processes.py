@@ -208,6 +208,35 @@ def test_a_worker_starts_an_update_that_waited_when_its_time_comes(stack):
     assert stack.deployment().tag == "v2"
 
 
+def test_a_worker_takes_its_next_job_while_notifications_run_and_the_deployment_waits_for_them(stack):
+    """Info and notifications run beside the worker's next job, holding the deployment's lease: the
+    worker is free at once, and the next action of the same deployment starts only after they end."""
+    stack.start("worker")
+    assert stack.request("v1", hang="notifications")[0] == 202
+    child = stack.record.parent / "record.child"  # notifications runs, held by `sleep 300 &`
+    child_pid = int(stack.wait(lambda: child.exists() and child.read_text().strip(), 60, "the notifications"))
+    first = stack.actions()[0]
+    assert first.state is ActionState.SUCCEEDED
+    assert stack.deployment().state is DeploymentState.RUNNING
+    assert stack.deployment().lease_owner is not None  # its after-work holds the deployment
+    assert stack.request("v2", hang="none")[0] == 202
+    actions = RQBroker(redis.Redis.from_url(stack.config["redis_url"])).actions
+    # The one worker took the update's job while the notifications still run, and left the update queued.
+    stack.wait(lambda: actions.count == 0 and not actions.started_job_registry.get_job_ids(), 30,
+               "the worker to take the update's job")
+    assert stack.actions()[-1].state is ActionState.QUEUED
+    assert alive(child_pid)
+    os.kill(child_pid, signal.SIGKILL)  # notifications ends: the lease is let go, the update queued again
+    stack.wait(lambda: stack.actions()[-1].state.finished, 60, "the update")
+    assert stack.actions()[-1].state is ActionState.SUCCEEDED
+    assert overlaps(stack.record) == []
+    lines = stack.record.read_text().splitlines()
+    assert lines.index("notifications probe-stage v1") < lines.index("update probe-stage v2")
+    assert (stack.record.parent / "record.notified").read_text().splitlines()[0] == \
+        "probe-stage CreatePending Running"
+    stack.wait(lambda: stack.deployment().lease_owner is None, 30, "the lease to be let go")
+
+
 def test_green_runs_leave_no_working_copies(stack):
     stack.start("worker")
     assert stack.request("v1")[0] == 202

@@ -46,6 +46,14 @@ def test_exit_code_and_streams(tmp_path):
     assert result.stderr == "err\n"
 
 
+def test_a_script_starts_with_the_default_signal_dispositions(tmp_path):
+    """Python ignores SIGPIPE; a script must not inherit that (a pipeline's writer would fail with EPIPE
+    instead of ending quietly when its reader has gone)."""
+    result = run_control_script([script(tmp_path, "grep SigIgn /proc/$$/status\n")], env=ENV, timeout=10)
+    ignored = int(result.stdout.split()[1], 16)
+    assert ignored & (1 << (13 - 1)) == 0, result.stdout  # SIGPIPE is 13
+
+
 def test_arguments_are_not_interpreted_by_a_shell(tmp_path):
     marker = tmp_path / "pwned"
     argv = [script(tmp_path, 'printf "%s\\n" "$@"\n'), "--name", f"$(touch {marker})", "a b;c"]
