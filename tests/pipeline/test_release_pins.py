@@ -56,9 +56,15 @@ def test_a_blue_green_rollback_pins_the_environment_until_a_release_is_switched_
     pinned = api("GET", "/api/v1/deployments/site-production-blue", token="ci").json["deployment"]["pin"]
     assert pinned["reason"] == f"rollback {rolled['id']} of production from green to blue"
 
-    # CI's next build for production: refused before anything is written, naming who, when and how to unpin.
+    # CI's next build for production: refused before anything is written, as always in a blue-green
+    # environment (its own name takes no deployment: a release goes into the idle colour).
     before = deployment_count(db_session)
     refused = ci_request(api, "v3")
+    assert refused.status_code == 409, refused.json
+    assert refused.json["error"].startswith("environment 'production' is released blue-green")
+    assert deployment_count(db_session) == before
+    # A deploy of a colour: refused, naming who pinned it, when and how to unpin.
+    refused = api("POST", "/api/v1/environments/production-green/deploy", {"versions": {"site": "v3"}})
     assert refused.status_code == 409, refused.json
     error = refused.json["error"]
     assert error.startswith("environment 'production' is pinned by token:release-manager at ")
@@ -68,8 +74,8 @@ def test_a_blue_green_rollback_pins_the_environment_until_a_release_is_switched_
     assert refused.json["unpin"]["cli"] == "sami env unpin production"
     assert deployment_count(db_session) == before
 
-    # Environment deploys of the environment or of either colour: refused the same way.
-    for environment in ("production", "production-blue", "production-green"):
+    # Environment deploys of either colour: refused the same way.
+    for environment in ("production-blue", "production-green"):
         answer = api("POST", f"/api/v1/environments/{environment}/deploy", {"versions": {"site": "v3"}})
         assert answer.status_code == 409, (environment, answer.json)
         assert answer.json["error"].startswith("environment 'production' is pinned by token:release-manager")
