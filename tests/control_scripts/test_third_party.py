@@ -68,8 +68,9 @@ def test_redis_lifecycle_sizes_and_data(swarm_session: DockerSwarm, redis_image:
     assert healthy("2", 2).returncode == 0, "both members answer PING at the new tag"
     assert _members(swarm, name) == [f"{name}_m0 1/1", f"{name}_m1 1/1"]
     replica = wait_for(lambda: subprocess.CompletedProcess(
-        [], 0 if _redis(swarm, name, 1, "get", "greeting") == "hello" else 1), timeout=60)
-    assert replica.returncode == 0, "member 1 replicates member 0"
+        [], 0 if _redis(swarm, name, 1, "get", "greeting") == "hello" else 1), timeout=180)
+    assert replica.returncode == 0, ("member 1 replicates member 0", _redis(swarm, name, 1, "info", "replication"),
+                                     _redis(swarm, name, 0, "get", "greeting"))
     assert _redis(swarm, name, 0, "get", "greeting") == "hello", "an update keeps the data"
 
     refused = run("update", "2", 1)
