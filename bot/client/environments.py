@@ -445,6 +445,12 @@ def releases(out: Out, environment) -> Exit:
     if answer["awaiting_release"]:
         who = ", ".join(answer["release_approvers"]) or "whoever may deploy it"
         out.say(f"awaiting release: {who} may release it (sami env release {environment} --switch)")
+    pinned = answer.get("pinned") or []
+    if pinned:  # a rollback pinned both colours
+        pin = pinned[0]
+        out.say(f"pinned by {pin['by']} at {(pin.get('at') or '')[:16].replace('T', ' ')} ({pin.get('reason')}): "
+                f"colour deploys and pushes are refused until sami env unpin {environment} or a release is "
+                "switched live")
     rows = [[str(r["id"]), r["kind"], f"{r['from_colour'] or '-'} -> {r['to_colour']}", r["state_words"],
              r.get("switched_by") or r["requested_by"], (r.get("switched_at") or r["created_at"] or "")[:19],
              str(r["snapshot_id"] or "-")] for r in answer["releases"]]

@@ -64,3 +64,11 @@ def test_a_release_from_the_command_line(server):
         ("rollback", "green", "blue", "live"), ("release", "blue", "green", "replaced"),
         ("release", None, "blue", "replaced")]
     assert history["live"]["colour"] == "blue" and history["previous"]["colour"] == "green"
+    # The rollback pinned both colours: the history says by whom and how to unpin, until unpinned.
+    shown = ok(server.run("env", "releases", "production", token="reader")).stdout
+    assert "pinned by token:release-manager at " in shown
+    rollback_id = history["releases"][0]["id"]
+    assert f"(rollback {rollback_id} of production from green to blue): colour deploys and pushes are refused " \
+           "until sami env unpin production or a release is switched live" in shown, shown
+    ok(server.run("env", "unpin", "production"))
+    assert "pinned by" not in ok(server.run("env", "releases", "production", token="reader")).stdout
