@@ -422,10 +422,7 @@ def _blue_green_problems(name: str, env_file: EnvironmentFile, blue_green: BlueG
                          components: Sequence[str]) -> list[ManifestError]:
     """The entry must be a component; the pull request environment has no colours; every colour's
     deployment name must stay a DNS label; a team among the approvers is named by its slug; no approver twice."""
-    errors = []
-    if name == PULL_REQUEST_ENVIRONMENT:
-        errors.append(env_file.error(("blue_green",), "blue_green: the pull_request environment is not released "
-                                                      "blue-green (its previews follow their pull request)"))
+    errors = [env_file.error(("blue_green",), problem) for problem in _colours_problems(name, components)]
     if blue_green.entry not in components:
         shown = ", ".join(components) or "none"
         errors.append(env_file.error(("blue_green", "entry"), f"blue_green.entry: {blue_green.entry!r} is not a "
@@ -448,13 +445,22 @@ def _blue_green_problems(name: str, env_file: EnvironmentFile, blue_green: BlueG
             errors.append(env_file.error(where, f"blue_green.release_approvers[{index}]: {entry!r} is listed "
                                                 f"already (release_approvers[{seen[key]}])"))
         seen.setdefault(key, index)
+    return errors
+
+
+def _colours_problems(name: str, components: Sequence[str]) -> list[str]:
+    """Why environment ``name`` cannot have colours: the pull request environment has none, and every
+    colour's deployment name must stay a DNS label (the first that would not)."""
+    problems = []
+    if name == PULL_REQUEST_ENVIRONMENT:
+        problems.append("blue_green: the pull_request environment is not released blue-green (its previews follow "
+                        "their pull request)")
     for service in components:
         problem = naming.name_length_problem(service, f"{name}-{max(COLOURS, key=len)}")
         if problem is not None:
-            errors.append(env_file.error(("blue_green",), f"blue_green: {problem} (the colours add -blue and "
-                                                          "-green to the environment)"))
+            problems.append(f"blue_green: {problem} (the colours add -blue and -green to the environment)")
             break
-    return errors
+    return problems
 
 
 def _manifest_blue_green(name: str, by_key: Mapping[tuple[str, str], Marked],
@@ -476,15 +482,7 @@ def _manifest_blue_green(name: str, by_key: Mapping[tuple[str, str], Marked],
     else:
         marked = saying[0]
         components = tuple(sorted(service for service, environment in by_key if environment == name))
-        if name == PULL_REQUEST_ENVIRONMENT:
-            errors.append(marked.error("blue_green", "blue_green: the pull_request environment is not released "
-                                                     "blue-green (its previews follow their pull request)"))
-        for service in components:
-            problem = naming.name_length_problem(service, f"{name}-{max(COLOURS, key=len)}")
-            if problem is not None:
-                errors.append(marked.error("blue_green", f"blue_green: {problem} (the colours add -blue and -green "
-                                                         "to the environment)"))
-                break
+        errors = [marked.error("blue_green", problem) for problem in _colours_problems(name, components)]
         if not errors:
             result.topologies[name] = Topology(name=name, components=components,
                                                blue_green=marked.manifest.blue_green)

@@ -22,9 +22,9 @@ from sqlalchemy import select
 
 from bot.core.models import Deployment, Release
 from bot.core.states import DeploymentState
-from bot.manifests import DeploymentsRepo, load_deployments_repo
 from bot.services import deployments, releases
 from tests.control_scripts.helpers import AFTER_CHANGE, LOOP_REQUESTS, RequestLoop
+from tests.pipeline.test_environment_seed_swarm import Folder
 from tests.support import images
 from tests.support.docker import DockerSwarm
 from workers.scheduler import Scheduler, TickReport
@@ -55,19 +55,6 @@ services:
 networks:
   hostnet: {{external: true, name: host}}
 """
-
-
-class Folder:
-    """The deployments repo as the folder on disk is now."""
-
-    def __init__(self, root: Path):
-        self.root = root
-
-    def current(self, refresh: bool = False) -> DeploymentsRepo:
-        return load_deployments_repo(self.root)
-
-    def at(self, sha: str | None) -> DeploymentsRepo:
-        return self.current()
 
 
 def free_ports(count: int) -> list[int]:
